@@ -1,0 +1,185 @@
+"""Every sync message: its schema, its encoding, and the one place incoming CBOR is decoded.
+
+Nothing else in ``shiftpeer.sync`` calls ``cbor2.loads``. ``decode`` turns a frame into a dict that
+has exactly the fields its type allows, of the right types and within bounds, or raises one
+``ProtocolError`` (tahoe ``util/cbor.py`` and ``storage/http_server.py`` ``_SCHEMAS``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import cbor2
+
+from shiftpeer.sync.framing import encode_frame
+
+PROTOCOL_VERSION = 1
+
+MAX_INT = (1 << 63) - 1
+MAX_NAME = 512          # database names, methods, error codes, roles
+MAX_TEXT = 4096         # error messages
+MAX_ID = 1024           # document ids
+MAX_REV = 80            # "N-<32 hex>" plus slack
+MAX_REVS = 1000         # leaf revisions of one doc in a changes entry / history length (rev_limit)
+MAX_BATCH = 10000       # entries in one changes/need/docs message
+MAX_ROLES = 16
+
+
+class ProtocolError(Exception):
+    """An incoming frame is not a valid message; ``code`` names the reason for the error frame."""
+
+    def __init__(self, message: str, code: str = "bad_message") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- field checkers: each takes a value and returns it (possibly normalised) or raises ProtocolError
+
+Checker = Callable[[Any, str], Any]
+
+
+def _int(v: Any, name: str) -> int:
+    if type(v) is not int or not (0 <= v <= MAX_INT):
+        raise ProtocolError(f"field {name!r} must be a non-negative integer")
+    return v
+
+
+def _bool(v: Any, name: str) -> bool:
+    if type(v) is not bool:
+        raise ProtocolError(f"field {name!r} must be a boolean")
+    return v
+
+
+def _str(limit: int) -> Checker:
+    def check(v: Any, name: str) -> str:
+        if type(v) is not str or len(v) > limit:
+            raise ProtocolError(f"field {name!r} must be a string of at most {limit} characters")
+        return v
+    return check
+
+
+def _opt(checker: Checker) -> Checker:
+    def check(v: Any, name: str) -> Any:
+        return None if v is None else checker(v, name)
+    return check
+
+
+def _map(v: Any, name: str) -> dict:
+    if type(v) is not dict:
+        raise ProtocolError(f"field {name!r} must be a map")
+    return v
+
+
+def _any(v: Any, name: str) -> Any:
+    return v
+
+
+def _list(item: Checker, limit: int) -> Checker:
+    def check(v: Any, name: str) -> list:
+        if type(v) is not list or len(v) > limit:
+            raise ProtocolError(f"field {name!r} must be a list of at most {limit} items")
+        for x in v:
+            item(x, name)
+        return v
+    return check
+
+
+_name = _str(MAX_NAME)
+_docid = _str(MAX_ID)
+_rev = _str(MAX_REV)
+_revs = _list(_rev, MAX_REVS)
+
+
+def _id_revs(v: Any, name: str) -> list:
+    if type(v) is not list or len(v) != 2:
+        raise ProtocolError(f"field {name!r} entries must be [docid, [rev, ...]]")
+    _docid(v[0], name)
+    _revs(v[1], name)
+    if not v[1]:
+        raise ProtocolError(f"field {name!r} entries must name at least one revision")
+    return v
+
+
+_DOC_KEYS = frozenset(("id", "rev", "deleted", "body", "sig", "history"))
+
+
+def _repl_doc(v: Any, name: str) -> dict:
+    if type(v) is not dict or v.keys() != _DOC_KEYS:
+        raise ProtocolError(f"field {name!r} entries must be documents with exactly {sorted(_DOC_KEYS)}")
+    _docid(v["id"], name)
+    _rev(v["rev"], name)
+    _bool(v["deleted"], name)
+    _map(v["body"], name)
+    sig = v["sig"]
+    if sig is not None and (type(sig) is not bytes or len(sig) > 128):
+        raise ProtocolError(f"field {name!r}: sig must be bytes or null")
+    hist = v["history"]
+    _revs(hist, name)
+    if not hist or hist[0] != v["rev"]:
+        raise ProtocolError(f"field {name!r}: history must start with the document's rev")
+    return v
+
+
+#: type -> {field: (checker, required)}. A message has exactly these fields plus "t".
+SCHEMAS: dict[str, dict[str, tuple[Checker, bool]]] = {
+    # handshake: the first frame each side sends
+    "hello": {"v": (_int, True), "roles": (_list(_name, MAX_ROLES), True), "maxf": (_int, True)},
+    # an error; with "rid" it ends that replication only, without it the connection is closing
+    "error": {"code": (_name, True), "msg": (_str(MAX_TEXT), True), "db": (_opt(_name), False),
+              "rid": (_opt(_int), False), "id": (_opt(_int), False)},
+    # RPC
+    "call": {"id": (_int, True), "method": (_name, True), "args": (_map, True)},
+    "result": {"id": (_int, True), "ok": (_bool, True), "value": (_any, False), "error": (_opt(_str(MAX_TEXT)), False)},
+    # replication, puller -> feeder
+    "pull": {"rid": (_int, True), "db": (_name, True), "since": (_int, True), "epoch": (_opt(_str(MAX_NAME)), True),
+             "live": (_bool, True), "push": (_opt(_int), False)},
+    "need": {"rid": (_int, True), "seq": (_int, True), "want": (_list(_id_revs, MAX_BATCH), True)},
+    "ack": {"rid": (_int, True), "seq": (_int, True)},
+    # replication, feeder -> puller
+    "accept": {"rid": (_int, True), "epoch": (_str(MAX_NAME), True), "since": (_int, True)},
+    "changes": {"rid": (_int, True), "seq": (_int, True), "ch": (_list(_id_revs, MAX_BATCH), True)},
+    "docs": {"rid": (_int, True), "seq": (_int, True), "docs": (_list(_repl_doc, MAX_BATCH), True),
+             "more": (_bool, True)},
+    "caught_up": {"rid": (_int, True), "seq": (_int, True)},
+    # push: "please pull db `src` of mine into your `db`"; either side may end a replication with stop
+    "push": {"rid": (_int, True), "src": (_name, True), "db": (_name, True), "live": (_bool, True)},
+    "stop": {"rid": (_int, True), "role": (_name, True)},
+}
+
+_SCHEMA_KEYS = {t: frozenset(s) | {"t"} for t, s in SCHEMAS.items()}
+_REQUIRED = {t: frozenset(k for k, (_, req) in s.items() if req) | {"t"} for t, s in SCHEMAS.items()}
+
+
+def decode(frame: bytes) -> dict:
+    """Decode one frame's payload into a validated message dict, or raise ProtocolError."""
+    try:
+        msg = cbor2.loads(frame)
+    except Exception as e:  # cbor2 raises several types (CBORDecodeError, ValueError, ...)
+        raise ProtocolError(f"undecodable CBOR: {e.__class__.__name__}", "bad_cbor") from None
+    return validate(msg)
+
+
+def validate(msg: Any) -> dict:
+    """Check a decoded message against its schema; return it or raise ProtocolError."""
+    if type(msg) is not dict:
+        raise ProtocolError("a message must be a CBOR map")
+    t = msg.get("t")
+    schema = SCHEMAS.get(t) if type(t) is str else None
+    if schema is None:
+        raise ProtocolError(f"unknown message type {str(t)[:40]!r}", "unknown_type")
+    keys = msg.keys()
+    if not keys <= _SCHEMA_KEYS[t]:
+        extra = sorted(str(k)[:40] for k in keys - _SCHEMA_KEYS[t])
+        raise ProtocolError(f"{t}: unexpected fields {extra}")
+    if not _REQUIRED[t] <= keys:
+        raise ProtocolError(f"{t}: missing fields {sorted(_REQUIRED[t] - keys)}")
+    for k, v in msg.items():
+        if k != "t":
+            schema[k][0](v, f"{t}.{k}")
+    return msg
+
+
+def encode(t: str, **fields: Any) -> bytes:
+    """Encode one message of type ``t`` as a complete frame (length prefix included)."""
+    fields["t"] = t
+    return encode_frame(cbor2.dumps(fields))

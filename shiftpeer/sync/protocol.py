@@ -1,0 +1,389 @@
+"""The sync connection: framing, the handshake state machine, dispatch. Replication lives elsewhere.
+
+``SyncProtocol`` is thin on purpose: it turns bytes into validated messages (``framing`` +
+``messages``), runs the connection state machine (awaiting_hello -> ready -> closed, see
+docs/protocol.md), answers RPCs, and hands replication messages to a ``ReplicationManager``.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Iterable, Optional
+
+import cbor2
+from automat import MethodicalMachine
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from shiftpeer.sync import messages
+from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge, encode_frame
+from shiftpeer.sync.messages import PROTOCOL_VERSION, ProtocolError
+from shiftpeer.sync.replication import BATCH_CHANGES, WINDOW, Replication, ReplicationManager
+
+log = Logger()
+
+_REPLICATION_TYPES = frozenset(("pull", "need", "ack", "accept", "changes", "docs", "caught_up", "push", "stop"))
+
+
+class RemoteError(Exception):
+    """An RPC failed on the peer (or the connection went away before the answer)."""
+
+
+@implementer(IPushProducer)
+class SyncProtocol(Protocol):
+    """One sync connection (either side). After the handshake: ``peer_id``, ``peer_roles``,
+    ``pull``, ``push``, ``call``."""
+
+    _machine = MethodicalMachine()
+
+    def __init__(self, factory: "SyncFactory") -> None:
+        self.factory = factory
+        self.peer_id: Optional[str] = None
+        self.peer_roles: tuple[str, ...] = ()
+        self.peer_error: Optional[dict] = None     # the error frame the peer closed with, if any
+        self.paused = False                          # the transport asked us to stop producing
+        self.frames_in = self.frames_out = 0
+        self.bytes_in = self.bytes_out = 0
+        self._decoder = FrameDecoder(factory.max_frame)
+        self._closing = False
+        self._calls: dict[int, Deferred] = {}
+        self._next_call = 1
+        self.replications = ReplicationManager(
+            self, factory.store, factory.policy, factory.validator, factory.counters,
+            window=factory.window, batch_changes=factory.batch_changes, store_batch=factory.store_batch)
+        self._ready: Deferred | None = None
+        self._ready_waiters: list[Deferred] = []
+        self.extra_hooks: list[Callable[["SyncProtocol"], Any]] = []
+
+    # ---------------------------------------------------------------- state machine
+    @_machine.state(initial=True)
+    def awaiting_hello(self) -> None:
+        "We sent our hello and wait for the peer's."
+
+    @_machine.state()
+    def ready(self) -> None:
+        "Handshake done: the peer is authenticated; replication and RPC flow both ways."
+
+    @_machine.state()
+    def closed(self) -> None:
+        "The connection is closing or gone; input is ignored."
+
+    @_machine.input()
+    def hello(self, msg: dict) -> None:
+        "A hello with our protocol version."
+
+    @_machine.input()
+    def message(self, msg: dict) -> None:
+        "Any other valid message."
+
+    @_machine.input()
+    def bad_input(self, code: str, text: str, db: Optional[str]) -> None:
+        "The peer broke the protocol (or failed authentication/validation)."
+
+    @_machine.input()
+    def lost(self) -> None:
+        "The transport is gone."
+
+    @_machine.output()
+    def _authenticate(self, msg: dict) -> None:
+        try:
+            peer_id = self.factory.peer_id_of(self.transport)
+        except Exception as e:
+            peer_id = None
+            log.warn("no peer identity: {err}", err=e)
+        if not peer_id:
+            self.bad_input("unauthenticated", "no verified peer certificate", None)
+            return
+        self.peer_id = peer_id
+        self.peer_roles = tuple(msg["roles"])
+        self.factory.connections.add(self)
+        log.info("connected to {peer} (roles {roles})", peer=peer_id, roles=",".join(self.peer_roles))
+        for hook in [*self.factory.on_connected, *self.extra_hooks]:
+            try:
+                hook(self)
+            except Exception:
+                log.failure("connection hook failed for {peer}", peer=peer_id)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    @_machine.output()
+    def _dispatch(self, msg: dict) -> None:
+        t = msg["t"]
+        if t in _REPLICATION_TYPES:
+            self.replications.handle(msg)
+        elif t == "call":
+            self._on_call(msg)
+        elif t == "result":
+            self._on_result(msg)
+        elif t == "error":
+            self._on_error(msg)
+
+    @_machine.output()
+    def _early_message(self, msg: dict) -> None:
+        if msg["t"] == "error":
+            self._on_error(msg)
+        else:
+            self._violate("unexpected", f"{msg['t']} before hello", None)
+
+    @_machine.output()
+    def _second_hello(self, msg: dict) -> None:
+        self._violate("unexpected", "a second hello", None)
+
+    @_machine.output()
+    def _violate(self, code: str, text: str, db: Optional[str]) -> None:
+        self.factory.counters["violations"] += 1
+        self.factory.counters["violation." + code] += 1
+        log.warn("closing the connection to {peer}: {code}: {text}", peer=self.peer_id or self._address(),
+                 code=code, text=text, db=db)
+        self._write(messages.encode("error", code=code, msg=text, db=db))
+        self._close()
+
+    @_machine.output()
+    def _cleanup(self) -> None:
+        self._closing = True
+        self.factory.connections.discard(self)
+        self.replications.connection_lost()
+        calls, self._calls = self._calls, {}
+        for d in calls.values():
+            d.errback(RemoteError("the connection was lost"))
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.errback(RemoteError("the connection closed before the handshake"))
+
+    awaiting_hello.upon(hello, enter=ready, outputs=[_authenticate])
+    awaiting_hello.upon(message, enter=closed, outputs=[_early_message])
+    awaiting_hello.upon(bad_input, enter=closed, outputs=[_violate])
+    awaiting_hello.upon(lost, enter=closed, outputs=[_cleanup])
+    ready.upon(hello, enter=closed, outputs=[_second_hello])
+    ready.upon(message, enter=ready, outputs=[_dispatch])
+    ready.upon(bad_input, enter=closed, outputs=[_violate])
+    ready.upon(lost, enter=closed, outputs=[_cleanup])
+    closed.upon(hello, enter=closed, outputs=[])
+    closed.upon(message, enter=closed, outputs=[])
+    closed.upon(bad_input, enter=closed, outputs=[])
+    closed.upon(lost, enter=closed, outputs=[_cleanup])
+
+    # ---------------------------------------------------------------- transport events
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        self._write(messages.encode("hello", v=self.factory.protocol_version, roles=list(self.factory.roles),
+                                    maxf=self.factory.max_frame))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.bytes_in += len(data)
+        try:
+            frames = self._decoder.feed(data)
+        except FrameTooLarge as e:
+            self.bad_input("frame_too_large", str(e), None)
+            return
+        for frame in frames:
+            if self._closing:
+                return
+            self.frames_in += 1
+            try:
+                msg = messages.decode(frame)
+            except ProtocolError as e:
+                self.bad_input(e.code, str(e), None)
+                return
+            if msg["t"] == "hello" and msg["v"] != self.factory.protocol_version:
+                self.bad_input("version", f"protocol version {msg['v']} is not supported; this node speaks "
+                               f"version {self.factory.protocol_version}", None)
+                return
+            try:
+                if msg["t"] == "hello":
+                    self.hello(msg)
+                else:
+                    self.message(msg)
+            except Exception:
+                log.failure("handling a {t} message from {peer} failed", t=msg["t"], peer=self.peer_id)
+                self.bad_input("internal", "internal error", None)
+                return
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.peer_id:
+            log.info("disconnected from {peer}", peer=self.peer_id)
+        self.lost()
+
+    # IPushProducer: the transport tells us when its buffer is full
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.replications.resume()
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    # ---------------------------------------------------------------- the connection API
+    def when_ready(self) -> Deferred:
+        """A Deferred that fires with this connection once the handshake is done."""
+        if self.peer_id is not None:
+            from twisted.internet.defer import succeed
+            return succeed(self)
+        d: Deferred = Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def pull(self, remote_db: str, local_db: str, live: bool = True) -> Replication:
+        """Replicate the peer's ``remote_db`` into our ``local_db``."""
+        return self.replications.pull(remote_db, local_db, live)
+
+    def push(self, local_db: str, remote_db: str, live: bool = True) -> Replication:
+        """Replicate our ``local_db`` into the peer's ``remote_db`` (the peer pulls it from us)."""
+        return self.replications.push(local_db, remote_db, live)
+
+    def call(self, method: str, args: dict) -> Deferred:
+        """Call ``method`` in the peer's ``rpc_handlers``; fires with its result or RemoteError."""
+        cid, self._next_call = self._next_call, self._next_call + 1
+        d: Deferred = Deferred()
+        self._calls[cid] = d
+        self.send("call", id=cid, method=method, args=args)
+        return d
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._close()
+
+    # ---------------------------------------------------------------- used by ReplicationManager
+    def encode(self, t: str, **fields: Any) -> bytes:
+        return messages.encode(t, **fields)
+
+    def send(self, t: str, **fields: Any) -> None:
+        self._write(messages.encode(t, **fields))
+
+    def write_frame(self, frame: bytes) -> None:
+        self._write(frame)
+
+    def violation(self, code: str, text: str, db: Optional[str] = None) -> None:
+        self.bad_input(code, text, db)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.resumeProducing()
+
+    def pushed(self, handle: Replication) -> None:
+        """The peer started pushing into one of our databases (we pull it)."""
+        for hook in self.factory.on_pushed:
+            try:
+                hook(self, handle)
+            except Exception:
+                log.failure("push hook failed")
+
+    # ---------------------------------------------------------------- internals
+    def _write(self, frame: bytes) -> None:
+        if self.transport is None or self._closing:
+            return
+        self.frames_out += 1
+        self.bytes_out += len(frame)
+        self.transport.write(frame)
+
+    def _close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            if self.transport is not None:
+                self.transport.loseConnection()
+
+    def _address(self) -> str:
+        try:
+            return str(self.transport.getPeer())
+        except Exception:
+            return "?"
+
+    def _on_call(self, msg: dict) -> None:
+        cid, method = msg["id"], msg["method"]
+        handler = self.factory.rpc_handlers.get(method)
+        if handler is None:
+            self.send("result", id=cid, ok=False, error=f"unknown method {method!r}")
+            return
+        d = maybeDeferred(handler, self, msg["args"])
+
+        def ok(value: Any) -> None:
+            try:
+                self.send("result", id=cid, ok=True, value=value)
+            except Exception as e:
+                log.failure("RPC {method} returned an unencodable result", method=method)
+                self.send("result", id=cid, ok=False, error="unencodable result")
+
+        def failed(f: Failure) -> None:
+            log.warn("RPC {method} from {peer} failed: {err}", method=method, peer=self.peer_id,
+                     err=f.getErrorMessage())
+            self.send("result", id=cid, ok=False, error=f"{f.type.__name__}: {f.getErrorMessage()}"[:4000])
+
+        d.addCallbacks(ok, failed)
+
+    def _on_result(self, msg: dict) -> None:
+        d = self._calls.pop(msg["id"], None)
+        if d is None:
+            return
+        if msg["ok"]:
+            d.callback(msg.get("value"))
+        else:
+            d.errback(RemoteError(msg.get("error") or "remote error"))
+
+    def _on_error(self, msg: dict) -> None:
+        if msg.get("rid") is not None:
+            self.replications.on_error(msg)
+            return
+        if msg.get("id") is not None:
+            d = self._calls.pop(msg["id"], None)
+            if d is not None:
+                d.errback(RemoteError(msg["msg"]))
+            return
+        self.peer_error = msg
+        log.warn("{peer} closed the connection: {code}: {text}", peer=self.peer_id or self._address(),
+                 code=msg["code"], text=msg["msg"])
+        self._close()
+
+
+def _default_peer_id_of(transport: Any) -> Optional[str]:
+    from shiftpeer.identity.tls import peer_id_of_transport
+    return peer_id_of_transport(transport)
+
+
+class SyncFactory(Factory):
+    """Makes SyncProtocols for listening and connecting; holds what every connection shares."""
+
+    protocol = SyncProtocol  # type: ignore[assignment]
+
+    def __init__(self, store: Any, key: Any, policy: Any, *, reactor: Any, roles: Iterable[str] = (),
+                 validator: Optional[Callable[[list], Any]] = None,
+                 peer_id_of: Optional[Callable[[Any], Optional[str]]] = None,
+                 window: int = WINDOW, batch_changes: int = BATCH_CHANGES, max_frame: int = MAX_FRAME,
+                 store_batch: Optional[Callable[..., Deferred]] = None,
+                 protocol_version: int = PROTOCOL_VERSION) -> None:
+        self.store = store
+        self.key = key
+        self.policy = policy
+        self.reactor = reactor
+        self.roles = tuple(roles)
+        self.validator = validator or self._verify_signatures
+        self.peer_id_of = peer_id_of or _default_peer_id_of
+        self.window = window
+        self.batch_changes = batch_changes
+        self.max_frame = max_frame
+        self.store_batch = store_batch
+        self.protocol_version = protocol_version
+        self.rpc_handlers: dict[str, Callable[[SyncProtocol, dict], Any]] = {}
+        self.on_connected: list[Callable[[SyncProtocol], Any]] = []
+        self.on_pushed: list[Callable[[SyncProtocol, Replication], Any]] = []
+        self.connections: set[SyncProtocol] = set()
+        self.counters: collections.Counter = collections.Counter()
+
+    def buildProtocol(self, addr: Any) -> SyncProtocol:
+        return self.protocol(self)
+
+    def _verify_signatures(self, docs: list) -> Deferred:
+        from shiftpeer.identity.signing import verify_many
+        return verify_many(docs, threadpool=self.reactor.getThreadPool())

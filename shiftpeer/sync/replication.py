@@ -1,0 +1,603 @@
+"""Replication logic, one connection's worth: pullers (we receive) and feeders (we serve).
+
+The protocol hands every replication message to ``ReplicationManager.handle``; the manager sends
+through ``conn.send``. Nothing here touches a socket, a reactor or the clock directly, so the logic is
+testable with an in-memory store and a fake connection.
+
+Pull, from the puller's side (docs/protocol.md has the full message flow)::
+
+    pull(since, epoch) -> accept(epoch, since)
+    changes(seq, [[id, leaf revs]])  -- several in flight, up to the feeder's window
+      need(seq, revs missing here)   -- revs_diff computed locally
+      docs(seq, [ReplDoc])           -- only if something was missing
+      (validate in a thread pool; store batches + checkpoint in one writer transaction)
+      ack(seq)                       -- frees a window slot at the feeder
+    caught_up(seq)                   -- then, if live, more changes as they commit
+
+A push is the peer pulling from us: ``push`` asks it to send ``pull(..., push=rid)``.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+#: Changes per ``changes`` message.
+BATCH_CHANGES = 500
+#: Unacknowledged ``changes`` batches a feeder lets out before it waits for acks.
+WINDOW = 8
+#: A ``docs`` message is split when its encoded frame would pass this many bytes.
+DOCS_FRAME_BYTES = 4 * 1024 * 1024
+#: At most this many documents go into one store transaction (group commit of ready batches).
+MAX_COMMIT_DOCS = 5000
+
+
+class SyncError(Exception):
+    """A replication ended with an error from the peer or from our side (``code``, ``db``)."""
+
+    def __init__(self, code: str, message: str, db: Optional[str] = None) -> None:
+        super().__init__(f"{code}: {message}" + (f" (database {db!r})" if db else ""))
+        self.code = code
+        self.db = db
+
+
+class _Observer:
+    """A one-shot result that hands each interested party its own Deferred (no unhandled errors)."""
+
+    def __init__(self) -> None:
+        self._result: Any = None
+        self._fired = False
+        self._waiting: list[Deferred] = []
+
+    def when(self) -> Deferred:
+        d: Deferred = Deferred()
+        if self._fired:
+            d.callback(self._result) if not isinstance(self._result, Failure) else d.errback(self._result)
+        else:
+            self._waiting.append(d)
+        return d
+
+    @property
+    def fired(self) -> bool:
+        return self._fired
+
+    def fire(self, result: Any) -> None:
+        if self._fired:
+            return
+        self._fired, self._result = True, result
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(result) if not isinstance(result, Failure) else d.errback(result)
+
+
+class Replication:
+    """A handle on one replication on one connection: ``.caught_up``, ``.done``, ``.stop()``.
+
+    ``caught_up`` fires (with the sequence reached) once everything the source had when we started
+    is stored here (pull) or acknowledged by the peer (push); ``done`` fires when the replication
+    ends (with None, or a SyncError failure). Each access returns a new Deferred.
+    """
+
+    def __init__(self, direction: str, local_db: str, remote_db: str, live: bool, stopper: Callable[[], None]) -> None:
+        self.direction = direction
+        self.local_db = local_db
+        self.remote_db = remote_db
+        self.live = live
+        self.docs = 0          # documents stored here (pull) / sent (push)
+        self.seq = 0           # source sequence checkpointed (pull) / acknowledged (push)
+        self.is_caught_up = False
+        self._caught_up = _Observer()
+        self._done = _Observer()
+        self._stopper = stopper
+
+    @property
+    def caught_up(self) -> Deferred:
+        return self._caught_up.when()
+
+    @property
+    def done(self) -> Deferred:
+        return self._done.when()
+
+    @property
+    def finished(self) -> bool:
+        return self._done.fired
+
+    def stop(self) -> None:
+        """End this replication (the connection stays up)."""
+        if not self._done.fired:
+            self._stopper()
+
+    def _reach(self, seq: int) -> None:
+        self.is_caught_up = True
+        self._caught_up.fire(seq)
+
+    def _end(self, error: Optional[SyncError] = None) -> None:
+        if error is not None:
+            self._caught_up.fire(Failure(error))
+            self._done.fire(Failure(error))
+        else:
+            self._caught_up.fire(Failure(SyncError("stopped", "replication stopped before catching up")))
+            self._done.fire(None)
+
+    def __repr__(self) -> str:
+        return f"<Replication {self.direction} {self.local_db!r}<->{self.remote_db!r} seq={self.seq}>"
+
+
+class _Batch:
+    __slots__ = ("seq", "want", "docs", "state", "marker")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.want: Optional[set] = None     # {(docid, rev)} requested
+        self.docs: list = []
+        self.state = "wanting"              # wanting -> verifying -> ready -> storing
+        self.marker = False                 # caught_up arrived right after this batch
+
+
+class Puller:
+    """Receives one source database into a local one; owned by a ReplicationManager."""
+
+    def __init__(self, mgr: "ReplicationManager", rid: int, remote_db: str, local_db: str, live: bool,
+                 push: Optional[int] = None, handle: Optional[Replication] = None) -> None:
+        self.mgr = mgr
+        self.rid = rid
+        self.remote_db = remote_db
+        self.local_db = local_db
+        self.live = live
+        self.push = push
+        self.handle = handle or Replication("pull", local_db, remote_db, live, self.stop)
+        self.handle._stopper = self.stop
+        self.queue: collections.deque[_Batch] = collections.deque()
+        self.storing = False
+        self.epoch: Optional[str] = None
+        self.stopped = False
+        self.db: Any = None
+
+    def start(self) -> None:
+        store = self.mgr.store
+        self.db = store.create_database(self.local_db) if not store.has_database(self.local_db) \
+            else store.database(self.local_db)
+        cp = self.db.get_checkpoint(self.mgr.conn.peer_id, self.remote_db) or {}
+        since, epoch = cp.get("seq", 0), cp.get("epoch")
+        self.handle.seq = since
+        self.mgr.conn.send("pull", rid=self.rid, db=self.remote_db, since=since, epoch=epoch, live=self.live,
+                           push=self.push)
+
+    # -- messages from the feeder
+    def on_accept(self, msg: dict) -> None:
+        if msg["since"] != self.handle.seq:
+            log.info("{peer}: source {db} has a new epoch; comparing everything from the start",
+                     peer=self.mgr.conn.peer_id, db=self.remote_db)
+        self.epoch = msg["epoch"]
+        self.handle.seq = msg["since"]
+
+    def on_changes(self, msg: dict) -> None:
+        batch = _Batch(msg["seq"])
+        self.queue.append(batch)
+        self.mgr.backlog(+1)
+        ch = msg["ch"]
+        missing = self.db.revs_diff({docid: revs for docid, revs in ch}) if ch else {}
+        want = [[docid, revs] for docid, revs in missing.items() if revs]
+        self.mgr.conn.send("need", rid=self.rid, seq=batch.seq, want=want)
+        if want:
+            batch.want = {(docid, rev) for docid, revs in want for rev in revs}
+        else:
+            batch.state = "ready"
+            self._advance()
+
+    def on_docs(self, msg: dict) -> None:
+        batch = next((b for b in self.queue if b.seq == msg["seq"]), None)
+        if batch is None or batch.state != "wanting":
+            raise _Violation("unexpected", f"docs for a batch not requested (seq {msg['seq']})", self.remote_db)
+        want = batch.want
+        for doc in msg["docs"]:
+            if (doc["id"], doc["rev"]) not in want:
+                raise _Violation("unrequested", f"document {doc['id']!r} {doc['rev']} was not requested",
+                                 self.remote_db)
+        batch.docs.extend(msg["docs"])
+        if msg["more"]:
+            return
+        batch.state = "verifying"
+        d = maybeDeferred(self.mgr.validator, batch.docs)
+        d.addCallbacks(self._verified, self._verify_failed, callbackArgs=(batch,))
+
+    def _verified(self, oks: list, batch: _Batch) -> None:
+        if self.stopped:
+            return
+        if len(oks) != len(batch.docs) or not all(oks):
+            bad = [doc["id"] for doc, ok in zip(batch.docs, oks) if not ok][:5]
+            self.mgr.conn.violation("forged", f"documents failed validation: {bad}", self.remote_db)
+            return
+        batch.state = "ready"
+        self._advance()
+
+    def _verify_failed(self, f: Failure) -> None:
+        log.failure("{peer}: the validator failed", f, peer=self.mgr.conn.peer_id)
+        self.mgr.conn.violation("internal", "validation failed", self.remote_db)
+
+    def on_caught_up(self, msg: dict) -> None:
+        if self.queue:
+            self.queue[-1].marker = True
+        else:
+            self._caught_up()
+
+    def _caught_up(self) -> None:
+        self.handle._reach(self.handle.seq)
+        if not self.live:
+            self.stop()
+
+    # -- storing, in order, several ready batches per transaction
+    def _advance(self) -> None:
+        if self.storing or self.stopped:
+            return
+        take: list[_Batch] = []
+        ndocs = 0
+        for b in self.queue:
+            if b.state != "ready" or (take and ndocs + len(b.docs) > MAX_COMMIT_DOCS):
+                break
+            take.append(b)
+            ndocs += len(b.docs)
+        if not take:
+            return
+        for b in take:
+            b.state = "storing"
+        self.storing = True
+        docs = [doc for b in take for doc in b.docs] if len(take) > 1 else take[0].docs
+        seq = take[-1].seq
+        cp = {"seq": seq, "epoch": self.epoch}
+        d = self.mgr.store_batch(self.db, docs, self.mgr.conn.peer_id, self.remote_db, cp)
+        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(take, len(docs)))
+
+    def _stored(self, _: Any, take: list, ndocs: int) -> None:
+        self.storing = False
+        for b in take:
+            self.queue.popleft()
+        self.mgr.backlog(-len(take))
+        self.handle.seq = take[-1].seq
+        self.handle.docs += ndocs
+        self.mgr.counters["docs_in"] += ndocs
+        if not self.stopped:
+            self.mgr.conn.send("ack", rid=self.rid, seq=take[-1].seq)
+        if any(b.marker for b in take):
+            self._caught_up()
+        self._advance()
+
+    def _store_failed(self, f: Failure) -> None:
+        self.storing = False
+        log.failure("{peer}: storing a batch from {db} failed", f, peer=self.mgr.conn.peer_id, db=self.remote_db)
+        self.mgr.conn.violation("store_failed", f"could not store documents: {f.getErrorMessage()}",
+                                self.remote_db)
+
+    def stop(self, notify: bool = True) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        if notify:
+            self.mgr.conn.send("stop", rid=self.rid, role="pull")
+        self.mgr.backlog(-len(self.queue))
+        self.queue.clear()
+        self.mgr.pullers.pop(self.rid, None)
+        self.handle._end()
+
+    def fail(self, error: SyncError) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.mgr.backlog(-len(self.queue))
+        self.queue.clear()
+        self.mgr.pullers.pop(self.rid, None)
+        self.handle._end(error)
+
+
+class Feeder:
+    """Serves one of our databases to a peer's puller, within a window of unacknowledged batches."""
+
+    def __init__(self, mgr: "ReplicationManager", rid: int, db: Any, since: int, live: bool,
+                 handle: Optional[Replication] = None) -> None:
+        self.mgr = mgr
+        self.rid = rid
+        self.db = db
+        self.name = db.name
+        self.sent = since
+        self.live = live
+        self.unacked: collections.deque[int] = collections.deque()
+        self.caught_up_seq: Optional[int] = None
+        self.stopped = False
+        self.pumping = False
+        self.handle = handle    # set for a push we asked for
+
+    def pump(self) -> None:
+        """Send changes while the window and the transport allow."""
+        if self.pumping or self.stopped:
+            return
+        self.pumping = True
+        try:
+            conn = self.mgr.conn
+            while not self.stopped and not conn.paused and len(self.unacked) < self.mgr.window:
+                chs = self.db.changes(since=self.sent, limit=self.mgr.batch_changes)
+                if not chs:
+                    if self.caught_up_seq is None:
+                        self.caught_up_seq = self.sent
+                        conn.send("caught_up", rid=self.rid, seq=self.sent)
+                        self._check_push_caught_up()
+                    break
+                seq = chs[-1].seq
+                conn.send("changes", rid=self.rid, seq=seq, ch=[[c.id, list(c.revs)] for c in chs])
+                self.sent = seq
+                self.unacked.append(seq)
+        except Exception:
+            log.failure("feeding {db} to {peer} failed", db=self.name, peer=self.mgr.conn.peer_id)
+            self.mgr.conn.send("error", code="internal", msg="the source failed", db=self.name, rid=self.rid)
+            self.end(SyncError("internal", "the source failed", self.name))
+        finally:
+            self.pumping = False
+
+    def on_need(self, msg: dict) -> None:
+        want = msg["want"]
+        if not want:
+            return
+        docs = self.db.get_repl_docs([(docid, revs) for docid, revs in want])
+        self.mgr.counters["docs_out"] += len(docs)
+        if self.handle is not None:
+            self.handle.docs += len(docs)
+        self.mgr.send_docs(self.rid, msg["seq"], docs)
+
+    def on_ack(self, msg: dict) -> None:
+        seq = msg["seq"]
+        while self.unacked and self.unacked[0] <= seq:
+            self.unacked.popleft()
+        if self.handle is not None:
+            self.handle.seq = max(self.handle.seq, seq)
+            self._check_push_caught_up()
+        self.pump()
+
+    def _check_push_caught_up(self) -> None:
+        if (self.handle is not None and self.caught_up_seq is not None and not self.unacked):
+            self.handle._reach(self.caught_up_seq)
+
+    def end(self, error: Optional[SyncError] = None) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.mgr.feeders.pop(self.rid, None)
+        if self.handle is not None:
+            self.handle._end(error)
+
+
+class _Violation(Exception):
+    def __init__(self, code: str, message: str, db: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.db = code, message, db
+
+
+def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
+    """Store the docs and the checkpoint in one transaction, in the store's writer thread."""
+
+    def write() -> None:
+        with store.write_txn() as txn:
+            if docs:
+                db.bulk_replicated(docs, txn=txn)
+            db.set_checkpoint(peer_id, remote_db, cp, txn=txn)
+
+    return store.run_in_writer(write)
+
+
+class ReplicationManager:
+    """All replications on one connection, both directions; the protocol's replication half."""
+
+    def __init__(self, conn: Any, store: Any, policy: Any, validator: Callable[[list], Any],
+                 counters: collections.Counter, *, window: int = WINDOW, batch_changes: int = BATCH_CHANGES,
+                 store_batch: Optional[Callable[..., Deferred]] = None, backlog_high: int = 4 * WINDOW) -> None:
+        self.conn = conn
+        self.store = store
+        self.policy = policy
+        self.validator = validator
+        self.counters = counters
+        self.window = window
+        self.batch_changes = batch_changes
+        self._store_batch = store_batch or default_store_batch
+        self.pullers: dict[int, Puller] = {}
+        self.feeders: dict[int, Feeder] = {}
+        self.pushes: dict[int, tuple[str, Replication]] = {}   # our push rid -> (local db, handle)
+        self._next_rid = 1
+        self._backlog = 0
+        self._backlog_high = backlog_high
+        self._reading_paused = False
+        self._unsubscribe: Optional[Callable[[], None]] = None
+
+    def store_batch(self, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
+        return maybeDeferred(self._store_batch, self.store, db, docs, peer_id, remote_db, cp)
+
+    def _rid(self) -> int:
+        rid, self._next_rid = self._next_rid, self._next_rid + 1
+        return rid
+
+    # -- starting replications (our side asks)
+    def pull(self, remote_db: str, local_db: str, live: bool = True) -> Replication:
+        p = Puller(self, self._rid(), remote_db, local_db, live)
+        self.pullers[p.rid] = p
+        p.start()
+        return p.handle
+
+    def push(self, local_db: str, remote_db: str, live: bool = True) -> Replication:
+        rid = self._rid()
+        handle = Replication("push", local_db, remote_db, live, lambda: self._stop_push(rid))
+        if not self.store.has_database(local_db):
+            handle._end(SyncError("not_found", "no such local database", local_db))
+            return handle
+        self.pushes[rid] = (local_db, handle)
+        self.conn.send("push", rid=rid, src=local_db, db=remote_db, live=live)
+        return handle
+
+    def _stop_push(self, rid: int) -> None:
+        entry = self.pushes.pop(rid, None)
+        if entry is None:
+            return
+        for f in list(self.feeders.values()):
+            if f.handle is entry[1]:
+                self.conn.send("stop", rid=f.rid, role="feed")
+                f.end()
+        entry[1]._end()
+
+    # -- flow control
+    def backlog(self, delta: int) -> None:
+        """Track batches waiting to be stored; pause reading from the peer while the store is behind."""
+        self._backlog += delta
+        if not self._reading_paused and self._backlog > self._backlog_high:
+            self._reading_paused = True
+            self.conn.pause_reading()
+        elif self._reading_paused and self._backlog <= self._backlog_high // 2:
+            self._reading_paused = False
+            self.conn.resume_reading()
+
+    def resume(self) -> None:
+        """The transport wants more: let every feeder send."""
+        for f in list(self.feeders.values()):
+            f.pump()
+
+    def send_docs(self, rid: int, seq: int, docs: list) -> None:
+        """Send the docs for one batch, split into several frames when they are large."""
+        pending = [docs]
+        frames: list[bytes] = []
+        while pending:
+            chunk = pending.pop(0)
+            more = bool(pending)
+            frame = self.conn.encode("docs", rid=rid, seq=seq, docs=chunk, more=more)
+            if len(frame) > DOCS_FRAME_BYTES and len(chunk) > 1:
+                half = len(chunk) // 2
+                pending[0:0] = [chunk[:half], chunk[half:]]
+                continue
+            frames.append(frame)
+        for frame in frames:
+            self.conn.write_frame(frame)
+
+    # -- live changes
+    def _ensure_subscribed(self) -> None:
+        if self._unsubscribe is None:
+            self._unsubscribe = self.store.subscribe(self._on_commit)
+
+    def _on_commit(self, dbname: str, seq: int) -> None:
+        for f in list(self.feeders.values()):
+            if f.name == dbname and f.live and seq > f.sent:
+                f.pump()
+
+    # -- incoming messages
+    def handle(self, msg: dict) -> None:
+        try:
+            getattr(self, "_on_" + msg["t"])(msg)
+        except _Violation as v:
+            self.conn.violation(v.code, v.message, v.db)
+
+    def _puller(self, msg: dict) -> Optional[Puller]:
+        return self.pullers.get(msg["rid"])   # None: a replication we already stopped; ignore
+
+    def _feeder(self, msg: dict) -> Optional[Feeder]:
+        return self.feeders.get(msg["rid"])
+
+    def _on_accept(self, msg: dict) -> None:
+        p = self._puller(msg)
+        if p:
+            p.on_accept(msg)
+
+    def _on_changes(self, msg: dict) -> None:
+        p = self._puller(msg)
+        if p:
+            p.on_changes(msg)
+
+    def _on_docs(self, msg: dict) -> None:
+        p = self._puller(msg)
+        if p:
+            p.on_docs(msg)
+
+    def _on_caught_up(self, msg: dict) -> None:
+        p = self._puller(msg)
+        if p:
+            p.on_caught_up(msg)
+
+    def _on_need(self, msg: dict) -> None:
+        f = self._feeder(msg)
+        if f:
+            f.on_need(msg)
+
+    def _on_ack(self, msg: dict) -> None:
+        f = self._feeder(msg)
+        if f:
+            f.on_ack(msg)
+
+    def _on_stop(self, msg: dict) -> None:
+        if msg["role"] == "pull":        # the peer's puller stopped: end our feeder
+            f = self._feeder(msg)
+            if f:
+                f.end()
+        else:                             # the peer's feeder (serving our puller) stopped
+            p = self._puller(msg)
+            if p:
+                p.stop(notify=False)
+
+    def on_error(self, msg: dict) -> None:
+        """An error frame that names one of our replications ends just that replication."""
+        rid = msg.get("rid")
+        err = SyncError(msg["code"], msg["msg"], msg.get("db"))
+        if rid in self.pullers:
+            self.pullers[rid].fail(err)
+        elif rid in self.pushes:
+            self.pushes.pop(rid)[1]._end(err)
+
+    def _refuse(self, rid: int, code: str, db: str, why: str) -> None:
+        self.counters["refused"] += 1
+        log.warn("refused {peer}: {why} {db}", peer=self.conn.peer_id, why=why, db=db)
+        self.conn.send("error", code=code, msg=f"{why} {db!r}", db=db, rid=rid)
+
+    def _on_pull(self, msg: dict) -> None:
+        rid, name = msg["rid"], msg["db"]
+        if rid in self.feeders:
+            raise _Violation("duplicate", f"replication id {rid} is already in use", name)
+        handle = None
+        if msg.get("push") is not None:
+            entry = self.pushes.get(msg["push"])
+            if entry is None or entry[0] != name:
+                return self._refuse(rid, "forbidden", name, "not pushing")
+            handle = entry[1]
+        elif not self.policy.may_read(self.conn.peer_id, name, self.conn):
+            return self._refuse(rid, "forbidden", name, "may not read")
+        if not self.store.has_database(name):
+            if handle is not None:
+                handle._end(SyncError("not_found", "no such database", name))
+            return self._refuse(rid, "not_found", name, "no such database")
+        db = self.store.database(name)
+        since = msg["since"] if msg["epoch"] == db.epoch else 0
+        f = Feeder(self, rid, db, since, msg["live"], handle)
+        self.feeders[rid] = f
+        self.conn.send("accept", rid=rid, epoch=db.epoch, since=since)
+        if msg["live"]:
+            self._ensure_subscribed()
+        f.pump()
+
+    def _on_push(self, msg: dict) -> None:
+        rid, name = msg["rid"], msg["db"]
+        if not self.policy.may_write(self.conn.peer_id, name, self.conn):
+            return self._refuse(rid, "forbidden", name, "may not write")
+        p = Puller(self, self._rid(), msg["src"], name, msg["live"], push=rid)
+        self.pullers[p.rid] = p
+        p.start()
+        self.conn.pushed(p.handle)
+
+    def connection_lost(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        err = SyncError("disconnected", "the connection was lost")
+        for p in list(self.pullers.values()):
+            p.fail(err)
+        for f in list(self.feeders.values()):
+            f.end(err)
+        for _, handle in self.pushes.values():
+            handle._end(err)
+        self.pushes.clear()
+
