@@ -1,0 +1,510 @@
+"""One logical database: documents with revision trees, a changes feed, indexes and checkpoints.
+
+A document record (CBOR list, see docs/store.md) is `[seq, vis, tree, leaves]`:
+seq its latest change, vis its visibility tokens, tree `rev -> parent`, leaves `rev -> [deleted, body CBOR,
+sig]` (bodies are kept for leaf revisions only).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+from twisted.internet.defer import Deferred
+
+from . import codec, indexes, keys, revs
+from .errors import ConflictError, InvalidDocument, NotFound
+from .store import Store, WriteTxn
+
+MAX_ID_BYTES = 256
+MAX_TOKEN_BYTES = 256
+
+
+class Doc(NamedTuple):
+    id: str
+    rev: str
+    deleted: bool
+    body: dict
+    sig: bytes | None
+    conflicts: list[str]
+    vis: list[str]
+    seq: int
+
+
+class Change(NamedTuple):
+    seq: int
+    id: str
+    revs: list[str]  # leaf revisions, winner first
+    deleted: bool  # the winner is deleted
+
+
+def check_docid(docid: object) -> str:
+    if type(docid) is not str or not docid:
+        raise InvalidDocument(f"document id must be a non-empty string, not {docid!r}")
+    n = len(docid.encode())
+    if n > MAX_ID_BYTES:
+        raise InvalidDocument(f"document id is {n} bytes UTF-8; the limit is {MAX_ID_BYTES}")
+    return docid
+
+
+def check_vis(vis: object) -> list[str]:
+    if vis is None:
+        return []
+    if isinstance(vis, str) or not isinstance(vis, (list, tuple, set, frozenset)):
+        raise InvalidDocument("visibility tokens must be a list of strings")
+    for t in vis:
+        if type(t) is not str or not t or len(t.encode()) > MAX_TOKEN_BYTES:
+            raise InvalidDocument(f"bad visibility token {t!r}: a non-empty string of at most 256 bytes")
+    return sorted(set(vis))
+
+
+class _Prepared(NamedTuple):
+    id: str
+    rev: str
+    deleted: bool
+    body: dict
+    body_bytes: bytes
+    sig: bytes | None
+    history: list[str]
+
+
+class Database:
+    """A logical database inside the store's environment; cheap to create, many per store."""
+
+    def __init__(self, store: Store, name: str, entry: bytes) -> None:
+        self._store = store
+        self.name = name
+        self._entry = entry
+        self._dbp = entry[:4]
+        self.epoch = entry[4:].hex()
+
+    def __repr__(self) -> str:
+        return f"<Database {self.name!r} epoch {self.epoch}>"
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _alive(self, txn) -> None:
+        if txn.get(self.name.encode(), db=self._store._names_db) != self._entry:
+            raise NotFound(f"database {self.name!r} was deleted")
+
+    def _read(self):
+        txn = self._store.env.begin()
+        try:
+            self._alive(txn)
+        except BaseException:
+            txn.abort()
+            raise
+        return txn
+
+    def _record(self, txn, docid: str) -> list | None:
+        raw = txn.get(keys.doc_key(self._dbp, docid), db=self._store._docs_db)
+        return codec.decode_record(raw) if raw is not None else None
+
+    def _doc(self, docid: str, rec: list, rev: str | None = None) -> Doc | None:
+        seq, vis, _tree, leaves = rec
+        win = revs.pick_winner(leaves)
+        if rev is None:
+            rev = win
+        leaf = leaves.get(rev)
+        if leaf is None:
+            return None
+        conflicts = [r for r in revs.sorted_leaves(leaves) if r != win and not leaves[r][0]]
+        return Doc(docid, rev, leaf[0], codec.decode_body(leaf[1]), leaf[2], conflicts, vis, seq)
+
+    def _prepare_body(self, body: Any) -> bytes:
+        data = codec.encode_body(body)
+        if len(data) > self._store.max_doc_bytes:
+            raise InvalidDocument(
+                f"document is {len(data)} bytes encoded; the limit is {self._store.max_doc_bytes}"
+            )
+        return data
+
+    def _commit(self, w: WriteTxn, key: bytes, docid: str, old: list | None, new: list,
+                old_body: dict | None = None, new_body: dict | None = None) -> None:
+        """Write a changed record: new seq, changes feed, index diff, counters."""
+        st = self._store
+        txn = w.txn
+        state = w.state(self._dbp, self.name)
+        new_win = revs.pick_winner(new[3])
+        new_live = not new[3][new_win][0]
+        if old is not None:
+            old_win = revs.pick_winner(old[3])
+            old_live = not old[3][old_win][0]
+            txn.delete(keys.seq_key(self._dbp, old[0]), db=st._seqs_db)
+            same = old_win == new_win and old[1] == new[1]
+        else:
+            old_win, old_live, same = None, False, False
+        if not same:
+            if old_live:
+                if old_body is None:
+                    old_body = codec.decode_body(old[3][old_win][1])
+                old_keys = indexes.index_keys(self._dbp, docid, old_body, old[1])
+            else:
+                old_keys = set()
+            if new_live:
+                if new_body is None:
+                    new_body = codec.decode_body(new[3][new_win][1])
+                new_keys = indexes.index_keys(self._dbp, docid, new_body, new[1])
+            else:
+                new_keys = set()
+            idx = st._idx_db
+            for k in old_keys - new_keys:
+                txn.delete(k, db=idx)
+            for k in new_keys - old_keys:
+                txn.put(k, b"", db=idx)
+        state[0] += 1
+        state[1] += int(new_live) - int(old_live)
+        state[3] = True
+        new[0] = state[0]
+        txn.put(keys.seq_key(self._dbp, new[0]), docid.encode(), db=st._seqs_db)
+        txn.put(key, codec.encode_record(new), db=st._docs_db)
+
+    # -- reads -------------------------------------------------------------------------------------
+    def update_seq(self) -> int:
+        txn = self._read()
+        try:
+            raw = txn.get(self._dbp, db=self._store._state_db)
+        finally:
+            txn.abort()
+        return keys.unpack_state(raw)[0] if raw is not None else 0
+
+    def doc_count(self) -> int:
+        """Documents whose winning revision is not deleted."""
+        txn = self._read()
+        try:
+            raw = txn.get(self._dbp, db=self._store._state_db)
+        finally:
+            txn.abort()
+        return keys.unpack_state(raw)[1] if raw is not None else 0
+
+    def get(self, docid: str, rev: str | None = None) -> Doc | None:
+        """The winning revision (or leaf `rev`); a deleted winner comes back with deleted=True.
+
+        None when the document (or the leaf `rev`, whose body is kept) is unknown.
+        """
+        txn = self._read()
+        try:
+            rec = self._record(txn, docid) if type(docid) is str else None
+        finally:
+            txn.abort()
+        return self._doc(docid, rec, rev) if rec is not None else None
+
+    def changes(self, since: int = 0, limit: int | None = None) -> list[Change]:
+        """Documents changed after `since`, each once at its latest change, in sequence order."""
+        st = self._store
+        out: list[Change] = []
+        txn = self._read()
+        try:
+            docs_get = txn.get
+            dbp = self._dbp
+            cur = txn.cursor(db=st._seqs_db)
+            if not cur.set_range(keys.seq_key(dbp, since + 1)):
+                return out
+            for k, docid_b in cur:
+                if k[:4] != dbp or (limit is not None and len(out) >= limit):
+                    break
+                rec = codec.decode_record(docs_get(dbp + docid_b, db=st._docs_db))
+                leaves = rec[3]
+                order = revs.sorted_leaves(leaves)
+                out.append(Change(rec[0], docid_b.decode(), order, leaves[order[0]][0]))
+        finally:
+            txn.abort()
+        return out
+
+    def docs_since(self, since: int = 0, limit: int | None = None) -> list[Doc]:
+        """Winning revisions of the documents changed after `since`, in changes order (for feeds)."""
+        st = self._store
+        out: list[Doc] = []
+        txn = self._read()
+        try:
+            dbp = self._dbp
+            cur = txn.cursor(db=st._seqs_db)
+            if not cur.set_range(keys.seq_key(dbp, since + 1)):
+                return out
+            for k, docid_b in cur:
+                if k[:4] != dbp or (limit is not None and len(out) >= limit):
+                    break
+                rec = codec.decode_record(txn.get(dbp + docid_b, db=st._docs_db))
+                out.append(self._doc(docid_b.decode(), rec))
+        finally:
+            txn.abort()
+        return out
+
+    def revs_diff(self, wanted: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Which of the given revisions this database does not have (ids with none missing are left out)."""
+        out: dict[str, list[str]] = {}
+        txn = self._read()
+        try:
+            for docid, rs in wanted.items():
+                rec = self._record(txn, docid) if type(docid) is str and docid else None
+                tree = rec[2] if rec is not None else {}
+                missing = [r for r in rs if r not in tree]
+                if missing:
+                    out[docid] = missing
+        finally:
+            txn.abort()
+        return out
+
+    def get_repl_docs(self, wanted: list[tuple[str, list[str] | None]]) -> list[dict]:
+        """ReplDocs for the requested leaf revisions (None: every leaf), with history, for sending."""
+        limit = self._store.rev_limit
+        out: list[dict] = []
+        txn = self._read()
+        try:
+            for docid, rs in wanted:
+                rec = self._record(txn, docid)
+                if rec is None:
+                    continue
+                tree, leaves = rec[2], rec[3]
+                for r in (revs.sorted_leaves(leaves) if rs is None else rs):
+                    leaf = leaves.get(r)
+                    if leaf is None:
+                        continue
+                    out.append({
+                        "id": docid,
+                        "rev": r,
+                        "deleted": leaf[0],
+                        "body": codec.decode_body(leaf[1]),
+                        "sig": leaf[2],
+                        "history": revs.ancestry(tree, r, limit),
+                    })
+        finally:
+            txn.abort()
+        return out
+
+    def query(
+        self,
+        index: str,
+        values: str | list[str] | None = None,
+        *,
+        vis: list[str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Doc], str | None]:
+        """Live documents by index value(s), newest `created` first, visible to any of `vis`.
+
+        `values`: one value or a list (union); None only for "all". `vis`: tokens to union (None: every
+        document). Returns (docs, next cursor or None when there is no more).
+        """
+        ib = indexes.INDEXES.get(index)
+        if ib is None:
+            raise InvalidDocument(f"unknown index {index!r}; have {sorted(indexes.INDEXES)}")
+        if values is None:
+            if index != "all":
+                raise InvalidDocument(f"query on {index!r} needs a value")
+            values = [""]
+        elif isinstance(values, str):
+            values = [values]
+        tokens = [indexes.ALL_TOKEN] if vis is None else check_vis(vis)
+        if type(limit) is not int or limit < 1:
+            raise InvalidDocument("query limit must be a positive int")
+        before = indexes.decode_cursor(cursor) if cursor is not None else None
+        prefixes = sorted({
+            self._dbp + ib + keys.part(t) + keys.part(indexes.normalise_value(index, v))
+            for v in values if type(v) is str for t in tokens
+        })
+        st = self._store
+        docs: list[Doc] = []
+        nxt = None
+        if not prefixes:
+            return docs, None
+        txn = self._read()
+        try:
+            for sk in indexes.scan_merged(txn, st._idx_db, prefixes, before):
+                if len(docs) >= limit:
+                    nxt = indexes.encode_cursor(last)
+                    break
+                docid = sk[8:].decode()
+                rec = self._record(txn, docid)
+                if rec is not None:
+                    d = self._doc(docid, rec)
+                    if d is not None and not d.deleted:
+                        docs.append(d)
+                last = sk
+        finally:
+            txn.abort()
+        return docs, nxt
+
+    def get_checkpoint(self, peer_id: str, remote_db: str) -> dict | None:
+        txn = self._read()
+        try:
+            raw = txn.get(keys.checkpoint_key(self._dbp, peer_id, remote_db), db=self._store._ckpt_db)
+        finally:
+            txn.abort()
+        return codec.decode_value(raw) if raw is not None else None
+
+    # -- writes ------------------------------------------------------------------------------------
+    def set_checkpoint(self, peer_id: str, remote_db: str, value: dict, txn: WriteTxn | None = None) -> None:
+        """Remember how far replication from (peer, remote database) into this database got."""
+        if type(peer_id) is not str or type(remote_db) is not str or type(value) is not dict:
+            raise InvalidDocument("checkpoint needs str peer_id, str remote_db and a dict value")
+        data = codec.encode_value(value)
+        with self._store._writing(txn) as w:
+            self._alive(w.txn)
+            w.txn.put(keys.checkpoint_key(self._dbp, peer_id, remote_db), data, db=self._store._ckpt_db)
+
+    def put(
+        self,
+        docid: str,
+        body: dict,
+        *,
+        parent: str | None = None,
+        deleted: bool = False,
+        sign: Callable[[str, str, dict, bool], bytes] | None = None,
+        vis: list[str] | None = None,
+        txn: WriteTxn | None = None,
+    ) -> str:
+        """A local edit. `parent` must be the winning revision (None for a new or deleted document);
+        a deletion may also name a conflicting leaf (that is how conflicts are resolved). Returns the rev.
+        """
+        check_docid(docid)
+        if type(deleted) is not bool:
+            raise InvalidDocument("deleted must be a bool")
+        if parent is not None:
+            revs.parse_rev(parent)
+        tokens = check_vis(vis)
+        body_bytes = self._prepare_body(body)
+        st = self._store
+        with st._writing(txn) as w:
+            self._alive(w.txn)
+            key = keys.doc_key(self._dbp, docid)
+            raw = w.txn.get(key, db=st._docs_db)
+            old = codec.decode_record(raw) if raw is not None else None
+            if old is None:
+                if parent is not None:
+                    raise ConflictError(f"document {docid!r} does not exist (no revision {parent})")
+                base = None
+            else:
+                leaves = old[3]
+                win = revs.pick_winner(leaves)
+                if parent is None:
+                    if not leaves[win][0]:
+                        raise ConflictError(f"document {docid!r} exists; name its current revision {win}")
+                    base = win  # re-creating a deleted document continues its tree
+                elif parent == win or (deleted and parent in leaves and not leaves[parent][0]):
+                    base = parent
+                else:
+                    raise ConflictError(f"document {docid!r}: {parent} is not the current revision {win}")
+            rev = revs.rev_from_bytes(base, deleted, body_bytes)
+            sig = sign(docid, rev, body, deleted) if sign is not None else None
+            if old is None:
+                new = [0, tokens, {rev: None}, {rev: [deleted, body_bytes, sig]}]
+            else:
+                tree = dict(old[2])
+                tree[rev] = base
+                leaves = {r: v for r, v in old[3].items() if r != base}
+                leaves[rev] = [deleted, body_bytes, sig]
+                revs.stem(tree, st.rev_limit)
+                vis_new = sorted(set(old[1]).union(tokens)) if tokens else old[1]
+                new = [0, vis_new, tree, leaves]
+            self._commit(w, key, docid, old, new, new_body=None if deleted else body)
+        return rev
+
+    def _prepare_repl(self, d: Any) -> _Prepared:
+        if type(d) is not dict:
+            raise InvalidDocument(f"replicated document must be a dict, not {type(d).__name__}")
+        docid = check_docid(d.get("id"))
+        rev = d.get("rev")
+        revs.parse_rev(rev)
+        deleted = d.get("deleted", False)
+        if type(deleted) is not bool:
+            raise InvalidDocument(f"{docid!r}: deleted must be a bool")
+        sig = d.get("sig")
+        if sig is not None and type(sig) is not bytes:
+            raise InvalidDocument(f"{docid!r}: sig must be bytes or None")
+        history = d.get("history")
+        if history is None:
+            history = [rev]
+        elif type(history) is not list or not history or history[0] != rev:
+            raise InvalidDocument(f"{docid!r}: history must be a list starting with the revision {rev}")
+        else:
+            history = history[: self._store.rev_limit]
+            revs.check_history(history)
+        body = d.get("body")
+        return _Prepared(docid, rev, deleted, body, self._prepare_body(body), sig, history)
+
+    def bulk_replicated(self, docs: list[dict], *, vis: list[str] | None = None,
+                        txn: WriteTxn | None = None) -> list[str]:
+        """Replicated revisions (CouchDB new_edits=false), all in one transaction; idempotent and
+        order-independent. Everything is checked before anything is written. Returns the ids that changed.
+        """
+        if not isinstance(docs, (list, tuple)):
+            raise InvalidDocument("bulk_replicated takes a list of replicated documents")
+        tokens = check_vis(vis)
+        prepared = [self._prepare_repl(d) for d in docs]
+        st = self._store
+        limit = st.rev_limit
+        written: list[str] = []
+        with st._writing(txn) as w:
+            self._alive(w.txn)
+            get = w.txn.get
+            docs_db = st._docs_db
+            for p in prepared:
+                key = keys.doc_key(self._dbp, p.id)
+                raw = get(key, db=docs_db)
+                if raw is None:
+                    tree = {}
+                    revs.merge_history(tree, p.history)
+                    new = [0, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}]
+                    self._commit(w, key, p.id, None, new, new_body=None if p.deleted else p.body)
+                    written.append(p.id)
+                    continue
+                old = codec.decode_record(raw)
+                tree = dict(old[2])
+                leaves = dict(old[3])
+                changed = revs.merge_history(tree, p.history)
+                if changed:
+                    revs.stem(tree, limit)
+                    parents = set(tree.values())
+                    for r in [r for r in leaves if r in parents or r not in tree]:
+                        del leaves[r]
+                    if p.rev in tree and p.rev not in parents:
+                        have = leaves.get(p.rev)
+                        if have is None:
+                            leaves[p.rev] = [p.deleted, p.body_bytes, p.sig]
+                        elif have[2] is None and p.sig is not None:
+                            leaves[p.rev] = [have[0], have[1], p.sig]
+                elif p.rev in leaves and leaves[p.rev][2] is None and p.sig is not None:
+                    leaves[p.rev] = [leaves[p.rev][0], leaves[p.rev][1], p.sig]
+                    changed = True
+                vis_new = old[1]
+                if tokens and not set(tokens).issubset(vis_new):
+                    vis_new = sorted(set(vis_new).union(tokens))
+                    changed = True
+                if changed:
+                    new = [0, vis_new, tree, leaves]
+                    nb = p.body if not p.deleted and p.rev in leaves and revs.pick_winner(leaves) == p.rev else None
+                    self._commit(w, key, p.id, old, new, new_body=nb)
+                    written.append(p.id)
+        return written
+
+    def bulk_replicated_async(self, docs: list[dict], *, vis: list[str] | None = None) -> Deferred:
+        """bulk_replicated in the store's writer thread; fires with the ids that changed."""
+        return self._store.run_in_writer(self.bulk_replicated, docs, vis=vis)
+
+    def add_vis(self, docid: str, tokens: list[str], txn: WriteTxn | None = None) -> None:
+        """Add visibility tokens (metadata, not the signed body) to a document and re-index it."""
+        add = check_vis(tokens)
+        st = self._store
+        with st._writing(txn) as w:
+            self._alive(w.txn)
+            key = keys.doc_key(self._dbp, check_docid(docid))
+            raw = w.txn.get(key, db=st._docs_db)
+            if raw is None:
+                raise NotFound(f"no document {docid!r} in {self.name!r}")
+            old = codec.decode_record(raw)
+            if set(add).issubset(old[1]):
+                return
+            new = [old[0], sorted(set(old[1]).union(add)), old[2], old[3]]
+            self._reindex(w, key, docid, old, new)
+
+    def _reindex(self, w: WriteTxn, key: bytes, docid: str, old: list, new: list) -> None:
+        """Metadata-only change: indexes and record, no new sequence number."""
+        st = self._store
+        win = revs.pick_winner(new[3])
+        body = None if new[3][win][0] else codec.decode_body(new[3][win][1])
+        old_keys = indexes.index_keys(self._dbp, docid, body, old[1])
+        new_keys = indexes.index_keys(self._dbp, docid, body, new[1])
+        for k in old_keys - new_keys:
+            w.txn.delete(k, db=st._idx_db)
+        for k in new_keys - old_keys:
+            w.txn.put(k, b"", db=st._idx_db)
+        w.txn.put(key, codec.encode_record(new), db=st._docs_db)

@@ -1,0 +1,90 @@
+"""Key layouts of the LMDB sub-databases (docs/store.md has the table).
+
+Every per-database key starts with the 4-byte big-endian database id, so one logical database is one
+contiguous key range in each sub-database and a million of them cost no LMDB handles.
+"""
+
+from __future__ import annotations
+
+import struct
+from hashlib import blake2b
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_STATE = struct.Struct(">QQ")
+_F64 = struct.Struct(">d")
+
+SCHEMA_KEY = b"schema"
+NEXT_DBID_KEY = b"next_dbid"
+
+# Strings inside index keys: NUL escaped as 00 01 and terminated by 00 00, so the byte order of the keys is
+# the order of the strings and no value is a prefix of another. Long ones are replaced by a hash, marked by a
+# leading FF byte (never in UTF-8), because LMDB keys are at most 511 bytes.
+_MAX_PART = 128
+
+
+def dbid_bytes(dbid: int) -> bytes:
+    return _U32.pack(dbid)
+
+
+def u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def read_u32(data: bytes) -> int:
+    return _U32.unpack(data)[0]
+
+
+def pack_state(seq: int, doc_count: int) -> bytes:
+    return _STATE.pack(seq, doc_count)
+
+
+def unpack_state(data: bytes) -> tuple[int, int]:
+    return _STATE.unpack(data)
+
+
+def doc_key(dbp: bytes, docid: str) -> bytes:
+    return dbp + docid.encode()
+
+
+def seq_key(dbp: bytes, seq: int) -> bytes:
+    return dbp + _U64.pack(seq)
+
+
+def seq_of(key: bytes) -> int:
+    return _U64.unpack_from(key, 4)[0]
+
+
+def part(s: str) -> bytes:
+    """One string as an ordered, self-delimiting key part."""
+    b = s.encode()
+    if b"\x00" in b:
+        b = b.replace(b"\x00", b"\x00\x01")
+    if len(b) > _MAX_PART:
+        b = b"\xff" + blake2b(b, digest_size=16).digest()
+    return b + b"\x00\x00"
+
+
+def checkpoint_key(dbp: bytes, peer_id: str, remote_db: str) -> bytes:
+    return dbp + part(peer_id) + part(remote_db)
+
+
+def created_bytes(created: object) -> bytes:
+    """8 bytes whose byte order is the numeric order of `created` (epoch number or ISO 8601 string)."""
+    if type(created) is str:
+        try:
+            from datetime import datetime, timezone
+
+            dt = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            f = dt.timestamp()
+        except ValueError:
+            f = 0.0
+    elif type(created) in (int, float):
+        f = float(created)
+    else:
+        f = 0.0
+    (n,) = _U64.unpack(_F64.pack(f))
+    n = n ^ 0xFFFFFFFFFFFFFFFF if n & 0x8000000000000000 else n | 0x8000000000000000
+    return _U64.pack(n)

@@ -1,0 +1,138 @@
+"""Revision ids and revision trees: pure functions, no LMDB, so they can be tested alone.
+
+A revision is `N-<32 hex>`: N is the depth (1 for a new document), the hash is blake2b-128 over the canonical
+CBOR of `[parent or "", deleted, body]`, so the same edit made on two nodes gives the same revision.
+
+A tree is a dict `rev -> parent rev or None` (None: a root, or the oldest revision kept after stemming).
+Leaves are the revisions that are nobody's parent.
+"""
+
+from __future__ import annotations
+
+import re
+from hashlib import blake2b
+from typing import Iterable
+
+import cbor2
+
+from . import codec
+from .errors import InvalidDocument
+
+_REV_RE = re.compile(r"([1-9][0-9]{0,9})-([0-9a-f]{32})")
+_TRUE = cbor2.dumps(True)
+_FALSE = cbor2.dumps(False)
+
+
+def parse_rev(rev: object) -> tuple[int, str]:
+    """Split a revision into (N, hash), refusing anything that is not `N-<32 lowercase hex>`."""
+    if type(rev) is not str:
+        raise InvalidDocument(f"revision must be a string, not {type(rev).__name__}")
+    m = _REV_RE.fullmatch(rev)
+    if m is None:
+        raise InvalidDocument(f"unparsable revision {rev[:80]!r} (expected N-<32 hex>)")
+    return int(m.group(1)), m.group(2)
+
+
+def rev_depth(rev: str) -> int:
+    return int(rev[: rev.index("-")])
+
+
+def rev_from_bytes(parent: str | None, deleted: bool, body_bytes: bytes) -> str:
+    """The revision for `body_bytes` (the canonical CBOR of the body): same bytes as hashing the array."""
+    head = b"\x83" + cbor2.dumps(parent or "") + (_TRUE if deleted else _FALSE)
+    h = blake2b(head, digest_size=16)
+    h.update(body_bytes)
+    n = rev_depth(parent) + 1 if parent else 1
+    return f"{n}-{h.hexdigest()}"
+
+
+def compute_rev(parent: str | None, deleted: bool, body: dict) -> str:
+    """The revision of an edit: `N-blake2b128(canonical CBOR [parent or "", deleted, body])`."""
+    return rev_from_bytes(parent, deleted, codec.encode_body(body))
+
+
+def check_history(history: list) -> None:
+    """A history is newest first, each entry the parent of the one before (depth falls by one)."""
+    prev = None
+    for r in history:
+        n, _ = parse_rev(r)
+        if prev is not None and n != prev - 1:
+            raise InvalidDocument(f"revision history is not contiguous at {r!r}")
+        prev = n
+
+
+def winner_key(rev: str, deleted: bool) -> tuple[bool, int, str]:
+    """Sort key of a leaf: not deleted beats deleted, then higher N, then higher hash."""
+    i = rev.index("-")
+    return (not deleted, int(rev[:i]), rev[i + 1 :])
+
+
+def pick_winner(leaves: dict) -> str:
+    """The winning leaf of `leaves` (rev -> [deleted, ...]); the same on every node."""
+    if len(leaves) == 1:
+        for r in leaves:
+            return r
+    return max(leaves, key=lambda r: winner_key(r, leaves[r][0]))
+
+
+def sorted_leaves(leaves: dict) -> list[str]:
+    """Leaf revisions, winner first, then in losing order."""
+    return sorted(leaves, key=lambda r: winner_key(r, leaves[r][0]), reverse=True)
+
+
+def tree_leaves(tree: dict) -> list[str]:
+    parents = set(tree.values())
+    return [r for r in tree if r not in parents]
+
+
+def merge_history(tree: dict, history: list[str]) -> bool:
+    """Add a history (newest first) to the tree; True when the tree changed. Idempotent, order-free."""
+    changed = False
+    last = len(history) - 1
+    for i, r in enumerate(history):
+        p = history[i + 1] if i < last else None
+        if r in tree:
+            known = tree[r]
+            if known is None:
+                if p is not None:
+                    tree[r] = p  # older ancestry than we knew (it may be stemmed again below)
+                    changed = True
+                continue
+            break  # ancestry already known
+        tree[r] = p
+        changed = True
+    return changed
+
+
+def ancestry(tree: dict, rev: str, limit: int) -> list[str]:
+    """`rev` and its ancestors, newest first, at most `limit` of them."""
+    out = []
+    r: str | None = rev
+    while r is not None and r in tree and len(out) < limit:
+        out.append(r)
+        r = tree[r]
+    return out
+
+
+def stem(tree: dict, limit: int) -> bool:
+    """Keep, for every leaf, at most `limit` revisions of its path; True when anything was dropped."""
+    if len(tree) <= limit:
+        return False
+    keep: set[str] = set()
+    for leaf in tree_leaves(tree):
+        keep.update(ancestry(tree, leaf, limit))
+    if len(keep) == len(tree):
+        return False
+    for r in [r for r in tree if r not in keep]:
+        del tree[r]
+    for r, p in tree.items():
+        if p is not None and p not in keep:
+            tree[r] = None
+    return True
+
+
+def all_revs(trees: Iterable[dict]) -> set[str]:
+    out: set[str] = set()
+    for t in trees:
+        out.update(t)
+    return out

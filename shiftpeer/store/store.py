@@ -1,0 +1,304 @@
+"""The Store: one LMDB environment per node directory, holding any number of logical databases."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import lmdb
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import threadable
+from twisted.python.threadpool import ThreadPool
+
+from . import keys
+from .errors import InvalidDocument, NotFound, SchemaVersionError, StoreError
+
+SCHEMA_VERSION = 1
+DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.$()+@:=-]*(/[A-Za-z0-9_.$()+@:=-]+)*")
+MAX_NAME_BYTES = 200
+
+log = Logger()
+
+
+def check_db_name(name: object) -> str:
+    """Database names: path-like segments of [A-Za-z0-9_.$()+@:=-], e.g. `inbox/alice`; at most 200 bytes."""
+    if type(name) is not str or not name:
+        raise InvalidDocument(f"database name must be a non-empty string, not {name!r}")
+    if len(name.encode()) > MAX_NAME_BYTES or _NAME_RE.fullmatch(name) is None:
+        raise InvalidDocument(
+            f"bad database name {name[:80]!r}: use segments of letters, digits and _.$()+@:=- separated by '/'"
+        )
+    return name
+
+
+class WriteTxn:
+    """One LMDB write transaction plus the per-database counters and notifications it will commit."""
+
+    def __init__(self, store: "Store", txn: lmdb.Transaction) -> None:
+        self.store = store
+        self.txn = txn
+        self.states: dict[bytes, list] = {}  # dbid bytes -> [seq, doc_count, name]
+
+    def state(self, dbp: bytes, name: str) -> list:
+        st = self.states.get(dbp)
+        if st is None:
+            raw = self.txn.get(dbp, db=self.store._state_db)
+            seq, count = keys.unpack_state(raw) if raw is not None else (0, 0)
+            st = self.states[dbp] = [seq, count, name, False]
+        return st
+
+    def flush(self) -> dict[str, int]:
+        touched = {}
+        for dbp, (seq, count, name, dirty) in self.states.items():
+            if dirty:
+                self.txn.put(dbp, keys.pack_state(seq, count), db=self.store._state_db)
+                touched[name] = seq
+        return touched
+
+
+class Store:
+    """One LMDB environment: logical databases, documents, changes, indexes, checkpoints.
+
+    Writes may happen in the reactor thread (small ones) or in the single writer thread (`run_in_writer`,
+    `Database.bulk_replicated_async`); LMDB serialises write transactions, readers never block.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        sync: bool = True,
+        rev_limit: int = 1000,
+        max_doc_bytes: int = 1 << 20,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor  # noqa: PLW0621
+        self._reactor = reactor
+        self.path = path
+        self.rev_limit = rev_limit
+        self.max_doc_bytes = max_doc_bytes
+        os.makedirs(path, exist_ok=True)
+        self.env = lmdb.open(
+            path,
+            map_size=map_size,
+            max_dbs=8,
+            writemap=True,
+            metasync=sync,
+            sync=sync,
+            readahead=False,
+            max_readers=256,
+        )
+        try:
+            self._open_dbs()
+        except BaseException:
+            self.env.close()
+            raise
+        self._local = threading.local()
+        self._subscribers: list[Callable[[str, int], None]] = []
+        self._databases: dict[str, Any] = {}
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="shiftpeer-store-writer")
+        self._pool.start()
+        self._closed = False
+
+    def _open_dbs(self) -> None:
+        env = self.env
+        with env.begin(write=True) as txn:
+            self._meta_db = env.open_db(b"meta", txn=txn)
+            version = txn.get(keys.SCHEMA_KEY, db=self._meta_db)
+            if version is None:
+                if txn.stat(self._meta_db)["entries"] or self._has_other_dbs(txn):
+                    raise SchemaVersionError(f"{self.path}: LMDB environment has no shiftpeer schema version")
+                txn.put(keys.SCHEMA_KEY, str(SCHEMA_VERSION).encode(), db=self._meta_db)
+            elif version != str(SCHEMA_VERSION).encode():
+                raise SchemaVersionError(
+                    f"{self.path}: store schema version {version.decode(errors='replace')!r}, this shiftpeer "
+                    f"reads version {SCHEMA_VERSION}; upgrade shiftpeer (or restore a matching backup)"
+                )
+            self._names_db = env.open_db(b"names", txn=txn)
+            self._state_db = env.open_db(b"state", txn=txn)
+            self._docs_db = env.open_db(b"docs", txn=txn)
+            self._seqs_db = env.open_db(b"seqs", txn=txn)
+            self._idx_db = env.open_db(b"idx", txn=txn)
+            self._ckpt_db = env.open_db(b"ckpt", txn=txn)
+
+    def _has_other_dbs(self, txn: lmdb.Transaction) -> bool:
+        with txn.cursor() as cur:
+            return any(k != b"meta" for k in cur.iternext(values=False))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the writer thread (after its queued work) and close the environment."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.stop()
+        self.env.close()
+
+    def schema_version(self) -> int:
+        with self.env.begin() as txn:
+            return int(txn.get(keys.SCHEMA_KEY, db=self._meta_db))
+
+    # -- transactions ------------------------------------------------------------------------------
+    @contextmanager
+    def write_txn(self) -> Iterator[WriteTxn]:
+        """A write transaction; pass it as `txn=` to several calls to commit them atomically together.
+
+        Nested use in one thread joins the outer transaction (LMDB allows one writer per thread).
+        """
+        outer = getattr(self._local, "txn", None)
+        if outer is not None:
+            yield outer
+            return
+        if self._closed:
+            raise StoreError("store is closed")
+        txn = self.env.begin(write=True)
+        w = WriteTxn(self, txn)
+        self._local.txn = w
+        try:
+            yield w
+            touched = w.flush()
+        except BaseException:
+            self._local.txn = None
+            txn.abort()
+            raise
+        self._local.txn = None
+        txn.commit()
+        if touched:
+            self._notify(touched)
+
+    @contextmanager
+    def _writing(self, txn: WriteTxn | None) -> Iterator[WriteTxn]:
+        if txn is not None:
+            if not isinstance(txn, WriteTxn) or txn.store is not self:
+                raise StoreError("txn must come from this store's write_txn()")
+            yield txn
+        else:
+            with self.write_txn() as w:
+                yield w
+
+    def run_in_writer(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        """Run `fn` in the single writer thread, so big batches never stall the reactor."""
+
+        def call() -> Any:
+            self._local.in_writer = True
+            return fn(*args, **kwargs)
+
+        return threads.deferToThreadPool(self._reactor, self._pool, call)
+
+    # -- notifications -----------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[str, int], None]) -> Callable[[], None]:
+        """Call `callback(dbname, seq)` in the reactor thread after each commit; returns unsubscribe."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            try:
+                self._subscribers.remove(callback)
+            except ValueError:
+                pass
+
+        return unsubscribe
+
+    def _notify(self, touched: dict[str, int]) -> None:
+        if not self._subscribers:
+            return
+        if getattr(self._local, "in_writer", False) or (
+            self._reactor.running and not threadable.isInIOThread()
+        ):
+            self._reactor.callFromThread(self._fire, touched)
+        else:
+            self._fire(touched)
+
+    def _fire(self, touched: dict[str, int]) -> None:
+        for cb in list(self._subscribers):
+            for name, seq in touched.items():
+                try:
+                    cb(name, seq)
+                except Exception:
+                    log.failure("store subscriber {cb!r} failed for {db} at {seq}", cb=cb, db=name, seq=seq)
+
+    # -- databases ---------------------------------------------------------------------------------
+    def _lookup(self, txn: lmdb.Transaction, name: str) -> bytes | None:
+        return txn.get(name.encode(), db=self._names_db)
+
+    def _db_object(self, name: str, entry: bytes):
+        from .database import Database
+
+        db = self._databases.get(name)
+        if db is None or db._entry != entry:
+            db = Database(self, name, entry)
+            self._databases[name] = db
+        return db
+
+    def create_database(self, name: str, txn: WriteTxn | None = None):
+        """Create (or return) the logical database `name`: one small write, no LMDB handle."""
+        check_db_name(name)
+        with self._writing(txn) as w:
+            entry = self._lookup(w.txn, name)
+            if entry is None:
+                raw = w.txn.get(keys.NEXT_DBID_KEY, db=self._meta_db)
+                dbid = keys.read_u32(raw) if raw is not None else 1
+                if dbid >= 0xFFFFFFFF:
+                    raise StoreError("out of database ids")
+                w.txn.put(keys.NEXT_DBID_KEY, keys.u32(dbid + 1), db=self._meta_db)
+                entry = keys.dbid_bytes(dbid) + os.urandom(8)
+                w.txn.put(name.encode(), entry, db=self._names_db)
+                log.debug("created database {db} id {dbid}", db=name, dbid=dbid)
+        return self._db_object(name, entry)
+
+    def database(self, name: str):
+        """The existing logical database `name`; NotFound if there is none."""
+        with self.env.begin() as txn:
+            entry = self._lookup(txn, name) if type(name) is str else None
+        if entry is None:
+            raise NotFound(f"no database named {name!r}")
+        return self._db_object(name, entry)
+
+    def has_database(self, name: str) -> bool:
+        with self.env.begin() as txn:
+            return type(name) is str and self._lookup(txn, name) is not None
+
+    def list_databases(self, prefix: str = "") -> list[str]:
+        p = prefix.encode()
+        out = []
+        with self.env.begin() as txn, txn.cursor(db=self._names_db) as cur:
+            if not cur.set_range(p):
+                return out
+            for k in cur.iternext(values=False):
+                if not k.startswith(p):
+                    break
+                out.append(k.decode())
+        return out
+
+    def delete_database(self, name: str, txn: WriteTxn | None = None) -> None:
+        """Delete `name` and everything in it; creating it again gives a new id and epoch."""
+        with self._writing(txn) as w:
+            entry = self._lookup(w.txn, name) if type(name) is str else None
+            if entry is None:
+                raise NotFound(f"no database named {name!r}")
+            dbp = entry[:4]
+            w.txn.delete(name.encode(), db=self._names_db)
+            w.txn.delete(dbp, db=self._state_db)
+            w.states.pop(dbp, None)
+            for db in (self._docs_db, self._seqs_db, self._idx_db, self._ckpt_db):
+                with w.txn.cursor(db=db) as cur:
+                    if cur.set_range(dbp):
+                        while cur.key()[:4] == dbp:
+                            if not cur.delete():
+                                break
+        self._databases.pop(name, None)
+        log.info("deleted database {db}", db=name)
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes in use (pages up to the last one written) and the page size, for status and benchmarks."""
+        info = self.env.info()
+        psize = self.env.stat()["psize"]
+        return {"used_bytes": (info["last_pgno"] + 1) * psize, "page_size": psize}
