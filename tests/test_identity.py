@@ -1,0 +1,155 @@
+"""Node keys, account ids and shift signatures."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import pytest_twisted
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from shiftpeer.identity import (
+    KeyFileError,
+    NodeKey,
+    is_account_id,
+    is_peer_id,
+    peer_id_of_public_key,
+    public_key_of,
+    verify,
+)
+from shiftpeer.identity.signing import sign_doc, signing_payload, verify_many, verify_repl_doc
+
+
+def make_doc(key: NodeKey, n: int = 0, **over) -> dict:
+    body = {"author": key.account_id, "space": "notes", "href": f"http://example.com/{n}",
+            "summary": "a note", "content": {"x": 1.5, "tags": ["a", "b"]}}
+    doc = {"id": f"shift-{n}", "rev": f"1-{n:032x}", "deleted": False, "body": body,
+           "history": [f"1-{n:032x}"]}
+    doc["sig"] = sign_doc(key, doc["id"], doc["rev"], body, False)
+    doc.update(over)
+    return doc
+
+
+def test_account_id_round_trips():
+    """An account id is 52 lowercase base32 characters that decode back to the raw public key."""
+    key = NodeKey.generate()
+    assert len(key.account_id) == 52 and key.account_id == key.account_id.lower()
+    assert "=" not in key.account_id
+    assert public_key_of(key.account_id) == key.public_key
+    assert is_account_id(key.account_id) and is_peer_id(key.account_id)
+    assert peer_id_of_public_key(key.private_key.public_key()) == key.account_id
+
+
+def test_non_ed25519_keys_get_a_distinct_x_id():
+    """A non-Ed25519 certificate key gets an 'x'-prefixed 53-character id that can never sign."""
+    pid = peer_id_of_public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+    assert pid.startswith("x") and len(pid) == 53
+    assert is_peer_id(pid) and not is_account_id(pid)
+    with pytest.raises(ValueError):
+        public_key_of(pid)
+    assert not verify(pid, b"msg", b"\0" * 64)
+
+
+def test_sign_and_verify():
+    """A signature verifies under the signer's id only, and for the signed message only."""
+    a, b = NodeKey.generate(), NodeKey.generate()
+    sig = a.sign(b"hello")
+    assert len(sig) == 64
+    assert verify(a.account_id, b"hello", sig)
+    assert not verify(a.account_id, b"hellO", sig)
+    assert not verify(b.account_id, b"hello", sig)
+    assert not verify("not-an-id", b"hello", sig)
+    assert not verify(a.account_id, b"hello", sig[:63])
+
+
+def test_key_save_and_load(tmp_path):
+    """A saved key loads back with the same id and certificate, from a 0600 file it won't overwrite."""
+    key = NodeKey.generate()
+    key.save(tmp_path)
+    mode = stat.S_IMODE(os.stat(tmp_path / "node.key").st_mode)
+    assert mode == 0o600
+    loaded = NodeKey.load(tmp_path)
+    assert loaded.account_id == key.account_id
+    assert loaded.certificate() == key.certificate()
+    with pytest.raises(FileExistsError):
+        key.save(tmp_path)
+
+
+def test_key_load_errors(tmp_path):
+    """Loading a missing or non-Ed25519 key file fails with a KeyFileError naming the problem."""
+    with pytest.raises(KeyFileError, match="cannot read"):
+        NodeKey.load(tmp_path)
+    (tmp_path / "node.key").write_bytes(b"garbage")
+    with pytest.raises(KeyFileError, match="PEM"):
+        NodeKey.load(tmp_path)
+
+
+def test_signed_doc_verifies():
+    """A document signed by its author verifies."""
+    assert verify_repl_doc(make_doc(NodeKey.generate()))
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        lambda d: d["body"].__setitem__("summary", "forged"),
+        lambda d: d.__setitem__("rev", "2-" + "f" * 32),
+        lambda d: d.__setitem__("id", "other-shift"),
+        lambda d: d.__setitem__("deleted", True),
+        lambda d: d["body"].__setitem__("author", NodeKey.generate().account_id),
+        lambda d: d.__setitem__("sig", bytes(64)),
+        lambda d: d.__setitem__("sig", None),
+        lambda d: d.pop("sig"),
+        lambda d: d["body"].pop("author"),
+        lambda d: d.__setitem__("body", "not a map"),
+    ],
+    ids=["body", "rev", "id", "deleted", "author", "zero-sig", "no-sig", "missing-sig",
+         "no-author", "bad-body"],
+)
+def test_altered_doc_fails(alter):
+    """Changing any signed field (or the signature) makes verification fail, without raising."""
+    doc = make_doc(NodeKey.generate())
+    alter(doc)
+    assert not verify_repl_doc(doc)
+
+
+def test_payload_is_canonical():
+    """The payload does not depend on map key order, and is the documented CBOR array."""
+    import cbor2
+
+    k = NodeKey.generate()
+    b1 = {"author": k.account_id, "a": 1, "b": {"y": 2, "x": 1}}
+    b2 = {"b": {"x": 1, "y": 2}, "a": 1, "author": k.account_id}
+    p = signing_payload("id", "1-" + "0" * 32, b1, False)
+    assert p == signing_payload("id", "1-" + "0" * 32, b2, False)
+    assert cbor2.loads(p) == ["id", "1-" + "0" * 32, b1, False, k.account_id]
+
+
+def test_sign_refuses_someone_elses_shift():
+    """A node key will not sign a shift whose author is another account."""
+    a, b = NodeKey.generate(), NodeKey.generate()
+    with pytest.raises(ValueError):
+        sign_doc(a, "id", "1-" + "0" * 32, {"author": b.account_id}, False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_verify_many_flags_exactly_the_forged():
+    """verify_many over a large batch (threaded) returns False exactly at the forged entries."""
+    keys = [NodeKey.generate() for _ in range(3)]
+    docs = [make_doc(keys[i % 3], i) for i in range(300)]
+    forged = {5, 77, 150, 151, 299}
+    for i in forged:
+        docs[i]["body"]["summary"] = "forged"
+    results = await verify_many(docs)
+    assert [i for i, ok in enumerate(results) if not ok] == sorted(forged)
+
+
+@pytest_twisted.ensureDeferred
+async def test_verify_many_small_and_empty_batches():
+    """Small and empty batches are verified too (inline), in order."""
+    k = NodeKey.generate()
+    docs = [make_doc(k, i) for i in range(3)]
+    docs[1]["rev"] = "9-" + "0" * 32
+    assert await verify_many(docs) == [True, False, True]
+    assert await verify_many([]) == []
