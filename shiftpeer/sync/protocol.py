@@ -45,6 +45,7 @@ class SyncProtocol(Protocol):
         self.peer_id: Optional[str] = None
         self.peer_roles: tuple[str, ...] = ()
         self.peer_error: Optional[dict] = None     # the error frame the peer closed with, if any
+        self.close_reason: Optional[dict] = None   # the error we closed with, if any
         self.paused = False                          # the transport asked us to stop producing
         self.frames_in = self.frames_out = 0
         self.bytes_in = self.bytes_out = 0
@@ -128,14 +129,18 @@ class SyncProtocol(Protocol):
         if msg["t"] == "error":
             self._on_error(msg)
         else:
-            self._violate("unexpected", f"{msg['t']} before hello", None)
+            self._refuse_and_close("unexpected", f"{msg['t']} before hello", None)
 
     @_machine.output()
     def _second_hello(self, msg: dict) -> None:
-        self._violate("unexpected", "a second hello", None)
+        self._refuse_and_close("unexpected", "a second hello", None)
 
     @_machine.output()
     def _violate(self, code: str, text: str, db: Optional[str]) -> None:
+        self._refuse_and_close(code, text, db)
+
+    def _refuse_and_close(self, code: str, text: str, db: Optional[str]) -> None:
+        self.close_reason = {"code": code, "msg": text, "db": db}
         self.factory.counters["violations"] += 1
         self.factory.counters["violation." + code] += 1
         log.warn("closing the connection to {peer}: {code}: {text}", peer=self.peer_id or self._address(),
