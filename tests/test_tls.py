@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import pytest_twisted
 from OpenSSL import SSL
@@ -266,3 +268,17 @@ def test_material_mismatch_rejected(keys):
 
     with pytest.raises(CertificateError):
         CertMaterial((a.certificate(),), b.private_key)
+
+
+def test_committed_test_ca_signs_usable_hub_certs(keys, tmp_path):
+    """A hub certificate made by make-certs from the committed TEST CA verifies against certs/test-ca.pem."""
+    from shiftpeer.identity.makecerts import main
+
+    root = Path(__file__).resolve().parent.parent / "certs"
+    assert main([str(tmp_path), "--host", "hub.test", "--ca-cert", str(root / "test-ca.pem"),
+                 "--ca-key", str(root / "test-ca.TEST-ONLY-NOT-SECRET.key")]) == 0
+    hub = CertMaterial.from_files(tmp_path / "hub.test.pem", tmp_path / "hub.test.key")
+    _, b = keys
+    pair = tls_pair(server_creator(hub),
+                    client_creator(b, hostname="hub.test", trust_root=str(tmp_path / "ca.pem")))
+    assert pair.client.peer_id == hub.peer_id and pair.server.peer_id == b.account_id

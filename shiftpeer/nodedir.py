@@ -1,0 +1,314 @@
+"""The node directory: what `shiftpeer init DIR` writes and every other command reads.
+
+Layout (see docs/identity.md)::
+
+    DIR/                  mode 0700
+      config.json         the node's config (NodeConfig below), paths relative to DIR
+      node.key            Ed25519 node key, PEM PKCS#8, mode 0600: the account
+      node.pem            the node key's self-signed certificate
+      tls/cert.pem        hub only, with --tls-cert: the hub's certificate chain (copied)
+      tls/key.pem         hub only, with --tls-key: its private key (copied, mode 0600)
+      ca.pem              with --ca: the trust root for the hub's certificate (copied)
+      store/              the LMDB store, created by the node when it first opens it
+
+The store is deliberately not created here: the node opens (and so creates) it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.logger import Logger
+
+from shiftpeer.identity import KeyFileError, NodeKey
+from shiftpeer.identity.certs import (
+    CertMaterial,
+    CertificateError,
+    cert_pem,
+    key_pem,
+    load_cert_chain,
+)
+from shiftpeer.identity.keys import _write_private
+
+log = Logger()
+
+CONFIG_FILE = "config.json"
+CONFIG_VERSION = 1
+TLS_CERT_FILE = "tls/cert.pem"
+TLS_KEY_FILE = "tls/key.pem"
+CA_FILE = "ca.pem"
+STORE_DIR = "store"
+
+#: The local API listens on loopback only, on a port the OS picks; the node writes the bound URL
+#: to DIR/api.url, so several nodes on one machine (a demo mesh) never collide.
+DEFAULT_API = "tcp:0:interface=127.0.0.1"
+
+ROLE_USER, ROLE_HUB, ROLE_FULL_PEER = "user", "hub", "full-peer"
+
+_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class NodeDirError(ValueError):
+    """The node directory cannot be created or read; the message says what to do."""
+
+
+@dataclass
+class NodeConfig:
+    """A node's configuration as loaded: all paths absolute strings."""
+
+    path: str
+    user: str
+    account_id: str
+    roles: list[str]
+    listen: list[str] = field(default_factory=list)
+    api: str = DEFAULT_API
+    connect: str | None = None
+    peers: list[str] = field(default_factory=list)
+    ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    store_path: str = ""
+    key_dir: str = ""
+    tls_peer_id: str = ""
+
+    @property
+    def hub(self) -> bool:
+        """True when the node has the hub role."""
+        return ROLE_HUB in self.roles
+
+    @property
+    def full_peer(self) -> bool:
+        """True when the node has the full-peer role."""
+        return ROLE_FULL_PEER in self.roles
+
+    def load_key(self) -> NodeKey:
+        """The node's signing key (its account)."""
+        return NodeKey.load(self.key_dir)
+
+    def tls_material(self, key: NodeKey | None = None) -> NodeKey | CertMaterial:
+        """What this node presents in TLS, both as server and client: its hub certificate when
+        it has one, else its node key's self-signed certificate."""
+        if self.tls_cert and self.tls_key:
+            return CertMaterial.from_files(self.tls_cert, self.tls_key)
+        return key or self.load_key()
+
+
+def _check_host_port(text: str, flag: str) -> str:
+    if not isinstance(text, str):
+        raise NodeDirError(f"{flag} {text!r} is not HOST:PORT")
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise NodeDirError(f"{flag} {text!r} is not HOST:PORT (e.g. hub.example.org:7471)")
+    return text
+
+
+def _as_list(values: Iterable[str] | str | None) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        return [values]
+    return list(values)
+
+
+def _rel(base: Path, value: str | None) -> str | None:
+    return None if value is None else str(base / value)
+
+
+def init_node_dir(
+    path: str | os.PathLike,
+    *,
+    user: str,
+    hub: bool = False,
+    tls_cert: str | os.PathLike | None = None,
+    tls_key: str | os.PathLike | None = None,
+    full_peer: bool = False,
+    listen: Iterable[str] = (),
+    api: str | None = None,
+    connect: str | None = None,
+    peers: Iterable[str] = (),
+    ca: str | os.PathLike | None = None,
+) -> NodeConfig:
+    """Create a node directory (key, certificate, config) and return its config.
+
+    Everything is checked before anything is written; an existing non-empty directory is refused.
+    With --tls-key holding an Ed25519 key, that key becomes the node key, so the hub's account id
+    and its TLS peer id are the same.
+    """
+    base = Path(path)
+    if not isinstance(user, str) or not _USER_RE.match(user):
+        raise NodeDirError(
+            f"user name {user!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    if (tls_cert is None) != (tls_key is None):
+        raise NodeDirError("--tls-cert and --tls-key go together")
+    if tls_cert is not None and not hub:
+        raise NodeDirError("--tls-cert/--tls-key are for hubs: add --hub")
+    listen_l = _as_list(listen)
+    for ep in listen_l:
+        if not isinstance(ep, str) or not ep.strip():
+            raise NodeDirError(f"--listen {ep!r} is not an endpoint string (e.g. tcp:7471)")
+    peers_l = [_check_host_port(p, "--peer") for p in _as_list(peers)]
+    if connect is not None:
+        _check_host_port(connect, "--connect")
+    api = api or DEFAULT_API
+
+    # Check the given files before touching the directory.
+    material = None
+    if tls_cert is not None:
+        try:
+            material = CertMaterial.from_files(tls_cert, tls_key)  # type: ignore[arg-type]
+        except (CertificateError, KeyFileError) as e:
+            raise NodeDirError(f"hub TLS certificate/key: {e}") from None
+    ca_chain = None
+    if ca is not None:
+        try:
+            ca_chain = load_cert_chain(ca)
+        except CertificateError as e:
+            raise NodeDirError(f"--ca: {e}") from None
+
+    if base.exists():
+        if not base.is_dir():
+            raise NodeDirError(f"{base} exists and is not a directory")
+        if any(base.iterdir()):
+            raise NodeDirError(
+                f"{base} already exists and is not empty; refusing to overwrite a node "
+                "(choose a new directory)"
+            )
+    else:
+        base.mkdir(parents=True, mode=0o700)
+    os.chmod(base, 0o700)
+
+    if material is not None and isinstance(material.private_key, ed25519.Ed25519PrivateKey):
+        key = NodeKey.from_private_key(material.private_key)
+    else:
+        key = NodeKey.generate()
+    key.save(base)
+
+    roles = [ROLE_USER]
+    if hub:
+        roles.append(ROLE_HUB)
+    if full_peer:
+        roles.append(ROLE_FULL_PEER)
+    rel_cert = rel_key = rel_ca = None
+    if material is not None:
+        (base / "tls").mkdir(mode=0o700)
+        (base / TLS_CERT_FILE).write_bytes(cert_pem(*material.chain))
+        _write_private(base / TLS_KEY_FILE, key_pem(material.private_key))
+        rel_cert, rel_key = TLS_CERT_FILE, TLS_KEY_FILE
+    if ca_chain is not None:
+        (base / CA_FILE).write_bytes(cert_pem(*ca_chain))
+        rel_ca = CA_FILE
+    tls_peer_id = material.peer_id if material is not None else key.account_id
+    doc = {
+        "version": CONFIG_VERSION,
+        "user": user,
+        "account_id": key.account_id,
+        "tls_peer_id": tls_peer_id,
+        "roles": roles,
+        "listen": listen_l,
+        "api": api,
+        "connect": connect,
+        "peers": peers_l,
+        "ca": rel_ca,
+        "tls_cert": rel_cert,
+        "tls_key": rel_key,
+        "store": STORE_DIR,
+    }
+    tmp = base / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, base / CONFIG_FILE)
+    log.info("node directory {path} created for {user} ({account})", path=str(base), user=user,
+             account=key.account_id)
+    return load_node_dir(base)
+
+
+_FIELD_TYPES = {
+    "version": int,
+    "user": str,
+    "account_id": str,
+    "tls_peer_id": str,
+    "roles": list,
+    "listen": list,
+    "api": str,
+    "connect": (str, type(None)),
+    "peers": list,
+    "ca": (str, type(None)),
+    "tls_cert": (str, type(None)),
+    "tls_key": (str, type(None)),
+    "store": str,
+}
+
+
+def load_node_dir(path: str | os.PathLike) -> NodeConfig:
+    """Read a node directory's config; NodeDirError says what is wrong and how to fix it."""
+    base = Path(path).absolute()
+    hint = f"make one with 'shiftpeer init {path} --user NAME'"
+    if not base.is_dir():
+        raise NodeDirError(f"{path} is not a node directory (no such directory); {hint}")
+    cfg = base / CONFIG_FILE
+    try:
+        doc = json.loads(cfg.read_text())
+    except FileNotFoundError:
+        raise NodeDirError(f"{path} is not a node directory (no {CONFIG_FILE}); {hint}") from None
+    except (OSError, ValueError) as e:
+        raise NodeDirError(f"{cfg} is unreadable or not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise NodeDirError(f"{cfg} is not a JSON object")
+    if doc.get("version") != CONFIG_VERSION:
+        raise NodeDirError(
+            f"{cfg} has config version {doc.get('version')!r}; this shiftpeer reads version "
+            f"{CONFIG_VERSION}"
+        )
+    for name, typ in _FIELD_TYPES.items():
+        if name not in doc:
+            raise NodeDirError(f"{cfg} lacks the field {name!r}")
+        if not isinstance(doc[name], typ):
+            raise NodeDirError(f"{cfg}: field {name!r} has the wrong type")
+    try:
+        key = NodeKey.load(base)
+    except KeyFileError as e:
+        raise NodeDirError(f"{path}: {e}") from None
+    if key.account_id != doc["account_id"]:
+        raise NodeDirError(
+            f"{cfg} names account {doc['account_id']} but node.key is {key.account_id}"
+        )
+    mode = stat.S_IMODE(os.stat(base / "node.key").st_mode)
+    if mode & 0o077:
+        log.warn("{path}/node.key is readable by others (mode {mode}); chmod 600 it",
+                 path=str(base), mode=oct(mode))
+    return NodeConfig(
+        path=str(base),
+        user=doc["user"],
+        account_id=doc["account_id"],
+        roles=list(doc["roles"]),
+        listen=list(doc["listen"]),
+        api=doc["api"],
+        connect=doc["connect"],
+        peers=list(doc["peers"]),
+        ca=_rel(base, doc["ca"]),
+        tls_cert=_rel(base, doc["tls_cert"]),
+        tls_key=_rel(base, doc["tls_key"]),
+        store_path=str(base / doc["store"]),
+        key_dir=str(base),
+        tls_peer_id=doc["tls_peer_id"],
+    )
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_API",
+    "NodeConfig",
+    "NodeDirError",
+    "init_node_dir",
+    "load_node_dir",
+]
