@@ -1,23 +1,155 @@
-"""twistd integration: Options and makeService for ``twistd shiftpeer``."""
+"""twistd integration: Options and makeService for ``twistd shiftpeer``.
 
-from twisted.application.service import MultiService
+Every flag overrides the node directory's config for this run only. For JSON log lines run
+``twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from twisted.application.service import IService
 from twisted.python import usage
+
+class _ParseOnlyReactor:
+    """Stands in for the reactor while endpoint strings are checked: parsing must not listen or connect."""
+
+
+def check_server_endpoint(description: str, flag: str) -> str:
+    """Return the endpoint string if Twisted can parse it, else raise UsageError naming the flag."""
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(_ParseOnlyReactor(), description)
+    except Exception as e:
+        raise usage.UsageError(
+            f"{flag} {description!r} is not a valid endpoint string ({e}); "
+            f"write e.g. 'tcp:7701' or 'tcp:7701:interface=0.0.0.0'"
+        ) from None
+    return description
+
+
+def check_loopback_api(description: str) -> str:
+    """The local API must not be reachable from other machines: tcp endpoints need a loopback interface."""
+    check_server_endpoint(description, "--api")
+    kind, _, rest = description.partition(":")
+    if kind.lower() not in ("tcp", "tcp6"):
+        return description
+    fields = dict(part.split("=", 1) for part in rest.split(":") if "=" in part)
+    interface = fields.get("interface", "")
+    try:
+        ok = ipaddress.ip_address(interface.strip("[]")).is_loopback
+    except ValueError:
+        ok = interface == "localhost"
+    if not ok:
+        raise usage.UsageError(
+            f"--api {description!r} would listen beyond this machine; "
+            "add ':interface=127.0.0.1' (e.g. 'tcp:7780:interface=127.0.0.1')"
+        )
+    return description
+
+
+def check_host_port(text: str, flag: str) -> str:
+    """Return HOST:PORT unchanged when well formed, else raise UsageError naming the flag."""
+    from shiftpeer.node import split_host_port
+
+    try:
+        split_host_port(text)
+    except ValueError as e:
+        raise usage.UsageError(f"{flag}: {e}") from None
+    return text
+
+
+def check_node_dir(path: str) -> str:
+    """The directory must exist and look like one made by ``shiftpeer init``."""
+    if not os.path.isdir(path):
+        raise usage.UsageError(
+            f"--data {path!r} is not a directory; make a node with 'shiftpeer init {path} --user NAME'"
+        )
+    try:
+        from shiftpeer.nodedir import load_node_dir
+    except ImportError:
+        return path
+    try:
+        load_node_dir(path)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--data {path!r} is not a usable node directory ({e}); "
+            f"make one with 'shiftpeer init {path} --user NAME'"
+        ) from None
+    return path
 
 
 class Options(usage.Options):
     """Command-line options of ``twistd shiftpeer``; they override the node directory's config."""
 
+    longdesc = (
+        "Runs a shiftpeer node from a directory made by 'shiftpeer init'. Flags override the directory's "
+        "config for this run. JSON log lines for operators: "
+        "'twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR' "
+        "(set SHIFTPEER_LOG_FILE to write them to a file instead of standard output)."
+    )
+    synopsis = "[--data DIR] [--listen ENDPOINT]... [--api ENDPOINT] [--connect HOST:PORT] [--peer HOST:PORT]..."
+
     optParameters = [
         ["data", "d", None, "Node directory made by 'shiftpeer init' (required)."],
+        [
+            "api", None, None,
+            "Local API endpoint string, loopback only (default from the directory, else "
+            "'tcp:0:interface=127.0.0.1'; the bound URL is written to DIR/api.url).",
+        ],
+        ["connect", None, None, "HOST:PORT of the hub to connect to and replicate with."],
+        ["metrics", None, None, "Endpoint string serving Prometheus metrics (e.g. 'tcp:9101:interface=127.0.0.1')."],
     ]
+    optFlags = [
+        ["full-peer", None, "Run as a full peer: replicate the public firehose (master) and gossip it."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["peer"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Sync listener endpoint string, e.g. 'tcp:7701' (repeatable; TLS is added by the node)."""
+        self["listen"].append(endpoint)
+
+    def opt_peer(self, address: str) -> None:
+        """HOST:PORT of another full peer to gossip the firehose with (repeatable)."""
+        self["peer"].append(address)
 
     def postOptions(self) -> None:
         if not self["data"]:
             raise usage.UsageError("--data DIR is required (make one with 'shiftpeer init DIR --user NAME')")
+        self["data"] = check_node_dir(self["data"])
+        for endpoint in self["listen"]:
+            check_server_endpoint(endpoint, "--listen")
+        if self["api"]:
+            check_loopback_api(self["api"])
+        if self["metrics"]:
+            check_server_endpoint(self["metrics"], "--metrics")
+        if self["connect"]:
+            check_host_port(self["connect"], "--connect")
+        for peer in self["peer"]:
+            check_host_port(peer, "--peer")
+
+    def overrides(self) -> dict:
+        """The flags given on the command line, as NodeSettings overrides."""
+        out: dict = {
+            "listen": list(self["listen"]),
+            "api": self["api"],
+            "connect": self["connect"],
+            "peers": list(self["peer"]),
+            "metrics": self["metrics"],
+        }
+        if self["full-peer"]:
+            out["full_peer"] = True
+        return out
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> IService:
     """Build the node service from the directory's config plus command-line overrides."""
     from shiftpeer.node import Node
 
-    return Node.from_directory(options["data"])
+    return Node.from_directory(options["data"], options.overrides())

@@ -1,0 +1,166 @@
+"""The API route table and the handlers of the user's local operations.
+
+A route is (method, path template, handler). Templates use ``{name}`` for one path segment. A handler
+takes an ``ApiRequest`` and returns a JSON-able value (200), a ``(status, value)`` pair, or a Deferred of
+either; it raises ``ApiError`` (or a ``shiftpeer.shifts.ShiftError``) to answer with an error. Later roles
+add their routes with ``node.api.add_route(...)``, replacing the 501 placeholders registered here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from shiftpeer.shifts import DEFAULT_LIMIT, FILTER_INDEXES
+
+PREFIX = "/v1"
+
+
+class ApiError(Exception):
+    """An HTTP error answer with a message a person can act on."""
+
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class ApiRequest:
+    """One authenticated API call, already parsed: path parameters, query string, JSON body."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    body: Any
+    node: Any
+
+    def arg(self, name: str, default: Any = None) -> Any:
+        """The last value of a query-string argument."""
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def json_object(self) -> dict:
+        """The body, which must be a JSON object."""
+        if not isinstance(self.body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return self.body
+
+
+Handler = Callable[[ApiRequest], Any]
+
+
+@dataclass
+class Route:
+    method: str
+    template: str
+    handler: Handler
+    pattern: re.Pattern = field(init=False)
+
+    def __post_init__(self) -> None:
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.template))
+        self.pattern = re.compile("^" + regex + "$")
+
+
+class ApiApp:
+    """The node's route table: resolves (method, path) to a handler and its path parameters."""
+
+    def __init__(self, node: Any):
+        self.node = node
+        self.routes: list[Route] = []
+        install_core_routes(self)
+        install_placeholder_routes(self)
+
+    def add_route(self, method: str, template: str, handler: Handler) -> None:
+        """Add (or replace) the handler of ``method template``; templates start with /v1."""
+        method = method.upper()
+        self.routes = [r for r in self.routes if not (r.method == method and r.template == template)]
+        self.routes.append(Route(method, template, handler))
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        """The handler and path parameters for a request; ApiError 404 or 405 when none fits."""
+        allowed = []
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if m is None:
+                continue
+            if route.method == method:
+                return route.handler, m.groupdict()
+            allowed.append(route.method)
+        if allowed:
+            raise ApiError(405, f"{method} is not allowed on {path} (use {', '.join(sorted(set(allowed)))})")
+        raise ApiError(404, f"no such API route: {method} {path} (see docs/api.md)")
+
+
+# -- core handlers ------------------------------------------------------------------------------
+
+
+def status(req: ApiRequest) -> dict:
+    return req.node.status()
+
+
+def shift_create(req: ApiRequest) -> tuple[int, dict]:
+    return 201, req.node.shifts.create(req.json_object())
+
+
+def shift_get(req: ApiRequest) -> dict:
+    return req.node.shifts.show(req.params["id"]).to_json()
+
+
+def shift_edit(req: ApiRequest) -> dict:
+    return req.node.shifts.edit(req.params["id"], req.json_object())
+
+
+def shift_delete(req: ApiRequest) -> dict:
+    return req.node.shifts.delete(req.params["id"])
+
+
+def feed(req: ApiRequest) -> dict:
+    filters = {name: req.query[name] for name in FILTER_INDEXES if req.query.get(name)}
+    unknown = set(req.query) - set(FILTER_INDEXES) - {"limit", "cursor", "group"}
+    if unknown:
+        raise ApiError(400, f"unknown feed parameter(s): {', '.join(sorted(unknown))}")
+    if req.query.get("group"):
+        raise ApiError(501, "feed --group needs the groups role, which this node does not have yet")
+    return req.node.shifts.feed(filters, limit=req.arg("limit", DEFAULT_LIMIT), cursor=req.arg("cursor"))
+
+
+def install_core_routes(app: ApiApp) -> None:
+    """Status, shift create/get/edit/delete and the feed query."""
+    app.add_route("GET", PREFIX + "/status", status)
+    app.add_route("POST", PREFIX + "/shifts", shift_create)
+    app.add_route("GET", PREFIX + "/shifts/{id}", shift_get)
+    app.add_route("PATCH", PREFIX + "/shifts/{id}", shift_edit)
+    app.add_route("DELETE", PREFIX + "/shifts/{id}", shift_delete)
+    app.add_route("GET", PREFIX + "/feed", feed)
+
+
+#: Routes the CLI already calls whose server side a later role provides; until then they answer 501.
+PLACEHOLDERS = [
+    ("POST", "/register", "registering an account on the hub"),
+    ("POST", "/shifts/{id}/publish", "publishing shifts"),
+    ("POST", "/shifts/{id}/comments", "comments"),
+    ("POST", "/groups", "groups"),
+    ("POST", "/groups/{name}/invite", "groups"),
+    ("POST", "/groups/{name}/join", "groups"),
+    ("POST", "/groups/{name}/leave", "groups"),
+    ("GET", "/groups/{name}/members", "groups"),
+    ("GET", "/messages", "messages"),
+    ("POST", "/notices", "hub notices"),
+]
+
+
+def _not_implemented(what: str) -> Handler:
+    def handler(req: ApiRequest) -> Any:
+        raise ApiError(501, f"{what} is not implemented on this node yet", code="not_implemented")
+
+    return handler
+
+
+def install_placeholder_routes(app: ApiApp) -> None:
+    """Register the 501 placeholders so clients get a clear answer rather than a 404."""
+    for method, template, what in PLACEHOLDERS:
+        app.add_route(method, PREFIX + template, _not_implemented(what))

@@ -1,0 +1,85 @@
+"""The API's listening service: creates the token, listens on loopback, records the bound URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from shiftpeer.api import token as tokens
+from shiftpeer.api.resource import ApiResource
+
+
+def url_of(address: Any) -> str:
+    """The http:// URL clients use for a listening port's address."""
+    host = getattr(address, "host", None)
+    if host is None:  # a UNIX socket: clients need the path, not a URL
+        return f"unix:{getattr(address, 'name', address)}"
+    if ":" in host:
+        host = f"[{host}]"
+    if host in ("0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{address.port}"
+
+
+class ApiService(Service):
+    """Serves the node's ApiApp on one endpoint; stopService fires once the port is closed."""
+
+    name = "api"
+    log = Logger()
+
+    def __init__(self, node: Any, endpoint: str, directory: str):
+        self._node = node
+        self._endpoint = endpoint
+        self._directory = directory
+        self._port: Any = None
+        self._listening: Deferred | None = None
+        self._waiters: list[Deferred] = []
+        self.url: str | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        token = tokens.ensure_token(self._directory)
+        site = Site(ApiResource(self._node.api, token))
+        site.noisy = False
+        endpoint = serverFromString(self._node.reactor, self._endpoint)
+        self._listening = endpoint.listen(site)
+        self._listening.addCallbacks(self._listened, self._failed)
+
+    def _listened(self, port: Any) -> None:
+        self._port = port
+        self.url = url_of(port.getHost())
+        tokens.write_url(self._directory, self.url)
+        self.log.info("local API listening on {url}", url=self.url)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(self.url)
+
+    def _failed(self, failure: Any) -> None:
+        self.log.failure("local API could not listen on {endpoint}", failure, endpoint=self._endpoint)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(failure)
+
+    def when_listening(self) -> Deferred:
+        """Fires with the URL once the port is bound."""
+        if self.url is not None:
+            return succeed(self.url)
+        d: Deferred = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        tokens.remove_url(self._directory)
+        self.url = None
+        port, self._port = self._port, None
+        if port is None:
+            if self._listening is not None and not self._listening.called:
+                self._listening.cancel()
+            return succeed(None)
+        return port.stopListening()

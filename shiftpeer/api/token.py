@@ -1,0 +1,56 @@
+"""The API token file: a random secret in the node directory, readable only by its owner."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+TOKEN_FILE = "api.token"
+URL_FILE = "api.url"
+
+
+def token_path(directory: str) -> str:
+    """Where the node directory keeps its API token."""
+    return os.path.join(directory, TOKEN_FILE)
+
+
+def ensure_token(directory: str) -> str:
+    """Read the token, creating it (mode 0600, exclusively) if the directory has none yet."""
+    path = token_path(directory)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_token(directory)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def read_token(directory: str) -> str:
+    """The token as written by ensure_token (OSError when absent)."""
+    with open(token_path(directory)) as f:
+        return f.read().strip()
+
+
+def write_url(directory: str, url: str) -> None:
+    """Atomically record the URL the API is listening on, so clients find it even on port 0."""
+    path = os.path.join(directory, URL_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(url + "\n")
+    os.replace(tmp, path)
+
+
+def read_url(directory: str) -> str:
+    """The URL of the running node's API (OSError when no node has written one)."""
+    with open(os.path.join(directory, URL_FILE)) as f:
+        return f.read().strip()
+
+
+def remove_url(directory: str) -> None:
+    """Forget the API URL when the node stops."""
+    try:
+        os.remove(os.path.join(directory, URL_FILE))
+    except FileNotFoundError:
+        pass

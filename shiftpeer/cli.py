@@ -1,0 +1,448 @@
+"""The ``shiftpeer`` command: makes node directories and drives a running node through its local API.
+
+It imports nothing from Twisted and talks HTTP with urllib, so each call starts fast. Exit status:
+0 success, 1 the node refused or failed the request, 2 bad command line, 3 no node is running for DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Sequence
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+TIMEOUT = 30.0
+
+
+class CliError(Exception):
+    """An error to print as one line on standard error, with an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# -- talking to the node ------------------------------------------------------------------------
+
+
+class ApiClient:
+    """A minimal JSON client for the node's local API, found through DIR/api.url and DIR/api.token."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        if not os.path.isdir(directory):
+            raise CliError(
+                f"{directory} is not a node directory: make one with 'shiftpeer init {directory} --user NAME'",
+                EXIT_USAGE,
+            )
+        self._not_running = (
+            f"no node is running for {directory}: start it with 'twistd -n shiftpeer --data {directory}'"
+        )
+        try:
+            with open(os.path.join(directory, "api.url")) as f:
+                self.url = f.read().strip()
+            with open(os.path.join(directory, "api.token")) as f:
+                self.token = f.read().strip()
+        except FileNotFoundError:
+            raise CliError(self._not_running, EXIT_NOT_RUNNING) from None
+        except PermissionError as e:
+            raise CliError(f"cannot read the node's API files in {directory}: {e.strerror}") from None
+        if not self.url.startswith("http"):
+            raise CliError(f"the node's API listens on {self.url}; this command needs a tcp API endpoint")
+        # Never send the token through a proxy: the API is on loopback.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
+        """Send one request and return the decoded JSON answer, or raise CliError with the node's message."""
+        url = self.url + "/v1" + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with self._opener.open(req, timeout=TIMEOUT) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raise CliError(_error_message(e)) from None
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, (ConnectionRefusedError, FileNotFoundError)):
+                raise CliError(self._not_running, EXIT_NOT_RUNNING) from None
+            raise CliError(f"cannot reach the node at {self.url}: {e.reason}") from None
+        except ConnectionError:
+            raise CliError(self._not_running, EXIT_NOT_RUNNING) from None
+        except TimeoutError:
+            raise CliError(f"the node at {self.url} did not answer within {TIMEOUT:.0f}s") from None
+
+
+def _error_message(e: urllib.error.HTTPError) -> str:
+    try:
+        message = json.loads(e.read()).get("error")
+    except Exception:
+        message = None
+    return message or f"the node answered HTTP {e.code} {e.reason}"
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def print_json(value: Any) -> None:
+    """Exactly one JSON document on standard output."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _when(t: Any) -> str:
+    if not isinstance(t, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def print_shift(shift: dict) -> None:
+    print(f"id:        {shift.get('id')}")
+    print(f"rev:       {shift.get('rev')}")
+    print(f"space:     {shift.get('space')}")
+    print(f"href:      {shift.get('href')}")
+    print(f"summary:   {shift.get('summary', '')}")
+    print(f"author:    {shift.get('author')}")
+    print(f"created:   {_when(shift.get('created'))}")
+    print(f"modified:  {_when(shift.get('modified'))}")
+    print(f"in:        {', '.join(shift.get('databases', []))}")
+    if shift.get("conflicts"):
+        print(f"conflicts: {', '.join(shift['conflicts'])}")
+    print(f"content:   {json.dumps(shift.get('content', {}), sort_keys=True)}")
+
+
+def print_feed(result: dict) -> None:
+    rows = result.get("rows", [])
+    for s in rows:
+        print(f"{s.get('id')}  {_when(s.get('created'))}  {s.get('space')}  {s.get('href')}  {s.get('summary', '')}")
+    if not rows:
+        print("(no shifts)")
+    if result.get("next_cursor"):
+        print(f"more: --cursor {result['next_cursor']}")
+
+
+def print_status(st: dict) -> None:
+    print(f"account:   {st.get('account')}" + (f" ({st['user']})" if st.get("user") else ""))
+    print(f"roles:     {', '.join(st.get('roles', []))}")
+    print(f"api:       {st.get('api')}")
+    print(f"listen:    {', '.join(st.get('listen', [])) or '-'}")
+    peers = st.get("peers", [])
+    print("peers:     " + (", ".join(
+        f"{p['address']} ({p.get('kind')}, {'connected' if p.get('connected') else 'not connected'})" for p in peers
+    ) or "-"))
+    print("databases:")
+    for name, info in sorted(st.get("databases", {}).items()):
+        print(f"  {name:<24} {info.get('docs', 0):>8} docs  seq {info.get('seq', 0)}")
+    lag = st.get("replication_lag", {})
+    if lag:
+        print("replication lag:")
+        for flow, n in sorted(lag.items()):
+            print(f"  {flow:<32} {n}")
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _content(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise CliError(f"--content is not valid JSON ({e}); e.g. --content '{{\"text\": \"hi\"}}'", EXIT_USAGE) from None
+    if not isinstance(value, dict):
+        raise CliError("--content must be a JSON object, e.g. --content '{\"text\": \"hi\"}'", EXIT_USAGE)
+    return value
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    try:
+        from shiftpeer.nodedir import init_node_dir
+    except ImportError:
+        raise CliError("this shiftpeer build cannot create node directories (shiftpeer.nodedir missing)")
+    if args.hub and not (args.tls_cert and args.tls_key):
+        raise CliError("--hub needs --tls-cert FILE and --tls-key FILE (make them with scripts/make-certs)", EXIT_USAGE)
+    kwargs = dict(
+        user=args.user, hub=args.hub, tls_cert=args.tls_cert, tls_key=args.tls_key, full_peer=args.full_peer,
+        listen=args.listen, api=args.api, connect=args.connect, peers=args.peer, ca=args.ca,
+    )
+    try:
+        config = init_node_dir(args.dir, **kwargs)
+    except (FileExistsError, ValueError, OSError) as e:
+        raise CliError(f"cannot create node directory {args.dir}: {e}") from None
+    account = getattr(config, "account_id", None)
+    if account is None:
+        from shiftpeer.node import load_key
+
+        account = load_key(args.dir, config).account_id
+    print(account)
+    return 0
+
+
+def cmd_shift_new(client: ApiClient, args: argparse.Namespace) -> int:
+    body = {"space": args.space, "href": args.href}
+    if args.summary is not None:
+        body["summary"] = args.summary
+    content = _content(args.content)
+    if content is not None:
+        body["content"] = content
+    result = client.call("POST", "/shifts", body)
+    if args.json:
+        print_json(result)
+    else:
+        print(result["id"])
+    return 0
+
+
+def cmd_shift_edit(client: ApiClient, args: argparse.Namespace) -> int:
+    body: dict = {}
+    if args.summary is not None:
+        body["summary"] = args.summary
+    content = _content(args.content)
+    if content is not None:
+        body["content"] = content
+    if not body:
+        raise CliError("nothing to change: give --summary TEXT and/or --content JSON", EXIT_USAGE)
+    result = client.call("PATCH", f"/shifts/{_quote(args.id)}", body)
+    print_json(result) if args.json else print(result["rev"])
+    return 0
+
+
+def cmd_shift_delete(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("DELETE", f"/shifts/{_quote(args.id)}")
+    print_json(result) if args.json else print(f"deleted {result['id']}")
+    return 0
+
+
+def cmd_shift_show(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("GET", f"/shifts/{_quote(args.id)}")
+    print_json(result) if args.json else print_shift(result)
+    return 0
+
+
+def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
+    if not (args.public or args.group or args.to):
+        raise CliError("say where to publish: --public, --group NAME and/or --to USER", EXIT_USAGE)
+    body = {"public": args.public, "groups": args.group, "to": args.to}
+    result = client.call("POST", f"/shifts/{_quote(args.id)}/publish", body)
+    print_json(result) if args.json else print(f"published {args.id}")
+    return 0
+
+
+def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
+    query = {"limit": args.limit}
+    for name in ("href", "domain", "space", "author", "group", "cursor"):
+        value = getattr(args, name)
+        if value:
+            query[name] = value
+    result = client.call("GET", "/feed", query=query)
+    print_json(result) if args.json else print_feed(result)
+    return 0
+
+
+def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.watch is None:
+        result = client.call("GET", "/status")
+        print_json(result) if args.json else print_status(result)
+        return 0
+    try:
+        while True:
+            result = client.call("GET", "/status")
+            if args.json:
+                sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+            else:
+                sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "\n")
+                print_status(result)
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_register(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", "/register", {})
+    print_json(result) if args.json else print(result.get("message", "registered"))
+    return 0
+
+
+def cmd_group(client: ApiClient, args: argparse.Namespace) -> int:
+    name = _quote(args.name)
+    if args.group_cmd == "new":
+        result = client.call("POST", "/groups", {"name": args.name})
+    elif args.group_cmd == "invite":
+        result = client.call("POST", f"/groups/{name}/invite", {"user": args.user})
+    elif args.group_cmd == "join":
+        result = client.call("POST", f"/groups/{name}/join", {})
+    elif args.group_cmd == "leave":
+        result = client.call("POST", f"/groups/{name}/leave", {})
+    else:
+        result = client.call("GET", f"/groups/{name}/members")
+        if not args.json:
+            for m in result.get("members", []):
+                print(f"{m.get('user')}  {m.get('level', '')}")
+            return 0
+    print_json(result) if args.json else print(result.get("message", "ok"))
+    return 0
+
+
+def cmd_comment(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", f"/shifts/{_quote(args.id)}/comments", {"text": args.text})
+    print_json(result) if args.json else print(result.get("id", "ok"))
+    return 0
+
+
+def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("GET", "/messages")
+    if args.json:
+        print_json(result)
+    else:
+        for m in result.get("rows", []):
+            print(f"{_when(m.get('created'))}  {m.get('from', '')}  {m.get('text', '')}")
+    return 0
+
+
+def cmd_notice(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", "/notices", {"text": args.text})
+    print_json(result) if args.json else print(result.get("id", "ok"))
+    return 0
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with EXIT_USAGE and a one-line message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (DESIGN.md's contract), one sub-command per operation."""
+    p = _Parser(prog="shiftpeer", description="Make shiftpeer nodes and drive a running one.")
+    p.add_argument("--data", metavar="DIR", default=os.environ.get("SHIFTPEER_DATA"),
+                   help="node directory (default: $SHIFTPEER_DATA)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def reader(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--json", action="store_true", help="print one JSON document")
+        return sp
+
+    init = sub.add_parser("init", help="create a node directory and its account key")
+    init.add_argument("dir", metavar="DIR")
+    init.add_argument("--user", required=True, metavar="NAME")
+    init.add_argument("--hub", action="store_true", help="run the hub (publishing server) role")
+    init.add_argument("--tls-cert", metavar="FILE")
+    init.add_argument("--tls-key", metavar="FILE")
+    init.add_argument("--full-peer", action="store_true")
+    init.add_argument("--listen", action="append", default=[], metavar="ENDPOINT")
+    init.add_argument("--api", metavar="ENDPOINT")
+    init.add_argument("--connect", metavar="HOST:PORT")
+    init.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
+    init.add_argument("--ca", metavar="FILE", help="trust root for the hub's certificate")
+    init.set_defaults(func=cmd_init, needs_node=False)
+
+    reader(sub.add_parser("register", help="create the account on the hub")).set_defaults(func=cmd_register)
+
+    shift = sub.add_parser("shift", help="make, change and show shifts")
+    ssub = shift.add_subparsers(dest="shift_cmd", metavar="ACTION", parser_class=_Parser)
+    ssub.required = True
+    new = reader(ssub.add_parser("new", help="create a private shift; prints its id"))
+    new.add_argument("--space", required=True, metavar="NAME")
+    new.add_argument("--href", required=True, metavar="URL")
+    new.add_argument("--summary", metavar="TEXT")
+    new.add_argument("--content", metavar="JSON")
+    new.set_defaults(func=cmd_shift_new)
+    edit = reader(ssub.add_parser("edit", help="write a new revision of your shift"))
+    edit.add_argument("id", metavar="ID")
+    edit.add_argument("--summary", metavar="TEXT")
+    edit.add_argument("--content", metavar="JSON")
+    edit.set_defaults(func=cmd_shift_edit)
+    delete = reader(ssub.add_parser("delete", help="delete your shift everywhere it went"))
+    delete.add_argument("id", metavar="ID")
+    delete.set_defaults(func=cmd_shift_delete)
+    publish = reader(ssub.add_parser("publish", help="publish publicly, to groups, or to users"))
+    publish.add_argument("id", metavar="ID")
+    publish.add_argument("--public", action="store_true")
+    publish.add_argument("--group", action="append", default=[], metavar="NAME")
+    publish.add_argument("--to", action="append", default=[], metavar="USER")
+    publish.set_defaults(func=cmd_shift_publish)
+    show = reader(ssub.add_parser("show", help="show a shift, its conflicts and where it lives"))
+    show.add_argument("id", metavar="ID")
+    show.set_defaults(func=cmd_shift_show)
+
+    feed = reader(sub.add_parser("feed", help="query your feed, newest first"))
+    for name, meta in (("href", "URL"), ("domain", "D"), ("space", "S"), ("author", "U"), ("group", "G")):
+        feed.add_argument(f"--{name}", metavar=meta)
+    feed.add_argument("--limit", type=int, default=50, metavar="N")
+    feed.add_argument("--cursor", metavar="CURSOR", help="next_cursor of the previous page")
+    feed.set_defaults(func=cmd_feed)
+
+    group = sub.add_parser("group", help="groups: new, invite, join, leave, members")
+    gsub = group.add_subparsers(dest="group_cmd", metavar="ACTION", parser_class=_Parser)
+    gsub.required = True
+    for action in ("new", "join", "leave", "members"):
+        g = reader(gsub.add_parser(action))
+        g.add_argument("name", metavar="NAME")
+        g.set_defaults(func=cmd_group)
+    invite = reader(gsub.add_parser("invite"))
+    invite.add_argument("name", metavar="NAME")
+    invite.add_argument("user", metavar="USER")
+    invite.set_defaults(func=cmd_group)
+
+    comment = reader(sub.add_parser("comment", help="comment on a shift"))
+    comment.add_argument("id", metavar="ID")
+    comment.add_argument("text", metavar="TEXT")
+    comment.set_defaults(func=cmd_comment)
+
+    reader(sub.add_parser("messages", help="your messages")).set_defaults(func=cmd_messages)
+
+    status = reader(sub.add_parser("status", help="roles, peers, database counts, replication lag"))
+    status.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until interrupted")
+    status.set_defaults(func=cmd_status)
+
+    notice = reader(sub.add_parser("notice", help="hub operators: post a notice to system/messages"))
+    notice.add_argument("text", metavar="TEXT")
+    notice.set_defaults(func=cmd_notice)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shiftpeer`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "needs_node", True):
+            if not args.data:
+                raise CliError(f"{args.command} needs --data DIR (the node directory)", EXIT_USAGE)
+            status = args.func(ApiClient(args.data), args)
+        else:
+            status = args.func(args)
+    except CliError as e:
+        sys.stderr.write(f"shiftpeer: {e.message}\n")
+        return e.status
+    except BrokenPipeError:
+        return 0
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

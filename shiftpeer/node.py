@@ -1,0 +1,488 @@
+"""Node: a MultiService composing the store, roles, local API, sync listener, outgoing peers, housekeeping.
+
+Children start in this order and stop in the reverse order, each one awaited, so the store opens first
+and closes last, after nothing can use it any more:
+
+    store -> roles -> api -> sync (listeners + outgoing peers) -> housekeeping -> metrics
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from twisted.application.internet import ClientService, TimerService, backoffPolicy
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.logger import Logger
+
+from shiftpeer.api.app import ApiApp
+from shiftpeer.api.service import ApiService
+from shiftpeer.shifts import Shifts, make_signer
+
+#: Default local API endpoint: loopback only, any free port (the bound URL goes to DIR/api.url).
+DEFAULT_API = "tcp:0:interface=127.0.0.1"
+HOUSEKEEPING_INTERVAL = 60.0
+
+
+@dataclass
+class NodeSettings:
+    """What a node runs with: the directory's config with command-line overrides applied."""
+
+    directory: str
+    store_path: str
+    listen: list[str] = field(default_factory=list)
+    api: str = DEFAULT_API
+    connect: str | None = None
+    peers: list[str] = field(default_factory=list)
+    full_peer: bool = False
+    hub: bool = False
+    metrics: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ca: str | None = None
+    user: str | None = None
+    config: Any = None  # the NodeConfig it came from, for roles that need more
+
+    def with_overrides(self, overrides: dict) -> "NodeSettings":
+        """A copy with the given non-empty overrides (command-line flags) replacing config values."""
+        known = {k: v for k, v in overrides.items() if k in self.__dataclass_fields__}
+        given = {k: v for k, v in known.items() if v not in (None, [], ())}
+        return replace(self, **given)
+
+
+def _get(config: Any, *names: str, default: Any = None) -> Any:
+    """Read the first present field of a NodeConfig (attribute or mapping) among ``names``."""
+    for name in names:
+        if isinstance(config, dict) and config.get(name) is not None:
+            return config[name]
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def settings_from_config(directory: str, config: Any) -> NodeSettings:
+    """Turn the node directory's NodeConfig into NodeSettings (tolerant of absent optional fields)."""
+    directory = os.path.abspath(directory)
+
+    def as_list(v: Any) -> list[str]:
+        if v is None:
+            return []
+        return [v] if isinstance(v, str) else list(v)
+
+    store_path = _get(config, "store_path", "store_dir", "store", default=os.path.join(directory, "store"))
+    return NodeSettings(
+        directory=directory,
+        store_path=os.path.join(directory, str(store_path)),
+        listen=as_list(_get(config, "listen")),
+        api=_get(config, "api", default=DEFAULT_API),
+        connect=_get(config, "connect", "hub_address"),
+        peers=as_list(_get(config, "peers", "peer")),
+        full_peer=bool(_get(config, "full_peer", default=False)),
+        hub=bool(_get(config, "hub", default=False)),
+        metrics=_get(config, "metrics"),
+        tls_cert=_get(config, "tls_cert"),
+        tls_key=_get(config, "tls_key"),
+        ca=_get(config, "ca"),
+        user=_get(config, "user", "user_name", "name"),
+        config=config,
+    )
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """Parse HOST:PORT (or [IPv6]:PORT) into (host, port); ValueError with a clear message if bad."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. hub.example.org:7701)")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, _, port_text = text.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
+    if not host:
+        raise ValueError(f"{text!r} has no host (expected HOST:PORT)")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+class StoreService(Service):
+    """Opens the node's Store when started and closes it when stopped."""
+
+    name = "store"
+    log = Logger()
+
+    def __init__(self, node: "Node", path: str, store_factory: Callable[..., Any]):
+        self._node = node
+        self._path = path
+        self._factory = store_factory
+
+    def startService(self) -> None:
+        os.makedirs(self._path, exist_ok=True)
+        self._node.store = self._factory(self._path, reactor=self._node.reactor)
+        self.log.info("store open at {path}", path=self._path)
+        super().startService()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        store, self._node.store = self._node.store, None
+        if store is not None:
+            store.close()
+            self.log.info("store closed at {path}", path=self._path)
+        return succeed(None)
+
+
+class SequentialMultiService(MultiService):
+    """A MultiService whose stopService stops children one at a time, last started first."""
+
+    @inlineCallbacks
+    def stopService(self):
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            if child.running:
+                yield maybeDeferred(child.stopService)
+
+
+class SyncService(SequentialMultiService):
+    """Builds the sync factory once the store is open, then the listeners and outgoing connections.
+
+    The seam for the sync protocol: ``node.make_sync_factory()`` returns the factory (None when the sync
+    package is not available), ``node.listener_services()`` and ``node.peer_services()`` build the
+    children from it.
+    """
+
+    name = "sync"
+    log = Logger()
+
+    def __init__(self, node: "Node"):
+        super().__init__()
+        self._node = node
+
+    def startService(self) -> None:
+        node = self._node
+        if node.sync_factory is None:
+            node.sync_factory = node.make_sync_factory()
+        if node.sync_factory is None:
+            if node.settings.listen or node.settings.connect or node.settings.peers:
+                self.log.warn("sync protocol not available: not listening, not connecting to peers")
+        else:
+            for svc in [*node.listener_services(), *node.peer_services()]:
+                svc.setServiceParent(self)
+        super().startService()
+
+    @inlineCallbacks
+    def stopService(self):
+        yield super().stopService()
+        for child in list(self):
+            yield maybeDeferred(child.disownServiceParent)
+        self._node.sync_factory = None
+        self._node.peer_clients = {}
+
+
+class Node(SequentialMultiService):
+    """One shiftpeer node: a store, its roles, the local API, sync listeners and peers."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        key: Any,
+        *,
+        reactor: Any = None,
+        clock: Any = None,
+        store_factory: Callable[..., Any] | None = None,
+        housekeeping_interval: float = HOUSEKEEPING_INTERVAL,
+    ):
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.settings = settings
+        self.key = key
+        self.account_id: str = key.account_id
+        self.store: Any = None  # set by the store service while running
+        self.sync_factory: Any = None  # set by the sync service while running (or injected by tests)
+        self.peer_clients: dict[str, ClientService] = {}
+        self.roles: list[IService] = []
+        self.api = ApiApp(self)
+        if store_factory is None:
+            from shiftpeer.store import Store
+
+            store_factory = Store
+        self._sign = make_signer(key)
+
+        StoreService(self, settings.store_path, store_factory).setServiceParent(self)
+        self._roles_parent = SequentialMultiService()
+        self._roles_parent.setName("roles")
+        self._roles_parent.setServiceParent(self)
+        self.api_service = ApiService(self, settings.api, settings.directory)
+        self.api_service.setServiceParent(self)
+        SyncService(self).setServiceParent(self)
+        self.housekeeping = TimerService(housekeeping_interval, self.housekeeping_step)
+        self.housekeeping.clock = self.clock
+        self.housekeeping.setName("housekeeping")
+        self.housekeeping.setServiceParent(self)
+        if settings.metrics:
+            from shiftpeer.api.metrics import MetricsService
+
+            MetricsService(self, settings.metrics).setServiceParent(self)
+
+        from shiftpeer.roles.user import UserRole
+
+        self.add_role(UserRole(self))
+
+    @classmethod
+    def from_directory(
+        cls, path: str, overrides: dict | None = None, *, reactor: Any = None, clock: Any = None, **kw: Any
+    ) -> "Node":
+        """Build a node from a directory made by ``shiftpeer init``, with command-line overrides."""
+        from shiftpeer.nodedir import load_node_dir
+
+        config = load_node_dir(path)
+        settings = settings_from_config(path, config).with_overrides(overrides or {})
+        return cls(settings, load_key(path, config), reactor=reactor, clock=clock, **kw)
+
+    # -- roles seam ------------------------------------------------------------------------------
+
+    def add_role(self, role: IService) -> None:
+        """Add a role; it starts after the store and before the API, sync and housekeeping."""
+        self.roles.append(role)
+        role.setServiceParent(self._roles_parent)
+
+    def role(self, name: str) -> Any:
+        """The role with that name, or None."""
+        return next((r for r in self.roles if getattr(r, "name", None) == name), None)
+
+    # -- shifts ----------------------------------------------------------------------------------
+
+    @property
+    def shifts(self) -> Shifts:
+        """The local shift operations on the open store (only while the node runs)."""
+        if self.store is None:
+            raise RuntimeError("the node is not running: its store is closed")
+        return Shifts(self.store, self.account_id, self._sign, self.clock)
+
+    # -- sync seam -------------------------------------------------------------------------------
+
+    def make_sync_factory(self) -> Any:
+        """Build the sync protocol factory for this node, or None when the sync package is missing."""
+        try:
+            from shiftpeer.sync import SyncFactory  # noqa: F401
+        except ImportError:
+            return None
+        return build_sync_factory(self)
+
+    def listener_services(self) -> list[IService]:
+        """One TLS listening service per --listen endpoint, serving ``self.sync_factory``."""
+        from twisted.application.internet import StreamServerEndpointService
+        from twisted.internet.endpoints import serverFromString
+
+        services = []
+        for description in self.settings.listen:
+            endpoint = serverFromString(self.reactor, description)
+            svc = StreamServerEndpointService(endpoint, self.wrap_server_factory(self.sync_factory))
+            svc.setName(f"listen {description}")
+            services.append(svc)
+        return services
+
+    def peer_services(self) -> list[IService]:
+        """One reconnecting ClientService per --connect hub and --peer, speaking sync over TLS."""
+        targets = []
+        if self.settings.connect:
+            targets.append(("hub", self.settings.connect))
+        targets.extend(("peer", p) for p in self.settings.peers)
+        services = []
+        for kind, address in targets:
+            host, port = split_host_port(address)
+            endpoint = self.client_endpoint(host, port, kind)
+            svc = ClientService(
+                endpoint,
+                self.sync_factory,
+                retryPolicy=backoffPolicy(initialDelay=1.0, maxDelay=60.0),
+                clock=self.clock,
+            )
+            svc.setName(f"{kind} {address}")
+            self.peer_clients[address] = svc
+            services.append(svc)
+        return services
+
+    def wrap_server_factory(self, factory: Any) -> Any:
+        """Wrap the sync factory in server-side mutual TLS (identity provides the context)."""
+        return wrap_tls_server(self, factory)
+
+    def client_endpoint(self, host: str, port: int, kind: str) -> Any:
+        """A TLS client endpoint to a hub or peer (hub names are checked against the CA)."""
+        return tls_client_endpoint(self, host, port, kind)
+
+    def peer_connected(self, conn: Any) -> None:
+        """Tell every role that a sync connection finished its handshake (they start replications)."""
+        for role in list(self.roles):
+            hook = getattr(role, "peer_connected", None)
+            if hook is None:
+                continue
+            try:
+                d = hook(conn)
+            except Exception:
+                self.log.failure("role {role} failed on a new connection", role=getattr(role, "name", role))
+                continue
+            if isinstance(d, Deferred):
+                d.addErrback(lambda f, r=role: self.log.failure(
+                    "role {role} failed on a new connection", f, role=getattr(r, "name", r)))
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def housekeeping_step(self) -> None:
+        """Run every role's ``housekeeping()``; an error is logged and the timer keeps running."""
+        for role in list(self.roles):
+            step = getattr(role, "housekeeping", None)
+            if step is None:
+                continue
+            try:
+                result = step()
+            except Exception:
+                self.log.failure("housekeeping of role {role} failed", role=getattr(role, "name", role))
+                continue
+            if isinstance(result, Deferred):
+                result.addErrback(
+                    lambda f, r=role: self.log.failure(
+                        "housekeeping of role {role} failed", f, role=getattr(r, "name", r)
+                    )
+                )
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """What ``shiftpeer status`` shows: roles, peers, per-database counts and replication lag."""
+        store = self.store
+        databases = {}
+        if store is not None:
+            for name in store.list_databases():
+                db = store.database(name)
+                databases[name] = {"docs": db.doc_count(), "seq": db.update_seq()}
+        lag = {}
+        for role in self.roles:
+            for r in getattr(role, "replications", []):
+                if store is None:
+                    continue
+                src = store.database(r.source)
+                dst = store.database(r.target)
+                cp = dst.get_checkpoint("local", r.source) or {}
+                done = cp.get("seq", 0) if cp.get("epoch") == src.epoch else 0
+                lag[f"{r.source} -> {r.target}"] = max(0, src.update_seq() - done)
+        peers = []
+        for address, svc in self.peer_clients.items():
+            peers.append({"address": address, "kind": svc.name.split()[0], "connected": _connected(svc)})
+        return {
+            "account": self.account_id,
+            "user": self.settings.user,
+            "directory": self.settings.directory,
+            "roles": [getattr(r, "name", type(r).__name__) for r in self.roles],
+            "api": self.api_service.url,
+            "listen": list(self.settings.listen),
+            "sync": self.sync_factory is not None,
+            "peers": peers,
+            "databases": databases,
+            "replication_lag": lag,
+            "time": self.clock.seconds(),
+        }
+
+    def when_ready(self) -> Deferred:
+        """Fires with the API URL once the local API is listening."""
+        return self.api_service.when_listening()
+
+
+def _connected(svc: ClientService) -> bool:
+    # ClientService has no public "is connected" query; whenConnected(failAfterFailures=1) would
+    # trigger a connection attempt. Its state machine name is the least bad signal.
+    machine = getattr(svc, "_machine", None)
+    state = getattr(machine, "_state", None) or getattr(getattr(machine, "_automat", None), "_state", None)
+    return "connected" in str(state).lower() and "not" not in str(state).lower()
+
+
+def load_key(directory: str, config: Any) -> Any:
+    """The node key (its account): NodeConfig.load_key() when there is one, else from the directory."""
+    loader = getattr(config, "load_key", None)
+    if callable(loader):
+        return loader()
+    from shiftpeer.identity import NodeKey
+
+    key_dir = _get(config, "key_dir", default=directory)
+    return NodeKey.load(os.path.join(os.path.abspath(directory), str(key_dir)))
+
+
+def tls_material(node: "Node") -> Any:
+    """What the node presents in TLS: the hub certificate when configured, else the node key."""
+    settings = node.settings
+    if settings.tls_cert and settings.tls_key:
+        from shiftpeer.identity.certs import CertMaterial
+
+        return CertMaterial.from_files(settings.tls_cert, settings.tls_key)
+    return node.key
+
+
+class RolesPolicy:
+    """The sync Policy of a node: a database may be read or written when any role allows it (default deny)."""
+
+    def __init__(self, node: Node):
+        self._node = node
+
+    def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
+        return any(_ask(r, "may_read", peer_id, dbname, conn) for r in self._node.roles)
+
+    def may_write(self, peer_id: str, dbname: str, conn: Any) -> bool:
+        return any(_ask(r, "may_write", peer_id, dbname, conn) for r in self._node.roles)
+
+
+def _ask(role: Any, method: str, *args: Any) -> bool:
+    fn = getattr(role, method, None)
+    return bool(fn(*args)) if fn is not None else False
+
+
+def build_sync_factory(node: Node) -> Any:
+    """The SyncFactory of this node: its policy asks the roles, and roles hear of each new connection."""
+    from shiftpeer.sync import SyncFactory
+
+    factory = SyncFactory(
+        node.store,
+        node.key,
+        RolesPolicy(node),
+        reactor=node.reactor,
+        roles=tuple(getattr(r, "name", "") for r in node.roles),
+    )
+    factory.on_connected.append(node.peer_connected)
+    for role in node.roles:
+        install = getattr(role, "install_sync", None)
+        if install is not None:
+            install(factory)  # a role registers its RPC handlers here
+    return factory
+
+
+def wrap_tls_server(node: Node, factory: Any) -> Any:
+    """Mutual TLS around the sync factory: the hub certificate when configured, else the node key's."""
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from shiftpeer.identity.tls import server_creator
+
+    return TLSMemoryBIOFactory(server_creator(tls_material(node)), False, factory)
+
+
+def tls_client_endpoint(node: Node, host: str, port: int, kind: str) -> Any:
+    """TCP wrapped in client TLS; a hub's certificate must match its host name under --ca."""
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+    from shiftpeer.identity.tls import client_creator
+
+    if kind == "hub":
+        creator = client_creator(tls_material(node), hostname=host, trust_root=node.settings.ca)
+    else:
+        creator = client_creator(tls_material(node))
+    return wrapClientTLS(creator, HostnameEndpoint(node.reactor, host, port))

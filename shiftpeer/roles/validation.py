@@ -1,0 +1,116 @@
+"""Who may write a revision: the author's signature, the same author as before, and the hub's routing rules.
+
+Every node runs ``refusal`` on each document it receives from someone else before storing it: the
+signature must verify under ``body.author`` and that author must be the author of the revisions the
+database already holds, so only a shift's author can edit, delete or publish it. A hub adds
+``HubRules``: the signed audience must name the database, group writers must be allowed to publish,
+and a registered user may only hand in documents they wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from shiftpeer.identity.signing import verify_repl_doc
+from shiftpeer.roles import audience
+from shiftpeer.roles.groups import RANK
+from shiftpeer.roles.names import FlowError, split_db
+from shiftpeer.sync.replication import default_store_batch
+
+log = Logger()
+
+_DOC_KEYS = frozenset(("id", "rev", "deleted", "body", "sig", "history"))
+
+
+def check_repl_doc(doc: Any) -> dict:
+    """Return ``doc`` when it has the shape of a replicated document (RPC input), else raise FlowError."""
+    if (not isinstance(doc, dict) or set(doc) != _DOC_KEYS or not isinstance(doc["id"], str)
+            or not isinstance(doc["rev"], str) or not isinstance(doc["body"], dict)
+            or type(doc["deleted"]) is not bool or not isinstance(doc["sig"], bytes)
+            or not isinstance(doc["history"], list) or not doc["history"] or doc["history"][0] != doc["rev"]):
+        raise FlowError(f"not a replicated document with exactly {sorted(_DOC_KEYS)}", "bad_request")
+    return doc
+
+
+def held_author(db: Any, docid: str) -> str | None:
+    """The author of the revisions ``db`` already holds for ``docid`` (None: it holds none)."""
+    if db is None:
+        return None
+    doc = db.get(docid)
+    if doc is None:
+        return None
+    return doc.body.get("author") if isinstance(doc.body, dict) else None
+
+
+def refusal(db: Any, doc: dict) -> str | None:
+    """Why ``doc`` may not be stored in ``db`` (None: it may): bad signature, or a different author."""
+    if not verify_repl_doc(doc):
+        return "the signature does not verify under body.author"
+    before = held_author(db, doc["id"])
+    if before is not None and before != doc["body"].get("author"):
+        return "only the shift's author may change it (the author differs from the revisions held)"
+    return None
+
+
+class HubRules:
+    """The hub's extra checks for documents written into its own databases."""
+
+    def __init__(self, accounts: Any, groups: Any, *, relays: Any = ()) -> None:
+        self._accounts = accounts
+        self._groups = groups
+        #: peer ids allowed to relay documents by other authors (federated hubs, trusted full peers)
+        self.relays = set(relays)
+
+    def refusal(self, dbname: str, peer_id: str | None, doc: dict) -> str | None:
+        """Why the hub refuses ``doc`` into ``dbname`` from ``peer_id`` (None: accepted)."""
+        body = doc["body"]
+        author = body.get("author")
+        if peer_id is not None and peer_id not in self.relays and author != peer_id:
+            return "a user may only hand in documents they wrote"
+        if doc["deleted"]:
+            return None  # a tombstone carries no audience; signature and same author were checked
+        aud = audience.of(body)
+        if not audience.admits(aud, dbname):
+            return f"the signed audience does not name {dbname}"
+        kind, name = split_db(dbname)
+        if kind == "group":
+            writer = self._accounts.name_of(author)
+            needed = "read" if body.get("type") == "comment" else "publish"
+            if RANK.get(self._groups.level(name, writer), -1) < RANK[needed]:
+                return f"the author may not {'comment' if needed == 'read' else 'publish'} in group {name}"
+        if kind == "inbox" and self._accounts.id_of(name) is None:
+            return f"there is no user {name!r} on this hub"
+        return None
+
+    def check(self, db: Any, dbname: str, peer_id: str | None, doc: dict) -> str | None:
+        """Both layers: the universal refusal, then the hub's rules."""
+        return refusal(db, doc) or self.refusal(dbname, peer_id, doc)
+
+
+#: check(database, peer id, document) -> why it is refused, or None
+Check = Callable[[Any, str, dict], "str | None"]
+
+
+def filtering_store_batch(check: Check) -> Callable[..., Deferred]:
+    """A SyncFactory ``store_batch`` that stores only the documents ``check`` accepts.
+
+    The signatures were verified by the sync validator; this adds the rules that need the target
+    database and the peer (same author, the signed audience, membership). A refused document is
+    logged and left out; the checkpoint still advances, so it is not asked for again.
+    """
+
+    def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
+        accepted = []
+        for doc in docs:
+            why = check(db, peer_id, doc)
+            if why is None:
+                accepted.append(doc)
+            else:
+                log.warn("refused {doc} {rev} from {peer} into {db}: {why}", doc=doc["id"], rev=doc["rev"],
+                         peer=peer_id, db=db.name, why=why)
+        return default_store_batch(store, db, accepted, peer_id, remote_db, cp)
+
+    return store_batch

@@ -1,0 +1,351 @@
+"""Local shift operations: create, edit, delete, show and feed queries, independent of HTTP.
+
+The local API and any role call these; keeping them free of twisted.web means the rules (validation,
+authorship, signing, where a shift lives) are tested directly and shared by every front end.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+from twisted.logger import Logger
+
+from shiftpeer.store import InvalidDocument
+
+PRIVATE = "user/private"
+PUBLIC = "user/public"
+FEED = "user/feed"
+#: Databases a user's own shifts live in, in the order they are searched.
+OWN_DATABASES = (PRIVATE, PUBLIC)
+
+MAX_SUMMARY = 2000
+MAX_SPACE = 100
+MAX_HREF = 4096
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+_SPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+#: Feed filters and the store index each one uses, most selective first.
+FILTER_INDEXES = ("href", "author", "space", "domain", "type")
+
+log = Logger()
+
+
+class ShiftError(Exception):
+    """A request the shift rules refuse; ``status`` is the HTTP status the API answers with."""
+
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidShift(ShiftError):
+    """Bad input: a missing field, a bad URL, content that is not a JSON object."""
+
+    status = 400
+
+
+class ShiftNotFound(ShiftError):
+    """No shift with that id on this node."""
+
+    status = 404
+
+
+class NotAuthor(ShiftError):
+    """Only a shift's author may edit or delete it."""
+
+    status = 403
+
+
+class EditConflict(ShiftError):
+    """The caller edited an older revision than the current one."""
+
+    status = 409
+
+
+Signer = Callable[[str, str, dict, bool], bytes]
+
+
+@dataclass
+class ShiftView:
+    """A shift as the API shows it: the winning revision, its conflicts and where it lives."""
+
+    id: str
+    rev: str
+    deleted: bool
+    body: dict
+    conflicts: list[str]
+    databases: list[str]
+
+    def to_json(self) -> dict:
+        out = dict(self.body)
+        out.update(
+            {
+                "id": self.id,
+                "rev": self.rev,
+                "deleted": self.deleted,
+                "conflicts": list(self.conflicts),
+                "databases": list(self.databases),
+            }
+        )
+        return out
+
+
+def new_shift_id() -> str:
+    """A random URL-safe id (128 bits), so ids made on different machines never collide."""
+    return secrets.token_urlsafe(16)
+
+
+def domain_of(href: str) -> str:
+    """The host part of a page URL, lower case without port, used by the domain index."""
+    return (urlsplit(href).hostname or "").lower()
+
+
+def check_href(href: Any) -> str:
+    """Return href when it is an absolute http(s) URL with a host, else raise InvalidShift."""
+    if not isinstance(href, str) or not href:
+        raise InvalidShift("href is required: the URL of the page the shift modifies")
+    if len(href) > MAX_HREF:
+        raise InvalidShift(f"href is longer than {MAX_HREF} characters")
+    try:
+        parts = urlsplit(href)
+        host = parts.hostname
+    except ValueError as e:
+        raise InvalidShift(f"href is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise InvalidShift(f"href must be an absolute http:// or https:// URL, got {href!r}")
+    return href
+
+
+def check_space(space: Any) -> str:
+    """Return the Space name when it is a short identifier, else raise InvalidShift."""
+    if not isinstance(space, str) or not space:
+        raise InvalidShift("space is required: the name of the Space that made the shift (e.g. Notes)")
+    if len(space) > MAX_SPACE or not _SPACE_RE.match(space):
+        raise InvalidShift(
+            f"space must be 1-{MAX_SPACE} letters, digits, '_', '.' or '-', got {space!r}"
+        )
+    return space
+
+
+def check_summary(summary: Any) -> str:
+    """Return the summary when it is a string of bounded length, else raise InvalidShift."""
+    if not isinstance(summary, str):
+        raise InvalidShift("summary must be a string")
+    if len(summary) > MAX_SUMMARY:
+        raise InvalidShift(f"summary is longer than {MAX_SUMMARY} characters")
+    return summary
+
+
+def check_content(content: Any) -> dict:
+    """Return the content when it is a JSON object (what a Space replays), else raise InvalidShift."""
+    if not isinstance(content, dict):
+        raise InvalidShift("content must be a JSON object, e.g. {\"text\": \"hello\"}")
+    return content
+
+
+def check_cursor(cursor: Any) -> str | None:
+    """The store's paging cursor is an opaque string handed out as next_cursor."""
+    if cursor in (None, ""):
+        return None
+    if not isinstance(cursor, str) or len(cursor) > 1000:
+        raise InvalidShift("cursor is not one this node handed out; use next_cursor from a feed reply")
+    return cursor
+
+
+class Shifts:
+    """The user's shift operations on a node's store, signed by the node key and timed by the clock."""
+
+    def __init__(self, store: Any, account_id: str, sign: Signer, clock: Any):
+        self._store = store
+        self.account_id = account_id
+        self._sign = sign
+        self._clock = clock
+
+    def _db(self, name: str):
+        return self._store.database(name)
+
+    def _locate(self, shift_id: str) -> tuple[Any, Any]:
+        """Find the user's own copy of a shift: (database, doc) in user/private or user/public."""
+        check_id(shift_id)
+        for name in OWN_DATABASES:
+            if not self._store.has_database(name):
+                continue
+            db = self._db(name)
+            doc = db.get(shift_id)
+            if doc is not None and not doc.deleted:
+                return db, doc
+        if self._store.has_database(FEED):
+            doc = self._db(FEED).get(shift_id)
+            if doc is not None and not doc.deleted:
+                raise NotAuthor(f"shift {shift_id} is by {doc.body.get('author')}; only its author may change it")
+        raise ShiftNotFound(f"no shift {shift_id} on this node (list yours with 'shiftpeer feed')")
+
+    def create(self, fields: dict) -> dict:
+        """Save a new shift in user/private, signed; it reaches user/feed through local replication."""
+        if not isinstance(fields, dict):
+            raise InvalidShift("the request body must be a JSON object")
+        unknown = set(fields) - {"space", "href", "summary", "content"}
+        if unknown:
+            raise InvalidShift(f"unknown field(s): {', '.join(sorted(unknown))}")
+        href = check_href(fields.get("href"))
+        now = self._clock.seconds()
+        body = {
+            "type": "shift",
+            "space": check_space(fields.get("space")),
+            "href": href,
+            "domain": domain_of(href),
+            "summary": check_summary(fields.get("summary", "")),
+            "content": check_content(fields.get("content", {})),
+            "author": self.account_id,
+            "created": now,
+            "modified": now,
+        }
+        shift_id = new_shift_id()
+        rev = self._db(PRIVATE).put(shift_id, body, sign=self._sign)
+        log.info("created shift {shift_id} rev {rev} in {space}", shift_id=shift_id, rev=rev, space=body["space"])
+        return {"id": shift_id, "rev": rev, "database": PRIVATE}
+
+    def edit(self, shift_id: str, fields: dict) -> dict:
+        """Write a new revision of one of the user's shifts where it lives (private or public)."""
+        if not isinstance(fields, dict):
+            raise InvalidShift("the request body must be a JSON object")
+        unknown = set(fields) - {"summary", "content", "rev"}
+        if unknown:
+            raise InvalidShift(f"unknown or read-only field(s): {', '.join(sorted(unknown))}")
+        if not ("summary" in fields or "content" in fields):
+            raise InvalidShift("nothing to change: give summary and/or content")
+        db, doc = self._locate(shift_id)
+        self._check_author(shift_id, doc)
+        expected = fields.get("rev")
+        if expected is not None and expected != doc.rev:
+            raise EditConflict(f"shift {shift_id} is at {doc.rev}, not {expected}: show it again and retry")
+        body = dict(doc.body)
+        if "summary" in fields:
+            body["summary"] = check_summary(fields["summary"])
+        if "content" in fields:
+            body["content"] = check_content(fields["content"])
+        body["modified"] = self._clock.seconds()
+        rev = db.put(shift_id, body, parent=doc.rev, sign=self._sign)
+        log.info("edited shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
+        return {"id": shift_id, "rev": rev, "database": db.name}
+
+    def delete(self, shift_id: str) -> dict:
+        """Write a signed tombstone; its body keeps the author so every node can verify it."""
+        db, doc = self._locate(shift_id)
+        self._check_author(shift_id, doc)
+        body = {"type": doc.body.get("type", "shift"), "author": self.account_id, "modified": self._clock.seconds()}
+        rev = db.put(shift_id, body, parent=doc.rev, deleted=True, sign=self._sign)
+        log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
+        return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
+
+    def _check_author(self, shift_id: str, doc: Any) -> None:
+        author = doc.body.get("author")
+        if author != self.account_id:
+            raise NotAuthor(f"shift {shift_id} is by {author}; only its author may change it")
+
+    def show(self, shift_id: str) -> ShiftView:
+        """The shift's winning revision, its conflicts, and every local database that holds it."""
+        check_id(shift_id)
+        found: list[tuple[str, Any]] = []
+        for name in (*OWN_DATABASES, FEED):
+            if self._store.has_database(name):
+                doc = self._db(name).get(shift_id)
+                if doc is not None:
+                    found.append((name, doc))
+        live = [(n, d) for n, d in found if not d.deleted]
+        if not live:
+            raise ShiftNotFound(f"no shift {shift_id} on this node (list shifts with 'shiftpeer feed')")
+        name, doc = live[0]
+        return ShiftView(
+            id=doc.id,
+            rev=doc.rev,
+            deleted=bool(doc.deleted),
+            body=dict(doc.body),
+            conflicts=list(doc.conflicts or []),
+            databases=[n for n, _ in live],
+        )
+
+    def feed(self, filters: dict, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict:
+        """Query user/feed, newest first: the most selective filter uses its index, the rest filter rows."""
+        limit = check_limit(limit)
+        wanted = {k: v for k, v in filters.items() if v not in (None, "", [])}
+        unknown = set(wanted) - set(FILTER_INDEXES)
+        if unknown:
+            raise InvalidShift(
+                f"unknown filter(s): {', '.join(sorted(unknown))} (use {', '.join(FILTER_INDEXES)})"
+            )
+        if "href" in wanted:
+            for h in _as_list(wanted["href"]):
+                check_href(h)
+        if "domain" in wanted:
+            wanted["domain"] = [d.lower() for d in _as_list(wanted["domain"])]
+        index = next((f for f in FILTER_INDEXES if f in wanted), "all")
+        values = _as_list(wanted[index]) if index != "all" else None
+        rest = {k: set(_as_list(v)) for k, v in wanted.items() if k != index}
+        db = self._db(FEED)
+        store_cursor = check_cursor(cursor)
+        rows: list[Any] = []
+        # The extra filters may drop rows: page on (asking only for what is still missing, so the cursor
+        # stays exact) until the limit is filled or the index is exhausted.
+        for _ in range(64):
+            try:
+                docs, store_cursor = db.query(index, values, limit=limit - len(rows), cursor=store_cursor)
+            except InvalidDocument as e:
+                raise InvalidShift(f"bad feed query: {e}") from None
+            for doc in docs:
+                if doc.deleted:
+                    continue
+                if all(doc.body.get(k) in allowed for k, allowed in rest.items()):
+                    rows.append(doc)
+            if len(rows) >= limit or store_cursor is None:
+                break
+        return {
+            "rows": [
+                ShiftView(d.id, d.rev, bool(d.deleted), dict(d.body), list(d.conflicts or []), [FEED]).to_json()
+                for d in rows
+            ],
+            "next_cursor": store_cursor,
+        }
+
+
+def check_id(shift_id: Any) -> str:
+    """Return the id when it is a plausible document id, else raise InvalidShift."""
+    if not isinstance(shift_id, str) or not shift_id or len(shift_id) > 200 or "/" in shift_id:
+        raise InvalidShift(f"not a shift id: {shift_id!r}")
+    return shift_id
+
+
+def check_limit(limit: Any) -> int:
+    """Return limit as an int in 1..MAX_LIMIT, else raise InvalidShift."""
+    try:
+        n = int(limit)
+    except (TypeError, ValueError):
+        raise InvalidShift(f"limit must be a whole number, got {limit!r}") from None
+    if not 1 <= n <= MAX_LIMIT:
+        raise InvalidShift(f"limit must be between 1 and {MAX_LIMIT}, got {n}")
+    return n
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, (list, tuple, set)):
+        return list(value)
+    return [value]
+
+
+def make_signer(key: Any) -> Signer:
+    """The store's ``sign`` callback: identity's sign_doc with the node key (refuses others' bodies)."""
+    from shiftpeer.identity.signing import sign_doc
+
+    return functools.partial(sign_doc, key)
+
+
+def iter_own_databases(store: Any) -> Iterable[str]:
+    """The user's own databases this node actually has."""
+    return [n for n in OWN_DATABASES if store.has_database(n)]

@@ -1,0 +1,85 @@
+"""Helpers for node, API and CLI tests: a real Node on a real store in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http_headers import Headers
+
+from shiftpeer.identity import NodeKey
+from shiftpeer.node import Node, NodeSettings
+
+
+def make_node(directory: str, **settings: Any) -> Node:
+    """A node with a fresh key on a store in ``directory``, its API on a free loopback port."""
+    os.makedirs(directory, exist_ok=True)
+    s = NodeSettings(directory=str(directory), store_path=os.path.join(directory, "store"), **settings)
+    return Node(s, NodeKey.generate(), reactor=reactor)
+
+
+async def eventually(check, timeout: float = 5.0, interval: float = 0.01) -> Any:
+    """Poll ``check()`` until it returns something truthy, failing after ``timeout`` seconds."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check}")
+        await deferLater(reactor, interval, lambda: None)
+
+
+class ApiTestClient:
+    """Real HTTP to the node's API with twisted.web's Agent (no persistent connections)."""
+
+    def __init__(self, url: str, token: str | None):
+        self.url = url
+        self.token = token
+        self.agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+
+    async def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                      token: Any = "default") -> tuple[int, Any]:
+        headers = Headers()
+        tok = self.token if token == "default" else token
+        if tok is not None:
+            headers.addRawHeader(b"authorization", b"Bearer " + tok.encode())
+        producer = None
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            from twisted.web.client import FileBodyProducer
+            from io import BytesIO
+
+            headers.addRawHeader(b"content-type", b"application/json")
+            producer = FileBodyProducer(BytesIO(data))
+        resp = await self.agent.request(method.encode(), (self.url + path).encode(), headers, producer)
+        content = await read_body(resp)
+        return resp.code, json.loads(content) if content else None
+
+
+class _Collect(Protocol):
+    def __init__(self, done: Deferred):
+        self.done = done
+        self.parts: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def connectionLost(self, reason) -> None:
+        if reason.check(ResponseDone):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+def read_body(response) -> Deferred:
+    """The whole response body (readBody warns about transports without abortConnection)."""
+    done: Deferred = Deferred()
+    response.deliverBody(_Collect(done))
+    return done

@@ -1,0 +1,137 @@
+"""The local API over real HTTP on 127.0.0.1 against a real node: auth, errors, shifts, feed, status."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from shiftpeer.api.token import read_token
+from shiftpeer.shifts import FEED
+from tests.helpers_node import ApiTestClient, eventually, make_node
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = make_node(str(tmp_path / "n"))
+    n.startService()
+    yield n
+    pytest_twisted.blockon(n.stopService())
+
+
+async def client_for(node) -> ApiTestClient:
+    url = await node.when_ready()
+    return ApiTestClient(url, read_token(node.settings.directory))
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_without_or_with_wrong_token_get_401(node):
+    """Without a token, or with a wrong one, every route answers 401 with a JSON error."""
+    c = await client_for(node)
+    for token in (None, "wrong"):
+        code, body = await c.request("GET", "/v1/status", token=token)
+        assert code == 401 and "token" in body["error"]
+    code, body = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "http://e.org/"}, token=None)
+    assert code == 401
+    assert node.store.database("user/private").doc_count() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_reports_account_roles_and_databases(node):
+    """GET /v1/status shows the account, the user role and per-database counts."""
+    c = await client_for(node)
+    code, body = await c.request("GET", "/v1/status")
+    assert code == 200
+    assert body["account"] == node.account_id and body["roles"] == ["user"]
+    assert set(body["databases"]) >= {"user/private", "user/public", "user/feed"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_json_bad_fields_unknown_routes(node):
+    """Bad JSON and bad fields get 400 with a message; unknown routes 404; wrong methods 405."""
+    c = await client_for(node)
+    code, body = await c.request("POST", "/v1/shifts", raw=b"{not json")
+    assert code == 400 and "JSON" in body["error"]
+    code, body = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "javascript:alert(1)"})
+    assert code == 400 and "href" in body["error"]
+    code, body = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "http://e.org/", "content": "x"})
+    assert code == 400 and "content" in body["error"]
+    code, body = await c.request("POST", "/v1/shifts", [1, 2])
+    assert code == 400
+    code, body = await c.request("GET", "/v1/nothing/here")
+    assert code == 404 and "no such API route" in body["error"]
+    code, body = await c.request("PUT", "/v1/status")
+    assert code == 405
+    code, body = await c.request("GET", "/v1/feed?limit=abc")
+    assert code == 400 and "limit" in body["error"]
+    code, body = await c.request("GET", "/v1/feed?colour=red")
+    assert code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_edit_show_delete_through_http(node):
+    """A shift created over HTTP reaches the feed; edit, show and delete work; then it is gone (404)."""
+    c = await client_for(node)
+    code, made = await c.request(
+        "POST", "/v1/shifts", {"space": "Notes", "href": "https://e.org/p", "summary": "s", "content": {"a": 1}}
+    )
+    assert code == 201 and made["rev"].startswith("1-")
+    sid = made["id"]
+    await eventually(lambda: node.store.database(FEED).get(sid) is not None)
+    code, shown = await c.request("GET", f"/v1/shifts/{sid}")
+    assert code == 200 and shown["content"] == {"a": 1} and shown["domain"] == "e.org"
+    assert set(shown["databases"]) == {"user/private", "user/feed"}
+    code, edited = await c.request("PATCH", f"/v1/shifts/{sid}", {"summary": "t", "rev": made["rev"]})
+    assert code == 200 and edited["rev"].startswith("2-")
+    code, body = await c.request("PATCH", f"/v1/shifts/{sid}", {"summary": "u", "rev": made["rev"]})
+    assert code == 409
+    code, body = await c.request("PATCH", f"/v1/shifts/{sid}", {"author": "me"})
+    assert code == 400
+    code, gone = await c.request("DELETE", f"/v1/shifts/{sid}")
+    assert code == 200 and gone["deleted"] is True
+    code, body = await c.request("GET", f"/v1/shifts/{sid}")
+    assert code == 404 and sid in body["error"]
+    code, body = await c.request("DELETE", "/v1/shifts/unknown-id")
+    assert code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_feed_query_over_http(node):
+    """GET /v1/feed filters by href, domain and space, honours limit and returns a cursor."""
+    c = await client_for(node)
+    for i in range(3):
+        await c.request("POST", "/v1/shifts", {"space": "Notes", "href": f"http://x.org/{i}"})
+    await c.request("POST", "/v1/shifts", {"space": "Highlights", "href": "http://y.org/"})
+    await eventually(lambda: node.store.database(FEED).doc_count() == 4)
+    code, body = await c.request("GET", "/v1/feed?domain=x.org&limit=2")
+    assert code == 200 and len(body["rows"]) == 2 and body["next_cursor"]
+    code, more = await c.request("GET", f"/v1/feed?domain=x.org&limit=2&cursor={body['next_cursor']}")
+    assert len(more["rows"]) == 1 and more["next_cursor"] is None
+    code, body = await c.request("GET", "/v1/feed?space=Highlights")
+    assert [r["href"] for r in body["rows"]] == ["http://y.org/"]
+    code, body = await c.request("GET", "/v1/feed?href=http%3A%2F%2Fx.org%2F1")
+    assert [r["href"] for r in body["rows"]] == ["http://x.org/1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unimplemented_routes_answer_501_and_routes_can_be_added(node):
+    """Placeholder routes answer 501 with a message; a role can replace one with add_route."""
+    c = await client_for(node)
+    code, body = await c.request("POST", "/v1/register", {})
+    assert code == 501 and "not implemented" in body["error"]
+    node.api.add_route("POST", "/v1/register", lambda req: (201, {"registered": req.node.account_id}))
+    code, body = await c.request("POST", "/v1/register", {})
+    assert code == 201 and body == {"registered": node.account_id}
+
+
+@pytest.mark.allow_logged_errors
+@pytest_twisted.ensureDeferred
+async def test_handler_crash_is_500_and_logged(node):
+    """A handler that raises unexpectedly answers 500 with JSON and the failure is logged."""
+    c = await client_for(node)
+
+    def broken(req):
+        raise RuntimeError("kaput")
+
+    node.api.add_route("GET", "/v1/broken", broken)
+    code, body = await c.request("GET", "/v1/broken")
+    assert code == 500 and "kaput" in body["error"]
