@@ -37,11 +37,12 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def start_node(directory: str, log_path: str) -> subprocess.Popen:
+def start_node(directory: str, log_path: str, twistd_args: tuple = ()) -> subprocess.Popen:
     """Start twistd for the node directory and wait (bounded) until its API answers."""
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "shiftpeer", "--data", directory, "--api", "tcp:0:interface=127.0.0.1"],
+        [TWISTD, "-n", "--pidfile=", *twistd_args, "shiftpeer", "--data", directory,
+         "--api", "tcp:0:interface=127.0.0.1"],
         cwd=os.path.dirname(directory), env=_env(), stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + DEADLINE
@@ -193,6 +194,18 @@ def test_node_not_running(tmp_path, capsys):
     assert status == EXIT_NOT_RUNNING and "no node is running" in err and out == ""
     status, out, err = run(capsys, "--data", str(tmp_path / "nowhere"), "status")
     assert status == EXIT_USAGE and "shiftpeer init" in err
+
+
+def test_twistd_json_logger(tmp_path):
+    """With --logger shiftpeer.logs.json_observer every line twistd writes is a JSON object."""
+    d = str(tmp_path / "frank")
+    assert main(["init", d, "--user", "frank"]) == 0
+    log_path = tmp_path / "twistd.log"
+    proc = start_node(d, str(log_path), ("--logger", "shiftpeer.logs.json_observer"))
+    stop_node(proc)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    assert any(e["text"].startswith("local API listening on http://127.0.0.1:") and "url" in e for e in lines)
+    assert any(e["namespace"] == "shiftpeer.node.StoreService" and e["text"].startswith("store closed") for e in lines)
 
 
 def test_node_stops_cleanly_and_console_module_runs(tmp_path):

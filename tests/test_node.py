@@ -9,6 +9,7 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from shiftpeer.shifts import FEED, PRIVATE, PUBLIC, InvalidShift, NotAuthor, ShiftNotFound
+from shiftpeer.node import Node
 from tests.helpers_node import eventually, make_node
 
 
@@ -198,3 +199,57 @@ async def test_housekeeping_errors_are_logged_and_timer_survives(tmp_path):
         assert node.housekeeping.running
     finally:
         await node.stopService()
+
+
+def test_from_directory_applies_overrides(tmp_path):
+    """Node.from_directory reads the directory's config, and flags given to twistd override it."""
+    from shiftpeer.nodedir import init_node_dir
+
+    d = str(tmp_path / "n")
+    cfg = init_node_dir(d, user="erin", listen=["tcp:7001"], peers=["a.example:7001"])
+    node = Node.from_directory(d, {"listen": ["tcp:7002"], "api": None, "peers": [], "full_peer": True})
+    assert node.account_id == cfg.account_id
+    assert node.settings.listen == ["tcp:7002"]  # overridden
+    assert node.settings.peers == ["a.example:7001"]  # an empty flag list keeps the config
+    assert node.settings.full_peer is True
+    assert node.settings.store_path == os.path.join(cfg.path, "store")
+    assert node.settings.user == "erin"
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_endpoint_serves_database_counts(tmp_path):
+    """--metrics serves Prometheus text with per-database document counts."""
+    from tests.helpers_node import read_body
+    from twisted.internet import reactor
+    from twisted.web.client import Agent
+
+    node = make_node(str(tmp_path / "n"), metrics="tcp:0:interface=127.0.0.1")
+    node.startService()
+    try:
+        node.shifts.create({"space": "Notes", "href": "http://e.org/"})
+        port = await node.getServiceNamed("metrics")._waitingForPort
+        url = f"http://127.0.0.1:{port.getHost().port}/metrics".encode()
+        resp = await Agent(reactor).request(b"GET", url)
+        text = (await read_body(resp)).decode()
+        assert 'shiftpeer_database_docs{db="user/private"} 1.0' in text
+    finally:
+        await node.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sync_seam_builds_listeners_and_peer_services(tmp_path):
+    """With --listen and --peer the sync service builds a TLS listener and a reconnecting peer service."""
+    from twisted.application.internet import ClientService, StreamServerEndpointService
+
+    node = make_node(str(tmp_path / "n"), listen=["tcp:0:interface=127.0.0.1"], peers=["127.0.0.1:1"])
+    node.startService()
+    try:
+        sync = node.getServiceNamed("sync")
+        kinds = sorted(type(s).__name__ for s in sync)
+        assert node.sync_factory is not None
+        assert any(isinstance(s, StreamServerEndpointService) for s in sync), kinds
+        assert any(isinstance(s, ClientService) for s in sync), kinds
+        assert node.status()["peers"] == [{"address": "127.0.0.1:1", "kind": "peer", "connected": False}]
+    finally:
+        await node.stopService()
+    assert node.sync_factory is None
