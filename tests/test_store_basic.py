@@ -231,10 +231,8 @@ def test_only_leaves_keep_bodies(store):
     assert db.get_repl_docs([("d", [r1, r2])]) == [
         {"id": "d", "rev": r2, "deleted": False, "body": {"v": 2}, "sig": None, "history": [r2, r1]}
     ]
-    from shiftpeer.store import keys
-
     with store.env.begin() as t:
-        rec = codec.decode_record(t.get(keys.doc_key(db._dbp, "d"), db=store._docs_db))
+        _seq, rec = db._load(t, "d")
     assert list(rec[3]) == [r2] and set(rec[2]) == {r1, r2}
 
 

@@ -1,8 +1,9 @@
 """One logical database: documents with revision trees, a changes feed, indexes and checkpoints.
 
-A document record (CBOR list, see docs/store.md) is `[seq, vis, tree, leaves]`:
-seq its latest change, vis its visibility tokens, tree `rev -> parent`, leaves `rev -> [deleted, body CBOR,
-sig]` (bodies are kept for leaf revisions only).
+A document record (CBOR list, see docs/store.md) is `[docid, vis, tree, leaves]`, stored in the `log`
+sub-database under `dbid | seq` of the document's latest change (so the changes feed is a sequential scan and
+new records append); `docs` maps `dbid | docid` to that seq. vis: visibility tokens; tree: `rev -> parent`;
+leaves: `rev -> [deleted, body CBOR, sig]` (bodies are kept for leaf revisions only).
 """
 
 from __future__ import annotations
@@ -94,68 +95,66 @@ class Database:
             raise
         return txn
 
-    def _record(self, txn, docid: str) -> list | None:
-        raw = txn.get(keys.doc_key(self._dbp, docid), db=self._store._docs_db)
-        return codec.decode_record(raw) if raw is not None else None
+    def _load(self, txn, docid: str) -> tuple[int, list] | None:
+        """(seq, record) of a document, or None."""
+        st = self._store
+        raw = txn.get(keys.doc_key(self._dbp, docid), db=st._docs_db)
+        if raw is None:
+            return None
+        seq = keys.read_u64(raw)
+        return seq, codec.decode_record(txn.get(keys.log_key(self._dbp, seq), db=st._log_db))
 
-    def _doc(self, docid: str, rec: list, rev: str | None = None) -> Doc | None:
-        seq, vis, _tree, leaves = rec
+    def _doc(self, seq: int, rec: list, rev: str | None = None) -> Doc | None:
+        docid, vis, _tree, leaves = rec
         win = revs.pick_winner(leaves)
         if rev is None:
             rev = win
         leaf = leaves.get(rev)
         if leaf is None:
             return None
-        conflicts = [r for r in revs.sorted_leaves(leaves) if r != win and not leaves[r][0]]
+        conflicts = [r for r in revs.sorted_leaves(leaves) if r != win and not leaves[r][0]] if len(leaves) > 1 else []
         return Doc(docid, rev, leaf[0], codec.decode_body(leaf[1]), leaf[2], conflicts, vis, seq)
 
-    def _prepare_body(self, body: Any) -> bytes:
-        data = codec.encode_body(body)
+    def _prepare_body(self, body: Any, canonical: bool = True) -> bytes:
+        data = codec.encode_body(body) if canonical else codec.encode_body_fast(body)
         if len(data) > self._store.max_doc_bytes:
             raise InvalidDocument(
                 f"document is {len(data)} bytes encoded; the limit is {self._store.max_doc_bytes}"
             )
         return data
 
-    def _commit(self, w: WriteTxn, key: bytes, docid: str, old: list | None, new: list,
+    def _commit(self, w: WriteTxn, docid: str, old_seq: int, old: list | None, new: list,
                 old_body: dict | None = None, new_body: dict | None = None) -> None:
-        """Write a changed record: new seq, changes feed, index diff, counters."""
+        """Write a changed record at a new seq: move it in the log, point docs at it, re-index, count."""
         st = self._store
         txn = w.txn
-        state = w.state(self._dbp, self.name)
+        dbp = self._dbp
+        state = w.state(dbp, self.name)
         new_win = revs.pick_winner(new[3])
         new_live = not new[3][new_win][0]
+        seq = state[0] + 1
+        state[0] = seq
+        old_live = False
         if old is not None:
             old_win = revs.pick_winner(old[3])
             old_live = not old[3][old_win][0]
-            txn.delete(keys.seq_key(self._dbp, old[0]), db=st._seqs_db)
-            same = old_win == new_win and old[1] == new[1]
-        else:
-            old_win, old_live, same = None, False, False
-        if not same:
+            txn.delete(keys.log_key(dbp, old_seq), db=st._log_db)
             if old_live:
                 if old_body is None:
                     old_body = codec.decode_body(old[3][old_win][1])
-                old_keys = indexes.index_keys(self._dbp, docid, old_body, old[1])
-            else:
-                old_keys = set()
-            if new_live:
-                if new_body is None:
-                    new_body = codec.decode_body(new[3][new_win][1])
-                new_keys = indexes.index_keys(self._dbp, docid, new_body, new[1])
-            else:
-                new_keys = set()
-            idx = st._idx_db
-            for k in old_keys - new_keys:
-                txn.delete(k, db=idx)
-            for k in new_keys - old_keys:
-                txn.put(k, b"", db=idx)
-        state[0] += 1
+                w.idx_delete(indexes.index_keys(dbp, old_seq, old_body, old[1]))
+        if new_live:
+            if new_body is None:
+                new_body = codec.decode_body(new[3][new_win][1])
+            w.idx_pending.update(indexes.index_keys(dbp, seq, new_body, new[1]))
         state[1] += int(new_live) - int(old_live)
         state[3] = True
-        new[0] = state[0]
-        txn.put(keys.seq_key(self._dbp, new[0]), docid.encode(), db=st._seqs_db)
-        txn.put(key, codec.encode_record(new), db=st._docs_db)
+        lk = keys.log_key(dbp, seq)
+        rec = codec.encode_record(new)
+        # Appending fills log pages completely; it is refused (False) unless this is the highest key.
+        if not txn.put(lk, rec, append=True, db=st._log_db):
+            txn.put(lk, rec, db=st._log_db)
+        txn.put(keys.doc_key(dbp, docid), keys.u64(seq), db=st._docs_db)
 
     # -- reads -------------------------------------------------------------------------------------
     def update_seq(self) -> int:
@@ -182,51 +181,41 @@ class Database:
         """
         txn = self._read()
         try:
-            rec = self._record(txn, docid) if type(docid) is str else None
+            found = self._load(txn, docid) if type(docid) is str and docid else None
         finally:
             txn.abort()
-        return self._doc(docid, rec, rev) if rec is not None else None
+        return self._doc(found[0], found[1], rev) if found is not None else None
+
+    def _scan_log(self, since: int, limit: int | None):
+        txn = self._read()
+        try:
+            dbp = self._dbp
+            cur = txn.cursor(db=self._store._log_db)
+            if not cur.set_range(keys.log_key(dbp, since + 1)):
+                return
+            n = 0
+            decode = codec.decode_record
+            for k, v in cur:
+                if k[:4] != dbp or (limit is not None and n >= limit):
+                    break
+                n += 1
+                yield keys.seq_of(k), decode(v)
+        finally:
+            txn.abort()
 
     def changes(self, since: int = 0, limit: int | None = None) -> list[Change]:
         """Documents changed after `since`, each once at its latest change, in sequence order."""
-        st = self._store
         out: list[Change] = []
-        txn = self._read()
-        try:
-            docs_get = txn.get
-            dbp = self._dbp
-            cur = txn.cursor(db=st._seqs_db)
-            if not cur.set_range(keys.seq_key(dbp, since + 1)):
-                return out
-            for k, docid_b in cur:
-                if k[:4] != dbp or (limit is not None and len(out) >= limit):
-                    break
-                rec = codec.decode_record(docs_get(dbp + docid_b, db=st._docs_db))
-                leaves = rec[3]
-                order = revs.sorted_leaves(leaves)
-                out.append(Change(rec[0], docid_b.decode(), order, leaves[order[0]][0]))
-        finally:
-            txn.abort()
+        for seq, rec in self._scan_log(since, limit):
+            leaves = rec[3]
+            order = revs.sorted_leaves(leaves) if len(leaves) > 1 else list(leaves)
+            out.append(Change(seq, rec[0], order, leaves[order[0]][0]))
         return out
 
     def docs_since(self, since: int = 0, limit: int | None = None) -> list[Doc]:
-        """Winning revisions of the documents changed after `since`, in changes order (for feeds)."""
-        st = self._store
-        out: list[Doc] = []
-        txn = self._read()
-        try:
-            dbp = self._dbp
-            cur = txn.cursor(db=st._seqs_db)
-            if not cur.set_range(keys.seq_key(dbp, since + 1)):
-                return out
-            for k, docid_b in cur:
-                if k[:4] != dbp or (limit is not None and len(out) >= limit):
-                    break
-                rec = codec.decode_record(txn.get(dbp + docid_b, db=st._docs_db))
-                out.append(self._doc(docid_b.decode(), rec))
-        finally:
-            txn.abort()
-        return out
+        """Winning revisions of the documents changed after `since`, in changes order (feeds, bulk reads)."""
+        doc = self._doc
+        return [doc(seq, rec) for seq, rec in self._scan_log(since, limit)]
 
     def revs_diff(self, wanted: dict[str, list[str]]) -> dict[str, list[str]]:
         """Which of the given revisions this database does not have (ids with none missing are left out)."""
@@ -234,8 +223,8 @@ class Database:
         txn = self._read()
         try:
             for docid, rs in wanted.items():
-                rec = self._record(txn, docid) if type(docid) is str and docid else None
-                tree = rec[2] if rec is not None else {}
+                found = self._load(txn, docid) if type(docid) is str and docid else None
+                tree = found[1][2] if found is not None else {}
                 missing = [r for r in rs if r not in tree]
                 if missing:
                     out[docid] = missing
@@ -250,10 +239,10 @@ class Database:
         txn = self._read()
         try:
             for docid, rs in wanted:
-                rec = self._record(txn, docid)
-                if rec is None:
+                found = self._load(txn, docid) if type(docid) is str and docid else None
+                if found is None:
                     continue
-                tree, leaves = rec[2], rec[3]
+                tree, leaves = found[1][2], found[1][3]
                 for r in (revs.sorted_leaves(leaves) if rs is None else rs):
                     leaf = leaves.get(r)
                     if leaf is None:
@@ -297,28 +286,34 @@ class Database:
         if type(limit) is not int or limit < 1:
             raise InvalidDocument("query limit must be a positive int")
         before = indexes.decode_cursor(cursor) if cursor is not None else None
+        want = {indexes.normalise_value(index, v) for v in values if type(v) is str}
         prefixes = sorted({
-            self._dbp + ib + keys.part(t) + keys.part(indexes.normalise_value(index, v))
-            for v in values if type(v) is str for t in tokens
+            self._dbp + indexes.token_hash(t) + indexes.value_hash(ib, v) for v in want for t in tokens
         })
+        token_set = set(tokens)
         st = self._store
         docs: list[Doc] = []
         nxt = None
         if not prefixes:
             return docs, None
+        log_get_key = keys.log_key
         txn = self._read()
         try:
             for sk in indexes.scan_merged(txn, st._idx_db, prefixes, before):
                 if len(docs) >= limit:
                     nxt = indexes.encode_cursor(last)
                     break
-                docid = sk[8:].decode()
-                rec = self._record(txn, docid)
-                if rec is not None:
-                    d = self._doc(docid, rec)
-                    if d is not None and not d.deleted:
-                        docs.append(d)
                 last = sk
+                seq = keys.read_u64(sk, 8)  # sk: created (8) | seq (8)
+                raw = txn.get(log_get_key(self._dbp, seq), db=st._log_db)
+                if raw is None:
+                    continue
+                d = self._doc(seq, codec.decode_record(raw))
+                if d is None or d.deleted or not indexes.matches(d.body, ib, want):
+                    continue
+                if vis is not None and token_set.isdisjoint(d.vis):
+                    continue
+                docs.append(d)
         finally:
             txn.abort()
         return docs, nxt
@@ -365,9 +360,8 @@ class Database:
         st = self._store
         with st._writing(txn) as w:
             self._alive(w.txn)
-            key = keys.doc_key(self._dbp, docid)
-            raw = w.txn.get(key, db=st._docs_db)
-            old = codec.decode_record(raw) if raw is not None else None
+            found = self._load(w.txn, docid)
+            old, old_seq = (found[1], found[0]) if found is not None else (None, 0)
             if old is None:
                 if parent is not None:
                     raise ConflictError(f"document {docid!r} does not exist (no revision {parent})")
@@ -386,7 +380,7 @@ class Database:
             rev = revs.rev_from_bytes(base, deleted, body_bytes)
             sig = sign(docid, rev, body, deleted) if sign is not None else None
             if old is None:
-                new = [0, tokens, {rev: None}, {rev: [deleted, body_bytes, sig]}]
+                new = [docid, tokens, {rev: None}, {rev: [deleted, body_bytes, sig]}]
             else:
                 tree = dict(old[2])
                 tree[rev] = base
@@ -394,8 +388,8 @@ class Database:
                 leaves[rev] = [deleted, body_bytes, sig]
                 revs.stem(tree, st.rev_limit)
                 vis_new = sorted(set(old[1]).union(tokens)) if tokens else old[1]
-                new = [0, vis_new, tree, leaves]
-            self._commit(w, key, docid, old, new, new_body=None if deleted else body)
+                new = [docid, vis_new, tree, leaves]
+            self._commit(w, docid, old_seq, old, new, new_body=None if deleted else body)
         return rev
 
     def _prepare_repl(self, d: Any) -> _Prepared:
@@ -419,7 +413,7 @@ class Database:
             history = history[: self._store.rev_limit]
             revs.check_history(history)
         body = d.get("body")
-        return _Prepared(docid, rev, deleted, body, self._prepare_body(body), sig, history)
+        return _Prepared(docid, rev, deleted, body, self._prepare_body(body, canonical=False), sig, history)
 
     def bulk_replicated(self, docs: list[dict], *, vis: list[str] | None = None,
                         txn: WriteTxn | None = None) -> list[str]:
@@ -435,19 +429,17 @@ class Database:
         written: list[str] = []
         with st._writing(txn) as w:
             self._alive(w.txn)
-            get = w.txn.get
-            docs_db = st._docs_db
+            txn_ = w.txn
             for p in prepared:
-                key = keys.doc_key(self._dbp, p.id)
-                raw = get(key, db=docs_db)
-                if raw is None:
+                found = self._load(txn_, p.id)
+                if found is None:
                     tree = {}
                     revs.merge_history(tree, p.history)
-                    new = [0, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}]
-                    self._commit(w, key, p.id, None, new, new_body=None if p.deleted else p.body)
+                    new = [p.id, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}]
+                    self._commit(w, p.id, 0, None, new, new_body=None if p.deleted else p.body)
                     written.append(p.id)
                     continue
-                old = codec.decode_record(raw)
+                old_seq, old = found
                 tree = dict(old[2])
                 leaves = dict(old[3])
                 changed = revs.merge_history(tree, p.history)
@@ -470,9 +462,9 @@ class Database:
                     vis_new = sorted(set(vis_new).union(tokens))
                     changed = True
                 if changed:
-                    new = [0, vis_new, tree, leaves]
+                    new = [p.id, vis_new, tree, leaves]
                     nb = p.body if not p.deleted and p.rev in leaves and revs.pick_winner(leaves) == p.rev else None
-                    self._commit(w, key, p.id, old, new, new_body=nb)
+                    self._commit(w, p.id, old_seq, old, new, new_body=nb)
                     written.append(p.id)
         return written
 
@@ -486,25 +478,15 @@ class Database:
         st = self._store
         with st._writing(txn) as w:
             self._alive(w.txn)
-            key = keys.doc_key(self._dbp, check_docid(docid))
-            raw = w.txn.get(key, db=st._docs_db)
-            if raw is None:
+            found = self._load(w.txn, check_docid(docid))
+            if found is None:
                 raise NotFound(f"no document {docid!r} in {self.name!r}")
-            old = codec.decode_record(raw)
+            seq, old = found
             if set(add).issubset(old[1]):
                 return
             new = [old[0], sorted(set(old[1]).union(add)), old[2], old[3]]
-            self._reindex(w, key, docid, old, new)
-
-    def _reindex(self, w: WriteTxn, key: bytes, docid: str, old: list, new: list) -> None:
-        """Metadata-only change: indexes and record, no new sequence number."""
-        st = self._store
-        win = revs.pick_winner(new[3])
-        body = None if new[3][win][0] else codec.decode_body(new[3][win][1])
-        old_keys = indexes.index_keys(self._dbp, docid, body, old[1])
-        new_keys = indexes.index_keys(self._dbp, docid, body, new[1])
-        for k in old_keys - new_keys:
-            w.txn.delete(k, db=st._idx_db)
-        for k in new_keys - old_keys:
-            w.txn.put(k, b"", db=st._idx_db)
-        w.txn.put(key, codec.encode_record(new), db=st._docs_db)
+            win = revs.pick_winner(new[3])
+            body = None if new[3][win][0] else codec.decode_body(new[3][win][1])
+            old_keys = set(indexes.index_keys(self._dbp, seq, body, old[1]))  # (list key, item) pairs
+            w.idx_pending.update(k for k in indexes.index_keys(self._dbp, seq, body, new[1]) if k not in old_keys)
+            w.txn.put(keys.log_key(self._dbp, seq), codec.encode_record(new), db=st._log_db)

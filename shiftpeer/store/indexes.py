@@ -1,8 +1,10 @@
 """Secondary indexes: which keys a document has, and merged newest-first scans over them.
 
-An index key is `dbid | index byte | part(token) | part(value) | created (8 bytes) | docid` with an empty
-value. Every live document is indexed under the token "*" and under each of its visibility tokens, so a
-query for what tokens T1..Tn may see is a merge of sorted lists, never a scan.
+An index list is the key `dbid (4) | h4(token) | h8(index byte + value)` (16 bytes whatever the URL length)
+in a dupsort sub-database; its items are `created (8) | seq (8)`, kept sorted by LMDB. Every live document is indexed under the token "*" and under each of its
+visibility tokens, so "what may tokens T1..Tn see" is a merge of sorted lists, never a scan. The hashes only
+name lists; a reader re-checks the document's real value and tokens, so a collision costs time, not
+correctness. `created` is stored ascending and scanned backwards (appends fill pages).
 """
 
 from __future__ import annotations
@@ -27,6 +29,25 @@ INDEXES: dict[str, bytes] = {
 }
 ALL_TOKEN = "*"
 
+_token_cache: dict[str, bytes] = {}
+
+
+def token_hash(token: str) -> bytes:
+    h = _token_cache.get(token)
+    if h is None:
+        h = keys.h4(token.encode())
+        if len(_token_cache) < 100_000:
+            _token_cache[token] = h
+    return h
+
+
+def value_hash(ib: bytes, value: str) -> bytes:
+    return keys.h8(ib + value.encode())
+
+
+_h8 = keys.h8
+_ALL_HASH = token_hash(ALL_TOKEN)
+
 
 def domain_of(href: str) -> str | None:
     try:
@@ -37,7 +58,7 @@ def domain_of(href: str) -> str | None:
 
 
 def index_values(body: dict) -> list[tuple[bytes, str]]:
-    """(index byte, value) pairs for a live document body."""
+    """(index byte, value) pairs of a live document body."""
     out = [(b"a", "")]
     href = body.get("href")
     if type(href) is str:
@@ -62,22 +83,33 @@ def index_values(body: dict) -> list[tuple[bytes, str]]:
     return out
 
 
-def index_keys(dbp: bytes, docid: str, body: dict | None, vis: list[str]) -> set[bytes]:
-    """Every index key of a document; none when it is deleted (`body` None)."""
+def index_keys(dbp: bytes, seq: int, body: dict | None, vis: list[str]) -> list[tuple[bytes, bytes]]:
+    """Every (list key, item) of a document at `seq`; none when it is deleted (`body` None)."""
     if body is None:
-        return set()
-    tail = keys.created_bytes(body.get("created")) + docid.encode()
-    tokens = [keys.part(ALL_TOKEN)] + [keys.part(t) for t in vis]
-    out = set()
+        return []
+    tail = keys.created_bytes(body.get("created")) + keys.u64(seq)
+    if vis:
+        tokens = [dbp + _ALL_HASH] + [dbp + token_hash(t) for t in vis if t != ALL_TOKEN]
+    else:
+        tokens = [dbp + _ALL_HASH]
+    out = []
     for ib, value in index_values(body):
-        vp = keys.part(value)
+        vh = _h8(ib + value.encode())
         for tp in tokens:
-            out.add(dbp + ib + tp + vp + tail)
+            out.append((tp + vh, tail))
     return out
 
 
 def normalise_value(index: str, value: str) -> str:
     return value.lower() if index == "domain" else value
+
+
+def matches(body: dict, ib: bytes, values: set[str]) -> bool:
+    """The re-check behind the hashes: does `body` really have one of `values` in index `ib`?"""
+    for b, v in index_values(body):
+        if b == ib and v in values:
+            return True
+    return False
 
 
 def encode_cursor(sortkey: bytes) -> str:
@@ -89,34 +121,34 @@ def decode_cursor(cursor: str) -> bytes:
         raw = base64.urlsafe_b64decode(cursor.encode())
     except (binascii.Error, ValueError, AttributeError) as e:
         raise InvalidDocument(f"bad query cursor: {e}") from None
-    if len(raw) < 8:
-        raise InvalidDocument("bad query cursor: too short")
+    if len(raw) != 16:
+        raise InvalidDocument("bad query cursor: wrong length")
     return raw
 
 
-def _scan(txn, idx_db, prefix: bytes, before: bytes | None) -> Iterator[bytes]:
-    """Sort keys (created + docid) under `prefix`, newest first, strictly below `before` if given."""
+def _scan(txn, idx_db, listkey: bytes, before: bytes | None) -> Iterator[bytes]:
+    """Items (created + seq) of one list, newest first, strictly below `before` if given."""
     cur = txn.cursor(db=idx_db)
-    start = prefix + before if before is not None else prefix[:-1] + b"\x01"
-    if cur.set_range(start):
-        ok = cur.prev()
+    if not cur.set_key(listkey):
+        return
+    if before is None:
+        ok = cur.last_dup()
+    elif cur.set_range_dup(listkey, before):
+        ok = cur.prev_dup()
     else:
-        ok = cur.last()
-    n = len(prefix)
+        ok = cur.set_key(listkey) and cur.last_dup()
     while ok:
-        k = cur.key()
-        if not k.startswith(prefix):
-            return
-        yield k[n:]
-        ok = cur.prev()
+        yield cur.value()
+        ok = cur.prev_dup()
 
 
 def scan_merged(txn, idx_db, prefixes: list[bytes], before: bytes | None) -> Iterator[bytes]:
     """Merge newest-first lists, each document once (it has the same sort key in every list)."""
-    its = [_scan(txn, idx_db, p, before) for p in prefixes]
-    merged = its[0] if len(its) == 1 else heapq.merge(*its, reverse=True)
+    if len(prefixes) == 1:
+        yield from _scan(txn, idx_db, prefixes[0], before)
+        return
     last = None
-    for sk in merged:
+    for sk in heapq.merge(*[_scan(txn, idx_db, p, before) for p in prefixes], reverse=True):
         if sk != last:
             last = sk
             yield sk

@@ -44,11 +44,21 @@ def unpack_state(data: bytes) -> tuple[int, int]:
 
 
 def doc_key(dbp: bytes, docid: str) -> bytes:
+    """docs: dbid | docid (UTF-8) -> the document's current seq (8 bytes)."""
     return dbp + docid.encode()
 
 
-def seq_key(dbp: bytes, seq: int) -> bytes:
+def log_key(dbp: bytes, seq: int) -> bytes:
+    """log: dbid | seq -> the document record; a document lives at its latest change."""
     return dbp + _U64.pack(seq)
+
+
+def u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def read_u64(data: bytes, offset: int = 0) -> int:
+    return _U64.unpack_from(data, offset)[0]
 
 
 def seq_of(key: bytes) -> int:
@@ -56,13 +66,32 @@ def seq_of(key: bytes) -> int:
 
 
 def part(s: str) -> bytes:
-    """One string as an ordered, self-delimiting key part."""
+    """One string as an ordered, self-delimiting key part (checkpoint keys)."""
     b = s.encode()
     if b"\x00" in b:
         b = b.replace(b"\x00", b"\x00\x01")
     if len(b) > _MAX_PART:
         b = b"\xff" + blake2b(b, digest_size=16).digest()
     return b + b"\x00\x00"
+
+
+def h8(data: bytes) -> bytes:
+    """8-byte hash naming an index list (index + value) in index keys; readers re-check the real value."""
+    h = _h8_cache.get(data)
+    if h is None:
+        h = blake2b(data, digest_size=8).digest()
+        if len(_h8_cache) >= 65536:
+            _h8_cache.clear()
+        _h8_cache[data] = h
+    return h
+
+
+_h8_cache: dict[bytes, bytes] = {}
+
+
+def h4(data: bytes) -> bytes:
+    """4-byte hash naming a visibility token in index keys; readers re-check the real token."""
+    return blake2b(data, digest_size=4).digest()
 
 
 def checkpoint_key(dbp: bytes, peer_id: str, remote_db: str) -> bytes:
@@ -81,7 +110,7 @@ def created_bytes(created: object) -> bytes:
             f = dt.timestamp()
         except ValueError:
             f = 0.0
-    elif type(created) in (int, float):
+    elif type(created) is float or type(created) is int:
         f = float(created)
     else:
         f = 0.0

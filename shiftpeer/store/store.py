@@ -44,7 +44,20 @@ class WriteTxn:
     def __init__(self, store: "Store", txn: lmdb.Transaction) -> None:
         self.store = store
         self.txn = txn
-        self.states: dict[bytes, list] = {}  # dbid bytes -> [seq, doc_count, name]
+        self.states: dict[bytes, list] = {}  # dbid bytes -> [seq, doc_count, name, dirty]
+        # Index keys added in this transaction, written sorted in one putmulti at commit (far fewer
+        # page touches than one put per key). A delete of a pending key just drops it.
+        self.idx_pending: set[tuple[bytes, bytes]] = set()
+
+    def idx_delete(self, entries: list[tuple[bytes, bytes]]) -> None:
+        pending = self.idx_pending
+        delete = self.txn.delete
+        db = self.store._idx_db
+        for e in entries:
+            if e in pending:
+                pending.discard(e)
+            else:
+                delete(e[0], e[1], db=db)
 
     def state(self, dbp: bytes, name: str) -> list:
         st = self.states.get(dbp)
@@ -55,6 +68,10 @@ class WriteTxn:
         return st
 
     def flush(self) -> dict[str, int]:
+        if self.idx_pending:
+            with self.txn.cursor(db=self.store._idx_db) as cur:
+                cur.putmulti(sorted(self.idx_pending), dupdata=True)
+            self.idx_pending = set()
         touched = {}
         for dbp, (seq, count, name, dirty) in self.states.items():
             if dirty:
@@ -105,8 +122,10 @@ class Store:
         self._local = threading.local()
         self._subscribers: list[Callable[[str, int], None]] = []
         self._databases: dict[str, Any] = {}
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="shiftpeer-store-writer")
-        self._pool.start()
+        # The writer thread starts on first use and stops with close() (or reactor shutdown), so a script
+        # that only reads or writes synchronously never leaves a thread behind.
+        self._pool: ThreadPool | None = None
+        self._trigger: Any = None
         self._closed = False
 
     def _open_dbs(self) -> None:
@@ -126,8 +145,11 @@ class Store:
             self._names_db = env.open_db(b"names", txn=txn)
             self._state_db = env.open_db(b"state", txn=txn)
             self._docs_db = env.open_db(b"docs", txn=txn)
-            self._seqs_db = env.open_db(b"seqs", txn=txn)
-            self._idx_db = env.open_db(b"idx", txn=txn)
+            self._log_db = env.open_db(b"log", txn=txn)
+            # dupsort: each index list is one key holding its sorted 16-byte (created, seq) items, so an
+            # entry costs ~26 bytes, not a whole key. Not dupfixed: LMDB 0.9.36's compacting copy
+            # (mdb_env_copy2 MDB_CP_COMPACT) segfaults on large dupfixed lists.
+            self._idx_db = env.open_db(b"idx", txn=txn, dupsort=True)
             self._ckpt_db = env.open_db(b"ckpt", txn=txn)
 
     def _has_other_dbs(self, txn: lmdb.Transaction) -> bool:
@@ -140,8 +162,19 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        self._pool.stop()
+        self._stop_pool()
         self.env.close()
+
+    def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            if self._trigger is not None:
+                try:
+                    self._reactor.removeSystemEventTrigger(self._trigger)
+                except (ValueError, KeyError, TypeError):
+                    pass  # already firing (we are the shutdown trigger)
+                self._trigger = None
+            pool.stop()
 
     def schema_version(self) -> int:
         with self.env.begin() as txn:
@@ -192,6 +225,12 @@ class Store:
             self._local.in_writer = True
             return fn(*args, **kwargs)
 
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="shiftpeer-store-writer")
+            self._pool.start()
+            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
         return threads.deferToThreadPool(self._reactor, self._pool, call)
 
     # -- notifications -----------------------------------------------------------------------------
@@ -288,7 +327,7 @@ class Store:
             w.txn.delete(name.encode(), db=self._names_db)
             w.txn.delete(dbp, db=self._state_db)
             w.states.pop(dbp, None)
-            for db in (self._docs_db, self._seqs_db, self._idx_db, self._ckpt_db):
+            for db in (self._docs_db, self._log_db, self._idx_db, self._ckpt_db):
                 with w.txn.cursor(db=db) as cur:
                     if cur.set_range(dbp):
                         while cur.key()[:4] == dbp:

@@ -1,0 +1,143 @@
+"""Store benchmark: write shift-like ~1 KB documents in batches, read them back, look up URLs.
+
+Usage: scripts/bench store [--quick] [--json]
+Writes 100,000 documents (10,000 with --quick) as replicated batches of 1,000 (one transaction and one
+fsync per batch, every index maintained), reads them all back in changes order, then times 10,000
+lookups of random page URLs. With --json the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+from shiftpeer.store import Store  # noqa: E402
+from shiftpeer.store.revs import compute_rev  # noqa: E402
+
+WORDS = ("shift space note highlight image swap source edit page web climate group feed public private "
+         "share comment author domain link text color font size layout update replicate peer hub").split()
+
+
+def make_docs(n: int, rng: random.Random) -> tuple[list[dict], list[str]]:
+    """ReplDocs shaped like real shifts: ~1 KB canonical CBOR body and a 64-byte signature."""
+    domains = [f"www.site{i}.example.org" for i in range(max(10, n // 100))]
+    hrefs = [f"https://{rng.choice(domains)}/articles/{i}/some-page-title-{rng.randrange(10**6)}.html"
+             for i in range(max(10, n // 10))]
+    authors = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(52)) for _ in range(500)]
+    spaces = ["Notes", "Highlights", "ImageSwap", "SourceShift", "Comments", "Fisheye"]
+    t0 = 1_700_000_000.0
+    docs = []
+    for i in range(n):
+        href = rng.choice(hrefs)
+        body = {
+            "type": "shift",
+            "space": rng.choice(spaces),
+            "href": href,
+            "domain": href.split("/")[2],
+            "summary": " ".join(rng.choice(WORDS) for _ in range(12)),
+            "content": {
+                "text": " ".join(rng.choice(WORDS) for _ in range(100)),
+                "position": {"x": rng.randrange(2000), "y": rng.randrange(8000)},
+                "selector": f"#main > div.content > p:nth-child({rng.randrange(40)})",
+            },
+            "author": rng.choice(authors),
+            "created": t0 + i * 0.5 + rng.random(),
+            "modified": t0 + i * 0.5 + rng.random(),
+        }
+        rev = compute_rev(None, False, body)
+        docs.append({"id": secrets.token_urlsafe(16), "rev": rev, "deleted": False, "body": body,
+                     "sig": secrets.token_bytes(64), "history": [rev]})
+    return docs, hrefs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10,000 documents instead of 100,000")
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = ap.parse_args()
+    n = 10_000 if args.quick else 100_000
+    batch = 1000
+    rng = random.Random(1)
+    docs, hrefs = make_docs(n, rng)
+    from shiftpeer.store import codec
+
+    avg_body = sum(len(codec.encode_body(d["body"])) for d in docs[:1000]) / 1000
+    tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-")
+    try:
+        store = Store(os.path.join(tmp, "store"))
+        db = store.create_database("shared")
+        t = time.perf_counter()
+        for i in range(0, n, batch):
+            db.bulk_replicated(docs[i : i + batch], vis=["public"])
+        write_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        seen, since = 0, 0
+        while True:
+            page = db.docs_since(since, limit=batch)
+            if not page:
+                break
+            seen += len(page)
+            since = page[-1].seq
+        read_s = time.perf_counter() - t
+        assert seen == n, (seen, n)
+
+        lookups = [rng.choice(hrefs) for _ in range(10_000)]
+        times = []
+        found = 0
+        pc = time.perf_counter
+        for href in lookups:
+            t = pc()
+            res, _ = db.query("href", href, limit=50)
+            times.append(pc() - t)
+            found += len(res)
+        times.sort()
+        p50 = times[len(times) // 2] * 1000
+        p99 = times[int(len(times) * 0.99)] * 1000
+
+        used = store.disk_usage()["used_bytes"]
+        compact_dir = os.path.join(tmp, "compact")
+        os.mkdir(compact_dir)
+        store.env.copy(compact_dir, compact=True)
+        compact = os.path.getsize(os.path.join(compact_dir, "data.mdb"))
+        stats = {}
+        with store.env.begin() as txn:
+            for name, h in (("docs", store._docs_db), ("idx", store._idx_db), ("log", store._log_db)):
+                s = txn.stat(h)
+                stats[name] = (s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]) * s["psize"] / n
+        store.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    result = {
+        "docs": n,
+        "write_docs_per_s": round(n / write_s),
+        "read_docs_per_s": round(n / read_s),
+        "href_lookup_p50_ms": round(p50, 4),
+        "href_lookup_p99_ms": round(p99, 4),
+        "disk_bytes_per_doc": round(used / n),
+        "disk_bytes_per_doc_compacted": round(compact / n),
+        "avg_body_bytes": round(avg_body),
+    }
+    print(f"documents:          {n:,} (avg body {avg_body:.0f} bytes CBOR + 64-byte sig), batches of {batch}")
+    print(f"write:              {result['write_docs_per_s']:,} docs/s (one txn + fsync per batch, 7 indexes x 2 tokens)")
+    print(f"read (changes):     {result['read_docs_per_s']:,} docs/s")
+    print(f"href lookup:        p50 {p50:.3f} ms, p99 {p99:.3f} ms over 10,000 lookups ({found / 10_000:.1f} docs each)")
+    print(f"disk per doc:       {result['disk_bytes_per_doc']:,} bytes (pages in use), "
+          f"{result['disk_bytes_per_doc_compacted']:,} bytes after compacting copy")
+    print("pages per doc:      " + ", ".join(f"{k} {v:.0f} B" for k, v in stats.items()))
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
