@@ -231,7 +231,9 @@ class Hub:
     def rpc_social(self, conn: Any, args: dict) -> dict:
         """Whom the caller follows and what they favorited."""
         user = self.user_of(conn)
-        return {"follows": self.social.follows_of(user), "favorites": self.social.favorites_of(user)}
+        follows = self.social.follows_of(user)
+        return {"follows": follows, "follows_ids": [a for a in map(self.accounts.id_of, follows) if a],
+                "favorites": self.social.favorites_of(user)}
 
 
 def _public_view(group: dict) -> dict:

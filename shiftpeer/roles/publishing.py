@@ -1,0 +1,201 @@
+"""Publishing, user side: widen a shift's signed audience, move it public, and deliver it through an outbox.
+
+Public: the new revision goes to ``user/public`` and, in the same transaction, a sibling tombstone
+of the previous revision to ``user/private``; ``user/feed`` then holds one live copy (not deleted beats
+deleted, and deleted leaves are not conflicts), and ``user/public`` reaches the hub's ``master`` by
+replication. Groups and users: the revision stays where it lives and ``user/outbox`` records each
+target with the last revision it received; every later revision (edit, delete, comment) is delivered
+with the hub's ``deliver`` RPC, now if connected, else on reconnect.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
+from twisted.logger import Logger
+
+from shiftpeer.identity.signing import sign_doc
+from shiftpeer.roles import audience
+from shiftpeer.roles.names import FlowError
+from shiftpeer.store.revs import compute_rev
+
+PRIVATE, PUBLIC, FEED, OUTBOX = "user/private", "user/public", "user/feed", "user/outbox"
+
+log = Logger()
+
+#: deliver(doc, targets) -> Deferred[{target: "ok" | "error: ..."}]; raises NotConnected when offline.
+Deliver = Callable[[dict, list[str]], Deferred]
+
+
+class NotConnected(FlowError):
+    """The hub is not connected; deliveries wait in the outbox."""
+
+    code = "not_connected"
+
+
+class Publisher:
+    """Publishes the user's own shifts and comments, and keeps every target up to date."""
+
+    def __init__(self, store: Any, key: Any, clock: Any, deliver: Deliver) -> None:
+        self._store = store
+        self._key = key
+        self._clock = clock
+        self._deliver = deliver
+        self._sign = functools.partial(sign_doc, key)
+        for name in (PRIVATE, PUBLIC, FEED, OUTBOX):
+            store.create_database(name)
+        self._outbox = store.database(OUTBOX)
+        self._unsubscribe = None
+        self._lock = DeferredLock()
+        self._queued = False
+
+    def start(self) -> None:
+        """Deliver new revisions of published shifts as they are written."""
+        self._unsubscribe = self._store.subscribe(self._on_commit)
+
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _on_commit(self, dbname: str, seq: int) -> None:
+        if dbname in (PRIVATE, PUBLIC) and not self._queued:
+            self._queued = True
+            self._clock.callLater(0, self.flush_quietly)
+
+    # -- where the user's copy lives -------------------------------------------------------------
+    def _own(self, shift_id: str) -> tuple[Any, Any]:
+        """(database, winning doc) of the user's own live copy: user/public first, else user/private."""
+        for name in (PUBLIC, PRIVATE):
+            db = self._store.database(name)
+            doc = db.get(shift_id)
+            if doc is not None and not doc.deleted:
+                if doc.body.get("author") != self._key.account_id:
+                    raise FlowError(f"{shift_id} is not yours: only its author may publish it", "not_author")
+                return db, doc
+        raise FlowError(f"no shift {shift_id!r} of yours on this node", "not_found")
+
+    def current(self, shift_id: str) -> dict | None:
+        """The revision every target should hold: the winner in user/public if it has the doc, else private."""
+        for name in (PUBLIC, PRIVATE):
+            docs = self._store.database(name).get_repl_docs([(shift_id, None)])
+            if docs:
+                return docs[0]
+        return None
+
+    # -- publishing ------------------------------------------------------------------------------
+    def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
+                to: list[str] = ()) -> Deferred:
+        """Widen the audience (earlier targets kept), write the signed revision, deliver; fires with
+        ``{id, rev, audience, public, targets: {target: "ok" | "error: ..." | "pending: ..."}}``."""
+        if not (public or groups or to):
+            raise FlowError("say where to publish: --public, --group NAME or --to USER", "bad_request")
+        db, doc = self._own(shift_id)
+        old = audience.of(doc.body)
+        new = audience.widen(old, public=public, groups=list(groups), to=list(to))
+        body = {**doc.body, "audience": new, "modified": self._clock.seconds()}
+        if new["public"] and db.name == PRIVATE:
+            rev = self._move_public(doc, body)
+        else:
+            rev = db.put(shift_id, body, parent=doc.rev, sign=self._sign)
+        self._add_targets(shift_id, audience.targets(new))
+        log.info("published {id} rev {rev} to {audience}", id=shift_id, rev=rev, audience=new)
+        return self._result(shift_id, rev, new)
+
+    def _move_public(self, doc: Any, body: dict) -> str:
+        """The public revision to user/public and a sibling tombstone to user/private, atomically."""
+        private, public = self._store.database(PRIVATE), self._store.database(PUBLIC)
+        rev = compute_rev(doc.rev, False, body)
+        history = private.get_repl_docs([(doc.id, [doc.rev])])[0]["history"]
+        live = {"id": doc.id, "rev": rev, "deleted": False, "body": body,
+                "sig": self._sign(doc.id, rev, body, False), "history": [rev, *history]}
+        tomb = {"type": body.get("type", "shift"), "author": self._key.account_id, "modified": body["modified"]}
+        with self._store.write_txn() as txn:
+            public.bulk_replicated([live], txn=txn)
+            private.put(doc.id, tomb, parent=doc.rev, deleted=True, sign=self._sign, txn=txn)
+        return rev
+
+    def comment(self, shift: dict, text: str) -> Deferred:
+        """Comment on a shift the user can see: a signed document with the shift's audience, published
+        the way the shift is (public through user/public, else delivered to each target)."""
+        aud = audience.of(shift["body"])
+        now = self._clock.seconds()
+        body = {"type": "comment", "shift": shift["id"], "text": text, "author": self._key.account_id,
+                "created": now, "modified": now, "audience": aud}
+        docid = "cm-" + secrets.token_urlsafe(12)
+        db = self._store.database(PUBLIC if aud["public"] else PRIVATE)
+        rev = db.put(docid, body, sign=self._sign)
+        self._add_targets(docid, audience.targets(aud))
+        return self._result(docid, rev, aud)
+
+    # -- the outbox ------------------------------------------------------------------------------
+    def _add_targets(self, docid: str, targets: list[str]) -> None:
+        if not targets:
+            return
+        entry = self._outbox.get(docid)
+        known = dict(entry.body["targets"]) if entry is not None else {}
+        for t in targets:
+            known.setdefault(t, {"rev": None, "error": None})
+        self._outbox.put(docid, {"targets": known}, parent=entry.rev if entry is not None else None)
+
+    def targets(self, docid: str) -> dict:
+        """What the outbox knows of each target: the revision it last received and the last error."""
+        entry = self._outbox.get(docid)
+        return dict(entry.body["targets"]) if entry is not None else {}
+
+    @inlineCallbacks
+    def _result(self, docid: str, rev: str, aud: dict):
+        yield self.flush(docid)
+        status = {}
+        for t, st in self.targets(docid).items():
+            status[t] = "ok" if st["rev"] == rev else (st["error"] or "pending: delivered when the hub is connected")
+        return {"id": docid, "rev": rev, "audience": aud, "public": aud["public"], "targets": status}
+
+    def pending(self) -> list[tuple[str, dict, list[str]]]:
+        """(id, current revision, targets still missing it) for every outbox entry with work to do."""
+        out = []
+        for entry in self._outbox.docs_since(0):
+            cur = self.current(entry.id)
+            if cur is None:
+                continue
+            todo = [t for t, st in entry.body["targets"].items()
+                    if st["rev"] != cur["rev"] and st.get("error_rev") != cur["rev"]]
+            if todo:
+                out.append((entry.id, cur, todo))
+        return out
+
+    def flush_quietly(self) -> None:
+        """flush(), logging instead of raising (for commit callbacks); commits in one turn coalesce."""
+        self._queued = False
+        self.flush().addErrback(lambda f: log.failure("outbox delivery failed", f))
+
+    def flush(self, only: str | None = None) -> Deferred:
+        """Deliver every pending revision (or only ``only``'s); flushes run one at a time."""
+        return self._lock.run(self._flush, only)
+
+    @inlineCallbacks
+    def _flush(self, only: str | None):
+        for docid, cur, todo in self.pending():
+            if only is not None and docid != only:
+                continue
+            try:
+                results = yield self._deliver(cur, todo)
+            except NotConnected:
+                return
+            self._record(docid, cur["rev"], results)
+
+    def _record(self, docid: str, rev: str, results: dict) -> None:
+        entry = self._outbox.get(docid)
+        known = dict(entry.body["targets"])
+        for t, outcome in results.items():
+            if t not in known:
+                continue
+            if outcome == "ok":
+                known[t] = {"rev": rev, "error": None}
+            else:
+                known[t] = {**known[t], "error": str(outcome), "error_rev": rev}
+                log.warn("delivering {id} to {target} failed: {why}", id=docid, target=t, why=outcome)
+        self._outbox.put(docid, {"targets": known}, parent=entry.rev)

@@ -1,0 +1,146 @@
+"""Queries: exact URL (the hot path), domain, author, Space, group, people I follow, my favorites, a thread.
+
+One engine, ``run``, pages a store index newest first and applies the remaining filters; ``shared``
+is asked with the caller's visibility tokens (``public``, ``author:<me>``, ``user:<me>``,
+``group:<g>`` for each group they may read), so the hub never scans all of ``shared``. A full peer
+runs the same engine over its own ``user/feed`` with no tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from shiftpeer.roles import audience
+from shiftpeer.roles.groups import RANK
+from shiftpeer.roles.names import FlowError, check_name, is_name
+
+#: Filters that map to a store index, most selective first.
+INDEXED = ("thread", "href", "author", "space", "domain")
+FILTERS = frozenset(INDEXED) | {"group", "type"}
+MAX_LIMIT = 500
+MAX_PAGES = 64
+
+
+def check_query(args: Any) -> dict:
+    """Normalise query arguments: ``filters`` (name -> value or list), ``following``, ``favorites``,
+    ``limit``, ``cursor``; raise FlowError for anything else."""
+    if not isinstance(args, dict):
+        raise FlowError("a query is a map", "bad_request")
+    filters = args.get("filters") or {}
+    if not isinstance(filters, dict) or not set(filters) <= FILTERS:
+        raise FlowError(f"filters must be a map of {', '.join(sorted(FILTERS))}", "bad_request")
+    clean = {}
+    for k, v in filters.items():
+        values = v if isinstance(v, list) else [v]
+        if v in (None, "", []):
+            continue
+        if not all(isinstance(x, str) and 0 < len(x) <= 4096 for x in values) or len(values) > 100:
+            raise FlowError(f"filter {k!r} takes a string or a list of strings", "bad_request")
+        clean[k] = [x.lower() for x in values] if k == "domain" else values
+    limit = args.get("limit", 50)
+    if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
+        raise FlowError(f"limit must be a whole number from 1 to {MAX_LIMIT}", "bad_request")
+    cursor = args.get("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise FlowError("cursor must be the next_cursor of an earlier page", "bad_request")
+    return {"filters": clean, "following": bool(args.get("following")), "favorites": bool(args.get("favorites")),
+            "limit": limit, "cursor": cursor}
+
+
+def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: str | None,
+        keep: Callable[[Any], bool] = lambda doc: True) -> tuple[list[Any], str | None]:
+    """Page the most selective index of ``db`` newest first, keeping docs that pass every other filter."""
+    index = next((f for f in INDEXED if f in filters), None)
+    values = filters[index] if index else None
+    rest = {k: set(v) for k, v in filters.items() if k != index and k != "group"}
+    groups = set(filters.get("group", ()))
+    wanted_types = rest.pop("type", None) or ({"comment"} if index == "thread" else {"shift"})
+    rows: list[Any] = []
+    for _ in range(MAX_PAGES):
+        docs, cursor = db.query(index or "all", values, vis=vis, limit=limit, cursor=cursor)
+        for doc in docs:
+            body = doc.body
+            if body.get("type", "shift") not in wanted_types:
+                continue
+            if any(body.get(k) not in allowed for k, allowed in rest.items()):
+                continue
+            if groups and not groups & set(audience.of(body)["groups"]):
+                continue
+            if keep(doc):
+                rows.append(doc)
+        if len(rows) >= limit or cursor is None:
+            break
+    return rows, cursor
+
+
+def row(doc: Any) -> dict:
+    """A query result row: the winning revision with its signature, so the asker can verify it."""
+    return {"id": doc.id, "rev": doc.rev, "deleted": bool(doc.deleted), "body": doc.body, "sig": doc.sig,
+            "history": [doc.rev]}
+
+
+class HubQueries:
+    """Answers queries from ``shared`` with only what the caller may see."""
+
+    def __init__(self, store: Any, accounts: Any, groups: Any, social: Any) -> None:
+        self._shared = store.create_database("shared")
+        self._accounts = accounts
+        self._groups = groups
+        self._social = social
+
+    def tokens(self, account_id: str, user: str) -> list[str]:
+        """Everything ``user`` may see: public, their own, sent to them, their readable groups."""
+        tokens = [audience.PUBLIC_TOKEN, audience.author_token(account_id), f"user:{user}"]
+        for group, level in self._groups.memberships(user).items():
+            if RANK.get(level, -1) >= RANK["read"]:
+                tokens.append(f"group:{group}")
+        return tokens
+
+    def query(self, account_id: str, user: str, args: Any) -> dict:
+        """Run one query for ``user``; rows are signed documents, newest first, with a next cursor."""
+        q = check_query(args)
+        filters = dict(q["filters"])
+        tokens = self.tokens(account_id, user)
+        if "author" in filters:
+            filters["author"] = [self._account(a) for a in filters["author"]]
+        if q["following"]:
+            followed = [self._accounts.id_of(u) for u in self._social.follows_of(user)]
+            followed = [a for a in followed if a]
+            allowed = set(filters.get("author", followed)) & set(followed)
+            if not allowed:
+                return {"rows": [], "next_cursor": None}
+            filters["author"] = sorted(allowed)
+        if "group" in filters:
+            for g in filters["group"]:
+                check_name(g, "group name")
+            tokens = [f"group:{g}" for g in filters["group"] if f"group:{g}" in tokens]
+            if not tokens:
+                raise FlowError("you are not a reader of that group", "forbidden")
+        if q["favorites"]:
+            return self._favorites(account_id, user, filters, q["limit"])
+        docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"])
+        return {"rows": [row(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
+
+    def get(self, account_id: str, user: str, ids: Any) -> dict:
+        """The documents among ``ids`` the caller may see (unknown or hidden ids are left out)."""
+        if not isinstance(ids, list) or len(ids) > MAX_LIMIT or not all(isinstance(i, str) for i in ids):
+            raise FlowError("ids must be a list of document ids", "bad_request")
+        tokens = set(self.tokens(account_id, user))
+        out = []
+        for docid in ids:
+            doc = self._shared.get(docid)
+            if doc is not None and not doc.deleted and tokens & set(doc.vis):
+                out.append(row(doc))
+        return {"rows": out, "next_cursor": None}
+
+    def _favorites(self, account_id: str, user: str, filters: dict, limit: int) -> dict:
+        rows = self.get(account_id, user, self._social.favorites_of(user)[-MAX_LIMIT:])["rows"]
+        rows = [r for r in rows if all(r["body"].get(k) in v for k, v in filters.items() if k != "group")]
+        rows.sort(key=lambda r: r["body"].get("created") or 0, reverse=True)
+        return {"rows": rows[:limit], "next_cursor": None}
+
+    def _account(self, who: str) -> str:
+        if is_name(who):
+            account = self._accounts.id_of(who)
+            return account if account is not None else who
+        return who

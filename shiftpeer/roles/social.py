@@ -1,0 +1,175 @@
+"""Comments, notifications, operator notices, read marks, follows and favorites.
+
+Hub side (``HubSocial``): when a comment reaches ``shared`` for the first time, the shift's author and
+everyone who commented on it before get a notification in ``messages/<user>``; operators post notices
+to ``system/messages``; both are signed by the hub's key and replicate into each user's ``user/feed``.
+Follows and favorites are kept in ``hub/social``. User side (``UserSocial``): read marks live in the
+node-local ``user/marks`` (never served) and give the unread count.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from twisted.logger import Logger
+
+from shiftpeer.identity.signing import sign_doc
+from shiftpeer.roles.names import FlowError, messages_db
+
+SOCIAL_DB = "hub/social"
+NOTICES_DB = "system/messages"
+MARKS_DB = "user/marks"
+FEED_DB = "user/feed"
+MAX_TEXT = 4000
+MESSAGE_TYPES = ["message", "notice"]
+
+log = Logger()
+
+
+def check_text(text: Any) -> str:
+    """Return text when it is a non-empty string within the limit, else raise FlowError."""
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+        raise FlowError(f"text must be 1 to {MAX_TEXT} characters", "bad_text")
+    return text
+
+
+class HubSocial:
+    """The hub's notifications, notices, follows and favorites."""
+
+    def __init__(self, store: Any, key: Any, clock: Any, accounts: Any) -> None:
+        self._store = store
+        self._key = key
+        self._clock = clock
+        self._accounts = accounts
+        self._db = store.create_database(SOCIAL_DB)
+        self._shared = store.create_database("shared")
+        store.create_database(NOTICES_DB)
+
+    def _signed_put(self, db: Any, docid: str, body: dict) -> str:
+        return db.put(docid, body, sign=lambda i, r, b, d: sign_doc(self._key, i, r, b, d))
+
+    def post_notice(self, text: Any) -> dict:
+        """Post an operator notice to ``system/messages``; every registered user's feed receives it."""
+        body = {"type": "notice", "author": self._key.account_id, "text": check_text(text),
+                "created": self._clock.seconds()}
+        docid = "notice-" + secrets.token_urlsafe(12)
+        rev = self._signed_put(self._store.database(NOTICES_DB), docid, body)
+        log.info("posted notice {id}", id=docid)
+        return {"id": docid, "rev": rev}
+
+    def notify_comments(self, comments: list[dict]) -> None:
+        """Notify the shift's author and earlier commenters of each new comment (not the commenter)."""
+        for comment in comments:
+            body = comment["body"]
+            shift_id = body.get("shift")
+            commenter = body.get("author")
+            if not isinstance(shift_id, str):
+                continue
+            authors = set()
+            shift = self._shared.get(shift_id)
+            if shift is not None:
+                authors.add(shift.body.get("author"))
+            earlier, _ = self._shared.query("thread", shift_id, limit=200)
+            authors.update(d.body.get("author") for d in earlier)
+            authors.discard(commenter)
+            sender = self._accounts.name_of(commenter) or commenter
+            for account in sorted(a for a in authors if isinstance(a, str)):
+                user = self._accounts.name_of(account)
+                if user is None or not self._store.has_database(messages_db(user)):
+                    continue
+                note = {"type": "message", "kind": "comment", "author": self._key.account_id, "to": user,
+                        "shift": shift_id, "comment": comment["id"], "from": sender,
+                        "text": str(body.get("text", ""))[:200], "created": self._clock.seconds()}
+                db = self._store.database(messages_db(user))
+                docid = f"c-{comment['id']}-{user}"
+                if db.get(docid) is None:
+                    self._signed_put(db, docid, note)
+                    log.info("notified {user} of comment {comment}", user=user, comment=comment["id"])
+
+    # -- follows and favorites -----------------------------------------------------------------
+    def _set(self, docid: str, field: str, item: str, on: bool) -> list[str]:
+        doc = self._db.get(docid)
+        items = list(doc.body.get(field, [])) if doc is not None and not doc.deleted else []
+        if on and item not in items:
+            items.append(item)
+        elif not on and item in items:
+            items.remove(item)
+        else:
+            return items
+        self._db.put(docid, {field: items}, parent=doc.rev if doc is not None else None)
+        return items
+
+    def _get(self, docid: str, field: str) -> list[str]:
+        doc = self._db.get(docid)
+        return list(doc.body.get(field, [])) if doc is not None and not doc.deleted else []
+
+    def follow(self, user: str, other: str, on: bool = True) -> dict:
+        """``user`` follows (or stops following) ``other``."""
+        if other == user:
+            raise FlowError("you cannot follow yourself", "bad_request")
+        return {"follows": self._set("F:" + user, "follows", other, on)}
+
+    def follows_of(self, user: str) -> list[str]:
+        """The names ``user`` follows."""
+        return self._get("F:" + user, "follows")
+
+    def favorite(self, user: str, shift_id: str, on: bool = True) -> dict:
+        """``user`` favorites (or unfavorites) a shift; returns the shift's favorite count."""
+        self._set("V:" + user, "favorites", shift_id, on)
+        fans = self._set("C:" + shift_id, "users", user, on)
+        return {"id": shift_id, "favorited": on, "count": len(fans)}
+
+    def favorites_of(self, user: str) -> list[str]:
+        """The shift ids ``user`` favorited, oldest first."""
+        return self._get("V:" + user, "favorites")
+
+    def favorite_count(self, shift_id: str) -> int:
+        """How many users favorited the shift."""
+        return len(self._get("C:" + shift_id, "users"))
+
+
+class UserSocial:
+    """The user node's messages view: notifications and notices in ``user/feed``, read marks local."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._marks = store.create_database(MARKS_DB)
+
+    def messages(self, limit: int = 50, cursor: str | None = None, unread_only: bool = False) -> dict:
+        """Messages and notices in the feed, newest first, each with ``read``; plus the unread count."""
+        feed = self._store.database(FEED_DB)
+        docs, nxt = feed.query("type", MESSAGE_TYPES, limit=limit, cursor=cursor)
+        rows = []
+        for d in docs:
+            read = self._marks.get(d.id) is not None
+            if unread_only and read:
+                continue
+            rows.append({**d.body, "id": d.id, "read": read})
+        return {"rows": rows, "next_cursor": nxt, "unread": self.unread_count()}
+
+    def unread_count(self) -> int:
+        """How many messages and notices in the feed are not marked read."""
+        feed = self._store.database(FEED_DB)
+        count, cursor = 0, None
+        while True:
+            docs, cursor = feed.query("type", MESSAGE_TYPES, limit=500, cursor=cursor)
+            count += sum(1 for d in docs if self._marks.get(d.id) is None)
+            if cursor is None:
+                return count
+
+    def mark_read(self, ids: list[str] | None = None) -> dict:
+        """Mark the given messages (or, with None, every message) read; returns the unread count."""
+        if ids is None:
+            feed = self._store.database(FEED_DB)
+            ids, cursor = [], None
+            while True:
+                docs, cursor = feed.query("type", MESSAGE_TYPES, limit=500, cursor=cursor)
+                ids.extend(d.id for d in docs)
+                if cursor is None:
+                    break
+        with self._store.write_txn() as txn:
+            for docid in dict.fromkeys(i for i in ids if isinstance(i, str) and i):
+                if self._marks.get(docid) is None:
+                    self._marks.put(docid, {"read": True}, txn=txn)
+        return {"unread": self.unread_count()}

@@ -1,0 +1,190 @@
+"""The user node's ShiftSpace flows in one place for the API and the CLI: register, publish, groups,
+comments, messages, notices, follows, favorites and queries.
+
+It composes the hub link (``remote``), the publisher (``publishing``), the messages view (``social``)
+and the query engine (``queries``). A full peer answers queries from its own ``user/feed``; any other
+node asks its hub, which answers from ``shared`` with what this user may see, and adds the matching
+shifts it has not published yet (they exist only here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from shiftpeer.identity.signing import verify_repl_doc
+from shiftpeer.roles import queries
+from shiftpeer.roles.names import FlowError, check_name
+from shiftpeer.roles.policy import UserPolicy
+from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
+from shiftpeer.roles.remote import HubLink
+from shiftpeer.roles.social import UserSocial, check_text
+from shiftpeer.roles.validation import filtering_store_batch, refusal
+
+log = Logger()
+
+GROUP_METHODS = {"new": "group.create", "invite": "group.invite", "join": "group.join", "leave": "group.leave",
+                 "remove": "group.remove", "level": "group.level", "members": "group.members"}
+
+
+class UserFlows:
+    """A user node's flows over its store, its key and its hub connection."""
+
+    name = "flows"
+
+    def __init__(self, store: Any, key: Any, clock: Any, *, user: str | None = None,
+                 full_peer: bool = False) -> None:
+        self.store = store
+        self.key = key
+        self.user = user
+        self.full_peer = full_peer
+        self.policy = UserPolicy()
+        self.link = HubLink(store, policy=self.policy, full_peer=full_peer)
+        self.publisher = Publisher(store, key, clock, self.link.deliver)
+        self.link.publisher = self.publisher
+        self.social = UserSocial(store)
+        self.store_batch = filtering_store_batch(lambda db, peer_id, doc: refusal(db, doc))
+
+    def start(self) -> None:
+        self.publisher.start()
+
+    def stop(self) -> None:
+        self.publisher.stop()
+
+    def install(self, factory: Any) -> None:
+        """Serve ``user/public`` to the hub only, check authorship on every document received, follow the hub."""
+        factory.policy = self.policy
+        factory.store_batch = self.store_batch
+        factory.on_connected.append(self.link.on_connected)
+        for conn in list(factory.connections):
+            self.link.on_connected(conn)
+
+    # -- account, publishing, groups -----------------------------------------------------------
+    def register(self, name: str | None = None, token: str | None = None):
+        """Create the account on the hub under ``name`` (default: the node's user name)."""
+        name = check_name(name or self.user, "user name")
+        return self.link.register(name, token)
+
+    def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (), to: list[str] = ()):
+        """Publish publicly, to groups and to users at once; fires with a status per target."""
+        return self.publisher.publish(shift_id, public=public, groups=list(groups), to=list(to))
+
+    @inlineCallbacks
+    def group(self, action: str, name: str, **args: Any):
+        """Run one group action on the hub (new, invite, join, leave, remove, level, members)."""
+        method = GROUP_METHODS.get(action)
+        if method is None:
+            raise FlowError(f"unknown group action {action!r} (use {', '.join(GROUP_METHODS)})", "bad_request")
+        result = yield self.link.call(method, {"name": name, **{k: v for k, v in args.items() if v is not None}})
+        if action in ("new", "join", "leave"):
+            yield self.link.refresh()
+        return result
+
+    # -- comments, messages, social --------------------------------------------------------------
+    @inlineCallbacks
+    def comment(self, shift_id: str, text: str):
+        """Comment on a shift this user can see; it goes to the shift's audience."""
+        text = check_text(text)
+        shift = yield self.find(shift_id)
+        if shift is None:
+            raise FlowError(f"no shift {shift_id!r} that you can see", "not_found")
+        result = yield self.publisher.comment(shift, text)
+        return result
+
+    @inlineCallbacks
+    def find(self, shift_id: str):
+        """A visible shift by id: from this node's databases, else from the hub."""
+        for name in (FEED, PUBLIC, PRIVATE):
+            doc = self.store.database(name).get(shift_id)
+            if doc is not None and not doc.deleted:
+                return queries.row(doc)
+        if not self.link.connected:
+            return None
+        found = yield self.link.call("get", {"ids": [shift_id]})
+        rows = [r for r in found["rows"] if verify_repl_doc(r)]
+        return rows[0] if rows else None
+
+    def messages(self, *, limit: int = 50, cursor: str | None = None, unread_only: bool = False) -> dict:
+        """Notifications and notices in the feed, with read marks and the unread count."""
+        return self.social.messages(limit=limit, cursor=cursor, unread_only=unread_only)
+
+    def mark_read(self, ids: list[str] | None = None) -> dict:
+        """Mark messages read (all when ``ids`` is None)."""
+        return self.social.mark_read(ids)
+
+    def notice(self, text: str):
+        """Ask the hub to post an operator notice (refused unless this key is an operator)."""
+        return self.link.call("notice", {"text": check_text(text)})
+
+    def follow(self, user: str, on: bool = True):
+        """Follow or unfollow a user (kept on the hub)."""
+        return self.link.call("follow", {"user": user, "on": on})
+
+    def favorite(self, shift_id: str, on: bool = True):
+        """Favorite or unfavorite a shift; fires with its favorite count."""
+        return self.link.call("favorite", {"id": shift_id, "on": on})
+
+    # -- queries ---------------------------------------------------------------------------------
+    @inlineCallbacks
+    def query(self, args: dict):
+        """Answer a query: locally on a full peer (or offline), else from the hub plus unpublished shifts."""
+        q = queries.check_query(args)
+        if not self.full_peer and self.link.connected and self.link.account.get("name"):
+            high, hub_cursor = _split_cursor(q["cursor"])
+            answer = yield self.link.call("query", dict(q, cursor=hub_cursor))
+            rows = []
+            for r in answer["rows"]:
+                if verify_repl_doc(r):
+                    rows.append(r)
+                else:
+                    log.warn("the hub sent a row that does not verify: {id}", id=r.get("id"))
+            nxt = answer["next_cursor"]
+            low = (rows[-1]["body"].get("created") or 0) if nxt is not None and rows else float("-inf")
+            rows = self._with_unpublished(q, rows, low, high)
+            return {"rows": rows, "next_cursor": None if nxt is None else f"{low!r}|{nxt}", "source": "hub"}
+        if q["following"] or q["favorites"]:
+            if not self.link.connected:
+                raise FlowError("follows and favorites are kept on the hub, which is not connected",
+                                "not_connected")
+            social = yield self.link.call("social", {})
+            q = self._localise(q, social)
+        docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=None, limit=q["limit"],
+                                   cursor=q["cursor"], keep=q.get("keep", lambda d: True))
+        return {"rows": [queries.row(d) for d in docs[: q["limit"]]], "next_cursor": cursor, "source": "feed"}
+
+    def _localise(self, q: dict, social: dict) -> dict:
+        """Turn follows and favorites into filters a full peer can run on its own feed."""
+        q = dict(q, filters=dict(q["filters"]))
+        if q["favorites"]:
+            wanted = set(social.get("favorites", []))
+            q["keep"] = lambda d: d.id in wanted
+        if q["following"]:
+            followed = set(social.get("follows_ids", []))
+            q["keep"] = lambda d, k=q.get("keep"): (k is None or k(d)) and d.body.get("author") in followed
+        return q
+
+    def _with_unpublished(self, q: dict, rows: list[dict], low: float, high: float) -> list[dict]:
+        """Merge in this user's unpublished shifts whose time falls in this page's range [low, high)."""
+        if q["following"] or q["favorites"] or "group" in q["filters"]:
+            return rows
+        mine, _ = queries.run(self.store.database(PRIVATE), q["filters"], vis=None, limit=queries.MAX_LIMIT,
+                              cursor=None)
+        seen = {r["id"] for r in rows}
+        extra = [queries.row(d) for d in mine if d.id not in seen and low <= (d.body.get("created") or 0) < high]
+        merged = rows + extra
+        merged.sort(key=lambda r: r["body"].get("created") or 0, reverse=True)
+        return merged
+
+
+def _split_cursor(cursor: str | None) -> tuple[float, str | None]:
+    """(upper time bound of the page, the hub's cursor) from a cursor this node handed out."""
+    if cursor is None:
+        return float("inf"), None
+    high, sep, hub = cursor.partition("|")
+    try:
+        return float(high), hub
+    except ValueError:
+        raise FlowError("cursor is not one this node handed out; use next_cursor from a feed reply",
+                        "bad_request") from None

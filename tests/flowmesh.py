@@ -1,0 +1,170 @@
+"""A hub and users in one process over real TLS on 127.0.0.1, for the end-to-end flow tests.
+
+Each party has its own LMDB store in tmp_path, its own Ed25519 key and its own SyncFactory; users
+connect to the hub with mutual TLS pinned to the hub's key. ``eventually`` polls with a bounded
+deadline instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from shiftpeer.identity import NodeKey
+from shiftpeer.identity.tls import client_creator, server_creator
+from shiftpeer.roles.hub import Hub
+from shiftpeer.roles.user import LocalReplication
+from shiftpeer.roles.userflows import UserFlows
+from shiftpeer.shifts import Shifts, make_signer
+from shiftpeer.store import Store
+from shiftpeer.sync import Policy, SyncFactory
+
+DEADLINE = 10.0
+
+
+async def eventually(check: Callable[[], Any], what: str = "condition", deadline: float = DEADLINE) -> Any:
+    """Poll ``check`` every few milliseconds until it returns something truthy or the deadline passes."""
+    end = time.monotonic() + deadline
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await task.deferLater(reactor, 0.005, lambda: None)
+
+
+class HubParty:
+    """A hub: store, key, Hub role and a TLS listener on 127.0.0.1."""
+
+    def __init__(self, path: Any, **hub_args: Any) -> None:
+        self.store = Store(str(path))
+        self.key = NodeKey.generate()
+        self.factory = SyncFactory(self.store, self.key, Policy(), reactor=reactor, roles=("hub",))
+        self.hub = Hub(self.store, self.key, reactor, **hub_args)
+        self.hub.install(self.factory)
+        self.hub.start()
+        self.port: Any = None
+
+    async def listen(self) -> None:
+        tls = TLSMemoryBIOFactory(server_creator(self.key), False, self.factory)
+        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(tls)
+
+    def db(self, name: str) -> Any:
+        return self.store.database(name)
+
+    def ids(self, name: str) -> set[str]:
+        """Ids of the live documents in one of the hub's databases."""
+        if not self.store.has_database(name):
+            return set()
+        return {c.id for c in self.db(name).changes() if not c.deleted}
+
+
+class UserParty:
+    """A user node: store, key, local replications private/public -> feed, UserFlows, a hub connection."""
+
+    def __init__(self, path: Any, name: str, *, full_peer: bool = False, roles: tuple = ("user",)) -> None:
+        self.name = name
+        self.store = Store(str(path))
+        self.key = NodeKey.generate()
+        self.shifts = Shifts(self.store, self.key.account_id, make_signer(self.key), reactor)
+        self.flows = UserFlows(self.store, self.key, reactor, user=name, full_peer=full_peer)
+        self.local = [LocalReplication(self.store, s, "user/feed", reactor) for s in ("user/private", "user/public")]
+        for r in self.local:
+            r.start()
+        self.factory = SyncFactory(self.store, self.key, Policy(), reactor=reactor, roles=roles)
+        self.flows.install(self.factory)
+        self.flows.start()
+        self.proto: Any = None
+
+    @property
+    def account(self) -> str:
+        return self.key.account_id
+
+    async def connect(self, hub: HubParty) -> Any:
+        creator = client_creator(self.key, expected_peer_id=hub.key.account_id)
+        tls = TLSMemoryBIOFactory(creator, True, self.factory)
+        port = hub.port.getHost().port
+        wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(tls)
+        self.proto = wrapper.wrappedProtocol
+        await self.proto.when_ready()
+        return self.proto
+
+    async def join_hub(self, hub: HubParty, register: bool = True) -> None:
+        """Connect, register under our name, and wait until the hub replications run."""
+        await self.connect(hub)
+        await eventually(lambda: self.flows.link.account, f"{self.name}: whoami")
+        if register:
+            await self.flows.register(self.name)
+            await self.flows.link.when_ready()
+
+    def disconnect(self) -> None:
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.abortConnection()
+
+    def feed(self) -> Any:
+        return self.store.database("user/feed")
+
+    def feed_ids(self, typ: str = "shift") -> set[str]:
+        """Ids of live documents of one type in the user's feed."""
+        docs = self.feed().docs_since(0)
+        return {d.id for d in docs if not d.deleted and d.body.get("type", "shift") == typ}
+
+    def new_shift(self, href: str = "https://example.org/page", summary: str = "s", space: str = "Notes") -> str:
+        return self.shifts.create({"space": space, "href": href, "summary": summary})["id"]
+
+    async def publish(self, shift_id: str, **kw: Any) -> dict:
+        return await self.flows.publish(shift_id, **kw)
+
+    def close(self) -> None:
+        self.flows.stop()
+        for r in self.local:
+            r.stop()
+
+
+class Mesh:
+    """The hub plus users, torn down in one place."""
+
+    def __init__(self, tmp_path: Any) -> None:
+        self.tmp = tmp_path
+        self.hub: HubParty | None = None
+        self.users: dict[str, UserParty] = {}
+
+    async def start(self, users: tuple[str, ...] = ("alice", "bob", "carol"), **hub_args: Any) -> "Mesh":
+        self.hub = HubParty(self.tmp / "hub", **hub_args)
+        await self.hub.listen()
+        for name in users:
+            await self.add_user(name)
+        return self
+
+    async def add_user(self, name: str, *, register: bool = True, **kw: Any) -> UserParty:
+        user = UserParty(self.tmp / name, name, **kw)
+        self.users[name] = user
+        await user.join_hub(self.hub, register=register)
+        return user
+
+    def __getitem__(self, name: str) -> UserParty:
+        return self.users[name]
+
+    async def stop(self) -> None:
+        for user in self.users.values():
+            user.disconnect()
+        if self.hub is not None and self.hub.port is not None:
+            await self.hub.port.stopListening()
+        for conn in list(self.hub.factory.connections) if self.hub else []:
+            conn.transport.abortConnection()
+        await eventually(lambda: not (self.hub and self.hub.factory.connections), "connections to close")
+        for user in self.users.values():
+            user.close()
+        if self.hub is not None:
+            self.hub.hub.stop()
+        await task.deferLater(reactor, 0, lambda: None)
+        for user in self.users.values():
+            user.store.close()
+        if self.hub is not None:
+            self.hub.store.close()
