@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import pytest
+import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
@@ -168,3 +170,11 @@ class Mesh:
             user.store.close()
         if self.hub is not None:
             self.hub.store.close()
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    """A Mesh in tmp_path (start it with ``await mesh.start()``), stopped after the test."""
+    m = Mesh(tmp_path)
+    yield m
+    pytest_twisted.blockon(Deferred.fromCoroutine(m.stop()))

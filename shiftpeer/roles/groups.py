@@ -189,6 +189,6 @@ class Groups:
                 self._db.put("u:" + user, {"groups": groups},
                              parent=None if udoc is None else udoc.rev, txn=txn)
         for user in changed:
-            log.info("group {group}: {user} is now {level}", group=name, user=user, level=after.get(user))
+            log.info("group {group}: {user} is now {member_level}", group=name, user=user, member_level=after.get(user))
             for listener in list(self._listeners):
                 listener(name, user)

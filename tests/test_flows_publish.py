@@ -1,0 +1,154 @@
+"""Publishing end to end over real TLS: public, to groups, to users, edits and deletes, authorship."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+from shiftpeer.identity.signing import sign_doc
+from shiftpeer.store.revs import compute_rev
+
+HREF = "https://example.org/page"
+
+
+async def _query_ids(user, **filters):
+    answer = await user.flows.query({"filters": filters})
+    return [r["id"] for r in answer["rows"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_public_leaves_one_live_copy(mesh):
+    """Publishing publicly moves the shift to user/public, the feed keeps exactly one live copy without
+    conflicts, master and shared get it, and every user finds it by URL."""
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    sid = alice.new_shift(HREF)
+    result = await alice.publish(sid, public=True)
+    assert result["public"] is True
+    assert alice.store.database("user/private").get(sid).deleted
+    assert not alice.store.database("user/public").get(sid).deleted
+    await eventually(lambda: alice.feed().get(sid) and alice.feed().get(sid).rev == result["rev"], "feed winner")
+    doc = alice.feed().get(sid)
+    assert not doc.deleted and doc.conflicts == []
+    assert alice.feed().doc_count() == 1
+    await eventually(lambda: sid in mesh.hub.ids("shared"), "shared")
+    assert sid in mesh.hub.ids("master")
+    for user in (alice, bob, carol):
+        assert await _query_ids(user, href=HREF) == [sid]
+    # an edit after publishing reaches master and shared as the same single document
+    alice.shifts.edit(sid, {"summary": "edited"})
+    await eventually(lambda: mesh.hub.db("shared").get(sid).body["summary"] == "edited", "edit in shared")
+    assert mesh.hub.db("master").get(sid).conflicts == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_to_group_reaches_members_only(mesh):
+    """A group shift reaches the group database and each member's feed; non-members see nothing of it."""
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    await alice.flows.group("new", "cats")
+    await alice.flows.group("invite", "cats", user="bob")
+    await bob.flows.group("join", "cats")
+    sid = alice.new_shift(HREF)
+    result = await alice.publish(sid, groups=["cats"])
+    assert result["targets"] == {"group:cats": "ok"}
+    assert sid in mesh.hub.ids("group/cats")
+    await eventually(lambda: sid in bob.feed_ids(), "bob's feed")
+    await eventually(lambda: sid in mesh.hub.ids("shared"), "shared")
+    assert sid in alice.feed_ids() and sid not in carol.feed_ids()
+    assert sid not in mesh.hub.ids("master")
+    assert await _query_ids(bob, href=HREF) == [sid]
+    assert await _query_ids(carol, href=HREF) == []
+    assert await _query_ids(bob, group="cats") == [sid]
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_group_write_refused_for_non_member(mesh):
+    """A user who is not a publishing member cannot deliver to a group, and nothing is stored there."""
+    await mesh.start()
+    alice, carol = mesh["alice"], mesh["carol"]
+    await alice.flows.group("new", "cats")
+    sid = carol.new_shift(HREF)
+    result = await carol.publish(sid, groups=["cats"])
+    assert result["targets"]["group:cats"].startswith("error:")
+    assert "may not publish" in result["targets"]["group:cats"]
+    assert sid not in mesh.hub.ids("group/cats") and sid not in mesh.hub.ids("shared")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_send_to_users_with_an_unknown_recipient(mesh):
+    """Sending to several users stores a copy in each inbox; an unknown name fails only that target."""
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    sid = alice.new_shift(HREF)
+    result = await alice.publish(sid, to=["bob", "carol", "nobody"])
+    assert result["targets"]["user:bob"] == "ok"
+    assert result["targets"]["user:carol"] == "ok"
+    assert "no user 'nobody'" in result["targets"]["user:nobody"]
+    await eventually(lambda: sid in bob.feed_ids() and sid in carol.feed_ids(), "recipients' feeds")
+    assert sid in mesh.hub.ids("inbox/bob") and sid in mesh.hub.ids("inbox/carol")
+    await eventually(lambda: sid in mesh.hub.ids("shared"), "shared")
+    assert await _query_ids(carol, href=HREF) == [sid]
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_again_adds_targets_and_edits_reach_every_copy(mesh):
+    """Publishing again keeps earlier targets; an edit and then a delete reach the group, every inbox,
+    every feed and shared."""
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    await alice.flows.group("new", "cats", open=True)
+    await carol.flows.group("join", "cats")
+    sid = alice.new_shift(HREF)
+    await alice.publish(sid, to=["bob"])
+    second = await alice.publish(sid, groups=["cats"])
+    assert second["audience"] == {"public": False, "groups": ["cats"], "to": ["bob"]}
+    assert second["targets"] == {"user:bob": "ok", "group:cats": "ok"}
+    edit = alice.shifts.edit(sid, {"summary": "v2"})
+    copies = lambda: [mesh.hub.db("inbox/bob").get(sid), mesh.hub.db("group/cats").get(sid),
+                      mesh.hub.db("shared").get(sid), bob.feed().get(sid), carol.feed().get(sid)]
+    await eventually(lambda: all(d is not None and d.rev == edit["rev"] for d in copies()), "edit everywhere")
+    gone = alice.shifts.delete(sid)
+    await eventually(lambda: all(d.rev == gone["rev"] and d.deleted for d in copies()), "delete everywhere")
+    assert await _query_ids(bob, href=HREF) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbox_delivers_on_reconnect(mesh):
+    """A revision written while the hub is unreachable waits in the outbox and goes out on reconnect."""
+    await mesh.start()
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = alice.new_shift(HREF)
+    await alice.publish(sid, to=["bob"])
+    alice.disconnect()
+    await eventually(lambda: not alice.flows.link.connected, "alice offline")
+    edit = alice.shifts.edit(sid, {"summary": "offline edit"})
+    await alice.connect(mesh.hub)
+    await eventually(lambda: bob.feed().get(sid) and bob.feed().get(sid).rev == edit["rev"], "edit delivered")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_only_the_author_can_change_a_shift(mesh):
+    """An edit signed by someone else, handed to the hub for another author's shift, is refused everywhere."""
+    await mesh.start()
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = alice.new_shift(HREF)
+    await alice.publish(sid, to=["bob"])
+    await eventually(lambda: sid in bob.feed_ids(), "bob has it")
+    held = bob.feed().get(sid)
+    body = {**held.body, "summary": "hijacked", "author": bob.account}
+    rev = compute_rev(held.rev, False, body)
+    forged = {"id": sid, "rev": rev, "deleted": False, "body": body, "history": [rev, held.rev],
+              "sig": sign_doc(bob.key, sid, rev, body, False)}
+    result = await bob.flows.link.call("deliver", {"doc": forged, "targets": ["user:bob"]})
+    assert "only the shift's author" in result["user:bob"]
+    assert mesh.hub.db("inbox/bob").get(sid).rev == held.rev
+    # Claiming alice as author with bob's signature is refused too.
+    fake = {**forged, "body": {**body, "author": alice.account}}
+    result = await bob.flows.link.call("deliver", {"doc": fake, "targets": ["user:bob"]})
+    assert "signature" in result["user:bob"]
+    assert mesh.hub.db("shared").get(sid).body["summary"] == "s"
