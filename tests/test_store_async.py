@@ -1,0 +1,122 @@
+"""Store threading: the writer thread, subscriptions fired in the reactor thread, group commit."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import pytest_twisted
+
+from shiftpeer.store import InvalidDocument, Store
+from shiftpeer.store.revs import compute_rev
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "store"), map_size=1 << 30)
+    yield s
+    s.close()
+
+
+def repl_docs(n, prefix="d"):
+    out = []
+    for i in range(n):
+        body = {"href": f"http://a.org/{i % 10}", "created": i, "n": i}
+        rev = compute_rev(None, False, body)
+        out.append({"id": f"{prefix}{i}", "rev": rev, "deleted": False, "body": body, "sig": b"s" * 64,
+                    "history": [rev]})
+    return out
+
+
+def test_subscribe_sync_put_after_commit(store):
+    """When a document is put from the reactor thread, subscribers are called after commit with (db, seq)."""
+    db = store.create_database("user/feed")
+    calls = []
+
+    def cb(name, seq):
+        calls.append((name, seq, db.get("a") is not None))
+
+    unsubscribe = store.subscribe(cb)
+    db.put("a", {})
+    assert calls == [("user/feed", 1, True)]
+    unsubscribe()
+    db.put("b", {})
+    assert len(calls) == 1
+
+
+def test_subscribe_once_per_database_per_commit(store):
+    """When one transaction writes two databases, each subscriber hears each database once, at its last seq."""
+    a, b = store.create_database("a"), store.create_database("b")
+    calls = []
+    store.subscribe(lambda n, s: calls.append((n, s)))
+    with store.write_txn() as txn:
+        a.put("x", {}, txn=txn)
+        a.put("y", {}, txn=txn)
+        b.put("z", {}, txn=txn)
+    assert sorted(calls) == [("a", 2), ("b", 1)]
+
+
+def test_no_notification_when_nothing_changed(store):
+    """When a replicated batch changes nothing, subscribers are not called."""
+    db = store.create_database("a")
+    docs = repl_docs(3)
+    db.bulk_replicated(docs)
+    calls = []
+    store.subscribe(lambda n, s: calls.append((n, s)))
+    assert db.bulk_replicated(docs) == []
+    assert calls == []
+
+
+def test_group_commit_one_transaction(store):
+    """When a batch of 1,000 replicated documents is written, it is one LMDB transaction (one fsync)."""
+    db = store.create_database("shared")
+    before = store.env.info()["last_txnid"]
+    assert len(db.bulk_replicated(repl_docs(1000))) == 1000
+    assert store.env.info()["last_txnid"] == before + 1
+    assert db.doc_count() == 1000 and db.update_seq() == 1000
+
+
+@pytest_twisted.ensureDeferred
+async def test_bulk_async_in_writer_thread_notifies_in_reactor(store):
+    """When a batch is written with bulk_replicated_async, it runs in the writer thread and subscribers
+    are called in the reactor thread."""
+    db = store.create_database("shared")
+    heard = []
+    store.subscribe(lambda n, s: heard.append((n, s, threading.get_ident())))
+    writer_ident = await store.run_in_writer(threading.get_ident)
+    assert writer_ident != threading.get_ident()
+    ids = await db.bulk_replicated_async(repl_docs(500))
+    assert len(ids) == 500
+    # callFromThread delivers on the next reactor iteration; wait for it with a bounded deadline
+    from twisted.internet import reactor, task
+
+    for _ in range(200):
+        if heard:
+            break
+        await task.deferLater(reactor, 0.01, lambda: None)
+    assert heard == [("shared", 500, threading.get_ident())]
+    assert db.get("d499").sig == b"s" * 64
+
+
+@pytest_twisted.ensureDeferred
+async def test_bulk_async_bad_input_errback(store):
+    """When an async batch holds a bad document, the Deferred fails with InvalidDocument and nothing is written."""
+    db = store.create_database("shared")
+    docs = repl_docs(10)
+    docs[5]["body"] = {"bad": {1, 2}}
+    with pytest.raises(InvalidDocument):
+        await db.bulk_replicated_async(docs)
+    assert db.changes() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_while_writer_busy(store):
+    """When the writer thread is committing batches, reads in the reactor thread still work."""
+    db = store.create_database("shared")
+    db.put("first", {"href": "h", "created": 0})
+    ds = [db.bulk_replicated_async(repl_docs(300, prefix=f"b{k}-")) for k in range(5)]
+    seen = db.get("first")
+    assert seen is not None
+    for d in ds:
+        await d
+    assert db.doc_count() == 1501

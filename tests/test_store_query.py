@@ -1,0 +1,206 @@
+"""Store secondary indexes, visibility tokens and queries."""
+
+from __future__ import annotations
+
+import pytest
+
+from shiftpeer.store import InvalidDocument, NotFound, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "store"), map_size=1 << 30)
+    yield s
+    s.close()
+
+
+def shift(href, created, **kw):
+    body = {"href": href, "created": created, "space": "Notes", "author": "alice"}
+    body.update(kw)
+    return body
+
+
+def ids(result):
+    return [d.id for d in result[0]]
+
+
+def test_href_newest_first(store):
+    """When shifts share a page URL, a query by href returns them newest created first, others excluded."""
+    db = store.create_database("shared")
+    db.put("old", shift("http://a.org/p", 1))
+    db.put("new", shift("http://a.org/p", 3))
+    db.put("mid", shift("http://a.org/p", 2))
+    db.put("other", shift("http://a.org/q", 5))
+    assert ids(db.query("href", "http://a.org/p")) == ["new", "mid", "old"]
+
+
+def test_domain_given_or_derived(store):
+    """When a body has no domain, it is derived (lowercased) from href; an explicit domain wins."""
+    db = store.create_database("shared")
+    db.put("a", shift("http://WWW.Example.org/x", 1))
+    db.put("b", shift("http://other.org/x", 2, domain="example.net"))
+    assert ids(db.query("domain", "www.example.org")) == ["a"]
+    assert ids(db.query("domain", "WWW.EXAMPLE.ORG")) == ["a"]
+    assert ids(db.query("domain", "example.net")) == ["b"]
+    assert ids(db.query("domain", "other.org")) == []
+
+
+def test_author_space_type_thread_all(store):
+    """When documents have author, space, type and shift fields, each index finds them; type defaults to shift."""
+    db = store.create_database("shared")
+    db.put("s1", shift("http://a.org/", 1, author="bob", space="Highlights"))
+    db.put("c1", {"type": "comment", "shift": "s1", "created": 2, "author": "carol", "text": "hi"})
+    db.put("s2", shift("http://a.org/", 3))
+    assert ids(db.query("author", "bob")) == ["s1"]
+    assert ids(db.query("space", "Highlights")) == ["s1"]
+    assert ids(db.query("type", "shift")) == ["s2", "s1"]
+    assert ids(db.query("type", "comment")) == ["c1"]
+    assert ids(db.query("thread", "s1")) == ["c1"]
+    assert ids(db.query("all")) == ["s2", "c1", "s1"]
+
+
+def test_values_list_union(store):
+    """When a list of values is queried, the union comes back merged newest first, each doc once."""
+    db = store.create_database("shared")
+    db.put("a", shift("http://a.org/1", 1))
+    db.put("b", shift("http://a.org/2", 4))
+    db.put("c", shift("http://a.org/1", 3))
+    db.put("d", shift("http://a.org/3", 2))
+    assert ids(db.query("href", ["http://a.org/1", "http://a.org/2"])) == ["b", "c", "a"]
+    assert ids(db.query("space", ["Notes", "Notes"])) == ["b", "c", "d", "a"]
+
+
+def test_paging_with_cursor(store):
+    """When results exceed the limit, the cursor returns the next page with no gaps or repeats."""
+    db = store.create_database("shared")
+    for i in range(23):
+        db.put(f"d{i:02}", shift("http://a.org/", i % 7, n=i))  # equal created values too
+    seen, cursor = [], None
+    while True:
+        docs, cursor = db.query("href", "http://a.org/", limit=5, cursor=cursor)
+        seen.extend(d.id for d in docs)
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(f"d{i:02}" for i in range(23)) and len(seen) == 23
+    created = [db.get(i).body["created"] for i in seen]
+    assert created == sorted(created, reverse=True)
+    docs, cursor = db.query("href", "http://a.org/", limit=23)
+    assert len(docs) == 23 and cursor is None
+
+
+def test_deleted_leave_indexes_updates_move(store):
+    """When a doc is deleted it leaves every index; when edited, it is found under its new values only."""
+    db = store.create_database("shared")
+    r = db.put("a", shift("http://a.org/1", 1))
+    db.put("b", shift("http://a.org/1", 2))
+    db.put("b", shift("http://a.org/2", 2), parent=db.get("b").rev)
+    db.put("a", {}, parent=r, deleted=True)
+    assert ids(db.query("href", "http://a.org/1")) == []
+    assert ids(db.query("href", "http://a.org/2")) == ["b"]
+    assert ids(db.query("all")) == ["b"]
+    with store.env.begin() as t:
+        assert t.stat(store._idx_db)["entries"] == 6  # b only: all, href, domain, author, space, type under "*"
+
+
+def test_vis_tokens_merge_and_dedupe(store):
+    """When docs carry visibility tokens, a query for tokens returns only docs with one of them, once each."""
+    db = store.create_database("shared")
+    db.put("pub", shift("http://a.org/", 1), vis=["public"])
+    db.put("grp", shift("http://a.org/", 2), vis=["group:climate"])
+    db.put("dm", shift("http://a.org/", 3), vis=["user:bob"])
+    db.put("both", shift("http://a.org/", 4), vis=["public", "group:climate"])
+    q = lambda toks: ids(db.query("href", "http://a.org/", vis=toks))  # noqa: E731
+    assert q(["public", "user:alice"]) == ["both", "pub"]
+    assert q(["public", "group:climate", "user:bob"]) == ["both", "dm", "grp", "pub"]
+    assert q(["user:carol"]) == []
+    assert ids(db.query("href", "http://a.org/")) == ["both", "dm", "grp", "pub"]  # vis None: everything
+    assert db.get("both").vis == ["group:climate", "public"]
+
+
+def test_add_vis(store):
+    """When add_vis gives a document a token, queries for that token find it, and its seq does not change."""
+    db = store.create_database("shared")
+    db.put("a", shift("http://a.org/", 1), vis=["user:bob"])
+    seq = db.update_seq()
+    db.add_vis("a", ["group:g"])
+    db.add_vis("a", ["group:g"])  # idempotent
+    assert ids(db.query("href", "http://a.org/", vis=["group:g"])) == ["a"]
+    assert ids(db.query("href", "http://a.org/", vis=["user:bob"])) == ["a"]
+    assert db.get("a").vis == ["group:g", "user:bob"] and db.update_seq() == seq
+    with pytest.raises(NotFound):
+        db.add_vis("missing", ["x"])
+
+
+def test_replicated_vis_added(store):
+    """When a replicated batch is written with vis, its docs are indexed under those tokens."""
+    src = store.create_database("group/climate")
+    src.put("a", shift("http://a.org/", 1))
+    shared = store.create_database("shared")
+    shared.bulk_replicated(src.get_repl_docs([("a", None)]), vis=["group:climate"])
+    assert ids(shared.query("href", "http://a.org/", vis=["group:climate"])) == ["a"]
+    assert ids(shared.query("href", "http://a.org/", vis=["public"])) == []
+
+
+def test_iso_created_and_missing_created(store):
+    """When created is an ISO 8601 string or missing, ordering still works (missing sorts oldest)."""
+    db = store.create_database("shared")
+    db.put("iso", {"href": "h", "created": "2024-05-01T10:00:00Z"})
+    db.put("num", {"href": "h", "created": 1_800_000_000})
+    db.put("none", {"href": "h"})
+    assert ids(db.query("href", "h")) == ["num", "iso", "none"]
+
+
+def test_long_and_odd_values(store):
+    """When index values are long URLs or contain NUL bytes, exact lookups still work."""
+    db = store.create_database("shared")
+    long_url = "http://a.org/" + "x" * 5000
+    db.put("long", {"href": long_url, "created": 1})
+    db.put("nul", {"href": "http://a.org/\x00z", "created": 1})
+    assert ids(db.query("href", long_url)) == ["long"]
+    assert ids(db.query("href", "http://a.org/\x00z")) == ["nul"]
+    assert ids(db.query("href", "http://a.org/")) == []
+
+
+def test_query_bad_input(store):
+    """When a query names an unknown index, omits a value, or passes a bad cursor, InvalidDocument is raised."""
+    db = store.create_database("shared")
+    with pytest.raises(InvalidDocument):
+        db.query("colour", "red")
+    with pytest.raises(InvalidDocument):
+        db.query("href")
+    with pytest.raises(InvalidDocument):
+        db.query("href", "h", cursor="!!")
+    with pytest.raises(InvalidDocument):
+        db.query("href", "h", limit=0)
+
+
+def test_indexes_in_same_transaction(store):
+    """When a write transaction fails, neither the document nor its index entries are written."""
+    db = store.create_database("shared")
+    with pytest.raises(RuntimeError):
+        with store.write_txn() as txn:
+            db.put("a", shift("http://a.org/", 1), txn=txn)
+            raise RuntimeError("abort")
+    assert ids(db.query("href", "http://a.org/")) == []
+    with store.env.begin() as t:
+        assert t.stat(store._idx_db)["entries"] == 0
+
+
+def test_conflict_winner_indexed(store):
+    """When a replicated conflict changes the winner, the index follows the winning body only."""
+    from shiftpeer.store.revs import compute_rev
+
+    db = store.create_database("shared")
+    r1 = db.put("d", shift("http://a.org/old", 1))
+    b2 = shift("http://a.org/new", 1)
+    r2 = compute_rev(r1, False, b2)
+    b3 = shift("http://a.org/newer", 1)
+    r3 = compute_rev(r2, False, b3)
+    db.bulk_replicated([{"id": "d", "rev": r3, "body": b3, "history": [r3, r2, r1]}])
+    assert ids(db.query("href", "http://a.org/newer")) == ["d"]
+    assert ids(db.query("href", "http://a.org/old")) == []
+    side = shift("http://a.org/side", 1)
+    rs = compute_rev(r1, False, side)
+    db.bulk_replicated([{"id": "d", "rev": rs, "body": side, "history": [rs, r1]}])  # loses: depth 2 < 3
+    assert ids(db.query("href", "http://a.org/side")) == []
+    assert db.get("d").conflicts == [rs]
