@@ -83,6 +83,7 @@ class UserParty:
         self.flows.install(self.factory)
         self.flows.start()
         self.proto: Any = None
+        self.port: Any = None
 
     @property
     def account(self) -> str:
@@ -95,6 +96,7 @@ class UserParty:
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(tls)
         self.proto = wrapper.wrappedProtocol
         await self.proto.when_ready()
+        self.flows.peer_connected(self.proto, "hub")
         return self.proto
 
     async def join_hub(self, hub: HubParty, register: bool = True) -> None:
@@ -104,6 +106,12 @@ class UserParty:
         if register:
             await self.flows.register(self.name)
             await self.flows.link.when_ready()
+
+    async def listen(self) -> Any:
+        """Accept sync connections too (for tests of what a user node serves)."""
+        tls = TLSMemoryBIOFactory(server_creator(self.key), False, self.factory)
+        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(tls)
+        return self.port
 
     def disconnect(self) -> None:
         if self.proto is not None and self.proto.transport is not None:
@@ -129,6 +137,29 @@ class UserParty:
             r.stop()
 
 
+class Stranger:
+    """A bare peer with a key and a sync factory but no flows: unregistered, or claiming any roles."""
+
+    def __init__(self, path: Any, roles: tuple = ("user",)) -> None:
+        self.store = Store(str(path))
+        self.key = NodeKey.generate()
+        self.factory = SyncFactory(self.store, self.key, Policy(), reactor=reactor, roles=roles)
+        self.store.create_database("user/public")
+        self.proto: Any = None
+
+    async def connect(self, port: Any, peer_id: str) -> Any:
+        creator = client_creator(self.key, expected_peer_id=peer_id)
+        tls = TLSMemoryBIOFactory(creator, True, self.factory)
+        wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(tls)
+        self.proto = wrapper.wrappedProtocol
+        await self.proto.when_ready()
+        return self.proto
+
+    def close(self) -> None:
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.abortConnection()
+
+
 class Mesh:
     """The hub plus users, torn down in one place."""
 
@@ -136,6 +167,7 @@ class Mesh:
         self.tmp = tmp_path
         self.hub: HubParty | None = None
         self.users: dict[str, UserParty] = {}
+        self.strangers: list[Stranger] = []
 
     async def start(self, users: tuple[str, ...] = ("alice", "bob", "carol"), **hub_args: Any) -> "Mesh":
         self.hub = HubParty(self.tmp / "hub", **hub_args)
@@ -150,12 +182,23 @@ class Mesh:
         await user.join_hub(self.hub, register=register)
         return user
 
+    async def stranger(self, name: str, roles: tuple = ("user",), port: Any = None, peer_id: str = "") -> Stranger:
+        """A bare peer connected to the hub (or to ``port`` of ``peer_id``)."""
+        s = Stranger(self.tmp / name, roles)
+        self.strangers.append(s)
+        await s.connect(port or self.hub.port, peer_id or self.hub.key.account_id)
+        return s
+
     def __getitem__(self, name: str) -> UserParty:
         return self.users[name]
 
     async def stop(self) -> None:
         for user in self.users.values():
             user.disconnect()
+            if user.port is not None:
+                await user.port.stopListening()
+        for stranger in self.strangers:
+            stranger.close()
         if self.hub is not None and self.hub.port is not None:
             await self.hub.port.stopListening()
         for conn in list(self.hub.factory.connections) if self.hub else []:
@@ -170,6 +213,8 @@ class Mesh:
             user.store.close()
         if self.hub is not None:
             self.hub.store.close()
+        for stranger in self.strangers:
+            stranger.store.close()
 
 
 @pytest.fixture

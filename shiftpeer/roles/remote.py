@@ -1,6 +1,6 @@
 """The user node's side of its hub connection: register, pull into ``user/feed``, push ``user/public``.
 
-When a connection to a peer announcing the ``hub`` role is up, the link asks ``whoami``; once the
+When the connection the node dialled to its hub is up, the link asks ``whoami``; once the
 account exists it pulls ``inbox/<me>``, ``messages/<me>``, ``system/messages`` and each group it may
 read into ``user/feed`` (and ``master`` on a full peer), pushes ``user/public`` into ``master``, and
 delivers whatever waits in the outbox. Every RPC the user-side flows need goes through ``call``.
@@ -18,7 +18,7 @@ from shiftpeer.roles.names import FlowError
 from shiftpeer.roles.publishing import FEED, PUBLIC, NotConnected
 from shiftpeer.sync.protocol import RemoteError
 
-HUB_ROLE = "hub"
+HUB_KIND = "hub"
 
 log = Logger()
 
@@ -47,14 +47,17 @@ class HubLink:
         self._ready: list[Deferred] = []
 
     # -- connection events ---------------------------------------------------------------------
-    def on_connected(self, conn: Any) -> None:
-        """A sync connection is up: if the peer is a hub, adopt it and set up replication."""
-        if HUB_ROLE not in (conn.peer_roles or ()):
+    def peer_connected(self, conn: Any, kind: str) -> None:
+        """A sync connection is up; the one we dialled as our hub (``kind == "hub"``) is adopted.
+
+        Only the direction decides: an incoming peer that merely claims the hub role is not our hub.
+        """
+        if kind != HUB_KIND:
             return
         self.conn = conn
         self.pulls, self.push, self.account = {}, None, {}
         if self._policy is not None:
-            self._policy.hub_ids.add(conn.peer_id)
+            self._policy.hub_ids = {conn.peer_id}
         self.refresh().addErrback(lambda f: log.warn("hub {hub}: {err}", hub=conn.peer_id,
                                                      err=f.getErrorMessage()))
 

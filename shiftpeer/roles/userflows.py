@@ -54,12 +54,13 @@ class UserFlows:
         self.publisher.stop()
 
     def install(self, factory: Any) -> None:
-        """Serve ``user/public`` to the hub only, check authorship on every document received, follow the hub."""
+        """Serve ``user/public`` to the hub only, and check authorship on every document received."""
         factory.policy = self.policy
         factory.store_batch = self.store_batch
-        factory.on_connected.append(self.link.on_connected)
-        for conn in list(factory.connections):
-            self.link.on_connected(conn)
+
+    def peer_connected(self, conn: Any, kind: str) -> None:
+        """The node's hook for each authenticated connection (``kind``: hub, peer or incoming)."""
+        self.link.peer_connected(conn, kind)
 
     # -- account, publishing, groups -----------------------------------------------------------
     def register(self, name: str | None = None, token: str | None = None):

@@ -1,0 +1,171 @@
+"""The access matrix: for every role and every database, exactly what the hub serves and accepts, over
+real TLS; every forbidden cell is refused. Also: user/private is never served by anyone."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, DeferredList
+
+from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+from shiftpeer.roles.names import FlowError
+
+HREF = "https://example.org/matrix"
+MEMBERS = {"olga": "owner", "adam": "admin", "pete": "publish", "rita": "read", "ivan": "invited"}
+REGISTERED = ("alice", "bob", "nora", *MEMBERS)
+PARTIES = (*REGISTERED, "stranger", "fullpeer")
+TRICKS = ("inbox/alice/../bob", "group/club/", "group/CLUB", "group/club/../club", "user/private/",
+          "./user/private", "user%2Fprivate", "inbox/../user/private", "", "group/", "messages/alice/x",
+          "USER/private", "inbox/Alice", "user/private\x00", "hub/../user/private")
+DATABASES = ("master", "shared", "system/messages", "group/club", "inbox/alice", "inbox/bob",
+             "messages/alice", "messages/bob", "hub/accounts", "hub/groups", "hub/social",
+             "user/private", "user/public", "user/feed", *TRICKS)
+
+
+def may_read(party: str, db: str) -> bool:
+    """The matrix's read column."""
+    if db == "master":
+        return party in REGISTERED or party == "fullpeer"
+    if db == "system/messages":
+        return party in REGISTERED
+    if db == "group/club":
+        return MEMBERS.get(party) in ("owner", "admin", "publish", "read")
+    if db in ("inbox/alice", "messages/alice"):
+        return party == "alice"
+    if db in ("inbox/bob", "messages/bob"):
+        return party == "bob"
+    return False
+
+
+def may_write(party: str, db: str) -> bool:
+    """The matrix's write (push into) column."""
+    if db == "master":
+        return party in REGISTERED
+    if db == "group/club":
+        return MEMBERS.get(party) in ("owner", "admin", "publish")
+    return False
+
+
+async def _outcome(handle) -> str:
+    try:
+        await handle.done
+    except Exception as e:
+        return getattr(e, "code", "error")
+    return "ok"
+
+
+async def _probe(conn, db: str) -> tuple[str, str]:
+    read = await _outcome(conn.pull(db, "probe", live=False))
+    write = await _outcome(conn.push("user/public", db, live=False))
+    return read, write
+
+
+async def _setup(mesh) -> dict:
+    await mesh.start(users=REGISTERED)
+    u = mesh.users
+    await u["olga"].flows.group("new", "club")
+    for name, level in MEMBERS.items():
+        if level in ("owner",):
+            continue
+        await u["olga"].flows.group("invite", "club", user=name, level="admin" if level == "admin" else
+                                    ("read" if level == "read" else "publish"))
+        if level != "invited":
+            await u[name].flows.group("join", "club")
+    # the hub node also holds user databases of its own: none may ever be served
+    for name in ("user/private", "user/public", "user/feed"):
+        mesh.hub.store.create_database(name).put("secret", {"type": "shift", "summary": "hub's own"})
+    conns = {name: u[name].proto for name in REGISTERED}
+    conns["stranger"] = (await mesh.stranger("stranger")).proto
+    conns["fullpeer"] = (await mesh.stranger("fullpeer", roles=("full-peer",))).proto
+    return conns
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_replication_matrix(mesh):
+    """Every role x database cell: reads and writes are served exactly where the matrix allows."""
+    conns = await _setup(mesh)
+    cells = [(p, db) for p in PARTIES for db in DATABASES]
+    results = await DeferredList([Deferred.fromCoroutine(_probe(conns[p], db)) for p, db in cells],
+                                 consumeErrors=True)
+    wrong = []
+    for (party, db), (ok, (read, write)) in zip(cells, results):
+        assert ok
+        want_r = "ok" if may_read(party, db) else "forbidden"
+        want_w = "ok" if may_write(party, db) else "forbidden"
+        if (read, write) != (want_r, want_w):
+            wrong.append(f"{party} {db!r}: read {read} (want {want_r}), write {write} (want {want_w})")
+    assert not wrong, "\n".join(wrong)
+    assert mesh.hub.db("user/private").doc_count() == 1  # nothing written, nothing taken
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_delivery_and_query_matrix(mesh):
+    """Who may deliver to a group or a user, and what each role's queries see of a public shift, a group
+    shift and a direct shift; unregistered peers may do neither."""
+    conns = await _setup(mesh)
+    u = mesh.users
+    public = u["alice"].new_shift(HREF)
+    await u["alice"].publish(public, public=True)
+    direct = u["alice"].new_shift(HREF)
+    await u["alice"].publish(direct, to=["bob"])
+    grouped = u["olga"].new_shift(HREF)
+    await u["olga"].publish(grouped, groups=["club"])
+    await eventually(lambda: {public, direct, grouped} <= mesh.hub.ids("shared"), "shared")
+    for name in REGISTERED:
+        sid = u[name].new_shift("https://example.org/" + name)
+        result = await u[name].publish(sid, groups=["club"], to=["alice"])
+        assert (result["targets"]["group:club"] == "ok") == may_write(name, "group/club"), name
+        assert result["targets"]["user:alice"] == "ok"
+    for name in REGISTERED:
+        answer = await u[name].flows.query({"filters": {"href": HREF}})
+        seen = {r["id"] for r in answer["rows"]}
+        want = {public}
+        if name in ("alice", "bob"):
+            want.add(direct)
+        if may_read(name, "group/club"):
+            want.add(grouped)
+        assert seen == want, name
+    for party in ("stranger", "fullpeer"):
+        for method, args in (("query", {"filters": {"href": HREF}}), ("get", {"ids": [public, direct, grouped]}),
+                             ("deliver", {"doc": {}, "targets": ["user:alice"]}), ("group.join", {"name": "club"})):
+            with pytest.raises(Exception, match="not registered"):
+                await conns[party].call(method, args)
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_user_private_is_never_served_by_a_user_node(mesh):
+    """A hostile peer that connects to a user node gets nothing of user/private (or any other user
+    database) by any name, even when it claims to be a hub; only the real hub may read user/public."""
+    await mesh.start(users=("alice",))
+    alice = mesh["alice"]
+    alice.new_shift(HREF)
+    port = await alice.listen()
+    names = ("user/private", "user/feed", "user/outbox", "user/marks", "user/public", "user/private/",
+             "./user/private", "user/../user/private", "USER/PRIVATE", "user/private/../private", "private")
+    for roles in (("user",), ("hub",), ("full-peer", "hub")):
+        hostile = await mesh.stranger("hostile-" + "-".join(roles), roles=roles, port=port,
+                                      peer_id=alice.account)
+        for name in names:
+            assert await _outcome(hostile.proto.pull(name, "loot", live=False)) == "forbidden", (roles, name)
+        assert not hostile.store.has_database("loot") or hostile.store.database("loot").doc_count() == 0
+    assert alice.flows.policy.may_read(mesh.hub.key.account_id, "user/public", None)
+    assert not alice.flows.policy.may_read(mesh.hub.key.account_id, "user/private", None)
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_registration_names_are_unique(mesh):
+    """A name is bound to one key per hub: a second key asking for it is refused clearly."""
+    await mesh.start(users=("alice",))
+    impostor = await mesh.add_user("impostor", register=False)
+    with pytest.raises(FlowError, match="already taken"):
+        await impostor.flows.register("alice")
+    with pytest.raises(FlowError, match="not valid"):
+        await impostor.flows.register("../alice")
+    again = await mesh["alice"].flows.register("alice")
+    assert again["created"] is False
+    with pytest.raises(FlowError, match="already registered"):
+        await mesh["alice"].flows.register("alice2")
