@@ -1,0 +1,108 @@
+"""Comments, notifications, notices, read marks, follows and favorites end to end over real TLS."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+from shiftpeer.roles.names import FlowError
+
+HREF = "https://example.org/social"
+
+
+def _messages(user) -> list[dict]:
+    return user.flows.messages()["rows"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_comments_notify_author_and_earlier_commenters(mesh):
+    """Comments on a public shift reach the thread for everyone; the author and earlier commenters get
+    a notification in their feed, the commenter does not get one for their own comment."""
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    sid = alice.new_shift(HREF)
+    await alice.publish(sid, public=True)
+    await eventually(lambda: sid in mesh.hub.ids("shared"), "shared")
+    first = await bob.flows.comment(sid, "nice one")
+    await eventually(lambda: any(m.get("comment") == first["id"] for m in _messages(alice)), "alice notified")
+    second = await carol.flows.comment(sid, "agreed")
+    await eventually(lambda: any(m.get("comment") == second["id"] for m in _messages(bob)), "bob notified")
+    await eventually(lambda: any(m.get("comment") == second["id"] for m in _messages(alice)), "alice again")
+    assert not any(m.get("kind") == "comment" for m in _messages(carol))
+    note = next(m for m in _messages(bob) if m.get("comment") == second["id"])
+    assert note["from"] == "carol" and note["shift"] == sid and note["text"] == "agreed"
+    thread = await carol.flows.query({"filters": {"thread": sid}})
+    assert [r["id"] for r in thread["rows"]] == [second["id"], first["id"]]
+    assert [r["body"]["text"] for r in thread["rows"]] == ["agreed", "nice one"]
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_group_comments_stay_in_the_group(mesh):
+    """A reader comments on a group shift: members see the thread, outsiders cannot see or comment."""
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    await alice.flows.group("new", "club")
+    await alice.flows.group("invite", "club", user="bob", level="read")
+    await bob.flows.group("join", "club")
+    sid = alice.new_shift(HREF)
+    await alice.publish(sid, groups=["club"])
+    await eventually(lambda: sid in bob.feed_ids(), "bob has the shift")
+    result = await bob.flows.comment(sid, "from a reader")
+    assert result["targets"] == {"group:club": "ok"}
+    await eventually(lambda: any(m.get("comment") == result["id"] for m in _messages(alice)), "alice notified")
+    await eventually(lambda: result["id"] in alice.feed_ids("comment"), "comment in the group feed")
+    thread = await alice.flows.query({"filters": {"thread": sid}})
+    assert [r["id"] for r in thread["rows"]] == [result["id"]]
+    assert (await carol.flows.query({"filters": {"thread": sid}}))["rows"] == []
+    with pytest.raises(FlowError, match="can see"):
+        await carol.flows.comment(sid, "let me in")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_notices_and_read_marks(mesh):
+    """An operator notice reaches every user's feed; marking read lowers the unread count; a non-operator
+    cannot post notices."""
+    await mesh.start()
+    alice, bob = mesh["alice"], mesh["bob"]
+    mesh.hub.hub.operators.add(alice.account)
+    posted = mesh.hub.hub.social.post_notice("maintenance at noon")
+    await alice.flows.notice("new version out")
+    for user in mesh.users.values():
+        await eventually(lambda u=user: u.flows.messages()["unread"] == 2, f"{user.name}: two notices")
+    rows = bob.flows.messages()["rows"]
+    assert {r["text"] for r in rows} == {"maintenance at noon", "new version out"}
+    assert bob.flows.mark_read([posted["id"]])["unread"] == 1
+    assert [r["read"] for r in bob.flows.messages()["rows"] if r["id"] == posted["id"]] == [True]
+    assert bob.flows.mark_read()["unread"] == 0
+    assert alice.flows.messages()["unread"] == 2
+    with pytest.raises(FlowError, match="operators"):
+        await bob.flows.notice("I am not an operator")
+
+
+@pytest_twisted.ensureDeferred
+async def test_follows_and_favorites(mesh):
+    """"From people I follow" is a query; favorites have a count and a "my favorites" query."""
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    by_alice = alice.new_shift(HREF)
+    by_bob = bob.new_shift(HREF)
+    await alice.publish(by_alice, public=True)
+    await bob.publish(by_bob, public=True)
+    await eventually(lambda: {by_alice, by_bob} <= mesh.hub.ids("shared"), "shared")
+    assert (await carol.flows.query({"following": True}))["rows"] == []
+    await carol.flows.follow("alice")
+    followed = await carol.flows.query({"following": True})
+    assert [r["id"] for r in followed["rows"]] == [by_alice]
+    await carol.flows.follow("bob")
+    await carol.flows.follow("alice", on=False)
+    assert [r["id"] for r in (await carol.flows.query({"following": True}))["rows"]] == [by_bob]
+    assert (await carol.flows.favorite(by_alice))["count"] == 1
+    assert (await bob.flows.favorite(by_alice))["count"] == 2
+    assert (await bob.flows.favorite(by_alice, on=False))["count"] == 1
+    mine = await carol.flows.query({"favorites": True})
+    assert [r["id"] for r in mine["rows"]] == [by_alice]
+    with pytest.raises(FlowError, match="can see"):
+        await carol.flows.favorite("no-such-shift")
