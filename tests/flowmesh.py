@@ -114,7 +114,7 @@ class UserParty:
         return self.port
 
     def disconnect(self) -> None:
-        if self.proto is not None and self.proto.transport is not None:
+        if self.proto is not None and self.proto.transport is not None and self.proto in self.factory.connections:
             self.proto.transport.abortConnection()
 
     def feed(self) -> Any:

@@ -1,0 +1,80 @@
+"""Queries end to end: by URL, domain, author, Space and group, newest first with paging, from the hub's
+shared database for ordinary nodes and from the feed on a full peer."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+
+
+async def _ids(user, **q) -> list[str]:
+    return [r["id"] for r in (await user.flows.query(q))["rows"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_indexes_and_visibility(mesh):
+    """Each filter finds exactly the matching shifts the asker may see, newest first, including the
+    asker's own unpublished shifts but nobody else's."""
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    await alice.flows.group("new", "club", open=True)
+    await bob.flows.group("join", "club")
+    a1 = alice.new_shift("https://one.example/a", space="Notes")
+    a2 = alice.new_shift("https://two.example/b", space="Highlight")
+    a3 = alice.new_shift("https://one.example/c", space="Notes")
+    draft = alice.new_shift("https://one.example/a", space="Notes")
+    await alice.publish(a1, public=True)
+    await alice.publish(a2, public=True)
+    await alice.publish(a3, groups=["club"])
+    b1 = bob.new_shift("https://one.example/a", space="Notes")
+    await bob.publish(b1, public=True)
+    await eventually(lambda: {a1, a2, a3, b1} <= mesh.hub.ids("shared"), "shared")
+    assert await _ids(carol, filters={"href": "https://one.example/a"}) == [b1, a1]
+    assert await _ids(alice, filters={"href": "https://one.example/a"}) == [b1, draft, a1]
+    assert await _ids(carol, filters={"domain": "ONE.example"}) == [b1, a1]
+    assert await _ids(bob, filters={"domain": "one.example"}) == [b1, a3, a1]
+    assert await _ids(carol, filters={"author": "alice"}) == [a2, a1]
+    assert await _ids(bob, filters={"author": alice.account}) == [a3, a2, a1]
+    assert await _ids(carol, filters={"space": "Highlight"}) == [a2]
+    assert await _ids(bob, filters={"space": "Notes", "domain": "one.example"}) == [b1, a3, a1]
+    assert await _ids(bob, filters={"group": "club"}) == [a3]
+    assert await _ids(carol, filters={}) == [b1, a2, a1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_paging_newest_first(mesh):
+    """Pages of two walk every visible shift once, newest first, and end with no cursor."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    made = []
+    for i in range(7):
+        sid = alice.new_shift("https://paged.example/", summary=str(i))
+        await alice.publish(sid, public=True)
+        made.append(sid)
+    await eventually(lambda: set(made) <= mesh.hub.ids("shared"), "shared")
+    seen, cursor = [], None
+    for _ in range(10):
+        page = await bob.flows.query({"filters": {"domain": "paged.example"}, "limit": 2, "cursor": cursor})
+        assert len(page["rows"]) <= 2
+        seen += [r["id"] for r in page["rows"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(made))
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_peer_answers_from_its_feed(mesh):
+    """A full peer replicates master into its feed and answers queries locally, without the hub."""
+    await mesh.start(users=("alice",))
+    alice = mesh["alice"]
+    peer = await mesh.add_user("fp", full_peer=True)
+    sid = alice.new_shift("https://fp.example/")
+    await alice.publish(sid, public=True)
+    await eventually(lambda: sid in peer.feed_ids(), "firehose in the full peer's feed")
+    answer = await peer.flows.query({"filters": {"href": "https://fp.example/"}})
+    assert answer["source"] == "feed" and [r["id"] for r in answer["rows"]] == [sid]
+    peer.disconnect()
+    await eventually(lambda: not peer.flows.link.connected, "offline")
+    assert await _ids(peer, filters={"domain": "fp.example"}) == [sid]
