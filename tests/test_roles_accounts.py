@@ -1,0 +1,68 @@
+"""The hub's account registry and the name rules, without a reactor."""
+
+from __future__ import annotations
+
+import pytest
+
+from shiftpeer.identity import NodeKey
+from shiftpeer.roles.accounts import Accounts
+from shiftpeer.roles.names import FlowError, split_db
+from shiftpeer.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "store"))
+    yield s
+    s.close()
+
+
+def test_register_binds_name_and_creates_inbox_and_messages(store):
+    """Registering binds the name to the key both ways and creates inbox/<name> and messages/<name>."""
+    accounts = Accounts(store)
+    key = NodeKey.generate().account_id
+    assert accounts.register("alice", key)["created"] is True
+    assert accounts.id_of("alice") == key and accounts.name_of(key) == "alice"
+    assert store.has_database("inbox/alice") and store.has_database("messages/alice")
+    assert accounts.register("alice", key)["created"] is False
+
+
+def test_taken_names_and_second_names_are_refused(store):
+    """A taken name is refused for another key, and a key gets only one name."""
+    accounts = Accounts(store)
+    a, b = NodeKey.generate().account_id, NodeKey.generate().account_id
+    accounts.register("alice", a)
+    with pytest.raises(FlowError, match="already taken") as e:
+        accounts.register("alice", b)
+    assert e.value.code == "name_taken"
+    with pytest.raises(FlowError, match="already registered"):
+        accounts.register("alice2", a)
+
+
+@pytest.mark.parametrize("name", ["", "Alice", "../x", "a/b", "a" * 33, "-x", "x y", None, 5, "ünï"])
+def test_bad_names_are_refused(store, name):
+    """Names that could play path games or fold case are refused before anything is written."""
+    with pytest.raises(FlowError, match="not valid"):
+        Accounts(store).register(name, NodeKey.generate().account_id)
+    assert store.list_databases("inbox/") == []
+
+
+def test_invite_tokens_are_single_use(store):
+    """With registration by invitation, a token registers exactly one account."""
+    accounts = Accounts(store, open_registration=False)
+    a, b = NodeKey.generate().account_id, NodeKey.generate().account_id
+    with pytest.raises(FlowError, match="invitation"):
+        accounts.register("alice", a)
+    token = accounts.new_invite()
+    accounts.register("alice", a, token)
+    with pytest.raises(FlowError, match="already used"):
+        accounts.register("bob", b, token)
+    assert accounts.id_of("bob") is None
+
+
+def test_split_db_only_accepts_whole_names():
+    """Database names split into kind and name only when the name is well formed."""
+    assert split_db("group/club") == ("group", "club")
+    assert split_db("inbox/alice/../bob")[1] is None
+    assert split_db("group/")[1] is None
+    assert split_db("master") == ("master", None)
