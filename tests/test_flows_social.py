@@ -106,3 +106,21 @@ async def test_follows_and_favorites(mesh):
     assert [r["id"] for r in mine["rows"]] == [by_alice]
     with pytest.raises(FlowError, match="can see"):
         await carol.flows.favorite("no-such-shift")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_a_comment_cannot_reach_a_shift_its_author_cannot_see(mesh):
+    """A hostile user who forges a public comment on a group shift they cannot see gets it refused:
+    nothing reaches master, shared or the author's messages."""
+    await mesh.start()
+    alice, carol = mesh["alice"], mesh["carol"]
+    await alice.flows.group("new", "club")
+    sid = alice.new_shift(HREF)
+    await alice.publish(sid, groups=["club"])
+    await eventually(lambda: sid in mesh.hub.ids("shared"), "shared")
+    forged = await carol.flows.publisher.comment({"id": sid, "body": {"audience": {"public": True}}}, "psst")
+    await eventually(lambda: carol.flows.link.push.seq >= carol.store.database("user/public").update_seq(),
+                     "pushed to the hub")
+    assert forged["id"] not in mesh.hub.ids("master") and forged["id"] not in mesh.hub.ids("shared")
+    assert not any(m.get("kind") == "comment" for m in _messages(alice))

@@ -54,6 +54,7 @@ class Hub:
         self.social = HubSocial(store, key, clock, self.accounts)
         self.merger = SharedMerger(store, clock, on_new=self.social.notify_comments)
         self.queries = HubQueries(store, self.accounts, self.groups, self.social)
+        self.rules.can_see = self.queries.can_see
         self.factory: Any = None
         self.store_batch = filtering_store_batch(
             lambda db, peer_id, doc: self.rules.check(db, db.name, peer_id, doc))

@@ -133,6 +133,13 @@ class HubQueries:
                 out.append(row(doc))
         return {"rows": out, "next_cursor": None}
 
+    def can_see(self, account_id: str, shift_id: Any) -> bool:
+        """May this account see this document in ``shared``?"""
+        user = self._accounts.name_of(account_id)
+        if user is None or not isinstance(shift_id, str):
+            return False
+        return bool(self.get(account_id, user, [shift_id])["rows"])
+
     def _favorites(self, account_id: str, user: str, filters: dict, limit: int) -> dict:
         rows = self.get(account_id, user, self._social.favorites_of(user)[-MAX_LIMIT:])["rows"]
         rows = [r for r in rows if all(r["body"].get(k) in v for k, v in filters.items() if k != "group")]

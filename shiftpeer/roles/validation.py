@@ -58,11 +58,14 @@ def refusal(db: Any, doc: dict) -> str | None:
 class HubRules:
     """The hub's extra checks for documents written into its own databases."""
 
-    def __init__(self, accounts: Any, groups: Any, *, relays: Any = ()) -> None:
+    def __init__(self, accounts: Any, groups: Any, *, relays: Any = (),
+                 can_see: Callable[[str, str], bool] | None = None) -> None:
         self._accounts = accounts
         self._groups = groups
         #: peer ids allowed to relay documents by other authors (federated hubs, trusted full peers)
         self.relays = set(relays)
+        #: can_see(account id, shift id): may this account see that shift? (comments need it)
+        self.can_see = can_see
 
     def refusal(self, dbname: str, peer_id: str | None, doc: dict) -> str | None:
         """Why the hub refuses ``doc`` into ``dbname`` from ``peer_id`` (None: accepted)."""
@@ -83,6 +86,9 @@ class HubRules:
                 return f"the author may not {'comment' if needed == 'read' else 'publish'} in group {name}"
         if kind == "inbox" and self._accounts.id_of(name) is None:
             return f"there is no user {name!r} on this hub"
+        if (body.get("type") == "comment" and self.can_see is not None and peer_id not in self.relays
+                and not self.can_see(author, body.get("shift"))):
+            return "a comment needs a shift its author can see"
         return None
 
     def check(self, db: Any, dbname: str, peer_id: str | None, doc: dict) -> str | None:
