@@ -452,3 +452,28 @@ def test_reopen_keeps_data(tmp_path):
         assert s.create_database("b").put("x", {}) and s.database("b").epoch != epoch
     finally:
         s.close()
+
+
+def test_reads_inside_write_txn_see_own_writes(store):
+    """When reads run inside write_txn in the same thread, they see that transaction's writes."""
+    db = store.create_database("a")
+    with store.write_txn() as txn:
+        rev = db.put("x", {"href": "h", "created": 1}, txn=txn)
+        assert db.get("x").rev == rev
+        assert db.update_seq() == 1 and db.doc_count() == 1
+        assert [d.id for d in db.query("href", "h")[0]] == ["x"]
+        db.put("x", {"href": "h", "created": 2}, parent=rev, txn=txn)
+    assert db.update_seq() == 2 and [c.id for c in db.changes()] == ["x"]
+
+
+def test_foreign_environment_refused(tmp_path):
+    """When the directory holds an LMDB environment that is not a shiftpeer store, opening it fails clearly."""
+    import lmdb
+
+    path = str(tmp_path / "other")
+    env = lmdb.open(path, map_size=1 << 24)
+    with env.begin(write=True) as t:
+        t.put(b"some", b"data")
+    env.close()
+    with pytest.raises(SchemaVersionError, match="no shiftpeer schema version"):
+        Store(path, map_size=1 << 24)

@@ -8,7 +8,8 @@ leaves: `rev -> [deleted, body CBOR, sig]` (bodies are kept for leaf revisions o
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NamedTuple
 
 from twisted.internet.defer import Deferred
 
@@ -86,14 +87,21 @@ class Database:
         if txn.get(self.name.encode(), db=self._store._names_db) != self._entry:
             raise NotFound(f"database {self.name!r} was deleted")
 
-    def _read(self):
+    @contextmanager
+    def _reading(self) -> Iterator:
+        """A read transaction; inside this thread's write_txn, that transaction (read your own writes)."""
+        w = getattr(self._store._local, "txn", None)
+        if w is not None:
+            w.flush_idx()
+            self._alive(w.txn)
+            yield w.txn
+            return
         txn = self._store.env.begin()
         try:
             self._alive(txn)
-        except BaseException:
+            yield txn
+        finally:
             txn.abort()
-            raise
-        return txn
 
     def _load(self, txn, docid: str) -> tuple[int, list] | None:
         """(seq, record) of a document, or None."""
@@ -157,38 +165,34 @@ class Database:
         txn.put(keys.doc_key(dbp, docid), keys.u64(seq), db=st._docs_db)
 
     # -- reads -------------------------------------------------------------------------------------
-    def update_seq(self) -> int:
-        txn = self._read()
-        try:
+    def _state(self) -> tuple[int, int]:
+        w = getattr(self._store._local, "txn", None)
+        if w is not None and self._dbp in w.states:
+            st = w.states[self._dbp]
+            return st[0], st[1]
+        with self._reading() as txn:
             raw = txn.get(self._dbp, db=self._store._state_db)
-        finally:
-            txn.abort()
-        return keys.unpack_state(raw)[0] if raw is not None else 0
+        return keys.unpack_state(raw) if raw is not None else (0, 0)
+
+    def update_seq(self) -> int:
+        """The seq of the latest change in this database (0 when empty)."""
+        return self._state()[0]
 
     def doc_count(self) -> int:
         """Documents whose winning revision is not deleted."""
-        txn = self._read()
-        try:
-            raw = txn.get(self._dbp, db=self._store._state_db)
-        finally:
-            txn.abort()
-        return keys.unpack_state(raw)[1] if raw is not None else 0
+        return self._state()[1]
 
     def get(self, docid: str, rev: str | None = None) -> Doc | None:
         """The winning revision (or leaf `rev`); a deleted winner comes back with deleted=True.
 
         None when the document (or the leaf `rev`, whose body is kept) is unknown.
         """
-        txn = self._read()
-        try:
+        with self._reading() as txn:
             found = self._load(txn, docid) if type(docid) is str and docid else None
-        finally:
-            txn.abort()
         return self._doc(found[0], found[1], rev) if found is not None else None
 
     def _scan_log(self, since: int, limit: int | None):
-        txn = self._read()
-        try:
+        with self._reading() as txn:
             dbp = self._dbp
             cur = txn.cursor(db=self._store._log_db)
             if not cur.set_range(keys.log_key(dbp, since + 1)):
@@ -200,8 +204,6 @@ class Database:
                     break
                 n += 1
                 yield keys.seq_of(k), decode(v)
-        finally:
-            txn.abort()
 
     def changes(self, since: int = 0, limit: int | None = None) -> list[Change]:
         """Documents changed after `since`, each once at its latest change, in sequence order."""
@@ -220,24 +222,20 @@ class Database:
     def revs_diff(self, wanted: dict[str, list[str]]) -> dict[str, list[str]]:
         """Which of the given revisions this database does not have (ids with none missing are left out)."""
         out: dict[str, list[str]] = {}
-        txn = self._read()
-        try:
+        with self._reading() as txn:
             for docid, rs in wanted.items():
                 found = self._load(txn, docid) if type(docid) is str and docid else None
                 tree = found[1][2] if found is not None else {}
                 missing = [r for r in rs if r not in tree]
                 if missing:
                     out[docid] = missing
-        finally:
-            txn.abort()
         return out
 
     def get_repl_docs(self, wanted: list[tuple[str, list[str] | None]]) -> list[dict]:
         """ReplDocs for the requested leaf revisions (None: every leaf), with history, for sending."""
         limit = self._store.rev_limit
         out: list[dict] = []
-        txn = self._read()
-        try:
+        with self._reading() as txn:
             for docid, rs in wanted:
                 found = self._load(txn, docid) if type(docid) is str and docid else None
                 if found is None:
@@ -255,8 +253,6 @@ class Database:
                         "sig": leaf[2],
                         "history": revs.ancestry(tree, r, limit),
                     })
-        finally:
-            txn.abort()
         return out
 
     def query(
@@ -297,8 +293,7 @@ class Database:
         if not prefixes:
             return docs, None
         log_get_key = keys.log_key
-        txn = self._read()
-        try:
+        with self._reading() as txn:
             for sk in indexes.scan_merged(txn, st._idx_db, prefixes, before):
                 if len(docs) >= limit:
                     nxt = indexes.encode_cursor(last)
@@ -314,16 +309,11 @@ class Database:
                 if vis is not None and token_set.isdisjoint(d.vis):
                     continue
                 docs.append(d)
-        finally:
-            txn.abort()
         return docs, nxt
 
     def get_checkpoint(self, peer_id: str, remote_db: str) -> dict | None:
-        txn = self._read()
-        try:
+        with self._reading() as txn:
             raw = txn.get(keys.checkpoint_key(self._dbp, peer_id, remote_db), db=self._store._ckpt_db)
-        finally:
-            txn.abort()
         return codec.decode_value(raw) if raw is not None else None
 
     # -- writes ------------------------------------------------------------------------------------

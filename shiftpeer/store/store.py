@@ -67,11 +67,14 @@ class WriteTxn:
             st = self.states[dbp] = [seq, count, name, False]
         return st
 
-    def flush(self) -> dict[str, int]:
+    def flush_idx(self) -> None:
         if self.idx_pending:
             with self.txn.cursor(db=self.store._idx_db) as cur:
                 cur.putmulti(sorted(self.idx_pending), dupdata=True)
             self.idx_pending = set()
+
+    def flush(self) -> dict[str, int]:
+        self.flush_idx()
         touched = {}
         for dbp, (seq, count, name, dirty) in self.states.items():
             if dirty:
