@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from twisted.application.internet import ClientService, TimerService, backoffPolicy
+from twisted.application.internet import TimerService, backoffPolicy
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from shiftpeer.api.app import ApiApp
@@ -24,6 +24,8 @@ from shiftpeer.shifts import Shifts, make_signer
 #: Default local API endpoint: loopback only, any free port (the bound URL goes to DIR/api.url).
 DEFAULT_API = "tcp:0:interface=127.0.0.1"
 HOUSEKEEPING_INTERVAL = 60.0
+#: Seconds sync connections get to close cleanly when the node stops, before they are aborted.
+STOP_GRACE = 3.0
 
 
 @dataclass
@@ -177,11 +179,35 @@ class SyncService(SequentialMultiService):
 
     @inlineCallbacks
     def stopService(self):
-        yield super().stopService()
+        """Close every sync connection (TLS close_notify), stop listeners and peers, abort stragglers.
+
+        A connection that has not closed after STOP_GRACE seconds is aborted, so a stuck peer never
+        holds up the node's shutdown.
+        """
+        Service.stopService(self)
+        node = self._node
+        connections = list(getattr(node.sync_factory, "connections", ()))
+        for conn in connections:
+            close = getattr(conn, "close", None)
+            close() if close is not None else conn.transport.loseConnection()
+        abort = node.clock.callLater(STOP_GRACE, self._abort, connections)
+        stops = [maybeDeferred(child.stopService) for child in reversed(list(self)) if child.running]
+        closed = [c.when_closed() for c in connections if hasattr(c, "when_closed")]
+        yield DeferredList([*stops, *closed], consumeErrors=True)
+        if abort.active():
+            abort.cancel()
         for child in list(self):
             yield maybeDeferred(child.disownServiceParent)
-        self._node.sync_factory = None
-        self._node.peer_clients = {}
+        node.sync_factory = None
+        node.peer_clients = {}
+
+    def _abort(self, connections: list) -> None:
+        for conn in connections:
+            transport = getattr(conn, "transport", None)
+            if transport is not None and hasattr(transport, "abortConnection"):
+                self.log.warn("sync connection with {peer} did not close in time: aborting",
+                              peer=getattr(conn, "peer_id", "?"))
+                transport.abortConnection()
 
 
 class Node(SequentialMultiService):
@@ -211,7 +237,7 @@ class Node(SequentialMultiService):
         self.account_id: str = key.account_id
         self.store: Any = None  # set by the store service while running
         self.sync_factory: Any = None  # set by the sync service while running (or injected by tests)
-        self.peer_clients: dict[str, ClientService] = {}
+        self.peer_clients: dict[str, Any] = {}
         self.roles: list[IService] = []
         self.api = ApiApp(self)
         if store_factory is None:
@@ -277,25 +303,27 @@ class Node(SequentialMultiService):
         """Build the sync protocol factory for this node, or None when the sync package is missing."""
         try:
             from shiftpeer.sync import SyncFactory  # noqa: F401
+            from shiftpeer.sync.client import SyncPeerService  # noqa: F401
         except ImportError:
             return None
         return build_sync_factory(self)
 
     def listener_services(self) -> list[IService]:
-        """One TLS listening service per --listen endpoint, serving ``self.sync_factory``."""
+        """One TLS listening service per --listen endpoint; accepted connections reach the roles as "incoming"."""
         from twisted.application.internet import StreamServerEndpointService
         from twisted.internet.endpoints import serverFromString
 
+        factory = _HookedFactory(self.sync_factory, lambda conn: self.peer_connected(conn, "incoming"))
         services = []
         for description in self.settings.listen:
             endpoint = serverFromString(self.reactor, description)
-            svc = StreamServerEndpointService(endpoint, self.wrap_server_factory(self.sync_factory))
+            svc = StreamServerEndpointService(endpoint, self.wrap_server_factory(factory))
             svc.setName(f"listen {description}")
             services.append(svc)
         return services
 
     def peer_services(self) -> list[IService]:
-        """One reconnecting ClientService per --connect hub and --peer, speaking sync over TLS."""
+        """One reconnecting peer service per --connect hub ("hub") and --peer ("peer"), sync over TLS."""
         targets = []
         if self.settings.connect:
             targets.append(("hub", self.settings.connect))
@@ -303,14 +331,7 @@ class Node(SequentialMultiService):
         services = []
         for kind, address in targets:
             host, port = split_host_port(address)
-            endpoint = self.client_endpoint(host, port, kind)
-            svc = ClientService(
-                endpoint,
-                self.sync_factory,
-                retryPolicy=backoffPolicy(initialDelay=1.0, maxDelay=60.0),
-                clock=self.clock,
-            )
-            svc.setName(f"{kind} {address}")
+            svc = make_peer_service(self, self.client_endpoint(host, port, kind), kind, address)
             self.peer_clients[address] = svc
             services.append(svc)
         return services
@@ -323,14 +344,18 @@ class Node(SequentialMultiService):
         """A TLS client endpoint to a hub or peer (hub names are checked against the CA)."""
         return tls_client_endpoint(self, host, port, kind)
 
-    def peer_connected(self, conn: Any) -> None:
-        """Tell every role that a sync connection finished its handshake (they start replications)."""
+    def peer_connected(self, conn: Any, kind: str) -> None:
+        """Tell every role that a sync connection is authenticated; ``kind`` is "hub", "peer" or "incoming".
+
+        Roles implement ``peer_connected(conn, kind)`` to start their replications and RPCs.
+        """
+        self.log.info("sync connection ({kind}) with {peer}", kind=kind, peer=getattr(conn, "peer_id", "?"))
         for role in list(self.roles):
             hook = getattr(role, "peer_connected", None)
             if hook is None:
                 continue
             try:
-                d = hook(conn)
+                d = hook(conn, kind)
             except Exception:
                 self.log.failure("role {role} failed on a new connection", role=getattr(role, "name", role))
                 continue
@@ -380,7 +405,17 @@ class Node(SequentialMultiService):
                 lag[f"{r.source} -> {r.target}"] = max(0, src.update_seq() - done)
         peers = []
         for address, svc in self.peer_clients.items():
-            peers.append({"address": address, "kind": svc.name.split()[0], "connected": _connected(svc)})
+            conn = getattr(svc, "connection", None)
+            peers.append({
+                "address": address,
+                "kind": svc.name.split()[0],
+                "connected": conn is not None,
+                "peer_id": getattr(conn, "peer_id", None),
+            })
+        connections = [
+            {"peer_id": getattr(c, "peer_id", None), "roles": list(getattr(c, "peer_roles", ()) or ())}
+            for c in getattr(self.sync_factory, "connections", ())
+        ]
         return {
             "account": self.account_id,
             "user": self.settings.user,
@@ -390,6 +425,7 @@ class Node(SequentialMultiService):
             "listen": list(self.settings.listen),
             "sync": self.sync_factory is not None,
             "peers": peers,
+            "connections": connections,
             "databases": databases,
             "replication_lag": lag,
             "time": self.clock.seconds(),
@@ -400,12 +436,35 @@ class Node(SequentialMultiService):
         return self.api_service.when_listening()
 
 
-def _connected(svc: ClientService) -> bool:
-    # ClientService has no public "is connected" query; whenConnected(failAfterFailures=1) would
-    # trigger a connection attempt. Its state machine name is the least bad signal.
-    machine = getattr(svc, "_machine", None)
-    state = getattr(machine, "_state", None) or getattr(getattr(machine, "_automat", None), "_state", None)
-    return "connected" in str(state).lower() and "not" not in str(state).lower()
+class _HookedFactory:
+    """Builds the sync factory's protocols with one more connection hook (which side or peer it is)."""
+
+    def __init__(self, factory: Any, hook: Callable[[Any], Any]):
+        self._factory = factory
+        self._hook = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._factory, name)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = self._factory.buildProtocol(addr)
+        if proto is not None and hasattr(proto, "extra_hooks"):
+            proto.extra_hooks.append(self._hook)
+        return proto
+
+
+def make_peer_service(node: "Node", endpoint: Any, kind: str, address: str) -> IService:
+    """The sync package's reconnecting SyncPeerService; roles hear of each authenticated connection."""
+    from shiftpeer.sync.client import SyncPeerService
+
+    return SyncPeerService(
+        node.clock,
+        endpoint,
+        node.sync_factory,
+        on_connected=lambda conn: node.peer_connected(conn, kind),
+        retry_policy=backoffPolicy(initialDelay=1.0, maxDelay=60.0),
+        name=f"{kind} {address}",
+    )
 
 
 def load_key(directory: str, config: Any) -> Any:
@@ -458,7 +517,6 @@ def build_sync_factory(node: Node) -> Any:
         reactor=node.reactor,
         roles=tuple(getattr(r, "name", "") for r in node.roles),
     )
-    factory.on_connected.append(node.peer_connected)
     for role in node.roles:
         install = getattr(role, "install_sync", None)
         if install is not None:
@@ -477,12 +535,13 @@ def wrap_tls_server(node: Node, factory: Any) -> Any:
 
 def tls_client_endpoint(node: Node, host: str, port: int, kind: str) -> Any:
     """TCP wrapped in client TLS; a hub's certificate must match its host name under --ca."""
-    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+    from twisted.internet.endpoints import HostnameEndpoint
 
     from shiftpeer.identity.tls import client_creator
+    from shiftpeer.sync.client import tls_client_endpoint as wrap_client_tls
 
     if kind == "hub":
         creator = client_creator(tls_material(node), hostname=host, trust_root=node.settings.ca)
     else:
         creator = client_creator(tls_material(node))
-    return wrapClientTLS(creator, HostnameEndpoint(node.reactor, host, port))
+    return wrap_client_tls(HostnameEndpoint(node.reactor, host, port), creator)

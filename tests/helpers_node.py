@@ -63,6 +63,18 @@ class ApiTestClient:
         return resp.code, json.loads(content) if content else None
 
 
+def listening_port(service) -> Deferred:
+    """The port a StreamServerEndpointService bound, without consuming its own Deferred's result."""
+    d: Deferred = Deferred()
+
+    def got(port):
+        d.callback(port)
+        return port
+
+    service._waitingForPort.addCallback(got)
+    return d
+
+
 class _Collect(Protocol):
     def __init__(self, done: Deferred):
         self.done = done

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from shiftpeer.shifts import FEED, PRIVATE, PUBLIC, InvalidShift, NotAuthor, ShiftNotFound
 from shiftpeer.node import Node
-from tests.helpers_node import eventually, make_node
+from tests.helpers_node import eventually, listening_port, make_node
 
 
 @pytest_twisted.ensureDeferred
@@ -227,7 +227,7 @@ async def test_metrics_endpoint_serves_database_counts(tmp_path):
     node.startService()
     try:
         node.shifts.create({"space": "Notes", "href": "http://e.org/"})
-        port = await node.getServiceNamed("metrics")._waitingForPort
+        port = await listening_port(node.getServiceNamed("metrics"))
         url = f"http://127.0.0.1:{port.getHost().port}/metrics".encode()
         resp = await Agent(reactor).request(b"GET", url)
         text = (await read_body(resp)).decode()
@@ -237,19 +237,39 @@ async def test_metrics_endpoint_serves_database_counts(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_sync_seam_builds_listeners_and_peer_services(tmp_path):
-    """With --listen and --peer the sync service builds a TLS listener and a reconnecting peer service."""
-    from twisted.application.internet import ClientService, StreamServerEndpointService
+async def test_two_nodes_connect_over_tls_and_roles_hear_of_it(tmp_path):
+    """A node with --peer reaches another's --listen over mutual TLS; both sides' roles hear of it; both stop promptly."""
+    from twisted.application.service import Service
 
-    node = make_node(str(tmp_path / "n"), listen=["tcp:0:interface=127.0.0.1"], peers=["127.0.0.1:1"])
-    node.startService()
+    class Recorder(Service):
+        name = "recorder"
+
+        def __init__(self):
+            self.seen = []
+
+        def peer_connected(self, conn, kind):
+            self.seen.append((kind, conn.peer_id))
+
+    a = make_node(str(tmp_path / "a"), listen=["tcp:0:interface=127.0.0.1"])
+    rec_a = Recorder()
+    a.add_role(rec_a)
+    a.startService()
+    b = None
     try:
-        sync = node.getServiceNamed("sync")
-        kinds = sorted(type(s).__name__ for s in sync)
-        assert node.sync_factory is not None
-        assert any(isinstance(s, StreamServerEndpointService) for s in sync), kinds
-        assert any(isinstance(s, ClientService) for s in sync), kinds
-        assert node.status()["peers"] == [{"address": "127.0.0.1:1", "kind": "peer", "connected": False}]
+        listener = next(s for s in a.getServiceNamed("sync") if s.name.startswith("listen"))
+        port = (await listening_port(listener)).getHost().port
+        b = make_node(str(tmp_path / "b"), peers=[f"127.0.0.1:{port}"])
+        rec_b = Recorder()
+        b.add_role(rec_b)
+        b.startService()
+        await eventually(lambda: rec_a.seen and rec_b.seen, timeout=10)
+        assert rec_b.seen == [("peer", a.account_id)]
+        assert rec_a.seen == [("incoming", b.account_id)]
+        st = b.status()["peers"]
+        assert st[0]["address"] == f"127.0.0.1:{port}" and st[0]["connected"] is True
+        assert a.status()["connections"]
     finally:
-        await node.stopService()
-    assert node.sync_factory is None
+        if b is not None:
+            await b.stopService()
+        await a.stopService()
+    assert a.sync_factory is None and b.sync_factory is None
