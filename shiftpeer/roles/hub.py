@@ -78,7 +78,10 @@ class Hub:
         factory.rpc_handlers.update(self.handlers())
 
     def handlers(self) -> dict[str, Callable[[Any, dict], Any]]:
-        """The RPC methods this hub answers, by name."""
+        """The RPC methods this hub answers, by name (a refusal travels as ``[code] message``)."""
+        return {name: _coded(fn) for name, fn in self._methods().items()}
+
+    def _methods(self) -> dict[str, Callable[[Any, dict], Any]]:
         return {
             "register": self.rpc_register,
             "whoami": self.rpc_whoami,
@@ -235,6 +238,16 @@ class Hub:
         follows = self.social.follows_of(user)
         return {"follows": follows, "follows_ids": [a for a in map(self.accounts.id_of, follows) if a],
                 "favorites": self.social.favorites_of(user)}
+
+
+def _coded(fn: Callable[[Any, dict], Any]) -> Callable[[Any, dict], Any]:
+    def handler(conn: Any, args: dict) -> Any:
+        try:
+            return fn(conn, args if isinstance(args, dict) else {})
+        except FlowError as e:
+            raise FlowError(f"[{e.code}] {e.message}", e.code) from None
+
+    return handler
 
 
 def _public_view(group: dict) -> dict:

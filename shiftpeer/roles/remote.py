@@ -8,6 +8,7 @@ delivers whatever waits in the outbox. Every RPC the user-side flows need goes t
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
@@ -19,17 +20,17 @@ from shiftpeer.roles.publishing import FEED, PUBLIC, NotConnected
 from shiftpeer.sync.protocol import RemoteError
 
 HUB_KIND = "hub"
+_CODED = re.compile(r"^FlowError: \[(\w+)\] (.*)$", re.S)
 
 log = Logger()
 
 
 def flow_error(err: RemoteError) -> FlowError:
-    """A hub's refusal as a FlowError carrying the hub's own message."""
-    text = str(err)
-    for prefix in ("FlowError: ", "NotConnected: "):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    return FlowError(text, "hub_refused")
+    """A hub's refusal (``FlowError: [code] message``) as a FlowError with the hub's code and message."""
+    m = _CODED.match(str(err))
+    if m is None:
+        return FlowError(f"the hub failed: {err}", "hub_failed")
+    return FlowError(m.group(2), m.group(1))
 
 
 class HubLink:

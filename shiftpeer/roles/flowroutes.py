@@ -1,0 +1,148 @@
+"""The local API routes of the flows (docs/api.md): register, publish, groups, comments, messages,
+notices, follows, favorites and the feed query. Handlers turn a refusal (FlowError) into an API error
+whose status says what kind of problem it is."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import maybeDeferred
+
+from shiftpeer.api.app import PREFIX, ApiError, ApiRequest
+from shiftpeer.roles.names import FlowError
+
+STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_registered": 403,
+          "not_found": 404, "no_user": 404, "no_group": 404, "name_taken": 409, "already_registered": 409,
+          "already_member": 409}
+FEED_PARAMS = ("href", "domain", "space", "author", "group", "thread", "type")
+
+
+def _refusal(f: Any) -> Any:
+    f.trap(FlowError)
+    err = f.value
+    raise ApiError(STATUS.get(err.code, 400), err.message, code=err.code)
+
+
+def _guard(fn: Callable[[ApiRequest], Any]) -> Callable[[ApiRequest], Any]:
+    def handler(req: ApiRequest) -> Any:
+        return maybeDeferred(fn, req).addErrback(_refusal)
+
+    return handler
+
+
+def _flag(req: ApiRequest, name: str) -> bool:
+    return str(req.arg(name, "")).lower() in ("1", "true", "yes")
+
+
+def shift_view(row: dict, source: str) -> dict:
+    """A query row in the shape the feed has always answered with (body fields plus id, rev, ...)."""
+    return {**row["body"], "id": row["id"], "rev": row["rev"], "deleted": row["deleted"], "conflicts": [],
+            "databases": [source]}
+
+
+def install_user_routes(api: Any, role: Any) -> None:
+    """Every user node's flow routes (they replace the 501 placeholders and the local-only feed)."""
+    flows = lambda: role.flows  # noqa: E731 - read at call time: the role builds its flows on start
+
+    def register(req: ApiRequest) -> Any:
+        body = req.json_object() if req.body is not None else {}
+        d = flows().register(body.get("name"), body.get("token"))
+        return d.addCallback(lambda r: {**r, "message": f"registered as {r['name']} on the hub"})
+
+    def publish(req: ApiRequest) -> Any:
+        body = req.json_object()
+        return flows().publish(req.params["id"], public=bool(body.get("public")),
+                               groups=body.get("groups") or [], to=body.get("to") or [])
+
+    def comment(req: ApiRequest) -> Any:
+        return flows().comment(req.params["id"], req.json_object().get("text"))
+
+    def comments(req: ApiRequest) -> Any:
+        d = flows().query({"filters": {"thread": req.params["id"]}, "limit": int(req.arg("limit", 50)),
+                           "cursor": req.arg("cursor")})
+        return d.addCallback(lambda a: {"rows": [shift_view(r, a["source"]) for r in a["rows"]],
+                                        "next_cursor": a["next_cursor"]})
+
+    def group_action(action: str) -> Callable[[ApiRequest], Any]:
+        def handler(req: ApiRequest) -> Any:
+            body = req.json_object() if req.body is not None else {}
+            name = req.params.get("name") or body.get("name")
+            extra = {k: body.get(k) for k in ("user", "level", "open", "join_level") if k in body}
+            d = flows().group(action, name, **extra)
+            return d.addCallback(_members_list if action == "members" else _with_message(action))
+
+        return handler
+
+    def feed(req: ApiRequest) -> Any:
+        unknown = set(req.query) - set(FEED_PARAMS) - {"limit", "cursor", "following", "favorites"}
+        if unknown:
+            raise ApiError(400, f"unknown feed parameter(s): {', '.join(sorted(unknown))}")
+        try:
+            limit = int(req.arg("limit", 50))
+        except ValueError:
+            raise ApiError(400, "limit must be a whole number") from None
+        filters = {k: req.query[k] for k in FEED_PARAMS if req.query.get(k)}
+        d = flows().query({"filters": filters, "limit": limit, "cursor": req.arg("cursor"),
+                           "following": _flag(req, "following"), "favorites": _flag(req, "favorites")})
+        return d.addCallback(lambda a: {"rows": [shift_view(r, a["source"]) for r in a["rows"]],
+                                        "next_cursor": a["next_cursor"], "source": a["source"]})
+
+    def messages(req: ApiRequest) -> Any:
+        return flows().messages(limit=int(req.arg("limit", 50)), cursor=req.arg("cursor"),
+                                unread_only=_flag(req, "unread"))
+
+    def mark_read(req: ApiRequest) -> Any:
+        body = req.json_object() if req.body is not None else {}
+        return flows().mark_read(body.get("ids"))
+
+    def notice(req: ApiRequest) -> Any:
+        hub = req.node.role("hub")
+        text = req.json_object().get("text")
+        if hub is not None and hub.hub is not None:
+            return hub.hub.social.post_notice(text)
+        return flows().notice(text)
+
+    def follow(req: ApiRequest) -> Any:
+        body = req.json_object()
+        return flows().follow(body.get("user"), bool(body.get("on", True)))
+
+    def favorite(req: ApiRequest) -> Any:
+        body = req.json_object() if req.body is not None else {}
+        return flows().favorite(req.params["id"], bool(body.get("on", True)))
+
+    routes = [
+        ("POST", "/register", register), ("POST", "/shifts/{id}/publish", publish),
+        ("POST", "/shifts/{id}/comments", comment), ("GET", "/shifts/{id}/comments", comments),
+        ("POST", "/shifts/{id}/favorite", favorite), ("POST", "/follows", follow),
+        ("POST", "/groups", group_action("new")), ("GET", "/groups/{name}/members", group_action("members")),
+        ("GET", "/feed", feed), ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),
+        ("POST", "/notices", notice),
+    ]
+    routes += [("POST", f"/groups/{{name}}/{a}", group_action(a)) for a in ("invite", "join", "leave", "remove", "level")]
+    for method, template, handler in routes:
+        api.add_route(method, PREFIX + template, _guard(handler))
+
+
+def install_hub_routes(api: Any, role: Any) -> None:
+    """Hub operator routes: registration invitations."""
+
+    def invite(req: ApiRequest) -> dict:
+        return {"token": role.hub.accounts.new_invite()}
+
+    api.add_route("POST", PREFIX + "/hub/invites", _guard(invite))
+
+
+def _members_list(group: dict) -> dict:
+    members = [{"user": u, "level": lvl} for u, lvl in sorted(group["members"].items())]
+    return {"group": group["group"], "open": group["open"], "members": members}
+
+
+def _with_message(action: str) -> Callable[[dict], dict]:
+    def add(result: dict) -> dict:
+        who, group, level = result.get("user"), result.get("group"), result.get("level")
+        text = {"new": f"created group {group}", "invite": f"invited {who} to {group}",
+                "join": f"joined {group} as {level}", "leave": f"left {group}",
+                "remove": f"removed {who} from {group}", "level": f"{who} is now {level} in {group}"}[action]
+        return {**result, "message": text}
+
+    return add

@@ -1,0 +1,129 @@
+"""The flows through real Nodes and their local HTTP API: a hub with a CA-signed certificate and three
+users dialling it over TLS on 127.0.0.1, each driven only through its API."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import gatherResults
+
+from shiftpeer.api.token import read_token
+from shiftpeer.identity.makecerts import main as make_certs
+from tests.helpers_node import ApiTestClient, eventually, listening_port, make_node
+
+LISTEN = "tcp:0:interface=127.0.0.1"
+
+
+def _with_flows(node, hub: bool = False):
+    """Give a node the flow roles (the Node adds them itself from its settings once wired)."""
+    from shiftpeer.roles.flowroles import FlowsRole, HubRole
+
+    if node.role("flows") is None:
+        node.add_role(FlowsRole(node))
+    if hub and node.role("hub") is None:
+        node.add_role(HubRole(node))
+    return node
+
+
+async def _start(node) -> ApiTestClient:
+    node.startService()
+    url = await node.when_ready()
+    return ApiTestClient(url, read_token(node.settings.directory))
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    started = []
+    yield tmp_path, started
+    pytest_twisted.blockon(gatherResults([n.stopService() for n in reversed(started)]))
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_flows_through_the_api(nodes):
+    """Register, publish public/group/direct, join, comment, notice and feed queries, all through the
+    API of real nodes; each user sees exactly what they should."""
+    tmp_path, started = nodes
+    assert make_certs([str(tmp_path / "certs"), "--host", "127.0.0.1", "--new-ca"]) == 0
+    certs = tmp_path / "certs"
+    hub = _with_flows(make_node(str(tmp_path / "hub"), listen=[LISTEN], hub=True, user="op",
+                                tls_cert=str(certs / "127.0.0.1.pem"), tls_key=str(certs / "127.0.0.1.key")),
+                      hub=True)
+    started.append(hub)
+    hub_api = await _start(hub)
+    listener = next(s for s in hub.getServiceNamed("sync") if s.name.startswith("listen"))
+    port = (await listening_port(listener)).getHost().port
+    api = {}
+    for name in ("alice", "bob", "carol"):
+        node = _with_flows(make_node(str(tmp_path / name), connect=f"127.0.0.1:{port}", ca=str(certs / "ca.pem"),
+                                     user=name))
+        started.append(node)
+        api[name] = await _start(node)
+        await eventually(lambda n=node: n.role("flows").flows.link.connected, timeout=10)
+        code, body = await api[name].request("POST", "/v1/register", {})
+        assert code == 200, body
+        assert body["name"] == name
+
+    async def call(who, method, path, body=None, want=200):
+        code, answer = await api[who].request(method, path, body)
+        assert code == want, (who, path, answer)
+        return answer
+
+    code, taken = await api["carol"].request("POST", "/v1/register", {"name": "alice"})
+    assert code == 409 and "already" in taken["error"]
+    href = "https://example.org/api"
+    ids = {}
+    for kind in ("public", "group", "direct"):
+        ids[kind] = (await call("alice", "POST", "/v1/shifts", {"space": "Notes", "href": href,
+                                                                 "summary": kind}, want=201))["id"]
+    await call("alice", "POST", "/v1/groups", {"name": "club"})
+    await call("alice", "POST", "/v1/groups/club/invite", {"user": "bob", "level": "read"})
+    await call("bob", "POST", "/v1/groups/club/join", {})
+    members = await call("bob", "GET", "/v1/groups/club/members")
+    assert members["members"] == [{"user": "alice", "level": "owner"}, {"user": "bob", "level": "read"}]
+    await call("alice", "POST", f"/v1/shifts/{ids['public']}/publish", {"public": True})
+    published = await call("alice", "POST", f"/v1/shifts/{ids['group']}/publish", {"groups": ["club"]})
+    assert published["targets"] == {"group:club": "ok"}
+    direct = await call("alice", "POST", f"/v1/shifts/{ids['direct']}/publish", {"to": ["carol", "nobody"]})
+    assert direct["targets"]["user:carol"] == "ok" and "nobody" in direct["targets"]["user:nobody"]
+
+    async def feed_ids(who):
+        return {r["id"] for r in (await call(who, "GET", f"/v1/feed?href={href}"))["rows"]}
+
+    await eventually(lambda: hub.store.has_database("shared") and hub.store.database("shared").doc_count() == 3,
+                     timeout=10)
+    assert await feed_ids("alice") == set(ids.values())
+    assert await feed_ids("bob") == {ids["public"], ids["group"]}
+    assert await feed_ids("carol") == {ids["public"], ids["direct"]}
+    code, refused = await api["carol"].request("GET", "/v1/feed?group=club")
+    assert code == 403 and "not a reader" in refused["error"]
+
+    await call("bob", "POST", f"/v1/shifts/{ids['group']}/comments", {"text": "hello club"})
+    code, _ = await hub_api.request("POST", "/v1/notices", {"text": "welcome"})
+    assert code == 200
+
+    async def alice_messages():
+        return await call("alice", "GET", "/v1/messages")
+
+    await eventually_async(lambda: alice_messages(), lambda m: m["unread"] == 2)
+    texts = {m["text"] for m in (await alice_messages())["rows"]}
+    assert texts == {"hello club", "welcome"}
+    assert (await call("alice", "POST", "/v1/messages/read", {}))["unread"] == 0
+    thread = await call("alice", "GET", f"/v1/shifts/{ids['group']}/comments")
+    assert [r["text"] for r in thread["rows"]] == ["hello club"]
+
+
+async def eventually_async(fetch, ok, timeout: float = 10.0):
+    """Poll an asynchronous ``fetch`` until ``ok(result)``."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    deadline = reactor.seconds() + timeout
+    while True:
+        result = await fetch()
+        if ok(result):
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"not reached within {timeout}s: {result}")
+        await deferLater(reactor, 0.02, lambda: None)
+
