@@ -223,3 +223,27 @@ def test_node_stops_cleanly_and_console_module_runs(tmp_path):
         assert stop_node(proc) in (0, -signal.SIGTERM)
     assert not os.path.exists(os.path.join(d, "api.url"))
     assert "store closed" in (tmp_path / "twistd.log").read_text()
+
+
+def test_status_watch_refreshes_until_interrupted(running, capsys, monkeypatch):
+    """status --watch --json prints one JSON line per refresh and exits 0 on Ctrl-C."""
+    import shiftpeer.cli as cli
+
+    naps = []
+
+    def fake_sleep(seconds):
+        naps.append(seconds)
+        if len(naps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", fake_sleep)
+    status, out, err = run(capsys, "--data", running, "status", "--watch", "0.5", "--json")
+    assert status == 0 and naps == [0.5, 0.5]
+    assert [json.loads(line)["roles"] for line in out.splitlines()] == [["user"], ["user"]]
+
+
+def test_api_access_log_keeps_page_urls_out_of_operator_logs(running, capsys, tmp_path_factory):
+    """The node's log never records the page URLs the feed was asked about."""
+    run(capsys, "--data", running, "feed", "--href", "https://secret.example/private-page")
+    log_path = os.path.join(os.path.dirname(running), "twistd.log")
+    assert "secret.example" not in open(log_path).read()

@@ -14,6 +14,14 @@ from shiftpeer.api import token as tokens
 from shiftpeer.api.resource import ApiResource
 
 
+class QuietSite(Site):
+    """A Site without the access log: the extension asks about every page the user visits, and
+    those URLs must not end up in operator logs."""
+
+    def log(self, request: Any) -> None:
+        pass
+
+
 def url_of(address: Any) -> str:
     """The http:// URL clients use for a listening port's address."""
     host = getattr(address, "host", None)
@@ -44,7 +52,7 @@ class ApiService(Service):
     def startService(self) -> None:
         super().startService()
         token = tokens.ensure_token(self._directory)
-        site = Site(ApiResource(self._node.api, token))
+        site = QuietSite(ApiResource(self._node.api, token))
         site.noisy = False
         endpoint = serverFromString(self._node.reactor, self._endpoint)
         self._listening = endpoint.listen(site)
