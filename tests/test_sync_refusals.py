@@ -125,6 +125,7 @@ def test_message_before_hello_is_refused():
         def write(self, d): sent.append(d)
         def loseConnection(self): sent.append("closed")
         def registerProducer(self, *a): pass
+        def unregisterProducer(self): pass
         def getPeer(self): return "fake"
         def getPeerCertificate(self): return None
 

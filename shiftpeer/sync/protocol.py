@@ -59,6 +59,8 @@ class SyncProtocol(Protocol):
         self._ready: Deferred | None = None
         self._ready_waiters: list[Deferred] = []
         self.extra_hooks: list[Callable[["SyncProtocol"], Any]] = []
+        self._lost = False
+        self._closed_waiters: list[Deferred] = []
 
     # ---------------------------------------------------------------- state machine
     @_machine.state(initial=True)
@@ -150,6 +152,9 @@ class SyncProtocol(Protocol):
 
     @_machine.output()
     def _cleanup(self) -> None:
+        if self._lost:
+            return
+        self._lost = True
         self._closing = True
         self.factory.connections.discard(self)
         self.replications.connection_lost()
@@ -159,6 +164,9 @@ class SyncProtocol(Protocol):
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
             d.errback(RemoteError("the connection closed before the handshake"))
+        closed, self._closed_waiters = self._closed_waiters, []
+        for d in closed:
+            d.callback(None)
 
     awaiting_hello.upon(hello, enter=ready, outputs=[_authenticate])
     awaiting_hello.upon(message, enter=closed, outputs=[_early_message])
@@ -257,6 +265,15 @@ class SyncProtocol(Protocol):
         """Close the connection."""
         self._close()
 
+    def when_closed(self) -> Deferred:
+        """A Deferred that fires (with None) once the connection is gone."""
+        d: Deferred = Deferred()
+        if self._lost:
+            d.callback(None)
+        else:
+            self._closed_waiters.append(d)
+        return d
+
     # ---------------------------------------------------------------- used by ReplicationManager
     def encode(self, t: str, **fields: Any) -> bytes:
         return messages.encode(t, **fields)
@@ -298,6 +315,8 @@ class SyncProtocol(Protocol):
         if not self._closing:
             self._closing = True
             if self.transport is not None:
+                # TLSMemoryBIOProtocol only sends close_notify once no producer is registered
+                self.transport.unregisterProducer()
                 self.transport.loseConnection()
 
     def _address(self) -> str:
@@ -391,4 +410,4 @@ class SyncFactory(Factory):
 
     def _verify_signatures(self, docs: list) -> Deferred:
         from shiftpeer.identity.signing import verify_many
-        return verify_many(docs, threadpool=self.reactor.getThreadPool())
+        return verify_many(docs, reactor=self.reactor)

@@ -256,12 +256,15 @@ class Puller:
 
     def _stored(self, _: Any, take: list, ndocs: int) -> None:
         self.storing = False
+        self.mgr.counters["docs_in"] += ndocs
+        if self.stopped:        # the connection went away while storing: the checkpoint still holds
+            self.handle.seq = take[-1].seq
+            return
         for b in take:
             self.queue.popleft()
         self.mgr.backlog(-len(take))
         self.handle.seq = take[-1].seq
         self.handle.docs += ndocs
-        self.mgr.counters["docs_in"] += ndocs
         if not self.stopped:
             self.mgr.conn.send("ack", rid=self.rid, seq=take[-1].seq)
         if any(b.marker for b in take):
@@ -270,6 +273,11 @@ class Puller:
 
     def _store_failed(self, f: Failure) -> None:
         self.storing = False
+        if isinstance(f.value, ValueError):   # store.InvalidDocument: the peer sent a bad document
+            log.warn("{peer}: refused invalid documents from {db}: {err}", peer=self.mgr.conn.peer_id,
+                     db=self.remote_db, err=f.getErrorMessage())
+            self.mgr.conn.violation("invalid", f"invalid document: {f.getErrorMessage()}"[:4000], self.remote_db)
+            return
         log.failure("{peer}: storing a batch from {db} failed", f, peer=self.mgr.conn.peer_id, db=self.remote_db)
         self.mgr.conn.violation("store_failed", f"could not store documents: {f.getErrorMessage()}",
                                 self.remote_db)

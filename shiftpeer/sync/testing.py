@@ -314,23 +314,28 @@ def connect_pair(client_factory: Any, server_factory: Any, clock: Any, *, client
     from twisted.protocols.tls import TLSMemoryBIOFactory
     from twisted.test import iosim
 
+    from twisted.internet.protocol import Factory
+
     addr = IPv4Address("TCP", "127.0.0.1", 0)
-    holder: dict = {}
+    inner: dict = {}
+
+    class Recording(Factory):
+        """Keeps the inner protocol: the TLS wrapper drops it on disconnect."""
+
+        def __init__(self, wrapped: Any, side: str) -> None:
+            self.wrapped, self.side = wrapped, side
+
+        def buildProtocol(self, a: Any) -> Any:
+            inner[self.side] = p = self.wrapped.buildProtocol(a)
+            return p
+
+    cwrap, swrap = Recording(client_factory, "c"), Recording(server_factory, "s")
     if tls:
         ctls, stls = make_tls(client_name), make_tls(server_name)
-        cf = TLSMemoryBIOFactory(ctls.client, True, client_factory, clock=clock)
-        sf = TLSMemoryBIOFactory(stls.server, False, server_factory, clock=clock)
+        cf: Any = TLSMemoryBIOFactory(ctls.client, True, cwrap, clock=clock)
+        sf: Any = TLSMemoryBIOFactory(stls.server, False, swrap, clock=clock)
     else:
-        cf, sf = client_factory, server_factory
-
-    def server() -> Any:
-        holder["s"] = p = sf.buildProtocol(addr)
-        return p
-
-    def client() -> Any:
-        holder["c"] = p = cf.buildProtocol(addr)
-        return p
-
-    c, s, pump = iosim.connectedServerAndClient(server, client, clock=clock)
-    inner = (lambda p: p.wrappedProtocol) if tls else (lambda p: p)
-    return Pair(inner(c), inner(s), pump, c, s)
+        cf, sf = cwrap, swrap
+    c, s, pump = iosim.connectedServerAndClient(lambda: sf.buildProtocol(addr), lambda: cf.buildProtocol(addr),
+                                                clock=clock)
+    return Pair(inner["c"], inner["s"], pump, c, s)

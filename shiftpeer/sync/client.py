@@ -1,0 +1,124 @@
+"""Endpoints and services: mutual TLS around ``tcp:`` endpoints, and one reconnecting service per peer.
+
+Mutual TLS wraps a plain TCP endpoint in ``TLSMemoryBIOFactory`` (the ``ssl:`` endpoint string has no
+client-certificate option; tahoe ``storage/http_server.py`` ``_TLSEndpointWrapper``)::
+
+    listener = tls_server_endpoint(serverFromString(reactor, "tcp:7780"), server_creator(key))
+    listener.listen(factory)
+
+    peer = SyncPeerService(reactor, tls_client_endpoint(
+               clientFromString(reactor, "tcp:hub.example:7780"), client_creator(key, hostname=...)),
+           factory, on_connected=lambda conn: conn.pull("master", "user/feed"))
+    peer.setServiceParent(node)
+
+``SyncPeerService`` is a ``ClientService``: it reconnects with backoff, and every time a connection
+is authenticated it calls ``on_connected(conn)``, which starts the replications for that connection;
+they resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from shiftpeer.sync.protocol import SyncFactory, SyncProtocol
+
+log = Logger()
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """Listens on a TCP endpoint; every connection runs TLS (server side) under the given factory."""
+
+    def __init__(self, endpoint: Any, creator: Any, clock: Any = None) -> None:
+        self._endpoint, self._creator, self._clock = endpoint, creator, clock
+
+    def listen(self, factory: Any) -> Deferred:
+        return self._endpoint.listen(TLSMemoryBIOFactory(self._creator, False, factory, clock=self._clock))
+
+
+@implementer(IStreamClientEndpoint)
+class TLSClientEndpoint:
+    """Connects with a TCP endpoint, then runs TLS (client side); fires with the *inner* protocol."""
+
+    def __init__(self, endpoint: Any, creator: Any, clock: Any = None) -> None:
+        self._endpoint, self._creator, self._clock = endpoint, creator, clock
+
+    def connect(self, factory: Any) -> Deferred:
+        d = self._endpoint.connect(TLSMemoryBIOFactory(self._creator, True, factory, clock=self._clock))
+        return d.addCallback(lambda tls: tls.wrappedProtocol)
+
+
+def tls_server_endpoint(endpoint: Any, creator: Any, clock: Any = None) -> TLSServerEndpoint:
+    """Mutual TLS (identity.tls.server_creator) over a listening endpoint such as ``tcp:7780``."""
+    return TLSServerEndpoint(endpoint, creator, clock)
+
+
+def tls_client_endpoint(endpoint: Any, creator: Any, clock: Any = None) -> TLSClientEndpoint:
+    """Mutual TLS (identity.tls.client_creator) over a connecting endpoint such as ``tcp:host:7780``."""
+    return TLSClientEndpoint(endpoint, creator, clock)
+
+
+class _PeerFactory(Factory):
+    """Builds the SyncFactory's protocols, adding this peer's connection hook."""
+
+    def __init__(self, sync_factory: SyncFactory, hook: Callable[[SyncProtocol], Any]) -> None:
+        self.sync_factory = sync_factory
+        self.hook = hook
+
+    def buildProtocol(self, addr: Any) -> SyncProtocol:
+        proto = self.sync_factory.buildProtocol(addr)
+        proto.extra_hooks.append(self.hook)
+        return proto
+
+
+class SyncPeerService(ClientService):
+    """One outgoing peer: connect, reconnect with backoff, call ``on_connected(conn)`` once authenticated."""
+
+    def __init__(self, reactor: Any, endpoint: Any, factory: SyncFactory, *,
+                 on_connected: Optional[Callable[[SyncProtocol], Any]] = None,
+                 retry_policy: Optional[Callable[[int], float]] = None, name: Optional[str] = None) -> None:
+        self.sync_factory = factory
+        self.on_connected = on_connected
+        self.connection: Optional[SyncProtocol] = None
+        self._waiting: list[Deferred] = []
+        super().__init__(endpoint, _PeerFactory(factory, self._authenticated),
+                         retryPolicy=retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0),
+                         clock=reactor)
+        if name:
+            self.setName(name)
+
+    def _authenticated(self, conn: SyncProtocol) -> None:
+        self.connection = conn
+        conn.when_closed().addBoth(lambda _: self._closed(conn))
+        if self.on_connected is not None:
+            self.on_connected(conn)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(conn)
+
+    def _closed(self, conn: SyncProtocol) -> None:
+        if self.connection is conn:
+            self.connection = None
+
+    def stopService(self) -> Deferred:
+        """Stop reconnecting and close the current connection; fires once it is gone."""
+        if self.connection is not None:
+            self.connection.close()
+        return super().stopService()
+
+    def when_authenticated(self) -> Deferred:
+        """Fires with the next (or current) authenticated connection."""
+        from twisted.internet.defer import succeed
+        if self.connection is not None and not self.connection._closing:
+            return succeed(self.connection)
+        d: Deferred = Deferred()
+        self._waiting.append(d)
+        return d
