@@ -40,6 +40,10 @@ async def test_publish_public_leaves_one_live_copy(mesh):
     alice.shifts.edit(sid, {"summary": "edited"})
     await eventually(lambda: mesh.hub.db("shared").get(sid).body["summary"] == "edited", "edit in shared")
     assert mesh.hub.db("master").get(sid).conflicts == []
+    alice.shifts.delete(sid)
+    await eventually(lambda: mesh.hub.db("shared").get(sid).deleted, "delete reaches shared")
+    assert mesh.hub.db("master").get(sid).deleted
+    assert await _query_ids(bob, href=HREF) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -152,3 +156,34 @@ async def test_only_the_author_can_change_a_shift(mesh):
     result = await bob.flows.link.call("deliver", {"doc": fake, "targets": ["user:bob"]})
     assert "signature" in result["user:bob"]
     assert mesh.hub.db("shared").get(sid).body["summary"] == "s"
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_user_nodes_refuse_revisions_by_another_author_even_from_the_hub(mesh):
+    """If a compromised hub serves a validly signed edit of alice's shift by someone else, bob's node
+    keeps alice's revision; a document whose signature does not verify is never stored."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = alice.new_shift(HREF)
+    await alice.publish(sid, to=["bob"])
+    await eventually(lambda: sid in bob.feed_ids(), "bob has it")
+    held = mesh.hub.db("inbox/bob").get(sid)
+    mallory = type(alice.key).generate()
+    body = {**held.body, "summary": "hijacked", "author": mallory.account_id}
+    rev = compute_rev(held.rev, False, body)
+    hijack = {"id": sid, "rev": rev, "deleted": False, "body": body, "history": [rev, held.rev],
+              "sig": sign_doc(mallory, sid, rev, body, False)}
+    mesh.hub.db("inbox/bob").bulk_replicated([hijack])  # the hub's own checks bypassed
+    marker = bob.new_shift(HREF)
+    await alice.publish(alice.new_shift(HREF), to=["bob"])
+    await eventually(lambda: len(bob.feed_ids()) == 3, "later deliveries still arrive")
+    assert bob.feed().get(sid).rev == held.rev and bob.feed().get(sid).body["summary"] == "s"
+    assert marker in bob.feed_ids()
+    forged_body = {**held.body, "summary": "tampered"}
+    forged_rev = compute_rev(held.rev, False, forged_body)
+    forged = {"id": sid, "rev": forged_rev, "deleted": False, "body": forged_body,
+              "history": [forged_rev, held.rev], "sig": held.sig}
+    mesh.hub.db("inbox/bob").bulk_replicated([forged])
+    await eventually(lambda: not bob.flows.link.connected, "bob's node drops the forging connection")
+    assert bob.feed().get(sid, forged_rev) is None and bob.feed().get(sid).rev == held.rev
