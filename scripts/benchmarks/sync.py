@@ -1,0 +1,275 @@
+"""Sync benchmark: two nodes in two processes over real mutual TLS on 127.0.0.1.
+
+The source node (a child process) holds N signed ~1 KB shifts; this process is the receiver, with
+fsync on and every signature verified.
+
+(a) one-shot pull of N shifts into an empty node        -> pull_docs_per_s
+(b) 1,000 more shifts after that, pulled on the connection -> incremental_1000_s
+(c) reconnect when nothing changed: new TLS connection, pull, caught_up
+                                                         -> noop_reconnect_ms, noop_reconnect_bytes (raw TLS),
+                                                            noop_reconnect_frame_bytes
+(d) live: a write on the source until it is committed here -> live_p50_ms, live_p99_ms
+
+usage: scripts/bench sync [--quick] [--json]     (--quick: 10,000 shifts, 100 live writes)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+from twisted.internet.protocol import Factory  # noqa: E402
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory  # noqa: E402
+
+TEXT = "lorem ipsum dolor sit amet " * 40   # ~1 KB body with the other fields
+
+
+class CountingProtocol(ProtocolWrapper):
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.bytes_in += len(data)
+        super().dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        self.factory.bytes_out += len(data)
+        super().write(data)
+
+    def writeSequence(self, data) -> None:
+        for d in data:
+            self.write(d)
+
+
+class CountingFactory(WrappingFactory):
+    """Counts raw (TLS) bytes on the wire."""
+    protocol = CountingProtocol
+
+    def __init__(self, wrapped) -> None:
+        super().__init__(wrapped)
+        self.bytes_in = self.bytes_out = 0
+
+
+def shift(key, i: int, t: float | None = None) -> tuple[str, dict]:
+    body = {"author": key.account_id, "type": "shift", "space": "notes", "href": f"http://example.com/p{i % 500}",
+            "created": 1_700_000_000 + i, "summary": f"shift {i}", "content": {"text": TEXT}}
+    if t is not None:
+        body["t"] = t
+    return f"shift-{i:08d}", body
+
+
+# ------------------------------------------------------------------------------------------ source process
+def source_main(directory: str, n: int) -> None:
+    from twisted.internet import reactor, stdio
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.protocols.basic import LineReceiver
+
+    from shiftpeer.identity import NodeKey
+    from shiftpeer.identity.signing import sign_doc
+    from shiftpeer.identity.tls import server_creator
+    from shiftpeer.store import Store
+    from shiftpeer.sync import AllowAll, SyncFactory
+    from shiftpeer.sync.client import tls_server_endpoint
+
+    key = NodeKey.generate()
+    store = Store(os.path.join(directory, "source"), reactor=reactor, sync=True)
+    db = store.create_database("master")
+    sign = functools.partial(sign_doc, key)
+    count = [0]
+
+    def add(k: int) -> None:
+        with store.write_txn() as txn:
+            for _ in range(k):
+                docid, body = shift(key, count[0])
+                db.put(docid, body, sign=sign, txn=txn)
+                count[0] += 1
+
+    t0 = time.monotonic()
+    for _ in range(0, n, 5000):
+        add(min(5000, n - count[0]))
+    fill_s = time.monotonic() - t0
+    factory = SyncFactory(store, key, AllowAll(), reactor=reactor, roles=("hub",))
+
+    class Commands(LineReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line: bytes) -> None:
+            cmd, *args = line.decode().split()
+            if cmd == "add":
+                add(int(args[0]))
+                self.sendLine(b"ok")
+            elif cmd == "live":
+                k, gap = int(args[0]), float(args[1])
+
+                def one(i: int) -> None:
+                    docid, body = shift(key, 10_000_000 + i, t=time.monotonic())
+                    db.put(docid, body, sign=sign)
+                    if i + 1 < k:
+                        reactor.callLater(gap, one, i + 1)
+                    else:
+                        self.sendLine(b"ok")
+                one(0)
+            elif cmd == "quit":
+                store.close()
+                reactor.stop()
+
+    def listening(port) -> None:
+        print(json.dumps({"port": port.getHost().port, "peer": key.account_id, "fill_s": fill_s}), flush=True)
+        stdio.StandardIO(Commands())
+
+    ep = tls_server_endpoint(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), server_creator(key))
+    ep.listen(factory).addCallback(listening)
+    reactor.run()
+
+
+# ------------------------------------------------------------------------------------------ receiver (driver)
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv
+    as_json = "--json" in argv
+    n = 10_000 if quick else 100_000
+    live_n = 100 if quick else 1000
+    tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-sync-")
+    child = subprocess.Popen([sys.executable, __file__, "--source", tmp, str(n)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        info = json.loads(child.stdout.readline())
+        results = run_receiver(tmp, info, n, live_n, child)
+    finally:
+        try:
+            child.stdin.write("quit\n")
+            child.stdin.flush()
+            child.wait(timeout=30)
+        except Exception:
+            child.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not as_json:
+        targets = {"pull_docs_per_s": ">= 10000", "incremental_1000_s": "<= 0.15", "noop_reconnect_ms": "<= 20",
+                   "noop_reconnect_bytes": "<= 2048", "live_p50_ms": "<= 2", "live_p99_ms": "<= 10"}
+        for k, v in results.items():
+            print(f"{k:28} {v:>12}   {targets.get(k, '')}")
+    print(json.dumps(results))
+
+
+def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
+    from twisted.internet import reactor, threads
+    from twisted.internet.defer import Deferred, ensureDeferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from shiftpeer.identity import NodeKey
+    from shiftpeer.identity.tls import client_creator
+    from shiftpeer.store import Store
+    from shiftpeer.sync import AllowAll, SyncFactory
+
+    key = NodeKey.generate()
+    reactor.suggestThreadPoolSize(4)
+    store = Store(os.path.join(tmp, "receiver"), reactor=reactor, sync=True)
+    factory = SyncFactory(store, key, AllowAll(), reactor=reactor, roles=("user",))
+    results: dict = {"docs": n, "source_fill_s": round(info["fill_s"], 2)}
+
+    def command(line: str) -> Deferred:
+        def run() -> str:
+            child.stdin.write(line + "\n")
+            child.stdin.flush()
+            return child.stdout.readline()
+        return threads.deferToThread(run)
+
+    async def connect():
+        counting = CountingFactory(TLSMemoryBIOFactory(
+            client_creator(key, expected_peer_id=info["peer"]), True, factory))
+        ep = TCP4ClientEndpoint(reactor, "127.0.0.1", info["port"])
+        wrapper = await ep.connect(counting)
+        conn = await wrapper.wrappedProtocol.wrappedProtocol.when_ready()
+        return conn, counting
+
+    async def scenario() -> None:
+        # (a) one-shot pull
+        t0 = time.monotonic()
+        conn, _ = await connect()
+        rep = conn.pull("master", "feed", live=False)
+        await rep.caught_up
+        dt = time.monotonic() - t0
+        feed = store.database("feed")
+        assert feed.doc_count() == n, (feed.doc_count(), n)
+        results["pull_s"] = round(dt, 3)
+        results["pull_docs_per_s"] = round(n / dt)
+        # (b) 1,000 more
+        await command("add 1000")
+        t0 = time.monotonic()
+        await conn.pull("master", "feed", live=False).caught_up
+        results["incremental_1000_s"] = round(time.monotonic() - t0, 4)
+        assert feed.doc_count() == n + 1000
+        conn.close()
+        await conn.when_closed()
+        # (c) no-op reconnect (median of 5)
+        times, raw, framed = [], [], []
+        for _ in range(5):
+            t0 = time.monotonic()
+            conn, counting = await connect()
+            await conn.pull("master", "feed", live=False).caught_up
+            times.append((time.monotonic() - t0) * 1000)
+            raw.append(counting.bytes_in + counting.bytes_out)
+            framed.append(conn.bytes_in + conn.bytes_out)
+            conn.close()
+            await conn.when_closed()
+        results["noop_reconnect_ms"] = round(statistics.median(times), 2)
+        results["noop_reconnect_bytes"] = max(raw)
+        results["noop_reconnect_frame_bytes"] = max(framed)
+        # (d) live
+        conn, _ = await connect()
+        live = conn.pull("master", "feed", live=True)
+        await live.caught_up
+        lat: list[float] = []
+        seen = [feed.update_seq()]
+
+        def on_commit(name: str, seq: int) -> None:
+            now = time.monotonic()
+            if name != "feed":
+                return
+            for ch in feed.changes(since=seen[0]):
+                doc = feed.get(ch.id)
+                if doc is not None and "t" in doc.body:
+                    lat.append((now - doc.body["t"]) * 1000)
+            seen[0] = seq
+
+        unsubscribe = store.subscribe(on_commit)
+        await command(f"live {live_n} 0.003")
+        deadline = time.monotonic() + 10
+        while len(lat) < live_n and time.monotonic() < deadline:
+            d = Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            await d
+        unsubscribe()
+        lat.sort()
+        results["live_writes"] = len(lat)
+        results["live_p50_ms"] = round(statistics.median(lat), 3)
+        results["live_p99_ms"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3)
+        conn.close()
+        await conn.when_closed()
+
+    def done(result):
+        reactor.stop()
+        return result
+
+    outcome: list = []
+    d = ensureDeferred(scenario())
+    d.addBoth(outcome.append).addBoth(done)
+    reactor.run()
+    store.close()
+    if outcome and hasattr(outcome[0], "raiseException"):
+        outcome[0].raiseException()
+    return results
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--source":
+        source_main(sys.argv[2], int(sys.argv[3]))
+    else:
+        main(sys.argv[1:])
