@@ -39,7 +39,7 @@ def test_taken_names_and_second_names_are_refused(store):
         accounts.register("alice2", a)
 
 
-@pytest.mark.parametrize("name", ["", "Alice", "../x", "a/b", "a" * 33, "-x", "x y", None, 5, "ünï"])
+@pytest.mark.parametrize("name", ["", "Alice", "../x", "a/b", "a" * 65, "-x", ".x", "x y", None, 5, "ünï"])
 def test_bad_names_are_refused(store, name):
     """Names that could play path games or fold case are refused before anything is written."""
     with pytest.raises(FlowError, match="not valid"):
@@ -66,3 +66,15 @@ def test_split_db_only_accepts_whole_names():
     assert split_db("inbox/alice/../bob")[1] is None
     assert split_db("group/")[1] is None
     assert split_db("master") == ("master", None)
+
+
+def test_hub_config_file(tmp_path):
+    """DIR/hub.json chooses open or invite-only registration; a bad value is refused clearly."""
+    from shiftpeer.roles.flowroles import load_hub_config
+
+    assert load_hub_config(str(tmp_path))["registration"] == "open"
+    (tmp_path / "hub.json").write_text('{"registration": "invite", "operators": ["x"]}')
+    assert load_hub_config(str(tmp_path)) == {"registration": "invite", "operators": ["x"], "relays": []}
+    (tmp_path / "hub.json").write_text('{"registration": "maybe"}')
+    with pytest.raises(ValueError, match="open"):
+        load_hub_config(str(tmp_path))

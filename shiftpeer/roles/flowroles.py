@@ -9,6 +9,8 @@ it); ``install_sync(factory)`` registers RPC handlers and the incoming-document 
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from twisted.application.service import Service
@@ -22,9 +24,25 @@ from shiftpeer.roles.validation import filtering_store_batch, refusal
 log = Logger()
 
 
-def _config(node: Any, name: str, default: Any) -> Any:
-    value = getattr(node.settings.config, name, None) if node.settings.config is not None else None
-    return default if value is None else value
+HUB_CONFIG = "hub.json"
+
+
+def load_hub_config(directory: str) -> dict:
+    """The hub's flow settings from ``DIR/hub.json`` (optional): ``registration`` ("open" or "invite"),
+    ``operators`` (account ids that may post notices besides the hub) and ``relays`` (peer ids that may
+    hand in documents by other authors: federated hubs, trusted full peers)."""
+    path = os.path.join(directory, HUB_CONFIG)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return {"registration": "open", "operators": [], "relays": []}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is unreadable or not JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("registration", "open") not in ("open", "invite"):
+        raise ValueError(f"{path}: registration must be \"open\" or \"invite\"")
+    return {"registration": doc.get("registration", "open"), "operators": list(doc.get("operators", [])),
+            "relays": list(doc.get("relays", []))}
 
 
 class HubRole(Service):
@@ -39,9 +57,9 @@ class HubRole(Service):
     def startService(self) -> None:
         super().startService()
         node = self.node
-        self.hub = Hub(node.store, node.key, node.clock,
-                       open_registration=_config(node, "registration", "open") == "open",
-                       relays=_config(node, "relays", ()), operators=_config(node, "operators", ()))
+        config = load_hub_config(node.settings.directory)
+        self.hub = Hub(node.store, node.key, node.clock, open_registration=config["registration"] == "open",
+                       relays=config["relays"], operators=config["operators"])
         self.hub.start()
         from shiftpeer.roles.flowroutes import install_hub_routes
 

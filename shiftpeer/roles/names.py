@@ -1,7 +1,8 @@
 """User and group names: one strict shape, so a name can never play path games in a database name.
 
 A name becomes part of database names (``inbox/<user>``, ``messages/<user>``, ``group/<name>``), so it
-may hold only lower-case letters, digits, ``-`` and ``_``: no ``/``, no ``..``, no upper case to fold.
+may hold only lower-case letters, digits, ``.``, ``-`` and ``_`` and starts with a letter or digit: no
+``/``, so no path games, and no upper case to fold.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class FlowError(Exception):
@@ -33,7 +34,7 @@ def check_name(value: Any, what: str = "name") -> str:
     """Return value when it is a well-formed name, else raise FlowError saying what is allowed."""
     if not is_name(value):
         raise FlowError(
-            f"{what} {str(value)[:40]!r} is not valid: use 1-32 lower-case letters, digits, '-' or '_',"
+            f"{what} {str(value)[:40]!r} is not valid: use 1-64 lower-case letters, digits, '.', '-' or '_',"
             " starting with a letter or digit",
             "bad_name",
         )
