@@ -105,3 +105,18 @@ async def test_removal_revokes_a_live_feed_on_the_serving_side(mesh):
     assert sid not in bob.feed_ids()
     with pytest.raises(FlowError, match="admin or higher"):
         await carol.flows.group("remove", "club", user="alice")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_demotion_stops_a_live_push_into_the_group(mesh):
+    """A publisher pushing live into a group database is cut off when demoted to reader."""
+    await mesh.start()
+    alice, bob = mesh["alice"], mesh["bob"]
+    await alice.flows.group("new", "club", open=True)
+    await bob.flows.group("join", "club")
+    push = bob.proto.push("user/public", "group/club", live=True)
+    await push.caught_up
+    await alice.flows.group("level", "club", user="bob", level="read")
+    await eventually(lambda: push.finished, "the hub stopped pulling bob's push")
+    assert "group/club" in bob.flows.link.pulls and not bob.flows.link.pulls["group/club"].finished
