@@ -189,6 +189,17 @@ class Mesh:
         await s.connect(port or self.hub.port, peer_id or self.hub.key.account_id)
         return s
 
+    async def who_sees(self, docid: str) -> dict[str, set[str]]:
+        """Which users hold ``docid`` live in their feed, and which the hub lets find it in shared."""
+        feed, hub = set(), set()
+        for name, user in self.users.items():
+            doc = user.feed().get(docid)
+            if doc is not None and not doc.deleted:
+                feed.add(name)
+            if (await user.flows.link.call("get", {"ids": [docid]}))["rows"]:
+                hub.add(name)
+        return {"feed": feed, "hub": hub}
+
     def __getitem__(self, name: str) -> UserParty:
         return self.users[name]
 

@@ -36,6 +36,7 @@ async def test_publish_public_leaves_one_live_copy(mesh):
     assert sid in mesh.hub.ids("master")
     for user in (alice, bob, carol):
         assert await _query_ids(user, href=HREF) == [sid]
+    assert await mesh.who_sees(sid) == {"feed": {"alice"}, "hub": {"alice", "bob", "carol"}}
     # an edit after publishing reaches master and shared as the same single document
     alice.shifts.edit(sid, {"summary": "edited"})
     await eventually(lambda: mesh.hub.db("shared").get(sid).body["summary"] == "edited", "edit in shared")
@@ -65,6 +66,7 @@ async def test_publish_to_group_reaches_members_only(mesh):
     assert await _query_ids(bob, href=HREF) == [sid]
     assert await _query_ids(carol, href=HREF) == []
     assert await _query_ids(bob, group="cats") == [sid]
+    assert await mesh.who_sees(sid) == {"feed": {"alice", "bob"}, "hub": {"alice", "bob"}}
 
 
 @pytest_twisted.ensureDeferred
@@ -96,6 +98,11 @@ async def test_send_to_users_with_an_unknown_recipient(mesh):
     assert sid in mesh.hub.ids("inbox/bob") and sid in mesh.hub.ids("inbox/carol")
     await eventually(lambda: sid in mesh.hub.ids("shared"), "shared")
     assert await _query_ids(carol, href=HREF) == [sid]
+    assert await mesh.who_sees(sid) == {"feed": {"alice", "bob", "carol"}, "hub": {"alice", "bob", "carol"}}
+    other = alice.new_shift(HREF)
+    await alice.publish(other, to=["bob"])
+    await eventually(lambda: other in mesh.hub.ids("shared") and other in bob.feed_ids(), "shared, bob")
+    assert await mesh.who_sees(other) == {"feed": {"alice", "bob"}, "hub": {"alice", "bob"}}
 
 
 @pytest_twisted.ensureDeferred
