@@ -111,7 +111,9 @@ class Store:
             path,
             map_size=map_size,
             max_dbs=8,
-            writemap=True,
+            # Not writemap: with the file mapped writable, a full filesystem kills the process with SIGBUS
+            # while it touches a page; with write() it is an error at commit (tests/test_faults_disk.py).
+            writemap=False,
             metasync=sync,
             sync=sync,
             readahead=False,
@@ -202,14 +204,29 @@ class Store:
         try:
             yield w
             touched = w.flush()
+        except lmdb.Error as e:
+            self._local.txn = None
+            txn.abort()
+            raise self._write_failed(e) from e
         except BaseException:
             self._local.txn = None
             txn.abort()
             raise
         self._local.txn = None
-        txn.commit()
+        try:
+            txn.commit()
+        except lmdb.Error as e:
+            raise self._write_failed(e) from e
         if touched:
             self._notify(touched)
+
+    def _write_failed(self, e: lmdb.Error) -> StoreError:
+        """A StoreError a person can act on for an LMDB write failure; nothing of the transaction was written."""
+        if isinstance(e, lmdb.MapFullError):
+            return StoreError(f"the store at {self.path} is full: its map of {self.env.info()['map_size']} bytes "
+                              "is used up; nothing of this write was stored (reopen it with a larger map_size)")
+        return StoreError(f"could not write the store at {self.path} (is the disk full?): {e}; "
+                          "nothing of this write was stored")
 
     @contextmanager
     def _writing(self, txn: WriteTxn | None) -> Iterator[WriteTxn]:
