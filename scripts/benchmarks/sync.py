@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 from twisted.internet.protocol import Factory  # noqa: E402
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory  # noqa: E402
 
+TUNING = json.loads(os.environ.get("SHIFTPEER_SYNC_TUNING", "{}"))  # e.g. {"window": 16}
 TEXT = "lorem ipsum dolor sit amet " * 40   # ~1 KB body with the other fields
 
 
@@ -95,7 +96,7 @@ def source_main(directory: str, n: int) -> None:
     for _ in range(0, n, 5000):
         add(min(5000, n - count[0]))
     fill_s = time.monotonic() - t0
-    factory = SyncFactory(store, key, AllowAll(), reactor=reactor, roles=("hub",))
+    factory = SyncFactory(store, key, AllowAll(), reactor=reactor, roles=("hub",), **TUNING)
 
     class Commands(LineReceiver):
         delimiter = b"\n"
@@ -171,7 +172,7 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
     key = NodeKey.generate()
     reactor.suggestThreadPoolSize(4)
     store = Store(os.path.join(tmp, "receiver"), reactor=reactor, sync=True)
-    factory = SyncFactory(store, key, AllowAll(), reactor=reactor, roles=("user",))
+    factory = SyncFactory(store, key, AllowAll(), reactor=reactor, roles=("user",), **TUNING)
     results: dict = {"docs": n, "source_fill_s": round(info["fill_s"], 2)}
 
     def command(line: str) -> Deferred:
