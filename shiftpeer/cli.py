@@ -172,8 +172,6 @@ def cmd_init(args: argparse.Namespace) -> int:
         from shiftpeer.nodedir import init_node_dir
     except ImportError:
         raise CliError("this shiftpeer build cannot create node directories (shiftpeer.nodedir missing)")
-    if args.hub and not (args.tls_cert and args.tls_key):
-        raise CliError("--hub needs --tls-cert FILE and --tls-key FILE (make them with scripts/make-certs)", EXIT_USAGE)
     kwargs = dict(
         user=args.user, hub=args.hub, tls_cert=args.tls_cert, tls_key=args.tls_key, full_peer=args.full_peer,
         listen=args.listen, api=args.api, connect=args.connect, peers=args.peer, ca=args.ca,
@@ -272,7 +270,12 @@ def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_register(client: ApiClient, args: argparse.Namespace) -> int:
-    result = client.call("POST", "/register", {})
+    body = {}
+    if args.name:
+        body["name"] = args.name
+    if args.invite:
+        body["token"] = args.invite
+    result = client.call("POST", "/register", body)
     print_json(result) if args.json else print(result.get("message", "registered"))
     return 0
 
@@ -304,12 +307,19 @@ def cmd_comment(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
-    result = client.call("GET", "/messages")
+    query = {"limit": args.limit}
+    if args.unread:
+        query["unread"] = "1"
+    result = client.call("GET", "/messages", query=query)
     if args.json:
         print_json(result)
     else:
         for m in result.get("rows", []):
-            print(f"{_when(m.get('created'))}  {m.get('from', '')}  {m.get('text', '')}")
+            mark = " " if m.get("read") else "*"
+            who = m.get("from") or m.get("author", "")
+            print(f"{mark} {_when(m.get('created'))}  {who}  {m.get('text', '')}")
+        if not result.get("rows"):
+            print("(no messages)")
     return 0
 
 
@@ -343,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def reader(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", help="print one JSON document")
+        # --data may also follow the command ('shiftpeer feed --data DIR').
+        sp.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help="node directory")
         return sp
 
     init = sub.add_parser("init", help="create a node directory and its account key")
@@ -359,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--ca", metavar="FILE", help="trust root for the hub's certificate")
     init.set_defaults(func=cmd_init, needs_node=False)
 
-    reader(sub.add_parser("register", help="create the account on the hub")).set_defaults(func=cmd_register)
+    register = reader(sub.add_parser("register", help="create the account on the hub"))
+    register.add_argument("--name", metavar="NAME", help="account name on the hub (default: the init --user)")
+    register.add_argument("--invite", metavar="TOKEN", help="invitation token, for hubs that require one")
+    register.set_defaults(func=cmd_register)
 
     shift = sub.add_parser("shift", help="make, change and show shifts")
     ssub = shift.add_subparsers(dest="shift_cmd", metavar="ACTION", parser_class=_Parser)
@@ -412,7 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     comment.add_argument("text", metavar="TEXT")
     comment.set_defaults(func=cmd_comment)
 
-    reader(sub.add_parser("messages", help="your messages")).set_defaults(func=cmd_messages)
+    messages = reader(sub.add_parser("messages", help="your messages and notices, newest first"))
+    messages.add_argument("--unread", action="store_true", help="only those not yet read")
+    messages.add_argument("--limit", type=int, default=50, metavar="N")
+    messages.set_defaults(func=cmd_messages)
 
     status = reader(sub.add_parser("status", help="roles, peers, database counts, replication lag"))
     status.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",

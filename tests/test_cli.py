@@ -247,3 +247,12 @@ def test_api_access_log_keeps_page_urls_out_of_operator_logs(running, capsys, tm
     run(capsys, "--data", running, "feed", "--href", "https://secret.example/private-page")
     log_path = os.path.join(os.path.dirname(running), "twistd.log")
     assert "secret.example" not in open(log_path).read()
+
+
+def test_data_may_follow_the_command(running, capsys, monkeypatch):
+    """`shiftpeer status --data DIR --json` works like `shiftpeer --data DIR status --json`."""
+    monkeypatch.delenv("SHIFTPEER_DATA", raising=False)
+    status, out, err = run(capsys, "status", "--data", running, "--json")
+    assert status == 0 and json.loads(out)["roles"] == ["user"]
+    status, out, err = run(capsys, "status", "--json")
+    assert status == EXIT_USAGE and "needs --data DIR" in err
