@@ -104,19 +104,20 @@ _DOC_KEYS = frozenset(("id", "rev", "deleted", "body", "sig", "history"))
 
 
 def _repl_doc(v: Any, name: str) -> dict:
+    # the hot path of a pull (one call per document): checks inlined
     if type(v) is not dict or v.keys() != _DOC_KEYS:
         raise ProtocolError(f"field {name!r} entries must be documents with exactly {sorted(_DOC_KEYS)}")
-    _docid(v["id"], name)
-    _rev(v["rev"], name)
-    _bool(v["deleted"], name)
-    _map(v["body"], name)
-    sig = v["sig"]
+    docid, rev, hist, sig = v["id"], v["rev"], v["history"], v["sig"]
+    if (type(docid) is not str or len(docid) > MAX_ID or type(rev) is not str or len(rev) > MAX_REV
+            or type(v["deleted"]) is not bool or type(v["body"]) is not dict):
+        raise ProtocolError(f"field {name!r}: bad id, rev, deleted or body")
     if sig is not None and (type(sig) is not bytes or len(sig) > 128):
         raise ProtocolError(f"field {name!r}: sig must be bytes or null")
-    hist = v["history"]
-    _revs(hist, name)
-    if not hist or hist[0] != v["rev"]:
-        raise ProtocolError(f"field {name!r}: history must start with the document's rev")
+    if type(hist) is not list or not hist or len(hist) > MAX_REVS or hist[0] != rev:
+        raise ProtocolError(f"field {name!r}: history must be a list starting with the document's rev")
+    for r in hist:
+        if type(r) is not str or len(r) > MAX_REV:
+            raise ProtocolError(f"field {name!r}: history entries must be revisions")
     return v
 
 
