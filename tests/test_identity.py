@@ -7,6 +7,8 @@ import stat
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from shiftpeer.identity import (
@@ -153,3 +155,25 @@ async def test_verify_many_small_and_empty_batches():
     docs[1]["rev"] = "9-" + "0" * 32
     assert await verify_many(docs) == [True, False, True]
     assert await verify_many([]) == []
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_KEY = NodeKey.generate()
+
+
+@settings(max_examples=60, deadline=None)
+@given(content=st.dictionaries(st.text(max_size=8), _json, max_size=5), deleted=st.booleans())
+def test_signature_survives_a_cbor_round_trip(content, deleted):
+    """Any JSON-like body still verifies after the store's plain CBOR encode/decode round trip."""
+    import cbor2
+
+    body = {"author": _KEY.account_id, "content": content}
+    rev = "1-" + "ab" * 16
+    doc = {"id": "x", "rev": rev, "deleted": deleted, "body": body,
+           "sig": sign_doc(_KEY, "x", rev, body, deleted)}
+    assert verify_repl_doc(cbor2.loads(cbor2.dumps(doc)))
