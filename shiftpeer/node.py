@@ -54,6 +54,22 @@ class NodeSettings:
         return replace(self, **given)
 
 
+def default_roles(settings: NodeSettings) -> list[Callable[["Node"], IService]]:
+    """The roles a node runs from its settings: user (local databases) and flows on every node,
+    hub when configured. Each entry builds a role from the node."""
+    from shiftpeer.roles.user import UserRole
+
+    factories: list[Callable[["Node"], IService]] = [UserRole]
+    try:
+        from shiftpeer.roles.flowroles import FlowsRole, HubRole
+    except ImportError:
+        return factories
+    factories.append(FlowsRole)
+    if settings.hub:
+        factories.append(HubRole)
+    return factories
+
+
 def _get(config: Any, *names: str, default: Any = None) -> Any:
     """Read the first present field of a NodeConfig (attribute or mapping) among ``names``."""
     for name in names:
@@ -224,6 +240,7 @@ class Node(SequentialMultiService):
         clock: Any = None,
         store_factory: Callable[..., Any] | None = None,
         housekeeping_interval: float = HOUSEKEEPING_INTERVAL,
+        role_factories: list[Callable[["Node"], IService]] | None = None,
     ):
         super().__init__()
         if reactor is None:
@@ -262,9 +279,8 @@ class Node(SequentialMultiService):
 
             MetricsService(self, settings.metrics).setServiceParent(self)
 
-        from shiftpeer.roles.user import UserRole
-
-        self.add_role(UserRole(self))
+        for make_role in (role_factories if role_factories is not None else default_roles(settings)):
+            self.add_role(make_role(self))
 
     @classmethod
     def from_directory(

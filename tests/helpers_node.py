@@ -17,11 +17,14 @@ from shiftpeer.identity import NodeKey
 from shiftpeer.node import Node, NodeSettings
 
 
-def make_node(directory: str, **settings: Any) -> Node:
-    """A node with a fresh key on a store in ``directory``, its API on a free loopback port."""
+def make_node(directory: str, role_factories: list | None = None, **settings: Any) -> Node:
+    """A node with a fresh key on a store in ``directory``, its API on a free loopback port.
+
+    ``role_factories`` None gives the roles a real node runs from its settings.
+    """
     os.makedirs(directory, exist_ok=True)
     s = NodeSettings(directory=str(directory), store_path=os.path.join(directory, "store"), **settings)
-    return Node(s, NodeKey.generate(), reactor=reactor)
+    return Node(s, NodeKey.generate(), reactor=reactor, role_factories=role_factories)
 
 
 async def eventually(check, timeout: float = 5.0, interval: float = 0.01) -> Any:

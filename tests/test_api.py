@@ -12,7 +12,10 @@ from tests.helpers_node import ApiTestClient, eventually, make_node
 
 @pytest.fixture
 def node(tmp_path):
-    n = make_node(str(tmp_path / "n"))
+    """A node with only the user role: these tests pin the core API layer (the flows have their own)."""
+    from shiftpeer.roles.user import UserRole
+
+    n = make_node(str(tmp_path / "n"), role_factories=[UserRole])
     n.startService()
     yield n
     pytest_twisted.blockon(n.stopService())
