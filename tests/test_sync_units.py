@@ -149,3 +149,15 @@ def test_puller_pauses_reading_when_the_store_is_behind():
     while any(not d.called for d in pending):
         next(d for d in pending if not d.called).callback(None)
     assert not conn.reading_paused and rep.seq == 5
+
+
+def test_need_for_a_batch_never_sent_is_a_violation():
+    """A peer asking for docs of a batch we did not send (or twice) is refused, so it cannot make us buffer."""
+    store, conn, mgr = feeder_setup()
+    mgr.handle({"t": "pull", "rid": 7, "db": "src", "since": 0, "epoch": None, "live": True})
+    seq = [m for m in conn.sent if m["t"] == "changes"][0]["seq"]
+    mgr.handle({"t": "need", "rid": 7, "seq": seq, "want": [["d0", [store.database("src").get("d0").rev]]]})
+    assert [m for m in conn.sent if m["t"] == "docs"]
+    mgr.handle({"t": "need", "rid": 7, "seq": seq, "want": []})
+    mgr.handle({"t": "need", "rid": 7, "seq": 999, "want": []})
+    assert [m["code"] for m in conn.sent if m["t"] == "violation"] == ["unexpected", "unexpected"]

@@ -192,6 +192,8 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
 
     async def scenario() -> None:
         # (a) one-shot pull
+        import resource
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
         conn, _ = await connect()
         rep = conn.pull("master", "feed", live=False)
@@ -201,6 +203,8 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
         assert feed.doc_count() == n, (feed.doc_count(), n)
         results["pull_s"] = round(dt, 3)
         results["pull_docs_per_s"] = round(n / dt)
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        results["pull_receiver_cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2)
         # (b) 1,000 more
         await command("add 1000")
         t0 = time.monotonic()

@@ -34,6 +34,8 @@ BATCH_CHANGES = 500
 WINDOW = 8
 #: A ``docs`` message is split when its encoded frame would pass this many bytes.
 DOCS_FRAME_BYTES = 4 * 1024 * 1024
+#: Replications one peer may have us serve on one connection at once.
+MAX_FEEDERS = 4096
 #: At most this many documents go into one store transaction (group commit of ready batches).
 MAX_COMMIT_DOCS = 5000
 
@@ -315,6 +317,7 @@ class Feeder:
         self.sent = since
         self.live = live
         self.unacked: collections.deque[int] = collections.deque()
+        self.answered: set[int] = set()
         self.caught_up_seq: Optional[int] = None
         self.stopped = False
         self.pumping = False
@@ -347,6 +350,11 @@ class Feeder:
             self.pumping = False
 
     def on_need(self, msg: dict) -> None:
+        # only batches we sent and have not answered: a peer cannot make us read or buffer more
+        seq = msg["seq"]
+        if seq not in self.unacked or seq in self.answered:
+            raise _Violation("unexpected", f"need for a batch not outstanding (seq {seq})", self.name)
+        self.answered.add(seq)
         want = msg["want"]
         if not want:
             return
@@ -359,7 +367,7 @@ class Feeder:
     def on_ack(self, msg: dict) -> None:
         seq = msg["seq"]
         while self.unacked and self.unacked[0] <= seq:
-            self.unacked.popleft()
+            self.answered.discard(self.unacked.popleft())
         if self.handle is not None:
             self.handle.seq = max(self.handle.seq, seq)
             self._check_push_caught_up()
@@ -566,6 +574,8 @@ class ReplicationManager:
         rid, name = msg["rid"], msg["db"]
         if rid in self.feeders:
             raise _Violation("duplicate", f"replication id {rid} is already in use", name)
+        if len(self.feeders) >= MAX_FEEDERS:
+            return self._refuse(rid, "too_many", name, f"more than {MAX_FEEDERS} replications; refused")
         handle = None
         if msg.get("push") is not None:
             entry = self.pushes.get(msg["push"])
