@@ -138,3 +138,27 @@ async def test_handler_crash_is_500_and_logged(node):
     node.api.add_route("GET", "/v1/broken", broken)
     code, body = await c.request("GET", "/v1/broken")
     assert code == 500 and "kaput" in body["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_closes_keep_alive_connections(tmp_path):
+    """Stopping the node also closes idle keep-alive API connections, not just the listening port."""
+    from twisted.internet import reactor
+    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.http_headers import Headers
+
+    from shiftpeer.roles.user import UserRole
+    from tests.helpers_node import read_body
+
+    n = make_node(str(tmp_path / "n"), role_factories=[UserRole])
+    n.startService()
+    url = await n.when_ready()
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    headers = Headers({b"authorization": [b"Bearer " + read_token(n.settings.directory).encode()]})
+    resp = await Agent(reactor, pool=pool).request(b"GET", (url + "/v1/status").encode(), headers)
+    await read_body(resp)
+    live = n.api_service._connections.protocols
+    assert len(live) == 1
+    await n.stopService()
+    await eventually(lambda: not live)
+    await pool.closeCachedConnections()

@@ -44,6 +44,7 @@ class ApiResource(Resource):
         self._token = token.encode("ascii")
 
     def render(self, request: Request) -> Any:
+        request.notifyFinish().addErrback(lambda _: setattr(request, "_shiftpeer_gone", True))
         d = maybeDeferred(self._handle, request)
         d.addCallbacks(self._answer, self._error, callbackArgs=(request,), errbackArgs=(request,))
         d.addErrback(lambda f: self.log.failure("writing an API answer failed", f))
@@ -103,8 +104,8 @@ class ApiResource(Resource):
         self._write(request, status, body)
 
     def _write(self, request: Request, status: int, value: Any) -> None:
-        if request.finished or request._disconnected:
-            return
+        if request.finished or getattr(request, "_shiftpeer_gone", False):
+            return  # the client went away while the handler ran
         data = encode_json(value)
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")

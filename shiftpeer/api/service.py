@@ -8,6 +8,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
 from twisted.web.server import Site
 
 from shiftpeer.api import token as tokens
@@ -45,6 +46,7 @@ class ApiService(Service):
         self._endpoint = endpoint
         self._directory = directory
         self._port: Any = None
+        self._connections: WrappingFactory | None = None
         self._listening: Deferred | None = None
         self._waiters: list[Deferred] = []
         self.url: str | None = None
@@ -54,8 +56,11 @@ class ApiService(Service):
         token = tokens.ensure_token(self._directory)
         site = QuietSite(ApiResource(self._node.api, token))
         site.noisy = False
+        # WrappingFactory keeps the live connections, so stopping closes keep-alive ones too.
+        self._connections = WrappingFactory(site)
+        self._connections.noisy = False
         endpoint = serverFromString(self._node.reactor, self._endpoint)
-        self._listening = endpoint.listen(site)
+        self._listening = endpoint.listen(self._connections)
         self._listening.addCallbacks(self._listened, self._failed)
 
     def _listened(self, port: Any) -> None:
@@ -86,6 +91,9 @@ class ApiService(Service):
         tokens.remove_url(self._directory)
         self.url = None
         port, self._port = self._port, None
+        if self._connections is not None:
+            for proto in list(self._connections.protocols):
+                proto.transport.loseConnection()
         if port is None:
             if self._listening is not None and not self._listening.called:
                 self._listening.cancel()
