@@ -348,15 +348,27 @@ def donors_of(corpus: list[bytes], limit: int = 2000) -> list:
     return values
 
 
-def mutation_campaign(target: HandlerTarget, corpus: list[bytes], inputs: int, seed: int = 0) -> int:
-    """Feed mutated corpus sequences until ``inputs`` more inputs were fed; returns the number fed."""
+def mutation_campaign(target: HandlerTarget, corpus: list[bytes], inputs: int, seed: int = 0,
+                      failures: list | None = None) -> int:
+    """Feed mutated corpus sequences until ``inputs`` more inputs were fed; returns the number fed.
+
+    With ``failures`` given, a failing sequence is recorded there (inputs, error) and the campaign goes on;
+    without it the first failure raises."""
     import random
 
     rng = random.Random(seed)
     donors = donors_of(corpus)
     start = target.inputs
     while target.inputs - start < inputs:
-        target.run(mutate(rng, corpus, donors))
+        seq = mutate(rng, corpus, donors)
+        try:
+            target.run(seq)
+        except Exception as e:  # noqa: BLE001 - every kind of failure is a finding
+            if failures is None:
+                raise
+            target.errors.clear()
+            target.before = target.fingerprint()
+            failures.append((seq, f"{type(e).__name__}: {e}"))
     return target.inputs - start
 
 

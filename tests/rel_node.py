@@ -5,7 +5,7 @@ Run as ``python tests/rel_node.py ROLE DIR [--port P] [--hub-port P]`` (PYTHONPA
 LMDB store, and the node appends one line per event to ``DIR/events`` with a single ``os.write``, so
 what a line says happened really happened, even if the process is killed right after:
 
-    ready                     listening / writing / connecting
+    ready                     listening / writing / connecting (a hub also serves ``small`` and ``ping``)
     commit BATCH V N          the user committed batch BATCH at version V: N docs, one transaction
     resume DB SINCE           a replication (re)started from checkpoint SINCE
     state JSON                {db: [update_seq, doc_count, digest]} whenever a database changed
@@ -75,6 +75,7 @@ class RelNode:
     # -- roles ---------------------------------------------------------------------------------
     def start(self) -> None:
         if self.role == "hub":
+            self.serve_small()
             self.factory.on_pushed.append(lambda conn, handle: self.emit(f"resume {handle.local_db} {handle.seq}"))
             ep = tls_server_endpoint(TCP4ServerEndpoint(reactor, self.port, interface="127.0.0.1"),
                                      server_creator(self.key))
@@ -92,6 +93,16 @@ class RelNode:
                 self.writer.start(self.interval, now=True)
             self.emit("ready")
         LoopingCall(self.report).start(0.1, now=True)
+
+    def serve_small(self) -> None:
+        """A ten-document database and a ``ping`` RPC: the normal client's requests in the idle-load test."""
+        self.factory.rpc_handlers["ping"] = lambda conn, args: {"pong": True}
+        if not self.store.has_database("small"):
+            db = self.store.create_database("small")
+            sign = functools.partial(sign_doc, self.key)
+            with self.store.write_txn() as txn:
+                for i in range(10):
+                    db.put(f"s{i}", {"author": self.key.account_id, "n": i, "text": "z" * 200}, sign=sign, txn=txn)
 
     def connected(self, conn: Any) -> None:
         if self.role == "user":
