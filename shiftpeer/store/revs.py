@@ -92,13 +92,12 @@ def merge_history(tree: dict, history: list[str]) -> bool:
     for i, r in enumerate(history):
         p = history[i + 1] if i < last else None
         if r in tree:
-            known = tree[r]
-            if known is None:
-                if p is not None:
-                    tree[r] = p  # older ancestry than we knew (it may be stemmed again below)
-                    changed = True
-                continue
-            break  # ancestry already known
+            # Keep walking even when r's parent is known: an older part of the history may still be new
+            # to us (stopping here made the result depend on arrival order).
+            if tree[r] is None and p is not None:
+                tree[r] = p  # older ancestry than we knew (it may be stemmed again below)
+                changed = True
+            continue
         tree[r] = p
         changed = True
     return changed
