@@ -10,7 +10,7 @@ import functools
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.logger import Logger
@@ -344,8 +344,3 @@ def make_signer(key: Any) -> Signer:
     from shiftpeer.identity.signing import sign_doc
 
     return functools.partial(sign_doc, key)
-
-
-def iter_own_databases(store: Any) -> Iterable[str]:
-    """The user's own databases this node actually has."""
-    return [n for n in OWN_DATABASES if store.has_database(n)]
