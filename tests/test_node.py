@@ -272,3 +272,28 @@ async def test_two_nodes_connect_over_tls_and_roles_hear_of_it(tmp_path):
             await b.stopService()
         await a.stopService()
     assert a.sync_factory is None and b.sync_factory is None
+
+
+@pytest.mark.allow_logged_errors
+@pytest_twisted.ensureDeferred
+async def test_local_replication_recovers_on_housekeeping(tmp_path, monkeypatch):
+    """When a copy step fails it is logged; the next housekeeping tick resumes from the checkpoint."""
+    clock = Clock()
+    node = make_node(str(tmp_path / "n"))
+    node.clock = clock
+    node.housekeeping.clock = clock
+    node.startService()
+    try:
+        feed = node.store.database(FEED)
+        repl = node.role("user").replications[0]
+        real = repl.pump_once
+        monkeypatch.setattr(repl, "pump_once", lambda: (_ for _ in ()).throw(RuntimeError("disk hiccup")))
+        sid = node.shifts.create({"space": "Notes", "href": "http://e.org/"})["id"]
+        clock.advance(0)
+        assert feed.get(sid) is None
+        monkeypatch.setattr(repl, "pump_once", real)
+        clock.advance(60)  # housekeeping tick
+        clock.advance(0)
+        assert feed.get(sid) is not None
+    finally:
+        await node.stopService()

@@ -54,6 +54,10 @@ class LocalReplication:
         self._scheduled = None
         self._fire_idle()
 
+    def nudge(self) -> None:
+        """Schedule a copy step now (it does nothing when already caught up)."""
+        self._schedule()
+
     def _on_commit(self, dbname: str, seq: int) -> None:
         if dbname == self.source:
             self._schedule()
@@ -141,6 +145,11 @@ class UserRole(Service):
         for r in self.replications:
             r.start()
         self.log.info("user role started for {account}", account=self.node.account_id)
+
+    def housekeeping(self) -> None:
+        """Nudge every local replication, so one that stopped on an error resumes from its checkpoint."""
+        for r in self.replications:
+            r.nudge()
 
     def stopService(self) -> Deferred:
         super().stopService()
