@@ -235,16 +235,24 @@ def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
         raise CliError("say where to publish: --public, --group NAME and/or --to USER", EXIT_USAGE)
     body = {"public": args.public, "groups": args.group, "to": args.to}
     result = client.call("POST", f"/shifts/{_quote(args.id)}/publish", body)
-    print_json(result) if args.json else print(f"published {args.id}")
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"published {args.id}")
+    for target, outcome in sorted((result.get("targets") or {}).items()):
+        print(f"  {target}: {outcome}")
     return 0
 
 
 def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
     query = {"limit": args.limit}
-    for name in ("href", "domain", "space", "author", "group", "cursor"):
+    for name in ("href", "domain", "space", "author", "group", "thread", "cursor"):
         value = getattr(args, name)
         if value:
             query[name] = value
+    for flag in ("following", "favorites"):
+        if getattr(args, flag):
+            query[flag] = "1"
     result = client.call("GET", "/feed", query=query)
     print_json(result) if args.json else print_feed(result)
     return 0
@@ -283,9 +291,21 @@ def cmd_register(client: ApiClient, args: argparse.Namespace) -> int:
 def cmd_group(client: ApiClient, args: argparse.Namespace) -> int:
     name = _quote(args.name)
     if args.group_cmd == "new":
-        result = client.call("POST", "/groups", {"name": args.name})
+        body: dict = {"name": args.name}
+        if args.open:
+            body["open"] = True
+        if args.join_level:
+            body["join_level"] = args.join_level
+        result = client.call("POST", "/groups", body)
     elif args.group_cmd == "invite":
-        result = client.call("POST", f"/groups/{name}/invite", {"user": args.user})
+        body = {"user": args.user}
+        if args.level:
+            body["level"] = args.level
+        result = client.call("POST", f"/groups/{name}/invite", body)
+    elif args.group_cmd == "remove":
+        result = client.call("POST", f"/groups/{name}/remove", {"user": args.user})
+    elif args.group_cmd == "level":
+        result = client.call("POST", f"/groups/{name}/level", {"user": args.user, "level": args.level})
     elif args.group_cmd == "join":
         result = client.call("POST", f"/groups/{name}/join", {})
     elif args.group_cmd == "leave":
@@ -306,7 +326,23 @@ def cmd_comment(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_follow(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", "/follows", {"user": args.user, "on": not args.off})
+    print_json(result) if args.json else print(("unfollowed " if args.off else "following ") + args.user)
+    return 0
+
+
+def cmd_favorite(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", f"/shifts/{_quote(args.id)}/favorite", {"on": not args.off})
+    print_json(result) if args.json else print(("unfavorited " if args.off else "favorited ") + args.id)
+    return 0
+
+
 def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.mark_read:
+        result = client.call("POST", "/messages/read", {})
+        print_json(result) if args.json else print(f"all read ({result.get('unread', 0)} unread)")
+        return 0
     query = {"limit": args.limit}
     if args.unread:
         query["unread"] = "1"
@@ -406,30 +442,59 @@ def build_parser() -> argparse.ArgumentParser:
     feed = reader(sub.add_parser("feed", help="query your feed, newest first"))
     for name, meta in (("href", "URL"), ("domain", "D"), ("space", "S"), ("author", "U"), ("group", "G")):
         feed.add_argument(f"--{name}", metavar=meta)
+    feed.add_argument("--thread", metavar="ID", help="comments on the shift ID")
+    feed.add_argument("--following", action="store_true", help="only authors you follow")
+    feed.add_argument("--favorites", action="store_true", help="only shifts you favorited")
     feed.add_argument("--limit", type=int, default=50, metavar="N")
     feed.add_argument("--cursor", metavar="CURSOR", help="next_cursor of the previous page")
     feed.set_defaults(func=cmd_feed)
 
-    group = sub.add_parser("group", help="groups: new, invite, join, leave, members")
+    group = sub.add_parser("group", help="groups: new, invite, join, leave, members, remove, level")
     gsub = group.add_subparsers(dest="group_cmd", metavar="ACTION", parser_class=_Parser)
     gsub.required = True
-    for action in ("new", "join", "leave", "members"):
-        g = reader(gsub.add_parser(action))
+    new_group = reader(gsub.add_parser("new", help="create a group; you are its owner"))
+    new_group.add_argument("name", metavar="NAME")
+    new_group.add_argument("--open", action="store_true", help="anyone may join without an invitation")
+    new_group.add_argument("--join-level", metavar="LEVEL", help="level of members who join an open group")
+    new_group.set_defaults(func=cmd_group)
+    for action, text in (("join", "join a group you were invited to (or an open one)"),
+                         ("leave", "leave a group"), ("members", "list members and their levels")):
+        g = reader(gsub.add_parser(action, help=text))
         g.add_argument("name", metavar="NAME")
         g.set_defaults(func=cmd_group)
-    invite = reader(gsub.add_parser("invite"))
+    invite = reader(gsub.add_parser("invite", help="invite a user"))
     invite.add_argument("name", metavar="NAME")
     invite.add_argument("user", metavar="USER")
+    invite.add_argument("--level", metavar="LEVEL", help="e.g. read or write (the hub's default otherwise)")
     invite.set_defaults(func=cmd_group)
+    remove = reader(gsub.add_parser("remove", help="remove a member"))
+    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("user", metavar="USER")
+    remove.set_defaults(func=cmd_group)
+    level = reader(gsub.add_parser("level", help="change a member's level"))
+    level.add_argument("name", metavar="NAME")
+    level.add_argument("user", metavar="USER")
+    level.add_argument("level", metavar="LEVEL")
+    level.set_defaults(func=cmd_group)
 
     comment = reader(sub.add_parser("comment", help="comment on a shift"))
     comment.add_argument("id", metavar="ID")
     comment.add_argument("text", metavar="TEXT")
     comment.set_defaults(func=cmd_comment)
 
+    follow = reader(sub.add_parser("follow", help="follow a user (feed --following)"))
+    follow.add_argument("user", metavar="USER")
+    follow.add_argument("--off", action="store_true", help="unfollow")
+    follow.set_defaults(func=cmd_follow)
+    favorite = reader(sub.add_parser("favorite", help="favorite a shift (feed --favorites)"))
+    favorite.add_argument("id", metavar="ID")
+    favorite.add_argument("--off", action="store_true", help="unfavorite")
+    favorite.set_defaults(func=cmd_favorite)
+
     messages = reader(sub.add_parser("messages", help="your messages and notices, newest first"))
     messages.add_argument("--unread", action="store_true", help="only those not yet read")
     messages.add_argument("--limit", type=int, default=50, metavar="N")
+    messages.add_argument("--mark-read", action="store_true", help="mark every message read")
     messages.set_defaults(func=cmd_messages)
 
     status = reader(sub.add_parser("status", help="roles, peers, database counts, replication lag"))
