@@ -15,12 +15,11 @@ def parse(*argv: str) -> Options:
 
 
 @pytest.fixture
-def node_dir(tmp_path, monkeypatch):
-    """A directory the tap accepts as a node directory (load_node_dir stubbed to succeed)."""
-    import shiftpeer.tap as tap
+def node_dir(tmp_path):
+    """A node directory made by `shiftpeer init`."""
+    from shiftpeer.nodedir import init_node_dir
 
-    monkeypatch.setattr(tap, "check_node_dir", lambda path: path)
-    return str(tmp_path)
+    return init_node_dir(str(tmp_path / "node"), user="tap").path
 
 
 def test_every_flag_is_parsed(node_dir):
@@ -77,11 +76,10 @@ def test_missing_directory_is_refused(tmp_path):
 
 
 def test_directory_not_made_by_init_is_refused(tmp_path):
-    """An existing directory that is not a node directory is refused when nodedir can tell."""
-    pytest.importorskip("shiftpeer.nodedir")
+    """An existing directory that is not a node directory is refused with the 'shiftpeer init' hint."""
     with pytest.raises(usage.UsageError) as e:
         parse("--data", str(tmp_path))
-    assert "not a usable node directory" in str(e.value)
+    assert "not a usable node directory" in str(e.value) and "shiftpeer init" in str(e.value)
 
 
 def test_help_documents_every_option(capsys):
@@ -108,3 +106,13 @@ def test_json_observer_writes_one_json_line_per_event():
     Logger(namespace="t", observer=pub).info("pulled {count} from {peer}", count=3, peer="p1")
     line = json.loads(buf.getvalue())
     assert line["text"] == "pulled 3 from p1" and line["count"] == 3 and line["level"] == "info"
+
+
+def test_make_service_builds_a_node_with_the_overrides(node_dir):
+    """makeService gives a Node for the directory with the command-line flags applied."""
+    from shiftpeer.node import Node
+    from shiftpeer.tap import makeService
+
+    svc = makeService(parse("--data", node_dir, "--listen", "tcp:7701", "--full-peer"))
+    assert isinstance(svc, Node)
+    assert svc.settings.listen == ["tcp:7701"] and svc.settings.full_peer is True
