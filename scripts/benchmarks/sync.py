@@ -8,7 +8,9 @@ fsync on and every signature verified.
 (c) reconnect when nothing changed: new TLS connection, pull, caught_up
                                                          -> noop_reconnect_ms, noop_reconnect_bytes (raw TLS),
                                                             noop_reconnect_frame_bytes
-(d) live: a write on the source until it is committed here -> live_p50_ms, live_p99_ms
+(d) live: a write on the source until it is committed here, over 1,000 writes 3 ms apart
+    -> live_fsync_p50_ms / live_fsync_p99_ms (receiver fsyncs each commit),
+       live_p50_ms / live_p99_ms (receiver reopened without fsync; the source never fsyncs)
 
 usage: scripts/bench sync [--quick] [--json]     (--quick: 10,000 shifts, 100 live writes)
 """
@@ -80,10 +82,12 @@ def source_main(directory: str, n: int) -> None:
     from shiftpeer.sync.client import tls_server_endpoint
 
     key = NodeKey.generate()
-    store = Store(os.path.join(directory, "source"), reactor=reactor, sync=True)
+    # the source's own durability is not what is measured: its commits skip fsync
+    store = Store(os.path.join(directory, "source"), reactor=reactor, sync=False)
     db = store.create_database("master")
     sign = functools.partial(sign_doc, key)
     count = [0]
+    live_count = [0]
 
     def add(k: int) -> None:
         with store.write_txn() as txn:
@@ -110,7 +114,8 @@ def source_main(directory: str, n: int) -> None:
                 k, gap = int(args[0]), float(args[1])
 
                 def one(i: int) -> None:
-                    docid, body = shift(key, 10_000_000 + i, t=time.monotonic())
+                    live_count[0] += 1
+                    docid, body = shift(key, 10_000_000 + live_count[0], t=time.monotonic())
                     db.put(docid, body, sign=sign)
                     if i + 1 < k:
                         reactor.callLater(gap, one, i + 1)
@@ -171,8 +176,13 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
 
     key = NodeKey.generate()
     reactor.suggestThreadPoolSize(4)
-    store = Store(os.path.join(tmp, "receiver"), reactor=reactor, sync=True)
-    factory = SyncFactory(store, key, AllowAll(), reactor=reactor, roles=("user",), **TUNING)
+    node = {}
+
+    def open_node(sync: bool) -> None:
+        node["store"] = Store(os.path.join(tmp, "receiver"), reactor=reactor, sync=sync)
+        node["factory"] = SyncFactory(node["store"], key, AllowAll(), reactor=reactor, roles=("user",), **TUNING)
+
+    open_node(True)
     results: dict = {"docs": n, "source_fill_s": round(info["fill_s"], 2)}
 
     def command(line: str) -> Deferred:
@@ -184,13 +194,14 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
 
     async def connect():
         counting = CountingFactory(TLSMemoryBIOFactory(
-            client_creator(key, expected_peer_id=info["peer"]), True, factory))
+            client_creator(key, expected_peer_id=info["peer"]), True, node["factory"]))
         ep = TCP4ClientEndpoint(reactor, "127.0.0.1", info["port"])
         wrapper = await ep.connect(counting)
         conn = await wrapper.wrappedProtocol.wrappedProtocol.when_ready()
         return conn, counting
 
     async def scenario() -> None:
+        store = node["store"]
         # (a) one-shot pull
         import resource
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -227,7 +238,16 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
         results["noop_reconnect_ms"] = round(statistics.median(times), 2)
         results["noop_reconnect_bytes"] = max(raw)
         results["noop_reconnect_frame_bytes"] = max(framed)
-        # (d) live
+        # (d) live: first with fsync on the receiver, then (the target's setting) without
+        for sync, prefix in ((True, "live_fsync_"), (False, "live_")):
+            if not sync:
+                node["store"].close()
+                open_node(False)
+            await live_phase(prefix)
+
+    async def live_phase(prefix: str) -> None:
+        store = node["store"]
+        feed = store.database("feed")
         conn, _ = await connect()
         live = conn.pull("master", "feed", live=True)
         await live.caught_up
@@ -253,9 +273,9 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
             await d
         unsubscribe()
         lat.sort()
-        results["live_writes"] = len(lat)
-        results["live_p50_ms"] = round(statistics.median(lat), 3)
-        results["live_p99_ms"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3)
+        results[prefix + "writes"] = len(lat)
+        results[prefix + "p50_ms"] = round(statistics.median(lat), 3)
+        results[prefix + "p99_ms"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3)
         conn.close()
         await conn.when_closed()
 
@@ -267,7 +287,7 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
     d = ensureDeferred(scenario())
     d.addBoth(outcome.append).addBoth(done)
     reactor.run()
-    store.close()
+    node["store"].close()
     if outcome and hasattr(outcome[0], "raiseException"):
         outcome[0].raiseException()
     return results
