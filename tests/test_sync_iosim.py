@@ -198,3 +198,25 @@ def test_connected_hook_runs_after_authentication():
     settle(pair.pump)
     assert seen[0][0] == "server" and seen[0][1].is_caught_up
     assert cf.store.database("feed").doc_count() == 4
+
+
+def test_slow_receiver_slows_the_sender():
+    """When the receiver's store never finishes, the sender stops after WINDOW batches instead of buffering."""
+    from twisted.internet.defer import Deferred
+    env = Env(window=2, batch_changes=5)
+    fill(env.sstore, "master", 100)
+    stuck = []
+    env.c.replications._store_batch = lambda *a: stuck.append(Deferred()) or stuck[-1]
+    rep = env.c.pull("master", "feed", live=False)
+    settle(env.pump)
+    feeder = next(iter(env.s.replications.feeders.values()))
+    assert len(feeder.unacked) == 2 and feeder.sent == 10
+    assert len(stuck) == 1 and not rep.is_caught_up
+    for _ in range(30):
+        pending = [d for d in stuck if not d.called]
+        if not pending:
+            break
+        pending[0].callback(None)
+        settle(env.pump)
+    settle(env.pump)
+    assert feeder.sent > 10

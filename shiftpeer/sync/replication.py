@@ -383,6 +383,9 @@ class Feeder:
         self.stopped = True
         self.mgr.feeders.pop(self.rid, None)
         if self.handle is not None:
+            for prid, (_, h) in list(self.mgr.pushes.items()):
+                if h is self.handle:
+                    del self.mgr.pushes[prid]
             self.handle._end(error)
 
 
