@@ -392,3 +392,94 @@ def generated_campaign(target: HandlerTarget, examples: int) -> int:
 
     run()
     return target.inputs - start
+
+
+# ---------------------------------------------------------------- the hub's RPC handlers
+
+RPC_KEYS = ("name", "user", "level", "doc", "targets", "ids", "filters", "text", "token", "on", "open",
+            "join_level", "id", "limit", "cursor", "following", "favorites")
+
+
+class RpcTarget:
+    """A hub (the real role) on a real store; each run is a connection from one of a few identities (some
+    registered, some not) that sends generated ``call`` frames to the hub's RPC methods.
+
+    Every call must be answered by a ``result`` (ok or error) on a connection that stays open, nothing may
+    be logged as an error, and the store must stay readable (its doc counts consistent with its feeds)."""
+
+    def __init__(self, store: Any) -> None:
+        from shiftpeer.identity import NodeKey
+        from shiftpeer.roles.hub import Hub
+
+        self.store = store
+        self.clock = Clock()
+        self.key = NodeKey.generate()
+        self.factory = SyncFactory(store, self.key, Policy(), reactor=self.clock, roles=("hub",),
+                                   validator=verify_now, peer_id_of=lambda t: self.peer, store_batch=store_now)
+        self.hub = Hub(store, self.key, self.clock)
+        self.hub.install(self.factory)
+        self.peers = [NodeKey.generate().account_id for _ in range(3)] + ["x" + "a" * 52]
+        self.hub.accounts.register("alice", self.peers[0])
+        self.hub.accounts.register("bob", self.peers[1])
+        self.hub.groups.create("club", "alice")
+        self.peer = self.peers[0]
+        self.methods = sorted(self.hub.handlers())
+        self.errors: list[dict] = []
+        self.inputs = 0
+        text = st.sampled_from(["alice", "bob", "carol", "club", "read", "publish", "admin", "", "../x", "a" * 300,
+                                "group:club", "user:bob", "https://example.org/p"]) | st.text(max_size=10)
+        value = text | _LEAF | st.lists(text, max_size=3) | st.dictionaries(text, text, max_size=2)
+        self.call = st.fixed_dictionaries({
+            "t": st.just("call"), "id": st.integers(0, 2**63 - 1),
+            "method": st.sampled_from(self.methods) | st.text(max_size=8),
+            "args": st.dictionaries(st.sampled_from(RPC_KEYS), value, max_size=4)})
+        self.calls = st.tuples(st.integers(0, len(self.peers) - 1), st.lists(self.call, min_size=1, max_size=4))
+
+    def _observe(self, event: dict) -> None:
+        if event.get("log_failure") is not None or event.get("log_level") in (LogLevel.error, LogLevel.critical):
+            self.errors.append(event)
+
+    def run(self, who: int, calls: list[dict]) -> None:
+        from shiftpeer.sync.protocol import SyncProtocol
+
+        self.peer = self.peers[who]
+        proto = SyncProtocol(self.factory)
+        transport = StringTransport()
+        globalLogPublisher.addObserver(self._observe)
+        try:
+            proto.makeConnection(transport)
+            proto.dataReceived(encode_frame(cbor2.dumps({"t": "hello", "v": 1, "roles": ["user"], "maxf": 1 << 20})))
+            for call in calls:
+                self.inputs += 1
+                try:
+                    data = encode_frame(cbor2.dumps(call))
+                except Exception:   # not encodable: nothing a peer could send
+                    continue
+                proto.dataReceived(data)
+                self.clock.advance(1)
+            assert not transport.disconnecting, "an RPC closed the connection"
+            got = [decode(f) for f in FrameDecoder(1 << 30).feed(transport.value())]
+            results = {m["id"] for m in got if m["t"] == "result"}
+            assert results == {c["id"] for c in calls}, "a call was not answered"
+            proto.connectionLost(Failure(ConnectionDone()))
+        finally:
+            globalLogPublisher.removeObserver(self._observe)
+        assert not self.errors, [e.get("log_format") for e in self.errors]
+        for name in self.store.list_databases():
+            db = self.store.database(name)
+            assert db.doc_count() == sum(1 for c in db.changes(0) if not c.deleted), name
+
+
+def rpc_campaign(target: RpcTarget, examples: int) -> int:
+    """Run ``examples`` generated call sequences against the hub's RPC methods; returns the calls sent."""
+    from hypothesis import given
+
+    start = target.inputs
+
+    @fast_settings(examples)
+    @given(target.calls)
+    def run(case: tuple) -> None:
+        target.run(*case)
+
+    run()
+    return target.inputs - start

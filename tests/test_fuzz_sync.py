@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rel_fuzz import HandlerTarget, check_decode, check_framing, fast_settings, generated_campaign, mutation_campaign
+from rel_fuzz import (HandlerTarget, RpcTarget, check_decode, check_framing, fast_settings, generated_campaign,
+                      mutation_campaign, rpc_campaign)
 from shiftpeer.identity import NodeKey
+from shiftpeer.sync.framing import encode_frame
 from shiftpeer.store import Store
 
 
@@ -48,3 +51,27 @@ def test_handlers_survive_mutated_corpus(target):
     if len(target.corpus) < 100:
         generated_campaign(target, 100)
     assert mutation_campaign(target, target.corpus, 4000, seed=1) >= 4000
+
+
+@pytest.mark.allow_logged_errors   # refusals are warnings; RpcTarget itself fails on logged errors
+def test_hub_rpc_methods_answer_every_generated_call(tmp_path):
+    """Generated calls to every hub RPC method, from registered and unregistered peers, are each answered
+    with a result or an error, never close the connection or log an error, and leave the store consistent."""
+    store = Store(str(tmp_path / "hub"), sync=False)
+    try:
+        target = RpcTarget(store)
+        assert rpc_campaign(target, 200) >= 200
+    finally:
+        store.close()
+
+
+def test_pull_of_an_empty_database_name_is_a_refusal_not_an_internal_error(target):
+    """Found by the fuzzer: a pull naming the database "" is answered not_found like any unknown name, instead
+    of an LMDB error (empty key) escaping the store and closing the connection as an internal error."""
+    from shiftpeer.store import NotFound
+
+    assert target.store.has_database("") is False
+    with pytest.raises(NotFound):
+        target.store.database("")
+    target.run([encode_frame(cbor2.dumps({"t": "pull", "rid": 7, "db": "", "since": 0, "epoch": None,
+                                          "live": False}))])

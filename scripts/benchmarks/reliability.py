@@ -6,7 +6,8 @@ Usage: scripts/bench reliability [--quick] [--json]
    one of them is SIGKILLed at a random moment 50 times (8 with --quick), restarted each time; then the
    three databases must converge, and every committed transaction must be there whole.
 2. Fuzz campaign (tests/rel_fuzz.py): hypothesis-generated inputs to the frame decoder, to message
-   decoding and, as frame sequences, to every message handler of a SyncProtocol on a real store; then
+   decoding, to the hub's RPC methods and, as frame sequences, to every message handler of a
+   SyncProtocol on a real store; then
    byte- and CBOR-level mutations of the generated frames, to >= 100,000 inputs (5,000 with --quick).
 3. Idle abuse (tests/rel_idle.py): 1,000 authenticated idle TLS connections (200 with --quick) to a hub
    process, then p50/p99 of a small one-shot replication and of an RPC from a normal client.
@@ -30,8 +31,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from rel_crash import Mesh, run_crash_loop  # noqa: E402
-from rel_fuzz import (HandlerTarget, check_decode, check_framing, fast_settings, generated_campaign,  # noqa: E402
-                      mutation_campaign)
+from rel_fuzz import (HandlerTarget, RpcTarget, check_decode, check_framing, fast_settings,  # noqa: E402
+                      generated_campaign, mutation_campaign, rpc_campaign)
 
 
 def say(quiet: bool, *parts: object) -> None:
@@ -73,7 +74,7 @@ def fuzz(base: str, inputs: int, quiet: bool) -> dict:
 
     t0 = time.perf_counter()
     failures: list = []
-    counts = {"framing": 0, "decode": 0, "handlers_generated": 0, "handlers_mutated": 0}
+    counts = {"framing": 0, "decode": 0, "hub_rpc": 0, "handlers_generated": 0, "handlers_mutated": 0}
     share = max(500, inputs // 20)
 
     @fast_settings(share)
@@ -95,6 +96,17 @@ def fuzz(base: str, inputs: int, quiet: bool) -> dict:
         except Exception as e:  # noqa: BLE001 - a failure is a finding to report
             failures.append((name, f"{type(e).__name__}: {e}"))
         say(quiet, f"  {name}: {counts[name]} inputs")
+    hub_store = Store(os.path.join(base, "fuzz-hub"), sync=False)
+    try:
+        rpc = RpcTarget(hub_store)
+        try:
+            rpc_campaign(rpc, max(200, share // 3))
+        except Exception as e:  # noqa: BLE001
+            failures.append(("hub_rpc", f"{type(e).__name__}: {e}"))
+        counts["hub_rpc"] = rpc.inputs
+    finally:
+        hub_store.close()
+    say(quiet, f"  hub RPC methods: {counts['hub_rpc']} calls")
     store = Store(os.path.join(base, "fuzz-store"), sync=False)
     try:
         target = HandlerTarget(store, NodeKey.generate())
