@@ -14,17 +14,6 @@ from tests.helpers_node import ApiTestClient, eventually, listening_port, make_n
 LISTEN = "tcp:0:interface=127.0.0.1"
 
 
-def _with_flows(node, hub: bool = False):
-    """Give a node the flow roles (the Node adds them itself from its settings once wired)."""
-    from shiftpeer.roles.flowroles import FlowsRole, HubRole
-
-    if node.role("flows") is None:
-        node.add_role(FlowsRole(node))
-    if hub and node.role("hub") is None:
-        node.add_role(HubRole(node))
-    return node
-
-
 async def _start(node) -> ApiTestClient:
     node.startService()
     url = await node.when_ready()
@@ -46,17 +35,16 @@ async def test_flows_through_the_api(nodes):
     tmp_path, started = nodes
     assert make_certs([str(tmp_path / "certs"), "--host", "127.0.0.1", "--new-ca"]) == 0
     certs = tmp_path / "certs"
-    hub = _with_flows(make_node(str(tmp_path / "hub"), listen=[LISTEN], hub=True, user="op",
-                                tls_cert=str(certs / "127.0.0.1.pem"), tls_key=str(certs / "127.0.0.1.key")),
-                      hub=True)
+    hub = make_node(str(tmp_path / "hub"), listen=[LISTEN], hub=True, user="op",
+                    tls_cert=str(certs / "127.0.0.1.pem"), tls_key=str(certs / "127.0.0.1.key"))
+    assert [r.name for r in hub.roles] == ["user", "flows", "hub"]
     started.append(hub)
     hub_api = await _start(hub)
     listener = next(s for s in hub.getServiceNamed("sync") if s.name.startswith("listen"))
     port = (await listening_port(listener)).getHost().port
     api = {}
     for name in ("alice", "bob", "carol"):
-        node = _with_flows(make_node(str(tmp_path / name), connect=f"127.0.0.1:{port}", ca=str(certs / "ca.pem"),
-                                     user=name))
+        node = make_node(str(tmp_path / name), connect=f"127.0.0.1:{port}", ca=str(certs / "ca.pem"), user=name)
         started.append(node)
         api[name] = await _start(node)
         await eventually(lambda n=node: n.role("flows").flows.link.connected, timeout=10)

@@ -144,7 +144,7 @@ class UserFlows:
             nxt = answer["next_cursor"]
             low = (rows[-1]["body"].get("created") or 0) if nxt is not None and rows else float("-inf")
             rows = self._with_unpublished(q, rows, low, high)
-            return {"rows": rows, "next_cursor": None if nxt is None else f"{low!r}|{nxt}", "source": "hub"}
+            return {"rows": rows, "next_cursor": None if nxt is None else f"{low!r}|{nxt}", "source": "shared"}
         if q["following"] or q["favorites"]:
             if not self.link.connected:
                 raise FlowError("follows and favorites are kept on the hub, which is not connected",

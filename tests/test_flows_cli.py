@@ -1,0 +1,108 @@
+"""The flows through the `shiftpeer` command against real `twistd -n shiftpeer` processes: a hub with a
+CA-signed certificate and two users on 127.0.0.1, driven only by the command line."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from shiftpeer.identity.makecerts import main as make_certs
+from tests.test_cli import run, start_node, stop_node, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    """A hub and two users made with `shiftpeer init`, each served by its own twistd process."""
+    from shiftpeer.cli import main
+
+    base = tmp_path_factory.mktemp("flows-cli")
+    certs = base / "certs"
+    assert make_certs([str(certs), "--host", "127.0.0.1", "--new-ca"]) == 0
+    port = _free_port()
+    dirs = {name: str(base / name) for name in ("hub", "alice", "bob")}
+    assert main(["init", dirs["hub"], "--user", "op", "--hub", "--tls-cert", str(certs / "127.0.0.1.pem"),
+                 "--tls-key", str(certs / "127.0.0.1.key"), "--listen", f"tcp:{port}:interface=127.0.0.1"]) == 0
+    for name in ("alice", "bob"):
+        assert main(["init", dirs[name], "--user", name, "--connect", f"127.0.0.1:{port}",
+                     "--ca", str(certs / "ca.pem")]) == 0
+    procs = []
+    try:
+        for name, d in dirs.items():
+            procs.append(start_node(d, str(base / f"{name}.log")))
+        yield dirs
+    finally:
+        for proc in procs:
+            stop_node(proc)
+
+
+def cli_json(capsys, *argv: str) -> dict:
+    status, out, err = run(capsys, *argv, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+def test_register_publish_group_comment_notice(mesh, capsys):
+    """register, shift publish (public, group, to), group new/invite/join/members, feed, comment,
+    messages and notice all work from the command line between real processes."""
+    hub, alice, bob = mesh["hub"], mesh["alice"], mesh["bob"]
+
+    def registered(d: str) -> bool:
+        status, out, err = run(capsys, "--data", d, "register", "--json")
+        return status == 0
+    wait_for(lambda: registered(alice), timeout=20)
+    wait_for(lambda: registered(bob), timeout=20)
+    status, out, err = run(capsys, "--data", bob, "register", "--name", "alice")
+    assert status != 0 and "already" in err
+
+    href = "https://example.org/cli"
+    ids = {}
+    for kind in ("public", "group", "direct"):
+        status, out, err = run(capsys, "--data", alice, "shift", "new", "--space", "Notes", "--href", href,
+                               "--summary", kind)
+        assert status == 0, err
+        ids[kind] = out.strip()
+    cli_json(capsys, "--data", alice, "group", "new", "club")
+    cli_json(capsys, "--data", alice, "group", "invite", "club", "bob", "--level", "read")
+    assert cli_json(capsys, "--data", bob, "group", "join", "club")["level"] == "read"
+    members = cli_json(capsys, "--data", bob, "group", "members", "club")["members"]
+    assert {m["user"]: m["level"] for m in members} == {"alice": "owner", "bob": "read"}
+    assert cli_json(capsys, "--data", alice, "shift", "publish", ids["public"], "--public")["public"] is True
+    assert cli_json(capsys, "--data", alice, "shift", "publish", ids["group"], "--group", "club")["targets"] == \
+        {"group:club": "ok"}
+    direct = cli_json(capsys, "--data", alice, "shift", "publish", ids["direct"], "--to", "bob", "--to", "nobody")
+    assert direct["targets"]["user:bob"] == "ok" and "nobody" in direct["targets"]["user:nobody"]
+    status, out, err = run(capsys, "--data", alice, "shift", "publish", ids["public"], "--to", "nobody")
+    assert status == 0 and "nobody" in out
+
+    def bob_sees() -> set:
+        return {r["id"] for r in cli_json(capsys, "--data", bob, "feed", "--href", href)["rows"]}
+    wait_for(lambda: bob_sees() == set(ids.values()), timeout=20)
+    assert [r["id"] for r in cli_json(capsys, "--data", bob, "feed", "--group", "club")["rows"]] == [ids["group"]]
+
+    status, out, err = run(capsys, "--data", bob, "comment", ids["group"], "nice")
+    assert status == 0, err
+    status, out, err = run(capsys, "--data", hub, "notice", "welcome")
+    assert status == 0, err
+    status, out, err = run(capsys, "--data", bob, "notice", "not an operator")
+    assert status != 0 and "operators" in err
+
+    def alice_unread() -> int:
+        return cli_json(capsys, "--data", alice, "messages")["unread"]
+    wait_for(lambda: alice_unread() == 2, timeout=20)
+    status, out, err = run(capsys, "--data", alice, "messages")
+    assert "nice" in out and "welcome" in out
+    assert cli_json(capsys, "--data", alice, "messages", "--mark-read")["unread"] == 0
+    thread = cli_json(capsys, "--data", alice, "feed", "--thread", ids["group"])["rows"]
+    assert [r["text"] for r in thread] == ["nice"]
+    status, out, err = run(capsys, "--data", bob, "group", "leave", "club")
+    assert status == 0, err
+    status, out, err = run(capsys, "--data", bob, "feed", "--group", "club")
+    assert status != 0 and "not a reader" in err
