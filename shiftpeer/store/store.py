@@ -286,7 +286,10 @@ class Store:
 
     # -- databases ---------------------------------------------------------------------------------
     def _lookup(self, txn: lmdb.Transaction, name: str) -> bytes | None:
-        return txn.get(name.encode(), db=self._names_db)
+        key = name.encode()
+        if not key or len(key) > MAX_NAME_BYTES:   # no such database can exist; LMDB refuses an empty key
+            return None
+        return txn.get(key, db=self._names_db)
 
     def _db_object(self, name: str, entry: bytes):
         from .database import Database
