@@ -30,6 +30,16 @@ def _guard(fn: Callable[[ApiRequest], Any]) -> Callable[[ApiRequest], Any]:
     return handler
 
 
+def _limit(req: ApiRequest) -> int:
+    try:
+        limit = int(req.arg("limit", 50))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 500:
+        raise ApiError(400, "limit must be a whole number from 1 to 500")
+    return limit
+
+
 def _flag(req: ApiRequest, name: str) -> bool:
     return str(req.arg(name, "")).lower() in ("1", "true", "yes")
 
@@ -58,7 +68,7 @@ def install_user_routes(api: Any, role: Any) -> None:
         return flows().comment(req.params["id"], req.json_object().get("text"))
 
     def comments(req: ApiRequest) -> Any:
-        d = flows().query({"filters": {"thread": req.params["id"]}, "limit": int(req.arg("limit", 50)),
+        d = flows().query({"filters": {"thread": req.params["id"]}, "limit": _limit(req),
                            "cursor": req.arg("cursor")})
         return d.addCallback(lambda a: {"rows": [shift_view(r, a["source"]) for r in a["rows"]],
                                         "next_cursor": a["next_cursor"]})
@@ -77,10 +87,7 @@ def install_user_routes(api: Any, role: Any) -> None:
         unknown = set(req.query) - set(FEED_PARAMS) - {"limit", "cursor", "following", "favorites"}
         if unknown:
             raise ApiError(400, f"unknown feed parameter(s): {', '.join(sorted(unknown))}")
-        try:
-            limit = int(req.arg("limit", 50))
-        except ValueError:
-            raise ApiError(400, "limit must be a whole number") from None
+        limit = _limit(req)
         filters = {k: req.query[k] for k in FEED_PARAMS if req.query.get(k)}
         d = flows().query({"filters": filters, "limit": limit, "cursor": req.arg("cursor"),
                            "following": _flag(req, "following"), "favorites": _flag(req, "favorites")})
@@ -88,7 +95,7 @@ def install_user_routes(api: Any, role: Any) -> None:
                                         "next_cursor": a["next_cursor"], "source": a["source"]})
 
     def messages(req: ApiRequest) -> Any:
-        return flows().messages(limit=int(req.arg("limit", 50)), cursor=req.arg("cursor"),
+        return flows().messages(limit=_limit(req), cursor=req.arg("cursor"),
                                 unread_only=_flag(req, "unread"))
 
     def mark_read(req: ApiRequest) -> Any:
