@@ -199,3 +199,26 @@ def test_unrequested_documents_are_refused():
     raw(pair, frame({"t": "docs", "rid": 1, "seq": 1, "more": False, "docs": [
         {"id": "a", "rev": "1-00", "deleted": False, "body": {}, "sig": None, "history": ["1-00"]}]}))
     assert srv.snapshot() == before
+
+
+@pytest.mark.allow_logged_errors
+def test_forged_document_in_live_mode_is_refused():
+    """A forged document arriving inline with live changes is refused, the peer dropped, nothing stored."""
+    clock = Clock()
+    src_store = MemoryStore()
+    fill(src_store, "master", 3)
+    sf = make_factory(clock, src_store)
+    cf = make_factory(clock, MemoryStore(), validator=reject_marked)
+    pair = connect_pair(cf, sf, clock)
+    settle(pair.pump)
+    rep = pair.client.pull("master", "feed", live=True)
+    settle(pair.pump)
+    assert rep.is_caught_up
+    src_store.database("master").put("live-ok", {"x": 1})
+    settle(pair.pump)
+    feed = cf.store.database("feed")
+    assert feed.get("live-ok") is not None and sf.counters["docs_out"] == 4
+    src_store.database("master").put("live-evil", {"forged": True})
+    settle(pair.pump)
+    assert feed.get("live-evil") is None
+    assert pair.client.close_reason["code"] == "forged" and pair.server.peer_error["code"] == "forged"

@@ -112,6 +112,10 @@ def source_main(directory: str, n: int) -> None:
                 self.sendLine(b"ok")
             elif cmd == "live":
                 k, gap = int(args[0]), float(args[1])
+                if os.environ.get("BENCH_GC_FREEZE"):
+                    import gc
+                    gc.collect()
+                    gc.freeze()
 
                 def one(i: int) -> None:
                     live_count[0] += 1
@@ -140,6 +144,8 @@ def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     as_json = "--json" in argv
     n = 10_000 if quick else 100_000
+    if "--docs" in argv:
+        n = int(argv[argv.index("--docs") + 1])
     live_n = 100 if quick else 1000
     tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-sync-")
     child = subprocess.Popen([sys.executable, __file__, "--source", tmp, str(n)], stdin=subprocess.PIPE,
@@ -246,6 +252,10 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
             await live_phase(prefix)
 
     async def live_phase(prefix: str) -> None:
+        if os.environ.get("BENCH_GC_FREEZE"):
+            import gc
+            gc.collect()
+            gc.freeze()
         store = node["store"]
         feed = store.database("feed")
         conn, _ = await connect()

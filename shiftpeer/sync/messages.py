@@ -138,7 +138,8 @@ SCHEMAS: dict[str, dict[str, tuple[Checker, bool]]] = {
     "ack": {"rid": (_int, True), "seq": (_int, True)},
     # replication, feeder -> puller
     "accept": {"rid": (_int, True), "epoch": (_str(MAX_NAME), True), "since": (_int, True)},
-    "changes": {"rid": (_int, True), "seq": (_int, True), "ch": (_list(_id_revs, MAX_BATCH), True)},
+    "changes": {"rid": (_int, True), "seq": (_int, True), "ch": (_list(_id_revs, MAX_BATCH), True),
+                "docs": (_list(_repl_doc, MAX_BATCH), False)},
     "docs": {"rid": (_int, True), "seq": (_int, True), "docs": (_list(_repl_doc, MAX_BATCH), True),
              "more": (_bool, True)},
     "caught_up": {"rid": (_int, True), "seq": (_int, True)},

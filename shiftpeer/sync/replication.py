@@ -34,6 +34,8 @@ BATCH_CHANGES = 500
 WINDOW = 8
 #: A ``docs`` message is split when its encoded frame would pass this many bytes.
 DOCS_FRAME_BYTES = 4 * 1024 * 1024
+#: In live mode a changes batch of at most this many documents carries the documents themselves.
+LIVE_INLINE = 16
 #: Replications one peer may have us serve on one connection at once.
 MAX_FEEDERS = 4096
 #: At most this many documents go into one store transaction (group commit of ready batches).
@@ -186,12 +188,23 @@ class Puller:
         ch = msg["ch"]
         missing = self.db.revs_diff({docid: revs for docid, revs in ch}) if ch else {}
         want = [[docid, revs] for docid, revs in missing.items() if revs]
-        self.mgr.conn.send("need", rid=self.rid, seq=batch.seq, want=want)
-        if want:
-            batch.want = {(docid, rev) for docid, revs in want for rev in revs}
+        inline = msg.get("docs")
+        if inline is not None:
+            # live mode: the docs came with the changes; keep only the revisions missing here
+            wanted = {(docid, rev) for docid, revs in want for rev in revs}
+            batch.docs = [d for d in inline if (d["id"], d["rev"]) in wanted]
+            if batch.docs:
+                batch.state = "verifying"
+                d = maybeDeferred(self.mgr.validator, batch.docs)
+                d.addCallbacks(self._verified, self._verify_failed, callbackArgs=(batch,))
+                return
         else:
-            batch.state = "ready"
-            self._advance()
+            self.mgr.conn.send("need", rid=self.rid, seq=batch.seq, want=want)
+            if want:
+                batch.want = {(docid, rev) for docid, revs in want for rev in revs}
+                return
+        batch.state = "ready"
+        self._advance()
 
     def on_docs(self, msg: dict) -> None:
         batch = next((b for b in self.queue if b.seq == msg["seq"]), None)
@@ -339,7 +352,20 @@ class Feeder:
                         self._check_push_caught_up()
                     break
                 seq = chs[-1].seq
-                conn.send("changes", rid=self.rid, seq=seq, ch=[[c.id, list(c.revs)] for c in chs])
+                ch = [[c.id, list(c.revs)] for c in chs]
+                frame = None
+                if self.caught_up_seq is not None and len(chs) <= LIVE_INLINE:
+                    # live and small: the documents ride along, saving the need/docs round trip
+                    docs = self.db.get_repl_docs([(c.id, list(c.revs)) for c in chs])
+                    frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch, docs=docs)
+                    if len(frame) > DOCS_FRAME_BYTES:
+                        frame = None
+                    else:
+                        self.answered.add(seq)
+                        self.mgr.counters["docs_out"] += len(docs)
+                if frame is None:
+                    frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch)
+                conn.write_frame(frame)
                 self.sent = seq
                 self.unacked.append(seq)
         except Exception:
