@@ -7,7 +7,6 @@ deadline instead of sleeping.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import pytest
@@ -25,20 +24,17 @@ from shiftpeer.roles.userflows import UserFlows
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer.store import Store
 from shiftpeer.sync import Policy, SyncFactory
+from tests.helpers_node import eventually as _poll
 
 DEADLINE = 10.0
 
 
 async def eventually(check: Callable[[], Any], what: str = "condition", deadline: float = DEADLINE) -> Any:
-    """Poll ``check`` every few milliseconds until it returns something truthy or the deadline passes."""
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await task.deferLater(reactor, 0.005, lambda: None)
+    """Poll ``check`` until it returns something truthy, failing after ``deadline`` seconds."""
+    try:
+        return await _poll(check, timeout=deadline, interval=0.005)
+    except AssertionError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 class HubParty:
