@@ -169,3 +169,20 @@ async def test_registration_names_are_unique(mesh):
     assert again["created"] is False
     with pytest.raises(FlowError, match="already registered"):
         await mesh["alice"].flows.register("alice2")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_invite_only_registration(mesh):
+    """On an invite-only hub registering needs a token from the operator, and each token works once."""
+    await mesh.start(users=(), open_registration=False)
+    alice = await mesh.add_user("alice", register=False)
+    bob = await mesh.add_user("bob", register=False)
+    with pytest.raises(FlowError, match="invitation"):
+        await alice.flows.register("alice")
+    token = mesh.hub.hub.accounts.new_invite()
+    assert (await alice.flows.register("alice", token))["created"] is True
+    with pytest.raises(FlowError, match="already used"):
+        await bob.flows.register("bob", token)
+    await alice.flows.link.when_ready()
+    assert "inbox/alice" in alice.flows.link.pulls
