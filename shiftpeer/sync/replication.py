@@ -361,7 +361,7 @@ class Feeder:
                     if len(frame) > DOCS_FRAME_BYTES:
                         frame = None
                     else:
-                        self.answered.add(seq)
+                        # not marked answered: a puller that ignores inline docs may still send one need
                         self.mgr.counters["docs_out"] += len(docs)
                 if frame is None:
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch)
