@@ -604,7 +604,7 @@ class ReplicationManager:
         if rid in self.feeders:
             raise _Violation("duplicate", f"replication id {rid} is already in use", name)
         if len(self.feeders) >= MAX_FEEDERS:
-            return self._refuse(rid, "too_many", name, f"more than {MAX_FEEDERS} replications; refused")
+            return self._refuse(rid, "limit", name, f"more than {MAX_FEEDERS} replications; refused")
         handle = None
         if msg.get("push") is not None:
             entry = self.pushes.get(msg["push"])
