@@ -56,7 +56,8 @@ class NodeSettings:
 
 def default_roles(settings: NodeSettings) -> list[Callable[["Node"], IService]]:
     """The roles a node runs from its settings: user (local databases) and flows on every node,
-    hub when configured. Each entry builds a role from the node."""
+    hub when configured (with federation when it has --peer or --full-peer), else full peer with
+    --full-peer. Each entry builds a role from the node."""
     from shiftpeer.roles.user import UserRole
 
     factories: list[Callable[["Node"], IService]] = [UserRole]
@@ -67,6 +68,12 @@ def default_roles(settings: NodeSettings) -> list[Callable[["Node"], IService]]:
     factories.append(FlowsRole)
     if settings.hub:
         factories.append(HubRole)
+    from shiftpeer.roles.fullpeer import FederationRole, FullPeerRole
+
+    if settings.hub and (settings.peers or settings.full_peer):
+        factories.append(FederationRole)   # a federated hub gossips master with its peers and full peers
+    elif settings.full_peer:
+        factories.append(FullPeerRole)
     return factories
 
 
@@ -274,10 +281,12 @@ class Node(SequentialMultiService):
         self.housekeeping.clock = self.clock
         self.housekeeping.setName("housekeeping")
         self.housekeeping.setServiceParent(self)
+        self.metrics_service: Any = None
         if settings.metrics:
             from shiftpeer.api.metrics import MetricsService
 
-            MetricsService(self, settings.metrics).setServiceParent(self)
+            self.metrics_service = MetricsService(self, settings.metrics)
+            self.metrics_service.setServiceParent(self)
 
         for make_role in (role_factories if role_factories is not None else default_roles(settings)):
             self.add_role(make_role(self))
@@ -402,32 +411,18 @@ class Node(SequentialMultiService):
     # -- status ----------------------------------------------------------------------------------
 
     def status(self) -> dict:
-        """What ``shiftpeer status`` shows: roles, peers, per-database counts and replication lag."""
+        """What ``shiftpeer status`` shows: roles, peers and their connection state, per-database counts,
+        and every replication with its progress (``shiftpeer.api.status``)."""
+        from shiftpeer.api import status as progress
+
         store = self.store
         databases = {}
         if store is not None:
             for name in store.list_databases():
                 db = store.database(name)
                 databases[name] = {"docs": db.doc_count(), "seq": db.update_seq()}
-        lag = {}
-        for role in self.roles:
-            for r in getattr(role, "replications", []):
-                if store is None:
-                    continue
-                src = store.database(r.source)
-                dst = store.database(r.target)
-                cp = dst.get_checkpoint("local", r.source) or {}
-                done = cp.get("seq", 0) if cp.get("epoch") == src.epoch else 0
-                lag[f"{r.source} -> {r.target}"] = max(0, src.update_seq() - done)
-        peers = []
-        for address, svc in self.peer_clients.items():
-            conn = getattr(svc, "connection", None)
-            peers.append({
-                "address": address,
-                "kind": svc.name.split()[0],
-                "connected": conn is not None,
-                "peer_id": getattr(conn, "peer_id", None),
-            })
+        replications = progress.replications(self)
+        lag = {f"{r['remote']} -> {r['local']}": r["lag"] for r in replications if r["direction"] == "local"}
         connections = [
             {"peer_id": getattr(c, "peer_id", None), "roles": list(getattr(c, "peer_roles", ()) or ())}
             for c in getattr(self.sync_factory, "connections", ())
@@ -439,11 +434,14 @@ class Node(SequentialMultiService):
             "roles": [getattr(r, "name", type(r).__name__) for r in self.roles],
             "api": self.api_service.url,
             "listen": list(self.settings.listen),
+            "metrics": getattr(self.metrics_service, "url", None),
             "sync": self.sync_factory is not None,
-            "peers": peers,
+            "peers": progress.peers(self),
             "connections": connections,
             "databases": databases,
+            "replications": replications,
             "replication_lag": lag,
+            "caught_up": all(r["caught_up"] for r in replications),
             "time": self.clock.seconds(),
         }
 

@@ -1,0 +1,227 @@
+"""The full-peer role and hub federation: ``master`` replicated with the hub and gossiped among peers.
+
+``FullPeerRole`` (``--full-peer``): the node holds a replica of ``master``; it pulls ``master`` from its
+hub and from every firehose neighbour (other full peers, hubs) and serves its own to them, so a shift
+published anywhere reaches every connected full peer even when the hub is down. Its own public shifts
+enter ``master`` locally (``user/public -> master``), and ``master`` feeds ``user/feed`` locally
+(``master -> user/feed``): queries keep running over ``user/feed``, with the firehose in it.
+Neighbours: the node's ``--peer`` addresses, plus full peers the hub lists (``gossip.peers``) after
+this node opted in (``gossip.announce``, done when it listens), kept between 4 and 8 live.
+
+``FederationRole`` (every hub): the same gossip of ``master`` with full peers and with other hubs
+configured with ``--peer``; documents received that way pass the hub's own rules for ``master``
+(signed, public audience, same author), and the hub's merge puts them into ``shared``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from shiftpeer.gossip.core import Gossip
+from shiftpeer.gossip.inflight import LAZY_TIMEOUT
+from shiftpeer.gossip.neighbours import DEAD_AFTER, HIGH, LOW, NeighbourSet
+from shiftpeer.gossip.scores import PeerScores
+from shiftpeer.roles import audience
+from shiftpeer.roles.user import LocalReplication
+from shiftpeer.roles.validation import held_author
+from shiftpeer.shifts import FEED, PUBLIC
+
+log = Logger()
+
+MASTER = "master"
+BANS_FILE = "gossip-bans.json"
+#: Seconds between neighbour-set steps (drop dead ones, dial more, ask the hub for peers).
+TICK = 5.0
+
+
+def firehose_check(db: Any, doc: dict) -> str | None:
+    """Why a full peer refuses a gossiped document (its signature was verified by the sync layer)."""
+    body = doc["body"]
+    before = held_author(db, doc["id"])
+    if before is not None and before != body.get("author"):
+        return "only the shift's author may change it (the author differs from the revisions held)"
+    if not doc["deleted"] and not audience.admits(audience.of(body), MASTER):
+        return "the signed audience is not public"
+    return None
+
+
+def listen_port(node: Any) -> Deferred:
+    """The TCP port of the node's first sync listener (None when it does not listen)."""
+    sync = node.getServiceNamed("sync")
+    for svc in sync:
+        waiting = getattr(svc, "_waitingForPort", None)
+        if waiting is not None and svc.name.startswith("listen "):
+            d: Deferred = Deferred()
+
+            def got(port: Any) -> Any:
+                d.callback(port.getHost().port)
+                return port
+
+            waiting.addCallback(got)
+            return d
+    return succeed(None)
+
+
+class _GossipRole(Service):
+    """What both roles share: the Gossip object, its policy, store check and RPC on the node."""
+
+    def __init__(self, node: Any, *, timeout: float = LAZY_TIMEOUT) -> None:
+        self.node = node
+        self.timeout = timeout
+        self.gossip: Gossip | None = None
+        self.replications: list[LocalReplication] = []
+
+    def make_gossip(self, check: Any) -> Gossip:
+        path = os.path.join(self.node.settings.directory, BANS_FILE)
+        return Gossip(self.node.store, self.node.clock, dbname=MASTER, check=check,
+                      scores=PeerScores(path), timeout=self.timeout)
+
+    def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
+        return self.gossip is not None and self.gossip.may_read(peer_id, dbname, conn)
+
+    def install_sync(self, factory: Any) -> None:
+        """Gossip RPCs (``gossip.announce``, ``gossip.peers``) and the check on gossiped documents."""
+        if self.gossip is not None:
+            self.gossip.install(factory)
+
+    def peer_connected(self, conn: Any, kind: str) -> None:
+        if self.gossip is not None:
+            self.gossip.connected(conn)
+
+
+class FullPeerRole(_GossipRole):
+    """A replica of ``master``, gossiped with the hub and 4-8 other full peers (docs/fullpeer.md)."""
+
+    name = "full-peer"
+
+    def __init__(self, node: Any, *, low: int = LOW, high: int = HIGH, dead_after: float = DEAD_AFTER,
+                 tick: float = TICK, timeout: float = LAZY_TIMEOUT) -> None:
+        super().__init__(node, timeout=timeout)
+        self.low, self.high, self.dead_after, self.tick_interval = low, high, dead_after, tick
+        self.neighbours: NeighbourSet | None = None
+        self.hub_conn: Any = None
+        self._tick_call: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        node = self.node
+        store = node.store
+        store.create_database(MASTER)
+        self.gossip = self.make_gossip(firehose_check)
+        self.replications = [LocalReplication(store, PUBLIC, MASTER, node.clock),
+                             LocalReplication(store, MASTER, FEED, node.clock)]
+        for r in self.replications:
+            r.start()
+        flows = node.role("flows")
+        if flows is not None and getattr(flows, "flows", None) is not None:
+            # the hub's master arrives in our master (gossip), then locally in user/feed: not twice
+            flows.flows.link.full_peer = False
+        self.neighbours = NeighbourSet(node.clock, self._dial, self._stop_peer, self.gossip.live,
+                                       self.gossip.scores, low=self.low, high=self.high,
+                                       dead_after=self.dead_after, own=node.settings.peers)
+        self._tick_call = node.clock.callLater(self.tick_interval, self._tick)
+        log.info("full peer: gossiping master (neighbours {low}-{high})", low=self.low, high=self.high)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
+        if self.neighbours is not None:
+            self.neighbours.stop()
+        for r in self.replications:
+            r.stop()
+        self.replications = []
+        return succeed(None)
+
+    def housekeeping(self) -> None:
+        for r in self.replications:
+            r.nudge()
+
+    # -- neighbours --------------------------------------------------------------------------------
+    def add_peers(self, addresses: list[str]) -> None:
+        """Learn more candidate neighbours (HOST:PORT); dialled as needed at the next step."""
+        self.neighbours.add(addresses)
+        self.neighbours.tick()
+
+    def _tick(self) -> None:
+        self._tick_call = self.node.clock.callLater(self.tick_interval, self._tick)
+        try:
+            self.neighbours.tick()
+            if self.gossip.live() < self.low:
+                self._discover()
+        except Exception:
+            log.failure("full peer: neighbour step failed")
+
+    def _dial(self, address: str) -> Any:
+        from shiftpeer.node import make_peer_service, split_host_port
+
+        node = self.node
+        host, port = split_host_port(address)
+        svc = make_peer_service(node, node.client_endpoint(host, port, "peer"), "peer", address)
+        node.peer_clients[address] = svc
+        svc.setServiceParent(node.getServiceNamed("sync"))
+        return svc
+
+    def _stop_peer(self, svc: Any) -> None:
+        for address, s in list(self.node.peer_clients.items()):
+            if s is svc:
+                del self.node.peer_clients[address]
+        if svc.parent is not None:
+            d = svc.disownServiceParent()
+            if isinstance(d, Deferred):
+                d.addErrback(lambda f: log.failure("stopping a gossip neighbour failed", f))
+
+    def peer_connected(self, conn: Any, kind: str) -> None:
+        super().peer_connected(conn, kind)
+        if kind == "hub":
+            self.hub_conn = conn
+            self._announce(conn)
+
+    # -- discovery through the hub ---------------------------------------------------------------
+    def _announce(self, conn: Any) -> None:
+        def announce(port: Any) -> Any:
+            if port is None:
+                return None
+            return conn.call("gossip.announce", {"port": port})
+
+        d = listen_port(self.node).addCallback(announce)
+        d.addCallback(lambda _: self._discover())
+        d.addErrback(lambda f: log.info("the hub did not take our gossip announcement: {why}",
+                                        why=f.getErrorMessage()))
+
+    def _discover(self) -> None:
+        conn = self.hub_conn
+        if conn is None or conn not in conn.factory.connections:
+            return
+        d = conn.call("gossip.peers", {})
+        d.addCallback(lambda answer: self.add_peers([a for a in answer.get("peers", []) if isinstance(a, str)]))
+        d.addErrback(lambda f: log.info("the hub has no gossip peer list: {why}", why=f.getErrorMessage()))
+
+    def stats(self) -> dict:
+        return self.gossip.stats() if self.gossip is not None else {}
+
+
+class FederationRole(_GossipRole):
+    """On a hub: gossip ``master`` with full peers and with hubs configured as peers (``--peer``)."""
+
+    name = "federation"
+
+    def startService(self) -> None:
+        super().startService()
+        hub_role = self.node.role("hub")
+        hub = getattr(hub_role, "hub", None)
+        if hub is not None:
+            check = lambda db, doc: hub.rules.check(db, MASTER, None, doc)  # noqa: E731
+        else:
+            check = firehose_check
+        self.gossip = self.make_gossip(check)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return succeed(None)
