@@ -154,7 +154,7 @@ class FullPeerRole(_GossipRole):
         try:
             self.neighbours.tick()
             if self.gossip.live() < self.low:
-                self._discover()
+                self.discover()
         except Exception:
             log.failure("full peer: neighbour step failed")
 
@@ -191,11 +191,12 @@ class FullPeerRole(_GossipRole):
             return conn.call("gossip.announce", {"port": port})
 
         d = listen_port(self.node).addCallback(announce)
-        d.addCallback(lambda _: self._discover())
+        d.addCallback(lambda _: self.discover())
         d.addErrback(lambda f: log.info("the hub did not take our gossip announcement: {why}",
                                         why=f.getErrorMessage()))
 
-    def _discover(self) -> None:
+    def discover(self) -> None:
+        """Ask the hub for full peers that opted in, and dial as many as the neighbour set wants."""
         conn = self.hub_conn
         if conn is None or conn not in conn.factory.connections:
             return

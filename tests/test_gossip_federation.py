@@ -1,0 +1,109 @@
+"""Hubs federated through ``master``, and full peers that find each other through their hub."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+
+from shiftpeer.identity import NodeKey
+from shiftpeer.identity.makecerts import main as make_certs
+from shiftpeer.node import Node, NodeSettings
+from tests.helpers_node import eventually
+from tests.test_gossip_mesh import free_port, master_ids, publish
+
+
+def node(directory, name: str, *, port: int | None = None, **settings) -> Node:
+    """A started Node with its own key in ``directory`` (listening on ``port`` when given)."""
+    os.makedirs(directory, exist_ok=True)
+    listen = [f"tcp:{port}:interface=127.0.0.1"] if port else []
+    s = NodeSettings(directory=str(directory), store_path=os.path.join(directory, "store"), user=name,
+                     listen=listen, **settings)
+    n = Node(s, NodeKey.generate(), reactor=reactor)
+    n.startService()
+    return n
+
+
+def hub_certs(directory) -> dict:
+    """A throwaway CA and a certificate for 127.0.0.1 in ``directory``: the hub's TLS settings."""
+    assert make_certs([str(directory), "--host", "127.0.0.1", "--new-ca"]) == 0
+    return {"tls_cert": str(directory / "127.0.0.1.pem"), "tls_key": str(directory / "127.0.0.1.key")}
+
+
+async def registered(n: Node) -> Node:
+    flows = n.role("flows").flows
+    await eventually(lambda: flows.link.connected and flows.link.account, timeout=10)
+    await flows.register(n.settings.user)
+    await flows.link.when_ready()
+    return n
+
+
+@pytest.fixture
+def started():
+    nodes: list[Node] = []
+    yield nodes
+    pytest_twisted.blockon(gatherResults([n.stopService() for n in reversed(nodes) if n.running]))
+
+
+def shared_ids(hub: Node) -> set[str]:
+    return {c.id for c in hub.store.database("shared").changes() if not c.deleted}
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_federated_hubs_deliver_each_others_public_shifts(tmp_path, started):
+    """A public shift published on either of two hubs configured as peers reaches the other hub's
+    master and shared, and the other hub's users find it with a query."""
+    pa, pb = free_port(), free_port()
+    ca, cb = hub_certs(tmp_path / "ca"), hub_certs(tmp_path / "cb")
+    hub_a = node(tmp_path / "ha", "opa", port=pa, hub=True, peers=[f"127.0.0.1:{pb}"], **ca)
+    hub_b = node(tmp_path / "hb", "opb", port=pb, hub=True, peers=[f"127.0.0.1:{pa}"], **cb)
+    started += [hub_a, hub_b]
+    assert hub_a.role("federation") is not None and hub_b.role("federation") is not None
+    alice = node(tmp_path / "alice", "alice", connect=f"127.0.0.1:{pa}", ca=str(tmp_path / "ca" / "ca.pem"))
+    bob = node(tmp_path / "bob", "bob", connect=f"127.0.0.1:{pb}", ca=str(tmp_path / "cb" / "ca.pem"))
+    started += [alice, bob]
+    await registered(alice)
+    await registered(bob)
+
+    from_a = await publish(alice, "from-a")
+    from_b = await publish(bob, "from-b")
+    for hub in (hub_a, hub_b):
+        await eventually(lambda h=hub: {from_a, from_b} <= master_ids(h), timeout=15)
+        await eventually(lambda h=hub: {from_a, from_b} <= shared_ids(h), timeout=15)
+    for user, other in ((alice, from_b), (bob, from_a)):
+        rows = (await user.role("flows").flows.query({"filters": {}, "limit": 50}))["rows"]
+        assert other in {r["id"] for r in rows}
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_peers_find_each_other_through_the_hub_and_survive_its_loss(tmp_path, started):
+    """Full peers that opted in are listed by their hub and dial each other; after the hub stops, a
+    shift published at one full peer still reaches the others, and queries answer from the local feed."""
+    ph = free_port()
+    certs = hub_certs(tmp_path / "c")
+    hub = node(tmp_path / "hub", "op", port=ph, hub=True, full_peer=True, **certs)
+    started.append(hub)
+    peers = []
+    for i in range(3):
+        fp = node(tmp_path / f"fp{i}", f"fp{i}", port=free_port(), full_peer=True, connect=f"127.0.0.1:{ph}",
+                  ca=str(tmp_path / "c" / "ca.pem"))
+        started.append(fp)
+        peers.append(fp)
+    for fp in peers:
+        await registered(fp)
+    first = await publish(peers[0], "via-hub")
+    await eventually(lambda: all(first in master_ids(fp) for fp in peers), timeout=15)
+
+    for fp in peers:
+        fp.role("full-peer").discover()
+    await eventually(lambda: all(len(fp.role("full-peer").gossip.pulls) >= 3 for fp in peers), timeout=15)
+    await hub.stopService()
+    second = await publish(peers[1], "after-the-hub")
+    await eventually(lambda: all(second in master_ids(fp) for fp in peers), timeout=15)
+    flows = peers[2].role("flows").flows
+    await eventually(lambda: second in {d.id for d in peers[2].store.database("user/feed").docs_since(0)})
+    rows = (await flows.query({"filters": {"href": "https://example.org/after-the-hub"}}))["rows"]
+    assert [r["id"] for r in rows] == [second] and rows[0]["body"]["author"] == peers[1].account_id

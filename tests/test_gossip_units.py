@@ -1,0 +1,176 @@
+"""The gossip building blocks without a network: in-flight registry, announce suppression, scores,
+the neighbour set, and the lazy puller's decisions over a fake connection."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+from twisted.internet.task import Clock
+
+from shiftpeer.gossip.inflight import GossipPuller, InFlight, Seen
+from shiftpeer.gossip.neighbours import NeighbourSet
+from shiftpeer.gossip.scores import PeerScores
+from shiftpeer.sync.replication import ReplicationManager
+from shiftpeer.sync.testing import MemoryStore
+
+
+def test_inflight_claims_once_and_wakes_waiters_on_each_state_change():
+    """A revision is claimed by one owner; waiters are woken when it is verified, released or stored."""
+    reg = InFlight()
+    a, b = object(), object()
+    assert reg.claim(("d", "1-x"), a) and not reg.claim(("d", "1-x"), b) and reg.claim(("d", "1-x"), a)
+    woken = []
+    reg.wait(("d", "1-x"), lambda: woken.append("verified"))
+    reg.verified(b, [{"id": "d", "rev": "1-x"}])          # not the owner: nothing happens
+    assert woken == [] and reg.state(("d", "1-x")).doc is None
+    reg.verified(a, [{"id": "d", "rev": "1-x"}])
+    assert woken == ["verified"] and reg.state(("d", "1-x")).doc == {"id": "d", "rev": "1-x"}
+    reg.wait(("d", "1-x"), lambda: woken.append("released"))
+    reg.release(a, [("d", "1-x")])
+    assert woken[-1] == "released" and reg.owner(("d", "1-x")) is None and reg.counters["released"] == 1
+    reg.wait(("d", "1-x"), lambda: woken.append("free"))   # nothing in flight: called at once
+    assert woken[-1] == "free" and len(reg) == 0
+
+
+def test_seen_leaves_out_what_the_neighbour_holds_and_is_bounded():
+    """Changes whose leaf revisions the neighbour announced are not announced back; memory is capped."""
+    seen = Seen(limit=3)
+    conn = collections.namedtuple("C", "peer_id")("p")
+    seen.note("p", [("a", ["1-a"]), ("b", ["1-b", "2-b"])])
+    ch = [["a", ["1-a"]], ["b", ["2-b", "3-b"]], ["c", ["1-c"]]]
+    assert seen.announce_filter(conn, "master", ch) == [["b", ["2-b", "3-b"]], ["c", ["1-c"]]]
+    seen.note("p", [("d", ["1-d"])])
+    assert not seen.has("p", "a", ["1-a"]) and seen.has("p", "d", ["1-d"])
+    assert seen.announce_filter(collections.namedtuple("C", "peer_id")("q"), "master", ch) == ch
+
+
+def test_scores_ban_on_forgery_and_persist(tmp_path):
+    """A connection we closed for forged data bans its peer, and the ban survives a restart."""
+    path = str(tmp_path / "bans.json")
+    scores = PeerScores(path)
+    conn = collections.namedtuple("C", "peer_id close_reason")("evil", {"code": "forged", "msg": "bad sig"})
+    assert scores.closed(conn) and scores.banned("evil")
+    assert PeerScores(path).banned("evil") and "forged" in json.load(open(path))["evil"]
+    ok = collections.namedtuple("C", "peer_id close_reason")("fine", None)
+    assert not scores.closed(ok) and not scores.banned("fine")
+    assert [scores.strike("slow", "slow") for _ in range(3)] == ["", "", "drop"]
+    assert [scores.strike("liar", "refused") for _ in range(3)][-1] == "ban" and scores.banned("liar")
+
+
+class _Service:
+    def __init__(self, address):
+        self.address, self.connection, self.stopped = address, None, False
+
+
+def test_neighbour_set_dials_up_to_low_and_replaces_dead_ones():
+    """The set dials candidates until `low` are live or pending, drops a dead one after `dead_after`
+    seconds and dials a replacement; banned peers are forgotten."""
+    clock = Clock()
+    dialled, live = [], [0]
+    scores = PeerScores()
+
+    def dial(address):
+        dialled.append(_Service(address))
+        return dialled[-1]
+
+    ns = NeighbourSet(clock, dial, lambda s: setattr(s, "stopped", True), lambda: live[0], scores,
+                      low=2, high=3, dead_after=10, own=["me:1"])
+    ns.add(["me:1", "a:1", "b:1", "c:1"])
+    ns.tick()
+    assert len(dialled) == 2 and "me:1" not in {s.address for s in dialled}
+    first, second = dialled
+    first.connection = collections.namedtuple("C", "peer_id")("pa")
+    live[0] = 1
+    clock.advance(11)
+    ns.tick()
+    assert second.stopped and len(dialled) == 3 and dialled[2].address not in (first.address, second.address)
+    scores.ban("pa", "forged")
+    ns.tick()
+    assert first.stopped and first.address not in ns.candidates
+
+
+class _Conn:
+    """What a puller needs from a connection: a peer id, send, violation."""
+
+    def __init__(self, peer_id):
+        self.peer_id = peer_id
+        self.sent = []
+        self.paused = False
+
+    def send(self, t, **fields):
+        self.sent.append((t, fields))
+
+    def violation(self, code, text, db=None):
+        self.sent.append(("violation", code))
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+def _puller(store, peer, reg, clock, rid=1, store_batch=None):
+    mgr = ReplicationManager(_Conn(peer), store, None, lambda docs: [True] * len(docs), collections.Counter(),
+                             store_batch=store_batch)
+    p = GossipPuller(mgr, rid, "master", "master", True, inflight=reg, seen=Seen(), clock=clock, timeout=2.0)
+    mgr.pullers[rid] = p
+    p.start()
+    p.on_accept({"epoch": "e", "since": 0})
+    return p
+
+
+def _needs(p):
+    return [f["want"] for t, f in p.mgr.conn.sent if t == "need"]
+
+
+def test_lazy_puller_asks_one_neighbour_then_borrows_or_falls_back_on_timeout():
+    """Two pullers see the same revision: only the first asks for it, the second asks for nothing once
+    the first has it; a puller whose owner never answers asks its own feeder after the timeout."""
+    store, clock, reg = MemoryStore(), Clock(), InFlight()
+    a, b, c = (_puller(store, peer, reg, clock) for peer in ("A", "B", "C"))
+    ch = [["d1", ["1-aa"]]]
+    a.on_changes({"seq": 1, "ch": ch})
+    b.on_changes({"seq": 5, "ch": ch})
+    assert _needs(a) == [[["d1", ["1-aa"]]]] and _needs(b) == []
+    doc = {"id": "d1", "rev": "1-aa", "deleted": False, "body": {"author": "x"}, "sig": b"s", "history": ["1-aa"]}
+    a.on_docs({"seq": 1, "docs": [doc], "more": False})
+    clock.advance(0)
+    assert _needs(b) == [[]]          # stored by A meanwhile (or borrowed, with a slower store): not asked
+    assert store.database("master").get("d1") is not None and len(reg) == 0
+
+    c.on_changes({"seq": 1, "ch": [["d2", ["1-bb"]]]})
+    b.on_changes({"seq": 6, "ch": [["d2", ["1-bb"]]]})
+    assert _needs(b) == [[]]
+    clock.advance(2.0)
+    assert _needs(b)[-1] == [["d2", ["1-bb"]]] and reg.counters["timeouts"] == 1
+
+
+def test_lazy_puller_asks_itself_when_the_owner_fails():
+    """When the neighbour that was asked for a body disconnects, a waiting puller asks its own at once."""
+    store, clock, reg = MemoryStore(), Clock(), InFlight()
+    a, b = _puller(store, "A", reg, clock), _puller(store, "B", reg, clock)
+    a.on_changes({"seq": 1, "ch": [["d", ["1-cc"]]]})
+    b.on_changes({"seq": 1, "ch": [["d", ["1-cc"]]]})
+    from shiftpeer.sync.replication import SyncError
+
+    a.fail(SyncError("disconnected", "gone"))
+    clock.advance(0)
+    assert _needs(b) == [[["d", ["1-cc"]]]] and reg.owner(("d", "1-cc")) is b
+
+
+def test_lazy_puller_borrows_a_verified_body_still_being_stored():
+    """While the first puller's batch is verified but not yet stored, the second takes the verified
+    document into its own batch instead of asking its feeder, and stores it itself."""
+    from twisted.internet.defer import Deferred
+
+    store, clock, reg = MemoryStore(), Clock(), InFlight()
+    a = _puller(store, "A", reg, clock, store_batch=lambda *args: Deferred())
+    b = _puller(store, "B", reg, clock)
+    doc = {"id": "d", "rev": "1-dd", "deleted": False, "body": {"author": "x"}, "sig": b"s", "history": ["1-dd"]}
+    a.on_changes({"seq": 1, "ch": [["d", ["1-dd"]]]})
+    a.on_docs({"seq": 1, "docs": [doc], "more": False})
+    b.on_changes({"seq": 1, "ch": [["d", ["1-dd"]]]})
+    assert _needs(b) == [[]] and reg.counters["borrowed"] == 1
+    assert store.database("master").get("d").rev == "1-dd"
