@@ -133,23 +133,149 @@ def print_feed(result: dict) -> None:
         print(f"more: --cursor {result['next_cursor']}")
 
 
-def print_status(st: dict) -> None:
+def _short(peer_id: Any) -> str:
+    return peer_id[:12] if isinstance(peer_id, str) else "-"
+
+
+def _flow(r: dict) -> str:
+    """``remote -> local`` for pulls and local copies, ``local -> remote`` for pushes, with the peer."""
+    if r.get("direction") == "push":
+        text = f"{r.get('local')} -> {r.get('remote')}"
+    else:
+        text = f"{r.get('remote')} -> {r.get('local')}"
+    if r.get("peer"):
+        text += f" @{r['peer']}"
+    return text
+
+
+class Progress:
+    """Turns successive status samples into docs/s and an ETA per replication and overall."""
+
+    WINDOW = 10.0  # seconds of samples the rate is measured over
+
+    def __init__(self) -> None:
+        self._samples: list[tuple[float, dict]] = []   # (time, {key: (seq, docs)})
+        self.tracked: set = set()                      # replications seen behind at least once
+
+    @staticmethod
+    def key(r: dict) -> tuple:
+        return (r.get("direction"), r.get("local"), r.get("remote"), r.get("peer_id"))
+
+    def add(self, st: dict) -> None:
+        now = st.get("time") if isinstance(st.get("time"), (int, float)) else time.time()
+        sample = {}
+        for r in st.get("replications", []):
+            k = self.key(r)
+            sample[k] = (r.get("seq", 0), r.get("docs", 0))
+            if not r.get("caught_up") or r.get("lag", 0) > 0:
+                self.tracked.add(k)
+        self._samples.append((now, sample))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.WINDOW:
+            self._samples.pop(0)
+
+    def rates(self, k: tuple) -> tuple[float | None, float | None]:
+        """(sequence numbers per second, documents per second) over the window; None without two samples."""
+        if len(self._samples) < 2:
+            return None, None
+        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
+        if t1 <= t0 or k not in first or k not in last:
+            return None, None
+        return ((last[k][0] - first[k][0]) / (t1 - t0), (last[k][1] - first[k][1]) / (t1 - t0))
+
+    def overall(self, st: dict) -> dict:
+        """Totals over the replications that were behind during this run: done, total, rates, ETA."""
+        rows = [r for r in st.get("replications", []) if self.key(r) in self.tracked]
+        done = sum(r.get("seq", 0) for r in rows)
+        total = sum(max(r.get("remote_seq", 0), r.get("seq", 0)) for r in rows)
+        lag = sum(r.get("lag", 0) for r in rows)
+        seq_rate = docs_rate = None
+        rated = [self.rates(self.key(r)) for r in rows]
+        if rated and all(x[0] is not None for x in rated):
+            seq_rate = sum(x[0] for x in rated)
+            docs_rate = sum(x[1] for x in rated)
+        return {"rows": rows, "done": done, "total": total, "lag": lag, "seq_rate": seq_rate,
+                "docs_rate": docs_rate, "eta": _eta(lag, seq_rate),
+                "caught_up": all(r.get("caught_up") and r.get("lag", 0) == 0 for r in rows)}
+
+
+def _eta(lag: int, rate: float | None) -> float | None:
+    if lag <= 0:
+        return 0.0
+    if not rate or rate <= 0:
+        return None
+    return lag / rate
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def progress_bar(done: int, total: int, width: int = 24) -> str:
+    """``[#########...............]  37%``: the fraction of ``total`` reached."""
+    frac = 1.0 if total <= 0 else max(0.0, min(1.0, done / total))
+    filled = int(round(frac * width))
+    return "[" + "#" * filled + "." * (width - filled) + f"] {frac * 100:3.0f}%"
+
+
+def progress_line(done: int, total: int, docs_rate: float | None, eta: float | None, bar: bool) -> str:
+    """One progress line: a bar on a terminal, plain numbers otherwise."""
+    rate = "-" if docs_rate is None else f"{docs_rate:,.0f}"
+    text = f"{done:,}/{total:,}  {rate} docs/s  ETA {_duration(eta)}"
+    return (progress_bar(done, total) + "  " + text) if bar else text
+
+
+def print_status(st: dict, progress: Progress | None = None, bar: bool = False) -> None:
+    """The human view of /v1/status; with ``progress`` (watch), rates, ETAs and bars for what is behind."""
     print(f"account:   {st.get('account')}" + (f" ({st['user']})" if st.get("user") else ""))
     print(f"roles:     {', '.join(st.get('roles', []))}")
     print(f"api:       {st.get('api')}")
     print(f"listen:    {', '.join(st.get('listen', [])) or '-'}")
+    if st.get("metrics"):
+        print(f"metrics:   {st['metrics']}")
     peers = st.get("peers", [])
-    print("peers:     " + (", ".join(
-        f"{p['address']} ({p.get('kind')}, {'connected' if p.get('connected') else 'not connected'})" for p in peers
-    ) or "-"))
+    if not peers:
+        print("peers:     -")
+    else:
+        print("peers:")
+        for p in peers:
+            state = p.get("state") or ("connected" if p.get("connected") else "not connected")
+            ident = f"  {_short(p.get('peer_id'))}" if p.get("peer_id") else ""
+            print(f"  {p.get('address', '-'):<24} {p.get('kind', ''):<5} {state}{ident}")
+    conns = st.get("connections", [])
+    if conns:
+        print(f"sync connections: {len(conns)}")
     print("databases:")
     for name, info in sorted(st.get("databases", {}).items()):
         print(f"  {name:<24} {info.get('docs', 0):>8} docs  seq {info.get('seq', 0)}")
-    lag = st.get("replication_lag", {})
-    if lag:
-        print("replication lag:")
-        for flow, n in sorted(lag.items()):
-            print(f"  {flow:<32} {n}")
+    reps = st.get("replications")
+    if reps is None:  # a node from before the replications list
+        for flow, n in sorted(st.get("replication_lag", {}).items()):
+            print(f"  {flow:<32} lag {n}")
+        return
+    if not reps:
+        print("replication: -")
+        return
+    print("replication:" + ("  all caught up" if st.get("caught_up") else ""))
+    shown = reps if len(reps) <= 30 else [r for r in reps if not r.get("caught_up") or r.get("lag")][:30]
+    for r in shown:
+        flow = _flow(r)
+        if r.get("caught_up") and not r.get("lag"):
+            state = "caught up"
+        else:
+            state = f"lag {r.get('lag', 0):,}" + ("" if r.get("caught_up") else ", catching up")
+        line = f"  {r.get('direction', ''):<5} {flow:<48} {state:<22} seq {r.get('seq', 0):,}/{r.get('remote_seq', 0):,}"
+        print(line)
+        if progress is not None and Progress.key(r) in progress.tracked and not (r.get("caught_up") and not r.get("lag")):
+            seq_rate, docs_rate = progress.rates(Progress.key(r))
+            print("        " + progress_line(r.get("seq", 0), r.get("remote_seq", 0), docs_rate,
+                                             _eta(r.get("lag", 0), seq_rate), bar))
+    if len(shown) < len(reps):
+        print(f"  ... and {len(reps) - len(shown)} more, caught up")
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -263,18 +389,127 @@ def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
         result = client.call("GET", "/status")
         print_json(result) if args.json else print_status(result)
         return 0
+    tty = sys.stdout.isatty()
+    progress = Progress()
     try:
         while True:
             result = client.call("GET", "/status")
+            progress.add(result)
             if args.json:
                 sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
             else:
-                sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "\n")
-                print_status(result)
+                sys.stdout.write("\x1b[H\x1b[2J" if tty else "\n")
+                print_status(result, progress, bar=tty)
             sys.stdout.flush()
             time.sleep(args.watch)
     except KeyboardInterrupt:
         return 0
+
+
+def _ready(st: dict) -> str | None:
+    """Why the node is not in step yet (None when it is): a peer not connected, a replication behind."""
+    for p in st.get("peers", []):
+        if not p.get("connected"):
+            return f"not connected to {p.get('kind', 'peer')} {p.get('address')}"
+    for r in st.get("replications", []):
+        if not r.get("caught_up") or r.get("lag", 0):
+            return f"{_flow(r)} is {r.get('lag', 0)} changes behind"
+    return None
+
+
+def cmd_sync(client: ApiClient, args: argparse.Namespace) -> int:
+    """Show replication progress; with --wait, follow it until every peer is connected and caught up."""
+    tty = sys.stderr.isatty() and not args.json
+    progress = Progress()
+    interval = 0.2
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    last_line = 0.0
+    steady = 0
+    while True:
+        st = client.call("GET", "/status")
+        progress.add(st)
+        why = _ready(st)
+        summary = progress.overall(st)
+        if not args.wait:
+            break
+        steady = steady + 1 if why is None else 0
+        if steady >= 2:   # in step on two samples in a row: replications a new connection starts are seen
+            break
+        now = time.monotonic()
+        if tty:
+            line = progress_line(summary["done"], summary["total"], summary["docs_rate"], summary["eta"], True)
+            sys.stderr.write("\r\x1b[K" + line + ("" if why is None else f"  ({why})"))
+            sys.stderr.flush()
+        elif why is not None and now - last_line >= 2.0:
+            last_line = now
+            sys.stderr.write(progress_line(summary["done"], summary["total"], summary["docs_rate"],
+                                           summary["eta"], False) + f"  ({why})\n")
+            sys.stderr.flush()
+        if deadline is not None and now > deadline:
+            if tty:
+                sys.stderr.write("\n")
+            raise CliError(f"not in step after {args.timeout:g}s: {why or 'still settling'} "
+                           "(see 'shiftpeer status')")
+        time.sleep(interval)
+    if tty:
+        sys.stderr.write("\r\x1b[K")
+    result = {"caught_up": why is None, "waiting_for": why, "replications": st.get("replications", []),
+              "peers": st.get("peers", [])}
+    if args.json:
+        print_json(result)
+    elif why is None:
+        n = len(st.get("replications", []))
+        print(f"in step: {len(st.get('peers', []))} peer(s) connected, {n} replication(s) caught up")
+    else:
+        print(f"not in step: {why}")
+        for r in st.get("replications", []):
+            if not r.get("caught_up") or r.get("lag"):
+                print(f"  {_flow(r)}: " + progress_line(r.get("seq", 0), r.get("remote_seq", 0), None, None, False))
+    return 0
+
+
+def cmd_invite(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", "/hub/invites", {})
+    print_json(result) if args.json else print(result["token"])
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Put a backup back as the node's store; refused while the node runs."""
+    from shiftpeer.backup import BackupError, restore
+
+    try:
+        ApiClient(args.data).call("GET", "/status")
+    except CliError as e:
+        if e.status != EXIT_NOT_RUNNING:
+            raise
+    else:
+        raise CliError(f"the node for {args.data} is running: stop it first, then restore")
+    try:
+        info = restore(args.data, args.infile)
+    except BackupError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print_json(info)
+    else:
+        kept = f"; the previous store is kept in {info['previous']}" if info["previous"] else ""
+        print(f"restored {args.infile} as {info['store']} (schema {info['schema']}){kept}")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent, compacted copy of the node's LMDB store in one file, the node running or not."""
+    from shiftpeer.backup import BackupError, backup
+
+    try:
+        info = backup(args.data, args.outfile, force=args.force)
+    except BackupError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print_json(info)
+    else:
+        print(f"backed up {info['store']} to {info['path']} ({info['bytes']:,} bytes, schema {info['schema']})")
+    return 0
 
 
 def cmd_register(client: ApiClient, args: argparse.Namespace) -> int:
@@ -502,6 +737,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refresh every SECONDS (default 2) until interrupted")
     status.set_defaults(func=cmd_status)
 
+    sync = reader(sub.add_parser("sync", help="replication progress; --wait follows it until in step"))
+    sync.add_argument("--wait", action="store_true",
+                      help="wait until every peer is connected and every replication caught up, "
+                           "with a progress bar on a terminal")
+    sync.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up (exit 1) after this")
+    sync.set_defaults(func=cmd_sync)
+
+    invite_token = reader(sub.add_parser("invite", help="hub operators: make a one-use registration token"))
+    invite_token.set_defaults(func=cmd_invite)
+
+    backup = reader(sub.add_parser("backup", help="copy the node's store to OUTFILE (running or stopped)"))
+    backup.add_argument("outfile", metavar="OUTFILE")
+    backup.add_argument("--force", action="store_true", help="replace OUTFILE if it exists")
+    backup.set_defaults(func=cmd_backup, needs_node=False, needs_data=True)
+    restore = reader(sub.add_parser("restore", help="replace the stopped node's store with a backup"))
+    restore.add_argument("infile", metavar="INFILE")
+    restore.set_defaults(func=cmd_restore, needs_node=False, needs_data=True)
+
     notice = reader(sub.add_parser("notice", help="hub operators: post a notice to system/messages"))
     notice.add_argument("text", metavar="TEXT")
     notice.set_defaults(func=cmd_notice)
@@ -513,9 +766,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "needs_node", True):
+        if getattr(args, "needs_node", True) or getattr(args, "needs_data", False):
             if not args.data:
                 raise CliError(f"{args.command} needs --data DIR (the node directory)", EXIT_USAGE)
+        if getattr(args, "needs_node", True):
             status = args.func(ApiClient(args.data), args)
         else:
             status = args.func(args)

@@ -8,6 +8,7 @@ add their routes with ``node.api.add_route(...)``, replacing the 501 placeholder
 
 from __future__ import annotations
 
+import collections
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -71,6 +72,7 @@ class ApiApp:
     def __init__(self, node: Any):
         self.node = node
         self.routes: list[Route] = []
+        self.refused: collections.Counter = collections.Counter()   # 4xx answers by status (metrics)
         install_core_routes(self)
         install_placeholder_routes(self)
 

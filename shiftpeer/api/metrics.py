@@ -1,36 +1,117 @@
-"""``--metrics ENDPOINT``: Prometheus text exposition of the node's database counts and local lag."""
+"""``--metrics ENDPOINT``: Prometheus metrics of a node, read from its live state at scrape time.
+
+| metric | type | labels | what |
+| --- | --- | --- | --- |
+| `shiftpeer_up` | gauge | `account`, `roles` | 1 while the node runs |
+| `shiftpeer_sync_connections` | gauge | | authenticated sync connections, both directions |
+| `shiftpeer_peers` | gauge | `kind`, `state` | outgoing peers (--connect, --peer) by state |
+| `shiftpeer_peer_connected` | gauge | `address`, `kind` | 1 when that outgoing peer is connected |
+| `shiftpeer_docs_replicated_in_total` | counter | | documents stored from peers since start |
+| `shiftpeer_docs_replicated_out_total` | counter | | documents sent to peers since start |
+| `shiftpeer_replication_lag` | gauge | `direction`, `local`, `remote`, `peer` | changes a replication is behind |
+| `shiftpeer_replication_caught_up` | gauge | same | 1 once it has caught up |
+| `shiftpeer_replications_behind` | gauge | | replications not caught up |
+| `shiftpeer_sync_refused_total` | counter | | replication requests refused (policy, unknown database, limits) |
+| `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
+| `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
+| `shiftpeer_database_docs` | gauge | `db` | documents per logical database |
+| `shiftpeer_database_seq` | gauge | `db` | update sequence per logical database |
+| `shiftpeer_local_replication_lag` | gauge | `flow` | lag of local copies (kept for older dashboards) |
+
+A hub holds a database per user; its per-database series are capped at ``MAX_DB_SERIES`` (the
+largest ones), and replications at ``MAX_REPLICATION_SERIES`` (those furthest behind first).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from shiftpeer.api.service import url_of
+
+MAX_DB_SERIES = 200
+MAX_REPLICATION_SERIES = 200
+
 
 class NodeCollector:
-    """Reads the node's status at scrape time, so nothing is kept in step by hand."""
+    """Reads the node's status and sync counters at scrape time, so nothing is kept in step by hand."""
 
     def __init__(self, node: Any):
         self._node = node
 
     def collect(self):
+        node = self._node
+        status = node.status() if node.store is not None else None
+        factory = getattr(node, "sync_factory", None)
+        counters = dict(getattr(factory, "counters", {}) or {})
+        api_counts = dict(getattr(node.api, "refused", {}) or {})
+
+        up = GaugeMetricFamily("shiftpeer_up", "1 while the node runs", labels=["account", "roles"])
+        conns = GaugeMetricFamily("shiftpeer_sync_connections", "Authenticated sync connections")
+        peers = GaugeMetricFamily("shiftpeer_peers", "Outgoing peers by state", labels=["kind", "state"])
+        peer_up = GaugeMetricFamily("shiftpeer_peer_connected", "1 when the outgoing peer is connected",
+                                    labels=["address", "kind"])
+        docs_in = CounterMetricFamily("shiftpeer_docs_replicated_in", "Documents stored from peers")
+        docs_out = CounterMetricFamily("shiftpeer_docs_replicated_out", "Documents sent to peers")
+        rlabels = ["direction", "local", "remote", "peer"]
+        lag = GaugeMetricFamily("shiftpeer_replication_lag", "Changes a replication is behind", labels=rlabels)
+        caught = GaugeMetricFamily("shiftpeer_replication_caught_up", "1 once the replication caught up",
+                                   labels=rlabels)
+        behind = GaugeMetricFamily("shiftpeer_replications_behind", "Replications not caught up")
+        refused = CounterMetricFamily("shiftpeer_sync_refused", "Replication requests refused")
+        rejected = CounterMetricFamily("shiftpeer_sync_frames_rejected",
+                                       "Connections closed on a bad frame, by violation code", labels=["code"])
+        api_refused = CounterMetricFamily("shiftpeer_api_refused", "Local API requests answered with a 4xx",
+                                          labels=["status"])
         docs = GaugeMetricFamily("shiftpeer_database_docs", "Documents per logical database", labels=["db"])
         seq = GaugeMetricFamily("shiftpeer_database_seq", "Update sequence per logical database", labels=["db"])
-        lag = GaugeMetricFamily("shiftpeer_local_replication_lag", "Changes not yet copied", labels=["flow"])
-        if self._node.store is not None:
-            status = self._node.status()
-            for name, info in status["databases"].items():
+        local_lag = GaugeMetricFamily("shiftpeer_local_replication_lag", "Changes not yet copied", labels=["flow"])
+
+        docs_in.add_metric([], counters.get("docs_in", 0))
+        docs_out.add_metric([], counters.get("docs_out", 0))
+        refused.add_metric([], counters.get("refused", 0))
+        for name, n in sorted(counters.items()):
+            if name.startswith("violation."):
+                rejected.add_metric([name[len("violation."):]], n)
+        for code, n in sorted(api_counts.items()):
+            api_refused.add_metric([str(code)], n)
+        conns.add_metric([], len(getattr(factory, "connections", ()) or ()))
+
+        if status is not None:
+            up.add_metric([status["account"], ",".join(status["roles"])], 1)
+            by_state: dict[tuple[str, str], int] = {}
+            for p in status["peers"]:
+                state = p.get("state") or ("connected" if p["connected"] else "connecting")
+                by_state[(p["kind"], state)] = by_state.get((p["kind"], state), 0) + 1
+                peer_up.add_metric([p["address"], p["kind"]], 1 if p["connected"] else 0)
+            for (kind, state), n in sorted(by_state.items()):
+                peers.add_metric([kind, state], n)
+            dbs = sorted(status["databases"].items(), key=lambda kv: -kv[1]["docs"])[:MAX_DB_SERIES]
+            for name, info in dbs:
                 docs.add_metric([name], info["docs"])
                 seq.add_metric([name], info["seq"])
+            reps = status.get("replications", [])
+            behind.add_metric([], sum(1 for r in reps if not r["caught_up"] or r["lag"]))
+            seen = set()
+            for r in sorted(reps, key=lambda r: -r["lag"])[:MAX_REPLICATION_SERIES]:
+                labels = [r["direction"], r["local"], r["remote"], r.get("peer") or ""]
+                if tuple(labels) in seen:
+                    continue
+                seen.add(tuple(labels))
+                lag.add_metric(labels, r["lag"])
+                caught.add_metric(labels, 1 if r["caught_up"] else 0)
             for flow, n in status["replication_lag"].items():
-                lag.add_metric([flow], n)
-        return [docs, seq, lag]
+                local_lag.add_metric([flow], n)
+        return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, rejected,
+                api_refused, docs, seq, local_lag]
 
 
 class MetricsResource(Resource):
@@ -46,7 +127,9 @@ class MetricsResource(Resource):
 
 
 class MetricsService(StreamServerEndpointService):
-    """Serves /metrics (any path) on the given endpoint string."""
+    """Serves the metrics (on any path, e.g. /metrics) on the given endpoint string; ``url`` once bound."""
+
+    log = Logger()
 
     def __init__(self, node: Any, endpoint: str):
         registry = CollectorRegistry()
@@ -55,3 +138,17 @@ class MetricsService(StreamServerEndpointService):
         site.noisy = False
         super().__init__(serverFromString(node.reactor, endpoint), site)
         self.setName("metrics")
+        self.url: str | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._listened)
+
+    def _listened(self, port: Any) -> Any:
+        self.url = url_of(port.getHost()) + "/metrics"
+        self.log.info("metrics at {url}", url=self.url)
+        return port
+
+    def stopService(self) -> Any:
+        self.url = None
+        return super().stopService()

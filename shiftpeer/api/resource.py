@@ -101,6 +101,8 @@ class ApiResource(Resource):
                 method=request.method.decode("ascii", "replace"), path=request.path.decode("utf-8", "replace"),
             )
             status, body = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
+        if 400 <= status < 500:
+            self._app.refused[status] += 1
         self._write(request, status, body)
 
     def _write(self, request: Request, status: int, value: Any) -> None:

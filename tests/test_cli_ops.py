@@ -1,0 +1,259 @@
+"""What people touch, against real `twistd -n shiftpeer` processes on 127.0.0.1: status and sync progress,
+Prometheus metrics, invitation-only registration, backup and restore, and the error paths of the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from shiftpeer.cli import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, main
+from shiftpeer.identity.makecerts import main as make_certs
+from tests.test_cli import DEADLINE, TWISTD, _answers, _env, run, stop_node, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(directory: str, *node_args: str) -> subprocess.Popen:
+    """Start twistd for a node directory with extra `shiftpeer` flags (not waiting for it)."""
+    log = open(os.path.join(os.path.dirname(directory), os.path.basename(directory) + ".log"), "ab")
+    return subprocess.Popen([TWISTD, "-n", "--pidfile=", "shiftpeer", "--data", directory, *node_args],
+                            cwd=os.path.dirname(directory), env=_env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_api(proc: subprocess.Popen, directory: str) -> None:
+    """Bounded wait until the node's API answers (its twistd must not exit meanwhile)."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"twistd for {directory} exited with {proc.returncode}"
+        if os.path.exists(os.path.join(directory, "api.url")) and _answers(directory):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{directory}: the node did not start within {DEADLINE}s")
+
+
+def cli_json(capsys, *argv: str) -> dict:
+    status, out, err = run(capsys, *argv, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    """An invitation-only hub serving metrics, users alice and bob, and carol whose hub is not running."""
+    base = tmp_path_factory.mktemp("ops")
+    certs = base / "certs"
+    assert make_certs([str(certs), "--host", "127.0.0.1", "--new-ca"]) == 0
+    port, dead_port = _free_port(), _free_port()
+    dirs = {name: str(base / name) for name in ("hub", "alice", "bob", "carol")}
+    assert main(["init", dirs["hub"], "--user", "op", "--hub", "--tls-cert", str(certs / "127.0.0.1.pem"),
+                 "--tls-key", str(certs / "127.0.0.1.key"), "--listen", f"tcp:{port}:interface=127.0.0.1"]) == 0
+    with open(os.path.join(dirs["hub"], "hub.json"), "w") as f:
+        json.dump({"registration": "invite"}, f)
+    for name in ("alice", "bob"):
+        assert main(["init", dirs[name], "--user", name, "--connect", f"127.0.0.1:{port}",
+                     "--ca", str(certs / "ca.pem")]) == 0
+    assert main(["init", dirs["carol"], "--user", "carol", "--connect", f"127.0.0.1:{dead_port}",
+                 "--ca", str(certs / "ca.pem")]) == 0
+    procs = {"hub": spawn(dirs["hub"], "--metrics", "tcp:0:interface=127.0.0.1")}
+    procs.update({name: spawn(dirs[name]) for name in ("alice", "bob", "carol")})
+    try:
+        for name, proc in procs.items():
+            wait_api(proc, dirs[name])
+        yield {"dirs": dirs, "procs": procs, "base": str(base)}
+    finally:
+        for proc in procs.values():
+            stop_node(proc)
+
+
+@pytest.fixture(scope="module")
+def registered(mesh):
+    """alice and bob registered on the invitation-only hub with tokens from `shiftpeer invite`."""
+    dirs = mesh["dirs"]
+    for name in ("alice", "bob"):
+        token = subprocess.run([_cli(), "--data", dirs["hub"], "invite"], env=_env(), capture_output=True,
+                               text=True, timeout=DEADLINE)
+        assert token.returncode == 0, token.stderr
+        _until_connected(dirs[name])
+        out = subprocess.run([_cli(), "--data", dirs[name], "register", "--invite", token.stdout.strip()],
+                             env=_env(), capture_output=True, text=True, timeout=DEADLINE)
+        assert out.returncode == 0, out.stderr
+    return mesh
+
+
+def _cli() -> str:
+    import sys
+
+    return os.path.join(os.path.dirname(sys.executable), "shiftpeer")
+
+
+def _until_connected(directory: str) -> None:
+    out = subprocess.run([_cli(), "--data", directory, "sync", "--wait", "--timeout", "20"], env=_env(),
+                         capture_output=True, text=True, timeout=DEADLINE)
+    assert out.returncode == 0, out.stderr
+
+
+def test_register_needs_an_invitation_from_the_operator(mesh, capsys):
+    """On an invitation-only hub, register without a token, or with a made-up one, fails with a clear line;
+    `shiftpeer invite` run by a user (not a hub) is refused."""
+    alice, hub = mesh["dirs"]["alice"], mesh["dirs"]["hub"]
+    _until_connected(alice)
+    status, out, err = run(capsys, "--data", alice, "register", "--name", "alice2")
+    assert status == EXIT_ERROR and "invit" in err and err.count("\n") == 1
+    status, out, err = run(capsys, "--data", alice, "register", "--name", "alice2", "--invite", "made-up")
+    assert status == EXIT_ERROR and "invit" in err
+    status, out, err = run(capsys, "--data", alice, "invite")
+    assert status == EXIT_ERROR and err.startswith("shiftpeer: ")
+    assert cli_json(capsys, "--data", hub, "invite")["token"]
+
+
+def test_sync_wait_and_status_show_peers_and_caught_up_replications(registered, capsys):
+    """After registering, `sync --wait` ends in step and status lists the hub connected and every
+    replication (pulls of inbox, messages and notices, the push of user/public) caught up."""
+    alice = registered["dirs"]["alice"]
+    wait_for(lambda: {r["remote"] for r in cli_json(capsys, "--data", alice, "status")["replications"]
+                      if r["direction"] == "pull"} >= {"inbox/alice", "messages/alice", "system/messages"},
+             timeout=20)
+    status, out, err = run(capsys, "--data", alice, "sync", "--wait", "--timeout", "20")
+    assert status == 0 and out.startswith("in step: 1 peer(s) connected"), err
+    st = cli_json(capsys, "--data", alice, "status")
+    assert st["peers"][0]["state"] == "connected" and st["peers"][0]["kind"] == "hub"
+    pushes = [r for r in st["replications"] if r["direction"] == "push"]
+    assert [(r["local"], r["remote"]) for r in pushes] == [("user/public", "master")]
+    assert all(r["caught_up"] and r["lag"] == 0 for r in st["replications"]) and st["caught_up"]
+    status, out, err = run(capsys, "--data", alice, "status")
+    assert "connected" in out and "replication:  all caught up" in out and "inbox/alice -> user/feed" in out
+
+
+def test_status_and_sync_of_a_node_whose_hub_is_unreachable(mesh, capsys):
+    """With the hub down, status says the hub is not connected, `sync --wait --timeout` fails naming it,
+    register says the hub is not connected, and publish says the delivery waits for the hub."""
+    carol = mesh["dirs"]["carol"]
+    st = cli_json(capsys, "--data", carol, "status")
+    assert st["peers"][0]["connected"] is False and st["peers"][0]["state"] == "connecting"
+    status, out, err = run(capsys, "--data", carol, "sync", "--wait", "--timeout", "0.3")
+    assert status == EXIT_ERROR and "not connected to hub 127.0.0.1:" in err
+    status, out, err = run(capsys, "--data", carol, "register")
+    assert status == EXIT_ERROR and "not connected to the hub" in err and err.count("\n") == 1
+    status, out, err = run(capsys, "--data", carol, "shift", "new", "--space", "Notes", "--href", "https://e.org/")
+    sid = out.strip()
+    status, out, err = run(capsys, "--data", carol, "shift", "publish", sid, "--to", "bob")
+    assert status == 0 and "user:bob: pending: delivered when the hub is connected" in out
+    status, out, err = run(capsys, "--data", carol, "sync")
+    assert status == 0 and out.startswith("not in step: not connected to hub")
+
+
+def test_error_paths_between_real_nodes(registered, capsys):
+    """Not a member, no such group, no such shift, no such user and not the author each fail with one
+    line on standard error and exit status 1; a wrong API token says how to fix it."""
+    alice, bob = registered["dirs"]["alice"], registered["dirs"]["bob"]
+    cli_json(capsys, "--data", alice, "group", "new", "ops-club")
+    for argv, words in [
+        (("feed", "--group", "ops-club"), "not a reader"),
+        (("group", "members", "ops-club"), "ops-club"),
+        (("group", "invite", "ops-club", "alice"), "ops-club"),
+        (("group", "join", "no-such-group"), "no-such-group"),
+        (("comment", "no-such-shift", "hi"), "no-such-shift"),
+        (("favorite", "no-such-shift"), "no-such-shift"),
+        (("notice", "hello"), "operator"),
+    ]:
+        status, out, err = run(capsys, "--data", bob, *argv)
+        assert status == EXIT_ERROR and words in err and err.count("\n") == 1 and out == "", (argv, err)
+    sid = cli_json(capsys, "--data", alice, "shift", "new", "--space", "Notes", "--href", "https://e.org/x")["id"]
+    status, out, err = run(capsys, "--data", alice, "group", "invite", "ops-club", "nobody")
+    assert status == EXIT_ERROR and "nobody" in err
+    status, out, err = run(capsys, "--data", alice, "shift", "publish", sid, "--group", "no-such-group")
+    assert "no-such-group" in out + err
+    status, out, err = run(capsys, "--data", alice, "shift", "publish", sid, "--public")
+    assert status == 0
+    wait_for(lambda: sid in {r["id"] for r in cli_json(capsys, "--data", bob, "feed")["rows"]}, timeout=20)
+    status, out, err = run(capsys, "--data", bob, "shift", "edit", sid, "--summary", "mine now")
+    assert status == EXIT_ERROR and err.count("\n") == 1
+    token = os.path.join(bob, "api.token")
+    saved = open(token).read()
+    try:
+        with open(token, "w") as f:
+            f.write("wrong\n")
+        status, out, err = run(capsys, "--data", bob, "status")
+        assert status == EXIT_ERROR and "api.token" in err
+    finally:
+        with open(token, "w") as f:
+            f.write(saved)
+
+
+def test_metrics_endpoint_of_a_running_hub(registered, capsys):
+    """--metrics serves Prometheus text: connections, documents replicated in, lag, refusals."""
+    hub, alice = registered["dirs"]["hub"], registered["dirs"]["alice"]
+    sid = cli_json(capsys, "--data", alice, "shift", "new", "--space", "Notes", "--href", "https://e.org/m")["id"]
+    cli_json(capsys, "--data", alice, "shift", "publish", sid, "--public")
+    run(capsys, "--data", hub, "shift", "show", "no-such-shift")   # one refused API request
+    url = cli_json(capsys, "--data", hub, "status")["metrics"]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+
+    def scrape() -> dict:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        text = opener.open(url, timeout=5).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    m = wait_for(lambda: (lambda v: v if v.get("shiftpeer_docs_replicated_in_total", 0) >= 1 else None)(scrape()),
+                 timeout=20)
+    assert m["shiftpeer_sync_connections"] >= 2
+    assert m['shiftpeer_api_refused_total{status="404"}'] >= 1
+    assert "shiftpeer_sync_refused_total" in m and "shiftpeer_replications_behind" in m
+    assert any(k.startswith('shiftpeer_up{account="') for k in m)
+    assert m['shiftpeer_database_docs{db="master"}'] >= 1
+
+
+def test_backup_while_running_then_restore(mesh, capsys, tmp_path):
+    """`backup` copies a running node's store; after more changes, `restore` (refused while the node runs)
+    brings the node back to the backup's state, keeping the replaced store aside."""
+    carol = mesh["dirs"]["carol"]
+    kept = cli_json(capsys, "--data", carol, "shift", "new", "--space", "Notes", "--href", "https://e.org/k")["id"]
+    out_file = str(tmp_path / "carol.mdb")
+    info = cli_json(capsys, "--data", carol, "backup", out_file)
+    assert info["schema"] == 1 and os.path.getsize(out_file) == info["bytes"] > 0
+    status, out, err = run(capsys, "--data", carol, "backup", out_file)
+    assert status == EXIT_ERROR and "--force" in err
+    lost = cli_json(capsys, "--data", carol, "shift", "new", "--space", "Notes", "--href", "https://e.org/l")["id"]
+    status, out, err = run(capsys, "--data", carol, "restore", out_file)
+    assert status == EXIT_ERROR and "stop it first" in err
+    stop_node(mesh["procs"]["carol"])
+    status, out, err = run(capsys, "--data", carol, "restore", str(tmp_path / "missing.mdb"))
+    assert status == EXIT_ERROR and "is not a file" in err
+    status, out, err = run(capsys, "--data", carol, "restore", out_file)
+    assert status == 0 and "previous store is kept" in out, err
+    mesh["procs"]["carol"] = proc = spawn(carol)
+    wait_api(proc, carol)
+    assert cli_json(capsys, "--data", carol, "shift", "show", kept)["id"] == kept
+    status, out, err = run(capsys, "--data", carol, "shift", "show", lost)
+    assert status == EXIT_ERROR and "no shift" in err
+
+
+def test_backup_and_status_need_a_node_directory(tmp_path, capsys):
+    """backup without --data, or of a directory that is not a node, fails with usage advice; status
+    of a stopped node exits 3."""
+    status, out, err = run(capsys, "backup", str(tmp_path / "x.mdb"))
+    assert status == EXIT_USAGE and "needs --data DIR" in err
+    status, out, err = run(capsys, "--data", str(tmp_path), "backup", str(tmp_path / "x.mdb"))
+    assert status == EXIT_ERROR and "shiftpeer init" in err
+    d = str(tmp_path / "dora")
+    assert main(["init", d, "--user", "dora"]) == 0
+    capsys.readouterr()
+    status, out, err = run(capsys, "--data", d, "backup", str(tmp_path / "x.mdb"))
+    assert status == EXIT_ERROR and "start the node once" in err
+    status, out, err = run(capsys, "--data", d, "sync", "--wait")
+    assert status == EXIT_NOT_RUNNING
