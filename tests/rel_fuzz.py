@@ -9,10 +9,11 @@ scripts/benchmarks/reliability.py (>= 100,000):
 * ``HandlerTarget.run``: a ``SyncProtocol`` past its handshake, on a real LMDB store, with a
   replication open in each direction, gets a generated sequence of frames: schema-shaped messages with
   adversarial values (names, ids, revisions, sequence numbers, documents from the store and not),
-  mutated messages and raw bytes. Afterwards nothing was logged as an error, no exception escaped, the
-  documents in the store are unchanged (the policy lets the fuzzer read everything and write nothing,
-  and the validator checks real signatures), and every input the decoder refuses closed the connection
-  with an error frame.
+  mutated messages, raw bytes, and validly signed documents (with adversarial revisions, histories and
+  bodies) answering the target's own pull. Afterwards nothing was logged as an error, no exception
+  escaped, every database but the pulled-into ``feed`` is unchanged (the policy lets the fuzzer read
+  everything and push nothing, and the validator checks real signatures), ``feed`` is consistent, and
+  every input the decoder refuses closed the connection with an error frame.
 """
 
 from __future__ import annotations
@@ -148,9 +149,43 @@ def message(fields: dict[str, Any]) -> st.SearchStrategy:
     return build()
 
 
-def frames(fields: dict[str, Any]) -> st.SearchStrategy:
-    """A sequence of inputs: mostly whole message frames, sometimes raw or truncated bytes."""
+def signed_exchange(fields: dict[str, Any], key: Any) -> st.SearchStrategy:
+    """``changes`` then ``docs`` for the target's own pull (rid 1), the documents validly signed, so they get
+    past the signature check into the store with adversarial revisions, histories, ids and bodies."""
+    from shiftpeer.identity.signing import sign_doc
+
+    body = st.dictionaries(st.sampled_from(["type", "href", "n", "created", "text"]) | st.text(max_size=4), ANY,
+                           max_size=4)
+
+    @st.composite
+    def build(draw: Any) -> list[bytes]:
+        seq = draw(st.integers(1, 50))
+        docs = []
+        for _ in range(draw(st.integers(1, 3))):
+            docid = draw(fields["ch"].map(lambda ch: ch[0][0] if ch else "d0") | st.text(min_size=1, max_size=8))
+            rev = draw(st.builds(lambda n, h: f"{n}-{h}", st.integers(1, 4), st.text(HEX, min_size=32, max_size=32))
+                       | st.text(max_size=10))
+            deleted = draw(st.booleans())
+            b = {**draw(body), "author": key.account_id}
+            history = [rev, *draw(st.lists(st.builds(lambda n, h: f"{n}-{h}", st.integers(0, 5),
+                                                     st.text(HEX, min_size=32, max_size=32)), max_size=3))]
+            docs.append({"id": docid, "rev": rev, "deleted": deleted, "body": b, "history": history,
+                         "sig": sign_doc(key, docid, rev, b, deleted)})
+        ch = [[d["id"], [d["rev"]]] for d in docs]
+        return [encode_frame(cbor2.dumps({"t": "changes", "rid": 1, "seq": seq, "ch": ch})),
+                encode_frame(cbor2.dumps({"t": "docs", "rid": 1, "seq": seq, "docs": docs, "more": False}))]
+
+    return build()
+
+
+def frames(fields: dict[str, Any], key: Any = None) -> st.SearchStrategy:
+    """A sequence of inputs: mostly whole message frames, sometimes raw or truncated bytes, and (with ``key``)
+    validly signed documents for the target's pull."""
     msg = message(fields)
+    if key is not None:
+        exchange = signed_exchange(fields, key)
+        return st.lists(exchange | frames(fields).map(lambda f: f[:2]), min_size=1, max_size=3).map(
+            lambda parts: [frame for part in parts for frame in part])
     one = (msg.map(lambda m: encode_frame(cbor2.dumps(m)))
            | msg.map(lambda m: encode_frame(cbor2.dumps(m))[: max(1, len(cbor2.dumps(m)) // 2)])
            | st.binary(max_size=64).map(encode_frame)
@@ -211,6 +246,8 @@ class HandlerTarget:
         self.doc_ids = [c.id for c in master.changes(0)]
         self.doc_revs = [r for c in master.changes(0) for r in c.revs]
         self.fields = strategies(self.doc_ids, self.doc_revs, ["master", "feed"])
+        from shiftpeer.identity import NodeKey
+        self.fuzz_key = NodeKey.generate()     # the fuzzer's own account: its signed documents are valid
         self.errors: list[dict] = []
         self.before = self.fingerprint()
         self.inputs = 0
@@ -219,8 +256,17 @@ class HandlerTarget:
         self.corpus_limit = 5000
 
     def fingerprint(self) -> dict:
+        """Every database but ``feed`` (which the target pulls into, so valid signed documents may land there)."""
         return {n: (self.store.database(n).update_seq(), self.store.database(n).doc_count())
-                for n in self.store.list_databases()}
+                for n in self.store.list_databases() if n != "feed"}
+
+    def check_feed(self) -> None:
+        """What the target did store is consistent: counts agree with the changes feed, every doc readable."""
+        feed = self.store.database("feed")
+        changes = feed.changes(0)
+        assert feed.doc_count() == sum(1 for c in changes if not c.deleted), "feed counts disagree"
+        for c in changes[-20:]:
+            assert feed.get(c.id) is not None and feed.get(c.id).rev == c.revs[0], c
 
     def _observe(self, event: dict) -> None:
         if event.get("log_failure") is not None or event.get("log_level") in (LogLevel.error, LogLevel.critical):
@@ -260,6 +306,7 @@ class HandlerTarget:
             globalLogPublisher.removeObserver(self._observe)
         assert not self.errors, [e.get("log_format") for e in self.errors]
         assert self.fingerprint() == self.before, "the fuzzer changed the store"
+        self.check_feed()
         assert proto not in self.factory.connections
 
     @staticmethod
@@ -383,7 +430,7 @@ def generated_campaign(target: HandlerTarget, examples: int) -> int:
     from hypothesis import given
 
     start = target.inputs
-    strategy = frames(target.fields)
+    strategy = frames(target.fields) | frames(target.fields, target.fuzz_key)
 
     @fast_settings(examples)
     @given(strategy)
