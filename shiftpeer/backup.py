@@ -3,7 +3,8 @@
 A backup is LMDB's own compacting copy (``mdb_env_copy2`` with ``MDB_CP_COMPACT``, what ``mdb_copy -c``
 does) taken inside one read transaction, so it is consistent while the node keeps running and writing:
 LMDB readers never block the writer, and several processes may open one environment. The file is a
-complete ``data.mdb``; restoring it means putting it back as ``DIR/store/data.mdb`` with the node stopped.
+complete ``data.mdb``; ``restore`` puts it back as ``DIR/store/data.mdb`` with the node stopped and gives
+every database a new epoch, so peers that had replicated past the backup compare again instead of skipping.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 #: The LMDB sub-database and key where the store records its schema version (shiftpeer.store).
 META_DB = b"meta"
 SCHEMA_KEY = b"schema"
+#: The sub-database naming each logical database: name -> 4-byte id + 8-byte epoch (shiftpeer.store).
+NAMES_DB = b"names"
 DATA_FILE = "data.mdb"
 
 
@@ -90,6 +93,21 @@ def backup(directory: str, outfile: str, *, force: bool = False) -> dict:
     return {"path": outfile, "bytes": os.path.getsize(outfile), "schema": info["schema"], "store": path}
 
 
+def _new_epochs(env: Any) -> int:
+    """Give every logical database a new epoch (its catalogue entry: 4-byte id, then 8-byte epoch).
+
+    Peers keep checkpoints in this node's sequence numbers; after a restore those numbers go back in
+    time, and a peer resuming from its checkpoint would skip the changes made after the restore. A new
+    epoch makes every peer compare from the start once (cheap: it only asks for what it lacks).
+    """
+    with env.begin(write=True) as txn:
+        names = env.open_db(NAMES_DB, txn=txn, create=False)
+        entries = [(k, v) for k, v in txn.cursor(db=names) if len(v) == 12]
+        for name, entry in entries:
+            txn.put(name, entry[:4] + os.urandom(8), db=names)
+    return len(entries)
+
+
 def restore(directory: str, infile: str) -> dict:
     """Put a backup back as DIR's store; the current store is kept aside as ``store.before-restore-TIME``."""
     import lmdb
@@ -107,15 +125,16 @@ def restore(directory: str, infile: str) -> dict:
             dst.flush()
             os.fsync(dst.fileno())
         try:
-            env = lmdb.open(staging, readonly=True, max_dbs=8, create=False, lock=False)
+            env = lmdb.open(staging, max_dbs=8, create=False, lock=False, subdir=True)
         except lmdb.Error as e:
             raise BackupError(f"{infile} is not an LMDB store backup: {e}") from None
         try:
             info = _describe(env)
+            if info["schema"] is None:
+                raise BackupError(f"{infile} is not a shiftpeer store backup (no schema version)")
+            info["databases"] = _new_epochs(env)
         finally:
             env.close()
-        if info["schema"] is None:
-            raise BackupError(f"{infile} is not a shiftpeer store backup (no schema version)")
         kept = None
         if os.path.exists(path):
             kept = f"{path}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -127,4 +146,4 @@ def restore(directory: str, infile: str) -> dict:
                 os.remove(os.path.join(staging, name))
             os.rmdir(staging)
         raise
-    return {"store": path, "schema": info["schema"], "previous": kept}
+    return {"store": path, "schema": info["schema"], "databases": info["databases"], "previous": kept}

@@ -126,7 +126,10 @@ def print_shift(shift: dict) -> None:
 def print_feed(result: dict) -> None:
     rows = result.get("rows", [])
     for s in rows:
-        print(f"{s.get('id')}  {_when(s.get('created'))}  {s.get('space')}  {s.get('href')}  {s.get('summary', '')}")
+        if s.get("type") == "comment":
+            print(f"{s.get('id')}  {_when(s.get('created'))}  comment by {_short(s.get('author'))}: {s.get('text', '')}")
+        else:
+            print(f"{s.get('id')}  {_when(s.get('created'))}  {s.get('space')}  {s.get('href')}  {s.get('summary', '')}")
     if not rows:
         print("(no shifts)")
     if result.get("next_cursor"):

@@ -232,15 +232,28 @@ def test_backup_while_running_then_restore(mesh, capsys, tmp_path):
     status, out, err = run(capsys, "--data", carol, "restore", out_file)
     assert status == EXIT_ERROR and "stop it first" in err
     stop_node(mesh["procs"]["carol"])
+    before = _epochs(carol)
     status, out, err = run(capsys, "--data", carol, "restore", str(tmp_path / "missing.mdb"))
     assert status == EXIT_ERROR and "is not a file" in err
     status, out, err = run(capsys, "--data", carol, "restore", out_file)
     assert status == 0 and "previous store is kept" in out, err
+    after = _epochs(carol)   # new epochs: peers that replicated past the backup compare again from 0
+    assert set(after) <= set(before) and not set(after.items()) & set(before.items())
     mesh["procs"]["carol"] = proc = spawn(carol)
     wait_api(proc, carol)
     assert cli_json(capsys, "--data", carol, "shift", "show", kept)["id"] == kept
     status, out, err = run(capsys, "--data", carol, "shift", "show", lost)
     assert status == EXIT_ERROR and "no shift" in err
+
+
+def _epochs(directory: str) -> dict:
+    from shiftpeer.store import Store
+
+    store = Store(os.path.join(directory, "store"))
+    try:
+        return {n: store.database(n).epoch for n in store.list_databases()}
+    finally:
+        store.close()
 
 
 def test_backup_and_status_need_a_node_directory(tmp_path, capsys):
