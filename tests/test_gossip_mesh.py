@@ -115,3 +115,28 @@ async def test_mesh_of_eight_converges_with_restart_and_hostile_node(tmp_path, s
     gossip = [n.role("full-peer").gossip for n in honest]
     assert sum(keys[N].account_id in g.scores.bans for g in gossip) >= 1
     assert all(keys[N].account_id not in g.pulls for g in gossip)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnect_between_peers_in_sync_costs_constant_bytes(tmp_path, started):
+    """Two full peers holding the same 80 shifts reconnect and exchange only the handshake, the pull
+    requests and their checkpoints' answers: a few hundred bytes, no changes or documents."""
+    pa, pb = free_port(), free_port()
+    a = full_peer(tmp_path / "a", "a", NodeKey.generate(), pa, [pb])
+    b = full_peer(tmp_path / "b", "b", NodeKey.generate(), pb, [])
+    started += [a, b]
+    ids = set()
+    for k in range(40):
+        ids.add(await publish(a, f"a{k}"))
+        ids.add(await publish(b, f"b{k}"))
+    await eventually(lambda: master_ids(a) == ids == master_ids(b), timeout=20)
+    service = a.peer_clients[f"127.0.0.1:{pb}"]
+    old = service.connection
+    old.close()
+    await old.when_closed()
+    conn = await service.when_authenticated()
+    pulls = [a.role("full-peer").gossip.pulls, b.role("full-peer").gossip.pulls]
+    await eventually(lambda: all(len(p) == 1 and next(iter(p.values())).handle.is_caught_up for p in pulls),
+                     timeout=10)
+    assert conn.bytes_in + conn.bytes_out < 1000, (conn.bytes_in, conn.bytes_out)
+    assert conn.frames_in <= 6 and conn.frames_out <= 6

@@ -70,6 +70,7 @@ class Peer:
     """One full peer: store, key, SyncFactory with the gossip of ``master``, a TLS listener."""
 
     def __init__(self, directory: str, mode: str) -> None:
+        self.conns: list = []
         self.store = Store(directory, reactor=reactor, sync=False)
         self.key = NodeKey.generate()
         self.gossip = Gossip(self.store, reactor, check=firehose_check, lazy=True, flood=mode == "flood",
@@ -77,9 +78,9 @@ class Peer:
         self.factory = SyncFactory(self.store, self.key, _Policy(self), reactor=reactor, roles=("full-peer",))
         self.gossip.install(self.factory)
         self.factory.on_connected.append(self.gossip.connected)
+        self.factory.on_connected.append(self.conns.append)   # every connection, for its byte counters
         self.db = self.store.database("master")
         self.port = None
-        self.conns: list = []
 
     async def listen(self) -> None:
         tls = TLSMemoryBIOFactory(server_creator(self.key), False, self.factory)
@@ -140,7 +141,7 @@ def received_bytes(peers: list[Peer]) -> tuple[int, int]:
     """(body bytes, all frame bytes) received by every peer's connections, from the sync counters."""
     body = total = 0
     for p in peers:
-        for conn in list(p.factory.connections) + getattr(p, "closed_conns", []):
+        for conn in p.conns:
             by_type = getattr(conn, "bytes_in_by_type", {})
             body += by_type.get("docs", 0) + by_type.get("changes_docs", 0)
             total += conn.bytes_in

@@ -146,7 +146,8 @@ class Seen:
 class GossipPuller(Puller):
     """A Puller that asks for a body only when no other puller of the same database is fetching it.
 
-    ``on_strike(peer_id, why)`` hears of a neighbour that was too slow; the rest of the state machine
+    ``on_strike(peer_id, why)`` hears of a neighbour that was too slow ("slow") or that delivered what
+    it was asked for ("delivered"); the rest of the state machine
     (window, in-order group commit, checkpoints, validation) is the ordinary Puller's.
     """
 
@@ -275,6 +276,8 @@ class GossipPuller(Puller):
         mine = [k for k in keys if k in self.owned]
         self.owned.difference_update(mine)
         self.inflight.done(self, mine)
+        if mine and self.on_strike is not None:
+            self.on_strike(self.peer_id, "delivered")
 
     # -- the end: give back every claim, stop every timer
     def _give_back(self) -> None:

@@ -3,8 +3,9 @@
 A neighbour whose connection we closed for a protocol violation that only a broken or hostile node
 commits (forged signatures, invalid or unrequested documents, malformed frames) is banned: it is
 disconnected, never dialled again and refused when it dials us. Lesser faults (a body not delivered
-within the lazy timeout, a signed document our rules refuse) are strikes; ``STRIKES_TO_DROP`` strikes
-drop the connection (the neighbour set dials another), ``STRIKES_TO_BAN`` refused documents ban.
+within the lazy timeout, a signed document our rules refuse) are strikes; ``STRIKES_TO_DROP``
+slow deliveries in a row drop the connection (the neighbour set dials another; a loaded machine is slow now and
+then, so this is not quick), ``STRIKES_TO_BAN`` refused documents ban.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ log = Logger()
 #: Close codes (our side) that ban the peer.
 BAN_CODES = frozenset({"forged", "invalid", "unrequested", "bad_message", "bad_cbor", "unknown_type",
                        "unexpected", "frame_too_large", "duplicate", "version"})
-STRIKES_TO_DROP = 3
+STRIKES_TO_DROP = 10
 STRIKES_TO_BAN = 3
 
 
@@ -54,13 +55,17 @@ class PeerScores:
             os.replace(tmp, self.path)
 
     def strike(self, peer_id: str, why: str) -> str:
-        """Count a fault; returns "ban", "drop" or "" (what the caller should do)."""
+        """Count a fault; returns "ban", "drop" or "" (what the caller should do). "delivered" is the
+        opposite: the slow count starts again, so only slowness in a row drops a neighbour."""
         s = self.strikes.setdefault(peer_id, {})
+        if why == "delivered":
+            s.pop("slow", None)
+            return ""
         s[why] = s.get(why, 0) + 1
         if why == "refused" and s[why] >= STRIKES_TO_BAN:
             self.ban(peer_id, f"{s[why]} refused documents")
             return "ban"
-        if s[why] % STRIKES_TO_DROP == 0:
+        if why == "slow" and s[why] % STRIKES_TO_DROP == 0:
             return "drop"
         return ""
 
