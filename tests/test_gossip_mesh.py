@@ -130,6 +130,12 @@ async def test_reconnect_between_peers_in_sync_costs_constant_bytes(tmp_path, st
         ids.add(await publish(a, f"a{k}"))
         ids.add(await publish(b, f"b{k}"))
     await eventually(lambda: master_ids(a) == ids == master_ids(b), timeout=20)
+
+    def checkpointed(x, y):
+        pull = x.role("full-peer").gossip.pulls.get(y.account_id)
+        return pull is not None and pull.handle.seq == y.store.database("master").update_seq()
+
+    await eventually(lambda: checkpointed(a, b) and checkpointed(b, a), timeout=10)
     service = a.peer_clients[f"127.0.0.1:{pb}"]
     old = service.connection
     old.close()
