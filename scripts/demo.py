@@ -26,7 +26,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-DEADLINE = 20.0
+DEADLINE = 20
 HREF = "https://example.org/demo"
 
 
@@ -91,7 +91,7 @@ class Demo:
                 return last
             if time.monotonic() > end:
                 detail = f" (last: {last})" if isinstance(last, Exception) else ""
-                raise StepFailed(f"{what}: not seen within {deadline:.0f}s{detail}")
+                raise StepFailed(f"{what}: not seen within {deadline}s{detail}")
             time.sleep(0.05)
 
     # -- processes -----------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class Demo:
             if os.path.exists(url_file) and _answers(url_file):
                 return
             time.sleep(0.05)
-        raise StepFailed(f"{name}'s node did not start within {DEADLINE:.0f}s:\n{self.log_tail(name)}")
+        raise StepFailed(f"{name}'s node did not start within {DEADLINE}s:\n{self.log_tail(name)}")
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         try:
@@ -259,8 +259,23 @@ class Demo:
                   f"group/club {hub['group/club']['docs']}, inbox/bob {hub['inbox/bob']['docs']}, "
                   f"shared {hub['shared']['docs']}")
 
+        self.step("9. every node is in step")
+        for name in ("alice", "bob", "fullpeer"):
+            self.cli(name, "sync", "--wait", "--timeout", str(DEADLINE), show=(name == "alice"))
+        for name in self.dirs:
+            st = self.js(name, "status")
+            reps = st["replications"]
+            kinds = {d: sum(1 for r in reps if r["direction"] == d) for d in ("pull", "push", "local")}
+            self.sees(name, f"{_n(len(st['connections']), 'sync connection')}; {_n(kinds['pull'], 'pull')}, "
+                      f"{_n(kinds['push'], 'push', 'pushes')}, {_n(kinds['local'], 'local copy', 'local copies')}: "
+                      + ("all caught up" if st["caught_up"] else "still catching up"))
+
     def summary(self) -> None:
         self.say(f"\nall steps saw what they should ({time.monotonic() - self.started:.1f}s)")
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"
 
 
 def _die_with_parent() -> None:
