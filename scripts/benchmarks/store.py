@@ -1,10 +1,20 @@
 """Store benchmark: write shift-like ~1 KB documents in batches, read them back, look up URLs.
 
 Usage: scripts/bench store [--quick] [--vis] [--json]
-Writes 100,000 documents (10,000 with --quick) as replicated batches of 1,000 (one transaction and one
-fsync per batch, all seven indexes maintained), reads them all back in changes order (bodies decoded), then
-times 10,000 lookups of random page URLs. --vis gives every document a "public" visibility token too (a
-hub's shared database: every index entry is written twice). With --json the last line is one JSON object.
+
+What each number measures (all wall-clock, on whatever else the machine is doing; the CPU seconds of this
+process are printed beside each, and the load average, so I/O waits and contention can be told apart):
+* write: 100,000 documents (10,000 with --quick) through `Database.bulk_replicated` (the replicated write path
+  a pull uses) in batches of 1,000: one transaction and one fsync per batch (sync=True, the default), all
+  seven indexes maintained in the same transaction. The input ReplDocs (bodies as dicts, as the sync code
+  hands them over) are built before timing; the store checks, encodes and indexes every one.
+* read: every document back in changes order through `docs_since` pages of 1,000: each record and the
+  winning body decoded once (cbor2's C decoder), as full `Doc`s.
+* href lookup: 10,000 `query("href", url)` calls for random page URLs (about 10 documents each, every one
+  returned as a decoded `Doc`), p50 and p99 of the per-call time.
+* disk: pages in use after the writes, divided by the documents (and the size of a compacting copy).
+--vis gives every document a "public" visibility token too (a hub's shared database: every index entry is
+written twice). With --json the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -67,6 +77,10 @@ def main() -> None:
     ap.add_argument("--vis", action="store_true", help='index every document under a "public" token too')
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
+    import cbor2
+
+    # The decoder must be cbor2's compiled one (cbor2 >= 6: cbor2._cbor2; 5.x: the _cbor2 module).
+    c_cbor = getattr(cbor2.loads, "__module__", "") in ("cbor2._cbor2", "_cbor2")
     n = 10_000 if args.quick else 100_000
     vis = ["public"] if args.vis else None
     batch = 1000
@@ -82,12 +96,14 @@ def main() -> None:
     try:
         store = Store(os.path.join(tmp, "store"))
         db = store.create_database("shared")
-        t = time.perf_counter()
+        load_before = os.getloadavg()[0]
+        cpu = time.process_time
+        t, c = time.perf_counter(), cpu()
         for i in range(0, n, batch):
             db.bulk_replicated(docs[i : i + batch], vis=vis)
-        write_s = time.perf_counter() - t
+        write_s, write_cpu = time.perf_counter() - t, cpu() - c
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         seen, since = 0, 0
         while True:
             page = db.docs_since(since, limit=batch)
@@ -95,7 +111,7 @@ def main() -> None:
                 break
             seen += len(page)
             since = page[-1].seq
-        read_s = time.perf_counter() - t
+        read_s, read_cpu = time.perf_counter() - t, cpu() - c
         assert seen == n, (seen, n)
         del page
 
@@ -103,11 +119,14 @@ def main() -> None:
         times = []
         found = 0
         pc = time.perf_counter
+        c = cpu()
         for href in lookups:
             t = pc()
             res, _ = db.query("href", href, limit=50)
             times.append(pc() - t)
             found += len(res)
+        lookup_cpu = cpu() - c
+        load_after = os.getloadavg()[0]
         times.sort()
         p50 = times[len(times) // 2] * 1000
         p99 = times[int(len(times) * 0.99)] * 1000
@@ -136,15 +155,24 @@ def main() -> None:
         "disk_bytes_per_doc_compacted": round(compact / n),
         "avg_body_bytes": round(avg_body),
         "vis_tokens": bool(vis),
+        "write_cpu_us_per_doc": round(write_cpu / n * 1e6, 1),
+        "read_cpu_us_per_doc": round(read_cpu / n * 1e6, 1),
+        "href_lookup_cpu_mean_ms": round(lookup_cpu / len(lookups) * 1000, 4),
+        "loadavg": [round(load_before, 2), round(load_after, 2)],
+        "cbor2_c": c_cbor,
     }
     print(f"documents:          {n:,} (avg body {avg_body:.0f} bytes CBOR + 64-byte sig), batches of {batch}")
     tokens = '"*" and "public"' if vis else '"*"'
-    print(f"write:              {result['write_docs_per_s']:,} docs/s (one txn + fsync per batch, 7 indexes under {tokens})")
-    print(f"read (changes):     {result['read_docs_per_s']:,} docs/s")
-    print(f"href lookup:        p50 {p50:.3f} ms, p99 {p99:.3f} ms over 10,000 lookups ({found / 10_000:.1f} docs each)")
+    print(f"write:              {result['write_docs_per_s']:,} docs/s (bulk_replicated, one txn + fsync per batch, "
+          f"7 indexes under {tokens}); CPU {write_cpu:.1f} s of {write_s:.1f} s")
+    print(f"read (changes):     {result['read_docs_per_s']:,} docs/s (docs_since, record + body decoded once each, "
+          f"cbor2 C decoder: {'yes' if c_cbor else 'NO'}); CPU {read_cpu:.2f} s of {read_s:.2f} s")
+    print(f"href lookup:        p50 {p50:.3f} ms, p99 {p99:.3f} ms over 10,000 lookups ({found / 10_000:.1f} docs each, "
+          f"decoded); CPU mean {result['href_lookup_cpu_mean_ms']:.3f} ms")
     print(f"disk per doc:       {result['disk_bytes_per_doc']:,} bytes (pages in use), "
           f"{result['disk_bytes_per_doc_compacted']:,} bytes after compacting copy")
     print("pages per doc:      " + ", ".join(f"{k} {v:.0f} B" for k, v in stats.items()))
+    print(f"load average:       {load_before:.2f} before, {load_after:.2f} after ({os.cpu_count()} CPUs)")
     if args.json:
         print(json.dumps(result))
 

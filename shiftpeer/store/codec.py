@@ -44,6 +44,10 @@ def _dumps(obj: Any, canonical: bool = False) -> bytes:
     return fp.getvalue()
 
 
+_SCALARS = frozenset((str, int, bool, type(None)))
+_STR_ONLY = frozenset((str,))
+
+
 def check_json(body: Any) -> None:
     """Refuse anything that is not a JSON-compatible dict (str keys; str/int/float/bool/None/list/dict)."""
     if type(body) is not dict:
@@ -51,26 +55,28 @@ def check_json(body: Any) -> None:
     stack: list = [body]
     pop = stack.pop
     push = stack.append
+    scalars = _SCALARS
+    isfinite = math.isfinite
     while stack:
         o = pop()
-        t = type(o)
-        if t is dict:
-            for k, v in o.items():
-                if type(k) is not str:
-                    raise InvalidDocument(f"document keys must be strings, not {type(k).__name__}: {k!r}")
-                tv = type(v)
-                if tv is str or tv is int or tv is bool or v is None:
-                    continue
-                push(v)
-        elif t is list:
-            stack.extend(o)
-        elif t is str or t is int or t is bool or o is None:
-            pass
-        elif t is float:
-            if not math.isfinite(o):
-                raise InvalidDocument(f"document numbers must be finite, not {o!r}")
+        if type(o) is dict:
+            if not _STR_ONLY.issuperset(map(type, o)):
+                k = next(k for k in o if type(k) is not str)
+                raise InvalidDocument(f"document keys must be strings, not {type(k).__name__}: {k!r}")
+            values = o.values()
         else:
-            raise InvalidDocument(f"document values must be JSON-compatible, not {t.__name__}")
+            values = o
+        for v in values:
+            t = type(v)
+            if t in scalars:
+                continue
+            if t is dict or t is list:
+                push(v)
+            elif t is float:
+                if not isfinite(v):
+                    raise InvalidDocument(f"document numbers must be finite, not {v!r}")
+            else:
+                raise InvalidDocument(f"document values must be JSON-compatible, not {t.__name__}")
 
 
 def encode_canonical(obj: Any) -> bytes:

@@ -18,6 +18,7 @@ from .errors import ConflictError, InvalidDocument, NotFound
 from .store import Store, WriteTxn
 
 MAX_ID_BYTES = 256
+_REV_FULLMATCH = revs._REV_RE.fullmatch
 MAX_TOKEN_BYTES = 256
 
 
@@ -114,13 +115,18 @@ class Database:
 
     def _doc(self, seq: int, rec: list, rev: str | None = None) -> Doc | None:
         docid, vis, _tree, leaves = rec
+        if len(leaves) == 1:  # no conflicts: the common case
+            [(win, leaf)] = leaves.items()
+            if rev is not None and rev != win:
+                return None
+            return Doc(docid, win, leaf[0], codec.decode_body(leaf[1]), leaf[2], [], vis, seq)
         win = revs.pick_winner(leaves)
         if rev is None:
             rev = win
         leaf = leaves.get(rev)
         if leaf is None:
             return None
-        conflicts = [r for r in revs.sorted_leaves(leaves) if r != win and not leaves[r][0]] if len(leaves) > 1 else []
+        conflicts = [r for r in revs.sorted_leaves(leaves) if r != win and not leaves[r][0]]
         return Doc(docid, rev, leaf[0], codec.decode_body(leaf[1]), leaf[2], conflicts, vis, seq)
 
     def _prepare_body(self, body: Any, canonical: bool = True) -> bytes:
@@ -191,33 +197,53 @@ class Database:
             found = self._load(txn, docid) if type(docid) is str and docid else None
         return self._doc(found[0], found[1], rev) if found is not None else None
 
-    def _scan_log(self, since: int, limit: int | None):
+    def _scan_log(self, since: int, limit: int | None) -> list[tuple[bytes, bytes]]:
+        """Raw (log key, record) pairs after `since`, in seq order; decoding is left to the caller, after
+        the read transaction has ended."""
+        if limit is not None and limit <= 0:
+            return []
+        dbp = self._dbp
+        end = keys.dbid_bytes(keys.read_u32(dbp) + 1) if dbp != b"\xff\xff\xff\xff" else None
+        out: list[tuple[bytes, bytes]] = []
         with self._reading() as txn:
-            dbp = self._dbp
             cur = txn.cursor(db=self._store._log_db)
             if not cur.set_range(keys.log_key(dbp, since + 1)):
-                return
-            n = 0
-            decode = codec.decode_record
-            for k, v in cur:
-                if k[:4] != dbp or (limit is not None and n >= limit):
+                return out
+            app = out.append
+            for kv in cur:
+                if (kv[0] >= end) if end is not None else (kv[0][:4] != dbp):
                     break
-                n += 1
-                yield keys.seq_of(k), decode(v)
+                app(kv)
+                if len(out) == limit:
+                    break
+        return out
 
     def changes(self, since: int = 0, limit: int | None = None) -> list[Change]:
         """Documents changed after `since`, each once at its latest change, in sequence order."""
         out: list[Change] = []
-        for seq, rec in self._scan_log(since, limit):
+        app = out.append
+        decode = codec.decode_record
+        seq_of = keys.seq_of
+        for k, v in self._scan_log(since, limit):
+            rec = decode(v)
             leaves = rec[3]
-            order = revs.sorted_leaves(leaves) if len(leaves) > 1 else list(leaves)
-            out.append(Change(seq, rec[0], order, leaves[order[0]][0]))
+            if len(leaves) == 1:
+                [(rev, leaf)] = leaves.items()
+                app(Change(seq_of(k), rec[0], [rev], leaf[0]))
+            else:
+                order = revs.sorted_leaves(leaves)
+                app(Change(seq_of(k), rec[0], order, leaves[order[0]][0]))
         return out
 
     def docs_since(self, since: int = 0, limit: int | None = None) -> list[Doc]:
-        """Winning revisions of the documents changed after `since`, in changes order (feeds, bulk reads)."""
+        """Winning revisions of the documents changed after `since`, in changes order (feeds, bulk reads).
+
+        Each record is decoded once, and the winner's body once (cbor2's C decoder).
+        """
         doc = self._doc
-        return [doc(seq, rec) for seq, rec in self._scan_log(since, limit)]
+        decode = codec.decode_record
+        seq_of = keys.seq_of
+        return [doc(seq_of(k), decode(v)) for k, v in self._scan_log(since, limit)]
 
     def revs_diff(self, wanted: dict[str, list[str]]) -> dict[str, list[str]]:
         """Which of the given revisions this database does not have (ids with none missing are left out)."""
@@ -293,6 +319,7 @@ class Database:
         if not prefixes:
             return docs, None
         log_get_key = keys.log_key
+        matches = indexes.matcher(ib)
         with self._reading() as txn:
             for sk in indexes.scan_merged(txn, st._idx_db, prefixes, before):
                 if len(docs) >= limit:
@@ -304,7 +331,7 @@ class Database:
                 if raw is None:
                     continue
                 d = self._doc(seq, codec.decode_record(raw))
-                if d is None or d.deleted or not indexes.matches(d.body, ib, want):
+                if d is None or d.deleted or not matches(d.body, ib, want):
                     continue
                 if vis is not None and token_set.isdisjoint(d.vis):
                     continue
@@ -385,9 +412,12 @@ class Database:
     def _prepare_repl(self, d: Any) -> _Prepared:
         if type(d) is not dict:
             raise InvalidDocument(f"replicated document must be a dict, not {type(d).__name__}")
-        docid = check_docid(d.get("id"))
+        docid = d.get("id")
+        if type(docid) is not str or not docid or (len(docid) > 64 and len(docid.encode()) > MAX_ID_BYTES):
+            check_docid(docid)  # raises with the reason
         rev = d.get("rev")
-        revs.parse_rev(rev)
+        if type(rev) is not str or _REV_FULLMATCH(rev) is None:
+            revs.parse_rev(rev)  # raises with the reason
         deleted = d.get("deleted", False)
         if type(deleted) is not bool:
             raise InvalidDocument(f"{docid!r}: deleted must be a bool")
@@ -399,7 +429,7 @@ class Database:
             history = [rev]
         elif type(history) is not list or not history or history[0] != rev:
             raise InvalidDocument(f"{docid!r}: history must be a list starting with the revision {rev}")
-        else:
+        elif len(history) > 1:
             history = history[: self._store.rev_limit]
             revs.check_history(history)
         body = d.get("body")
@@ -417,19 +447,40 @@ class Database:
         st = self._store
         limit = st.rev_limit
         written: list[str] = []
+        dbp = self._dbp
+        docs_db, log_db = st._docs_db, st._log_db
+        index_keys = indexes.index_keys
+        encode_record = codec.encode_record
+        u64 = keys.u64
         with st._writing(txn) as w:
             self._alive(w.txn)
             txn_ = w.txn
+            get, put = txn_.get, txn_.put
+            pending = w.idx_pending
+            state = w.state(dbp, self.name)
             for p in prepared:
-                found = self._load(txn_, p.id)
-                if found is None:
-                    tree = {}
-                    revs.merge_history(tree, p.history)
-                    new = [p.id, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}]
-                    self._commit(w, p.id, 0, None, new, new_body=None if p.deleted else p.body)
+                dk = dbp + p.id.encode()
+                raw = get(dk, db=docs_db)
+                if raw is None:
+                    # A new document, the common case of a pull: the fast path of _commit.
+                    h = p.history
+                    tree = {p.rev: None} if len(h) == 1 else {r: (h[i + 1] if i + 1 < len(h) else None)
+                                                              for i, r in enumerate(h)}
+                    seq = state[0] + 1
+                    state[0] = seq
+                    state[3] = True
+                    if not p.deleted:
+                        state[1] += 1
+                        pending.update(index_keys(dbp, seq, p.body, tokens))
+                    lk = dbp + u64(seq)
+                    rec = encode_record([p.id, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}])
+                    if not put(lk, rec, append=True, db=log_db):
+                        put(lk, rec, db=log_db)
+                    put(dk, u64(seq), db=docs_db)
                     written.append(p.id)
                     continue
-                old_seq, old = found
+                old_seq = keys.read_u64(raw)
+                old = codec.decode_record(get(keys.log_key(dbp, old_seq), db=log_db))
                 tree = dict(old[2])
                 leaves = dict(old[3])
                 changed = revs.merge_history(tree, p.history)
@@ -477,6 +528,6 @@ class Database:
             new = [old[0], sorted(set(old[1]).union(add)), old[2], old[3]]
             win = revs.pick_winner(new[3])
             body = None if new[3][win][0] else codec.decode_body(new[3][win][1])
-            old_keys = set(indexes.index_keys(self._dbp, seq, body, old[1]))  # (list key, item) pairs
+            old_keys = set(indexes.index_keys(self._dbp, seq, body, old[1]))  # entries it already has
             w.idx_pending.update(k for k in indexes.index_keys(self._dbp, seq, body, new[1]) if k not in old_keys)
             w.txn.put(keys.log_key(self._dbp, seq), codec.encode_record(new), db=st._log_db)

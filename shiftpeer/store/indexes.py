@@ -83,21 +83,91 @@ def index_values(body: dict) -> list[tuple[bytes, str]]:
     return out
 
 
-def index_keys(dbp: bytes, seq: int, body: dict | None, vis: list[str]) -> list[tuple[bytes, bytes]]:
-    """Every (list key, item) of a document at `seq`; none when it is deleted (`body` None)."""
+# Per index, value -> 8-byte list hash (a write computes seven of these per document).
+_VH: dict[bytes, dict[str, bytes]] = {ib: {} for ib in INDEXES.values()}
+
+
+def _vh(ib: bytes, value: str) -> bytes:
+    cache = _VH[ib]
+    h = cache.get(value)
+    if h is None:
+        h = _h8(ib + value.encode())
+        if len(cache) >= 65536:
+            cache.clear()
+        cache[value] = h
+    return h
+
+
+_ALL_VH = _vh(b"a", "")
+_HREF, _DOMAIN, _AUTHOR, _SPACE, _TYPE, _THREAD = (_VH[ib] for ib in (b"h", b"d", b"u", b"s", b"y", b"t"))
+
+
+def value_hashes(body: dict) -> list[bytes]:
+    """The list hashes of a live body: index_values(body), hashed (cached; the write hot path)."""
+    get = body.get
+    out = [_ALL_VH]
+    app = out.append
+    href = get("href")
+    if type(href) is str:
+        h = _HREF.get(href)
+        app(h if h is not None else _vh(b"h", href))
+    domain = get("domain")
+    if type(domain) is not str and type(href) is str:
+        domain = domain_of(href)
+    if type(domain) is str:
+        h = _DOMAIN.get(domain)  # keyed by the value as given; the hash is of the lowercased value
+        if h is None:
+            h = _h8(b"d" + domain.lower().encode())
+            if len(_DOMAIN) >= 65536:
+                _DOMAIN.clear()
+            _DOMAIN[domain] = h
+        app(h)
+    author = get("author")
+    if type(author) is str:
+        h = _AUTHOR.get(author)
+        app(h if h is not None else _vh(b"u", author))
+    space = get("space")
+    if type(space) is str:
+        h = _SPACE.get(space)
+        app(h if h is not None else _vh(b"s", space))
+    typ = get("type", "shift")
+    if type(typ) is str:
+        h = _TYPE.get(typ)
+        app(h if h is not None else _vh(b"y", typ))
+    thread = get("shift")
+    if type(thread) is str:
+        h = _THREAD.get(thread)
+        app(h if h is not None else _vh(b"t", thread))
+    return out
+
+
+_prefix_cache: dict[tuple, list[bytes]] = {}
+
+
+def token_prefixes(dbp: bytes, vis: list[str]) -> list[bytes]:
+    """dbid + token hash of "*" and of each visibility token: the first 8 bytes of a document's list keys."""
+    key = (dbp, *vis)
+    out = _prefix_cache.get(key)
+    if out is None:
+        out = [dbp + _ALL_HASH] + [dbp + token_hash(t) for t in vis if t != ALL_TOKEN]
+        if len(_prefix_cache) >= 4096:
+            _prefix_cache.clear()
+        _prefix_cache[key] = out
+    return out
+
+
+def index_keys(dbp: bytes, seq: int, body: dict | None, vis: list[str]) -> list[bytes]:
+    """Every index entry of a document at `seq` (none when it is deleted: `body` None), each as 32 bytes:
+    list key (16) + item (16). Both halves have fixed sizes, so sorting entries sorts (key, item) pairs."""
     if body is None:
         return []
     tail = keys.created_bytes(body.get("created")) + keys.u64(seq)
-    if vis:
-        tokens = [dbp + _ALL_HASH] + [dbp + token_hash(t) for t in vis if t != ALL_TOKEN]
-    else:
-        tokens = [dbp + _ALL_HASH]
-    out = []
-    for ib, value in index_values(body):
-        vh = _h8(ib + value.encode())
-        for tp in tokens:
-            out.append((tp + vh, tail))
-    return out
+    vhs = value_hashes(body)
+    prefixes = token_prefixes(dbp, vis)
+    if len(prefixes) == 1:
+        p = prefixes[0]
+        return [p + vh + tail for vh in vhs]
+    return [p + vh + tail for vh in vhs for p in prefixes]
 
 
 def normalise_value(index: str, value: str) -> str:
@@ -110,6 +180,31 @@ def matches(body: dict, ib: bytes, values: set[str]) -> bool:
         if b == ib and v in values:
             return True
     return False
+
+
+_FIELDS = {b"h": "href", b"u": "author", b"s": "space", b"t": "shift"}
+
+
+def matcher(ib: bytes):
+    """matches() for one index, reading just that index's field where it can (the query hot path)."""
+    field = _FIELDS.get(ib)
+    if field is not None:
+
+        def match_field(body: dict, ib: bytes, values: set[str]) -> bool:
+            v = body.get(field)
+            return type(v) is str and v in values
+
+        return match_field
+    if ib == b"y":
+
+        def match_type(body: dict, ib: bytes, values: set[str]) -> bool:
+            v = body.get("type", "shift")
+            return type(v) is str and v in values
+
+        return match_type
+    if ib == b"a":
+        return lambda body, ib, values: "" in values
+    return matches
 
 
 def encode_cursor(sortkey: bytes) -> str:

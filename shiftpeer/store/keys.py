@@ -100,6 +100,9 @@ def checkpoint_key(dbp: bytes, peer_id: str, remote_db: str) -> bytes:
 
 def created_bytes(created: object) -> bytes:
     """8 bytes whose byte order is the numeric order of `created` (epoch number or ISO 8601 string)."""
+    if type(created) is float:
+        (n,) = _U64.unpack(_F64.pack(created))
+        return _U64.pack(n ^ 0xFFFFFFFFFFFFFFFF if n & 0x8000000000000000 else n | 0x8000000000000000)
     if type(created) is str:
         try:
             from datetime import datetime, timezone
