@@ -535,6 +535,9 @@ def build_sync_factory(node: Node) -> Any:
         install = getattr(role, "install_sync", None)
         if install is not None:
             install(factory)  # a role registers its RPC handlers here
+    from shiftpeer.api.metrics import count_rpc_refusals
+
+    count_rpc_refusals(factory)
     return factory
 
 

@@ -196,6 +196,7 @@ def test_metrics_endpoint_of_a_running_hub(registered, capsys):
     sid = cli_json(capsys, "--data", alice, "shift", "new", "--space", "Notes", "--href", "https://e.org/m")["id"]
     cli_json(capsys, "--data", alice, "shift", "publish", sid, "--public")
     run(capsys, "--data", hub, "shift", "show", "no-such-shift")   # one refused API request
+    run(capsys, "--data", alice, "group", "join", "no-such-group")  # one refused RPC on the hub
     url = cli_json(capsys, "--data", hub, "status")["metrics"]
     assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
 
@@ -213,6 +214,7 @@ def test_metrics_endpoint_of_a_running_hub(registered, capsys):
                  timeout=20)
     assert m["shiftpeer_sync_connections"] >= 2
     assert m['shiftpeer_api_refused_total{status="404"}'] >= 1
+    assert m['shiftpeer_rpc_refused_total{method="group.join"}'] >= 1
     assert "shiftpeer_sync_refused_total" in m and "shiftpeer_replications_behind" in m
     assert any(k.startswith('shiftpeer_up{account="') for k in m)
     assert m['shiftpeer_database_docs{db="master"}'] >= 1

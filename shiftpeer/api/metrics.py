@@ -13,6 +13,7 @@
 | `shiftpeer_replications_behind` | gauge | | replications not caught up |
 | `shiftpeer_sync_refused_total` | counter | | replication requests refused (policy, unknown database, limits) |
 | `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
+| `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
 | `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
 | `shiftpeer_database_docs` | gauge | `db` | documents per logical database |
 | `shiftpeer_database_seq` | gauge | `db` | update sequence per logical database |
@@ -71,6 +72,8 @@ class NodeCollector:
                                        "Connections closed on a bad frame, by violation code", labels=["code"])
         api_refused = CounterMetricFamily("shiftpeer_api_refused", "Local API requests answered with a 4xx",
                                           labels=["status"])
+        rpc_refused = CounterMetricFamily("shiftpeer_rpc_refused", "RPC calls from peers refused or failed",
+                                          labels=["method"])
         docs = GaugeMetricFamily("shiftpeer_database_docs", "Documents per logical database", labels=["db"])
         seq = GaugeMetricFamily("shiftpeer_database_seq", "Update sequence per logical database", labels=["db"])
         local_lag = GaugeMetricFamily("shiftpeer_local_replication_lag", "Changes not yet copied", labels=["flow"])
@@ -81,6 +84,9 @@ class NodeCollector:
         for name, n in sorted(counters.items()):
             if name.startswith("violation."):
                 rejected.add_metric([name[len("violation."):]], n)
+        for name, n in sorted(counters.items()):
+            if name.startswith("rpc_refused."):
+                rpc_refused.add_metric([name[len("rpc_refused."):]], n)
         for code, n in sorted(api_counts.items()):
             api_refused.add_metric([str(code)], n)
         conns.add_metric([], len(getattr(factory, "connections", ()) or ()))
@@ -111,7 +117,28 @@ class NodeCollector:
             for flow, n in status["replication_lag"].items():
                 local_lag.add_metric([flow], n)
         return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, rejected,
-                api_refused, docs, seq, local_lag]
+                rpc_refused, api_refused, docs, seq, local_lag]
+
+
+def count_rpc_refusals(factory: Any) -> None:
+    """Wrap the factory's RPC handlers so each refused or failed call counts in
+    ``factory.counters["rpc_refused.<method>"]`` (the hub's answer to "not a member", "name taken"...)."""
+    from twisted.internet.defer import maybeDeferred
+
+    def counted(method: str, handler: Any) -> Any:
+        def call(conn: Any, args: Any) -> Any:
+            def refused(f: Any) -> Any:
+                factory.counters["rpc_refused." + method] += 1
+                return f
+
+            return maybeDeferred(handler, conn, args).addErrback(refused)
+
+        call.counted = True
+        return call
+
+    for method, handler in list(factory.rpc_handlers.items()):
+        if not getattr(handler, "counted", False):
+            factory.rpc_handlers[method] = counted(method, handler)
 
 
 class MetricsResource(Resource):
