@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from shiftpeer.gossip.inflight import GossipPuller, InFlight, Seen
 from shiftpeer.gossip.neighbours import NeighbourSet
-from shiftpeer.gossip.scores import STRIKES_TO_DROP, PeerScores
+from shiftpeer.gossip.scores import PeerScores
 from shiftpeer.sync.replication import ReplicationManager
 from shiftpeer.sync.testing import MemoryStore
 
@@ -54,7 +54,9 @@ def test_scores_ban_on_forgery_and_persist(tmp_path):
     assert PeerScores(path).banned("evil") and "forged" in json.load(open(path))["evil"]
     ok = collections.namedtuple("C", "peer_id close_reason")("fine", None)
     assert not scores.closed(ok) and not scores.banned("fine")
-    assert [scores.strike("slow", "slow") for _ in range(STRIKES_TO_DROP)][-2:] == ["", "drop"]
+    assert [scores.strike("slow", "slow") for _ in range(5)] == [""] * 5 and scores.score("slow") == 5
+    scores.strike("slow", "delivered")
+    assert scores.score("slow") == 0 and not scores.banned("slow")
     assert [scores.strike("liar", "refused") for _ in range(3)][-1] == "ban" and scores.banned("liar")
 
 

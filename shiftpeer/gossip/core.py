@@ -106,12 +106,11 @@ class Gossip:
             fn()
 
     def strike(self, peer_id: str, why: str) -> None:
-        """A neighbour was slow or sent what our rules refuse; drop it after repeated strikes."""
-        action = self.scores.strike(peer_id, why)
-        if action:
+        """A neighbour was slow, delivered, or sent what our rules refuse; a ban closes its connection."""
+        if self.scores.strike(peer_id, why) == "ban":
             p = self.pulls.get(peer_id)
             if p is not None:
-                log.info("dropping gossip neighbour {peer} ({why})", peer=peer_id, why=why)
+                log.info("dropping banned gossip neighbour {peer} ({why})", peer=peer_id, why=why)
                 p.mgr.conn.close()
 
     def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:

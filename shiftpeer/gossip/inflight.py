@@ -9,8 +9,9 @@ shared by every ``GossipPuller`` writing into it:
 * a puller whose batch names a revision claimed by another puller does not send its ``need`` yet:
   it waits until the owner has the body *verified* (then it borrows the verified document and stores
   it with its own batch, so no puller's storage ever waits for another's), or the owner *released* it
-  (its connection failed: the waiter claims and asks its own feeder), or ``timeout`` seconds passed
-  (it asks its own feeder too, and the slow owner gets a strike);
+  (its connection failed: the waiter claims and asks its own feeder), or its patience ran out
+  (``timeout`` seconds, longer on a loaded node: it asks its own feeder too, the slow owner gets a
+  strike);
 * once stored, the claim is dropped (``revs_diff`` now says the revision is here).
 
 Claims are taken only when a ``need`` is sent, and a waiting batch holds no claim, so no cycle of
@@ -52,6 +53,16 @@ class InFlight:
     def __init__(self) -> None:
         self._entries: dict[Key, _Entry] = {}
         self.counters: collections.Counter = collections.Counter()
+        self.latency = 0.0      # moving average of need -> verified, seconds
+
+    def observe(self, seconds: float) -> None:
+        """Record how long one body request took (need sent -> documents verified)."""
+        self.latency = seconds if not self.latency else 0.9 * self.latency + 0.1 * seconds
+
+    def patience(self, base: float) -> float:
+        """How long a waiting batch waits: ``base``, or four times the usual latency when the node is
+        loaded (so a busy machine does not turn every wait into a duplicate request), at most 60 s."""
+        return min(60.0, max(base, 4 * self.latency))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -166,6 +177,7 @@ class GossipPuller(Puller):
         self.owned: set[Key] = set()
         self._timers: dict[int, Any] = {}
         self._pending: dict[int, list] = {}     # batch seq -> its changes, while its need waits
+        self._asked: dict[int, float] = {}      # batch seq -> when its need was sent
 
     @property
     def peer_id(self) -> str:
@@ -234,7 +246,7 @@ class GossipPuller(Puller):
         for key in blockers:
             self.inflight.wait(key, wake)
         if batch.seq not in self._timers:
-            remaining = max(0.0, started + self.timeout - self.clock.seconds())
+            remaining = max(0.0, started + self.inflight.patience(self.timeout) - self.clock.seconds())
             self._timers[batch.seq] = self.clock.callLater(remaining, self._timed_out, batch, started)
         self.inflight.counters["deferred"] += 1
 
@@ -259,13 +271,17 @@ class GossipPuller(Puller):
         if want:
             batch.want = set(want)
             batch.state = "wanting"
+            self._asked[batch.seq] = self.clock.seconds()
         else:
             batch.state = "ready"
             self._advance()
 
     # -- docs: the base Puller checks them (a deferred batch is not "wanting": docs for it are refused)
     def _verified(self, oks: list, batch: _Batch) -> None:
+        asked = self._asked.pop(batch.seq, None)
         if not self.stopped and len(oks) == len(batch.docs) and all(oks):
+            if asked is not None:
+                self.inflight.observe(self.clock.seconds() - asked)
             self.inflight.verified(self, batch.docs)
         super()._verified(oks, batch)
 
@@ -286,6 +302,7 @@ class GossipPuller(Puller):
                 timer.cancel()
         self._timers.clear()
         self._pending.clear()
+        self._asked.clear()
         owned, self.owned = self.owned, set()
         self.inflight.release(self, owned)
 

@@ -3,9 +3,9 @@
 A neighbour whose connection we closed for a protocol violation that only a broken or hostile node
 commits (forged signatures, invalid or unrequested documents, malformed frames) is banned: it is
 disconnected, never dialled again and refused when it dials us. Lesser faults (a body not delivered
-within the lazy timeout, a signed document our rules refuse) are strikes; ``STRIKES_TO_DROP``
-slow deliveries in a row drop the connection (the neighbour set dials another; a loaded machine is slow now and
-then, so this is not quick), ``STRIKES_TO_BAN`` refused documents ban.
+within the lazy timeout, a signed document our rules refuse) are strikes: slow ones only make the
+peer less preferred when the neighbour set picks candidates (a loaded machine is slow, and dropping
+links for it would cut the mesh apart), ``STRIKES_TO_BAN`` refused documents ban.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ log = Logger()
 #: Close codes (our side) that ban the peer.
 BAN_CODES = frozenset({"forged", "invalid", "unrequested", "bad_message", "bad_cbor", "unknown_type",
                        "unexpected", "frame_too_large", "duplicate", "version"})
-STRIKES_TO_DROP = 10
 STRIKES_TO_BAN = 3
 
 
@@ -55,8 +54,8 @@ class PeerScores:
             os.replace(tmp, self.path)
 
     def strike(self, peer_id: str, why: str) -> str:
-        """Count a fault; returns "ban", "drop" or "" (what the caller should do). "delivered" is the
-        opposite: the slow count starts again, so only slowness in a row drops a neighbour."""
+        """Count a fault; returns "ban" or "" (what the caller should do). "delivered" is the opposite:
+        the slow count starts again."""
         s = self.strikes.setdefault(peer_id, {})
         if why == "delivered":
             s.pop("slow", None)
@@ -65,8 +64,6 @@ class PeerScores:
         if why == "refused" and s[why] >= STRIKES_TO_BAN:
             self.ban(peer_id, f"{s[why]} refused documents")
             return "ban"
-        if why == "slow" and s[why] % STRIKES_TO_DROP == 0:
-            return "drop"
         return ""
 
     def score(self, peer_id: str) -> int:
