@@ -177,3 +177,44 @@ def test_signature_survives_a_cbor_round_trip(content, deleted):
     doc = {"id": "x", "rev": rev, "deleted": deleted, "body": body,
            "sig": sign_doc(_KEY, "x", rev, body, deleted)}
     assert verify_repl_doc(cbor2.loads(cbor2.dumps(doc)))
+
+
+def _count_verifies(monkeypatch):
+    import shiftpeer.identity.signing as signing
+
+    calls = []
+    real = signing.verify
+
+    def counting(account_id, msg, sig):
+        calls.append(msg)
+        return real(account_id, msg, sig)
+
+    monkeypatch.setattr(signing, "verify", counting)
+    return calls
+
+
+def test_verify_fast_path_checks_the_plain_encoding_once(monkeypatch):
+    """A float-free body in canonical key order (as it arrives from its author) costs one verify, over
+    bytes equal to the canonical payload."""
+    import cbor2
+
+    k = NodeKey.generate()
+    body = {"author": k.account_id, "n": 3, "content": {"text": "hi", "tags": ["a"]}}
+    doc = {"id": "x", "rev": "1-" + "0" * 32, "deleted": False, "history": ["1-" + "0" * 32]}
+    doc["sig"] = sign_doc(k, "x", doc["rev"], body, False)
+    doc["body"] = cbor2.loads(cbor2.dumps(body, canonical=True))     # key order as on the wire
+    calls = _count_verifies(monkeypatch)
+    assert verify_repl_doc(doc)
+    assert calls == [signing_payload("x", doc["rev"], body, False)]
+
+
+def test_verify_falls_back_to_the_canonical_payload(monkeypatch):
+    """Floats (shortest form in canonical CBOR) or reordered keys fail the plain check; the canonical one
+    then decides: genuine documents verify, altered ones do not."""
+    k = NodeKey.generate()
+    doc = make_doc(k)                                   # content has the float 1.5
+    doc["body"] = dict(reversed(list(doc["body"].items())))
+    calls = _count_verifies(monkeypatch)
+    assert verify_repl_doc(doc) and len(calls) == 2
+    doc["body"]["content"] = {"x": 2.5, "tags": ["a", "b"]}
+    assert not verify_repl_doc(doc)

@@ -198,9 +198,11 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
             return child.stdout.readline()
         return threads.deferToThread(run)
 
+    # made once, as a node's SyncPeerService does: its reconnects reuse the endpoint and TLS context
+    creator = client_creator(key, expected_peer_id=info["peer"])
+
     async def connect():
-        counting = CountingFactory(TLSMemoryBIOFactory(
-            client_creator(key, expected_peer_id=info["peer"]), True, node["factory"]))
+        counting = CountingFactory(TLSMemoryBIOFactory(creator, True, node["factory"]))
         ep = TCP4ClientEndpoint(reactor, "127.0.0.1", info["port"])
         wrapper = await ep.connect(counting)
         conn = await wrapper.wrappedProtocol.wrappedProtocol.when_ready()

@@ -11,12 +11,14 @@ graft someone else's edit onto another history without the author's key.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Sequence
 
 import cbor2
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from .keys import NodeKey, is_account_id, verify
 
@@ -49,20 +51,62 @@ def sign_doc(key: NodeKey, docid: str, rev: str, body: dict, deleted: bool) -> b
 
 
 def verify_repl_doc(doc: dict) -> bool:
-    """True when a replicated document's sig is its author's signature; False for anything else."""
+    """True when a replicated document's sig is its author's signature; False for anything else.
+
+    Fast path: the payload is first encoded *plainly* (cbor2 without ``canonical``, ~4x cheaper, and
+    the encoding holds the GIL). A body that reached us from its author keeps the canonical key order
+    through every CBOR decode/encode on the way, so for bodies without floats the plain bytes are
+    already the canonical payload. A plain encoding decodes to exactly the values encoded, so if the
+    signature verifies over it, the author signed exactly this document. Only when that fails (a
+    body with floats, reordered keys, or a forgery) is the canonical payload built and checked.
+    """
     try:
         sig = doc.get("sig")
         body = doc["body"]
         if not isinstance(sig, (bytes, bytearray)) or not isinstance(body, dict):
             return False
-        payload = signing_payload(doc["id"], doc["rev"], body, doc.get("deleted", False))
+        docid, rev, author = doc["id"], doc["rev"], body.get("author")
+        if not is_account_id(author) or not isinstance(docid, str) or not isinstance(rev, str):
+            return False
+        items = [docid, rev, body, bool(doc.get("deleted", False)), author]
+        plain = cbor2.dumps(items)
+        if verify(author, plain, sig):
+            return True
+        canonical = cbor2.dumps(items, canonical=True)
     except (KeyError, ValueError, TypeError, AttributeError, cbor2.CBOREncodeError):
         return False
-    return verify(body["author"], payload, sig)
+    return canonical != plain and verify(author, canonical, sig)
 
 
 def _verify_chunk(docs: Sequence[dict]) -> list[bool]:
     return [verify_repl_doc(d) for d in docs]
+
+
+#: Threads in the shared verification pool (libsodium's verify releases the GIL, so one per core).
+VERIFY_THREADS = max(2, min(4, os.cpu_count() or 2))
+_pools: dict[int, tuple[Any, ThreadPool]] = {}
+
+
+def verify_pool(reactor: Any) -> ThreadPool:
+    """The verification pool for `reactor`: VERIFY_THREADS threads, started on first use, stopped at
+    reactor shutdown. Not the reactor's own pool (10 threads, shared with everything else): with one
+    thread per core and a FIFO queue, the chunks of the oldest batch run first and finish first, so
+    the in-order store can take it, instead of every queued batch sharing the cores and all finishing
+    late together."""
+    entry = _pools.get(id(reactor))
+    if entry is not None and entry[0] is reactor and entry[1].started:
+        return entry[1]
+    pool = ThreadPool(minthreads=0, maxthreads=VERIFY_THREADS, name="shiftpeer-verify")
+    pool.start()
+    _pools[id(reactor)] = (reactor, pool)
+
+    def stop() -> None:
+        if _pools.get(id(reactor), (None, None))[1] is pool:
+            del _pools[id(reactor)]
+        pool.stop()
+
+    reactor.addSystemEventTrigger("during", "shutdown", stop)
+    return pool
 
 
 def verify_many(
@@ -73,7 +117,8 @@ def verify_many(
     workers: int = 2,
 ) -> "Deferred[list[bool]]":
     """Verify a batch off the reactor thread, split over `workers` threads (libsodium releases
-    the GIL); results are in input order. Small batches are verified inline."""
+    the GIL); results are in input order. Small batches are verified inline. The default pool is
+    ``verify_pool(reactor)``."""
     docs = list(repl_docs)
     if len(docs) < INLINE_BELOW or workers < 1:
         return succeed(_verify_chunk(docs))
@@ -82,7 +127,7 @@ def verify_many(
 
         reactor = _reactor
     if threadpool is None:
-        threadpool = reactor.getThreadPool()
+        threadpool = verify_pool(reactor)
     n = min(workers, len(docs))
     size = -(-len(docs) // n)
     chunks = [docs[i : i + size] for i in range(0, len(docs), size)]

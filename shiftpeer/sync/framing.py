@@ -51,7 +51,7 @@ class FrameDecoder:
                 raise FrameTooLarge(length, limit)
             if end - pos - 4 < length:
                 break
-            frames.append(bytes(buf[pos + 4 : pos + 4 + length]))
+            frames.append(bytes(memoryview(buf)[pos + 4 : pos + 4 + length]))   # one copy, not two
             pos += 4 + length
         if pos:
             del buf[:pos]

@@ -32,6 +32,10 @@ log = Logger()
 BATCH_CHANGES = 500
 #: Unacknowledged ``changes`` batches a feeder lets out before it waits for acks.
 WINDOW = 8
+#: A feeder's first batch has at most this many changes; each next one doubles, up to BATCH_CHANGES. A small
+#: pull (or the first batches of a big one) then reaches the puller sooner, and its first batch is being
+#: stored while the next ones are still verified.
+RAMP_FIRST = 100
 #: A ``docs`` message is split when its encoded frame would pass this many bytes.
 DOCS_FRAME_BYTES = 4 * 1024 * 1024
 #: In live mode a changes batch of at most this many documents carries the documents themselves.
@@ -40,6 +44,8 @@ LIVE_INLINE = 16
 MAX_FEEDERS = 4096
 #: At most this many documents go into one store transaction (group commit of ready batches).
 MAX_COMMIT_DOCS = 5000
+#: A batch this small is stored in the reactor thread when the store does not fsync (default_store_batch).
+INLINE_STORE_DOCS = LIVE_INLINE
 
 
 class SyncError(Exception):
@@ -335,6 +341,7 @@ class Feeder:
         self.stopped = False
         self.pumping = False
         self.handle = handle    # set for a push we asked for
+        self.limit = min(RAMP_FIRST, mgr.batch_changes)   # changes in the next batch (ramps up)
 
     def pump(self) -> None:
         """Send changes while the window and the transport allow."""
@@ -344,7 +351,7 @@ class Feeder:
         try:
             conn = self.mgr.conn
             while not self.stopped and not conn.paused and len(self.unacked) < self.mgr.window:
-                chs = self.db.changes(since=self.sent, limit=self.mgr.batch_changes)
+                chs = self.db.changes(since=self.sent, limit=self.limit)
                 if not chs:
                     if self.caught_up_seq is None:
                         self.caught_up_seq = self.sent
@@ -368,6 +375,7 @@ class Feeder:
                 conn.write_frame(frame)
                 self.sent = seq
                 self.unacked.append(seq)
+                self.limit = min(self.limit * 2, self.mgr.batch_changes)
         except Exception:
             log.failure("feeding {db} to {peer} failed", db=self.name, peer=self.mgr.conn.peer_id)
             self.mgr.conn.send("error", code="internal", msg="the source failed", db=self.name, rid=self.rid)
@@ -421,8 +429,23 @@ class _Violation(Exception):
         self.code, self.message, self.db = code, message, db
 
 
+def _store_fsyncs(store: Any) -> bool:
+    """Does this store fsync each commit? (True when it cannot tell.)"""
+    sync = getattr(store, "sync", None)
+    if isinstance(sync, bool):
+        return sync
+    try:
+        return bool(store.env.flags()["sync"])
+    except Exception:
+        return True
+
+
 def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
-    """Store the docs and the checkpoint in one transaction, in the store's writer thread."""
+    """Store the docs and the checkpoint in one transaction, in the store's writer thread.
+
+    A small batch (a live change) for a store that does not fsync is written right here in the reactor
+    thread, like a local edit: the write takes well under a millisecond, the two thread hops it saves
+    (to the writer and back) cost more, and on a busy machine each hop is a scheduling delay."""
 
     def write() -> None:
         with store.write_txn() as txn:
@@ -430,6 +453,8 @@ def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db
                 db.bulk_replicated(docs, txn=txn)
             db.set_checkpoint(peer_id, remote_db, cp, txn=txn)
 
+    if len(docs) <= INLINE_STORE_DOCS and not _store_fsyncs(store):
+        return maybeDeferred(write)
     return store.run_in_writer(write)
 
 
@@ -438,7 +463,7 @@ class ReplicationManager:
 
     def __init__(self, conn: Any, store: Any, policy: Any, validator: Callable[[list], Any],
                  counters: collections.Counter, *, window: int = WINDOW, batch_changes: int = BATCH_CHANGES,
-                 store_batch: Optional[Callable[..., Deferred]] = None, backlog_high: int = 4 * WINDOW) -> None:
+                 store_batch: Optional[Callable[..., Deferred]] = None, backlog_high: Optional[int] = None) -> None:
         self.conn = conn
         self.store = store
         self.policy = policy
@@ -452,7 +477,7 @@ class ReplicationManager:
         self.pushes: dict[int, tuple[str, Replication]] = {}   # our push rid -> (local db, handle)
         self._next_rid = 1
         self._backlog = 0
-        self._backlog_high = backlog_high
+        self._backlog_high = backlog_high if backlog_high is not None else 4 * window
         self._reading_paused = False
         self._unsubscribe: Optional[Callable[[], None]] = None
 

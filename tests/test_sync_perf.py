@@ -1,0 +1,164 @@
+"""The performance mechanisms of sync (docs/protocol.md section 14): no Nagle, one write per received
+chunk, the feeder's batch ramp, small live batches stored in the reactor thread, the verification pool."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.testing import StringTransport
+
+from shiftpeer.identity import NodeKey
+from shiftpeer.identity.signing import VERIFY_THREADS, sign_doc, verify_many, verify_pool
+from shiftpeer.identity.tls import client_creator, server_creator
+from shiftpeer.store import Store
+from shiftpeer.sync import AllowAll, SyncFactory, messages
+from shiftpeer.sync.client import tls_client_endpoint, tls_server_endpoint
+from shiftpeer.sync.replication import RAMP_FIRST, ReplicationManager, default_store_batch
+from shiftpeer.sync.testing import MemoryStore, accept_all
+
+
+class RecordingConn:
+    peer_id = "peer"
+    paused = False
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, t, **f):
+        self.sent.append({"t": t, **f})
+
+    def encode(self, t, **f):
+        return messages.encode(t, **f)
+
+    def write_frame(self, frame):
+        self.sent.append(messages.decode(frame[4:]))
+
+
+def test_feeder_ramps_its_batches_up():
+    """The first batch has RAMP_FIRST changes, each next one twice as many, up to batch_changes."""
+    store = MemoryStore()
+    db = store.create_database("src")
+    for i in range(1000):
+        db.put(f"d{i:04d}", {"i": i})
+    conn = RecordingConn()
+    mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), window=8, batch_changes=300)
+    mgr.handle({"t": "pull", "rid": 1, "db": "src", "since": 0, "epoch": None, "live": False})
+    sizes = [len(m["ch"]) for m in conn.sent if m["t"] == "changes"]
+    assert RAMP_FIRST == 100
+    assert sizes == [100, 200, 300, 300, 100]
+
+
+class CountingTransport(StringTransport):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def write(self, data):
+        self.calls += 1
+        super().write(data)
+
+    def writeSequence(self, seq):
+        self.calls += 1
+        super().write(b"".join(seq))
+
+
+def test_frames_answering_one_read_go_out_in_one_write():
+    """Everything sent while handling received bytes (accept, changes, caught_up) is one transport write."""
+    store = MemoryStore()
+    db = store.create_database("src")
+    for i in range(3):
+        db.put(f"d{i}", {"i": i})
+    factory = SyncFactory(store, None, AllowAll(), reactor=reactor, validator=accept_all,
+                          peer_id_of=lambda transport: "peer")
+    proto = factory.buildProtocol(None)
+    transport = CountingTransport()
+    proto.makeConnection(transport)
+    assert transport.calls == 1                       # our hello
+    data = (messages.encode("hello", v=1, roles=[], maxf=1 << 20)
+            + messages.encode("pull", rid=1, db="src", since=0, epoch=None, live=False))
+    proto.dataReceived(data)
+    assert transport.calls == 2
+    frames, rest = [], transport.value()
+    while rest:
+        n = int.from_bytes(rest[:4], "big")
+        frames.append(messages.decode(rest[4:4 + n])["t"])
+        rest = rest[4 + n:]
+    assert frames == ["hello", "accept", "changes", "caught_up"]
+    # an error frame queued while handling input still goes out before the connection closes
+    proto.dataReceived(messages.encode("need", rid=1, seq=12345, want=[]))
+    assert transport.disconnecting
+    assert b"unexpected" in transport.value()
+
+
+def _signed_docs(n, key=None):
+    key = key or NodeKey.generate()
+    out = []
+    for i in range(n):
+        body = {"author": key.account_id, "n": i}
+        rev = f"1-{i:032x}"
+        out.append({"id": f"d{i}", "rev": rev, "deleted": False, "body": body,
+                    "sig": sign_doc(key, f"d{i}", rev, body, False), "history": [rev]})
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_batches_are_stored_inline_unless_the_store_fsyncs(tmp_path):
+    """A live-sized batch goes straight into a store without fsync; a syncing store's goes to its writer."""
+    for sync in (False, True):
+        store = Store(str(tmp_path / f"s{sync}"), reactor=reactor, sync=sync)
+        db = store.create_database("feed")
+        seen = []
+        store.subscribe(lambda name, seq: seen.append(threading.current_thread() is threading.main_thread()))
+        d = default_store_batch(store, db, _signed_docs(3), "peer", "remote", {"seq": 3, "epoch": "e"})
+        assert d.called is (not sync)
+        await d
+        assert db.doc_count() == 3 and db.get_checkpoint("peer", "remote") == {"seq": 3, "epoch": "e"}
+        # big batches always go to the writer thread
+        big = _signed_docs(40)
+        d = default_store_batch(store, db, big, "peer", "remote", {"seq": 40, "epoch": "e"})
+        assert not d.called
+        await d
+        assert db.doc_count() == 40
+        assert seen and all(seen)      # notifications always arrive in the reactor thread
+        store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_verification_pool_is_shared_bounded_and_in_order():
+    """verify_many uses one pool per reactor of VERIFY_THREADS threads; results stay in input order."""
+    pool = verify_pool(reactor)
+    assert verify_pool(reactor) is pool and pool.max == VERIFY_THREADS
+    docs = _signed_docs(200)
+    docs[150]["body"]["n"] = -1
+    results = await verify_many(docs)
+    assert [i for i, ok in enumerate(results) if not ok] == [150]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_nodelay_on_both_ends(tmp_path):
+    """Both ends of a real TLS connection turn Nagle off (a small frame is sent at once)."""
+    a_key, b_key = NodeKey.generate(), NodeKey.generate()
+    stores = [Store(str(tmp_path / n), reactor=reactor, sync=False) for n in "ab"]
+    fa = SyncFactory(stores[0], a_key, AllowAll(), reactor=reactor)
+    fb = SyncFactory(stores[1], b_key, AllowAll(), reactor=reactor)
+    port = await tls_server_endpoint(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+                                     server_creator(b_key)).listen(fb)
+    try:
+        ep = tls_client_endpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+                                 client_creator(a_key, expected_peer_id=b_key.account_id))
+        conn = await ep.connect(fa)
+        await conn.when_ready()
+        server = next(iter(fb.connections))
+        assert conn.transport.getTcpNoDelay() and server.transport.getTcpNoDelay()
+        conn.close()
+        await conn.when_closed()
+    finally:
+        await maybeDeferred(port.stopListening)
+        for s in stores:
+            s.close()
