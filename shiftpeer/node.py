@@ -9,6 +9,7 @@ and closes last, after nothing can use it any more:
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -213,10 +214,17 @@ class SyncService(SequentialMultiService):
         for conn in connections:
             close = getattr(conn, "close", None)
             close() if close is not None else conn.transport.loseConnection()
-        abort = node.clock.callLater(STOP_GRACE, self._abort, connections)
+        abort = node.clock.callLater(STOP_GRACE, lambda: self._abort([*connections, *node.accepted]))
         stops = [maybeDeferred(child.stopService) for child in reversed(list(self)) if child.running]
         closed = [c.when_closed() for c in connections if hasattr(c, "when_closed")]
         yield DeferredList([*stops, *closed], consumeErrors=True)
+        # connections accepted while the listeners were stopping (or still in their handshake) too
+        late = [c for c in {*node.accepted, *getattr(node.sync_factory, "connections", ())}
+                if c not in connections and hasattr(c, "when_closed")]
+        for conn in late:
+            conn.close()
+        if late:
+            yield DeferredList([c.when_closed() for c in late], consumeErrors=True)
         if abort.active():
             abort.cancel()
         for child in list(self):
@@ -262,6 +270,7 @@ class Node(SequentialMultiService):
         self.store: Any = None  # set by the store service while running
         self.sync_factory: Any = None  # set by the sync service while running (or injected by tests)
         self.peer_clients: dict[str, Any] = {}
+        self.accepted: weakref.WeakSet = weakref.WeakSet()   # every incoming sync protocol built
         self.roles: list[IService] = []
         self.api = ApiApp(self)
         if store_factory is None:
@@ -338,7 +347,8 @@ class Node(SequentialMultiService):
         from twisted.application.internet import StreamServerEndpointService
         from twisted.internet.endpoints import serverFromString
 
-        factory = _HookedFactory(self.sync_factory, lambda conn: self.peer_connected(conn, "incoming"))
+        factory = _HookedFactory(self.sync_factory, lambda conn: self.peer_connected(conn, "incoming"),
+                                 self.accepted)
         services = []
         for description in self.settings.listen:
             endpoint = serverFromString(self.reactor, description)
@@ -453,9 +463,10 @@ class Node(SequentialMultiService):
 class _HookedFactory:
     """Builds the sync factory's protocols with one more connection hook (which side or peer it is)."""
 
-    def __init__(self, factory: Any, hook: Callable[[Any], Any]):
+    def __init__(self, factory: Any, hook: Callable[[Any], Any], built: Any = None):
         self._factory = factory
         self._hook = hook
+        self._built = built
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._factory, name)
@@ -464,6 +475,8 @@ class _HookedFactory:
         proto = self._factory.buildProtocol(addr)
         if proto is not None and hasattr(proto, "extra_hooks"):
             proto.extra_hooks.append(self._hook)
+        if proto is not None and self._built is not None:
+            self._built.add(proto)
         return proto
 
 
