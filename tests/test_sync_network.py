@@ -122,7 +122,8 @@ async def test_pull_push_and_live_over_real_tls(tmp_path):
         await reps["pull"].caught_up
         await reps["push"].caught_up
         feed = a.store.database("user/feed")
-        assert feed.doc_count() == 700
+        # every master doc is here; pushed docs may already be coming through master too (live)
+        assert all(feed.get(f"m{i}") is not None for i in range(700))
         await until(lambda: b.store.database("master").doc_count() == 1000, what="push")
         t0 = time.monotonic()
         src.put("fresh", {"author": b.id, "n": -1}, sign=b.sign())
