@@ -33,7 +33,7 @@ log = Logger()
 #: Seconds a batch waits for another puller's body before asking its own feeder.
 LAZY_TIMEOUT = 2.0
 #: Revisions remembered per neighbour for announce suppression.
-SEEN_PER_PEER = 200_000
+SEEN_PER_PEER = 20_000
 
 Key = tuple  # (docid, rev)
 
@@ -124,7 +124,11 @@ class InFlight:
 
 
 class Seen:
-    """Per neighbour, the revisions it is known to hold (it announced or sent them): not announced back."""
+    """Per neighbour, the revisions it is known to hold (it announced or sent them): not announced back.
+
+    Only the most recent ``limit`` per neighbour are kept (announcements that matter are live ones),
+    as 64-bit hashes of (docid, rev), so eight neighbours cost a few megabytes.
+    """
 
     def __init__(self, limit: int = SEEN_PER_PEER) -> None:
         self._limit = limit
@@ -135,13 +139,13 @@ class Seen:
         seen = self._by_peer.setdefault(peer_id, collections.OrderedDict())
         for docid, revs in pairs:
             for rev in revs:
-                seen[(docid, rev)] = None
+                seen[hash((docid, rev))] = None
         while len(seen) > self._limit:
             seen.popitem(last=False)
 
     def has(self, peer_id: str, docid: str, revs: Iterable[str]) -> bool:
         seen = self._by_peer.get(peer_id)
-        return seen is not None and all((docid, rev) in seen for rev in revs)
+        return seen is not None and all(hash((docid, rev)) in seen for rev in revs)
 
     def forget(self, peer_id: str) -> None:
         self._by_peer.pop(peer_id, None)
