@@ -31,6 +31,10 @@ PEERS_PER_ANSWER = 32
 Check = Callable[[Any, dict], "str | None"]
 
 
+def _announce_all(conn: Any, dbname: str, ch: list) -> list:
+    return ch
+
+
 class Gossip:
     """Replicates ``dbname`` both ways with every firehose neighbour; see the module doc."""
 
@@ -72,8 +76,9 @@ class Gossip:
             log.info("refusing banned gossip neighbour {peer}", peer=peer)
             conn.close()
             return False
-        if self.suppress:
-            conn.replications.announce_filter = self.seen.announce_filter
+        feeds = getattr(conn.replications, "lazy_feeds", None)
+        if feeds is not None:       # our feeder of dbname: no inline bodies, no echo of what the peer holds
+            feeds[self.dbname] = self.seen.announce_filter if self.suppress else _announce_all
         conn.when_closed().addBoth(lambda _: self._closed(conn))
         current = self.pulls.get(peer)
         if current is not None and not current.stopped:
