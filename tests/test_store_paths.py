@@ -113,3 +113,19 @@ def test_check_json_refuses(body):
 
 def test_check_json_accepts_nested():
     codec.check_json({"a": [1, 2.5, -0.0, None, True, "x", {"b": [[], {}]}], "c": {"d": {"e": 1e300}}})
+
+
+def test_delete_database_in_the_transaction_that_wrote_it_leaves_no_index_entries(store):
+    keep = store.create_database("keep")
+    keep.put("k", {"href": "http://k.example/"})
+    with store.write_txn() as txn:
+        db = store.create_database("gone", txn=txn)
+        db.put("x", {"href": "http://x.example/"}, txn=txn)
+        db.bulk_replicated([new_doc("y", {"href": "http://y.example/"})], txn=txn)
+        store.delete_database("gone", txn=txn)
+    dbp = db._dbp
+    with store.env.begin() as txn:
+        for sub in (store._idx_db, store._log_db, store._docs_db):
+            with txn.cursor(db=sub) as cur:
+                assert not any(k[:4] == dbp for k in cur.iternext(values=False))
+    assert [d.id for d in keep.query("href", "http://k.example/")[0]] == ["k"]

@@ -350,6 +350,7 @@ class Store:
             if entry is None:
                 raise NotFound(f"no database named {name!r}")
             dbp = entry[:4]
+            w.flush_idx()  # index entries written earlier in this transaction are deleted below too
             w.txn.delete(name.encode(), db=self._names_db)
             w.txn.delete(dbp, db=self._state_db)
             w.states.pop(dbp, None)
