@@ -186,3 +186,19 @@ async def test_invite_only_registration(mesh):
         await bob.flows.register("bob", token)
     await alice.flows.link.when_ready()
     assert "inbox/alice" in alice.flows.link.pulls
+
+
+@pytest_twisted.ensureDeferred
+async def test_register_right_after_start_waits_for_the_hub(mesh):
+    """A register issued before the hub connection is up waits (bounded) for it instead of failing."""
+    from flowmesh import UserParty
+
+    await mesh.start(users=())
+    early = UserParty(mesh.tmp / "early", "early")
+    mesh.users["early"] = early
+    early.flows.link.connect_wait = 10.0
+    pending = early.flows.register("early")
+    assert not pending.called
+    await early.connect(mesh.hub)
+    assert (await pending)["name"] == "early"
+    assert mesh.hub.hub.accounts.id_of("early") == early.account

@@ -25,6 +25,8 @@ log = Logger()
 
 
 HUB_CONFIG = "hub.json"
+#: Seconds an API call that needs the hub waits for the connection when the node has only just started.
+CONNECT_WAIT = 10.0
 
 
 def load_hub_config(directory: str) -> dict:
@@ -105,7 +107,8 @@ class FlowsRole(Service):
         super().startService()
         node = self.node
         self.flows = UserFlows(node.store, node.key, node.clock, user=node.settings.user,
-                               full_peer=bool(node.settings.full_peer))
+                               full_peer=bool(node.settings.full_peer),
+                               connect_wait=CONNECT_WAIT if node.settings.connect else 0.0)
         self.flows.start()
         from shiftpeer.roles.flowroutes import install_user_routes
 

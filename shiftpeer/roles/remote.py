@@ -36,10 +36,15 @@ def flow_error(err: RemoteError) -> FlowError:
 class HubLink:
     """Tracks the hub connection and keeps this node's replications with it in step with its account."""
 
-    def __init__(self, store: Any, *, policy: Any = None, full_peer: bool = False) -> None:
+    def __init__(self, store: Any, *, policy: Any = None, full_peer: bool = False, clock: Any = None,
+                 connect_wait: float = 0.0) -> None:
         self._store = store
         self._policy = policy
         self.full_peer = full_peer
+        #: how long a call made while the hub is not (yet) connected waits for it (a node just started)
+        self._clock = clock
+        self.connect_wait = connect_wait
+        self._connect_waiters: list[Deferred] = []
         self.conn: Any = None
         self.account: dict = {}
         self.pulls: dict[str, Any] = {}
@@ -59,6 +64,9 @@ class HubLink:
         self.pulls, self.push, self.account = {}, None, {}
         if self._policy is not None:
             self._policy.hub_ids = {conn.peer_id}
+        waiters, self._connect_waiters = self._connect_waiters, []
+        for d in waiters:
+            d.callback(conn)
         self.refresh().addErrback(lambda f: log.warn("hub {hub}: {err}", hub=conn.peer_id,
                                                      err=f.getErrorMessage()))
 
@@ -69,9 +77,13 @@ class HubLink:
         return conn is not None and conn in conn.factory.connections
 
     def call(self, method: str, args: dict) -> Deferred:
-        """Call the hub; fails with NotConnected offline and FlowError with the hub's message."""
+        """Call the hub; fails with NotConnected offline and FlowError with the hub's message.
+
+        Offline, the call first waits up to ``connect_wait`` seconds for the hub connection."""
         if not self.connected:
-            return fail(NotConnected("not connected to the hub (is it running? check 'shiftpeer status')"))
+            if self._clock is None or self.connect_wait <= 0:
+                return fail(NotConnected("not connected to the hub (is it running? check 'shiftpeer status')"))
+            return self._wait_connected().addCallback(lambda _: self.call(method, args))
 
         def refused(f: Any) -> Any:
             f.trap(RemoteError)
@@ -80,6 +92,19 @@ class HubLink:
             raise flow_error(f.value)
 
         return self.conn.call(method, args).addErrback(refused)
+
+    def _wait_connected(self) -> Deferred:
+        d: Deferred = Deferred()
+        self._connect_waiters.append(d)
+
+        def give_up() -> None:
+            if d in self._connect_waiters:
+                self._connect_waiters.remove(d)
+                d.errback(NotConnected(f"not connected to the hub after {self.connect_wait:g}s "
+                                       "(is it running? check 'shiftpeer status')"))
+
+        timer = self._clock.callLater(self.connect_wait, give_up)
+        return d.addBoth(lambda r: (timer.cancel() if timer.active() else None) or r)
 
     def when_ready(self) -> Deferred:
         """Fires once the account is known and its replications are started."""

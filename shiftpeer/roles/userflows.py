@@ -35,13 +35,13 @@ class UserFlows:
     name = "flows"
 
     def __init__(self, store: Any, key: Any, clock: Any, *, user: str | None = None,
-                 full_peer: bool = False) -> None:
+                 full_peer: bool = False, connect_wait: float = 0.0) -> None:
         self.store = store
         self.key = key
         self.user = user
         self.full_peer = full_peer
         self.policy = UserPolicy()
-        self.link = HubLink(store, policy=self.policy, full_peer=full_peer)
+        self.link = HubLink(store, policy=self.policy, full_peer=full_peer, clock=clock, connect_wait=connect_wait)
         self.publisher = Publisher(store, key, clock, self.link.deliver)
         self.link.publisher = self.publisher
         self.social = UserSocial(store)
