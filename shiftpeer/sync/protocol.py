@@ -49,6 +49,9 @@ class SyncProtocol(Protocol):
         self.paused = False                          # the transport asked us to stop producing
         self.frames_in = self.frames_out = 0
         self.bytes_in = self.bytes_out = 0
+        #: frame bytes received (with the 4-byte prefix) per message type; live changes carrying documents
+        #: count as "changes_docs"
+        self.bytes_in_by_type: collections.Counter = collections.Counter()
         self._decoder = FrameDecoder(factory.max_frame)
         self._closing = False
         self._calls: dict[int, Deferred] = {}
@@ -221,6 +224,8 @@ class SyncProtocol(Protocol):
             except ProtocolError as e:
                 self.bad_input(e.code, str(e), None)
                 return
+            self.bytes_in_by_type["changes_docs" if msg["t"] == "changes" and msg.get("docs") is not None
+                                  else msg["t"]] += len(frame) + 4
             if msg["t"] == "hello" and msg["v"] != self.factory.protocol_version:
                 self.bad_input("version", f"protocol version {msg['v']} is not supported; this node speaks "
                                f"version {self.factory.protocol_version}", None)

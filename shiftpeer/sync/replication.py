@@ -360,8 +360,11 @@ class Feeder:
                     break
                 seq = chs[-1].seq
                 ch = [[c.id, list(c.revs)] for c in chs]
+                lazy = self.mgr.lazy_feeds.get(self.name)
+                if lazy is not None:         # gossip: announce only what the peer may lack, never inline docs
+                    ch = lazy(conn, self.name, ch)
                 frame = None
-                if self.caught_up_seq is not None and len(chs) <= LIVE_INLINE:
+                if lazy is None and self.caught_up_seq is not None and len(chs) <= LIVE_INLINE:
                     # live and small: the documents ride along, saving the need/docs round trip
                     docs = self.db.get_repl_docs([(c.id, list(c.revs)) for c in chs])
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch, docs=docs)
@@ -480,6 +483,9 @@ class ReplicationManager:
         self._backlog_high = backlog_high if backlog_high is not None else 4 * window
         self._reading_paused = False
         self._unsubscribe: Optional[Callable[[], None]] = None
+        #: per served database, filter(conn, dbname, ch) -> ch: its feeders announce the filtered changes and
+        #: never carry documents inline (set by roles on a connection, e.g. gossip of ``master``)
+        self.lazy_feeds: dict[str, Callable[[Any, str, list], list]] = {}
 
     def store_batch(self, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
         return maybeDeferred(self._store_batch, self.store, db, docs, peer_id, remote_db, cp)
