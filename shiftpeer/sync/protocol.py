@@ -21,8 +21,14 @@ from zope.interface import implementer
 
 from shiftpeer.sync import messages
 from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge, encode_frame
-from shiftpeer.sync.messages import PROTOCOL_VERSION, ProtocolError
-from shiftpeer.sync.replication import BATCH_CHANGES, WINDOW, Replication, ReplicationManager
+from shiftpeer.sync.messages import MAX_BATCH, PROTOCOL_VERSION, ProtocolError
+from shiftpeer.sync.replication import (BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
+                                        ReplicationManager)
+
+#: Seconds from the TCP connection to the peer's hello (the TLS handshake included).
+HANDSHAKE_TIMEOUT = 30.0
+#: Seconds from the first byte of a frame to its last: a peer that trickles bytes is cut off.
+FRAME_TIMEOUT = 120.0
 
 log = Logger()
 
@@ -58,7 +64,11 @@ class SyncProtocol(Protocol):
         self._next_call = 1
         self.replications = ReplicationManager(
             self, factory.store, factory.policy, factory.validator, factory.counters,
-            window=factory.window, batch_changes=factory.batch_changes, store_batch=factory.store_batch)
+            window=factory.window, batch_changes=factory.batch_changes, store_batch=factory.store_batch,
+            max_batch=factory.max_batch, max_replications=factory.max_replications, clock=factory.reactor,
+            rate=RateLimit(factory.docs_per_second, factory.reactor) if factory.docs_per_second else None)
+        self._hello_timer: Any = None
+        self._frame_timer: Any = None
         self._ready: Deferred | None = None
         self._ready_waiters: list[Deferred] = []
         self.extra_hooks: list[Callable[["SyncProtocol"], Any]] = []
@@ -109,6 +119,7 @@ class SyncProtocol(Protocol):
             return
         self.peer_id = peer_id
         self.peer_roles = tuple(msg["roles"])
+        self._cancel_timer("_hello_timer")
         self.factory.connections.add(self)
         log.info("connected to {peer} (roles {roles})", peer=peer_id, roles=",".join(self.peer_roles))
         for hook in [*self.factory.on_connected, *self.extra_hooks]:
@@ -162,6 +173,8 @@ class SyncProtocol(Protocol):
             return
         self._lost = True
         self._closing = True
+        self._cancel_timer("_hello_timer")
+        self._cancel_timer("_frame_timer")
         self.factory.connections.discard(self)
         self.replications.connection_lost()
         calls, self._calls = self._calls, {}
@@ -191,6 +204,10 @@ class SyncProtocol(Protocol):
     def connectionMade(self) -> None:
         self._no_delay()
         self.transport.registerProducer(self, True)
+        if self.factory.handshake_timeout:
+            self._hello_timer = self.factory.reactor.callLater(
+                self.factory.handshake_timeout, self._timed_out,
+                f"no hello within {self.factory.handshake_timeout:g} seconds")
         self._write(messages.encode("hello", v=self.factory.protocol_version, roles=list(self.factory.roles),
                                     maxf=self.factory.max_frame))
 
@@ -203,6 +220,12 @@ class SyncProtocol(Protocol):
         except FrameTooLarge as e:
             self.bad_input("frame_too_large", str(e), None)
             return
+        if not self._decoder.buffered or frames:   # no partial frame, or a new one began in this read
+            self._cancel_timer("_frame_timer")
+        if self._decoder.buffered and self._frame_timer is None and self.factory.frame_timeout:
+            self._frame_timer = self.factory.reactor.callLater(
+                self.factory.frame_timeout, self._timed_out,
+                f"a frame took more than {self.factory.frame_timeout:g} seconds to arrive")
         if not frames:
             return
         if self._out is not None:       # re-entered while handling data: the outer call flushes
@@ -353,6 +376,21 @@ class SyncProtocol(Protocol):
             else:
                 self.transport.writeSequence(out)
 
+    def _cancel_timer(self, name: str) -> None:
+        timer = getattr(self, name)
+        setattr(self, name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timed_out(self, why: str) -> None:
+        """A slow or silent peer: say why, then drop it at once (it may not be reading, so do not wait)."""
+        self._hello_timer = self._frame_timer = None
+        if self._closing:
+            return
+        self.bad_input("timeout", why, None)
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def _close(self) -> None:
         if not self._closing:
             self._flush_out()   # an error frame queued just before must go out before close_notify
@@ -429,7 +467,10 @@ class SyncFactory(Factory):
                  peer_id_of: Optional[Callable[[Any], Optional[str]]] = None,
                  window: int = WINDOW, batch_changes: int = BATCH_CHANGES, max_frame: int = MAX_FRAME,
                  store_batch: Optional[Callable[..., Deferred]] = None,
-                 protocol_version: int = PROTOCOL_VERSION) -> None:
+                 protocol_version: int = PROTOCOL_VERSION,
+                 handshake_timeout: Optional[float] = HANDSHAKE_TIMEOUT,
+                 frame_timeout: Optional[float] = FRAME_TIMEOUT, max_batch: int = MAX_BATCH,
+                 max_replications: int = MAX_FEEDERS, docs_per_second: Optional[float] = None) -> None:
         self.store = store
         self.key = key
         self.policy = policy
@@ -442,6 +483,11 @@ class SyncFactory(Factory):
         self.max_frame = max_frame
         self.store_batch = store_batch
         self.protocol_version = protocol_version
+        self.handshake_timeout = handshake_timeout   # per-peer limits and timeouts: docs/protocol.md section 8
+        self.frame_timeout = frame_timeout
+        self.max_batch = max_batch
+        self.max_replications = max_replications
+        self.docs_per_second = docs_per_second
         self.rpc_handlers: dict[str, Callable[[SyncProtocol, dict], Any]] = {}
         self.on_connected: list[Callable[[SyncProtocol], Any]] = []
         self.on_pushed: list[Callable[[SyncProtocol, Replication], Any]] = []

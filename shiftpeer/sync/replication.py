@@ -139,6 +139,27 @@ class Replication:
         return f"<Replication {self.direction} {self.local_db!r}<->{self.remote_db!r} seq={self.seq}>"
 
 
+class RateLimit:
+    """A token bucket: ``rate`` documents a second, bursts of up to one second's worth."""
+
+    def __init__(self, rate: float, clock: Any) -> None:
+        self.rate = float(rate)
+        self.clock = clock
+        self.tokens = self.rate
+        self.stamp = clock.seconds()
+
+    def wait(self, n: int) -> float:
+        """Seconds to wait before ``n`` documents may go (0: take them now)."""
+        now = self.clock.seconds()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        need = min(n, self.rate)          # a batch bigger than a second's worth goes when the bucket is full
+        if self.tokens + 1e-9 >= need:
+            self.tokens -= n              # may go negative: the next batch waits for it
+            return 0.0
+        return (need - self.tokens) / self.rate
+
+
 class _Batch:
     __slots__ = ("seq", "want", "docs", "state", "marker")
 
@@ -168,6 +189,7 @@ class Puller:
         self.epoch: Optional[str] = None
         self.stopped = False
         self.db: Any = None
+        self.delayed: Any = None       # a timer while the documents-per-second limit holds a batch back
 
     def start(self) -> None:
         store = self.mgr.store
@@ -259,13 +281,21 @@ class Puller:
             return
         take: list[_Batch] = []
         ndocs = 0
+        cap = MAX_COMMIT_DOCS if self.mgr.rate is None else min(MAX_COMMIT_DOCS, max(1, int(self.mgr.rate.rate)))
         for b in self.queue:
-            if b.state != "ready" or (take and ndocs + len(b.docs) > MAX_COMMIT_DOCS):
+            if b.state != "ready" or (take and ndocs + len(b.docs) > cap):
                 break
             take.append(b)
             ndocs += len(b.docs)
         if not take:
             return
+        rate = self.mgr.rate
+        if rate is not None and ndocs:
+            wait = rate.wait(ndocs)
+            if wait > 0:              # over the peer's documents-per-second: store (and ack) later
+                if self.delayed is None:
+                    self.delayed = self.mgr.clock.callLater(wait, self._resume_after_rate)
+                return
         for b in take:
             b.state = "storing"
         self.storing = True
@@ -274,6 +304,10 @@ class Puller:
         cp = {"seq": seq, "epoch": self.epoch}
         d = self.mgr.store_batch(self.db, docs, self.mgr.conn.peer_id, self.remote_db, cp)
         d.addCallbacks(self._stored, self._store_failed, callbackArgs=(take, len(docs)))
+
+    def _resume_after_rate(self) -> None:
+        self.delayed = None
+        self._advance()
 
     def _stored(self, _: Any, take: list, ndocs: int) -> None:
         self.storing = False
@@ -303,10 +337,16 @@ class Puller:
         self.mgr.conn.violation("store_failed", f"could not store documents: {f.getErrorMessage()}",
                                 self.remote_db)
 
+    def _cancel_delay(self) -> None:
+        if self.delayed is not None and self.delayed.active():
+            self.delayed.cancel()
+        self.delayed = None
+
     def stop(self, notify: bool = True) -> None:
         if self.stopped:
             return
         self.stopped = True
+        self._cancel_delay()
         if notify:
             self.mgr.conn.send("stop", rid=self.rid, role="pull")
         self.mgr.backlog(-len(self.queue))
@@ -318,6 +358,7 @@ class Puller:
         if self.stopped:
             return
         self.stopped = True
+        self._cancel_delay()
         self.mgr.backlog(-len(self.queue))
         self.queue.clear()
         self.mgr.pullers.pop(self.rid, None)
@@ -466,7 +507,9 @@ class ReplicationManager:
 
     def __init__(self, conn: Any, store: Any, policy: Any, validator: Callable[[list], Any],
                  counters: collections.Counter, *, window: int = WINDOW, batch_changes: int = BATCH_CHANGES,
-                 store_batch: Optional[Callable[..., Deferred]] = None, backlog_high: Optional[int] = None) -> None:
+                 store_batch: Optional[Callable[..., Deferred]] = None, backlog_high: Optional[int] = None,
+                 max_batch: int = 10000, max_replications: int = MAX_FEEDERS, clock: Any = None,
+                 rate: Optional[RateLimit] = None) -> None:
         self.conn = conn
         self.store = store
         self.policy = policy
@@ -475,6 +518,10 @@ class ReplicationManager:
         self.window = window
         self.batch_changes = batch_changes
         self._store_batch = store_batch or default_store_batch
+        self.max_batch = max_batch                 # entries per changes/need/docs message from this peer
+        self.max_replications = max_replications   # replications this peer may open here (pull or push)
+        self.clock = clock
+        self.rate = rate                           # documents per second stored from this peer
         self.pullers: dict[int, Puller] = {}
         self.feeders: dict[int, Feeder] = {}
         self.pushes: dict[int, tuple[str, Replication]] = {}   # our push rid -> (local db, handle)
@@ -565,6 +612,10 @@ class ReplicationManager:
 
     # -- incoming messages
     def handle(self, msg: dict) -> None:
+        entries = msg.get("ch", msg.get("want", msg.get("docs")))
+        if entries is not None and len(entries) > self.max_batch:
+            self.conn.violation("limit", f"{msg['t']} with {len(entries)} entries; the limit is {self.max_batch}")
+            return
         try:
             getattr(self, "_on_" + msg["t"])(msg)
         except _Violation as v:
@@ -634,8 +685,8 @@ class ReplicationManager:
         rid, name = msg["rid"], msg["db"]
         if rid in self.feeders:
             raise _Violation("duplicate", f"replication id {rid} is already in use", name)
-        if len(self.feeders) >= MAX_FEEDERS:
-            return self._refuse(rid, "limit", name, f"more than {MAX_FEEDERS} replications; refused")
+        if self._peer_opened() >= self.max_replications:
+            return self._refuse(rid, "limit", name, f"more than {self.max_replications} replications; refused")
         handle = None
         if msg.get("push") is not None:
             entry = self.pushes.get(msg["push"])
@@ -657,8 +708,14 @@ class ReplicationManager:
             self._ensure_subscribed()
         f.pump()
 
+    def _peer_opened(self) -> int:
+        """Replications the peer opened here: the ones we serve and the pushes we pull for it."""
+        return len(self.feeders) + sum(1 for p in self.pullers.values() if p.push is not None)
+
     def _on_push(self, msg: dict) -> None:
         rid, name = msg["rid"], msg["db"]
+        if self._peer_opened() >= self.max_replications:
+            return self._refuse(rid, "limit", name, f"more than {self.max_replications} replications; refused")
         if not self.policy.may_write(self.conn.peer_id, name, self.conn):
             return self._refuse(rid, "forbidden", name, "may not write")
         p = Puller(self, self._rid(), msg["src"], name, msg["live"], push=rid)
