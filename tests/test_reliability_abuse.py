@@ -116,3 +116,36 @@ async def test_unregistered_peer_gets_only_the_public_firehose(tmp_path):
             conn.close()
     finally:
         await node.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_and_trickling_connections_are_cut_off(hub):
+    """A TCP connection that never starts TLS, and one that trickles a byte every 50 ms, are both closed by
+    the hub's handshake timeout, while an authenticated client keeps being served."""
+    from twisted.internet.task import deferLater
+
+    hub.factory.handshake_timeout = 0.3
+
+    class Raw(Protocol):
+        def __init__(self) -> None:
+            self.lost: Deferred = Deferred()
+
+        def connectionLost(self, reason=None) -> None:
+            self.lost.callback(None)
+
+    ep = TCP4ClientEndpoint(reactor, "127.0.0.1", hub.port.getHost().port)
+    silent, trickler = Raw(), Raw()
+    await connectProtocol(ep, silent)
+    await connectProtocol(ep, trickler)
+    t0 = reactor.seconds()
+    for _ in range(200):   # bounded: 10 s of trickling at most
+        if trickler.lost.called:
+            break
+        trickler.transport.write(b"\x16")
+        await deferLater(reactor, 0.05, lambda: None)
+    await silent.lost
+    assert trickler.lost.called and reactor.seconds() - t0 < 5
+    hub.factory.handshake_timeout = 30.0
+    conn = await Client(reactor, hub.port.getHost().port, hub.id).connect()
+    assert await conn.call("ping", {}) == {"pong": True}
+    conn.close()
