@@ -40,7 +40,8 @@ class Gossip:
 
     def __init__(self, store: Any, clock: Any, *, dbname: str = "master", check: Optional[Check] = None,
                  scores: Optional[PeerScores] = None, timeout: float = LAZY_TIMEOUT, max_pulls: int = 64,
-                 lazy: bool = True, flood: bool = False, suppress: bool = True) -> None:
+                 lazy: bool = True, flood: bool = False, suppress: bool = True,
+                 strike_refused: bool = True) -> None:
         self.store = store
         self.clock = clock
         self.dbname = dbname
@@ -49,6 +50,7 @@ class Gossip:
         self.timeout = timeout
         self.max_pulls = max_pulls
         self.lazy, self.flood, self.suppress = lazy, flood, suppress
+        self.strike_refused = strike_refused     # a refused document counts against the neighbour
         self.inflight = InFlight()
         self.seen = Seen()
         self.pulls: dict[str, Any] = {}          # peer id -> GossipPuller
@@ -143,7 +145,8 @@ class Gossip:
                     else:
                         log.warn("refused {doc} {rev} from gossip neighbour {peer}: {why}", doc=doc["id"],
                                  rev=doc["rev"], peer=peer_id, why=why)
-                        self.clock.callLater(0, self.strike, peer_id, "refused")
+                        if self.strike_refused:
+                            self.clock.callLater(0, self.strike, peer_id, "refused")
             return default_store_batch(store, db, accepted, peer_id, remote_db, cp)
 
         return store_batch

@@ -76,10 +76,10 @@ class _GossipRole(Service):
         self.gossip: Gossip | None = None
         self.replications: list[LocalReplication] = []
 
-    def make_gossip(self, check: Any) -> Gossip:
+    def make_gossip(self, check: Any, **kw: Any) -> Gossip:
         path = os.path.join(self.node.settings.directory, BANS_FILE)
         return Gossip(self.node.store, self.node.clock, dbname=MASTER, check=check,
-                      scores=PeerScores(path), timeout=self.timeout)
+                      scores=PeerScores(path), timeout=self.timeout, **kw)
 
     def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
         return self.gossip is not None and self.gossip.may_read(peer_id, dbname, conn)
@@ -221,7 +221,9 @@ class FederationRole(_GossipRole):
             check = lambda db, doc: hub.rules.check(db, MASTER, None, doc)  # noqa: E731
         else:
             check = firehose_check
-        self.gossip = self.make_gossip(check)
+        # an honest hub may refuse a document another holds (a comment whose shift has not arrived yet,
+        # a group it does not know): refusals are logged, not held against the peer
+        self.gossip = self.make_gossip(check, strike_refused=False)
 
     def stopService(self) -> Deferred:
         super().stopService()
