@@ -81,10 +81,7 @@ def local_replications(node: Any) -> list[dict]:
         for r in list(getattr(role, "replications", ()) or ()):
             if not (store.has_database(r.source) and store.has_database(r.target)):
                 continue
-            src = store.database(r.source)
-            cp = store.database(r.target).get_checkpoint("local", r.source) or {}
-            done = cp.get("seq", 0) if cp.get("epoch") == src.epoch else 0
-            head = src.update_seq()
+            done, head = r.progress()
             out.append(_entry("local", r.target, r.source, None, None, done, head, done >= head, 0, True))
     return out
 

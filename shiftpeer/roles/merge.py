@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from shiftpeer.roles import audience
+from shiftpeer.roles.following import CommitFollower, checkpoint_since, save_checkpoint
 
 SHARED_DB = "shared"
 MERGE_PEER = "merge"
@@ -32,77 +32,27 @@ def is_source(dbname: str) -> bool:
     return audience.vis_token(dbname) is not None
 
 
-class SharedMerger:
+class SharedMerger(CommitFollower):
     """Copies every source database's changes into ``shared`` from per-source checkpoints."""
 
     def __init__(self, store: Any, clock: Any, *, on_new: NewDocsHook | None = None, batch: int = BATCH) -> None:
-        self._store = store
-        self._clock = clock
+        super().__init__(store, clock)
         self._on_new = on_new
         self._batch = batch
-        self._pending: set[str] = set()
-        self._call = None
-        self._unsubscribe = None
-        self._idle: list[Deferred] = []
         self.shared = store.create_database(SHARED_DB)
 
-    def start(self) -> None:
-        """Follow commits, and catch up every source that changed while the hub was down."""
-        self._unsubscribe = self._store.subscribe(self._on_commit)
-        for name in self._store.list_databases():
-            if is_source(name):
-                self._pending.add(name)
-        self._schedule()
+    def watches(self, dbname: str) -> bool:
+        return is_source(dbname)
 
-    def stop(self) -> None:
-        """Stop following commits; a scheduled step is cancelled."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        self._fire_idle()
-
-    def when_idle(self) -> Deferred:
-        """Fires once nothing waits to be merged (tests, orderly shutdown)."""
-        if self._call is None:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._idle.append(d)
-        return d
-
-    def _on_commit(self, dbname: str, seq: int) -> None:
-        if is_source(dbname):
-            self._pending.add(dbname)
-            self._schedule()
-
-    def _schedule(self) -> None:
-        if self._call is None and self._pending and self._unsubscribe is not None:
-            self._call = self._clock.callLater(0, self._step)
-
-    def _step(self) -> None:
-        self._call = None
-        for name in sorted(self._pending):
-            self._pending.discard(name)
-            try:
-                if self.merge_once(name):
-                    self._pending.add(name)
-            except Exception:
-                log.failure("merging {source} into shared failed", source=name)
-        if self._pending:
-            self._schedule()
-        else:
-            self._fire_idle()
+    def copy_once(self, source: str) -> bool:
+        return self.merge_once(source)
 
     def merge_once(self, name: str) -> bool:
         """Merge one batch of ``name``'s changes into ``shared``; True when more are waiting."""
         if not self._store.has_database(name):
             return False
         src = self._store.database(name)
-        cp = self.shared.get_checkpoint(MERGE_PEER, name) or {}
-        since = cp.get("seq", 0) if cp.get("epoch") == src.epoch else 0
-        changes = src.changes(since=since, limit=self._batch)
+        changes = src.changes(since=checkpoint_since(self.shared, MERGE_PEER, src), limit=self._batch)
         if not changes:
             return False
         docs = src.get_repl_docs([(c.id, list(c.revs)) for c in changes])
@@ -115,7 +65,7 @@ class SharedMerger:
         with self._store.write_txn() as txn:
             for tokens, group in by_tokens.items():
                 self.shared.bulk_replicated(group, vis=list(tokens), txn=txn)
-            self.shared.set_checkpoint(MERGE_PEER, name, {"seq": changes[-1].seq, "epoch": src.epoch}, txn=txn)
+            save_checkpoint(self.shared, MERGE_PEER, src, changes[-1].seq, txn)
         log.debug("merged {count} docs of {source} into shared", count=len(docs), source=name)
         if fresh and self._on_new is not None:
             self._on_new(fresh)
@@ -131,8 +81,3 @@ class SharedMerger:
             if shift is not None:
                 tokens.update(shift.vis)
         return sorted(tokens)
-
-    def _fire_idle(self) -> None:
-        waiters, self._idle = self._idle, []
-        for d in waiters:
-            d.callback(None)

@@ -13,6 +13,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from shiftpeer.roles.following import CommitFollower, checkpoint_since, save_checkpoint
 from shiftpeer.shifts import FEED, PRIVATE, PUBLIC
 
 #: The peer id local replications record their checkpoints under.
@@ -21,105 +22,50 @@ LOCAL_PEER = "local"
 BATCH = 500
 
 
-class LocalReplication:
+class LocalReplication(CommitFollower):
     """Copies one local database into another, from a checkpoint kept in the target, whenever it changes."""
 
-    log = Logger()
-
     def __init__(self, store: Any, source: str, target: str, clock: Any, batch: int = BATCH):
-        self._store = store
+        super().__init__(store, clock)
         self.source = source
         self.target = target
-        self._clock = clock
         self._batch = batch
-        self._scheduled = None
-        self._unsubscribe = None
-        self._running = False
-        self._idle_waiters: list[Deferred] = []
 
-    def start(self) -> None:
-        """Subscribe to commits and catch up with what changed while the node was down."""
-        self._running = True
-        self._unsubscribe = self._store.subscribe(self._on_commit)
-        self._schedule()
+    def __repr__(self) -> str:
+        return f"<LocalReplication {self.source} -> {self.target}>"
 
-    def stop(self) -> None:
-        """Stop following commits; a scheduled step is cancelled."""
-        self._running = False
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        if self._scheduled is not None and self._scheduled.active():
-            self._scheduled.cancel()
-        self._scheduled = None
-        self._fire_idle()
+    def watches(self, dbname: str) -> bool:
+        return dbname == self.source
 
-    def nudge(self) -> None:
-        """Schedule a copy step now (it does nothing when already caught up)."""
-        self._schedule()
+    def sources(self) -> list[str]:
+        return [self.source]
 
-    def _on_commit(self, dbname: str, seq: int) -> None:
-        if dbname == self.source:
-            self._schedule()
+    def copy_once(self, source: str) -> bool:
+        return self.pump_once()
 
-    def _schedule(self) -> None:
-        # Coalesce: many commits in one reactor turn cause one step, run outside the commit callback.
-        if self._running and self._scheduled is None:
-            self._scheduled = self._clock.callLater(0, self._step)
-
-    def _checkpoint_seq(self, src: Any, dst: Any) -> int:
-        cp = dst.get_checkpoint(LOCAL_PEER, self.source)
-        if not cp or cp.get("epoch") != src.epoch:
-            return 0  # the source was recreated: start over (copies are idempotent)
-        return int(cp.get("seq", 0))
-
-    def _step(self) -> None:
-        self._scheduled = None
-        if not self._running:
-            return
-        try:
-            more = self.pump_once()
-        except Exception:
-            self.log.failure("local replication {source} -> {target} failed", source=self.source, target=self.target)
-            return
-        if more:
-            self._schedule()
-        else:
-            self._fire_idle()
+    def progress(self) -> tuple[int, int]:
+        """(source sequence copied, source head) for status and metrics."""
+        src = self._store.database(self.source)
+        return checkpoint_since(self._store.database(self.target), LOCAL_PEER, src), src.update_seq()
 
     def pump_once(self) -> bool:
         """Copy one batch of changes; True when more are waiting."""
         src = self._store.database(self.source)
         dst = self._store.database(self.target)
-        since = self._checkpoint_seq(src, dst)
-        changes = src.changes(since=since, limit=self._batch)
+        changes = src.changes(since=checkpoint_since(dst, LOCAL_PEER, src), limit=self._batch)
         if not changes:
             return False
         wanted = dst.revs_diff({c.id: list(c.revs) for c in changes})
         missing = [(docid, revs) for docid, revs in wanted.items() if revs]
-        last = changes[-1].seq
         with self._store.write_txn() as txn:
             if missing:
                 dst.bulk_replicated(src.get_repl_docs(missing), txn=txn)
-            dst.set_checkpoint(LOCAL_PEER, self.source, {"seq": last, "epoch": src.epoch}, txn=txn)
+            save_checkpoint(dst, LOCAL_PEER, src, changes[-1].seq, txn)
         self.log.debug(
             "copied {count} docs {source} -> {target} up to seq {seq}",
-            count=len(missing), source=self.source, target=self.target, seq=last,
+            count=len(missing), source=self.source, target=self.target, seq=changes[-1].seq,
         )
         return len(changes) >= self._batch
-
-    def _fire_idle(self) -> None:
-        waiters, self._idle_waiters = self._idle_waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    def when_idle(self) -> Deferred:
-        """A Deferred that fires once no copy is pending (for tests and orderly shutdown)."""
-        if self._scheduled is None:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._idle_waiters.append(d)
-        return d
 
 
 class UserRole(Service):

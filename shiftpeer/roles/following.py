@@ -1,0 +1,110 @@
+"""Copying between databases of one node: the machinery shared by every in-process replication.
+
+``user/private -> user/feed``, ``master -> shared`` on a hub, ``master -> user/feed`` on a full peer: each
+follows store commits, runs its copy step outside the commit callback (many commits in one reactor turn
+cause one step), resumes from a checkpoint kept in the target, and starts over when the source was
+recreated (a new epoch). Subclasses say which databases they watch and how one batch is copied.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+
+def checkpoint_since(target: Any, peer: str, source: Any) -> int:
+    """The source sequence already copied into ``target`` (0 when none, or the source was recreated)."""
+    cp = target.get_checkpoint(peer, source.name) or {}
+    return int(cp.get("seq", 0)) if cp.get("epoch") == source.epoch else 0
+
+
+def save_checkpoint(target: Any, peer: str, source: Any, seq: int, txn: Any) -> None:
+    """Record that ``source`` is copied into ``target`` up to ``seq`` (in the copy's own transaction)."""
+    target.set_checkpoint(peer, source.name, {"seq": seq, "epoch": source.epoch}, txn=txn)
+
+
+class CommitFollower:
+    """Runs ``copy_once(source)`` for every watched source that committed, until each is caught up."""
+
+    log = Logger()
+
+    def __init__(self, store: Any, clock: Any) -> None:
+        self._store = store
+        self._clock = clock
+        self._pending: set[str] = set()
+        self._call = None
+        self._unsubscribe = None
+        self._idle: list[Deferred] = []
+
+    # What a subclass provides.
+    def watches(self, dbname: str) -> bool:
+        """Does a commit to ``dbname`` call for a copy step?"""
+        raise NotImplementedError
+
+    def sources(self) -> Iterable[str]:
+        """The sources to catch up with at start (changes made while the node was down)."""
+        return [name for name in self._store.list_databases() if self.watches(name)]
+
+    def copy_once(self, source: str) -> bool:
+        """Copy one batch from ``source``; True when more are waiting."""
+        raise NotImplementedError
+
+    # The machinery.
+    def start(self) -> None:
+        """Follow commits, and catch up with every source."""
+        self._unsubscribe = self._store.subscribe(self._on_commit)
+        self._pending.update(self.sources())
+        self._schedule()
+
+    def stop(self) -> None:
+        """Stop following commits; a scheduled step is cancelled."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._fire_idle()
+
+    def nudge(self) -> None:
+        """Schedule a step for every source now (one that stopped on an error resumes from its checkpoint)."""
+        self._pending.update(self.sources())
+        self._schedule()
+
+    def when_idle(self) -> Deferred:
+        """Fires once nothing waits to be copied (tests, orderly shutdown)."""
+        if self._call is None:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idle.append(d)
+        return d
+
+    def _on_commit(self, dbname: str, seq: int) -> None:
+        if self.watches(dbname):
+            self._pending.add(dbname)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._call is None and self._pending and self._unsubscribe is not None:
+            self._call = self._clock.callLater(0, self._step)
+
+    def _step(self) -> None:
+        self._call = None
+        for name in sorted(self._pending):
+            self._pending.discard(name)
+            try:
+                if self.copy_once(name):
+                    self._pending.add(name)
+            except Exception:
+                self.log.failure("copying {source} in {follower} failed", source=name, follower=self)
+        if self._pending:
+            self._schedule()
+        else:
+            self._fire_idle()
+
+    def _fire_idle(self) -> None:
+        waiters, self._idle = self._idle, []
+        for d in waiters:
+            d.callback(None)
