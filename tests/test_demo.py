@@ -34,7 +34,7 @@ def test_demo_walks_every_flow_and_passes_quickly(tmp_path):
                          capture_output=True, text=True, timeout=90)
     took = time.monotonic() - started
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "all steps saw what they should" in out.stdout and took < 45
+    assert "all steps saw what they should" in out.stdout and took < 60, f"took {took:.1f}s"
     for step in ("== 4. alice publishes the first one publicly", "fullpeer  still 1", "Nice note!"):
         assert step in out.stdout
     assert not mesh.exists() and pids.read_text() == ""

@@ -137,7 +137,8 @@ SCHEMAS: dict[str, dict[str, tuple[Checker, bool]]] = {
     "need": {"rid": (_int, True), "seq": (_int, True), "want": (_list(_id_revs, MAX_BATCH), True)},
     "ack": {"rid": (_int, True), "seq": (_int, True)},
     # replication, feeder -> puller
-    "accept": {"rid": (_int, True), "epoch": (_str(MAX_NAME), True), "since": (_int, True)},
+    "accept": {"rid": (_int, True), "epoch": (_str(MAX_NAME), True), "since": (_int, True),
+               "head": (_int, False)},
     "changes": {"rid": (_int, True), "seq": (_int, True), "ch": (_list(_id_revs, MAX_BATCH), True),
                 "docs": (_list(_repl_doc, MAX_BATCH), False)},
     "docs": {"rid": (_int, True), "seq": (_int, True), "docs": (_list(_repl_doc, MAX_BATCH), True),

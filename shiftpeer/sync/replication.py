@@ -101,6 +101,7 @@ class Replication:
         self.live = live
         self.docs = 0          # documents stored here (pull) / sent (push)
         self.seq = 0           # source sequence checkpointed (pull) / acknowledged (push)
+        self.remote_seq = 0    # pull: the source's latest sequence known here (its head at accept, then each batch)
         self.is_caught_up = False
         self._caught_up = _Observer()
         self._done = _Observer()
@@ -198,6 +199,7 @@ class Puller:
         cp = self.db.get_checkpoint(self.mgr.conn.peer_id, self.remote_db) or {}
         since, epoch = cp.get("seq", 0), cp.get("epoch")
         self.handle.seq = since
+        self.handle.remote_seq = since
         self.mgr.conn.send("pull", rid=self.rid, db=self.remote_db, since=since, epoch=epoch, live=self.live,
                            push=self.push)
 
@@ -630,11 +632,14 @@ class ReplicationManager:
     def _on_accept(self, msg: dict) -> None:
         p = self._puller(msg)
         if p:
+            # progress for status: the source's head (a feeder that does not send it: its `since`)
+            p.handle.remote_seq = max(msg["since"], msg.get("head", 0))
             p.on_accept(msg)
 
     def _on_changes(self, msg: dict) -> None:
         p = self._puller(msg)
         if p:
+            p.handle.remote_seq = max(p.handle.remote_seq, msg["seq"])
             p.on_changes(msg)
 
     def _on_docs(self, msg: dict) -> None:
@@ -703,7 +708,7 @@ class ReplicationManager:
         since = msg["since"] if msg["epoch"] == db.epoch else 0
         f = Feeder(self, rid, db, since, msg["live"], handle)
         self.feeders[rid] = f
-        self.conn.send("accept", rid=rid, epoch=db.epoch, since=since)
+        self.conn.send("accept", rid=rid, epoch=db.epoch, since=since, head=db.update_seq())
         if msg["live"]:
             self._ensure_subscribed()
         f.pump()
