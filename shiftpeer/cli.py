@@ -178,16 +178,20 @@ class Progress:
 
     def rates(self, k: tuple) -> tuple[float | None, float | None]:
         """(sequence numbers per second, documents per second) over the window; None without two samples."""
-        if len(self._samples) < 2:
+        with_k = [(t, sample) for t, sample in self._samples if k in sample]
+        if len(with_k) < 2:   # a replication that started meanwhile is measured from its first sample
             return None, None
-        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
-        if t1 <= t0 or k not in first or k not in last:
+        (t0, first), (t1, last) = with_k[0], with_k[-1]
+        if t1 <= t0:
             return None, None
         return ((last[k][0] - first[k][0]) / (t1 - t0), (last[k][1] - first[k][1]) / (t1 - t0))
 
     def overall(self, st: dict) -> dict:
         """Totals over the replications that were behind during this run: done, total, rates, ETA."""
         rows = [r for r in st.get("replications", []) if self.key(r) in self.tracked]
+        # the bar measures copies from peers; local copies (which follow them) only when nothing else is behind
+        remote = [r for r in rows if r.get("direction") != "local"]
+        rows = remote or rows
         done = sum(r.get("seq", 0) for r in rows)
         total = sum(max(r.get("remote_seq", 0), r.get("seq", 0)) for r in rows)
         lag = sum(r.get("lag", 0) for r in rows)
@@ -440,8 +444,12 @@ def cmd_sync(client: ApiClient, args: argparse.Namespace) -> int:
             break
         now = time.monotonic()
         if tty:
-            line = progress_line(summary["done"], summary["total"], summary["docs_rate"], summary["eta"], True)
-            sys.stderr.write("\r\x1b[K" + line + ("" if why is None else f"  ({why})"))
+            if summary["total"]:
+                line = progress_line(summary["done"], summary["total"], summary["docs_rate"], summary["eta"], True)
+                line += "" if why is None else f"  ({why})"
+            else:
+                line = f"waiting: {why or 'settling'}"
+            sys.stderr.write("\r\x1b[K" + line)
             sys.stderr.flush()
         elif why is not None and now - last_line >= 2.0:
             last_line = now

@@ -149,3 +149,18 @@ def test_status_json_of_replications_is_one_document(monkeypatch):
     monkeypatch.setattr(cli.sys, "stdout", out)
     assert cli.cmd_status(_Scripted([_sample(0, 5, 5)]), types.SimpleNamespace(watch=None, json=True)) == 0
     assert json.loads(out.getvalue())["replications"][0]["lag"] == 995
+
+
+def test_sync_wait_says_what_it_waits_for_before_a_replication_starts(monkeypatch):
+    """Before the hub connection is up the terminal line says what it waits for; a replication that starts
+    later gets its docs/s from its own first sample."""
+    offline = dict(_sample(0, 0, 0, connected=False), replications=[])
+    client = _Scripted([offline, _sample(1, 0, 0), _sample(2, 400, 400), _sample(3, 1000, 1000)])
+    err = _Tty()
+    monkeypatch.setattr(cli.sys, "stderr", err)
+    monkeypatch.setattr(cli.sys, "stdout", io.StringIO())
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    assert cli.cmd_sync(client, types.SimpleNamespace(wait=True, timeout=None, json=False)) == 0
+    drawn = err.getvalue()
+    assert "\r\x1b[Kwaiting: not connected to hub hub:7701" in drawn
+    assert "400/1,000  400 docs/s  ETA 0:02" in drawn
