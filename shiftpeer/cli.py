@@ -275,7 +275,7 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
             state = "caught up"
         else:
             state = f"lag {r.get('lag', 0):,}" + ("" if r.get("caught_up") else ", catching up")
-        line = f"  {r.get('direction', ''):<5} {flow:<48} {state:<22} seq {r.get('seq', 0):,}/{r.get('remote_seq', 0):,}"
+        line = f"  {r.get('direction', ''):<5} {flow:<48} {state:<25} seq {r.get('seq', 0):,}/{r.get('remote_seq', 0):,}"
         print(line)
         if progress is not None and Progress.key(r) in progress.tracked and not (r.get("caught_up") and not r.get("lag")):
             seq_rate, docs_rate = progress.rates(Progress.key(r))
