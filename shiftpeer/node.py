@@ -57,8 +57,7 @@ class NodeSettings:
 
 def default_roles(settings: NodeSettings) -> list[Callable[["Node"], IService]]:
     """The roles a node runs from its settings: user (local databases) and flows on every node,
-    hub when configured (with federation when it has --peer or --full-peer), else full peer with
-    --full-peer. Each entry builds a role from the node."""
+    hub (with federation) when configured, else full peer with --full-peer. Each entry builds a role from the node."""
     from shiftpeer.roles.user import UserRole
 
     factories: list[Callable[["Node"], IService]] = [UserRole]
@@ -71,8 +70,8 @@ def default_roles(settings: NodeSettings) -> list[Callable[["Node"], IService]]:
         factories.append(HubRole)
     from shiftpeer.roles.fullpeer import FederationRole, FullPeerRole
 
-    if settings.hub and (settings.peers or settings.full_peer):
-        factories.append(FederationRole)   # a federated hub gossips master with its peers and full peers
+    if settings.hub:
+        factories.append(FederationRole)   # a hub gossips master with full peers and federated hubs
     elif settings.full_peer:
         factories.append(FullPeerRole)
     return factories

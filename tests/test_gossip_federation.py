@@ -84,7 +84,7 @@ async def test_full_peers_find_each_other_through_the_hub_and_survive_its_loss(t
     shift published at one full peer still reaches the others, and queries answer from the local feed."""
     ph = free_port()
     certs = hub_certs(tmp_path / "c")
-    hub = node(tmp_path / "hub", "op", port=ph, hub=True, full_peer=True, **certs)
+    hub = node(tmp_path / "hub", "op", port=ph, hub=True, **certs)
     started.append(hub)
     peers = []
     for i in range(3):
