@@ -37,7 +37,7 @@ async def test_flows_through_the_api(nodes):
     certs = tmp_path / "certs"
     hub = make_node(str(tmp_path / "hub"), listen=[LISTEN], hub=True, user="op",
                     tls_cert=str(certs / "127.0.0.1.pem"), tls_key=str(certs / "127.0.0.1.key"))
-    assert [r.name for r in hub.roles] == ["user", "flows", "hub"]
+    assert [r.name for r in hub.roles] == ["user", "flows", "hub", "federation"]
     started.append(hub)
     hub_api = await _start(hub)
     listener = next(s for s in hub.getServiceNamed("sync") if s.name.startswith("listen"))
