@@ -711,7 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
     invite = reader(gsub.add_parser("invite", help="invite a user"))
     invite.add_argument("name", metavar="NAME")
     invite.add_argument("user", metavar="USER")
-    invite.add_argument("--level", metavar="LEVEL", help="e.g. read or write (the hub's default otherwise)")
+    invite.add_argument("--level", metavar="LEVEL", help="read, publish or admin (the hub's default otherwise)")
     invite.set_defaults(func=cmd_group)
     remove = reader(gsub.add_parser("remove", help="remove a member"))
     remove.add_argument("name", metavar="NAME")
