@@ -9,11 +9,11 @@ at start-up.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from typing import Any
 
 from twisted.logger import Logger
 
+from shiftpeer.ids import new_token
 from shiftpeer.roles.names import FlowError, check_name, inbox_db, messages_db
 
 ACCOUNTS_DB = "hub/accounts"
@@ -41,7 +41,7 @@ class Accounts:
 
     def new_invite(self) -> str:
         """Make a one-use registration token (only its hash is stored)."""
-        token = secrets.token_urlsafe(16)
+        token = new_token(16)
         self._db.put("t:" + _hash(token), {"used_by": None})
         return token
 
