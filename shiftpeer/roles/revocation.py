@@ -18,25 +18,8 @@ log = Logger()
 
 def recheck(factory: Any, policy: Any, peer_ids: set[str], dbname: str | None = None) -> int:
     """End the replications of ``peer_ids`` (on ``dbname``, or all) that ``policy`` no longer allows."""
-    ended = 0
-    for conn in list(getattr(factory, "connections", ())):
-        if conn.peer_id not in peer_ids:
-            continue
-        mgr = conn.replications
-        for rid, feeder in list(mgr.feeders.items()):
-            if feeder.handle is not None or (dbname is not None and feeder.name != dbname):
-                continue  # a feeder with a handle serves our own push; that is our decision, not theirs
-            if not policy.may_read(conn.peer_id, feeder.name, conn):
-                conn.send("error", code="forbidden", msg=f"access to {feeder.name!r} was revoked",
-                          db=feeder.name, rid=rid)
-                feeder.end()
-                ended += 1
-        for puller in list(mgr.pullers.values()):
-            if puller.push is None or (dbname is not None and puller.local_db != dbname):
-                continue  # only pullers the peer asked for (its pushes into us)
-            if not policy.may_write(conn.peer_id, puller.local_db, conn):
-                puller.stop()
-                ended += 1
+    ended = sum(conn.replications.recheck(policy, dbname)
+                for conn in list(getattr(factory, "connections", ())) if conn.peer_id in peer_ids)
     if ended:
         log.info("revoked {count} live replications of {db} for {peers}", count=ended, db=dbname or "*",
                  peers=",".join(sorted(peer_ids)))

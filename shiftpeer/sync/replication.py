@@ -728,6 +728,31 @@ class ReplicationManager:
         p.start()
         self.conn.pushed(p.handle)
 
+    def recheck(self, policy: Any = None, dbname: Optional[str] = None) -> int:
+        """Ask the policy again for what the peer opened here (on ``dbname``, or all); end what it refuses.
+
+        The policy is asked when a replication starts; a live one would otherwise go on serving a group
+        to someone who left it. A feeder (the peer pulls from us) ends with a forbidden error frame, a
+        push the peer made into us stops. Our own pushes are our decision and are left alone.
+        """
+        policy = policy or self.policy
+        peer_id, ended = self.conn.peer_id, 0
+        for rid, feeder in list(self.feeders.items()):
+            if feeder.handle is not None or (dbname is not None and feeder.name != dbname):
+                continue
+            if not policy.may_read(peer_id, feeder.name, self.conn):
+                self.conn.send("error", code="forbidden", msg=f"access to {feeder.name!r} was revoked",
+                               db=feeder.name, rid=rid)
+                feeder.end()
+                ended += 1
+        for puller in list(self.pullers.values()):
+            if puller.push is None or (dbname is not None and puller.local_db != dbname):
+                continue
+            if not policy.may_write(peer_id, puller.local_db, self.conn):
+                puller.stop()
+                ended += 1
+        return ended
+
     def connection_lost(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
