@@ -3,7 +3,10 @@
 The source node (a child process) holds N signed ~1 KB shifts; this process is the receiver, with
 fsync on and every signature verified.
 
-(a) one-shot pull of N shifts into an empty node        -> pull_docs_per_s
+(a) one-shot pull of N shifts into an empty node        -> pull_docs_per_s, and the CPU it took:
+                                                            pull_receiver_cpu_s (split by thread: _main_s the
+                                                            reactor, _verify_s, _writer_s the store writer,
+                                                            _other_s), pull_source_cpu_s (the source process)
 (b) 1,000 more shifts after that, pulled on the connection -> incremental_1000_s
 (c) reconnect when nothing changed: new TLS connection, pull, caught_up
                                                          -> noop_reconnect_ms, noop_reconnect_bytes (raw TLS),
@@ -126,6 +129,10 @@ def source_main(directory: str, n: int) -> None:
                     else:
                         self.sendLine(b"ok")
                 one(0)
+            elif cmd == "cpu":
+                import resource
+                ru = resource.getrusage(resource.RUSAGE_SELF)
+                self.sendLine(json.dumps(ru.ru_utime + ru.ru_stime).encode())
             elif cmd == "quit":
                 store.close()
                 reactor.stop()
@@ -140,6 +147,25 @@ def source_main(directory: str, n: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ receiver (driver)
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of each live thread of this process, by kind (main, verify, writer, other)."""
+    import threading
+    tick = os.sysconf("SC_CLK_TCK")
+    kinds = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = kinds.get(int(tid), "")
+        kind = ("main" if name == "MainThread" else "verify" if "verify" in name
+                else "writer" if "writer" in name else "other")
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     as_json = "--json" in argv
@@ -213,6 +239,8 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
         # (a) one-shot pull
         import resource
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        threads0 = thread_cpu()
+        source0 = float(await command("cpu"))
         t0 = time.monotonic()
         conn, _ = await connect()
         rep = conn.pull("master", "feed", live=False)
@@ -224,6 +252,12 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
         results["pull_docs_per_s"] = round(n / dt)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         results["pull_receiver_cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2)
+        threads1 = thread_cpu()
+        split = {kind: threads1.get(kind, 0.0) - threads0.get(kind, 0.0) for kind in ("main", "verify", "writer")}
+        split["other"] = results["pull_receiver_cpu_s"] - sum(split.values())   # other and exited threads
+        for kind, cpu in split.items():
+            results[f"pull_receiver_cpu_{kind}_s"] = round(cpu, 2)
+        results["pull_source_cpu_s"] = round(float(await command("cpu")) - source0, 2)
         # (b) 1,000 more
         await command("add 1000")
         t0 = time.monotonic()
