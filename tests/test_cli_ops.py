@@ -14,6 +14,7 @@ import pytest
 
 from shiftpeer.cli import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, main
 from shiftpeer.identity.makecerts import main as make_certs
+from shiftpeer.store import SCHEMA_VERSION
 from tests.test_cli import DEADLINE, TWISTD, _answers, _env, run, stop_node, wait_for
 
 
@@ -227,7 +228,7 @@ def test_backup_while_running_then_restore(mesh, capsys, tmp_path):
     kept = cli_json(capsys, "--data", carol, "shift", "new", "--space", "Notes", "--href", "https://e.org/k")["id"]
     out_file = str(tmp_path / "carol.mdb")
     info = cli_json(capsys, "--data", carol, "backup", out_file)
-    assert info["schema"] == 1 and os.path.getsize(out_file) == info["bytes"] > 0
+    assert info["schema"] == SCHEMA_VERSION and os.path.getsize(out_file) == info["bytes"] > 0
     status, out, err = run(capsys, "--data", carol, "backup", out_file)
     assert status == EXIT_ERROR and "--force" in err
     lost = cli_json(capsys, "--data", carol, "shift", "new", "--space", "Notes", "--href", "https://e.org/l")["id"]

@@ -9,6 +9,7 @@ from shiftpeer.store import (
     InvalidDocument,
     NotFound,
     SchemaVersionError,
+    SCHEMA_VERSION,
     Store,
     StoreError,
 )
@@ -429,7 +430,7 @@ def test_schema_version_recorded_and_checked(tmp_path):
     """When the environment records an unknown schema version, opening fails with SchemaVersionError."""
     path = str(tmp_path / "s")
     s = Store(path, map_size=1 << 28)
-    assert s.schema_version() == 1
+    assert s.schema_version() == SCHEMA_VERSION
     with s.env.begin(write=True) as t:
         t.put(b"schema", b"99", db=s._meta_db)
     s.close()

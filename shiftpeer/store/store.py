@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import threading
+from itertools import repeat
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -19,7 +20,7 @@ from twisted.python.threadpool import ThreadPool
 from . import keys
 from .errors import InvalidDocument, NotFound, SchemaVersionError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: index entries are plain 32-byte keys (1 had dupsort lists)
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.$()+@:=-]*(/[A-Za-z0-9_.$()+@:=-]+)*")
 MAX_NAME_BYTES = 200
@@ -45,9 +46,9 @@ class WriteTxn:
         self.store = store
         self.txn = txn
         self.states: dict[bytes, list] = {}  # dbid bytes -> [seq, doc_count, name, dirty]
-        # Index entries (list key 16 + item 16, see indexes.index_keys) added in this transaction, written
-        # sorted in one putmulti at commit (far fewer page touches than one put per key). A delete of a
-        # pending entry just drops it.
+        # Index entries (32-byte keys: list key 16 + item 16, see indexes.index_keys) added in this
+        # transaction, written sorted in one putmulti at commit (far fewer page touches than one put per
+        # key). A delete of a pending entry just drops it.
         self.idx_pending: set[bytes] = set()
 
     def idx_delete(self, entries: list[bytes]) -> None:
@@ -58,7 +59,7 @@ class WriteTxn:
             if e in pending:
                 pending.discard(e)
             else:
-                delete(e[:16], e[16:], db=db)
+                delete(e, db=db)
 
     def state(self, dbp: bytes, name: str) -> list:
         st = self.states.get(dbp)
@@ -74,7 +75,7 @@ class WriteTxn:
             entries = sorted(pending)  # bytes compare in C: much cheaper than sorting (key, item) tuples
             pending.clear()
             with self.txn.cursor(db=self.store._idx_db) as cur:
-                cur.putmulti([(e[:16], e[16:]) for e in entries], dupdata=True)
+                cur.putmulti(zip(entries, repeat(b"")))
 
     def flush(self) -> dict[str, int]:
         self.flush_idx()
@@ -154,10 +155,9 @@ class Store:
             self._state_db = env.open_db(b"state", txn=txn)
             self._docs_db = env.open_db(b"docs", txn=txn)
             self._log_db = env.open_db(b"log", txn=txn)
-            # dupsort: each index list is one key holding its sorted 16-byte (created, seq) items, so an
-            # entry costs ~26 bytes, not a whole key. Not dupfixed: LMDB 0.9.36's compacting copy
-            # (mdb_env_copy2 MDB_CP_COMPACT) segfaults on large dupfixed lists.
-            self._idx_db = env.open_db(b"idx", txn=txn, dupsort=True)
+            # Plain 32-byte keys, empty values (indexes.py). Schema 1 used dupsort lists: half the bytes,
+            # twice the CPU per insert.
+            self._idx_db = env.open_db(b"idx", txn=txn)
             self._ckpt_db = env.open_db(b"ckpt", txn=txn)
 
     def _has_other_dbs(self, txn: lmdb.Transaction) -> bool:
