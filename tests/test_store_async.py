@@ -120,3 +120,51 @@ async def test_reads_while_writer_busy(store):
     for d in ds:
         await d
     assert db.doc_count() == 1501
+
+
+@pytest_twisted.ensureDeferred
+async def test_queued_jobs_share_one_commit_and_a_failing_one_is_rolled_back_alone(store):
+    """When several batches queue behind a busy writer, they are committed together (one transaction),
+    and a batch that fails inside that group is rolled back alone while the others are stored."""
+    db = store.create_database("shared")
+    started, release = threading.Event(), threading.Event()
+
+    def block():
+        started.set()
+        return release.wait(10)
+
+    first = store.run_in_writer(block)
+    assert started.wait(10)  # the writer is inside the first job: what follows queues behind it
+    writer = store._writer
+    good1 = db.bulk_replicated_async(repl_docs(200, prefix="g1-"))
+    bad_docs = repl_docs(5, prefix="x-")
+
+    def half_then_fail():
+        db.bulk_replicated(bad_docs)  # written in this job's transaction...
+        raise RuntimeError("job failed after writing")  # ...and rolled back with it
+
+    bad = store.run_in_writer(half_then_fail)
+    good2 = db.bulk_replicated_async(repl_docs(300, prefix="g2-"))
+    txn_before = store.env.info()["last_txnid"]
+    release.set()
+    assert await first is True
+    assert len(await good1) == 200
+    with pytest.raises(RuntimeError, match="job failed after writing"):
+        await bad
+    assert len(await good2) == 300
+    # the three batches queued behind the blocking job were one transaction (the blocking job's own
+    # commit wrote nothing, which LMDB does not count)
+    assert store.env.info()["last_txnid"] == txn_before + 1
+    assert writer.jobs == 4 and writer.commits == 2
+    assert db.doc_count() == 500 and db.get("x-0") is None and db.get("g2-299") is not None
+    assert db.update_seq() == 500  # the failed job's seqs were rolled back too
+
+
+@pytest_twisted.ensureDeferred
+async def test_writer_result_fires_after_commit(store):
+    """When a writer job's Deferred fires, its documents are readable from a new read transaction."""
+    db = store.create_database("shared")
+    ids = await db.bulk_replicated_async(repl_docs(50))
+    with store.env.begin() as txn:  # a fresh reader sees only committed data
+        assert txn.stat(store._log_db)["entries"] == 50
+    assert len(ids) == 50

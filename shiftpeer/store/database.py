@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, NamedTuple
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from . import codec, indexes, keys, revs
 from .errors import ConflictError, InvalidDocument, NotFound
@@ -68,6 +68,13 @@ class _Prepared(NamedTuple):
     body_bytes: bytes
     sig: bytes | None
     history: list[str]
+
+
+class PreparedBatch(NamedTuple):
+    """Replicated documents checked and encoded by Database.prepare_replicated, ready to write."""
+    db: Any
+    docs: list[_Prepared]
+    vis: list[str]
 
 
 class Database:
@@ -160,7 +167,7 @@ class Database:
         if new_live:
             if new_body is None:
                 new_body = codec.decode_body(new[3][new_win][1])
-            w.idx_pending.update(indexes.index_keys(dbp, seq, new_body, new[1]))
+            w.idx_add(indexes.index_keys(dbp, seq, new_body, new[1]))
         state[1] += int(new_live) - int(old_live)
         state[3] = True
         lk = keys.log_key(dbp, seq)
@@ -243,7 +250,9 @@ class Database:
         doc = self._doc
         decode = codec.decode_record
         seq_of = keys.seq_of
-        return [doc(seq_of(k), decode(v)) for k, v in self._scan_log(since, limit)]
+        raw = self._scan_log(since, limit)
+        with codec.gc_paused():
+            return [doc(seq_of(k), decode(v)) for k, v in raw]
 
     def revs_diff(self, wanted: dict[str, list[str]]) -> dict[str, list[str]]:
         """Which of the given revisions this database does not have (ids with none missing are left out)."""
@@ -435,15 +444,30 @@ class Database:
         body = d.get("body")
         return _Prepared(docid, rev, deleted, body, self._prepare_body(body, canonical=False), sig, history)
 
-    def bulk_replicated(self, docs: list[dict], *, vis: list[str] | None = None,
-                        txn: WriteTxn | None = None) -> list[str]:
-        """Replicated revisions (CouchDB new_edits=false), all in one transaction; idempotent and
-        order-independent. Everything is checked before anything is written. Returns the ids that changed.
-        """
+    def _prepare_all(self, docs: Any, vis: list[str] | None) -> tuple[list[_Prepared], list[str]]:
         if not isinstance(docs, (list, tuple)):
             raise InvalidDocument("bulk_replicated takes a list of replicated documents")
         tokens = check_vis(vis)
-        prepared = [self._prepare_repl(d) for d in docs]
+        return [self._prepare_repl(d) for d in docs], tokens
+
+    def prepare_replicated(self, docs: list[dict], *, vis: list[str] | None = None) -> "PreparedBatch":
+        """Check and encode a batch for bulk_replicated without touching LMDB (any thread): the CPU half
+        of a replicated write, done where it overlaps the writer's commit. Raises InvalidDocument."""
+        prepared, tokens = self._prepare_all(docs, vis)
+        return PreparedBatch(self, prepared, tokens)
+
+    def bulk_replicated(self, docs: "list[dict] | PreparedBatch", *, vis: list[str] | None = None,
+                        txn: WriteTxn | None = None) -> list[str]:
+        """Replicated revisions (CouchDB new_edits=false), all in one transaction; idempotent and
+        order-independent. Everything is checked before anything is written. Returns the ids that changed.
+        `docs` may be a PreparedBatch from prepare_replicated (its own `vis`; the argument is ignored).
+        """
+        if isinstance(docs, PreparedBatch):
+            if docs.db is not self:
+                raise InvalidDocument("a PreparedBatch is written to the database that prepared it")
+            prepared, tokens = docs.docs, docs.vis
+        else:
+            prepared, tokens = self._prepare_all(docs, vis)
         st = self._store
         limit = st.rev_limit
         written: list[str] = []
@@ -456,7 +480,7 @@ class Database:
             self._alive(w.txn)
             txn_ = w.txn
             get, put = txn_.get, txn_.put
-            pending = w.idx_pending
+            idx_add = w.idx_add
             state = w.state(dbp, self.name)
             for p in prepared:
                 dk = dbp + p.id.encode()
@@ -471,7 +495,7 @@ class Database:
                     state[3] = True
                     if not p.deleted:
                         state[1] += 1
-                        pending.update(index_keys(dbp, seq, p.body, tokens))
+                        idx_add(index_keys(dbp, seq, p.body, tokens))
                     lk = dbp + u64(seq)
                     rec = encode_record([p.id, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}])
                     if not put(lk, rec, append=True, db=log_db):
@@ -510,8 +534,14 @@ class Database:
         return written
 
     def bulk_replicated_async(self, docs: list[dict], *, vis: list[str] | None = None) -> Deferred:
-        """bulk_replicated in the store's writer thread; fires with the ids that changed."""
-        return self._store.run_in_writer(self.bulk_replicated, docs, vis=vis)
+        """bulk_replicated with the LMDB work in the store's writer thread; fires with the ids that changed,
+        after the commit. The documents are checked and encoded here, in the calling thread, so that work
+        overlaps the writer committing earlier batches; bad input fails the Deferred, nothing written."""
+        try:
+            batch = self.prepare_replicated(docs, vis=vis)
+        except InvalidDocument:
+            return fail()
+        return self._store.run_in_writer(self.bulk_replicated, batch)
 
     def add_vis(self, docid: str, tokens: list[str], txn: WriteTxn | None = None) -> None:
         """Add visibility tokens (metadata, not the signed body) to a document and re-index it."""
@@ -529,5 +559,5 @@ class Database:
             win = revs.pick_winner(new[3])
             body = None if new[3][win][0] else codec.decode_body(new[3][win][1])
             old_keys = set(indexes.index_keys(self._dbp, seq, body, old[1]))  # entries it already has
-            w.idx_pending.update(k for k in indexes.index_keys(self._dbp, seq, body, new[1]) if k not in old_keys)
+            w.idx_add([k for k in indexes.index_keys(self._dbp, seq, body, new[1]) if k not in old_keys])
             w.txn.put(keys.log_key(self._dbp, seq), codec.encode_record(new), db=st._log_db)

@@ -11,14 +11,13 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import lmdb
-from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import threadable
-from twisted.python.threadpool import ThreadPool
 
 from . import keys
 from .errors import InvalidDocument, NotFound, SchemaVersionError, StoreError
+from .writer import GroupWriter
 
 SCHEMA_VERSION = 2  # 2: index entries are plain 32-byte keys (1 had dupsort lists)
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
@@ -47,17 +46,30 @@ class WriteTxn:
         self.txn = txn
         self.states: dict[bytes, list] = {}  # dbid bytes -> [seq, doc_count, name, dirty]
         # Index entries (32-byte keys: list key 16 + item 16, see indexes.index_keys) added in this
-        # transaction, written sorted in one putmulti at commit (far fewer page touches than one put per
-        # key). A delete of a pending entry just drops it.
-        self.idx_pending: set[bytes] = set()
+        # transaction, written sorted in one putmulti at flush (far fewer page touches than one put per
+        # key). A plain list: a set would hash every entry, and deletes of entries added in the same
+        # transaction are rare (a document changed twice in one batch), so the set that finds them is
+        # only built when the first delete comes.
+        self._idx_new: list[bytes] = []
+        self._idx_new_set: set[bytes] | None = None
+        self._idx_dropped: set[bytes] = set()
+
+    def idx_add(self, entries: list[bytes]) -> None:
+        self._idx_new.extend(entries)
+        if self._idx_new_set is not None:
+            self._idx_new_set.update(entries)
+            self._idx_dropped.difference_update(entries)
 
     def idx_delete(self, entries: list[bytes]) -> None:
-        pending = self.idx_pending
+        new = self._idx_new_set
+        if new is None and self._idx_new:
+            new = self._idx_new_set = set(self._idx_new)
         delete = self.txn.delete
         db = self.store._idx_db
         for e in entries:
-            if e in pending:
-                pending.discard(e)
+            if new is not None and e in new:
+                new.discard(e)
+                self._idx_dropped.add(e)
             else:
                 delete(e, db=db)
 
@@ -70,10 +82,15 @@ class WriteTxn:
         return st
 
     def flush_idx(self) -> None:
-        pending = self.idx_pending
-        if pending:
-            entries = sorted(pending)  # bytes compare in C: much cheaper than sorting (key, item) tuples
-            pending.clear()
+        entries = self._idx_new
+        if entries:
+            if self._idx_dropped:
+                dropped = self._idx_dropped
+                entries = [e for e in entries if e not in dropped]
+            entries.sort()  # bytes compare in C; sorted keys let LMDB stay on the page it is on
+            self._idx_new = []
+            self._idx_new_set = None
+            self._idx_dropped = set()
             with self.txn.cursor(db=self.store._idx_db) as cur:
                 cur.putmulti(zip(entries, repeat(b"")))
 
@@ -133,7 +150,7 @@ class Store:
         self._databases: dict[str, Any] = {}
         # The writer thread starts on first use and stops with close() (or reactor shutdown), so a script
         # that only reads or writes synchronously never leaves a thread behind.
-        self._pool: ThreadPool | None = None
+        self._writer: GroupWriter | None = None
         self._trigger: Any = None
         self._closed = False
 
@@ -174,15 +191,15 @@ class Store:
         self.env.close()
 
     def _stop_pool(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
             if self._trigger is not None:
                 try:
                     self._reactor.removeSystemEventTrigger(self._trigger)
                 except (ValueError, KeyError, TypeError):
                     pass  # already firing (we are the shutdown trigger)
                 self._trigger = None
-            pool.stop()
+            writer.stop()
 
     def schema_version(self) -> int:
         with self.env.begin() as txn:
@@ -242,19 +259,17 @@ class Store:
                 yield w
 
     def run_in_writer(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
-        """Run `fn` in the single writer thread, so big batches never stall the reactor."""
+        """Run `fn` in the single writer thread, so big batches never stall the reactor.
 
-        def call() -> Any:
-            self._local.in_writer = True
-            return fn(*args, **kwargs)
-
+        `fn` runs inside a write transaction (its own `write_txn()` joins it); jobs queued together share
+        one commit (group commit, writer.py). The Deferred fires in the reactor thread after the commit.
+        """
         if self._closed:
             raise StoreError("store is closed")
-        if self._pool is None:
-            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="shiftpeer-store-writer")
-            self._pool.start()
+        if self._writer is None:
+            self._writer = GroupWriter(self, self._reactor)
             self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
-        return threads.deferToThreadPool(self._reactor, self._pool, call)
+        return self._writer.submit(fn, args, kwargs)
 
     # -- notifications -----------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[str, int], None]) -> Callable[[], None]:
