@@ -1,5 +1,6 @@
 """The performance mechanisms of sync (docs/protocol.md section 14): no Nagle, one write per received
-chunk, the feeder's batch ramp, small live batches stored in the reactor thread, the verification pool."""
+chunk, the feeder's batch ramp, small live batches stored in the reactor thread, the verification processes and
+pool."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import collections
 import functools
 import threading
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import FirstError
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.testing import StringTransport
 
 from shiftpeer.identity import NodeKey
-from shiftpeer.identity.signing import VERIFY_THREADS, sign_doc, verify_many, verify_pool
+from shiftpeer.identity.signing import (VERIFY_THREADS, VerifierGone, sign_doc, verify_many, verify_pool,
+                                        verify_processes)
 from shiftpeer.identity.tls import client_creator, server_creator
 from shiftpeer.store import Store
 from shiftpeer.sync import AllowAll, SyncFactory, messages
@@ -131,13 +136,58 @@ async def test_small_batches_are_stored_inline_unless_the_store_fsyncs(tmp_path)
 
 @pytest_twisted.ensureDeferred
 async def test_verification_pool_is_shared_bounded_and_in_order():
-    """verify_many uses one pool per reactor of VERIFY_THREADS threads; results stay in input order."""
+    """Given the thread pool, verify_many uses one pool per reactor of VERIFY_THREADS threads; results stay
+    in input order."""
     pool = verify_pool(reactor)
     assert verify_pool(reactor) is pool and pool.max == VERIFY_THREADS
     docs = _signed_docs(200)
     docs[150]["body"]["n"] = -1
-    results = await verify_many(docs)
+    results = await verify_many(docs, pool)
     assert [i for i, ok in enumerate(results) if not ok] == [150]
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_batches_are_verified_in_the_reactors_processes():
+    """By default a large batch is checked in the reactor's verification processes (one set per reactor, one
+    process per core): forged, unsigned and foreign-signed documents are False at their places, documents
+    whose canonical payload differs from the plain one (floats) are checked again with it."""
+    procs = verify_processes(reactor)
+    assert verify_processes(reactor) is procs and len(procs.procs) == VERIFY_THREADS
+    other = NodeKey.generate()
+    docs = _signed_docs(300)
+    for d in docs[:100]:                       # a float: the plain payload differs from the canonical one
+        d["body"]["x"] = 1.5
+        d["sig"] = sign_doc(other, d["id"], d["rev"], {**d["body"], "author": other.account_id}, False)
+        d["body"]["author"] = other.account_id
+    docs[7]["body"]["x"] = 2.5                 # altered after signing
+    docs[150]["body"]["n"] = -1
+    docs[151]["sig"] = None
+    docs[152]["sig"] = docs[153]["sig"]        # someone else's signature
+    results = await verify_many(docs)
+    assert [i for i, ok in enumerate(results) if not ok] == [7, 150, 151, 152]
+    assert all(p is not None and not p.gone for p in procs.procs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_verification_process_that_dies_fails_its_batch_and_is_replaced():
+    """When a verification process dies, the batches it owed fail (VerifierGone: the puller closes that
+    connection as an internal error) and the next batch starts a new process."""
+    procs = verify_processes(reactor)
+    docs = _signed_docs(200)
+    assert all(await verify_many(docs))
+    d = verify_many(docs)
+    victim = procs.procs[0]
+    victim.transport.signalProcess("KILL")     # before the reactor has written it the request
+    with pytest.raises(FirstError) as caught:
+        await d
+    assert caught.value.subFailure.check(VerifierGone)
+    for _ in range(500):                       # bounded polling: at most 5 s
+        if victim.gone:
+            break
+        await deferLater(reactor, 0.01, lambda: None)
+    assert victim.gone
+    assert all(await verify_many(docs))
+    assert procs.procs[0] is not victim and not procs.procs[0].gone
 
 
 @pytest_twisted.ensureDeferred

@@ -4,9 +4,10 @@ The source node (a child process) holds N signed ~1 KB shifts; this process is t
 fsync on and every signature verified.
 
 (a) one-shot pull of N shifts into an empty node        -> pull_docs_per_s, and the CPU it took:
-                                                            pull_receiver_cpu_s (split by thread: _main_s the
-                                                            reactor, _verify_s, _writer_s the store writer,
-                                                            _other_s), pull_source_cpu_s (the source process)
+                                                            pull_receiver_cpu_s (split: _main_s the reactor
+                                                            thread, _verify_s verification threads,
+                                                            _verify_procs_s verification processes, _writer_s
+                                                            the store writer, _other_s), pull_source_cpu_s
 (b) 1,000 more shifts after that, pulled on the connection -> incremental_1000_s
 (c) reconnect when nothing changed: new TLS connection, pull, caught_up
                                                          -> noop_reconnect_ms, noop_reconnect_bytes (raw TLS),
@@ -166,6 +167,25 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+def helper_cpu(source_pid: int) -> dict[int, float]:
+    """CPU seconds so far of each child process of this one but the source (the node's verification
+    processes), by pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    out: dict[int, float] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == source_pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            out[int(pid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     as_json = "--json" in argv
@@ -240,6 +260,7 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
         import resource
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         threads0 = thread_cpu()
+        helpers0 = helper_cpu(child.pid)
         source0 = float(await command("cpu"))
         t0 = time.monotonic()
         conn, _ = await connect()
@@ -251,10 +272,13 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
         results["pull_s"] = round(dt, 3)
         results["pull_docs_per_s"] = round(n / dt)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        results["pull_receiver_cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2)
         threads1 = thread_cpu()
+        helpers = sum(cpu - helpers0.get(pid, 0.0) for pid, cpu in helper_cpu(child.pid).items())
+        own = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        results["pull_receiver_cpu_s"] = round(own + helpers, 2)
         split = {kind: threads1.get(kind, 0.0) - threads0.get(kind, 0.0) for kind in ("main", "verify", "writer")}
-        split["other"] = results["pull_receiver_cpu_s"] - sum(split.values())   # other and exited threads
+        split["other"] = own - sum(split.values())   # other and exited threads
+        split["verify_procs"] = helpers
         for kind, cpu in split.items():
             results[f"pull_receiver_cpu_{kind}_s"] = round(cpu, 2)
         results["pull_source_cpu_s"] = round(float(await command("cpu")) - source0, 2)
