@@ -245,14 +245,34 @@ class Database:
     def docs_since(self, since: int = 0, limit: int | None = None) -> list[Doc]:
         """Winning revisions of the documents changed after `since`, in changes order (feeds, bulk reads).
 
-        Each record is decoded once, and the winner's body once (cbor2's C decoder).
+        Each record is decoded once, and the winner's body once (cbor2's C decoder), inside the read
+        transaction and in one loop (the bulk-read hot path: a list of raw pairs first, and a call per
+        document, cost ~20% more).
         """
-        doc = self._doc
-        decode = codec.decode_record
+        out: list[Doc] = []
+        if limit is not None and limit <= 0:
+            return out
+        dbp = self._dbp
+        decode_record, decode_body = codec.decode_record, codec.decode_body
         seq_of = keys.seq_of
-        raw = self._scan_log(since, limit)
-        with codec.gc_paused():
-            return [doc(seq_of(k), decode(v)) for k, v in raw]
+        app = out.append
+        with self._reading() as txn, codec.gc_paused():
+            cur = txn.cursor(db=self._store._log_db)
+            if not cur.set_range(keys.log_key(dbp, since + 1)):
+                return out
+            for k, v in cur:
+                if k[:4] != dbp:
+                    break
+                rec = decode_record(v)
+                leaves = rec[3]
+                if len(leaves) == 1:  # no conflicts: the common case, inline
+                    [(win, leaf)] = leaves.items()
+                    app(Doc(rec[0], win, leaf[0], decode_body(leaf[1]), leaf[2], [], rec[1], seq_of(k)))
+                else:
+                    app(self._doc(seq_of(k), rec))
+                if len(out) == limit:
+                    break
+        return out
 
     def revs_diff(self, wanted: dict[str, list[str]]) -> dict[str, list[str]]:
         """Which of the given revisions this database does not have (ids with none missing are left out)."""
