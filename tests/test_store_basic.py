@@ -478,3 +478,17 @@ def test_foreign_environment_refused(tmp_path):
     env.close()
     with pytest.raises(SchemaVersionError, match="no shiftpeer schema version"):
         Store(path, map_size=1 << 24)
+
+
+@pytest.mark.parametrize("vis", [[], ["public"], ["group/a", "x" * 30]])
+@pytest.mark.parametrize("deleted", [False, True])
+@pytest.mark.parametrize("sig", [None, b"s" * 64])
+@pytest.mark.parametrize("body_len", [0, 10, 23, 24, 255, 256, 70000])
+def test_new_record_fast_encoding_matches_general(vis, deleted, sig, body_len):
+    """The hand-assembled record of a one-revision document is byte for byte the general encoding."""
+    body = b"b" * body_len
+    rev = "1-" + "a" * 32
+    docid = "doc-" + "é" * 30
+    fast = codec.encode_new_record(docid, vis, rev, deleted, body, sig)
+    assert fast == codec.encode_record([docid, vis, {rev: None}, {rev: [deleted, body, sig]}])
+    assert codec.decode_record(fast) == [docid, vis, {rev: None}, {rev: [deleted, body, sig]}]

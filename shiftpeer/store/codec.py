@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import io
 import math
+import struct
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -112,6 +113,38 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+_HEAD16 = struct.Struct(">BH")
+_HEAD32 = struct.Struct(">BI")
+
+
+def _head(major: int, n: int) -> bytes:
+    """A CBOR item head: major type (shifted) and length, in its shortest form."""
+    if n < 24:
+        return bytes((major | n,))
+    if n < 256:
+        return bytes((major | 24, n))
+    if n < 65536:
+        return _HEAD16.pack(major | 25, n)
+    return _HEAD32.pack(major | 26, n)
+
+
+def _text(s: str) -> bytes:
+    b = s.encode()
+    return _head(0x60, len(b)) + b
+
+
+def encode_new_record(docid: str, vis: list[str], rev: str, deleted: bool, body: bytes, sig: bytes | None) -> bytes:
+    """encode_record([docid, vis, {rev: None}, {rev: [deleted, body, sig]}]), the record of a document
+    with one revision (every document a pull brings new), assembled from its parts: the same bytes
+    (tests/test_store_basic.py checks it) for about half the CPU of a general encode."""
+    r = _text(rev)
+    return b"".join((
+        b"\x84", _text(docid), _head(0x80, len(vis)), *map(_text, vis), b"\xa1", r, b"\xf6", b"\xa1", r,
+        b"\x83\xf5" if deleted else b"\x83\xf4", _head(0x40, len(body)), body,
+        b"\xf6" if sig is None else _head(0x40, len(sig)) + sig,
+    ))
 
 
 #: Decoders are cbor2's C function itself, not a wrapper: a Python call per document is ~5% of a bulk read.

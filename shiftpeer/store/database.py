@@ -494,7 +494,7 @@ class Database:
         dbp = self._dbp
         docs_db, log_db = st._docs_db, st._log_db
         index_keys = indexes.index_keys
-        encode_record = codec.encode_record
+        encode_record, encode_new_record = codec.encode_record, codec.encode_new_record
         u64 = keys.u64
         with st._writing(txn) as w:
             self._alive(w.txn)
@@ -504,26 +504,27 @@ class Database:
             state = w.state(dbp, self.name)
             for p in prepared:
                 dk = dbp + p.id.encode()
-                raw = get(dk, db=docs_db)
-                if raw is None:
-                    # A new document, the common case of a pull: the fast path of _commit.
+                seq = state[0] + 1
+                # Insert-if-absent: one B-tree search finds a new document (the common case of a pull) and
+                # points it at its seq; False means it exists, and it is read and merged below.
+                if put(dk, u64(seq), overwrite=False, db=docs_db):
+                    # A new document: the fast path of _commit.
                     h = p.history
                     tree = {p.rev: None} if len(h) == 1 else {r: (h[i + 1] if i + 1 < len(h) else None)
                                                               for i, r in enumerate(h)}
-                    seq = state[0] + 1
                     state[0] = seq
                     state[3] = True
                     if not p.deleted:
                         state[1] += 1
                         idx_add(index_keys(dbp, seq, p.body, tokens))
                     lk = dbp + u64(seq)
-                    rec = encode_record([p.id, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}])
+                    rec = (encode_new_record(p.id, tokens, p.rev, p.deleted, p.body_bytes, p.sig) if len(h) == 1
+                           else encode_record([p.id, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}]))
                     if not put(lk, rec, append=True, db=log_db):
                         put(lk, rec, db=log_db)
-                    put(dk, u64(seq), db=docs_db)
                     written.append(p.id)
                     continue
-                old_seq = keys.read_u64(raw)
+                old_seq = keys.read_u64(get(dk, db=docs_db))
                 old = codec.decode_record(get(keys.log_key(dbp, old_seq), db=log_db))
                 tree = dict(old[2])
                 leaves = dict(old[3])
