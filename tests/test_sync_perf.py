@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import FirstError
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.testing import StringTransport
@@ -24,6 +24,7 @@ from shiftpeer.identity.tls import client_creator, server_creator
 from shiftpeer.store import Store
 from shiftpeer.sync import AllowAll, SyncFactory, messages
 from shiftpeer.sync.client import tls_client_endpoint, tls_server_endpoint
+from shiftpeer.sync.protocol import HANDLE_SLICE
 from shiftpeer.sync.replication import RAMP_FIRST, ReplicationManager, default_store_batch
 from shiftpeer.sync.testing import MemoryStore, accept_all
 
@@ -99,6 +100,42 @@ def test_frames_answering_one_read_go_out_in_one_write():
     proto.dataReceived(messages.encode("need", rid=1, seq=12345, want=[]))
     assert transport.disconnecting
     assert b"unexpected" in transport.value()
+
+
+def test_frames_past_the_handling_slice_wait_for_the_next_reactor_turn():
+    """Frames from one read are handled for HANDLE_SLICE; the rest wait for the next reactor turn with reading
+    paused, so what the first ones wrote reaches the transport before the rest are handled."""
+    clock = Clock()
+    factory = SyncFactory(MemoryStore(), None, AllowAll(), reactor=clock, validator=accept_all,
+                          peer_id_of=lambda transport: "peer", handshake_timeout=None, frame_timeout=None)
+    seen = []
+
+    def slow(conn, args):                # each call takes longer than a slice
+        seen.append((args["n"], [m["id"] for m in _frames(transport.value())], transport.producerState))
+        clock.advance(HANDLE_SLICE)
+        return args["n"]
+
+    factory.rpc_handlers["slow"] = slow
+    proto = factory.buildProtocol(None)
+    transport = CountingTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(messages.encode("hello", v=1, roles=[], maxf=1 << 20))
+    transport.clear()
+    proto.dataReceived(b"".join(messages.encode("call", id=n, method="slow", args={"n": n}) for n in (1, 2, 3)))
+    assert [n for n, _, _ in seen] == [1] and transport.producerState == "paused"
+    clock.advance(0)                     # the next reactor turns (a Clock runs them all at once)
+    assert seen == [(1, [], "producing"), (2, [1], "paused"), (3, [1, 2], "paused")]
+    assert [m["id"] for m in _frames(transport.value())] == [1, 2, 3]
+    assert transport.producerState == "producing" and not clock.getDelayedCalls()
+
+
+def _frames(data):
+    out = []
+    while data:
+        n = int.from_bytes(data[:4], "big")
+        out.append(messages.decode(data[4:4 + n]))
+        data = data[4 + n:]
+    return out
 
 
 def _signed_docs(n, key=None):
