@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 
 from shiftpeer.store import (
@@ -490,5 +491,9 @@ def test_new_record_fast_encoding_matches_general(vis, deleted, sig, body_len):
     rev = "1-" + "a" * 32
     docid = "doc-" + "é" * 30
     fast = codec.encode_new_record(docid, vis, rev, deleted, body, sig)
-    assert fast == codec.encode_record([docid, vis, {rev: None}, {rev: [deleted, body, sig]}])
+    assert fast == cbor2.dumps([docid, vis, rev, deleted, body, sig])  # the compact form, as cbor2 encodes it
+    assert codec.encode_record([docid, vis, {rev: None}, {rev: [deleted, body, sig]}]) == fast
     assert codec.decode_record(fast) == [docid, vis, {rev: None}, {rev: [deleted, body, sig]}]
+    # a record with history or conflicts keeps the general form
+    full = [docid, vis, {rev: "1-" + "b" * 32, "1-" + "b" * 32: None}, {rev: [deleted, body, sig]}]
+    assert codec.decode_record(codec.encode_record(full)) == full

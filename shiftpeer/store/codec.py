@@ -136,13 +136,12 @@ def _text(s: str) -> bytes:
 
 
 def encode_new_record(docid: str, vis: list[str], rev: str, deleted: bool, body: bytes, sig: bytes | None) -> bytes:
-    """encode_record([docid, vis, {rev: None}, {rev: [deleted, body, sig]}]), the record of a document
-    with one revision (every document a pull brings new), assembled from its parts: the same bytes
-    (tests/test_store_basic.py checks it) for about half the CPU of a general encode."""
-    r = _text(rev)
+    """The record of a document with one revision and no ancestors (every document a pull brings new),
+    in its compact form `[docid, vis, rev, deleted, body, sig]`, assembled from its parts: the same bytes
+    as cbor2 would give (tests/test_store_basic.py checks it) for about half the CPU."""
     return b"".join((
-        b"\x84", _text(docid), _head(0x80, len(vis)), *map(_text, vis), b"\xa1", r, b"\xf6", b"\xa1", r,
-        b"\x83\xf5" if deleted else b"\x83\xf4", _head(0x40, len(body)), body,
+        b"\x86", _text(docid), _head(0x80, len(vis)), *map(_text, vis), _text(rev),
+        b"\xf5" if deleted else b"\xf4", _head(0x40, len(body)), body,
         b"\xf6" if sig is None else _head(0x40, len(sig)) + sig,
     ))
 
@@ -152,11 +151,29 @@ decode_body = _loads
 
 
 def encode_record(record: list) -> bytes:
-    """A document record: [seq, vis, tree, leaves] (see docs/store.md)."""
+    """A document record `[docid, vis, tree, leaves]` (docs/store.md). One whose tree is a single revision
+    with no parent is stored compact, `[docid, vis, rev, deleted, body, sig]`: it decodes without building
+    two maps, which is ~10% of reading a document back."""
+    docid, vis, tree, leaves = record
+    if len(tree) == 1 and len(leaves) == 1:
+        [(rev, parent)] = tree.items()
+        leaf = leaves.get(rev)
+        if parent is None and leaf is not None:
+            return encode_new_record(docid, vis, rev, leaf[0], leaf[1], leaf[2])
     return _dumps(record)
 
 
-decode_record = _loads  # a document record: [docid, vis, tree, leaves]
+def decode_record(data: bytes) -> list:
+    """A document record as `[docid, vis, tree, leaves]`, whichever form it is stored in. (Hot loops that
+    can use the compact form as it is check `len(rec) == 6` and decode with `cbor2.loads` themselves.)"""
+    rec = _loads(data)
+    if len(rec) == 6:
+        docid, vis, rev, deleted, body, sig = rec
+        return [docid, vis, {rev: None}, {rev: [deleted, body, sig]}]
+    return rec
+
+
+load_record = _loads  # the stored form as it is (compact or not)
 
 
 def encode_value(value: Any) -> bytes:

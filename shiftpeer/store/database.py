@@ -229,10 +229,13 @@ class Database:
         """Documents changed after `since`, each once at its latest change, in sequence order."""
         out: list[Change] = []
         app = out.append
-        decode = codec.decode_record
+        load = codec.load_record
         seq_of = keys.seq_of
         for k, v in self._scan_log(since, limit):
-            rec = decode(v)
+            rec = load(v)
+            if len(rec) == 6:  # compact: one revision
+                app(Change(seq_of(k), rec[0], [rec[2]], rec[3]))
+                continue
             leaves = rec[3]
             if len(leaves) == 1:
                 [(rev, leaf)] = leaves.items()
@@ -253,7 +256,7 @@ class Database:
         if limit is not None and limit <= 0:
             return out
         dbp = self._dbp
-        decode_record, decode_body = codec.decode_record, codec.decode_body
+        load_record, decode_body = codec.load_record, codec.decode_body
         seq_of = keys.seq_of
         app = out.append
         with self._reading() as txn, codec.gc_paused():
@@ -263,9 +266,14 @@ class Database:
             for k, v in cur:
                 if k[:4] != dbp:
                     break
-                rec = decode_record(v)
+                rec = load_record(v)
+                if len(rec) == 6:  # compact: one revision, no conflicts (the common case), inline
+                    app(Doc(rec[0], rec[2], rec[3], decode_body(rec[4]), rec[5], [], rec[1], seq_of(k)))
+                    if len(out) == limit:
+                        break
+                    continue
                 leaves = rec[3]
-                if len(leaves) == 1:  # no conflicts: the common case, inline
+                if len(leaves) == 1:  # no conflicts
                     [(win, leaf)] = leaves.items()
                     app(Doc(rec[0], win, leaf[0], decode_body(leaf[1]), leaf[2], [], rec[1], seq_of(k)))
                 else:
