@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from typing import Any, Callable
 
 import lmdb
@@ -36,9 +37,11 @@ class GroupWriter:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="shiftpeer-store-writer", daemon=True)
         self._thread.start()
-        #: transactions committed and jobs run, for tests and benchmarks
+        #: transactions committed, jobs run, and seconds spent running jobs and committing (tests, benchmarks)
         self.commits = 0
         self.jobs = 0
+        self.run_seconds = 0.0
+        self.commit_seconds = 0.0
 
     @property
     def ident(self) -> int | None:
@@ -88,6 +91,7 @@ class GroupWriter:
             self._deliver([(d, False, failure) for *_, d in jobs], {})
             return
         single = len(jobs) == 1
+        started = time.perf_counter()
         for fn, args, kwargs, _d in jobs:
             txn = parent if single else store.env.begin(write=True, parent=parent)
             w = WriteTxn(store, txn)
@@ -110,10 +114,13 @@ class GroupWriter:
                     parent = None
             finally:
                 local.txn = None
+        committing = time.perf_counter()
+        self.run_seconds += committing - started
         if parent is not None:
             try:
                 parent.commit()
                 self.commits += 1
+                self.commit_seconds += time.perf_counter() - committing
             except lmdb.Error as e:
                 failure = Failure(store._write_failed(e))
                 outcomes = [(False, failure) if ok else (ok, r) for ok, r in outcomes]
