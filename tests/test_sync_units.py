@@ -161,3 +161,19 @@ def test_need_for_a_batch_never_sent_is_a_violation():
     mgr.handle({"t": "need", "rid": 7, "seq": seq, "want": []})
     mgr.handle({"t": "need", "rid": 7, "seq": 999, "want": []})
     assert [m["code"] for m in conn.sent if m["t"] == "violation"] == ["unexpected", "unexpected"]
+
+
+@pytest.mark.parametrize("t,field", [("changes", "ch"), ("need", "want")])
+def test_changes_and_need_entries_are_checked(t, field):
+    """changes/need entries must be [docid, [rev, ...]] with 1..MAX_REVS revisions and strings within bounds."""
+    def check(entries):
+        return messages.validate({"t": t, "rid": 1, "seq": 2, field: entries})
+
+    assert check([["a", ["1-ab", "2-cd"]], ["b", ["1-ef"]]])
+    assert check([])
+    bad = [[["a", []]], [["a"]], [("a", ["1-ab"])], [["a", "1-ab"]], [["a", [1]]], [[1, ["1-ab"]]],
+           [["a" * (messages.MAX_ID + 1), ["1-ab"]]], [["a", ["r" * (messages.MAX_REV + 1)]]],
+           [["a", ["1-ab"] * (messages.MAX_REVS + 1)]], [["a", ["1-ab"]]] * (messages.MAX_BATCH + 1), "x"]
+    for entries in bad:
+        with pytest.raises(ProtocolError):
+            check(entries)

@@ -85,18 +85,24 @@ def _list(item: Checker, limit: int) -> Checker:
 
 
 _name = _str(MAX_NAME)
-_docid = _str(MAX_ID)
-_rev = _str(MAX_REV)
-_revs = _list(_rev, MAX_REVS)
 
 
-def _id_revs(v: Any, name: str) -> list:
-    if type(v) is not list or len(v) != 2:
-        raise ProtocolError(f"field {name!r} entries must be [docid, [rev, ...]]")
-    _docid(v[0], name)
-    _revs(v[1], name)
-    if not v[1]:
-        raise ProtocolError(f"field {name!r} entries must name at least one revision")
+def _id_revs_list(v: Any, name: str) -> list:
+    """A list of at most MAX_BATCH [docid, [rev, ...]] entries (changes.ch, need.want), checked in one loop:
+    a checker call per entry and per field cost ~0.4 us of the ~1.3 us an entry took to decode."""
+    if type(v) is not list or len(v) > MAX_BATCH:
+        raise ProtocolError(f"field {name!r} must be a list of at most {MAX_BATCH} items")
+    for e in v:
+        if type(e) is not list or len(e) != 2:
+            raise ProtocolError(f"field {name!r} entries must be [docid, [rev, ...]]")
+        docid, revs = e
+        if type(docid) is not str or len(docid) > MAX_ID:
+            raise ProtocolError(f"field {name!r} must be a string of at most {MAX_ID} characters")
+        if type(revs) is not list or not revs or len(revs) > MAX_REVS:
+            raise ProtocolError(f"field {name!r} entries must name 1 to {MAX_REVS} revisions")
+        for r in revs:
+            if type(r) is not str or len(r) > MAX_REV:
+                raise ProtocolError(f"field {name!r} must be a string of at most {MAX_REV} characters")
     return v
 
 
@@ -134,12 +140,12 @@ SCHEMAS: dict[str, dict[str, tuple[Checker, bool]]] = {
     # replication, puller -> feeder
     "pull": {"rid": (_int, True), "db": (_name, True), "since": (_int, True), "epoch": (_opt(_str(MAX_NAME)), True),
              "live": (_bool, True), "push": (_opt(_int), False)},
-    "need": {"rid": (_int, True), "seq": (_int, True), "want": (_list(_id_revs, MAX_BATCH), True)},
+    "need": {"rid": (_int, True), "seq": (_int, True), "want": (_id_revs_list, True)},
     "ack": {"rid": (_int, True), "seq": (_int, True)},
     # replication, feeder -> puller
     "accept": {"rid": (_int, True), "epoch": (_str(MAX_NAME), True), "since": (_int, True),
                "head": (_int, False)},
-    "changes": {"rid": (_int, True), "seq": (_int, True), "ch": (_list(_id_revs, MAX_BATCH), True),
+    "changes": {"rid": (_int, True), "seq": (_int, True), "ch": (_id_revs_list, True),
                 "docs": (_list(_repl_doc, MAX_BATCH), False)},
     "docs": {"rid": (_int, True), "seq": (_int, True), "docs": (_list(_repl_doc, MAX_BATCH), True),
              "more": (_bool, True)},
