@@ -168,3 +168,28 @@ async def test_writer_result_fires_after_commit(store):
     with store.env.begin() as txn:  # a fresh reader sees only committed data
         assert txn.stat(store._log_db)["entries"] == 50
     assert len(ids) == 50
+
+
+def test_prepared_batch_is_written_only_to_its_database(store):
+    """When a batch prepared for one database is handed to another, it is refused and nothing is written;
+    written to its own database it stores the documents, indexed under its visibility tokens."""
+    a, b = store.create_database("a"), store.create_database("b")
+    batch = a.prepare_replicated(repl_docs(3), vis=["public"])
+    with pytest.raises(InvalidDocument, match="database that prepared it"):
+        b.bulk_replicated(batch)
+    assert b.update_seq() == 0
+    assert a.bulk_replicated(batch) == ["d0", "d1", "d2"]
+    docs, _ = a.query("href", "http://a.org/1", vis=["public"])
+    assert [d.id for d in docs] == ["d1"]
+    assert a.query("href", "http://a.org/1", vis=["group/x"])[0] == []
+
+
+def test_prepare_refuses_bad_input_without_touching_the_store(store):
+    """When a batch holds a bad document, prepare_replicated raises and the store is unchanged."""
+    db = store.create_database("a")
+    docs = repl_docs(3)
+    docs[1]["rev"] = "not-a-rev"
+    before = store.env.info()["last_txnid"]
+    with pytest.raises(InvalidDocument):
+        db.prepare_replicated(docs)
+    assert store.env.info()["last_txnid"] == before and db.update_seq() == 0
