@@ -127,6 +127,8 @@ class Store:
         self.path = path
         self.rev_limit = rev_limit
         self.max_doc_bytes = max_doc_bytes
+        #: whether each commit is fsynced (the sync code skips a thread hop for small batches when not)
+        self.sync = sync
         os.makedirs(path, exist_ok=True)
         self.env = lmdb.open(
             path,
