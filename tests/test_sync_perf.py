@@ -249,3 +249,26 @@ async def test_tcp_nodelay_on_both_ends(tmp_path):
         await maybeDeferred(port.stopListening)
         for s in stores:
             s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_verification_falls_back_to_threads_when_its_processes_cannot_start():
+    """A verification process that ends before its first answer (it cannot run here) fails the batches it
+    owed and marks the processes broken; verify_many then checks in threads, with the same results."""
+    from shiftpeer.identity.signing import VerifyProcesses, _check_in_processes
+
+    procs = VerifyProcesses(reactor)
+    procs.program = "import sys; sys.exit(3)"
+    docs = _signed_docs(100)
+    with pytest.raises(FirstError) as caught:
+        await _check_in_processes(docs, procs)
+    assert caught.value.subFailure.check(VerifierGone) and procs.broken
+    procs.stop()
+    shared = verify_processes(reactor)
+    shared.broken = True
+    try:
+        docs[3]["body"]["n"] = -1
+        results = await verify_many(docs)
+        assert [i for i, ok in enumerate(results) if not ok] == [3]
+    finally:
+        shared.broken = False

@@ -195,9 +195,11 @@ class VerifierGone(Exception):
 class _VerifyProcess(ProcessProtocol):
     """One verification process; requests are answered in the order they were written."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Optional["VerifyProcesses"] = None) -> None:
+        self.owner = owner
         self.pending: collections.deque[tuple[Deferred, int]] = collections.deque()
         self.gone = False
+        self.answered = 0
         self._buf = bytearray()
 
     def submit(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> Deferred:
@@ -229,6 +231,7 @@ class _VerifyProcess(ProcessProtocol):
                 self._end("it answered out of turn")
                 return
             d, _ = self.pending.popleft()
+            self.answered += 1
             d.callback([b == 1 for b in answer])
 
     def childConnectionLost(self, fd: int) -> None:
@@ -252,6 +255,8 @@ class _VerifyProcess(ProcessProtocol):
         except Exception:   # already gone
             pass
         pending, self.pending = self.pending, collections.deque()
+        if self.owner is not None:
+            self.owner._ended(self, why)
         for d, _ in pending:
             d.errback(VerifierGone(f"the verification process ended: {why}"))
 
@@ -266,16 +271,20 @@ class VerifyProcesses:
     each. Each process answers in order, so the chunks of the oldest batch finish first.
     """
 
+    program = _WORKER_SOURCE
+
     def __init__(self, reactor: Any, n: int = 0) -> None:
         self.reactor = reactor
         self.procs: list[Optional[_VerifyProcess]] = [None] * (n or VERIFY_THREADS)
         self.stopped = False
+        #: a process ended before it answered anything (it cannot start here): verify_many uses threads
+        self.broken = False
 
     def _proc(self, i: int) -> _VerifyProcess:
         proc = self.procs[i]
         if proc is None or proc.gone:
-            proc = _VerifyProcess()
-            self.reactor.spawnProcess(proc, sys.executable, [sys.executable, "-c", _WORKER_SOURCE],
+            proc = _VerifyProcess(self)
+            self.reactor.spawnProcess(proc, sys.executable, [sys.executable, "-c", self.program],
                                       env=dict(os.environ), childFDs={0: "w", 1: "r", 2: 2})
             self.procs[i] = proc
         return proc
@@ -289,6 +298,14 @@ class VerifyProcesses:
         d = gatherResults([self._proc(i).submit(items[j : j + size])
                            for i, j in enumerate(range(0, len(items), size))], consumeErrors=True)
         return d.addCallback(_flatten)
+
+    def _ended(self, proc: _VerifyProcess, why: str) -> None:
+        if self.stopped:
+            return
+        if not proc.answered and not self.broken:
+            self.broken = True
+            log.warn("a signature verification process ended before its first answer ({why}); "
+                     "verifying in threads from now on", why=why)
 
     def stop(self) -> None:
         self.stopped = True
@@ -370,7 +387,7 @@ def verify_many(
         reactor = _reactor
     if threadpool is None:
         procs = verify_processes(reactor)
-        if procs is not None:
+        if procs is not None and not procs.broken:
             return _check_in_processes(docs, procs)
         threadpool = verify_pool(reactor)
     n = min(workers, len(docs))
