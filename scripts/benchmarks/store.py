@@ -8,9 +8,10 @@ process are printed beside each, and the load average, so I/O waits and contenti
   1,000, fsync on (sync=True, the default), all seven indexes maintained in the same transaction. The input
   ReplDocs (bodies as dicts, as the sync code hands them over) are built before timing; the store checks,
   encodes and indexes every one. `write_docs_per_s` is the way a node writes: `bulk_replicated_async` with
-  up to 4 batches in flight (as a pull's window keeps them), each batch checked and encoded in the calling
-  thread while the writer thread commits earlier ones, queued batches group-committed (at most 4 per
-  transaction), each counted only when its Deferred fires after its commit and fsync.
+  up to 8 batches in flight (a pull's window, shiftpeer.sync.replication.WINDOW), each batch checked and
+  encoded in the calling thread while the writer thread commits earlier ones, queued batches
+  group-committed (at most 4 per transaction), each counted only when its Deferred fires after its commit
+  and fsync.
   `write_serial_docs_per_s` is one synchronous `bulk_replicated` call per batch into a second store: one
   transaction and one fsync each, nothing overlapped.
 * read: every document back in changes order through `docs_since` pages of 1,000: each record and the
@@ -39,6 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from shiftpeer.store import Store  # noqa: E402
 from shiftpeer.store.revs import compute_rev  # noqa: E402
+from shiftpeer.sync.replication import WINDOW  # noqa: E402  (a pull keeps this many batches in flight)
 
 WORDS = ("shift space note highlight image swap source edit page web climate group feed public private "
          "share comment author domain link text color font size layout update replicate peer hub").split()
@@ -138,7 +140,7 @@ def main() -> None:
         cpu = time.process_time
         t, c = time.perf_counter(), cpu()
         commits_before = store.env.info()["last_txnid"]
-        writer_run_s, writer_commit_s = write_pipelined(db, docs, batch, vis, window=4)
+        writer_run_s, writer_commit_s = write_pipelined(db, docs, batch, vis, window=WINDOW)
         write_s, write_cpu = time.perf_counter() - t, cpu() - c
         commits = store.env.info()["last_txnid"] - commits_before
 
@@ -215,7 +217,7 @@ def main() -> None:
     }
     print(f"documents:          {n:,} (avg body {avg_body:.0f} bytes CBOR + 64-byte sig), batches of {batch}")
     tokens = '"*" and "public"' if vis else '"*"'
-    print(f"write:              {result['write_docs_per_s']:,} docs/s (bulk_replicated_async, 4 batches in flight, "
+    print(f"write:              {result['write_docs_per_s']:,} docs/s (bulk_replicated_async, {WINDOW} batches in flight, "
           f"{commits} commits with fsync, 7 indexes under {tokens}); CPU {write_cpu:.1f} s of {write_s:.1f} s")
     print(f"  writer thread:    {writer_run_s:.1f} s running the batches (the LMDB half), {writer_commit_s:.1f} s in "
           f"commits (page writes + fsync, GIL released), idle the rest")
