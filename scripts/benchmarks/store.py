@@ -8,10 +8,9 @@ process are printed beside each, and the load average, so I/O waits and contenti
   1,000, fsync on (sync=True, the default), all seven indexes maintained in the same transaction. The input
   ReplDocs (bodies as dicts, as the sync code hands them over) are built before timing; the store checks,
   encodes and indexes every one. `write_docs_per_s` is the way a node writes: `bulk_replicated_async` with
-  up to 8 batches in flight (a pull's window, shiftpeer.sync.replication.WINDOW), each batch checked and
-  encoded in the calling thread while the writer thread commits earlier ones, queued batches
-  group-committed (at most 4 per transaction), each counted only when its Deferred fires after its commit
-  and fsync.
+  up to 8 batches in flight (a pull's window, shiftpeer.sync.replication.WINDOW), written by the store's
+  writer thread, batches queued behind a commit group-committed (at most 4 per transaction), each counted
+  only when its Deferred fires after its commit and fsync.
   `write_serial_docs_per_s` is one synchronous `bulk_replicated` call per batch into a second store: one
   transaction and one fsync each, nothing overlapped.
 * read: every document back in changes order through `docs_since` pages of 1,000: each record and the
