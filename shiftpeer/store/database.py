@@ -68,10 +68,6 @@ class _Prepared(NamedTuple):
     body_bytes: bytes
     sig: bytes | None
     history: list[str]
-    # Worked out before the transaction, for the case of a new document (most of a pull): its index
-    # entries but the seq (indexes.index_heads) and, for a single revision, its whole record.
-    heads: list[bytes]
-    record: bytes | None
 
 
 class PreparedBatch(NamedTuple):
@@ -450,7 +446,7 @@ class Database:
             self._commit(w, docid, old_seq, old, new, new_body=None if deleted else body)
         return rev
 
-    def _prepare_repl(self, d: Any, tokens: list[str]) -> _Prepared:
+    def _prepare_repl(self, d: Any) -> _Prepared:
         if type(d) is not dict:
             raise InvalidDocument(f"replicated document must be a dict, not {type(d).__name__}")
         docid = d.get("id")
@@ -474,18 +470,13 @@ class Database:
             history = history[: self._store.rev_limit]
             revs.check_history(history)
         body = d.get("body")
-        body_bytes = self._prepare_body(body, canonical=False)
-        return _Prepared(
-            docid, rev, deleted, body, body_bytes, sig, history,
-            indexes.index_heads(self._dbp, None if deleted else body, tokens),
-            codec.encode_new_record(docid, tokens, rev, deleted, body_bytes, sig) if len(history) == 1 else None,
-        )
+        return _Prepared(docid, rev, deleted, body, self._prepare_body(body, canonical=False), sig, history)
 
     def _prepare_all(self, docs: Any, vis: list[str] | None) -> tuple[list[_Prepared], list[str]]:
         if not isinstance(docs, (list, tuple)):
             raise InvalidDocument("bulk_replicated takes a list of replicated documents")
         tokens = check_vis(vis)
-        return [self._prepare_repl(d, tokens) for d in docs], tokens
+        return [self._prepare_repl(d) for d in docs], tokens
 
     def prepare_replicated(self, docs: list[dict], *, vis: list[str] | None = None) -> "PreparedBatch":
         """Check and encode a batch for bulk_replicated without touching LMDB (any thread): the CPU half of
@@ -510,7 +501,8 @@ class Database:
         written: list[str] = []
         dbp = self._dbp
         docs_db, log_db = st._docs_db, st._log_db
-        encode_record = codec.encode_record
+        index_keys = indexes.index_keys
+        encode_record, encode_new_record = codec.encode_record, codec.encode_new_record
         u64 = keys.u64
         with st._writing(txn) as w:
             self._alive(w.txn)
@@ -530,14 +522,12 @@ class Database:
                                                               for i, r in enumerate(h)}
                     state[0] = seq
                     state[3] = True
-                    sb = u64(seq)
                     if not p.deleted:
                         state[1] += 1
-                        idx_add([hd + sb for hd in p.heads])
-                    lk = dbp + sb
-                    rec = p.record
-                    if rec is None:
-                        rec = encode_record([p.id, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}])
+                        idx_add(index_keys(dbp, seq, p.body, tokens))
+                    lk = dbp + u64(seq)
+                    rec = (encode_new_record(p.id, tokens, p.rev, p.deleted, p.body_bytes, p.sig) if len(h) == 1
+                           else encode_record([p.id, tokens, tree, {p.rev: [p.deleted, p.body_bytes, p.sig]}]))
                     if not put(lk, rec, append=True, db=log_db):
                         put(lk, rec, db=log_db)
                     written.append(p.id)

@@ -159,26 +159,18 @@ def token_prefixes(dbp: bytes, vis: list[str]) -> list[bytes]:
     return out
 
 
-def index_heads(dbp: bytes, body: dict | None, vis: list[str]) -> list[bytes]:
-    """The first 24 bytes of every index entry of a document (list key 16 + created 8): all of an entry but
-    the seq, so they can be worked out before the write transaction assigns it. None for a deleted one."""
+def index_keys(dbp: bytes, seq: int, body: dict | None, vis: list[str]) -> list[bytes]:
+    """Every index entry of a document at `seq` (none when it is deleted: `body` None), each as 32 bytes:
+    list key (16) + item (16). Both halves have fixed sizes, so sorting entries sorts (key, item) pairs."""
     if body is None:
         return []
-    created = keys.created_bytes(body.get("created"))
+    tail = keys.created_bytes(body.get("created")) + keys.u64(seq)
     vhs = value_hashes(body)
     prefixes = token_prefixes(dbp, vis)
     if len(prefixes) == 1:
         p = prefixes[0]
-        return [p + vh + created for vh in vhs]
-    return [p + vh + created for vh in vhs for p in prefixes]
-
-
-def index_keys(dbp: bytes, seq: int, body: dict | None, vis: list[str]) -> list[bytes]:
-    """Every index entry of a document at `seq` (none when it is deleted: `body` None), each as 32 bytes:
-    list key (16) + item (created 8 + seq 8). Both halves have fixed sizes, so sorting entries sorts
-    (key, item) pairs."""
-    s = keys.u64(seq)
-    return [h + s for h in index_heads(dbp, body, vis)]
+        return [p + vh + tail for vh in vhs]
+    return [p + vh + tail for vh in vhs for p in prefixes]
 
 
 def normalise_value(index: str, value: str) -> str:
