@@ -15,11 +15,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import threadable
 
-from . import keys
+from . import keys, migrate
 from .errors import InvalidDocument, NotFound, SchemaVersionError, StoreError
 from .writer import GroupWriter
 
 SCHEMA_VERSION = 2  # 2: index entries are plain 32-byte keys (1 had dupsort lists)
+UPGRADABLE = (b"1",)  # older versions opened by upgrading them in place (migrate.py)
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.$()+@:=-]*(/[A-Za-z0-9_.$()+@:=-]+)*")
 MAX_NAME_BYTES = 200
@@ -165,7 +166,7 @@ class Store:
                 if txn.stat(self._meta_db)["entries"] or self._has_other_dbs(txn):
                     raise SchemaVersionError(f"{self.path}: LMDB environment has no shiftpeer schema version")
                 txn.put(keys.SCHEMA_KEY, str(SCHEMA_VERSION).encode(), db=self._meta_db)
-            elif version != str(SCHEMA_VERSION).encode():
+            elif version != str(SCHEMA_VERSION).encode() and version not in UPGRADABLE:
                 raise SchemaVersionError(
                     f"{self.path}: store schema version {version.decode(errors='replace')!r}, this shiftpeer "
                     f"reads version {SCHEMA_VERSION}; upgrade shiftpeer (or restore a matching backup)"
@@ -174,9 +175,13 @@ class Store:
             self._state_db = env.open_db(b"state", txn=txn)
             self._docs_db = env.open_db(b"docs", txn=txn)
             self._log_db = env.open_db(b"log", txn=txn)
-            # Plain 32-byte keys, empty values (indexes.py). Schema 1 used dupsort lists: half the bytes,
-            # twice the CPU per insert.
-            self._idx_db = env.open_db(b"idx", txn=txn)
+            if version == b"1":
+                self._idx_db = migrate.upgrade_1_to_2(env, txn, self._names_db, self._log_db)
+                txn.put(keys.SCHEMA_KEY, str(SCHEMA_VERSION).encode(), db=self._meta_db)
+            else:
+                # Plain 32-byte keys, empty values (indexes.py). Schema 1 used dupsort lists: half the
+                # bytes, twice the CPU per insert.
+                self._idx_db = env.open_db(b"idx", txn=txn)
             self._ckpt_db = env.open_db(b"ckpt", txn=txn)
 
     def _has_other_dbs(self, txn: lmdb.Transaction) -> bool:
