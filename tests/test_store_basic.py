@@ -497,3 +497,28 @@ def test_new_record_fast_encoding_matches_general(vis, deleted, sig, body_len):
     # a record with history or conflicts keeps the general form
     full = [docid, vis, {rev: "1-" + "b" * 32, "1-" + "b" * 32: None}, {rev: [deleted, body, sig]}]
     assert codec.decode_record(codec.encode_record(full)) == full
+
+
+def test_raw_bodies_splice_into_frames_as_the_same_maps(tmp_path):
+    """When a sender asks for raw bodies, each is the stored CBOR, and a frame built from them decodes to
+    exactly what a frame built from decoded bodies does; an unknown type is still refused."""
+    from shiftpeer.sync import messages
+
+    s = Store(str(tmp_path / "s"), map_size=1 << 28)
+    try:
+        db = s.create_database("shared")
+        body = {"href": "http://a.org/é", "n": 1.5, "list": [1, None, True, {"x": "y"}], "created": 3}
+        rev = db.put("d1", body)
+        db.put("d2", {}, deleted=False)
+        wanted = [("d1", [rev]), ("d2", None)]
+        raw, plain = db.get_repl_docs(wanted, raw_bodies=True), db.get_repl_docs(wanted)
+        assert all(type(d["body"]) is codec.RawCBOR for d in raw)
+        assert codec.decode_body(raw[0]["body"].data) == body
+        a = messages.encode("docs", rid=1, seq=1, docs=raw, more=False)
+        b = messages.encode("docs", rid=1, seq=1, docs=plain, more=False)
+        assert cbor2.loads(a[4:]) == cbor2.loads(b[4:])
+        assert cbor2.loads(a[4:])["docs"][0]["body"] == body
+        with pytest.raises(cbor2.CBOREncodeError):
+            messages.encode("docs", rid=1, seq=1, docs=[{"body": object()}], more=False)
+    finally:
+        s.close()

@@ -146,6 +146,34 @@ def encode_new_record(docid: str, vis: list[str], rev: str, deleted: bool, body:
     ))
 
 
+class RawCBOR:
+    """One already-encoded CBOR item (a stored body), written as it is by an encoder given
+    `default=write_raw`: a sender splices stored bodies into its frames instead of decoding them only to
+    encode them again. Not a bytes subclass, so it can never be mistaken for (or encoded as) a byte string."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawCBOR) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        return f"RawCBOR({len(self.data)} bytes)"
+
+
+def write_raw(encoder: Any, value: Any) -> None:
+    """cbor2 `default` hook: write a RawCBOR item verbatim; anything else unknown is an encode error."""
+    if type(value) is RawCBOR:
+        encoder.write(value.data)
+        return
+    raise cbor2.CBOREncodeTypeError(f"cannot serialize type {type(value).__name__}")
+
+
 #: Decoders are cbor2's C function itself, not a wrapper: a Python call per document is ~5% of a bulk read.
 decode_body = _loads
 

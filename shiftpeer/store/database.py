@@ -294,8 +294,12 @@ class Database:
                     out[docid] = missing
         return out
 
-    def get_repl_docs(self, wanted: list[tuple[str, list[str] | None]]) -> list[dict]:
-        """ReplDocs for the requested leaf revisions (None: every leaf), with history, for sending."""
+    def get_repl_docs(self, wanted: list[tuple[str, list[str] | None]], *,
+                      raw_bodies: bool = False) -> list[dict]:
+        """ReplDocs for the requested leaf revisions (None: every leaf), with history, for sending.
+
+        raw_bodies: each body is the stored CBOR as a `codec.RawCBOR`, not decoded, for a sender that
+        encodes its frames with `default=codec.write_raw` (the receiver decodes the same map either way)."""
         limit = self._store.rev_limit
         out: list[dict] = []
         with self._reading() as txn:
@@ -312,7 +316,7 @@ class Database:
                         "id": docid,
                         "rev": r,
                         "deleted": leaf[0],
-                        "body": codec.decode_body(leaf[1]),
+                        "body": codec.RawCBOR(leaf[1]) if raw_bodies else codec.decode_body(leaf[1]),
                         "sig": leaf[2],
                         "history": revs.ancestry(tree, r, limit),
                     })

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import cbor2
 
 from shiftpeer.sync.framing import encode_frame
+from shiftpeer.store.codec import write_raw
 
 PROTOCOL_VERSION = 1
 
@@ -189,6 +190,7 @@ def validate(msg: Any) -> dict:
 
 
 def encode(t: str, **fields: Any) -> bytes:
-    """Encode one message of type ``t`` as a complete frame (length prefix included)."""
+    """Encode one message of type ``t`` as a complete frame (length prefix included). Bodies given as
+    stored CBOR (`RawCBOR`, from get_repl_docs(raw_bodies=True)) are spliced in as they are."""
     fields["t"] = t
-    return encode_frame(cbor2.dumps(fields))
+    return encode_frame(cbor2.dumps(fields, default=write_raw))

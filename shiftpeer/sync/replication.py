@@ -409,7 +409,7 @@ class Feeder:
                 frame = None
                 if lazy is None and self.caught_up_seq is not None and len(chs) <= LIVE_INLINE:
                     # live and small: the documents ride along, saving the need/docs round trip
-                    docs = self.db.get_repl_docs([(c.id, list(c.revs)) for c in chs])
+                    docs = self.db.get_repl_docs([(c.id, list(c.revs)) for c in chs], raw_bodies=True)
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch, docs=docs)
                     if len(frame) > DOCS_FRAME_BYTES:
                         frame = None
@@ -438,7 +438,7 @@ class Feeder:
         want = msg["want"]
         if not want:
             return
-        docs = self.db.get_repl_docs([(docid, revs) for docid, revs in want])
+        docs = self.db.get_repl_docs([(docid, revs) for docid, revs in want], raw_bodies=True)
         self.mgr.counters["docs_out"] += len(docs)
         if self.handle is not None:
             self.handle.docs += len(docs)

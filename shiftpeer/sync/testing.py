@@ -137,7 +137,8 @@ class MemoryDatabase:
                 out[docid] = missing
         return out
 
-    def get_repl_docs(self, wanted: list) -> list:
+    def get_repl_docs(self, wanted: list, *, raw_bodies: bool = False) -> list:
+        """Bodies always come back decoded here; encode() takes both forms."""
         out = []
         for docid, revs in wanted:
             leaves = self._leaves.get(docid, {})
