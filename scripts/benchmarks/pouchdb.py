@@ -96,12 +96,9 @@ def install() -> dict:
 
 
 def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
-    as_json = "--json" in argv
-    n = 10_000 if quick else 100_000
-    if "--docs" in argv:
-        n = int(argv[argv.index("--docs") + 1])
-    live_n = 100 if quick else 1000
+    from sync import scenario_args  # scripts/benchmarks/sync.py: the same scenarios
+
+    _quick, as_json, n, live_n = scenario_args(argv)
     versions = install()
     tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-pouchdb-")
     env = dict(os.environ, BENCH_NODE_DIR=NODE_DIR)

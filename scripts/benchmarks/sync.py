@@ -186,13 +186,18 @@ def helper_cpu(source_pid: int) -> dict[int, float]:
     return out
 
 
-def main(argv: list[str]) -> None:
+def scenario_args(argv: list[str]) -> tuple[bool, bool, int, int]:
+    """(quick, as_json, documents, live writes) from the command line; scripts/bench pouchdb runs the same
+    scenarios, so it reads them here too."""
     quick = "--quick" in argv
-    as_json = "--json" in argv
     n = 10_000 if quick else 100_000
     if "--docs" in argv:
         n = int(argv[argv.index("--docs") + 1])
-    live_n = 100 if quick else 1000
+    return quick, "--json" in argv, n, 100 if quick else 1000
+
+
+def main(argv: list[str]) -> None:
+    quick, as_json, n, live_n = scenario_args(argv)
     tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-sync-")
     child = subprocess.Popen([sys.executable, __file__, "--source", tmp, str(n)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, bufsize=1)

@@ -6,13 +6,11 @@ their bytes feed the revision hash: the same edit must hash the same on every no
 
 from __future__ import annotations
 
-import gc
 import io
 import math
 import struct
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import cbor2
 
@@ -99,21 +97,6 @@ def encode_body_fast(body: dict) -> bytes:
     return _dumps(body)
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while decoding a batch. Decoding allocates several containers per document, so
-    the collector would run every ~100 documents and scan all of them again; a batch of decoded documents
-    holds no reference cycles, so nothing is left for it to find. Restored afterwards (unless someone
-    else turned it off first)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
 
 _HEAD16 = struct.Struct(">BH")
 _HEAD32 = struct.Struct(">BI")
@@ -155,12 +138,6 @@ class RawCBOR:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RawCBOR) and other.data == self.data
-
-    def __hash__(self) -> int:
-        return hash(self.data)
 
     def __repr__(self) -> str:
         return f"RawCBOR({len(self.data)} bytes)"

@@ -259,7 +259,7 @@ class Database:
         load_record, decode_body = codec.load_record, codec.decode_body
         seq_of = keys.seq_of
         app = out.append
-        with self._reading() as txn, codec.gc_paused():
+        with self._reading() as txn:
             cur = txn.cursor(db=self._store._log_db)
             if not cur.set_range(keys.log_key(dbp, since + 1)):
                 return out

@@ -476,14 +476,8 @@ class _Violation(Exception):
 
 
 def _store_fsyncs(store: Any) -> bool:
-    """Does this store fsync each commit? (True when it cannot tell.)"""
-    sync = getattr(store, "sync", None)
-    if isinstance(sync, bool):
-        return sync
-    try:
-        return bool(store.env.flags()["sync"])
-    except Exception:
-        return True
+    """Does this store fsync each commit? (`Store.sync`; True for a store that does not say.)"""
+    return bool(getattr(store, "sync", True))
 
 
 def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
