@@ -67,21 +67,21 @@ class Publisher:
             self._clock.callLater(0, self.flush_quietly)
 
     # -- where the user's copy lives -------------------------------------------------------------
-    def _own(self, docid: str, kind: str = "shift", action: str = "publish") -> tuple[Any, Any]:
+    def _own(self, docid: str, kind: str | None = None, action: str = "publish") -> tuple[Any, Any]:
         """(database, winning doc) of the user's own live copy: user/public first, else user/private.
 
-        ``kind`` "comment" accepts only a comment (a shift id given to a comment edit is not found)."""
+        With ``kind`` only a document of that type counts (a shift id given to a comment edit is not found)."""
         for name in (PUBLIC, PRIVATE):
             db = self._store.database(name)
             doc = db.get(docid)
-            if doc is not None and not doc.deleted and (kind == "shift" or doc.body.get("type") == kind):
+            if doc is not None and not doc.deleted and kind in (None, doc.body.get("type")):
                 if doc.body.get("author") != self._key.account_id:
                     raise FlowError(f"{docid} is not yours: only its author may {action} it", "not_author")
                 return db, doc
-        raise FlowError(f"no {kind} {docid!r} of yours on this node", "not_found")
+        raise FlowError(f"no {kind or 'shift'} {docid!r} of yours on this node", "not_found")
 
-    def owns(self, docid: str, kind: str = "shift") -> bool:
-        """Is there a live copy of ``docid`` (of that kind) by this user in user/public or user/private?"""
+    def owns(self, docid: str, kind: str | None = None) -> bool:
+        """Is there a live copy of ``docid`` (of that type) by this user in user/public or user/private?"""
         try:
             self._own(docid, kind)
         except FlowError:
