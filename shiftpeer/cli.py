@@ -566,9 +566,37 @@ def cmd_group(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+COMMENT_USAGE = "comment SHIFT_ID TEXT | comment edit COMMENT_ID TEXT [--rev REV] | comment delete COMMENT_ID"
+
+
+def comment_request(args: argparse.Namespace) -> tuple[str, str, dict | None]:
+    """(method, path, body) for ``comment ID TEXT`` (add), ``comment edit ID TEXT [--rev REV]`` or
+    ``comment delete ID``; a usage error otherwise. A shift id is never the word edit or delete (ids are
+    22 random characters), so the old form keeps working."""
+    words = args.words
+    if words[0] == "edit" and len(words) == 3:
+        body = {"text": words[2]} if args.rev is None else {"text": words[2], "rev": args.rev}
+        return "PATCH", f"/comments/{_quote(words[1])}", body
+    if args.rev is not None:
+        raise CliError(f"--rev goes with 'comment edit' only (usage: {COMMENT_USAGE})", EXIT_USAGE)
+    if words[0] == "delete" and len(words) == 2:
+        return "DELETE", f"/comments/{_quote(words[1])}", None
+    if len(words) != 2 or words[0] in ("edit", "delete"):
+        raise CliError(f"usage: {COMMENT_USAGE}", EXIT_USAGE)
+    return "POST", f"/shifts/{_quote(words[0])}/comments", {"text": words[1]}
+
+
 def cmd_comment(client: ApiClient, args: argparse.Namespace) -> int:
-    result = client.call("POST", f"/shifts/{_quote(args.id)}/comments", {"text": args.text})
-    print_json(result) if args.json else print(result.get("id", "ok"))
+    method, path, body = comment_request(args)
+    result = client.call(method, path, body)
+    if args.json:
+        print_json(result)
+    elif method == "PATCH":
+        print(result["rev"])
+    elif method == "DELETE":
+        print(f"deleted {result['id']}")
+    else:
+        print(result.get("id", "ok"))
     return 0
 
 
@@ -723,10 +751,12 @@ def build_parser() -> argparse.ArgumentParser:
     level.add_argument("level", metavar="LEVEL")
     level.set_defaults(func=cmd_group)
 
-    comment = reader(sub.add_parser("comment", help="comment on a shift"))
-    comment.add_argument("id", metavar="ID")
-    comment.add_argument("text", metavar="TEXT")
-    comment.set_defaults(func=cmd_comment)
+    comment = reader(sub.add_parser("comment", help="comment on a shift; edit or delete your comment",
+                                    usage=f"shiftpeer {COMMENT_USAGE}"))
+    comment.add_argument("words", nargs="+", metavar="ARG",
+                         help="SHIFT_ID TEXT (add), edit COMMENT_ID TEXT, or delete COMMENT_ID")
+    comment.add_argument("--rev", metavar="REV", help="with edit: the revision you edited (refused if it changed)")
+    comment.set_defaults(func=cmd_comment, check=comment_request)
 
     follow = reader(sub.add_parser("follow", help="follow a user (feed --following)"))
     follow.add_argument("user", metavar="USER")
@@ -780,6 +810,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "needs_node", True) or getattr(args, "needs_data", False):
             if not args.data:
                 raise CliError(f"{args.command} needs --data DIR (the node directory)", EXIT_USAGE)
+        if getattr(args, "check", None) is not None:
+            args.check(args)  # a bad command line is exit 2 whether or not the node runs
         if getattr(args, "needs_node", True):
             status = args.func(ApiClient(args.data), args)
         else:

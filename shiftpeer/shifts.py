@@ -180,6 +180,10 @@ class Shifts:
             db = self._db(name)
             doc = db.get(shift_id)
             if doc is not None and not doc.deleted:
+                if doc.body.get("type") == "comment":
+                    # the comment routes keep a comment's shape (its text, and its shift in the tombstone)
+                    raise InvalidShift(f"{shift_id} is a comment: change it with PATCH or DELETE "
+                                       f"/v1/comments/{shift_id} ('shiftpeer comment edit|delete')")
                 return db, doc
         if self._store.has_database(FEED):
             doc = self._db(FEED).get(shift_id)

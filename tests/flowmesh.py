@@ -185,6 +185,17 @@ class Mesh:
         await s.connect(port or self.hub.port, peer_id or self.hub.key.account_id)
         return s
 
+    async def club_shift(self, href: str, reader: str = "bob", owner: str = "alice") -> str:
+        """``owner`` makes group club with ``reader`` at level read, publishes a shift to it and waits
+        until the reader's feed has it; returns the shift's id."""
+        await self[owner].flows.group("new", "club")
+        await self[owner].flows.group("invite", "club", user=reader, level="read")
+        await self[reader].flows.group("join", "club")
+        sid = self[owner].new_shift(href)
+        await self[owner].publish(sid, groups=["club"])
+        await eventually(lambda: sid in self[reader].feed_ids(), f"{reader} has the club shift")
+        return sid
+
     async def who_sees(self, docid: str) -> dict[str, set[str]]:
         """Which users hold ``docid`` live in their feed, and which the hub lets find it in shared."""
         feed, hub = set(), set()

@@ -39,6 +39,19 @@ async def eventually(check, timeout: float = 5.0, interval: float = 0.01) -> Any
         await deferLater(reactor, interval, lambda: None)
 
 
+async def eventually_async(fetch, ok, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll an asynchronous ``fetch()`` until ``ok(result)``, failing after ``timeout`` seconds with the
+    last result seen."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        result = await fetch()
+        if ok(result):
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"not reached within {timeout}s: {result!r}")
+        await deferLater(reactor, interval, lambda: None)
+
+
 class ApiTestClient:
     """Real HTTP to the node's API with twisted.web's Agent (no persistent connections)."""
 

@@ -106,3 +106,52 @@ def test_register_publish_group_comment_notice(mesh, capsys):
     assert status == 0, err
     status, out, err = run(capsys, "--data", bob, "feed", "--group", "club")
     assert status != 0 and "not a reader" in err
+
+
+def _registered(capsys, d: str) -> bool:
+    """Register the node's account (or find it already registered by an earlier test of this module)."""
+    status, out, err = run(capsys, "--data", d, "register", "--json")
+    return status == 0 or "already" in err
+
+
+def test_comment_edit_and_delete(mesh, capsys):
+    """`comment edit` (with --rev) and `comment delete` change bob's comment for alice too; alice may not
+    change bob's comment (exit 1, says why), a stale --rev is refused, a malformed command is exit 2,
+    and `comment ID TEXT` still adds a comment."""
+    alice, bob = mesh["alice"], mesh["bob"]
+    wait_for(lambda: _registered(capsys, alice), timeout=20)
+    wait_for(lambda: _registered(capsys, bob), timeout=20)
+    status, out, err = run(capsys, "--data", alice, "shift", "new", "--space", "Notes",
+                           "--href", "https://example.org/cli-comments")
+    assert status == 0, err
+    sid = out.strip()
+    cli_json(capsys, "--data", alice, "shift", "publish", sid, "--public")
+
+    def comment() -> dict | None:
+        status, out, err = run(capsys, "--data", bob, "comment", sid, "v1", "--json")
+        return json.loads(out) if status == 0 else None
+    made = wait_for(comment, timeout=20)
+
+    def alice_sees() -> list:
+        return [r["text"] for r in cli_json(capsys, "--data", alice, "feed", "--thread", sid)["rows"]]
+    wait_for(lambda: alice_sees() == ["v1"], timeout=20)
+
+    edited = cli_json(capsys, "--data", bob, "comment", "edit", made["id"], "v2", "--rev", made["rev"])
+    assert edited["id"] == made["id"] and edited["rev"] != made["rev"]
+    wait_for(lambda: alice_sees() == ["v2"], timeout=20)
+
+    status, out, err = run(capsys, "--data", alice, "comment", "edit", made["id"], "mine now")
+    assert status == 1 and "only its author" in err and out == ""
+    status, out, err = run(capsys, "--data", alice, "comment", "delete", made["id"])
+    assert status == 1 and "only its author" in err
+    status, out, err = run(capsys, "--data", bob, "comment", "edit", made["id"], "v3", "--rev", made["rev"])
+    assert status == 1 and edited["rev"] in err
+    status, out, err = run(capsys, "--data", bob, "comment", "edit", made["id"])
+    assert status == 2 and "comment edit COMMENT_ID TEXT" in err
+    assert alice_sees() == ["v2"]
+
+    status, out, err = run(capsys, "--data", bob, "comment", "delete", made["id"])
+    assert status == 0 and out == f"deleted {made['id']}\n", err
+    wait_for(lambda: alice_sees() == [], timeout=20)
+    status, out, err = run(capsys, "--data", bob, "comment", "delete", made["id"], "--json")
+    assert status == 1 and "no comment" in err

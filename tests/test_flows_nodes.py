@@ -9,7 +9,7 @@ from twisted.internet.defer import gatherResults
 
 from shiftpeer.api.token import read_token
 from shiftpeer.identity.makecerts import main as make_certs
-from tests.helpers_node import ApiTestClient, eventually, listening_port, make_node
+from tests.helpers_node import ApiTestClient, eventually, eventually_async, listening_port, make_node
 
 LISTEN = "tcp:0:interface=127.0.0.1"
 
@@ -27,11 +27,9 @@ def nodes(tmp_path):
     pytest_twisted.blockon(gatherResults([n.stopService() for n in reversed(started)]))
 
 
-@pytest_twisted.ensureDeferred
-@pytest.mark.allow_logged_errors
-async def test_flows_through_the_api(nodes):
-    """Register, publish public/group/direct, join, comment, notice and feed queries, all through the
-    API of real nodes; each user sees exactly what they should."""
+async def _hub_and_users(nodes, users=("alice", "bob", "carol")) -> tuple:
+    """A hub node with a CA-signed certificate and user nodes dialling it, each registered under its
+    name: (hub node, hub API client, {user: API client})."""
     tmp_path, started = nodes
     assert make_certs([str(tmp_path / "certs"), "--host", "127.0.0.1", "--new-ca"]) == 0
     certs = tmp_path / "certs"
@@ -43,7 +41,7 @@ async def test_flows_through_the_api(nodes):
     listener = next(s for s in hub.getServiceNamed("sync") if s.name.startswith("listen"))
     port = (await listening_port(listener)).getHost().port
     api = {}
-    for name in ("alice", "bob", "carol"):
+    for name in users:
         node = make_node(str(tmp_path / name), connect=f"127.0.0.1:{port}", ca=str(certs / "ca.pem"), user=name)
         started.append(node)
         api[name] = await _start(node)
@@ -51,11 +49,27 @@ async def test_flows_through_the_api(nodes):
         code, body = await api[name].request("POST", "/v1/register", {})
         assert code == 200, body
         assert body["name"] == name
+    return hub, hub_api, api
+
+
+def _caller(api: dict):
+    """call(user, method, path, body, want): one API request, asserting the status it answers with."""
 
     async def call(who, method, path, body=None, want=200):
         code, answer = await api[who].request(method, path, body)
-        assert code == want, (who, path, answer)
+        assert code == want, (who, method, path, answer)
         return answer
+
+    return call
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_flows_through_the_api(nodes):
+    """Register, publish public/group/direct, join, comment, notice and feed queries, all through the
+    API of real nodes; each user sees exactly what they should."""
+    hub, hub_api, api = await _hub_and_users(nodes)
+    call = _caller(api)
 
     code, taken = await api["carol"].request("POST", "/v1/register", {"name": "alice"})
     assert code == 409 and "already" in taken["error"]
@@ -101,17 +115,48 @@ async def test_flows_through_the_api(nodes):
     assert [r["text"] for r in thread["rows"]] == ["hello club"]
 
 
-async def eventually_async(fetch, ok, timeout: float = 10.0):
-    """Poll an asynchronous ``fetch`` until ``ok(result)``."""
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
 
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = await fetch()
-        if ok(result):
-            return result
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"not reached within {timeout}s: {result}")
-        await deferLater(reactor, 0.02, lambda: None)
+@pytest_twisted.ensureDeferred
+async def test_comment_edit_and_delete_through_the_api(nodes):
+    """Bob edits and deletes his comment on alice's public shift through his node's API: alice's API
+    shows the new text, then no comment; her edit or delete of his comment answers 403, a stale rev
+    409, bad text or an unknown field 400, an unknown comment 404, and none of them change it."""
+    _, _, api = await _hub_and_users(nodes, ("alice", "bob"))
+    call = _caller(api)
+    sid = (await call("alice", "POST", "/v1/shifts", {"space": "Notes", "href": "https://example.org/c"},
+                      want=201))["id"]
+    await call("alice", "POST", f"/v1/shifts/{sid}/publish", {"public": True})
+    made = await eventually_async(lambda: api["bob"].request("POST", f"/v1/shifts/{sid}/comments", {"text": "v1"}),
+                                  lambda answer: answer[0] == 200)
+    cid, rev1 = made[1]["id"], made[1]["rev"]
 
+    async def alice_sees():
+        return [r["text"] for r in (await call("alice", "GET", f"/v1/shifts/{sid}/comments"))["rows"]]
+
+    await eventually_async(alice_sees, lambda texts: texts == ["v1"])
+    edited = await call("bob", "PATCH", f"/v1/comments/{cid}", {"text": "v2", "rev": rev1})
+    assert edited["id"] == cid and edited["rev"] != rev1
+    await eventually_async(alice_sees, lambda texts: texts == ["v2"])
+    replaced = await call("bob", "PUT", f"/v1/comments/{cid}", {"text": "v3"})
+    await eventually_async(alice_sees, lambda texts: texts == ["v3"])
+
+    refused = await call("alice", "PATCH", f"/v1/comments/{cid}", {"text": "mine now"}, want=403)
+    assert refused["code"] == "not_author" and "author" in refused["error"]
+    assert (await call("alice", "DELETE", f"/v1/comments/{cid}", want=403))["code"] == "not_author"
+    stale = await call("bob", "PUT", f"/v1/comments/{cid}", {"text": "late", "rev": rev1}, want=409)
+    assert replaced["rev"] in stale["error"]
+    for bad in ({"text": ""}, {"text": "x" * 4001}, {"text": ["not", "a", "string"]}, {},
+                {"text": "ok", "summary": "no such field"}):
+        await call("bob", "PATCH", f"/v1/comments/{cid}", bad, want=400)
+    await call("bob", "PATCH", "/v1/comments/cm-unknown", {"text": "x"}, want=404)
+    await call("bob", "DELETE", "/v1/comments/cm-unknown", want=404)
+    for method, body in (("PATCH", {"summary": "a comment is not a shift"}), ("DELETE", None)):
+        wrong_route = await call("bob", method, f"/v1/shifts/{cid}", body, want=400)
+        assert f"/v1/comments/{cid}" in wrong_route["error"]
+    assert await alice_sees() == ["v3"]
+
+    gone = await call("bob", "DELETE", f"/v1/comments/{cid}")
+    assert gone["id"] == cid and gone["deleted"] is True
+    await eventually_async(alice_sees, lambda texts: texts == [])
+    assert (await call("bob", "GET", f"/v1/shifts/{sid}/comments"))["rows"] == []
+    await call("bob", "DELETE", f"/v1/comments/{cid}", want=404)

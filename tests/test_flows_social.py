@@ -43,12 +43,7 @@ async def test_group_comments_stay_in_the_group(mesh):
     """A reader comments on a group shift: members see the thread, outsiders cannot see or comment."""
     await mesh.start()
     alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
-    await alice.flows.group("new", "club")
-    await alice.flows.group("invite", "club", user="bob", level="read")
-    await bob.flows.group("join", "club")
-    sid = alice.new_shift(HREF)
-    await alice.publish(sid, groups=["club"])
-    await eventually(lambda: sid in bob.feed_ids(), "bob has the shift")
+    sid = await mesh.club_shift(HREF)
     result = await bob.flows.comment(sid, "from a reader")
     assert result["targets"] == {"group:club": "ok"}
     await eventually(lambda: any(m.get("comment") == result["id"] for m in _messages(alice)), "alice notified")

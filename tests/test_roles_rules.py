@@ -131,3 +131,33 @@ def test_merge_gives_visibility_tokens_and_comments_inherit_them(store):
     docs, _ = store.database("shared").query("href", "https://x.example/", vis=["user:bob"])
     assert [d.id for d in docs] == ["s"]
     merger.stop()
+
+
+def test_merge_reports_edits_and_tombstones_of_held_comments_apart_from_new_ones(store):
+    """A comment's edit and its tombstone reach shared and are reported as revisions of a comment already
+    held (so nobody is notified again); a comment deleted before it was ever merged is reported nowhere."""
+    clock = Clock()
+    fresh, revised = [], []
+    merger = SharedMerger(store, clock, on_new=fresh.extend, on_revised=revised.extend)
+    merger.start()
+    bob = NodeKey.generate()
+    group = store.create_database("group/club")
+    body = {**shift(bob, groups=["club"]), "type": "comment", "shift": "s", "text": "v1"}
+    first = signed(bob, "c", body)
+    group.bulk_replicated([first])
+    clock.advance(0)
+    edit = signed(bob, "c", {**body, "text": "v2"}, parent=first["rev"])
+    group.bulk_replicated([edit])
+    clock.advance(0)
+    assert store.database("shared").get("c").body["text"] == "v2"
+    tomb = signed(bob, "c", {"type": "comment", "shift": "s", "author": bob.account_id}, parent=edit["rev"],
+                  deleted=True)
+    group.bulk_replicated([tomb])
+    never = signed(bob, "gone", {**body, "text": "never merged"})
+    group.bulk_replicated([never, signed(bob, "gone", tomb["body"], parent=never["rev"], deleted=True)])
+    clock.advance(0)
+    assert store.database("shared").get("c").deleted
+    assert [d["id"] for d in fresh] == ["c"]
+    assert [(d["id"], d["rev"], d["deleted"]) for d in revised] == [("c", edit["rev"], False),
+                                                                   ("c", tomb["rev"], True)]
+    merger.stop()

@@ -13,7 +13,7 @@ from shiftpeer.roles.names import FlowError
 
 STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_registered": 403,
           "not_found": 404, "no_user": 404, "no_group": 404, "name_taken": 409, "already_registered": 409,
-          "already_member": 409}
+          "already_member": 409, "conflict": 409}
 FEED_PARAMS = ("href", "domain", "space", "author", "group", "thread", "type")
 
 
@@ -66,6 +66,16 @@ def install_user_routes(api: Any, role: Any) -> None:
 
     def comment(req: ApiRequest) -> Any:
         return flows().comment(req.params["id"], req.json_object().get("text"))
+
+    def comment_edit(req: ApiRequest) -> Any:
+        body = req.json_object()
+        unknown = set(body) - {"text", "rev"}
+        if unknown:
+            raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} (an edit takes text and rev)")
+        return flows().edit_comment(req.params["id"], body.get("text"), body.get("rev"))
+
+    def comment_delete(req: ApiRequest) -> Any:
+        return flows().delete_comment(req.params["id"])
 
     def comments(req: ApiRequest) -> Any:
         d = flows().query({"filters": {"thread": req.params["id"]}, "limit": _limit(req),
@@ -120,6 +130,8 @@ def install_user_routes(api: Any, role: Any) -> None:
     routes = [
         ("POST", "/register", register), ("POST", "/shifts/{id}/publish", publish),
         ("POST", "/shifts/{id}/comments", comment), ("GET", "/shifts/{id}/comments", comments),
+        ("PATCH", "/comments/{id}", comment_edit), ("PUT", "/comments/{id}", comment_edit),
+        ("DELETE", "/comments/{id}", comment_delete),
         ("POST", "/shifts/{id}/favorite", favorite), ("POST", "/follows", follow),
         ("POST", "/groups", group_action("new")), ("GET", "/groups/{name}/members", group_action("members")),
         ("GET", "/feed", feed), ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),

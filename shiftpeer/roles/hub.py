@@ -52,7 +52,8 @@ class Hub:
         self.policy = HubPolicy(self.accounts, self.groups, relays=relays)
         self.operators = set(operators) | {key.account_id}
         self.social = HubSocial(store, key, clock, self.accounts)
-        self.merger = SharedMerger(store, clock, on_new=self.social.notify_comments)
+        self.merger = SharedMerger(store, clock, on_new=self.social.notify_comments,
+                                   on_revised=self.social.revise_notifications)
         self.queries = HubQueries(store, self.accounts, self.groups, self.social)
         self.rules.can_see = self.queries.can_see
         self.factory: Any = None

@@ -3,8 +3,10 @@
 Each source database gives its documents one token (``public``, ``group:<g>``, ``user:<u>``) and every
 document also gets ``author:<account id>``, so ``shared`` answers "what may this user see" with an
 index merge, never a scan. A comment also gets the tokens of the shift it comments on: it goes to
-that shift's audience. A checkpoint per source (in ``shared``) makes the merge resume after a
-restart; the merge follows commits live and runs outside the commit callback.
+that shift's audience. Only a comment never seen before notifies anyone; a later revision (an edit)
+or a tombstone of a comment already held updates or withdraws those notifications instead. A
+checkpoint per source (in ``shared``) makes the merge resume after a restart; the merge follows
+commits live and runs outside the commit callback.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ BATCH = 500
 
 log = Logger()
 
-#: Called with (shared database, new documents) after a batch with never-seen comments was merged.
+#: Called with comments after the batch that brought them was merged: never-seen ones (``on_new``), or
+#: later revisions and tombstones of comments ``shared`` already held (``on_revised``).
 NewDocsHook = Callable[[list[dict]], None]
 
 
@@ -35,9 +38,11 @@ def is_source(dbname: str) -> bool:
 class SharedMerger(CommitFollower):
     """Copies every source database's changes into ``shared`` from per-source checkpoints."""
 
-    def __init__(self, store: Any, clock: Any, *, on_new: NewDocsHook | None = None, batch: int = BATCH) -> None:
+    def __init__(self, store: Any, clock: Any, *, on_new: NewDocsHook | None = None,
+                 on_revised: NewDocsHook | None = None, batch: int = BATCH) -> None:
         super().__init__(store, clock)
         self._on_new = on_new
+        self._on_revised = on_revised
         self._batch = batch
         self.shared = store.create_database(SHARED_DB)
 
@@ -57,8 +62,10 @@ class SharedMerger(CommitFollower):
             return False
         docs = src.get_repl_docs([(c.id, list(c.revs)) for c in changes])
         token = audience.vis_token(name)
-        fresh = [d for d in docs if not d["deleted"] and d["body"].get("type") == "comment"
-                 and self.shared.get(d["id"]) is None]
+        comments = [d for d in docs if d["body"].get("type") == "comment"]
+        held = {d["id"] for d in comments if self.shared.get(d["id"]) is not None}
+        fresh = [d for d in comments if not d["deleted"] and d["id"] not in held]
+        revised = [d for d in comments if d["id"] in held]
         by_tokens: dict[tuple, list[dict]] = defaultdict(list)
         for d in docs:
             by_tokens[tuple(self._tokens(token, d))].append(d)
@@ -69,6 +76,8 @@ class SharedMerger(CommitFollower):
         log.debug("merged {count} docs of {source} into shared", count=len(docs), source=name)
         if fresh and self._on_new is not None:
             self._on_new(fresh)
+        if revised and self._on_revised is not None:
+            self._on_revised(revised)
         return len(changes) >= self._batch
 
     def _tokens(self, token: str, doc: dict) -> list[str]:

@@ -67,16 +67,26 @@ class Publisher:
             self._clock.callLater(0, self.flush_quietly)
 
     # -- where the user's copy lives -------------------------------------------------------------
-    def _own(self, shift_id: str) -> tuple[Any, Any]:
-        """(database, winning doc) of the user's own live copy: user/public first, else user/private."""
+    def _own(self, docid: str, kind: str | None = None, action: str = "publish") -> tuple[Any, Any]:
+        """(database, winning doc) of the user's own live copy: user/public first, else user/private.
+
+        With ``kind`` only a document of that type counts (a shift id given to a comment edit is not found)."""
         for name in (PUBLIC, PRIVATE):
             db = self._store.database(name)
-            doc = db.get(shift_id)
-            if doc is not None and not doc.deleted:
+            doc = db.get(docid)
+            if doc is not None and not doc.deleted and kind in (None, doc.body.get("type")):
                 if doc.body.get("author") != self._key.account_id:
-                    raise FlowError(f"{shift_id} is not yours: only its author may publish it", "not_author")
+                    raise FlowError(f"{docid} is not yours: only its author may {action} it", "not_author")
                 return db, doc
-        raise FlowError(f"no shift {shift_id!r} of yours on this node", "not_found")
+        raise FlowError(f"no {kind or 'shift'} {docid!r} of yours on this node", "not_found")
+
+    def owns(self, docid: str, kind: str | None = None) -> bool:
+        """Is there a live copy of ``docid`` (of that type) by this user in user/public or user/private?"""
+        try:
+            self._own(docid, kind)
+        except FlowError:
+            return False
+        return True
 
     def current(self, shift_id: str) -> dict | None:
         """The revision every target should hold: the winner in user/public if it has the doc, else private."""
@@ -130,6 +140,29 @@ class Publisher:
         rev = db.put(docid, body, sign=self._sign)
         self._add_targets(docid, audience.targets(aud))
         return self._result(docid, rev, aud)
+
+    def edit_comment(self, docid: str, text: str, rev: str | None = None) -> Deferred:
+        """A new revision of the user's comment with new text, where it lives; the outbox (and
+        user/public's replication) takes it to every target the comment went to."""
+        db, doc = self._own(docid, "comment", "edit")
+        if rev is not None and rev != doc.rev:
+            raise FlowError(f"comment {docid} is at {doc.rev}, not {rev}: show it again and retry", "conflict")
+        body = {**doc.body, "text": text, "modified": self._clock.seconds()}
+        new = db.put(docid, body, parent=doc.rev, sign=self._sign)
+        log.info("edited comment {id} rev {rev}", id=docid, rev=new)
+        return self._result(docid, new, audience.of(body))
+
+    def delete_comment(self, docid: str) -> Deferred:
+        """A signed tombstone of the user's comment, delivered like any later revision. It keeps
+        ``type`` and ``shift`` (the hub's merge and notifications recognise a comment by them) and
+        ``author`` (every node checks the signature and the same author)."""
+        db, doc = self._own(docid, "comment", "delete")
+        tomb = {"type": "comment", "shift": doc.body.get("shift"), "author": self._key.account_id,
+                "modified": self._clock.seconds()}
+        rev = db.put(docid, tomb, parent=doc.rev, deleted=True, sign=self._sign)
+        log.info("deleted comment {id} rev {rev}", id=docid, rev=rev)
+        d = self._result(docid, rev, audience.of(doc.body))
+        return d.addCallback(lambda result: {**result, "deleted": True})
 
     # -- the outbox ------------------------------------------------------------------------------
     def _add_targets(self, docid: str, targets: list[str]) -> None:

@@ -1,7 +1,10 @@
 """Comments, notifications, operator notices, read marks, follows and favorites.
 
 Hub side (``HubSocial``): when a comment reaches ``shared`` for the first time, the shift's author and
-everyone who commented on it before get a notification in ``messages/<user>``; operators post notices
+everyone who commented on it before get a notification in ``messages/<user>``; when the comment is
+edited those notifications show the new text (nobody is notified again), and when it is deleted they
+are withdrawn (tombstoned), so a deleted comment's text does not live on in anyone's messages. Who was
+notified of a comment is kept in ``hub/social`` (``N:<comment>``). Operators post notices
 to ``system/messages``; both are signed by the hub's key and replicate into each user's ``user/feed``.
 Follows and favorites are kept in ``hub/social``. User side (``UserSocial``): read marks live in the
 node-local ``user/marks`` (never served) and give the unread count.
@@ -23,6 +26,8 @@ MARKS_DB = "user/marks"
 FEED_DB = "user/feed"
 MAX_TEXT = 4000
 MESSAGE_TYPES = ["message", "notice"]
+#: hub/social key prefix: who was notified of a comment (so an edit or delete reaches those notifications)
+NOTIFIED = "N:"
 
 log = Logger()
 
@@ -46,8 +51,9 @@ class HubSocial:
         self._shared = store.create_database("shared")
         store.create_database(NOTICES_DB)
 
-    def _signed_put(self, db: Any, docid: str, body: dict) -> str:
-        return db.put(docid, body, sign=lambda i, r, b, d: sign_doc(self._key, i, r, b, d))
+    def _signed_put(self, db: Any, docid: str, body: dict, parent: str | None = None, deleted: bool = False) -> str:
+        return db.put(docid, body, parent=parent, deleted=deleted,
+                      sign=lambda i, r, b, d: sign_doc(self._key, i, r, b, d))
 
     def post_notice(self, text: Any) -> dict:
         """Post an operator notice to ``system/messages``; every registered user's feed receives it."""
@@ -80,12 +86,39 @@ class HubSocial:
                     continue
                 note = {"type": "message", "kind": "comment", "author": self._key.account_id, "to": user,
                         "shift": shift_id, "comment": comment["id"], "from": sender,
-                        "text": str(body.get("text", ""))[:200], "created": self._clock.seconds()}
+                        "text": _excerpt(body), "created": self._clock.seconds()}
                 db = self._store.database(messages_db(user))
-                docid = f"c-{comment['id']}-{user}"
+                docid = _note_id(comment["id"], user)
                 if db.get(docid) is None:
                     self._signed_put(db, docid, note)
+                    self._set(NOTIFIED + comment["id"], "users", user, True)
                     log.info("notified {user} of comment {comment}", user=user, comment=comment["id"])
+
+    def revise_notifications(self, comments: list[dict]) -> None:
+        """Comments ``shared`` already held changed: their notifications take the winning revision's
+        text, or are tombstoned when it is deleted. Idempotent, and it never notifies anyone anew."""
+        now = self._clock.seconds()
+        for comment_id in dict.fromkeys(c["id"] for c in comments):
+            current = self._shared.get(comment_id)
+            if current is None:
+                continue
+            for user in self._get(NOTIFIED + comment_id, "users"):
+                if not self._store.has_database(messages_db(user)):
+                    continue
+                db = self._store.database(messages_db(user))
+                docid = _note_id(comment_id, user)
+                note = db.get(docid)
+                if note is None or note.deleted:
+                    continue
+                if current.deleted:
+                    gone = {"type": "message", "kind": "comment", "author": self._key.account_id, "to": user,
+                            "modified": now}
+                    self._signed_put(db, docid, gone, parent=note.rev, deleted=True)
+                    log.info("withdrew {user}'s notification of deleted comment {comment}", user=user,
+                             comment=comment_id)
+                elif note.body.get("text") != _excerpt(current.body):
+                    self._signed_put(db, docid, {**note.body, "text": _excerpt(current.body), "modified": now},
+                                     parent=note.rev)
 
     # -- follows and favorites -----------------------------------------------------------------
     def _set(self, docid: str, field: str, item: str, on: bool) -> list[str]:
@@ -127,6 +160,16 @@ class HubSocial:
     def favorite_count(self, shift_id: str) -> int:
         """How many users favorited the shift."""
         return len(self._get("C:" + shift_id, "users"))
+
+
+def _note_id(comment_id: str, user: str) -> str:
+    """The id of ``user``'s notification of a comment: one per comment and user, whatever happens to it."""
+    return f"c-{comment_id}-{user}"
+
+
+def _excerpt(body: dict) -> str:
+    """The start of a comment's text that a notification quotes."""
+    return str(body.get("text", ""))[:200]
 
 
 class UserSocial:

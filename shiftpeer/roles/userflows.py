@@ -95,8 +95,38 @@ class UserFlows:
         return result
 
     @inlineCallbacks
+    def edit_comment(self, comment_id: str, text: Any, rev: Any = None):
+        """Change the text of one of this user's comments (``rev``: the revision edited, else 409);
+        the new revision goes everywhere the comment went."""
+        text = check_text(text)
+        if rev is not None and not isinstance(rev, str):
+            raise FlowError("rev must be the comment's revision string", "bad_request")
+        yield self._require_own_comment(comment_id)
+        result = yield self.publisher.edit_comment(comment_id, text, rev)
+        return result
+
+    @inlineCallbacks
+    def delete_comment(self, comment_id: str):
+        """Delete one of this user's comments everywhere it went (a signed tombstone)."""
+        yield self._require_own_comment(comment_id)
+        result = yield self.publisher.delete_comment(comment_id)
+        return result
+
+    @inlineCallbacks
+    def _require_own_comment(self, comment_id: str):
+        """Refuse someone else's comment this user can see with not_author (403), and anything else
+        that is not one of their live comments with not_found (404)."""
+        if self.publisher.owns(comment_id, "comment"):
+            return
+        seen = yield self.find(comment_id)
+        if seen is not None and seen["body"].get("type") == "comment":
+            raise FlowError(f"comment {comment_id} is by someone else: only its author may change it",
+                            "not_author")
+        raise FlowError(f"no comment {comment_id!r} that you can see", "not_found")
+
+    @inlineCallbacks
     def find(self, shift_id: str):
-        """A visible shift by id: from this node's databases, else from the hub."""
+        """A visible shift (or comment) by id: from this node's databases, else from the hub."""
         for name in (FEED, PUBLIC, PRIVATE):
             doc = self.store.database(name).get(shift_id)
             if doc is not None and not doc.deleted:
