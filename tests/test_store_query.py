@@ -45,6 +45,18 @@ def test_domain_given_or_derived(store):
     assert ids(db.query("domain", "other.org")) == []
 
 
+def test_derived_domain_is_the_same_for_every_shift_of_a_page(store):
+    """The derived domain is cached by URL: a second shift of the same page, a port, and a URL that does
+    not parse (no domain entry, and the write still succeeds) all index as the first lookup did."""
+    db = store.create_database("shared")
+    db.put("a", shift("https://Pages.Example.org:8443/x", 1))
+    db.put("b", shift("https://Pages.Example.org:8443/x", 2))
+    db.put("bad", shift("http://[::1/broken", 3))
+    assert ids(db.query("domain", "pages.example.org")) == ["b", "a"]
+    assert ids(db.query("href", "http://[::1/broken")) == ["bad"]
+    assert db.query("domain", "[::1")[0] == []
+
+
 def test_author_space_type_thread_all(store):
     """When documents have author, space, type and shift fields, each index finds them; type defaults to shift."""
     db = store.create_database("shared")
