@@ -230,8 +230,9 @@ class Demo:
             raise StepFailed(f"the full peer should see only the public shift, sees {sorted(fp)}")
         self.sees("fullpeer", "still 1: group and direct shifts never reach the firehose")
 
-        self.step("7. bob comments on the public shift; alice gets a message")
-        self.cli("bob", "comment", ids["public"], "Nice note!")
+        self.step("7. bob comments on the public shift; alice gets a message; bob edits his comment")
+        _, out, _ = self.cli("bob", "comment", ids["public"], "Nice note!")
+        comment_id = out.strip()
         self.wait("alice's message arrives", lambda: self.js("alice", "messages")["unread"] >= 1)
         _, out, _ = self.cli("alice", "messages")
         for line in out.strip().splitlines():
@@ -239,6 +240,11 @@ class Demo:
         thread = self.js("alice", "feed", "--thread", ids["public"])["rows"]
         if [r.get("text") for r in thread] != ["Nice note!"]:
             raise StepFailed(f"the thread should hold bob's comment, holds {thread}")
+        self.cli("bob", "comment", "edit", comment_id, "Nice note! Saved it.")
+        self.wait("alice sees the edited comment", lambda: [r.get("text") for r in self.js(
+            "alice", "feed", "--thread", ids["public"])["rows"]] == ["Nice note! Saved it."])
+        unread = self.js("alice", "messages")["unread"]
+        self.sees("alice", f"the thread shows 'Nice note! Saved it.'; still {unread} unread (an edit is no new message)")
 
         self.step("8. queries")
         self.cli("bob", "feed", "--domain", "example.org", show=True)
