@@ -276,6 +276,23 @@ def print_databases(st: dict) -> None:
             print(f"  next page: --databases {page.get('prefix')!r} --after {page['next']}")
 
 
+def print_gossip(gossip: dict | None) -> None:
+    """A full peer's gossip neighbours (nothing on a node that does not gossip)."""
+    if gossip is None:
+        return
+    keeps = f" (keeps {gossip['low']}-{gossip['high']})" if gossip.get("low") is not None else ""
+    known = f", {gossip['candidates']} known" if gossip.get("candidates") is not None else ""
+    print(f"gossip:    {gossip.get('live', 0)} live neighbour(s){keeps}{known}, {gossip.get('banned', 0)} banned")
+    for n in gossip.get("neighbours", []):
+        extra = [f"{n['strikes']} strikes"] if n.get("strikes") else []
+        if n.get("static"):
+            extra.append("static")
+        if n.get("down_for") is not None:
+            extra.append(f"down {_duration(n['down_for'])}")
+        print(f"  {n.get('address') or '-':<24} {n.get('direction', ''):<3} {n.get('state', ''):<10} "
+              f"{_short(n.get('peer_id'))}" + (f"  ({', '.join(extra)})" if extra else ""))
+
+
 def print_status(st: dict, progress: Progress | None = None, bar: bool = False) -> None:
     """The human view of /v1/status; with ``progress`` (watch), rates, ETAs and bars for what is behind."""
     print(f"account:   {st.get('account')}" + (f" ({st['user']})" if st.get("user") else ""))
@@ -297,6 +314,7 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
     if conns:
         print(f"sync connections: {len(conns)}")
     print_databases(st)
+    print_gossip(st.get("gossip"))
     reps = st.get("replications")
     if reps is None:  # a node from before the replications list
         for flow, n in sorted(st.get("replication_lag", {}).items()):

@@ -429,7 +429,7 @@ class Node(SequentialMultiService):
 
     def status(self) -> dict:
         """What ``shiftpeer status`` shows: roles, peers and their connection state, database totals and
-        the counts of a bounded set of databases (``shiftpeer.census``), and every
+        the counts of a bounded set of databases (``shiftpeer.census``), gossip neighbours, and every
         replication with its progress (``shiftpeer.api.status``). Nothing here reads every database:
         a hub may hold a million."""
         from shiftpeer.api import status as progress
@@ -460,6 +460,7 @@ class Node(SequentialMultiService):
             "connections": connections,
             "databases": databases,
             "database_totals": {**self.census.totals(), "shown": len(databases)},
+            "gossip": progress.gossip(self),
             "replications": replications,
             "replication_lag": lag,
             "caught_up": all(r["caught_up"] for r in replications),
