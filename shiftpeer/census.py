@@ -3,13 +3,13 @@
 A hub holds a database per user and per group (a million ``inbox/<user>``), so nothing the status route
 or a metrics scrape does may read every database on the reactor thread. ``DatabaseCensus`` keeps:
 
-- **totals** (number of databases, live documents in all of them) and the ``TOP`` largest databases,
-  counted by a scan in a thread of the reactor's pool through the store's public API
-  (``list_databases()``, then ``database(name).doc_count()`` for each, every read its own LMDB read
-  transaction). The scan runs when the node starts and then on housekeeping ticks, at most once per
-  ``max(MIN_INTERVAL, SPACING * the last scan's duration)``, so a scan of a million databases (about 20
-  seconds of one core) takes at most 1/SPACING of the time. Totals are therefore as of the last scan
-  (``as_of``); the count of databases is published as soon as the names are listed.
+- **totals** (number of databases, live documents in all of them) and the ``TOP`` largest databases
+  (of those holding documents), counted by a scan in a thread of the reactor's pool through the
+  store's public API: ``list_databases()``, then ``database(name).doc_count()`` for each, every read its
+  own LMDB read transaction. The scan runs when the node starts and then on housekeeping ticks, at most
+  once per ``max(MIN_INTERVAL, SPACING * the last scan's duration)``, so a scan of a million databases
+  (15-30 seconds of one core) takes at most 1/SPACING of the time. Totals are therefore as of the last
+  scan (``as_of``); on the first scan the count of databases is published as soon as they are listed.
 - the ``RECENT`` databases most recently changed, from the store's commit notifications (O(1) a commit);
 - the node's own databases (``own_databases``: user, master, shared, the hub's registries).
 
@@ -147,7 +147,8 @@ class DatabaseCensus(Service):
         """In the thread: (databases, live documents, the largest names, seconds)."""
         start = time.perf_counter()
         names = store.list_databases()
-        self.count = len(names)     # published at once: the document counts take much longer
+        if self.count is None:      # the first count: publish it now, the documents take much longer
+            self.count = len(names)
         total = 0
 
         def sizes() -> Iterable[tuple[int, str]]:
@@ -160,7 +161,7 @@ class DatabaseCensus(Service):
                 total += c
                 yield c, name
 
-        largest = [name for _, name in heapq.nlargest(self.top, sizes())]
+        largest = [name for docs, name in heapq.nlargest(self.top, sizes()) if docs > 0]
         return len(names), total, largest, time.perf_counter() - start
 
     def _counted(self, result: tuple[int, int, list[str], float]) -> None:
@@ -201,6 +202,8 @@ class DatabaseCensus(Service):
             raise RuntimeError("the node is not running")
 
         def listed() -> Deferred:
+            if self._stopping:
+                raise RuntimeError("the node is stopping")
             reactor = self._node.reactor
             return deferToThreadPool(reactor, reactor.getThreadPool(), _page, self._node.store, prefix,
                                      limit, after)

@@ -121,6 +121,8 @@ def status(req: ApiRequest) -> Any:
         raise ApiError(400, f"databases and after are database names (prefixes), at most {MAX_NAME_BYTES} bytes")
     limit = check_limit(req.arg("limit", DATABASE_PAGE))
     node = req.node
+    if not node.census.running:
+        raise ApiError(503, "the node is stopping: ask again once it runs")
     return node.census.page(prefix, limit, after).addCallback(
         lambda page: {**node.status(), "database_page": page})
 
