@@ -269,11 +269,12 @@ def print_databases(st: dict) -> None:
               "'status --databases PREFIX' lists the others")
     page = st.get("database_page")
     if page is not None:
-        print(f"databases under {page.get('prefix')!r}: {page.get('total', 0):,}"
+        under = f"under {page['prefix']!r}" if page.get("prefix") else "(all)"
+        print(f"databases {under}: {page.get('total', 0):,}"
               + (f", after {page['after']}" if page.get("after") else ""))
         _database_rows([(r["name"], r) for r in page.get("rows", [])])
         if page.get("next"):
-            print(f"  next page: --databases {page.get('prefix')!r} --after {page['next']}")
+            print(f"  next page: --databases {page.get('prefix') or '*'!r} --after {page['next']}")
 
 
 def print_gossip(gossip: dict | None) -> None:
@@ -449,6 +450,8 @@ def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
 
 def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
     query = {}
+    if args.databases == "":
+        raise CliError("--databases needs a prefix such as inbox/ ('*' lists every database)", EXIT_USAGE)
     if args.databases is not None:
         query = {"databases": args.databases, "limit": args.limit, "after": args.after}
         query = {k: v for k, v in query.items() if v is not None}
@@ -809,7 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
                         help="refresh every SECONDS (default 2) until interrupted")
     status.add_argument("--databases", metavar="PREFIX",
-                        help="also list the databases whose names start with PREFIX ('' for all), a page at a time")
+                        help="also list the databases whose names start with PREFIX ('*' for all), a page at a time")
     status.add_argument("--limit", type=int, metavar="N", help="with --databases: at most N per page (1-500, default 100)")
     status.add_argument("--after", metavar="NAME", help="with --databases: the page after NAME (the 'next' shown)")
     status.set_defaults(func=cmd_status)

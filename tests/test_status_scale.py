@@ -118,6 +118,11 @@ async def test_databases_under_a_prefix_page_by_page(hub_sized):
             break
     assert seen == [f"inbox/u019{i:02d}" for i in range(100)]
 
+    code, body = await c.request("GET", "/v1/status?databases=*&limit=3")
+    page = body["database_page"]
+    assert code == 200 and page["total"] == len(node.store.list_databases()) > N and page["prefix"] == ""
+    assert [r["name"] for r in page["rows"]] == ["inbox/u00000", "inbox/u00001", "inbox/u00002"]
+
     for query, word in (("?limit=3", "databases=PREFIX"), ("?databases=inbox/&limit=0", "limit"),
                         ("?databases=inbox/&limit=x", "limit"), ("?database=inbox/", "unknown")):
         code, body = await c.request("GET", "/v1/status" + query)
@@ -153,7 +158,8 @@ async def test_cli_status_prints_the_count_and_pages(hub_sized, capsys):
 
     def cli(*argv: str) -> tuple[int, str]:
         status = main(["--data", d, *argv])
-        return status, capsys.readouterr().out
+        out, err = capsys.readouterr()
+        return status, out + err
 
     status, out = await deferToThread(cli, "status")
     assert status == 0
@@ -162,6 +168,11 @@ async def test_cli_status_prints_the_count_and_pages(hub_sized, capsys):
     status, out = await deferToThread(cli, "status", "--databases", "inbox/u0000", "--limit", "3")
     assert status == 0 and "databases under 'inbox/u0000': 10" in out
     assert "inbox/u00002" in out and "inbox/u00003" not in out and "--after inbox/u00002" in out
+    every = len(node.store.list_databases())
+    status, out = await deferToThread(cli, "status", "--databases", "*", "--limit", "1")
+    assert status == 0 and f"databases (all): {every:,}" in out and "--databases '*' --after inbox/u00000" in out
+    status, err = await deferToThread(cli, "status", "--databases", "")
+    assert status == 2 and "'*' lists every database" in err
     status, out = await deferToThread(cli, "status", "--json", "--databases", "inbox/", "--limit", "2")
     body = json.loads(out)
     assert status == 0 and body["database_page"]["total"] == N and len(body["database_page"]["rows"]) == 2

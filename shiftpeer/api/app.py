@@ -103,11 +103,13 @@ class ApiApp:
 
 #: Databases listed by one ``GET /v1/status?databases=PREFIX`` page when ``limit`` is not given.
 DATABASE_PAGE = 100
+#: ``databases=*`` lists every database (no name starts with ``*``).
+ALL_DATABASES = "*"
 
 
 def status(req: ApiRequest) -> Any:
-    """The node's status; ``databases=PREFIX`` (with ``limit``, ``after``) adds one page of the databases
-    under PREFIX as ``database_page``, listed in a thread (it costs O(databases under PREFIX))."""
+    """The node's status; ``databases=PREFIX`` (``*`` for all; with ``limit``, ``after``) adds one page of
+    the databases under PREFIX as ``database_page``, listed in a thread (O(databases under PREFIX))."""
     unknown = set(req.query) - {"databases", "limit", "after"}
     if unknown:
         raise ApiError(400, f"unknown status parameter(s): {', '.join(sorted(unknown))} "
@@ -117,6 +119,8 @@ def status(req: ApiRequest) -> Any:
             raise ApiError(400, "limit and after page a database listing: give databases=PREFIX too")
         return req.node.status()
     prefix, after = req.arg("databases"), req.arg("after") or None
+    if prefix == ALL_DATABASES:     # an empty value never arrives: the query string parser drops it
+        prefix = ""
     if len(prefix.encode()) > MAX_NAME_BYTES or (after is not None and len(after.encode()) > MAX_NAME_BYTES):
         raise ApiError(400, f"databases and after are database names (prefixes), at most {MAX_NAME_BYTES} bytes")
     limit = check_limit(req.arg("limit", DATABASE_PAGE))
