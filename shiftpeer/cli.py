@@ -243,6 +243,14 @@ def _ago(st: dict, then: Any) -> str:
     return _duration(max(0.0, now - then)) + " ago"
 
 
+def _database_order(item: tuple[str, dict]) -> tuple:
+    """The node's own databases by name, then the largest (most documents first), then the recent."""
+    name, info = item
+    why = info.get("why")
+    rank = {"own": 0, "largest": 1, "recent": 2}.get(why, 3)
+    return rank, -info.get("docs", 0) if why == "largest" else 0, name
+
+
 def _database_rows(rows: list[tuple[str, dict]]) -> None:
     for name, info in rows:
         why = f"  ({info['why']})" if info.get("why") else ""
@@ -263,7 +271,7 @@ def print_databases(st: dict) -> None:
         if totals.get("scanning"):
             line += f", counting again ({totals.get('scanned') or 0:,} read)"
     print(f"databases: {line}")
-    _database_rows(sorted(shown.items()))
+    _database_rows(sorted(shown.items(), key=_database_order))
     if totals.get("count") is not None and totals["count"] > len(shown):
         print(f"  ... {len(shown)} shown (own, largest, recently changed); "
               "'status --databases PREFIX' lists the others")
