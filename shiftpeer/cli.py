@@ -269,7 +269,8 @@ def print_databases(st: dict) -> None:
             line += f" holding {totals['docs']:,} docs (counted {_ago(st, totals.get('as_of'))}" \
                     f" in {totals.get('seconds') or 0:.1f}s)"
         if totals.get("scanning"):
-            line += f", counting again ({totals.get('scanned') or 0:,} read)"
+            again = "counting again" if totals.get("docs") is not None else "counting their documents"
+            line += f", {again} ({totals.get('scanned') or 0:,} read)"
     print(f"databases: {line}")
     _database_rows(sorted(shown.items(), key=_database_order))
     if totals.get("count") is not None and totals["count"] > len(shown):

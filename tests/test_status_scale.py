@@ -202,3 +202,16 @@ async def test_count_runs_again_on_housekeeping_and_stop_waits_for_it(tmp_path):
         await node.stopService()
     assert scan.called and node.store is None and not node.census.scanning
 
+
+
+def test_cli_says_when_the_first_count_is_still_running(capsys):
+    """While the first count runs, `shiftpeer status` shows the number of databases already listed and
+    how far the document count got; before that, that it is counting."""
+    from shiftpeer.cli import print_databases
+
+    totals = {"count": 1_000_005, "docs": None, "as_of": None, "seconds": None, "scanning": True,
+              "scanned": 12_000}
+    print_databases({"time": 100.0, "databases": {}, "database_totals": totals})
+    assert capsys.readouterr().out.startswith("databases: 1,000,005, counting their documents (12,000 read)")
+    print_databases({"time": 100.0, "databases": {}, "database_totals": dict(totals, count=None, scanned=0)})
+    assert capsys.readouterr().out == "databases: counting...\n"
