@@ -236,6 +236,73 @@ def progress_line(done: int, total: int, docs_rate: float | None, eta: float | N
     return (progress_bar(done, total) + "  " + text) if bar else text
 
 
+def _ago(st: dict, then: Any) -> str:
+    now = st.get("time")
+    if not isinstance(then, (int, float)) or not isinstance(now, (int, float)):
+        return "-"
+    return _duration(max(0.0, now - then)) + " ago"
+
+
+def _database_order(item: tuple[str, dict]) -> tuple:
+    """The node's own databases by name, then the largest (most documents first), then the recent."""
+    name, info = item
+    why = info.get("why")
+    rank = {"own": 0, "largest": 1, "recent": 2}.get(why, 3)
+    return rank, -info.get("docs", 0) if why == "largest" else 0, name
+
+
+def _database_rows(rows: list[tuple[str, dict]]) -> None:
+    for name, info in rows:
+        why = f"  ({info['why']})" if info.get("why") else ""
+        print(f"  {name:<32} {info.get('docs', 0):>10,} docs  seq {info.get('seq', 0):,}{why}")
+
+
+def print_databases(st: dict) -> None:
+    """How many databases there are (as of the last count), a bounded few of them, and a page if asked."""
+    totals = st.get("database_totals") or {}
+    shown = st.get("databases", {})
+    if totals.get("count") is None:
+        line = "counting..." if totals else f"{len(shown)}"
+    else:
+        line = f"{totals['count']:,}"
+        if totals.get("docs") is not None:
+            line += f" holding {totals['docs']:,} docs (counted {_ago(st, totals.get('as_of'))}" \
+                    f" in {totals.get('seconds') or 0:.1f}s)"
+        if totals.get("scanning"):
+            again = "counting again" if totals.get("docs") is not None else "counting their documents"
+            line += f", {again} ({totals.get('scanned') or 0:,} read)"
+    print(f"databases: {line}")
+    _database_rows(sorted(shown.items(), key=_database_order))
+    if totals.get("count") is not None and totals["count"] > len(shown):
+        print(f"  ... {len(shown)} shown (own, largest, recently changed); "
+              "'status --databases PREFIX' lists the others")
+    page = st.get("database_page")
+    if page is not None:
+        under = f"under {page['prefix']!r}" if page.get("prefix") else "(all)"
+        print(f"databases {under}: {page.get('total', 0):,}"
+              + (f", after {page['after']}" if page.get("after") else ""))
+        _database_rows([(r["name"], r) for r in page.get("rows", [])])
+        if page.get("next"):
+            print(f"  next page: --databases {page.get('prefix') or '*'!r} --after {page['next']}")
+
+
+def print_gossip(gossip: dict | None) -> None:
+    """A full peer's gossip neighbours (nothing on a node that does not gossip)."""
+    if gossip is None:
+        return
+    keeps = f" (keeps {gossip['low']}-{gossip['high']})" if gossip.get("low") is not None else ""
+    known = f", {gossip['candidates']} known" if gossip.get("candidates") is not None else ""
+    print(f"gossip:    {gossip.get('live', 0)} live neighbour(s){keeps}{known}, {gossip.get('banned', 0)} banned")
+    for n in gossip.get("neighbours", []):
+        extra = [f"{n['strikes']} strikes"] if n.get("strikes") else []
+        if n.get("static"):
+            extra.append("static")
+        if n.get("down_for") is not None:
+            extra.append(f"down {_duration(n['down_for'])}")
+        print(f"  {n.get('address') or '-':<24} {n.get('direction', ''):<3} {n.get('state', ''):<10} "
+              f"{_short(n.get('peer_id'))}" + (f"  ({', '.join(extra)})" if extra else ""))
+
+
 def print_status(st: dict, progress: Progress | None = None, bar: bool = False) -> None:
     """The human view of /v1/status; with ``progress`` (watch), rates, ETAs and bars for what is behind."""
     print(f"account:   {st.get('account')}" + (f" ({st['user']})" if st.get("user") else ""))
@@ -256,9 +323,8 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
     conns = st.get("connections", [])
     if conns:
         print(f"sync connections: {len(conns)}")
-    print("databases:")
-    for name, info in sorted(st.get("databases", {}).items()):
-        print(f"  {name:<24} {info.get('docs', 0):>8} docs  seq {info.get('seq', 0)}")
+    print_databases(st)
+    print_gossip(st.get("gossip"))
     reps = st.get("replications")
     if reps is None:  # a node from before the replications list
         for flow, n in sorted(st.get("replication_lag", {}).items()):
@@ -392,15 +458,23 @@ def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
+    query = {}
+    if args.databases == "":
+        raise CliError("--databases needs a prefix such as inbox/ ('*' lists every database)", EXIT_USAGE)
+    if args.databases is not None:
+        query = {"databases": args.databases, "limit": args.limit, "after": args.after}
+        query = {k: v for k, v in query.items() if v is not None}
+    elif args.after or args.limit is not None:
+        raise CliError("--limit and --after page a database listing: give --databases PREFIX too", EXIT_USAGE)
     if args.watch is None:
-        result = client.call("GET", "/status")
+        result = client.call("GET", "/status", query=query)
         print_json(result) if args.json else print_status(result)
         return 0
     tty = sys.stdout.isatty()
     progress = Progress()
     try:
         while True:
-            result = client.call("GET", "/status")
+            result = client.call("GET", "/status", query=query)
             progress.add(result)
             if args.json:
                 sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
@@ -776,6 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = reader(sub.add_parser("status", help="roles, peers, database counts, replication lag"))
     status.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
                         help="refresh every SECONDS (default 2) until interrupted")
+    status.add_argument("--databases", metavar="PREFIX",
+                        help="also list the databases whose names start with PREFIX ('*' for all), a page at a time")
+    status.add_argument("--limit", type=int, metavar="N", help="with --databases: at most N per page (1-500, default 100)")
+    status.add_argument("--after", metavar="NAME", help="with --databases: the page after NAME (the 'next' shown)")
     status.set_defaults(func=cmd_status)
 
     sync = reader(sub.add_parser("sync", help="replication progress; --wait follows it until in step"))

@@ -3,7 +3,7 @@
 Children start in this order and stop in the reverse order, each one awaited, so the store opens first
 and closes last, after nothing can use it any more:
 
-    store -> roles -> api -> sync (listeners + outgoing peers) -> housekeeping -> metrics
+    store -> census -> roles -> api -> sync (listeners + outgoing peers) -> housekeeping -> metrics
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from shiftpeer.api.app import ApiApp
 from shiftpeer.api.service import ApiService
+from shiftpeer.census import DatabaseCensus, counts
 from shiftpeer.shifts import Shifts, make_signer
 
 #: Default local API endpoint: loopback only, any free port (the bound URL goes to DIR/api.url).
@@ -279,6 +280,8 @@ class Node(SequentialMultiService):
         self._sign = make_signer(key)
 
         StoreService(self, settings.store_path, store_factory).setServiceParent(self)
+        self.census = DatabaseCensus(self)
+        self.census.setServiceParent(self)
         self._roles_parent = SequentialMultiService()
         self._roles_parent.setName("roles")
         self._roles_parent.setServiceParent(self)
@@ -400,7 +403,12 @@ class Node(SequentialMultiService):
     # -- housekeeping ----------------------------------------------------------------------------
 
     def housekeeping_step(self) -> None:
-        """Run every role's ``housekeeping()``; an error is logged and the timer keeps running."""
+        """Run every role's ``housekeeping()`` and start a database count when one is due; an error is
+        logged and the timer keeps running."""
+        try:
+            self.census.refresh()
+        except Exception:
+            self.log.failure("starting the database count failed")
         for role in list(self.roles):
             step = getattr(role, "housekeeping", None)
             if step is None:
@@ -420,16 +428,19 @@ class Node(SequentialMultiService):
     # -- status ----------------------------------------------------------------------------------
 
     def status(self) -> dict:
-        """What ``shiftpeer status`` shows: roles, peers and their connection state, per-database counts,
-        and every replication with its progress (``shiftpeer.api.status``)."""
+        """What ``shiftpeer status`` shows: roles, peers and their connection state, database totals and
+        the counts of a bounded set of databases (``shiftpeer.census``), gossip neighbours, and every
+        replication with its progress (``shiftpeer.api.status``). Nothing here reads every database:
+        a hub may hold a million."""
         from shiftpeer.api import status as progress
 
         store = self.store
         databases = {}
         if store is not None:
-            for name in store.list_databases():
-                db = store.database(name)
-                databases[name] = {"docs": db.doc_count(), "seq": db.update_seq()}
+            for name, why in self.census.shown().items():
+                found = counts(store, name)
+                if found is not None:
+                    databases[name] = {**found, "why": why}
         replications = progress.replications(self)
         lag = {f"{r['remote']} -> {r['local']}": r["lag"] for r in replications if r["direction"] == "local"}
         connections = [
@@ -448,6 +459,8 @@ class Node(SequentialMultiService):
             "peers": progress.peers(self),
             "connections": connections,
             "databases": databases,
+            "database_totals": {**self.census.totals(), "shown": len(databases)},
+            "gossip": progress.gossip(self),
             "replications": replications,
             "replication_lag": lag,
             "caught_up": all(r["caught_up"] for r in replications),

@@ -136,7 +136,7 @@ def test_status_watch_shows_rates_for_what_is_behind(monkeypatch):
 
     monkeypatch.setattr(cli.sys, "stdout", out)
     monkeypatch.setattr(cli.time, "sleep", nap)
-    args = types.SimpleNamespace(watch=1.0, json=False)
+    args = types.SimpleNamespace(watch=1.0, json=False, databases=None, limit=None, after=None)
     assert cli.cmd_status(client, args) == 0
     text = out.getvalue()
     assert "pull  master -> user/feed @hub:7701" in text and "lag 700, catching up" in text
@@ -147,7 +147,8 @@ def test_status_json_of_replications_is_one_document(monkeypatch):
     """status --json prints the route's answer, replications included, as one JSON document."""
     out = io.StringIO()
     monkeypatch.setattr(cli.sys, "stdout", out)
-    assert cli.cmd_status(_Scripted([_sample(0, 5, 5)]), types.SimpleNamespace(watch=None, json=True)) == 0
+    args = types.SimpleNamespace(watch=None, json=True, databases=None, limit=None, after=None)
+    assert cli.cmd_status(_Scripted([_sample(0, 5, 5)]), args) == 0
     assert json.loads(out.getvalue())["replications"][0]["lag"] == 995
 
 

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from shiftpeer.shifts import DEFAULT_LIMIT, FILTER_INDEXES
+from shiftpeer.shifts import DEFAULT_LIMIT, FILTER_INDEXES, check_limit
+from shiftpeer.store.store import MAX_NAME_BYTES
 
 PREFIX = "/v1"
 
@@ -100,8 +101,34 @@ class ApiApp:
 # -- core handlers ------------------------------------------------------------------------------
 
 
-def status(req: ApiRequest) -> dict:
-    return req.node.status()
+#: Databases listed by one ``GET /v1/status?databases=PREFIX`` page when ``limit`` is not given.
+DATABASE_PAGE = 100
+#: ``databases=*`` lists every database (no name starts with ``*``).
+ALL_DATABASES = "*"
+
+
+def status(req: ApiRequest) -> Any:
+    """The node's status; ``databases=PREFIX`` (``*`` for all; with ``limit``, ``after``) adds one page of
+    the databases under PREFIX as ``database_page``, listed in a thread (O(databases under PREFIX))."""
+    unknown = set(req.query) - {"databases", "limit", "after"}
+    if unknown:
+        raise ApiError(400, f"unknown status parameter(s): {', '.join(sorted(unknown))} "
+                            "(use databases=PREFIX, limit=N, after=NAME)")
+    if "databases" not in req.query:
+        if req.query:
+            raise ApiError(400, "limit and after page a database listing: give databases=PREFIX too")
+        return req.node.status()
+    prefix, after = req.arg("databases"), req.arg("after") or None
+    if prefix == ALL_DATABASES:     # an empty value never arrives: the query string parser drops it
+        prefix = ""
+    if len(prefix.encode()) > MAX_NAME_BYTES or (after is not None and len(after.encode()) > MAX_NAME_BYTES):
+        raise ApiError(400, f"databases and after are database names (prefixes), at most {MAX_NAME_BYTES} bytes")
+    limit = check_limit(req.arg("limit", DATABASE_PAGE))
+    node = req.node
+    if not node.census.running:
+        raise ApiError(503, "the node is stopping: ask again once it runs")
+    return node.census.page(prefix, limit, after).addCallback(
+        lambda page: {**node.status(), "database_page": page})
 
 
 def shift_create(req: ApiRequest) -> tuple[int, dict]:

@@ -15,12 +15,18 @@
 | `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
 | `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
 | `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
-| `shiftpeer_database_docs` | gauge | `db` | documents per logical database |
-| `shiftpeer_database_seq` | gauge | `db` | update sequence per logical database |
+| `shiftpeer_databases` | gauge | | logical databases, as of the last count (``shiftpeer.census``) |
+| `shiftpeer_documents` | gauge | | live documents in all of them, as of the same count |
+| `shiftpeer_database_count_age_seconds` | gauge | | seconds since that count finished |
+| `shiftpeer_database_docs` | gauge | `db` | documents of the node's own and the largest databases |
+| `shiftpeer_database_seq` | gauge | `db` | update sequence of the same databases |
 | `shiftpeer_local_replication_lag` | gauge | `flow` | lag of local copies (kept for older dashboards) |
 
-A hub holds a database per user; its per-database series are capped at ``MAX_DB_SERIES`` (the
-largest ones), and replications at ``MAX_REPLICATION_SERIES`` (those furthest behind first).
+A hub holds a database per user (a million inboxes): a series per database would explode Prometheus'
+cardinality, so the per-database series are only the node's own databases and the ``census.TOP``
+largest (those ``status`` marks ``own`` or ``largest``, never the recently changed ones, which churn),
+capped at ``MAX_DB_SERIES``; the rest is in the totals. Replications are capped at
+``MAX_REPLICATION_SERIES`` (those furthest behind first).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from twisted.web.server import Site
 
 from shiftpeer.api.service import url_of
 
-MAX_DB_SERIES = 200
+MAX_DB_SERIES = 50
 MAX_REPLICATION_SERIES = 200
 
 
@@ -74,8 +80,13 @@ class NodeCollector:
                                           labels=["status"])
         rpc_refused = CounterMetricFamily("shiftpeer_rpc_refused", "RPC calls from peers refused or failed",
                                           labels=["method"])
-        docs = GaugeMetricFamily("shiftpeer_database_docs", "Documents per logical database", labels=["db"])
-        seq = GaugeMetricFamily("shiftpeer_database_seq", "Update sequence per logical database", labels=["db"])
+        n_dbs = GaugeMetricFamily("shiftpeer_databases", "Logical databases, as of the last count")
+        n_docs = GaugeMetricFamily("shiftpeer_documents", "Live documents in all databases, as of the last count")
+        age = GaugeMetricFamily("shiftpeer_database_count_age_seconds", "Seconds since the last database count")
+        docs = GaugeMetricFamily("shiftpeer_database_docs", "Documents of the node's own and largest databases",
+                                 labels=["db"])
+        seq = GaugeMetricFamily("shiftpeer_database_seq", "Update sequence of the node's own and largest databases",
+                                labels=["db"])
         local_lag = GaugeMetricFamily("shiftpeer_local_replication_lag", "Changes not yet copied", labels=["flow"])
 
         docs_in.add_metric([], counters.get("docs_in", 0))
@@ -100,8 +111,15 @@ class NodeCollector:
                 peer_up.add_metric([p["address"], p["kind"]], 1 if p["connected"] else 0)
             for (kind, state), n in sorted(by_state.items()):
                 peers.add_metric([kind, state], n)
-            dbs = sorted(status["databases"].items(), key=lambda kv: -kv[1]["docs"])[:MAX_DB_SERIES]
-            for name, info in dbs:
+            totals = status["database_totals"]
+            if totals["count"] is not None:
+                n_dbs.add_metric([], totals["count"])
+            if totals["docs"] is not None:
+                n_docs.add_metric([], totals["docs"])
+                age.add_metric([], max(0.0, status["time"] - totals["as_of"]))
+            stable = [(name, info) for name, info in status["databases"].items()
+                      if info.get("why") in ("own", "largest")]
+            for name, info in sorted(stable, key=lambda kv: -kv[1]["docs"])[:MAX_DB_SERIES]:
                 docs.add_metric([name], info["docs"])
                 seq.add_metric([name], info["seq"])
             reps = status.get("replications", [])
@@ -117,7 +135,7 @@ class NodeCollector:
             for flow, n in status["replication_lag"].items():
                 local_lag.add_metric([flow], n)
         return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, rejected,
-                rpc_refused, api_refused, docs, seq, local_lag]
+                rpc_refused, api_refused, n_dbs, n_docs, age, docs, seq, local_lag]
 
 
 def count_rpc_refusals(factory: Any) -> None:

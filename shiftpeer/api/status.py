@@ -105,3 +105,17 @@ def peers(node: Any) -> list[dict]:
             "peer_id": getattr(conn, "peer_id", None),
         })
     return out
+
+
+def gossip(node: Any) -> dict | None:
+    """The gossip neighbours of a full peer (or of a hub's federation), None on a node that does not gossip."""
+    from shiftpeer.gossip.report import neighbours_report
+
+    for role in list(getattr(node, "roles", ())):
+        g = getattr(role, "gossip", None)
+        if g is not None:
+            clients = getattr(node, "peer_clients", {})
+            static = {a: clients[a] for a in node.settings.peers if a in clients}
+            return neighbours_report(g, getattr(role, "neighbours", None), static, _peer_names(node),
+                                     node.clock.seconds())
+    return None
