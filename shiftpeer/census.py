@@ -4,24 +4,25 @@ A hub holds a database per user and per group (a million ``inbox/<user>``), so n
 or a metrics scrape does may read every database on the reactor thread. ``DatabaseCensus`` keeps:
 
 - **totals** (number of databases, live documents in all of them) and the ``TOP`` largest databases
-  (of those holding documents), counted by a scan in a thread of the reactor's pool through the
-  store's public API: ``list_databases()``, then ``database(name).doc_count()`` for each, every read its
-  own LMDB read transaction. The scan runs when the node starts and then on housekeeping ticks, at most
-  once per ``max(MIN_INTERVAL, SPACING * the last scan's duration)``, so a scan of a million databases
-  (15-30 seconds of one core) takes at most 1/SPACING of the time. Totals are therefore as of the last
-  scan (``as_of``); on the first scan the count of databases is published as soon as they are listed.
+  (of those holding documents), counted by a scan in a thread of the reactor's pool:
+  ``store.database_count()`` (O(1)), then ``store.database_sizes()``, which reads each database's counts
+  in chunks of read transactions without opening it (no object kept per database). The scan runs when
+  the node starts and then on housekeeping ticks, at most once per
+  ``max(MIN_INTERVAL, SPACING * the last scan's duration)``, so it takes at most 1/SPACING of one core.
+  Totals are therefore as of the last scan (``as_of``); on the first scan the count of databases is
+  published at once.
 - the ``RECENT`` databases most recently changed, from the store's commit notifications (O(1) a commit);
 - the node's own databases (``own_databases``: user, master, shared, the hub's registries).
 
 ``page(prefix, limit, after)`` lists the databases under a prefix in name order, one page at a time,
-also in a thread: ``list_databases(prefix)`` costs O(databases under the prefix).
+also in a thread: it reads just that page, and counts the names under the prefix for ``total``.
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import heapq
+import itertools
 import time
 from collections import OrderedDict
 from typing import Any, Iterable
@@ -146,23 +147,22 @@ class DatabaseCensus(Service):
     def _count(self, store: Any) -> tuple[int, int, list[str], float]:
         """In the thread: (databases, live documents, the largest names, seconds)."""
         start = time.perf_counter()
-        names = store.list_databases()
-        if self.count is None:      # the first count: publish it now, the documents take much longer
-            self.count = len(names)
+        count = store.database_count()
+        if self.count is None:      # the first count: publish it now, the documents take longer
+            self.count = count
         total = 0
 
         def sizes() -> Iterable[tuple[int, str]]:
             nonlocal total
-            for i, name in enumerate(names):
+            for i, (name, docs, _seq) in enumerate(store.database_sizes()):
                 if self._stopping:
                     raise Stopped()
                 self.scanned = i
-                c = counts_docs(store, name)
-                total += c
-                yield c, name
+                total += docs
+                yield docs, name
 
         largest = [name for docs, name in heapq.nlargest(self.top, sizes()) if docs > 0]
-        return len(names), total, largest, time.perf_counter() - start
+        return count, total, largest, time.perf_counter() - start
 
     def _counted(self, result: tuple[int, int, list[str], float]) -> None:
         self._scan = None
@@ -218,25 +218,9 @@ class DatabaseCensus(Service):
         return d.addBoth(done)
 
 
-def counts_docs(store: Any, name: str) -> int:
-    """Live documents of one database (0 when it was deleted meanwhile): one O(1) read."""
-    from shiftpeer.store import NotFound
-
-    try:
-        return store.database(name).doc_count()
-    except NotFound:
-        return 0
-
-
 def _page(store: Any, prefix: str, limit: int, after: str | None) -> dict:
-    names = store.list_databases(prefix)
-    start = bisect.bisect_right(names, after) if after else 0
-    chosen = names[start:start + limit]
-    rows = []
-    for name in chosen:
-        found = counts(store, name)
-        if found is not None:
-            rows.append({"name": name, **found})
-    more = start + limit < len(names)
-    return {"prefix": prefix, "after": after, "total": len(names), "rows": rows,
-            "next": chosen[-1] if more and chosen else None}
+    found = list(itertools.islice(store.database_sizes(prefix, after), limit + 1))
+    rows = [{"name": name, "docs": docs, "seq": seq} for name, docs, seq in found[:limit]]
+    more = len(found) > limit
+    return {"prefix": prefix, "after": after, "total": store.database_count(prefix), "rows": rows,
+            "next": rows[-1]["name"] if more and rows else None}

@@ -64,6 +64,31 @@ def test_list_databases_prefix(store):
     assert len(store.list_databases()) == 4
 
 
+def test_database_count_and_sizes_without_opening_them(store):
+    """The count of databases is O(1); database_sizes lists (name, live docs, seq) in name order, under a
+    prefix, after a name, across read-transaction chunks, and follows deletes and tombstones."""
+    for i in range(25):
+        store.create_database(f"inbox/u{i:02d}")
+    store.create_database("group/climate")
+    a = store.database("inbox/u03")
+    a.put("x", {"href": "http://a.org/"})
+    rev = a.put("y", {"href": "http://a.org/"})
+    a.put("y", {}, parent=rev, deleted=True)
+    store.delete_database("inbox/u07")
+    assert store.database_count() == 25
+    assert store.database_count("inbox/") == 24 and store.database_count("group/") == 1
+    assert store.database_count("inbox/u1") == 10 and store.database_count("x") == 0
+    rows = list(store.database_sizes("inbox/", chunk=4))
+    assert [r[0] for r in rows] == [f"inbox/u{i:02d}" for i in range(25) if i != 7]
+    assert rows[3] == ("inbox/u03", 1, 3)
+    assert all(r[1:] == (0, 0) for r in rows if r[0] != "inbox/u03")
+    after = list(store.database_sizes("inbox/", after="inbox/u20", chunk=2))
+    assert [r[0] for r in after] == ["inbox/u21", "inbox/u22", "inbox/u23", "inbox/u24"]
+    assert [r[0] for r in store.database_sizes(after="inbox/u23")] == ["inbox/u24"]
+    assert [r[0] for r in store.database_sizes("group/")] == ["group/climate"]
+    assert list(store.database_sizes("nothing/")) == []
+
+
 def test_delete_database_new_epoch(store):
     """When a database is deleted and created again, it is empty and has a new epoch."""
     db = store.create_database("group/x")

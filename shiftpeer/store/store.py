@@ -365,6 +365,53 @@ class Store:
                 out.append(k.decode())
         return out
 
+    def database_count(self, prefix: str = "") -> int:
+        """How many logical databases there are: O(1) for all of them (LMDB keeps the count of the names
+        table); under a prefix, a scan of just those names."""
+        with self.env.begin() as txn:
+            if not prefix:
+                return txn.stat(self._names_db)["entries"]
+            p = prefix.encode()
+            n = 0
+            with txn.cursor(db=self._names_db) as cur:
+                if cur.set_range(p):
+                    for k in cur.iternext(values=False):
+                        if not k.startswith(p):
+                            break
+                        n += 1
+            return n
+
+    def database_sizes(self, prefix: str = "", after: str | None = None,
+                       chunk: int = 10_000) -> Iterator[tuple[str, int, int]]:
+        """(name, live documents, update seq) of every database under `prefix` (after the name `after`),
+        in name order, without opening them: for a census of a hub's million databases, which through
+        `database(name)` costs a transaction and a kept object each. Reads `chunk` names per read
+        transaction, so no transaction stays open while the caller works and memory stays bounded."""
+        p = prefix.encode()
+        start = after.encode() if after is not None and after.encode() > p else p
+        skip = after is not None and start == after.encode()   # `after` itself is not listed
+        unpack = keys.unpack_state
+        while True:
+            rows: list[tuple[str, int, int]] = []
+            with self.env.begin() as txn, txn.cursor(db=self._names_db) as cur:
+                if not cur.set_range(start):
+                    return
+                get = txn.get
+                for k, entry in cur:
+                    if not k.startswith(p):
+                        break
+                    if skip and k == start:
+                        continue
+                    raw = get(entry[:4], db=self._state_db)
+                    seq, docs = unpack(raw) if raw is not None else (0, 0)
+                    rows.append((k.decode(), docs, seq))
+                    if len(rows) >= chunk:
+                        break
+            yield from rows
+            if len(rows) < chunk:
+                return
+            start, skip = rows[-1][0].encode(), True
+
     def delete_database(self, name: str, txn: WriteTxn | None = None) -> None:
         """Delete `name` and everything in it; creating it again gives a new id and epoch."""
         with self._writing(txn) as w:
