@@ -285,7 +285,7 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
 
         sync = check_sync_config(doc.get("sync", {}))
     except ValueError as e:
-        raise ConfigValueError(f"{cfg}: {e}") from None
+        raise ConfigValueError(f'{cfg}: "sync": {e}') from None
     try:
         key = NodeKey.load(base)
     except KeyFileError as e:

@@ -86,7 +86,7 @@ def check_node_dir(path: str) -> str:
     try:
         load_node_dir(path)
     except ConfigValueError as e:
-        raise usage.UsageError(f"--data {path!r}: {e}; fix it in {os.path.join(path, 'config.json')}") from None
+        raise usage.UsageError(f"--data {path!r}: {e}") from None
     except Exception as e:
         raise usage.UsageError(
             f"--data {path!r} is not a usable node directory ({e}); "
