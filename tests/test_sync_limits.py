@@ -246,7 +246,7 @@ class Silent(Protocol):
 @pytest_twisted.ensureDeferred
 async def test_over_tls_the_address_cap_counts_unauthenticated_connections_too(hub):
     """Six silent TCP connections from 127.0.0.1 fill its cap: an authenticated client from there is then cut
-    before its handshake, and is accepted again once one of them has gone."""
+    before its handshake, and is accepted once one of them has gone; with it the address is full again."""
     port = hub.port.getHost().port
     ep = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     silent = [Silent() for _ in range(6)]
@@ -263,6 +263,9 @@ async def test_over_tls_the_address_cap_counts_unauthenticated_connections_too(h
     await until(lambda: hub.factory.limits.addresses.count("127.0.0.1") == 5, what="the slot to free")
     conn = await bounded(carol.connect())
     assert await bounded(conn.call("ping", {})) == {"pong": carol.key.account_id}
+    with pytest.raises(RemoteError, match="closed before the handshake"):   # carol's authenticated one counts too
+        await bounded(Client(reactor, port, hub.id).connect())
+    assert hub.factory.counters["connections_refused.address"] == 2
     conn.close()
     for proto in silent[1:]:
         proto.transport.loseConnection()
