@@ -151,6 +151,7 @@ def idle(base: str, n: int, rounds: int, quiet: bool) -> dict:
                              "--max-connections-per-peer", str(caps["per_peer"])))
     hub_id = NodeKey.load(os.path.join(mesh.dir("hub"), "key")).account_id
     out: dict = {"fd_limit": limit, "hub_connection_caps": caps}
+    say(quiet, f"  hub caps raised for this load: {caps['per_address']} per address, {caps['per_peer']} per identity")
 
     async def run(_reactor: object) -> None:
         t0 = time.perf_counter()
@@ -202,6 +203,7 @@ def main() -> None:
         "p99_ms_under_idle_load": i.get("under_load", {}).get("replication_p99_ms"),
         "rpc_p99_ms_under_idle_load": i.get("under_load", {}).get("rpc_p99_ms"),
         "p99_ms_without_load": i.get("baseline", {}).get("replication_p99_ms"),
+        "hub_connection_caps": i.get("hub_connection_caps"),
         "partial_batches": c["partial_batches"], "converged": c["converged"], "kills": c["kills"],
         "committed_docs": c["committed_docs"], "resumed_from_checkpoint": c["resumed_from_checkpoint"],
         "crash_problems": c["problems"][:5], "fuzz_counts": f["counts"], "quick": args.quick,
