@@ -13,10 +13,10 @@ import os
 from twisted.application.service import IService
 from twisted.python import usage
 
-from shiftpeer.sync.config import LIMITS, check_limit
+from shiftpeer.sync.config import LIMITS, Limit, check_limit
 
 
-def _limit_option(limit) -> list:
+def _limit_option(limit: Limit) -> list:
     """The twistd option of one sync limit, its help saying the default."""
     off = "; 'off' for none" if limit.can_be_off else ""
     return [limit.flag, None, None, f"Sync limit: {limit.help} (default {limit.default_text}{off})."]
@@ -78,11 +78,9 @@ def check_node_dir(path: str) -> str:
             f"--data {path!r} is not a directory; make a node with 'shiftpeer init {path} --user NAME'"
         )
     try:
-        from shiftpeer.nodedir import load_node_dir
+        from shiftpeer.nodedir import ConfigValueError, load_node_dir
     except ImportError:
         return path
-    from shiftpeer.nodedir import ConfigValueError
-
     try:
         load_node_dir(path)
     except ConfigValueError as e:
