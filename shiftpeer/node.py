@@ -546,7 +546,8 @@ def _ask(role: Any, method: str, *args: Any) -> bool:
 
 
 def build_sync_factory(node: Node) -> Any:
-    """The SyncFactory of this node: its policy asks the roles, and roles hear of each new connection."""
+    """The SyncFactory of this node: its policy asks the roles, and roles hear of each new connection.
+    Its limits are the config's checked ``sync`` settings (config.json and twistd flags), else the defaults."""
     from shiftpeer.sync import SyncFactory
 
     factory = SyncFactory(
@@ -555,6 +556,7 @@ def build_sync_factory(node: Node) -> Any:
         RolesPolicy(node),
         reactor=node.reactor,
         roles=tuple(getattr(r, "name", "") for r in node.roles),
+        **_get(node.settings.config, "sync", default={}),
     )
     for role in node.roles:
         install = getattr(role, "install_sync", None)

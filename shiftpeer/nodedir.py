@@ -22,7 +22,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.logger import Logger
@@ -59,6 +59,10 @@ class NodeDirError(ValueError):
     """The node directory cannot be created or read; the message says what to do."""
 
 
+class ConfigValueError(NodeDirError):
+    """config.json is readable but a setting in it is not allowed; the message names it and what is."""
+
+
 @dataclass
 class NodeConfig:
     """A node's configuration as loaded: all paths absolute strings."""
@@ -77,6 +81,8 @@ class NodeConfig:
     store_path: str = ""
     key_dir: str = ""
     tls_peer_id: str = ""
+    #: config.json's optional "sync" object, checked: SyncFactory arguments (shiftpeer.sync.config)
+    sync: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hub(self) -> bool:
@@ -275,6 +281,12 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         if not isinstance(doc[name], typ):
             raise NodeDirError(f"{cfg}: field {name!r} has the wrong type")
     try:
+        from shiftpeer.sync.config import check_sync_config
+
+        sync = check_sync_config(doc.get("sync", {}))
+    except ValueError as e:
+        raise ConfigValueError(f'{cfg}: "sync": {e}') from None
+    try:
         key = NodeKey.load(base)
     except KeyFileError as e:
         raise NodeDirError(f"{path}: {e}") from None
@@ -301,11 +313,13 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         store_path=str(base / doc["store"]),
         key_dir=str(base),
         tls_peer_id=doc["tls_peer_id"],
+        sync=sync,
     )
 
 
 __all__ = [
     "CONFIG_FILE",
+    "ConfigValueError",
     "DEFAULT_API",
     "NodeConfig",
     "NodeDirError",

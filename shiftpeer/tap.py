@@ -1,6 +1,7 @@
 """twistd integration: Options and makeService for ``twistd shiftpeer``.
 
-Every flag overrides the node directory's config for this run only. For JSON log lines run
+Every flag overrides the node directory's config for this run only; the sync limits
+(``--max-connections-per-peer`` ...) override config.json's ``sync`` object. For JSON log lines run
 ``twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR``.
 """
 
@@ -11,6 +12,15 @@ import os
 
 from twisted.application.service import IService
 from twisted.python import usage
+
+from shiftpeer.sync.config import LIMITS, Limit, check_limit
+
+
+def _limit_option(limit: Limit) -> list:
+    """The twistd option of one sync limit, its help saying the default."""
+    off = "; 'off' for none" if limit.can_be_off else ""
+    return [limit.flag, None, None, f"Sync limit: {limit.help} (default {limit.default_text}{off})."]
+
 
 class _ParseOnlyReactor:
     """Stands in for the reactor while endpoint strings are checked: parsing must not listen or connect."""
@@ -68,11 +78,13 @@ def check_node_dir(path: str) -> str:
             f"--data {path!r} is not a directory; make a node with 'shiftpeer init {path} --user NAME'"
         )
     try:
-        from shiftpeer.nodedir import load_node_dir
+        from shiftpeer.nodedir import ConfigValueError, load_node_dir
     except ImportError:
         return path
     try:
         load_node_dir(path)
+    except ConfigValueError as e:
+        raise usage.UsageError(f"--data {path!r}: {e}") from None
     except Exception as e:
         raise usage.UsageError(
             f"--data {path!r} is not a usable node directory ({e}); "
@@ -101,6 +113,7 @@ class Options(usage.Options):
         ],
         ["connect", None, None, "HOST:PORT of the hub to connect to and replicate with."],
         ["metrics", None, None, "Endpoint string serving Prometheus metrics (e.g. 'tcp:9101:interface=127.0.0.1')."],
+        *(_limit_option(limit) for limit in LIMITS),
     ]
     optFlags = [
         ["full-peer", None, "Run as a full peer: replicate the public firehose (master) and gossip it."],
@@ -110,6 +123,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["peer"] = []
+        self._sync: dict = {}
 
     def opt_listen(self, endpoint: str) -> None:
         """Sync listener endpoint string, e.g. 'tcp:7701' (repeatable; TLS is added by the node)."""
@@ -133,6 +147,12 @@ class Options(usage.Options):
             check_host_port(self["connect"], "--connect")
         for peer in self["peer"]:
             check_host_port(peer, "--peer")
+        for limit in LIMITS:
+            if self[limit.flag] is not None:
+                try:
+                    self._sync[limit.name] = check_limit(limit.name, self[limit.flag])
+                except ValueError as e:
+                    raise usage.UsageError(f"--{limit.flag}: {e}") from None
 
     def overrides(self) -> dict:
         """The flags given on the command line, as NodeSettings overrides."""
@@ -147,9 +167,21 @@ class Options(usage.Options):
             out["full_peer"] = True
         return out
 
+    def sync_overrides(self) -> dict:
+        """The sync limits given on the command line (checked), as SyncFactory arguments."""
+        return dict(self._sync)
+
 
 def makeService(options: Options) -> IService:
-    """Build the node service from the directory's config plus command-line overrides."""
-    from shiftpeer.node import Node
+    """Build the node service from the directory's config plus command-line overrides (the sync limits
+    on top of config.json's ``sync`` object)."""
+    from dataclasses import replace
 
-    return Node.from_directory(options["data"], options.overrides())
+    from shiftpeer.node import Node, load_key, settings_from_config
+    from shiftpeer.nodedir import load_node_dir
+
+    path = options["data"]
+    config = load_node_dir(path)
+    config = replace(config, sync={**config.sync, **options.sync_overrides()})
+    settings = settings_from_config(path, config).with_overrides(options.overrides())
+    return Node(settings, load_key(path, config))

@@ -24,6 +24,7 @@ from shiftpeer.roles.userflows import UserFlows
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer.store import Store
 from shiftpeer.sync import Policy, SyncFactory
+from shiftpeer.sync.client import outgoing
 from tests.helpers_node import eventually as _poll
 
 DEADLINE = 10.0
@@ -87,7 +88,7 @@ class UserParty:
 
     async def connect(self, hub: HubParty) -> Any:
         creator = client_creator(self.key, expected_peer_id=hub.key.account_id)
-        tls = TLSMemoryBIOFactory(creator, True, self.factory)
+        tls = TLSMemoryBIOFactory(creator, True, outgoing(self.factory))
         port = hub.port.getHost().port
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(tls)
         self.proto = wrapper.wrappedProtocol
@@ -145,7 +146,7 @@ class Stranger:
 
     async def connect(self, port: Any, peer_id: str) -> Any:
         creator = client_creator(self.key, expected_peer_id=peer_id)
-        tls = TLSMemoryBIOFactory(creator, True, self.factory)
+        tls = TLSMemoryBIOFactory(creator, True, outgoing(self.factory))
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(tls)
         self.proto = wrapper.wrappedProtocol
         await self.proto.when_ready()

@@ -103,12 +103,13 @@ class Mesh:
     def dir(self, role: str) -> str:
         return os.path.join(self.base, role)
 
-    def start(self, role: str, timeout: float = 20.0) -> None:
+    def start(self, role: str, timeout: float = 20.0, extra: tuple[str, ...] = ()) -> None:
+        """Start ``role``'s process (``extra``: more rel_node.py arguments) and wait until it is ready."""
         before = read_events(self.dir(role)).count("ready")
         log = self.logs.get(role) or open(os.path.join(self.dir(role), "stderr.log"), "ab")
         self.logs[role] = log
         cmd = [sys.executable, os.path.join(HERE, "rel_node.py"), role, self.dir(role), "--port", str(self.port),
-               "--hub-port", str(self.port), "--batch", str(self.batch), "--interval", str(self.interval)]
+               "--hub-port", str(self.port), "--batch", str(self.batch), "--interval", str(self.interval), *extra]
         self.procs[role] = subprocess.Popen(cmd, env=child_env(), stdout=log, stderr=log, cwd=self.base)
 
         def ready() -> bool:

@@ -53,12 +53,13 @@ def digest(db: Any) -> str:
 class RelNode:
     """One role's worth of behaviour on a real store, a real key and real TLS on 127.0.0.1."""
 
-    def __init__(self, role: str, directory: str, port: int, hub_port: int, batch: int, interval: float) -> None:
+    def __init__(self, role: str, directory: str, port: int, hub_port: int, batch: int, interval: float,
+                 caps: dict | None = None) -> None:
         self.role = role
         self.dir = directory
         self.key = NodeKey.load(os.path.join(directory, "key"))
         self.store = Store(os.path.join(directory, "store"), reactor=reactor)
-        self.factory = SyncFactory(self.store, self.key, AllowAll(), reactor=reactor, roles=(role,))
+        self.factory = SyncFactory(self.store, self.key, AllowAll(), reactor=reactor, roles=(role,), **(caps or {}))
         self.port, self.hub_port = port, hub_port
         self.batch, self.interval = batch, interval
         self.events = os.open(os.path.join(directory, "events"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -176,8 +177,12 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--hub-port", type=int, default=0)
     ap.add_argument("--batch", type=int, default=5, help="documents per write transaction (user)")
     ap.add_argument("--interval", type=float, default=0.01, help="seconds between write transactions (user)")
+    ap.add_argument("--max-connections-per-peer", type=int, help="the hub's cap per identity (default 8)")
+    ap.add_argument("--max-connections-per-address", type=int, help="the hub's cap per address (default 64)")
     args = ap.parse_args(argv)
-    node = RelNode(args.role, args.dir, args.port, args.hub_port, args.batch, args.interval)
+    caps = {name: getattr(args, name) for name in ("max_connections_per_peer", "max_connections_per_address")
+            if getattr(args, name) is not None}
+    node = RelNode(args.role, args.dir, args.port, args.hub_port, args.batch, args.interval, caps)
     signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(node.stop_writing))
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(node.shutdown))
     reactor.callWhenRunning(node.start)

@@ -21,8 +21,9 @@ from test_sync_network import Node, until
 
 @pytest.fixture
 def hub(tmp_path):
-    """A hub-shaped node on real LMDB and TLS, with a small database and a ping RPC."""
-    node = Node(tmp_path / "hub")
+    """A hub-shaped node on real LMDB and TLS, with a small database and a ping RPC. Its connection caps are
+    raised for the idle-load test (100 connections from 10 identities, all from 127.0.0.1)."""
+    node = Node(tmp_path / "hub", max_connections_per_peer=16, max_connections_per_address=128)
     node.fill("small", 10)
     node.factory.rpc_handlers["ping"] = lambda conn, args: {"pong": True}
     pytest_twisted.blockon(ensureDeferred(node.listen()))

@@ -48,6 +48,7 @@ from shiftpeer.roles.fullpeer import firehose_check  # noqa: E402
 from shiftpeer.store import Store  # noqa: E402
 from shiftpeer.store.revs import compute_rev  # noqa: E402
 from shiftpeer.sync import SyncFactory  # noqa: E402
+from shiftpeer.sync.client import outgoing  # noqa: E402
 
 DEGREE = 4
 AUTHORS = 16
@@ -89,7 +90,7 @@ class Peer:
 
     async def dial(self, other: "Peer") -> None:
         tls = TLSMemoryBIOFactory(client_creator(self.key, expected_peer_id=other.key.account_id), True,
-                                  self.factory)
+                                  outgoing(self.factory))
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", other.port.getHost().port).connect(tls)
         await wrapper.wrappedProtocol.when_ready()
 

@@ -129,6 +129,10 @@ def fuzz(base: str, inputs: int, quiet: bool) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+#: Keys the idle connections are spread over.
+IDENTITIES = 50
+
+
 def idle(base: str, n: int, rounds: int, quiet: bool) -> dict:
     """A hub process, ``n`` idle connections from this one, then a normal client's latencies."""
     from twisted.internet import reactor
@@ -140,16 +144,21 @@ def idle(base: str, n: int, rounds: int, quiet: bool) -> dict:
 
     limit = raise_fd_limit(n * 2 + 512)   # before the hub starts: it inherits the limit
     mesh = Mesh(os.path.join(base, "idle"))
-    mesh.start("hub")
+    # Every connection comes from 127.0.0.1 and IDENTITIES keys share the idle ones, so the hub's default caps
+    # (64 per address, 8 per identity) would refuse most of them: raise them to what this load needs.
+    caps = {"per_address": n + 10, "per_peer": -(-n // IDENTITIES)}
+    mesh.start("hub", extra=("--max-connections-per-address", str(caps["per_address"]),
+                             "--max-connections-per-peer", str(caps["per_peer"])))
     hub_id = NodeKey.load(os.path.join(mesh.dir("hub"), "key")).account_id
-    out: dict = {"fd_limit": limit}
+    out: dict = {"fd_limit": limit, "hub_connection_caps": caps}
+    say(quiet, f"  hub caps raised for this load: {caps['per_address']} per address, {caps['per_peer']} per identity")
 
     async def run(_reactor: object) -> None:
         t0 = time.perf_counter()
         baseline_conn = await Client(reactor, mesh.port, hub_id).connect()
         out["baseline"] = await measure(baseline_conn, rounds)
         say(quiet, f"  no idle load: {out['baseline']}")
-        conns = await open_idle(reactor, mesh.port, hub_id, n, identities=50)
+        conns = await open_idle(reactor, mesh.port, hub_id, n, identities=IDENTITIES)
         out["open_seconds"] = round(time.perf_counter() - t0, 1)
         say(quiet, f"  {held(conns)} idle connections open after {out['open_seconds']}s")
         conn = await Client(reactor, mesh.port, hub_id).connect()
@@ -194,6 +203,7 @@ def main() -> None:
         "p99_ms_under_idle_load": i.get("under_load", {}).get("replication_p99_ms"),
         "rpc_p99_ms_under_idle_load": i.get("under_load", {}).get("rpc_p99_ms"),
         "p99_ms_without_load": i.get("baseline", {}).get("replication_p99_ms"),
+        "hub_connection_caps": i.get("hub_connection_caps"),
         "partial_batches": c["partial_batches"], "converged": c["converged"], "kills": c["kills"],
         "committed_docs": c["committed_docs"], "resumed_from_checkpoint": c["resumed_from_checkpoint"],
         "crash_problems": c["problems"][:5], "fuzz_counts": f["counts"], "quick": args.quick,

@@ -230,6 +230,7 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
     from shiftpeer.identity.tls import client_creator
     from shiftpeer.store import Store
     from shiftpeer.sync import AllowAll, SyncFactory
+    from shiftpeer.sync.client import outgoing
 
     key = NodeKey.generate()
     reactor.suggestThreadPoolSize(4)
@@ -253,7 +254,7 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
     creator = client_creator(key, expected_peer_id=info["peer"])
 
     async def connect():
-        counting = CountingFactory(TLSMemoryBIOFactory(creator, True, node["factory"]))
+        counting = CountingFactory(TLSMemoryBIOFactory(creator, True, outgoing(node["factory"])))
         ep = TCP4ClientEndpoint(reactor, "127.0.0.1", info["port"])
         wrapper = await ep.connect(counting)
         conn = await wrapper.wrappedProtocol.wrappedProtocol.when_ready()

@@ -13,6 +13,7 @@
 | `shiftpeer_replications_behind` | gauge | | replications not caught up |
 | `shiftpeer_sync_refused_total` | counter | | replication requests refused (policy, unknown database, limits) |
 | `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
+| `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `address` (per IP), `peer` (per identity) |
 | `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
 | `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
 | `shiftpeer_databases` | gauge | | logical databases, as of the last count (``shiftpeer.census``) |
@@ -76,6 +77,8 @@ class NodeCollector:
         refused = CounterMetricFamily("shiftpeer_sync_refused", "Replication requests refused")
         rejected = CounterMetricFamily("shiftpeer_sync_frames_rejected",
                                        "Connections closed on a bad frame, by violation code", labels=["code"])
+        conns_refused = CounterMetricFamily("shiftpeer_sync_connections_refused",
+                                            "Sync connections refused by a connection cap", labels=["limit"])
         api_refused = CounterMetricFamily("shiftpeer_api_refused", "Local API requests answered with a 4xx",
                                           labels=["status"])
         rpc_refused = CounterMetricFamily("shiftpeer_rpc_refused", "RPC calls from peers refused or failed",
@@ -95,6 +98,8 @@ class NodeCollector:
         for name, n in sorted(counters.items()):
             if name.startswith("violation."):
                 rejected.add_metric([name[len("violation."):]], n)
+        for limit in ("address", "peer"):
+            conns_refused.add_metric([limit], counters.get("connections_refused." + limit, 0))
         for name, n in sorted(counters.items()):
             if name.startswith("rpc_refused."):
                 rpc_refused.add_metric([name[len("rpc_refused."):]], n)
@@ -135,7 +140,7 @@ class NodeCollector:
             for flow, n in status["replication_lag"].items():
                 local_lag.add_metric([flow], n)
         return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, rejected,
-                rpc_refused, api_refused, n_dbs, n_docs, age, docs, seq, local_lag]
+                conns_refused, rpc_refused, api_refused, n_dbs, n_docs, age, docs, seq, local_lag]
 
 
 def count_rpc_refusals(factory: Any) -> None:

@@ -52,7 +52,7 @@ class TLSClientEndpoint:
         self._endpoint, self._creator, self._clock = endpoint, creator, clock
 
     def connect(self, factory: Any) -> Deferred:
-        d = self._endpoint.connect(TLSMemoryBIOFactory(self._creator, True, factory, clock=self._clock))
+        d = self._endpoint.connect(TLSMemoryBIOFactory(self._creator, True, outgoing(factory), clock=self._clock))
         return d.addCallback(lambda tls: tls.wrappedProtocol)
 
 
@@ -66,15 +66,33 @@ def tls_client_endpoint(endpoint: Any, creator: Any, clock: Any = None) -> TLSCl
     return TLSClientEndpoint(endpoint, creator, clock)
 
 
+class _Outgoing(Factory):
+    """Builds a SyncFactory's protocols for connections we dial (``build_outgoing``), so the serving side's
+    connection caps (``SyncFactory.buildProtocol``) never count them."""
+
+    def __init__(self, factory: SyncFactory) -> None:
+        self.factory = factory
+
+    def buildProtocol(self, addr: Any) -> SyncProtocol:
+        return self.factory.build_outgoing(addr)
+
+
+def outgoing(factory: Any) -> Any:
+    """The factory to dial with: a SyncFactory wrapped so it builds outgoing connections, e.g.
+    ``TLSMemoryBIOFactory(client_creator(key), True, outgoing(factory))``; any other factory (a
+    ``ClientService``'s proxy of ``_PeerFactory``) as it is."""
+    return _Outgoing(factory) if isinstance(factory, SyncFactory) else factory
+
+
 class _PeerFactory(Factory):
-    """Builds the SyncFactory's protocols, adding this peer's connection hook."""
+    """Builds the SyncFactory's outgoing protocols, adding this peer's connection hook."""
 
     def __init__(self, sync_factory: SyncFactory, hook: Callable[[SyncProtocol], Any]) -> None:
         self.sync_factory = sync_factory
         self.hook = hook
 
     def buildProtocol(self, addr: Any) -> SyncProtocol:
-        proto = self.sync_factory.buildProtocol(addr)
+        proto = self.sync_factory.build_outgoing(addr)
         proto.extra_hooks.append(self.hook)
         return proto
 

@@ -21,6 +21,8 @@ from zope.interface import implementer
 
 from shiftpeer.sync import messages
 from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge, encode_frame
+from shiftpeer.sync.limits import (MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS,
+                                   ConnectionLimits, address_key)
 from shiftpeer.sync.messages import MAX_BATCH, PROTOCOL_VERSION, ProtocolError
 from shiftpeer.sync.replication import (BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
                                         ReplicationManager)
@@ -84,6 +86,10 @@ class SyncProtocol(Protocol):
         self._inbox: collections.deque[bytes] = collections.deque()
         self._next_slice: Any = None
         self._read_holds: set[str] = set()
+        # Serving side only (SyncFactory.buildProtocol): the address and peer slots this connection holds
+        self.serving = False
+        self.address: Optional[str] = None
+        self._peer_slot: Optional[str] = None
 
     # ---------------------------------------------------------------- state machine
     @_machine.state(initial=True)
@@ -111,6 +117,10 @@ class SyncProtocol(Protocol):
         "The peer broke the protocol (or failed authentication/validation)."
 
     @_machine.input()
+    def over_limit(self, text: str) -> None:
+        "The authenticated peer already holds as many connections as this listener allows."
+
+    @_machine.input()
     def lost(self) -> None:
         "The transport is gone."
 
@@ -124,6 +134,12 @@ class SyncProtocol(Protocol):
         if not peer_id:
             self.bad_input("unauthenticated", "no verified peer certificate", None)
             return
+        if self.serving:
+            refusal = self.factory.limits.admit_peer(peer_id, self.address)
+            if refusal is not None:
+                self.over_limit(refusal)
+                return
+            self._peer_slot = peer_id
         self.peer_id = peer_id
         self.peer_roles = tuple(msg["roles"])
         self._cancel_timer("_hello_timer")
@@ -165,6 +181,13 @@ class SyncProtocol(Protocol):
     def _violate(self, code: str, text: str, db: Optional[str]) -> None:
         self._refuse_and_close(code, text, db)
 
+    @_machine.output()
+    def _refuse_over_limit(self, text: str) -> None:
+        # not a protocol violation: counted and logged by the limits, the peer told why
+        self.close_reason = {"code": TOO_MANY_CONNECTIONS, "msg": text, "db": None}
+        self._write(messages.encode("error", code=TOO_MANY_CONNECTIONS, msg=text, db=None))
+        self._close()
+
     def _refuse_and_close(self, code: str, text: str, db: Optional[str]) -> None:
         self.close_reason = {"code": code, "msg": text, "db": db}
         self.factory.counters["violations"] += 1
@@ -185,6 +208,9 @@ class SyncProtocol(Protocol):
         self._cancel_timer("_next_slice")
         self._inbox.clear()
         self.factory.connections.discard(self)
+        if self.serving:
+            self.factory.limits.release(self._peer_slot, self.address)
+            self._peer_slot = self.address = None
         self.replications.connection_lost()
         calls, self._calls = self._calls, {}
         for d in calls.values():
@@ -200,6 +226,7 @@ class SyncProtocol(Protocol):
     awaiting_hello.upon(message, enter=closed, outputs=[_early_message])
     awaiting_hello.upon(bad_input, enter=closed, outputs=[_violate])
     awaiting_hello.upon(lost, enter=closed, outputs=[_cleanup])
+    ready.upon(over_limit, enter=closed, outputs=[_refuse_over_limit])
     ready.upon(hello, enter=closed, outputs=[_second_hello])
     ready.upon(message, enter=ready, outputs=[_dispatch])
     ready.upon(bad_input, enter=closed, outputs=[_violate])
@@ -207,6 +234,7 @@ class SyncProtocol(Protocol):
     closed.upon(hello, enter=closed, outputs=[])
     closed.upon(message, enter=closed, outputs=[])
     closed.upon(bad_input, enter=closed, outputs=[])
+    closed.upon(over_limit, enter=closed, outputs=[])
     closed.upon(lost, enter=closed, outputs=[_cleanup])
 
     # ---------------------------------------------------------------- transport events
@@ -509,7 +537,9 @@ class SyncFactory(Factory):
                  protocol_version: int = PROTOCOL_VERSION,
                  handshake_timeout: Optional[float] = HANDSHAKE_TIMEOUT,
                  frame_timeout: Optional[float] = FRAME_TIMEOUT, max_batch: int = MAX_BATCH,
-                 max_replications: int = MAX_FEEDERS, docs_per_second: Optional[float] = None) -> None:
+                 max_replications: int = MAX_FEEDERS, docs_per_second: Optional[float] = None,
+                 max_connections_per_peer: Optional[int] = MAX_CONNECTIONS_PER_PEER,
+                 max_connections_per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS) -> None:
         self.store = store
         self.key = key
         self.policy = policy
@@ -532,10 +562,34 @@ class SyncFactory(Factory):
         self.on_pushed: list[Callable[[SyncProtocol, Replication], Any]] = []
         self.connections: set[SyncProtocol] = set()
         self.counters: collections.Counter = collections.Counter()
+        #: connection caps of the serving side (None: no cap); docs/protocol.md section 8
+        self.limits = ConnectionLimits(self.counters, per_peer=max_connections_per_peer,
+                                       per_address=max_connections_per_address)
 
-    def buildProtocol(self, addr: Any) -> SyncProtocol:
+    def buildProtocol(self, addr: Any) -> Protocol:
+        """A connection a listener accepted (the serving side): counted against its address and, after the
+        hello, its peer id. Past ``max_connections_per_address`` it is dropped at once, before TLS.
+        Connections we dial are built by ``build_outgoing`` (``sync.client`` does it) and are not capped."""
+        address = address_key(addr)
+        if not self.limits.admit_address(address):
+            return _Refused()
+        proto = self.protocol(self)
+        proto.serving = True
+        proto.address = address
+        return proto
+
+    def build_outgoing(self, addr: Any) -> SyncProtocol:
+        """A connection this node dials: the caps are the serving side's business."""
         return self.protocol(self)
 
     def _verify_signatures(self, docs: list) -> Deferred:
         from shiftpeer.identity.signing import verify_many
         return verify_many(docs, reactor=self.reactor)
+
+
+class _Refused(Protocol):
+    """Stands in for a connection refused before TLS: aborted as soon as it is made, with nothing sent (the
+    peer is not authenticated yet, so no sync byte may go out, and it might not read a close)."""
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()

@@ -327,7 +327,10 @@ def connect_pair(client_factory: Any, server_factory: Any, clock: Any, *, client
             self.wrapped, self.side = wrapped, side
 
         def buildProtocol(self, a: Any) -> Any:
-            inner[self.side] = p = self.wrapped.buildProtocol(a)
+            build = self.wrapped.buildProtocol   # the serving side: connection caps apply
+            if self.side == "c":
+                build = getattr(self.wrapped, "build_outgoing", build)
+            inner[self.side] = p = build(a)
             return p
 
     cwrap, swrap = Recording(client_factory, "c"), Recording(server_factory, "s")
