@@ -161,3 +161,31 @@ def test_merge_reports_edits_and_tombstones_of_held_comments_apart_from_new_ones
     assert [(d["id"], d["rev"], d["deleted"]) for d in revised] == [("c", edit["rev"], False),
                                                                    ("c", tomb["rev"], True)]
     merger.stop()
+
+
+def test_merge_catch_up_at_start_yields_between_sources_and_skips_empty_ones(store, monkeypatch):
+    """A hub restarting with many inboxes catches up in many short reactor turns (here one source a turn),
+    merges every inbox that changed while it was down, and never opens the empty ones."""
+    from shiftpeer.roles import following
+
+    alice = NodeKey.generate()
+    for i in range(30):
+        store.create_database(f"inbox/u{i:02d}")
+    changed = [f"inbox/u{i:02d}" for i in (3, 11, 29)]
+    for name in changed:
+        store.database(name).bulk_replicated([signed(alice, name[-3:], shift(alice, to=[name[6:]]))])
+    store._databases.clear()      # as after a restart: nothing opened yet
+    monkeypatch.setattr(following, "STEP_SECONDS", 0.0)
+    clock = Clock()
+    merger = SharedMerger(store, clock)
+    steps = []
+    step = merger._step
+    monkeypatch.setattr(merger, "_step", lambda: (steps.append(1), step()))
+    merger.start()
+    clock.advance(0)
+    shared = store.database("shared")
+    assert sorted(d.id for d in shared.docs_since(0)) == ["u03", "u11", "u29"]
+    # one listed database a turn (empty ones are passed over, not opened), then one finds the listing's end
+    assert len(steps) == store.database_count() + 1
+    assert not any(f"inbox/u{i:02d}" in store._databases for i in range(30) if i not in (3, 11, 29))
+    merger.stop()

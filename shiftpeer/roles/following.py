@@ -115,7 +115,7 @@ class CommitFollower:
         self._call = None
         deadline = time.process_time() + STEP_SECONDS
         more: list[str] = []
-        while time.process_time() < deadline:
+        while True:                 # at least one source a step, then until the time is up
             if self._pending:       # committed sources first, then the catch-up listing
                 name = next(iter(self._pending))
                 del self._pending[name]
@@ -123,15 +123,15 @@ class CommitFollower:
                 name = next(self._catchup, _DONE)
                 if name is _DONE:
                     break
-                if name is None:
-                    continue
-            try:
-                if self.copy_once(name):
-                    more.append(name)
-            except Exception:
-                self.log.failure("copying {source} in {follower} failed", source=name, follower=self)
-        else:
-            self._call_soon()       # out of time: more in the next turn
+            if name is not None:
+                try:
+                    if self.copy_once(name):
+                        more.append(name)
+                except Exception:
+                    self.log.failure("copying {source} in {follower} failed", source=name, follower=self)
+            if time.process_time() >= deadline:
+                self._call_soon()   # out of time: more in the next turn
+                break
         for name in more:
             self._pending[name] = None
         if self._pending:
