@@ -22,6 +22,7 @@ from shiftpeer.api.app import ApiApp
 from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
 from shiftpeer.shifts import Shifts, make_signer
+from shiftpeer.tuning import tune_gc
 
 #: Default local API endpoint: loopback only, any free port (the bound URL goes to DIR/api.url).
 DEFAULT_API = "tcp:0:interface=127.0.0.1"
@@ -150,6 +151,7 @@ class StoreService(Service):
 
     def startService(self) -> None:
         os.makedirs(self._path, exist_ok=True)
+        tune_gc()   # bulk reads and received batches build thousands of documents at a time
         self._node.store = self._factory(self._path, reactor=self._node.reactor)
         self.log.info("store open at {path}", path=self._path)
         super().startService()

@@ -1,0 +1,46 @@
+"""The interpreter settings a node runs with (shiftpeer/tuning.py)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import pytest_twisted
+
+from shiftpeer.tuning import GC_YOUNG_THRESHOLD, tune_gc
+from tests.helpers_node import make_node
+
+
+@pytest.fixture
+def gc_threshold():
+    """Put the process's GC thresholds back after the test."""
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+def test_tune_gc_raises_the_young_threshold_and_keeps_an_operators_choice(gc_threshold):
+    """CPython's default 700 becomes GC_YOUNG_THRESHOLD; a higher setting, or 0 (automatic collection
+    off), is left alone, and the older generations keep theirs."""
+    gc.set_threshold(700, 11, 12)
+    tune_gc()
+    assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 11, 12)
+    gc.set_threshold(GC_YOUNG_THRESHOLD * 5, 10, 10)
+    tune_gc()
+    assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD * 5
+    gc.set_threshold(0, 10, 10)
+    tune_gc()
+    assert gc.get_threshold()[0] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_started_node_runs_with_the_tuned_gc(tmp_path, gc_threshold):
+    """Starting a node's store service applies the settings (twistd runs nothing else first)."""
+    gc.set_threshold(700, 10, 10)
+    node = make_node(str(tmp_path / "n"))
+    node.startService()
+    try:
+        await node.when_ready()
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+    finally:
+        await node.stopService()
