@@ -368,7 +368,7 @@ def _content(text: str | None) -> Any:
 
 def cmd_init(args: argparse.Namespace) -> int:
     try:
-        from shiftpeer.nodedir import init_node_dir
+        from shiftpeer.nodedir import NodeDirArgumentError, init_node_dir
     except ImportError:
         raise CliError("this shiftpeer build cannot create node directories (shiftpeer.nodedir missing)")
     kwargs = dict(
@@ -377,6 +377,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     try:
         config = init_node_dir(args.dir, **kwargs)
+    except NodeDirArgumentError as e:   # a bad command line: nothing was written
+        raise CliError(f"init: {e} (see 'shiftpeer init --help')", EXIT_USAGE) from None
     except (FileExistsError, ValueError, OSError) as e:
         raise CliError(f"cannot create node directory {args.dir}: {e}") from None
     account = getattr(config, "account_id", None)

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.logger import Logger
 
+from shiftpeer.endpoints import EndpointError, check_api_endpoint
 from shiftpeer.identity import KeyFileError, NodeKey
 from shiftpeer.identity.certs import (
     CertMaterial,
@@ -57,6 +58,10 @@ _USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 class NodeDirError(ValueError):
     """The node directory cannot be created or read; the message says what to do."""
+
+
+class NodeDirArgumentError(NodeDirError):
+    """An argument to ``init_node_dir`` is malformed (a bad command line: ``shiftpeer init`` exits 2)."""
 
 
 class ConfigValueError(NodeDirError):
@@ -167,6 +172,10 @@ def init_node_dir(
     if connect is not None:
         _check_host_port(connect, "--connect")
     api = api or DEFAULT_API
+    try:
+        check_api_endpoint(api, "--api")
+    except EndpointError as e:
+        raise NodeDirArgumentError(str(e)) from None
 
     # Check the given files before touching the directory.
     material = None
@@ -255,6 +264,15 @@ _FIELD_TYPES = {
 }
 
 
+def _check_addresses(cfg: Path, doc: dict) -> None:
+    """config.json's endpoints pass the same checks as init's flags: an edited file cannot open the
+    local API beyond loopback, nor stop the node later with a traceback."""
+    try:
+        check_api_endpoint(doc["api"], '"api"')
+    except EndpointError as e:
+        raise ConfigValueError(f"{cfg}: {e}") from None
+
+
 def load_node_dir(path: str | os.PathLike) -> NodeConfig:
     """Read a node directory's config; NodeDirError says what is wrong and how to fix it."""
     base = Path(path).absolute()
@@ -286,6 +304,7 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         sync = check_sync_config(doc.get("sync", {}))
     except ValueError as e:
         raise ConfigValueError(f'{cfg}: "sync": {e}') from None
+    _check_addresses(cfg, doc)
     try:
         key = NodeKey.load(base)
     except KeyFileError as e:
@@ -322,6 +341,7 @@ __all__ = [
     "ConfigValueError",
     "DEFAULT_API",
     "NodeConfig",
+    "NodeDirArgumentError",
     "NodeDirError",
     "init_node_dir",
     "load_node_dir",

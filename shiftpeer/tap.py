@@ -7,12 +7,14 @@ Every flag overrides the node directory's config for this run only; the sync lim
 
 from __future__ import annotations
 
-import ipaddress
 import os
+from typing import Callable
 
 from twisted.application.service import IService
 from twisted.python import usage
 
+from shiftpeer import endpoints
+from shiftpeer.endpoints import EndpointError
 from shiftpeer.sync.config import LIMITS, Limit, check_limit
 
 
@@ -22,42 +24,22 @@ def _limit_option(limit: Limit) -> list:
     return [limit.flag, None, None, f"Sync limit: {limit.help} (default {limit.default_text}{off})."]
 
 
-class _ParseOnlyReactor:
-    """Stands in for the reactor while endpoint strings are checked: parsing must not listen or connect."""
+def _usage(check: Callable[..., str], *args: str) -> str:
+    """Run one of shiftpeer.endpoints' checks, turning its EndpointError into a UsageError."""
+    try:
+        return check(*args)
+    except EndpointError as e:
+        raise usage.UsageError(str(e)) from None
 
 
 def check_server_endpoint(description: str, flag: str) -> str:
     """Return the endpoint string if Twisted can parse it, else raise UsageError naming the flag."""
-    from twisted.internet.endpoints import serverFromString
-
-    try:
-        serverFromString(_ParseOnlyReactor(), description)
-    except Exception as e:
-        raise usage.UsageError(
-            f"{flag} {description!r} is not a valid endpoint string ({e}); "
-            f"write e.g. 'tcp:7701' or 'tcp:7701:interface=0.0.0.0'"
-        ) from None
-    return description
+    return _usage(endpoints.check_server_endpoint, description, flag)
 
 
 def check_loopback_api(description: str) -> str:
-    """The local API must not be reachable from other machines: tcp endpoints need a loopback interface."""
-    check_server_endpoint(description, "--api")
-    kind, _, rest = description.partition(":")
-    if kind.lower() not in ("tcp", "tcp6"):
-        return description
-    fields = dict(part.split("=", 1) for part in rest.split(":") if "=" in part)
-    interface = fields.get("interface", "")
-    try:
-        ok = ipaddress.ip_address(interface.strip("[]")).is_loopback
-    except ValueError:
-        ok = interface == "localhost"
-    if not ok:
-        raise usage.UsageError(
-            f"--api {description!r} would listen beyond this machine; "
-            "add ':interface=127.0.0.1' (e.g. 'tcp:7780:interface=127.0.0.1')"
-        )
-    return description
+    """The local API must not be reachable from other machines (shiftpeer.endpoints.check_api_endpoint)."""
+    return _usage(endpoints.check_api_endpoint, description, "--api")
 
 
 def check_host_port(text: str, flag: str) -> str:
