@@ -72,3 +72,32 @@ def check_api_endpoint(description: str, name: str = "--api") -> str:
         f"{name} {description!r}: the local API listens only on 'tcp:PORT:interface=127.0.0.1' "
         "(or tcp6 on ::1) or 'unix:PATH'"
     )
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """Parse HOST:PORT (or [IPv6]:PORT) into (host, port); ValueError with a clear message if bad."""
+    if not isinstance(text, str) or ":" not in text:
+        raise EndpointError(f"{text!r} is not HOST:PORT (e.g. hub.example.org:7701)")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise EndpointError(f"{text!r} is not [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, _, port_text = text.rpartition(":")
+        if ":" in host:
+            raise EndpointError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
+    if not host:
+        raise EndpointError(f"{text!r} has no host (expected HOST:PORT)")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise EndpointError(f"{text!r}: the port must be a number from 1 to 65535 (HOST:PORT)")
+    return host, int(port_text)
+
+
+def check_host_port(text: str, name: str) -> str:
+    """Return HOST:PORT unchanged when the node can dial it, else EndpointError naming ``name``."""
+    try:
+        split_host_port(text)
+    except EndpointError as e:
+        raise EndpointError(f"{name}: {e}") from None
+    return text

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.logger import Logger
 
-from shiftpeer.endpoints import EndpointError, check_api_endpoint
+from shiftpeer.endpoints import EndpointError, check_api_endpoint, check_host_port, check_server_endpoint
 from shiftpeer.identity import KeyFileError, NodeKey
 from shiftpeer.identity.certs import (
     CertMaterial,
@@ -111,17 +111,6 @@ class NodeConfig:
         return key or self.load_key()
 
 
-def _check_host_port(text: str, flag: str) -> str:
-    if not isinstance(text, str):
-        raise NodeDirError(f"{flag} {text!r} is not HOST:PORT")
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise NodeDirError(f"{flag} {text!r} is not HOST:PORT (e.g. hub.example.org:7471)")
-    return text
-
-
 def _as_list(values: Iterable[str] | str | None) -> list[str]:
     if values is None:
         return []
@@ -156,24 +145,19 @@ def init_node_dir(
     """
     base = Path(path)
     if not isinstance(user, str) or not _USER_RE.match(user):
-        raise NodeDirError(
+        raise NodeDirArgumentError(
             f"user name {user!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit"
         )
     if (tls_cert is None) != (tls_key is None):
-        raise NodeDirError("--tls-cert and --tls-key go together")
+        raise NodeDirArgumentError("--tls-cert and --tls-key go together")
     if tls_cert is not None and not hub:
-        raise NodeDirError("--tls-cert/--tls-key are for hubs: add --hub")
+        raise NodeDirArgumentError("--tls-cert/--tls-key are for hubs: add --hub")
     listen_l = _as_list(listen)
-    for ep in listen_l:
-        if not isinstance(ep, str) or not ep.strip():
-            raise NodeDirError(f"--listen {ep!r} is not an endpoint string (e.g. tcp:7471)")
-    peers_l = [_check_host_port(p, "--peer") for p in _as_list(peers)]
-    if connect is not None:
-        _check_host_port(connect, "--connect")
+    peers_l = _as_list(peers)
     api = api or DEFAULT_API
     try:
-        check_api_endpoint(api, "--api")
+        _check_addresses("", listen=listen_l, api=api, connect=connect, peers=peers_l)
     except EndpointError as e:
         raise NodeDirArgumentError(str(e)) from None
 
@@ -264,13 +248,20 @@ _FIELD_TYPES = {
 }
 
 
-def _check_addresses(cfg: Path, doc: dict) -> None:
-    """config.json's endpoints pass the same checks as init's flags: an edited file cannot open the
-    local API beyond loopback, nor stop the node later with a traceback."""
-    try:
-        check_api_endpoint(doc["api"], '"api"')
-    except EndpointError as e:
-        raise ConfigValueError(f"{cfg}: {e}") from None
+def _check_addresses(prefix: str, *, listen: list, api: str, connect: str | None, peers: list) -> None:
+    """The same checks for init's flags (``prefix`` ""), and for config.json's fields when a node starts
+    (``prefix`` the file), so neither the API's loopback rule nor a bad endpoint gets past an edited
+    file to fail later with a traceback. Raises EndpointError naming the flag or field."""
+    def name(flag: str, field: str) -> str:
+        return f'{prefix}: "{field}"' if prefix else flag
+
+    for endpoint in listen:
+        check_server_endpoint(endpoint, name("--listen", "listen"))
+    check_api_endpoint(api, name("--api", "api"))
+    if connect is not None:
+        check_host_port(connect, name("--connect", "connect"))
+    for peer in peers:
+        check_host_port(peer, name("--peer", "peers"))
 
 
 def load_node_dir(path: str | os.PathLike) -> NodeConfig:
@@ -304,7 +295,11 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         sync = check_sync_config(doc.get("sync", {}))
     except ValueError as e:
         raise ConfigValueError(f'{cfg}: "sync": {e}') from None
-    _check_addresses(cfg, doc)
+    try:
+        _check_addresses(str(cfg), listen=doc["listen"], api=doc["api"], connect=doc["connect"],
+                         peers=doc["peers"])
+    except EndpointError as e:
+        raise ConfigValueError(str(e)) from None
     try:
         key = NodeKey.load(base)
     except KeyFileError as e:

@@ -44,13 +44,7 @@ def check_loopback_api(description: str) -> str:
 
 def check_host_port(text: str, flag: str) -> str:
     """Return HOST:PORT unchanged when well formed, else raise UsageError naming the flag."""
-    from shiftpeer.node import split_host_port
-
-    try:
-        split_host_port(text)
-    except ValueError as e:
-        raise usage.UsageError(f"{flag}: {e}") from None
-    return text
+    return _usage(endpoints.check_host_port, text, flag)
 
 
 def check_node_dir(path: str) -> str:

@@ -111,3 +111,48 @@ def test_twistd_refuses_a_config_json_with_a_non_loopback_api(tmp_path):
     assert '"api"' in output and "would listen beyond this machine" in output
     assert "Traceback" not in output
     assert not os.path.exists(os.path.join(path, "api.url"))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--listen", "bogus:endpoint"), "--listen 'bogus:endpoint' is not a valid endpoint string"),
+    (("--listen", "tcp:notaport"), "--listen 'tcp:notaport'"),
+    (("--listen", "tcp:7701", "--listen", ""), "--listen '' is not an endpoint string"),
+    (("--connect", "::1:7701"), "--connect: '::1:7701': write an IPv6 address as [ADDRESS]:PORT"),
+    (("--peer", "hub.example.org"), "--peer: 'hub.example.org' is not HOST:PORT"),
+    (("--user", "a/b"), "user name 'a/b'"),
+])
+def test_cli_init_refuses_bad_addresses_with_exit_2(tmp_path, capsys, argv, words):
+    """init checks endpoint strings and HOST:PORT as the node will use them: a bad one is a bad
+    command line (exit 2, one line naming the flag) and no directory is made."""
+    args = ["init", str(tmp_path / "x8"), *(() if "--user" in argv else ("--user", "u")), *argv]
+    if "--peer" in argv:
+        args.append("--full-peer")
+    status, out, err = run(capsys, *args)
+    assert status == EXIT_USAGE, err
+    assert words in err and "shiftpeer init --help" in err and err.count("\n") == 1
+    assert not (tmp_path / "x8").exists()
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"listen": ["bogus:endpoint"]}, '"listen" \'bogus:endpoint\' is not a valid endpoint string'),
+    ({"connect": "nohostport"}, '"connect": \'nohostport\' is not HOST:PORT'),
+    ({"peers": ["[::1]7701"]}, '"peers": \'[::1]7701\' is not [IPv6]:PORT'),
+])
+def test_config_json_with_bad_addresses_is_refused(tmp_path, fields, words):
+    """Edited config.json addresses are refused when the node is loaded, naming the file and field."""
+    path = edited_node(tmp_path, **fields)
+    with pytest.raises(ConfigValueError) as e:
+        load_node_dir(path)
+    assert str(e.value).startswith(os.path.join(path, "config.json")) and words in str(e.value)
+
+
+def test_twistd_refuses_a_config_json_with_a_bad_listen_endpoint(tmp_path):
+    """`twistd -n shiftpeer` on a directory whose config.json names an unknown endpoint type exits
+    non-zero with a message naming the field, not a traceback."""
+    path = edited_node(tmp_path, listen=["bogus:endpoint"])
+    proc = run_twistd(path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "\"listen\" 'bogus:endpoint' is not a valid endpoint string" in output
+    assert "Traceback" not in output and "Unknown endpoint type" in output
+    assert not os.path.exists(os.path.join(path, "api.url"))
