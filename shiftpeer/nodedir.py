@@ -111,6 +111,16 @@ class NodeConfig:
         return key or self.load_key()
 
 
+def check_peers_gossip(peers: list[str], full_peer: bool, hub: bool, name: str = "--peer") -> None:
+    """--peer dials a node to gossip ``master`` with, which only full peers and hubs (federation) do;
+    on any other node nothing would use the connection, so asking for one is a mistake worth naming."""
+    if peers and not (full_peer or hub):
+        raise NodeDirArgumentError(
+            f"{name} {peers[0]}: only full peers and hubs gossip with peers; add --full-peer to make this "
+            "node a full peer, or use --connect HOST:PORT for the hub it syncs with"
+        )
+
+
 def _as_list(values: Iterable[str] | str | None) -> list[str]:
     if values is None:
         return []
@@ -155,6 +165,7 @@ def init_node_dir(
         raise NodeDirArgumentError("--tls-cert/--tls-key are for hubs: add --hub")
     listen_l = _as_list(listen)
     peers_l = _as_list(peers)
+    check_peers_gossip(peers_l, full_peer, hub)
     api = api or DEFAULT_API
     try:
         _check_addresses("", listen=listen_l, api=api, connect=connect, peers=peers_l)
@@ -338,6 +349,7 @@ __all__ = [
     "NodeConfig",
     "NodeDirArgumentError",
     "NodeDirError",
+    "check_peers_gossip",
     "init_node_dir",
     "load_node_dir",
 ]

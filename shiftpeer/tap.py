@@ -8,13 +8,13 @@ Every flag overrides the node directory's config for this run only; the sync lim
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from shiftpeer import endpoints
-from shiftpeer.endpoints import EndpointError
+from shiftpeer.nodedir import CONFIG_FILE, ConfigValueError, NodeConfig, check_peers_gossip, load_node_dir
 from shiftpeer.sync.config import LIMITS, Limit, check_limit
 
 
@@ -24,11 +24,12 @@ def _limit_option(limit: Limit) -> list:
     return [limit.flag, None, None, f"Sync limit: {limit.help} (default {limit.default_text}{off})."]
 
 
-def _usage(check: Callable[..., str], *args: str) -> str:
-    """Run one of shiftpeer.endpoints' checks, turning its EndpointError into a UsageError."""
+def _usage(check: Callable[..., Any], *args: Any) -> Any:
+    """Run one of the shared checks (shiftpeer.endpoints, shiftpeer.nodedir), turning its ValueError into
+    a UsageError."""
     try:
         return check(*args)
-    except EndpointError as e:
+    except ValueError as e:
         raise usage.UsageError(str(e)) from None
 
 
@@ -47,18 +48,14 @@ def check_host_port(text: str, flag: str) -> str:
     return _usage(endpoints.check_host_port, text, flag)
 
 
-def check_node_dir(path: str) -> str:
-    """The directory must exist and look like one made by ``shiftpeer init``."""
+def check_node_dir(path: str) -> NodeConfig:
+    """The directory must exist and look like one made by ``shiftpeer init``; returns its checked config."""
     if not os.path.isdir(path):
         raise usage.UsageError(
             f"--data {path!r} is not a directory; make a node with 'shiftpeer init {path} --user NAME'"
         )
     try:
-        from shiftpeer.nodedir import ConfigValueError, load_node_dir
-    except ImportError:
-        return path
-    try:
-        load_node_dir(path)
+        return load_node_dir(path)
     except ConfigValueError as e:
         raise usage.UsageError(f"--data {path!r}: {e}") from None
     except Exception as e:
@@ -66,7 +63,6 @@ def check_node_dir(path: str) -> str:
             f"--data {path!r} is not a usable node directory ({e}); "
             f"make one with 'shiftpeer init {path} --user NAME'"
         ) from None
-    return path
 
 
 class Options(usage.Options):
@@ -112,7 +108,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["data"]:
             raise usage.UsageError("--data DIR is required (make one with 'shiftpeer init DIR --user NAME')")
-        self["data"] = check_node_dir(self["data"])
+        config = check_node_dir(self["data"])
         for endpoint in self["listen"]:
             check_server_endpoint(endpoint, "--listen")
         if self["api"]:
@@ -123,6 +119,9 @@ class Options(usage.Options):
             check_host_port(self["connect"], "--connect")
         for peer in self["peer"]:
             check_host_port(peer, "--peer")
+        peers_from = "--peer" if self["peer"] else f'{os.path.join(config.path, CONFIG_FILE)}: "peers"'
+        _usage(check_peers_gossip, self["peer"] or config.peers, self["full-peer"] or config.full_peer,
+               config.hub, peers_from)
         for limit in LIMITS:
             if self[limit.flag] is not None:
                 try:
@@ -154,7 +153,6 @@ def makeService(options: Options) -> IService:
     from dataclasses import replace
 
     from shiftpeer.node import Node, load_key, settings_from_config
-    from shiftpeer.nodedir import load_node_dir
 
     path = options["data"]
     config = load_node_dir(path)
