@@ -121,6 +121,34 @@ def check_peers_gossip(peers: list[str], full_peer: bool, hub: bool, name: str =
         )
 
 
+def check_tls_flags(tls_cert: Any, tls_key: Any, hub: bool) -> None:
+    """--tls-cert and --tls-key come together, and only on a hub (what it presents to users)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise NodeDirArgumentError("--tls-cert and --tls-key go together")
+    if tls_cert is not None and not hub:
+        raise NodeDirArgumentError("--tls-cert/--tls-key are for hubs: add --hub")
+
+
+def load_tls_files(tls_cert: str | os.PathLike | None, tls_key: str | os.PathLike | None) -> CertMaterial | None:
+    """The hub's certificate chain and key, checked to be readable and to match (None when not given)."""
+    if tls_cert is None or tls_key is None:
+        return None
+    try:
+        return CertMaterial.from_files(tls_cert, tls_key)
+    except (CertificateError, KeyFileError) as e:
+        raise NodeDirError(f"hub TLS certificate/key: {e}") from None
+
+
+def load_ca_file(ca: str | os.PathLike | None) -> list | None:
+    """The --ca trust root's certificates (None when not given); a file without one is refused."""
+    if ca is None:
+        return None
+    try:
+        return load_cert_chain(ca)
+    except CertificateError as e:
+        raise NodeDirError(f"--ca: {e}") from None
+
+
 def _as_list(values: Iterable[str] | str | None) -> list[str]:
     if values is None:
         return []
@@ -159,10 +187,7 @@ def init_node_dir(
             f"user name {user!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit"
         )
-    if (tls_cert is None) != (tls_key is None):
-        raise NodeDirArgumentError("--tls-cert and --tls-key go together")
-    if tls_cert is not None and not hub:
-        raise NodeDirArgumentError("--tls-cert/--tls-key are for hubs: add --hub")
+    check_tls_flags(tls_cert, tls_key, hub)
     listen_l = _as_list(listen)
     peers_l = _as_list(peers)
     check_peers_gossip(peers_l, full_peer, hub)
@@ -173,18 +198,8 @@ def init_node_dir(
         raise NodeDirArgumentError(str(e)) from None
 
     # Check the given files before touching the directory.
-    material = None
-    if tls_cert is not None:
-        try:
-            material = CertMaterial.from_files(tls_cert, tls_key)  # type: ignore[arg-type]
-        except (CertificateError, KeyFileError) as e:
-            raise NodeDirError(f"hub TLS certificate/key: {e}") from None
-    ca_chain = None
-    if ca is not None:
-        try:
-            ca_chain = load_cert_chain(ca)
-        except CertificateError as e:
-            raise NodeDirError(f"--ca: {e}") from None
+    material = load_tls_files(tls_cert, tls_key)
+    ca_chain = load_ca_file(ca)
 
     if base.exists():
         if not base.is_dir():
@@ -350,6 +365,9 @@ __all__ = [
     "NodeDirArgumentError",
     "NodeDirError",
     "check_peers_gossip",
+    "check_tls_flags",
+    "load_ca_file",
+    "load_tls_files",
     "init_node_dir",
     "load_node_dir",
 ]

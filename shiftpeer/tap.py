@@ -14,7 +14,16 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from shiftpeer import endpoints
-from shiftpeer.nodedir import CONFIG_FILE, ConfigValueError, NodeConfig, check_peers_gossip, load_node_dir
+from shiftpeer.nodedir import (
+    CONFIG_FILE,
+    ConfigValueError,
+    NodeConfig,
+    check_peers_gossip,
+    check_tls_flags,
+    load_ca_file,
+    load_node_dir,
+    load_tls_files,
+)
 from shiftpeer.sync.config import LIMITS, Limit, check_limit
 
 
@@ -74,7 +83,8 @@ class Options(usage.Options):
         "'twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR' "
         "(set SHIFTPEER_LOG_FILE to write them to a file instead of standard output)."
     )
-    synopsis = "[--data DIR] [--listen ENDPOINT]... [--api ENDPOINT] [--connect HOST:PORT] [--peer HOST:PORT]..."
+    synopsis = ("[--data DIR] [--listen ENDPOINT]... [--api ENDPOINT] [--connect HOST:PORT] [--peer HOST:PORT]... "
+                "[--hub [--tls-cert FILE --tls-key FILE]] [--full-peer] [--ca FILE]")
 
     optParameters = [
         ["data", "d", None, "Node directory made by 'shiftpeer init' (required)."],
@@ -85,10 +95,14 @@ class Options(usage.Options):
         ],
         ["connect", None, None, "HOST:PORT of the hub to connect to and replicate with."],
         ["metrics", None, None, "Endpoint string serving Prometheus metrics (e.g. 'tcp:9101:interface=127.0.0.1')."],
+        ["tls-cert", None, None, "Hub only: certificate chain (PEM, leaf first) to present instead of the directory's."],
+        ["tls-key", None, None, "Hub only: the private key of --tls-cert (PEM); give both."],
+        ["ca", None, None, "Trust root (PEM) for the hub's certificate, instead of the directory's."],
         *(_limit_option(limit) for limit in LIMITS),
     ]
     optFlags = [
         ["full-peer", None, "Run as a full peer: replicate the public firehose (master) and gossip it."],
+        ["hub", None, "Run the hub (publishing server) role; give it a certificate with --tls-cert/--tls-key."],
     ]
 
     def __init__(self) -> None:
@@ -119,15 +133,28 @@ class Options(usage.Options):
             check_host_port(self["connect"], "--connect")
         for peer in self["peer"]:
             check_host_port(peer, "--peer")
+        hub = self["hub"] or config.hub
+        self._check_tls(hub)
         peers_from = "--peer" if self["peer"] else f'{os.path.join(config.path, CONFIG_FILE)}: "peers"'
         _usage(check_peers_gossip, self["peer"] or config.peers, self["full-peer"] or config.full_peer,
-               config.hub, peers_from)
+               hub, peers_from)
         for limit in LIMITS:
             if self[limit.flag] is not None:
                 try:
                     self._sync[limit.name] = check_limit(limit.name, self[limit.flag])
                 except ValueError as e:
                     raise usage.UsageError(f"--{limit.flag}: {e}") from None
+
+    def _check_tls(self, hub: bool) -> None:
+        """--tls-cert/--tls-key/--ca get init's checks (together, hub only, a matching pair, a CA file
+        holding a certificate); kept as absolute paths, as the directory's are."""
+        if self["tls-cert"] is not None or self["tls-key"] is not None:
+            _usage(check_tls_flags, self["tls-cert"], self["tls-key"], hub)
+            self["tls-cert"], self["tls-key"] = os.path.abspath(self["tls-cert"]), os.path.abspath(self["tls-key"])
+            _usage(load_tls_files, self["tls-cert"], self["tls-key"])
+        if self["ca"] is not None:
+            self["ca"] = os.path.abspath(self["ca"])
+            _usage(load_ca_file, self["ca"])
 
     def overrides(self) -> dict:
         """The flags given on the command line, as NodeSettings overrides."""
@@ -137,9 +164,14 @@ class Options(usage.Options):
             "connect": self["connect"],
             "peers": list(self["peer"]),
             "metrics": self["metrics"],
+            "tls_cert": self["tls-cert"],
+            "tls_key": self["tls-key"],
+            "ca": self["ca"],
         }
         if self["full-peer"]:
             out["full_peer"] = True
+        if self["hub"]:
+            out["hub"] = True
         return out
 
     def sync_overrides(self) -> dict:
