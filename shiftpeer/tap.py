@@ -11,6 +11,7 @@ import os
 from typing import Any, Callable
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from shiftpeer import endpoints
@@ -25,6 +26,8 @@ from shiftpeer.nodedir import (
     load_tls_files,
 )
 from shiftpeer.sync.config import LIMITS, Limit, check_limit
+
+log = Logger()
 
 
 def _limit_option(limit: Limit) -> list:
@@ -190,4 +193,7 @@ def makeService(options: Options) -> IService:
     config = load_node_dir(path)
     config = replace(config, sync={**config.sync, **options.sync_overrides()})
     settings = settings_from_config(path, config).with_overrides(options.overrides())
+    if settings.hub and not settings.tls_cert:
+        log.warn("this hub has no certificate (--tls-cert/--tls-key): it presents its self-signed node "
+                 "certificate, which user nodes refuse; only nodes dialling it with --peer can sync with it")
     return Node(settings, load_key(path, config))

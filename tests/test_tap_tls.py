@@ -37,6 +37,26 @@ def test_hub_flag_makes_the_run_a_hub(tmp_path):
     assert [r.name for r in node.roles] == ["user", "flows", "hub", "federation"]
 
 
+def test_a_hub_run_without_certificate_logs_a_warning(tmp_path, certs):
+    """Starting a hub without a certificate warns in the log that user nodes will refuse it; a hub
+    given one does not warn."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    seen: list[str] = []
+    observer = lambda event: seen.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        path = init_node_dir(tmp_path / "x1", user="op").path
+        makeService(parse("--data", path, "--hub"))
+        warned = [line for line in seen if "user nodes refuse" in line]
+        seen.clear()
+        makeService(parse("--data", path, "--hub", "--tls-cert", certs["a"][0], "--tls-key", certs["a"][1]))
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert len(warned) == 1 and "--tls-cert/--tls-key" in warned[0]
+    assert not [line for line in seen if "user nodes refuse" in line]
+
+
 def test_tls_flags_win_over_the_directorys_certificate(tmp_path, certs, monkeypatch):
     """A hub made with certificate A runs with certificate B and CA B given as flags (relative paths
     are made absolute)."""
