@@ -102,3 +102,18 @@ async def test_a_hub_that_is_not_listening_shows_connection_refused(tmp_path, no
                             timeout=10)
     assert peer["last_error"].startswith("connection refused") and peer["last_error_at"] is not None
     assert "connection refused" in _ready(user.status())
+
+
+def test_connection_failures_in_words():
+    """Each kind of failed attempt reads as one short reason; an attempt cancelled by stopping is none."""
+    from twisted.internet import error
+    from twisted.internet.defer import CancelledError
+    from twisted.python.failure import Failure
+
+    from shiftpeer.sync.peererrors import why_failed
+
+    assert why_failed(Failure(error.ConnectionRefusedError())).startswith("connection refused")
+    assert why_failed(Failure(error.DNSLookupError("nohost"))) == "host name not found"
+    assert why_failed(Failure(error.TimeoutError())) == "connection attempt timed out"
+    assert why_failed(Failure(OSError("boom"))) == "cannot connect: boom"
+    assert why_failed(Failure(CancelledError())) is None

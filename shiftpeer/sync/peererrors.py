@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet import error
+from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
 from shiftpeer.identity.tls import tls_refusal
@@ -21,8 +22,10 @@ _CONNECT_ERRORS = (
 )
 
 
-def why_failed(failure: Failure) -> str:
-    """A failed connection attempt, in words."""
+def why_failed(failure: Failure) -> Optional[str]:
+    """A failed connection attempt, in words; None for an attempt cancelled because the service stops."""
+    if failure.check(CancelledError):
+        return None
     for kind, words in _CONNECT_ERRORS:
         if failure.check(kind):
             return words
