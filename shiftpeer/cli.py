@@ -320,6 +320,8 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
             state = p.get("state") or ("connected" if p.get("connected") else "not connected")
             ident = f"  {_short(p.get('peer_id'))}" if p.get("peer_id") else ""
             print(f"  {p.get('address', '-'):<24} {p.get('kind', ''):<5} {state}{ident}")
+            if p.get("last_error") and not p.get("connected"):
+                print(f"    last error ({_ago(st, p.get('last_error_at'))}): {p['last_error']}")
     conns = st.get("connections", [])
     if conns:
         print(f"sync connections: {len(conns)}")
@@ -366,9 +368,20 @@ def _content(text: str | None) -> Any:
     return value
 
 
+#: A hub without a certificate is allowed (peers dialling it with --peer pin nothing and accept it), but
+#: user nodes check the hub's name against a CA and refuse it: say so while the fix is one command away.
+HUB_WITHOUT_CERT = (
+    "shiftpeer: warning: the hub {dir} has no certificate (--tls-cert/--tls-key): it will present its\n"
+    "  self-signed node certificate, which user nodes refuse (they check the hub's host name against\n"
+    "  --ca or the system's CAs); only nodes dialling it with --peer can sync with it. To fix it, make a\n"
+    "  certificate with 'scripts/make-certs OUTDIR --host NAME' (or use one from a CA) and init the hub\n"
+    "  again with --tls-cert OUTDIR/NAME.pem --tls-key OUTDIR/NAME.key; give users --ca OUTDIR/ca.pem.\n"
+)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     try:
-        from shiftpeer.nodedir import init_node_dir
+        from shiftpeer.nodedir import NodeDirArgumentError, init_node_dir
     except ImportError:
         raise CliError("this shiftpeer build cannot create node directories (shiftpeer.nodedir missing)")
     kwargs = dict(
@@ -377,6 +390,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     try:
         config = init_node_dir(args.dir, **kwargs)
+    except NodeDirArgumentError as e:   # a bad command line: nothing was written
+        raise CliError(f"init: {e} (see 'shiftpeer init --help')", EXIT_USAGE) from None
     except (FileExistsError, ValueError, OSError) as e:
         raise CliError(f"cannot create node directory {args.dir}: {e}") from None
     account = getattr(config, "account_id", None)
@@ -384,6 +399,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         from shiftpeer.node import load_key
 
         account = load_key(args.dir, config).account_id
+    if args.hub and not args.tls_cert:
+        sys.stderr.write(HUB_WITHOUT_CERT.format(dir=args.dir))
     print(account)
     return 0
 
@@ -491,7 +508,8 @@ def _ready(st: dict) -> str | None:
     """Why the node is not in step yet (None when it is): a peer not connected, a replication behind."""
     for p in st.get("peers", []):
         if not p.get("connected"):
-            return f"not connected to {p.get('kind', 'peer')} {p.get('address')}"
+            why = f": {p['last_error']}" if p.get("last_error") else ""
+            return f"not connected to {p.get('kind', 'peer')} {p.get('address')}{why}"
     for r in st.get("replications", []):
         if not r.get("caught_up") or r.get("lag", 0):
             return f"{_flow(r)} is {r.get('lag', 0)} changes behind"

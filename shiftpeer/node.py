@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from shiftpeer.api.app import ApiApp
 from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
+from shiftpeer.endpoints import split_host_port  # noqa: F401  (node.split_host_port: the roles use it)
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer.tuning import tune_gc
 
@@ -116,26 +117,6 @@ def settings_from_config(directory: str, config: Any) -> NodeSettings:
         user=_get(config, "user", "user_name", "name"),
         config=config,
     )
-
-
-def split_host_port(text: str) -> tuple[str, int]:
-    """Parse HOST:PORT (or [IPv6]:PORT) into (host, port); ValueError with a clear message if bad."""
-    if not isinstance(text, str) or ":" not in text:
-        raise ValueError(f"{text!r} is not HOST:PORT (e.g. hub.example.org:7701)")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"{text!r} is not [IPv6]:PORT")
-        port_text = rest[1:]
-    else:
-        host, _, port_text = text.rpartition(":")
-        if ":" in host:
-            raise ValueError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
-    if not host:
-        raise ValueError(f"{text!r} has no host (expected HOST:PORT)")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
-    return host, int(port_text)
 
 
 class StoreService(Service):

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.logger import Logger
 
+from shiftpeer.endpoints import EndpointError, check_api_endpoint, check_host_port, check_server_endpoint
 from shiftpeer.identity import KeyFileError, NodeKey
 from shiftpeer.identity.certs import (
     CertMaterial,
@@ -57,6 +58,10 @@ _USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 class NodeDirError(ValueError):
     """The node directory cannot be created or read; the message says what to do."""
+
+
+class NodeDirArgumentError(NodeDirError):
+    """An argument to ``init_node_dir`` is malformed (a bad command line: ``shiftpeer init`` exits 2)."""
 
 
 class ConfigValueError(NodeDirError):
@@ -106,15 +111,42 @@ class NodeConfig:
         return key or self.load_key()
 
 
-def _check_host_port(text: str, flag: str) -> str:
-    if not isinstance(text, str):
-        raise NodeDirError(f"{flag} {text!r} is not HOST:PORT")
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise NodeDirError(f"{flag} {text!r} is not HOST:PORT (e.g. hub.example.org:7471)")
-    return text
+def check_peers_gossip(peers: list[str], full_peer: bool, hub: bool, name: str = "--peer") -> None:
+    """--peer dials a node to gossip ``master`` with, which only full peers and hubs (federation) do;
+    on any other node nothing would use the connection, so asking for one is a mistake worth naming."""
+    if peers and not (full_peer or hub):
+        raise NodeDirArgumentError(
+            f"{name} {peers[0]}: only full peers and hubs gossip with peers; add --full-peer to make this "
+            "node a full peer, or use --connect HOST:PORT for the hub it syncs with"
+        )
+
+
+def check_tls_flags(tls_cert: Any, tls_key: Any, hub: bool) -> None:
+    """--tls-cert and --tls-key come together, and only on a hub (what it presents to users)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise NodeDirArgumentError("--tls-cert and --tls-key go together")
+    if tls_cert is not None and not hub:
+        raise NodeDirArgumentError("--tls-cert/--tls-key are for hubs: add --hub")
+
+
+def load_tls_files(tls_cert: str | os.PathLike | None, tls_key: str | os.PathLike | None) -> CertMaterial | None:
+    """The hub's certificate chain and key, checked to be readable and to match (None when not given)."""
+    if tls_cert is None or tls_key is None:
+        return None
+    try:
+        return CertMaterial.from_files(tls_cert, tls_key)
+    except (CertificateError, KeyFileError) as e:
+        raise NodeDirError(f"hub TLS certificate/key: {e}") from None
+
+
+def load_ca_file(ca: str | os.PathLike | None) -> list | None:
+    """The --ca trust root's certificates (None when not given); a file without one is refused."""
+    if ca is None:
+        return None
+    try:
+        return load_cert_chain(ca)
+    except CertificateError as e:
+        raise NodeDirError(f"--ca: {e}") from None
 
 
 def _as_list(values: Iterable[str] | str | None) -> list[str]:
@@ -151,36 +183,23 @@ def init_node_dir(
     """
     base = Path(path)
     if not isinstance(user, str) or not _USER_RE.match(user):
-        raise NodeDirError(
+        raise NodeDirArgumentError(
             f"user name {user!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit"
         )
-    if (tls_cert is None) != (tls_key is None):
-        raise NodeDirError("--tls-cert and --tls-key go together")
-    if tls_cert is not None and not hub:
-        raise NodeDirError("--tls-cert/--tls-key are for hubs: add --hub")
+    check_tls_flags(tls_cert, tls_key, hub)
     listen_l = _as_list(listen)
-    for ep in listen_l:
-        if not isinstance(ep, str) or not ep.strip():
-            raise NodeDirError(f"--listen {ep!r} is not an endpoint string (e.g. tcp:7471)")
-    peers_l = [_check_host_port(p, "--peer") for p in _as_list(peers)]
-    if connect is not None:
-        _check_host_port(connect, "--connect")
+    peers_l = _as_list(peers)
+    check_peers_gossip(peers_l, full_peer, hub)
     api = api or DEFAULT_API
+    try:
+        _check_addresses("", listen=listen_l, api=api, connect=connect, peers=peers_l)
+    except EndpointError as e:
+        raise NodeDirArgumentError(str(e)) from None
 
     # Check the given files before touching the directory.
-    material = None
-    if tls_cert is not None:
-        try:
-            material = CertMaterial.from_files(tls_cert, tls_key)  # type: ignore[arg-type]
-        except (CertificateError, KeyFileError) as e:
-            raise NodeDirError(f"hub TLS certificate/key: {e}") from None
-    ca_chain = None
-    if ca is not None:
-        try:
-            ca_chain = load_cert_chain(ca)
-        except CertificateError as e:
-            raise NodeDirError(f"--ca: {e}") from None
+    material = load_tls_files(tls_cert, tls_key)
+    ca_chain = load_ca_file(ca)
 
     if base.exists():
         if not base.is_dir():
@@ -255,6 +274,22 @@ _FIELD_TYPES = {
 }
 
 
+def _check_addresses(prefix: str, *, listen: list, api: str, connect: str | None, peers: list) -> None:
+    """The same checks for init's flags (``prefix`` ""), and for config.json's fields when a node starts
+    (``prefix`` the file), so neither the API's loopback rule nor a bad endpoint gets past an edited
+    file to fail later with a traceback. Raises EndpointError naming the flag or field."""
+    def name(flag: str, field: str) -> str:
+        return f'{prefix}: "{field}"' if prefix else flag
+
+    for endpoint in listen:
+        check_server_endpoint(endpoint, name("--listen", "listen"))
+    check_api_endpoint(api, name("--api", "api"))
+    if connect is not None:
+        check_host_port(connect, name("--connect", "connect"))
+    for peer in peers:
+        check_host_port(peer, name("--peer", "peers"))
+
+
 def load_node_dir(path: str | os.PathLike) -> NodeConfig:
     """Read a node directory's config; NodeDirError says what is wrong and how to fix it."""
     base = Path(path).absolute()
@@ -286,6 +321,11 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         sync = check_sync_config(doc.get("sync", {}))
     except ValueError as e:
         raise ConfigValueError(f'{cfg}: "sync": {e}') from None
+    try:
+        _check_addresses(str(cfg), listen=doc["listen"], api=doc["api"], connect=doc["connect"],
+                         peers=doc["peers"])
+    except EndpointError as e:
+        raise ConfigValueError(str(e)) from None
     try:
         key = NodeKey.load(base)
     except KeyFileError as e:
@@ -322,7 +362,12 @@ __all__ = [
     "ConfigValueError",
     "DEFAULT_API",
     "NodeConfig",
+    "NodeDirArgumentError",
     "NodeDirError",
+    "check_peers_gossip",
+    "check_tls_flags",
+    "load_ca_file",
+    "load_tls_files",
     "init_node_dir",
     "load_node_dir",
 ]

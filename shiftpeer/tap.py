@@ -7,13 +7,27 @@ Every flag overrides the node directory's config for this run only; the sync lim
 
 from __future__ import annotations
 
-import ipaddress
 import os
+from typing import Any, Callable
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
+from shiftpeer import endpoints
+from shiftpeer.nodedir import (
+    CONFIG_FILE,
+    ConfigValueError,
+    NodeConfig,
+    check_peers_gossip,
+    check_tls_flags,
+    load_ca_file,
+    load_node_dir,
+    load_tls_files,
+)
 from shiftpeer.sync.config import LIMITS, Limit, check_limit
+
+log = Logger()
 
 
 def _limit_option(limit: Limit) -> list:
@@ -22,67 +36,38 @@ def _limit_option(limit: Limit) -> list:
     return [limit.flag, None, None, f"Sync limit: {limit.help} (default {limit.default_text}{off})."]
 
 
-class _ParseOnlyReactor:
-    """Stands in for the reactor while endpoint strings are checked: parsing must not listen or connect."""
+def _usage(check: Callable[..., Any], *args: Any) -> Any:
+    """Run one of the shared checks (shiftpeer.endpoints, shiftpeer.nodedir), turning its ValueError into
+    a UsageError."""
+    try:
+        return check(*args)
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
 
 
 def check_server_endpoint(description: str, flag: str) -> str:
     """Return the endpoint string if Twisted can parse it, else raise UsageError naming the flag."""
-    from twisted.internet.endpoints import serverFromString
-
-    try:
-        serverFromString(_ParseOnlyReactor(), description)
-    except Exception as e:
-        raise usage.UsageError(
-            f"{flag} {description!r} is not a valid endpoint string ({e}); "
-            f"write e.g. 'tcp:7701' or 'tcp:7701:interface=0.0.0.0'"
-        ) from None
-    return description
+    return _usage(endpoints.check_server_endpoint, description, flag)
 
 
 def check_loopback_api(description: str) -> str:
-    """The local API must not be reachable from other machines: tcp endpoints need a loopback interface."""
-    check_server_endpoint(description, "--api")
-    kind, _, rest = description.partition(":")
-    if kind.lower() not in ("tcp", "tcp6"):
-        return description
-    fields = dict(part.split("=", 1) for part in rest.split(":") if "=" in part)
-    interface = fields.get("interface", "")
-    try:
-        ok = ipaddress.ip_address(interface.strip("[]")).is_loopback
-    except ValueError:
-        ok = interface == "localhost"
-    if not ok:
-        raise usage.UsageError(
-            f"--api {description!r} would listen beyond this machine; "
-            "add ':interface=127.0.0.1' (e.g. 'tcp:7780:interface=127.0.0.1')"
-        )
-    return description
+    """The local API must not be reachable from other machines (shiftpeer.endpoints.check_api_endpoint)."""
+    return _usage(endpoints.check_api_endpoint, description, "--api")
 
 
 def check_host_port(text: str, flag: str) -> str:
     """Return HOST:PORT unchanged when well formed, else raise UsageError naming the flag."""
-    from shiftpeer.node import split_host_port
-
-    try:
-        split_host_port(text)
-    except ValueError as e:
-        raise usage.UsageError(f"{flag}: {e}") from None
-    return text
+    return _usage(endpoints.check_host_port, text, flag)
 
 
-def check_node_dir(path: str) -> str:
-    """The directory must exist and look like one made by ``shiftpeer init``."""
+def check_node_dir(path: str) -> NodeConfig:
+    """The directory must exist and look like one made by ``shiftpeer init``; returns its checked config."""
     if not os.path.isdir(path):
         raise usage.UsageError(
             f"--data {path!r} is not a directory; make a node with 'shiftpeer init {path} --user NAME'"
         )
     try:
-        from shiftpeer.nodedir import ConfigValueError, load_node_dir
-    except ImportError:
-        return path
-    try:
-        load_node_dir(path)
+        return load_node_dir(path)
     except ConfigValueError as e:
         raise usage.UsageError(f"--data {path!r}: {e}") from None
     except Exception as e:
@@ -90,7 +75,6 @@ def check_node_dir(path: str) -> str:
             f"--data {path!r} is not a usable node directory ({e}); "
             f"make one with 'shiftpeer init {path} --user NAME'"
         ) from None
-    return path
 
 
 class Options(usage.Options):
@@ -102,7 +86,8 @@ class Options(usage.Options):
         "'twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR' "
         "(set SHIFTPEER_LOG_FILE to write them to a file instead of standard output)."
     )
-    synopsis = "[--data DIR] [--listen ENDPOINT]... [--api ENDPOINT] [--connect HOST:PORT] [--peer HOST:PORT]..."
+    synopsis = ("[--data DIR] [--listen ENDPOINT]... [--api ENDPOINT] [--connect HOST:PORT] [--peer HOST:PORT]... "
+                "[--hub [--tls-cert FILE --tls-key FILE]] [--full-peer] [--ca FILE]")
 
     optParameters = [
         ["data", "d", None, "Node directory made by 'shiftpeer init' (required)."],
@@ -113,10 +98,14 @@ class Options(usage.Options):
         ],
         ["connect", None, None, "HOST:PORT of the hub to connect to and replicate with."],
         ["metrics", None, None, "Endpoint string serving Prometheus metrics (e.g. 'tcp:9101:interface=127.0.0.1')."],
+        ["tls-cert", None, None, "Hub only: certificate chain (PEM, leaf first) to present instead of the directory's."],
+        ["tls-key", None, None, "Hub only: the private key of --tls-cert (PEM); give both."],
+        ["ca", None, None, "Trust root (PEM) for the hub's certificate, instead of the directory's."],
         *(_limit_option(limit) for limit in LIMITS),
     ]
     optFlags = [
         ["full-peer", None, "Run as a full peer: replicate the public firehose (master) and gossip it."],
+        ["hub", None, "Run the hub (publishing server) role; give it a certificate with --tls-cert/--tls-key."],
     ]
 
     def __init__(self) -> None:
@@ -136,7 +125,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["data"]:
             raise usage.UsageError("--data DIR is required (make one with 'shiftpeer init DIR --user NAME')")
-        self["data"] = check_node_dir(self["data"])
+        config = check_node_dir(self["data"])
         for endpoint in self["listen"]:
             check_server_endpoint(endpoint, "--listen")
         if self["api"]:
@@ -147,12 +136,28 @@ class Options(usage.Options):
             check_host_port(self["connect"], "--connect")
         for peer in self["peer"]:
             check_host_port(peer, "--peer")
+        hub = self["hub"] or config.hub
+        self._check_tls(hub)
+        peers_from = "--peer" if self["peer"] else f'{os.path.join(config.path, CONFIG_FILE)}: "peers"'
+        _usage(check_peers_gossip, self["peer"] or config.peers, self["full-peer"] or config.full_peer,
+               hub, peers_from)
         for limit in LIMITS:
             if self[limit.flag] is not None:
                 try:
                     self._sync[limit.name] = check_limit(limit.name, self[limit.flag])
                 except ValueError as e:
                     raise usage.UsageError(f"--{limit.flag}: {e}") from None
+
+    def _check_tls(self, hub: bool) -> None:
+        """--tls-cert/--tls-key/--ca get init's checks (together, hub only, a matching pair, a CA file
+        holding a certificate); kept as absolute paths, as the directory's are."""
+        if self["tls-cert"] is not None or self["tls-key"] is not None:
+            _usage(check_tls_flags, self["tls-cert"], self["tls-key"], hub)
+            self["tls-cert"], self["tls-key"] = os.path.abspath(self["tls-cert"]), os.path.abspath(self["tls-key"])
+            _usage(load_tls_files, self["tls-cert"], self["tls-key"])
+        if self["ca"] is not None:
+            self["ca"] = os.path.abspath(self["ca"])
+            _usage(load_ca_file, self["ca"])
 
     def overrides(self) -> dict:
         """The flags given on the command line, as NodeSettings overrides."""
@@ -162,9 +167,14 @@ class Options(usage.Options):
             "connect": self["connect"],
             "peers": list(self["peer"]),
             "metrics": self["metrics"],
+            "tls_cert": self["tls-cert"],
+            "tls_key": self["tls-key"],
+            "ca": self["ca"],
         }
         if self["full-peer"]:
             out["full_peer"] = True
+        if self["hub"]:
+            out["hub"] = True
         return out
 
     def sync_overrides(self) -> dict:
@@ -178,10 +188,12 @@ def makeService(options: Options) -> IService:
     from dataclasses import replace
 
     from shiftpeer.node import Node, load_key, settings_from_config
-    from shiftpeer.nodedir import load_node_dir
 
     path = options["data"]
     config = load_node_dir(path)
     config = replace(config, sync={**config.sync, **options.sync_overrides()})
     settings = settings_from_config(path, config).with_overrides(options.overrides())
+    if settings.hub and not settings.tls_cert:
+        log.warn("this hub has no certificate (--tls-cert/--tls-key): it presents its self-signed node "
+                 "certificate, which user nodes refuse; only nodes dialling it with --peer can sync with it")
     return Node(settings, load_key(path, config))

@@ -37,12 +37,13 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def start_node(directory: str, log_path: str, twistd_args: tuple = ()) -> subprocess.Popen:
-    """Start twistd for the node directory and wait (bounded) until its API answers."""
+def start_node(directory: str, log_path: str, twistd_args: tuple = (), node_args: tuple = ()) -> subprocess.Popen:
+    """Start twistd for the node directory (``node_args``: more `shiftpeer` flags) and wait (bounded)
+    until its API answers."""
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", *twistd_args, "shiftpeer", "--data", directory,
-         "--api", "tcp:0:interface=127.0.0.1"],
+         "--api", "tcp:0:interface=127.0.0.1", *node_args],
         cwd=os.path.dirname(directory), env=_env(), stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + DEADLINE

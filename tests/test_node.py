@@ -205,7 +205,7 @@ def test_from_directory_applies_overrides(tmp_path):
     from shiftpeer.nodedir import init_node_dir
 
     d = str(tmp_path / "n")
-    cfg = init_node_dir(d, user="erin", listen=["tcp:7001"], peers=["a.example:7001"])
+    cfg = init_node_dir(d, user="erin", listen=["tcp:7001"], peers=["a.example:7001"], hub=True)
     node = Node.from_directory(d, {"listen": ["tcp:7002"], "api": None, "peers": [], "full_peer": True})
     assert node.account_id == cfg.account_id
     assert node.settings.listen == ["tcp:7002"]  # overridden

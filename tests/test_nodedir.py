@@ -23,12 +23,12 @@ def test_init_writes_a_private_key_and_config(tmp_path):
     """init makes a 0700 directory with a 0600 node key, its certificate and config.json, no store."""
     d = tmp_path / "alice"
     cfg = init_node_dir(d, user="alice", listen=["tcp:7471"], connect="hub.example:7471",
-                        peers=["peer.example:7471"])
+                        peers=["peer.example:7471"], full_peer=True)
     assert _mode(d) == 0o700 and _mode(d / "node.key") == 0o600
     assert (d / "node.pem").exists() and (d / "config.json").exists()
     assert not (d / "store").exists()
     assert cfg.account_id == NodeKey.load(d).account_id == cfg.tls_peer_id
-    assert cfg.user == "alice" and cfg.roles == ["user"] and not cfg.hub and not cfg.full_peer
+    assert cfg.user == "alice" and cfg.roles == ["user", "full-peer"] and not cfg.hub and cfg.full_peer
     assert cfg.listen == ["tcp:7471"] and cfg.connect == "hub.example:7471"
     assert cfg.peers == ["peer.example:7471"] and cfg.api == DEFAULT_API
     assert cfg.store_path == str(d.absolute() / "store")

@@ -36,6 +36,9 @@ def test_every_flag_is_parsed(node_dir):
         "peers": ["10.0.0.2:7701", "[::1]:7703"],
         "metrics": "tcp:9101:interface=127.0.0.1",
         "full_peer": True,
+        "tls_cert": None,
+        "tls_key": None,
+        "ca": None,
     }
 
 
@@ -87,7 +90,8 @@ def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         parse("--help")
     out = capsys.readouterr().out
-    for flag in ("--data", "--listen", "--api", "--connect", "--peer", "--full-peer", "--metrics"):
+    for flag in ("--data", "--listen", "--api", "--connect", "--peer", "--full-peer", "--metrics", "--hub",
+                 "--tls-cert", "--tls-key", "--ca"):
         assert flag in out
     assert "shiftpeer.logs.json_observer" in out
 

@@ -13,6 +13,7 @@ from twisted.web.server import Site
 
 from shiftpeer.api import token as tokens
 from shiftpeer.api.resource import ApiResource
+from shiftpeer.endpoints import check_api_endpoint
 
 
 class QuietSite(Site):
@@ -43,7 +44,8 @@ class ApiService(Service):
 
     def __init__(self, node: Any, endpoint: str, directory: str):
         self._node = node
-        self._endpoint = endpoint
+        # init, config.json and twistd check this already; an embedder's NodeSettings too.
+        self._endpoint = check_api_endpoint(endpoint, "api")
         self._directory = directory
         self._port: Any = None
         self._connections: WrappingFactory | None = None

@@ -103,6 +103,9 @@ def peers(node: Any) -> list[dict]:
             "connected": connected,
             "state": "connected" if connected else ("connecting" if getattr(svc, "running", False) else "stopped"),
             "peer_id": getattr(conn, "peer_id", None),
+            # why the last attempt failed or the last connection ended; None once authenticated
+            "last_error": getattr(svc, "last_error", None),
+            "last_error_at": getattr(svc, "last_error_at", None),
         })
     return out
 

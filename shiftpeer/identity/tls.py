@@ -207,6 +207,11 @@ class ClientCreator:
         self._ctx = ctx
 
     def _refuse(self, conn: SSL.Connection, reason: str, **fields: Any) -> bool:
+        # Kept on the TLS protocol (the wrapped protocol's transport) so the peer's service can say why
+        # it is not connected (``tls_refusal``), not just that the handshake failed.
+        proto = conn.get_app_data()
+        if proto is not None:
+            proto.tls_refusal = reason
         log.error(
             "TLS: refusing server {address}: {reason}",
             address=_peer_address(conn),
@@ -267,6 +272,11 @@ def client_creator(
     return ClientCreator(
         node_key, hostname=hostname, trust_root=trust_root, expected_peer_id=expected_peer_id
     )
+
+
+def tls_refusal(transport: Any) -> str | None:
+    """Why our client side refused the server's certificate on this transport, or None."""
+    return getattr(transport, "tls_refusal", None)
 
 
 def negotiated_protocol_version(transport: Any) -> str | None:

@@ -26,8 +26,10 @@ from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndp
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from shiftpeer.sync.peererrors import why_closed, why_failed
 from shiftpeer.sync.protocol import SyncFactory, SyncProtocol
 
 log = Logger()
@@ -85,16 +87,35 @@ def outgoing(factory: Any) -> Any:
 
 
 class _PeerFactory(Factory):
-    """Builds the SyncFactory's outgoing protocols, adding this peer's connection hook."""
+    """Builds the SyncFactory's outgoing protocols, adding this peer's connection and close hooks."""
 
-    def __init__(self, sync_factory: SyncFactory, hook: Callable[[SyncProtocol], Any]) -> None:
+    def __init__(self, sync_factory: SyncFactory, hook: Callable[[SyncProtocol], Any],
+                 ended: Callable[[SyncProtocol], Any] | None = None) -> None:
         self.sync_factory = sync_factory
         self.hook = hook
+        self.ended = ended
 
     def buildProtocol(self, addr: Any) -> SyncProtocol:
         proto = self.sync_factory.build_outgoing(addr)
         proto.extra_hooks.append(self.hook)
+        if self.ended is not None:
+            proto.when_closed().addCallback(lambda _: self.ended(proto))
         return proto
+
+
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """Passes connection attempts through, reporting each failed one (refused, timed out, no such host)."""
+
+    def __init__(self, endpoint: Any, failed: Callable[[Failure], Any]) -> None:
+        self._endpoint, self._failed = endpoint, failed
+
+    def connect(self, factory: Any) -> Deferred:
+        def report(f: Failure) -> Failure:
+            self._failed(f)
+            return f
+
+        return self._endpoint.connect(factory).addErrback(report)
 
 
 class SyncPeerService(ClientService):
@@ -106,14 +127,27 @@ class SyncPeerService(ClientService):
         self.sync_factory = factory
         self.on_connected = on_connected
         self.connection: Optional[SyncProtocol] = None
+        #: why the last attempt failed or the last connection ended (None once authenticated), and when
+        self.last_error: Optional[str] = None
+        self.last_error_at: Optional[float] = None
+        self._clock = reactor
         self._waiting: list[Deferred] = []
-        super().__init__(endpoint, _PeerFactory(factory, self._authenticated),
+        super().__init__(_ReportingEndpoint(endpoint, lambda f: self._error(why_failed(f))),
+                         _PeerFactory(factory, self._authenticated, self._ended),
                          retryPolicy=retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0),
                          clock=reactor)
         if name:
             self.setName(name)
 
+    def _error(self, why: Optional[str]) -> None:
+        if why is not None:
+            self.last_error, self.last_error_at = why, self._clock.seconds()
+
+    def _ended(self, conn: SyncProtocol) -> None:
+        self._error(why_closed(conn))
+
     def _authenticated(self, conn: SyncProtocol) -> None:
+        self.last_error = self.last_error_at = None
         self.connection = conn
         conn.when_closed().addBoth(lambda _: self._closed(conn))
         if self.on_connected is not None:

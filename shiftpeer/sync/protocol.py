@@ -57,6 +57,7 @@ class SyncProtocol(Protocol):
         self.peer_roles: tuple[str, ...] = ()
         self.peer_error: Optional[dict] = None     # the error frame the peer closed with, if any
         self.close_reason: Optional[dict] = None   # the error we closed with, if any
+        self.lost_reason: Optional[Failure] = None # why the transport went away (connectionLost)
         self.paused = False                          # the transport asked us to stop producing
         self.frames_in = self.frames_out = 0
         self.bytes_in = self.bytes_out = 0
@@ -318,6 +319,7 @@ class SyncProtocol(Protocol):
             self.bad_input("internal", "internal error", None)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lost_reason = reason
         if self.peer_id:
             log.info("disconnected from {peer}", peer=self.peer_id)
         self.lost()
