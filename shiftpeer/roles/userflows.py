@@ -22,6 +22,7 @@ from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
 from shiftpeer.roles.remote import HubLink
 from shiftpeer.roles.social import UserSocial, check_text
 from shiftpeer.roles.validation import filtering_store_batch, refusal
+from shiftpeer.store.keys import created_seconds
 
 log = Logger()
 
@@ -172,7 +173,7 @@ class UserFlows:
                 else:
                     log.warn("the hub sent a row that does not verify: {id}", id=r.get("id"))
             nxt = answer["next_cursor"]
-            low = (rows[-1]["body"].get("created") or 0) if nxt is not None and rows else float("-inf")
+            low = created_seconds(rows[-1]["body"].get("created")) if nxt is not None and rows else float("-inf")
             rows = self._with_unpublished(q, rows, low, high)
             return {"rows": rows, "next_cursor": None if nxt is None else f"{low!r}|{nxt}", "source": "shared"}
         if q["following"] or q["favorites"]:
@@ -182,7 +183,8 @@ class UserFlows:
             social = yield self.link.call("social", {})
             q = self._localise(q, social)
         docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=None, limit=q["limit"],
-                                   cursor=q["cursor"], keep=q.get("keep", lambda d: True))
+                                   cursor=q["cursor"], keep=q.get("keep", lambda d: True), since=q["since"],
+                                   until=q["until"])
         return {"rows": [queries.row(d) for d in docs[: q["limit"]]], "next_cursor": cursor, "source": "feed"}
 
     def _localise(self, q: dict, social: dict) -> dict:
@@ -201,11 +203,12 @@ class UserFlows:
         if q["following"] or q["favorites"] or "group" in q["filters"]:
             return rows
         mine, _ = queries.run(self.store.database(PRIVATE), q["filters"], vis=None, limit=queries.MAX_LIMIT,
-                              cursor=None)
+                              cursor=None, since=q["since"], until=q["until"])
         seen = {r["id"] for r in rows}
-        extra = [queries.row(d) for d in mine if d.id not in seen and low <= (d.body.get("created") or 0) < high]
+        extra = [queries.row(d) for d in mine
+                 if d.id not in seen and low <= created_seconds(d.body.get("created")) < high]
         merged = rows + extra
-        merged.sort(key=lambda r: r["body"].get("created") or 0, reverse=True)
+        merged.sort(key=lambda r: created_seconds(r["body"].get("created")), reverse=True)
         return merged
 
 
