@@ -78,8 +78,10 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
     wanted_types = rest.pop("type", None) or ({"comment"} if index == "thread" else {"shift"})
     rows: list[Any] = []
     for _ in range(MAX_PAGES):
-        docs, cursor = db.query(index or "all", values, vis=vis, limit=limit, cursor=cursor, since=since,
-                                until=until)
+        # Ask only for what is still missing: the store's cursor is just past the last row it returned,
+        # so a page never holds more than `limit` rows and none is skipped between pages.
+        docs, cursor = db.query(index or "all", values, vis=vis, limit=limit - len(rows), cursor=cursor,
+                                since=since, until=until)
         for doc in docs:
             body = doc.body
             if body.get("type", "shift") not in wanted_types:
