@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from shiftpeer.identity.signing import verify_repl_doc
 from shiftpeer.roles import queries
+from shiftpeer.roles.authors import AuthorNames
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.policy import UserPolicy
 from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
@@ -46,6 +47,7 @@ class UserFlows:
         self.publisher = Publisher(store, key, clock, self.link.deliver)
         self.link.publisher = self.publisher
         self.social = UserSocial(store)
+        self.authors = AuthorNames(self.link)
         self.store_batch = filtering_store_batch(lambda db, peer_id, doc: refusal(db, doc))
 
     def start(self) -> None:
@@ -182,6 +184,9 @@ class UserFlows:
                                 "not_connected")
             social = yield self.link.call("social", {})
             q = self._localise(q, social)
+        if "author" in q["filters"]:
+            authors = yield self.authors.account_ids(q["filters"]["author"])
+            q = dict(q, filters={**q["filters"], "author": authors})
         docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=None, limit=q["limit"],
                                    cursor=q["cursor"], keep=q.get("keep", lambda d: True), since=q["since"],
                                    until=q["until"])
@@ -202,7 +207,11 @@ class UserFlows:
         """Merge in this user's unpublished shifts whose time falls in this page's range [low, high)."""
         if q["following"] or q["favorites"] or "group" in q["filters"]:
             return rows
-        mine, _ = queries.run(self.store.database(PRIVATE), q["filters"], vis=None, limit=queries.MAX_LIMIT,
+        filters = dict(q["filters"])
+        if "author" in filters:  # user/private holds only my shifts: do I (by name or id) match?
+            if not {self.key.account_id, self.link.account.get("name")} & set(filters.pop("author")):
+                return rows
+        mine, _ = queries.run(self.store.database(PRIVATE), filters, vis=None, limit=queries.MAX_LIMIT,
                               cursor=None, since=q["since"], until=q["until"])
         seen = {r["id"] for r in rows}
         extra = [queries.row(d) for d in mine
