@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Sequence
 
+from shiftpeer import times
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
@@ -469,9 +471,27 @@ def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
     for flag in ("following", "favorites"):
         if getattr(args, flag):
             query[flag] = "1"
+    query.update(_time_range(args))
     result = client.call("GET", "/feed", query=query)
     print_json(result) if args.json else print_feed(result)
     return 0
+
+
+def _time_range(args: argparse.Namespace) -> dict:
+    """--since/--until (already parsed to seconds) as query parameters; a swapped range is exit 2."""
+    try:
+        times.check_range(args.since, args.until)
+    except times.BadTime as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    return {name: repr(value) for name in ("since", "until") if (value := getattr(args, name)) is not None}
+
+
+def _time_arg(text: str) -> float:
+    """argparse type of --since/--until: seconds since the epoch or ISO 8601 with a zone."""
+    try:
+        return times.parse_time(text)
+    except times.BadTime as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
@@ -812,6 +832,9 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--following", action="store_true", help="only authors you follow")
     feed.add_argument("--favorites", action="store_true", help="only shifts you favorited")
     feed.add_argument("--limit", type=int, default=50, metavar="N")
+    feed.add_argument("--since", type=_time_arg, metavar="T",
+                      help=f"created at or after T: seconds since the epoch or ISO 8601 with a zone ({times.EXAMPLE})")
+    feed.add_argument("--until", type=_time_arg, metavar="T", help="created before T (same forms as --since)")
     feed.add_argument("--cursor", metavar="CURSOR", help="next_cursor of the previous page")
     feed.set_defaults(func=cmd_feed)
 

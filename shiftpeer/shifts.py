@@ -276,8 +276,10 @@ class Shifts:
             databases=[n for n, _ in live],
         )
 
-    def feed(self, filters: dict, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> dict:
-        """Query user/feed, newest first: the most selective filter uses its index, the rest filter rows."""
+    def feed(self, filters: dict, limit: int = DEFAULT_LIMIT, cursor: str | None = None, *,
+             since: float | None = None, until: float | None = None) -> dict:
+        """Query user/feed, newest first, created in [since, until): the most selective filter uses its
+        index (bounded by the time range), the rest filter rows."""
         limit = check_limit(limit)
         wanted = {k: v for k, v in filters.items() if v not in (None, "", [])}
         unknown = set(wanted) - set(FILTER_INDEXES)
@@ -300,7 +302,8 @@ class Shifts:
         # stays exact) until the limit is filled or the index is exhausted.
         for _ in range(64):
             try:
-                docs, store_cursor = db.query(index, values, limit=limit - len(rows), cursor=store_cursor)
+                docs, store_cursor = db.query(index, values, limit=limit - len(rows), cursor=store_cursor,
+                                              since=since, until=until)
             except InvalidDocument as e:
                 raise InvalidShift(f"bad feed query: {e}") from None
             for doc in docs:

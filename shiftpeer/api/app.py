@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from shiftpeer import times
 from shiftpeer.shifts import DEFAULT_LIMIT, FILTER_INDEXES, check_limit
 from shiftpeer.store.store import MAX_NAME_BYTES
 
@@ -147,14 +148,35 @@ def shift_delete(req: ApiRequest) -> dict:
     return req.node.shifts.delete(req.params["id"])
 
 
+#: The created-time range of a feed query: ``since <= created < until``.
+TIME_PARAMS = ("since", "until")
+
+
+def time_range(req: ApiRequest) -> dict:
+    """``since`` and ``until`` from the query string (seconds since the epoch, or ISO 8601 with a time
+    zone) as numbers or None; a 400 that says what to write for anything else."""
+    bounds = {}
+    try:
+        for name in TIME_PARAMS:
+            values = req.query.get(name) or []
+            if len(values) > 1:
+                raise times.BadTime(f"{name} may be given once")
+            bounds[name] = times.parse_time(values[0], name) if values else None
+        times.check_range(bounds["since"], bounds["until"])
+    except times.BadTime as e:
+        raise ApiError(400, str(e)) from None
+    return bounds
+
+
 def feed(req: ApiRequest) -> dict:
     filters = {name: req.query[name] for name in FILTER_INDEXES if req.query.get(name)}
-    unknown = set(req.query) - set(FILTER_INDEXES) - {"limit", "cursor", "group"}
+    unknown = set(req.query) - set(FILTER_INDEXES) - {"limit", "cursor", "group", *TIME_PARAMS}
     if unknown:
         raise ApiError(400, f"unknown feed parameter(s): {', '.join(sorted(unknown))}")
     if req.query.get("group"):
         raise ApiError(501, "feed --group needs the groups role, which this node does not have yet")
-    return req.node.shifts.feed(filters, limit=req.arg("limit", DEFAULT_LIMIT), cursor=req.arg("cursor"))
+    return req.node.shifts.feed(filters, limit=req.arg("limit", DEFAULT_LIMIT), cursor=req.arg("cursor"),
+                                **time_range(req))
 
 
 def install_core_routes(app: ApiApp) -> None:

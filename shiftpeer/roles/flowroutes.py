@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import maybeDeferred
 
-from shiftpeer.api.app import PREFIX, ApiError, ApiRequest
+from shiftpeer.api.app import PREFIX, TIME_PARAMS, ApiError, ApiRequest, time_range
 from shiftpeer.roles.names import FlowError
 
 STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_registered": 403,
@@ -94,13 +94,14 @@ def install_user_routes(api: Any, role: Any) -> None:
         return handler
 
     def feed(req: ApiRequest) -> Any:
-        unknown = set(req.query) - set(FEED_PARAMS) - {"limit", "cursor", "following", "favorites"}
+        unknown = set(req.query) - set(FEED_PARAMS) - {"limit", "cursor", "following", "favorites", *TIME_PARAMS}
         if unknown:
             raise ApiError(400, f"unknown feed parameter(s): {', '.join(sorted(unknown))}")
         limit = _limit(req)
         filters = {k: req.query[k] for k in FEED_PARAMS if req.query.get(k)}
         d = flows().query({"filters": filters, "limit": limit, "cursor": req.arg("cursor"),
-                           "following": _flag(req, "following"), "favorites": _flag(req, "favorites")})
+                           "following": _flag(req, "following"), "favorites": _flag(req, "favorites"),
+                           **time_range(req)})
         return d.addCallback(lambda a: {"rows": [shift_view(r, a["source"]) for r in a["rows"]],
                                         "next_cursor": a["next_cursor"], "source": a["source"]})
 

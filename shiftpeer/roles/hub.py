@@ -7,7 +7,7 @@ document by document, and the RPC methods below, which act for ``conn.peer_id`` 
 
 RPC methods: ``register``, ``whoami``, ``deliver``, ``group.create``, ``group.invite``, ``group.join``,
 ``group.leave``, ``group.remove``, ``group.level``, ``group.members``, ``notice``, ``query``, ``get``,
-``follow``, ``favorite``, ``social`` (docs/flows.md lists their arguments and results).
+``follow``, ``favorite``, ``social``, ``accounts`` (docs/flows.md lists their arguments and results).
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class Hub:
             "follow": self.rpc_follow,
             "favorite": self.rpc_favorite,
             "social": self.rpc_social,
+            "accounts": self.rpc_accounts,
         }
 
     # -- helpers -------------------------------------------------------------------------------
@@ -239,6 +240,18 @@ class Hub:
         follows = self.social.follows_of(user)
         return {"follows": follows, "follows_ids": [a for a in map(self.accounts.id_of, follows) if a],
                 "favorites": self.social.favorites_of(user)}
+
+    def rpc_accounts(self, conn: Any, args: dict) -> dict:
+        """The account id of each user name (None when unregistered), for nodes that query their own
+        feed: documents name their author by id, and only the hub knows the names."""
+        self.user_of(conn)
+        names = args.get("names")
+        if not isinstance(names, list) or not 1 <= len(names) <= MAX_NAMES_PER_CALL:
+            raise FlowError(f"names must be a list of 1-{MAX_NAMES_PER_CALL} user names", "bad_request")
+        return {"accounts": {check_name(n, "user name"): self.accounts.id_of(n) for n in names}}
+
+
+MAX_NAMES_PER_CALL = 100
 
 
 def _coded(fn: Callable[[Any, dict], Any]) -> Callable[[Any, dict], Any]:

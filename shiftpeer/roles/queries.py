@@ -1,4 +1,5 @@
-"""Queries: exact URL (the hot path), domain, author, Space, group, people I follow, my favorites, a thread.
+"""Queries: exact URL (the hot path), domain, author, Space, group, people I follow, my favorites, a thread,
+each optionally within a created-time range ``[since, until)``.
 
 One engine, ``run``, pages a store index newest first and applies the remaining filters; ``shared``
 is asked with the caller's visibility tokens (``public``, ``author:<me>``, ``user:<me>``,
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from shiftpeer import times
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name, is_name
+from shiftpeer.store.keys import created_seconds
 
 #: Filters that map to a store index, most selective first.
 INDEXED = ("thread", "href", "author", "space", "domain")
@@ -23,7 +26,7 @@ MAX_PAGES = 64
 
 def check_query(args: Any) -> dict:
     """Normalise query arguments: ``filters`` (name -> value or list), ``following``, ``favorites``,
-    ``limit``, ``cursor``; raise FlowError for anything else."""
+    ``since``, ``until``, ``limit``, ``cursor``; raise FlowError for anything else."""
     if not isinstance(args, dict):
         raise FlowError("a query is a map", "bad_request")
     filters = args.get("filters") or {}
@@ -44,12 +47,30 @@ def check_query(args: Any) -> dict:
     if cursor is not None and not isinstance(cursor, str):
         raise FlowError("cursor must be the next_cursor of an earlier page", "bad_request")
     return {"filters": clean, "following": bool(args.get("following")), "favorites": bool(args.get("favorites")),
-            "limit": limit, "cursor": cursor}
+            **check_times(args), "limit": limit, "cursor": cursor}
+
+
+def check_times(args: dict) -> dict:
+    """``since`` and ``until`` as numbers of seconds (or None), in order; FlowError otherwise."""
+    try:
+        bounds = {k: None if args.get(k) is None else times.check_time(args[k], k) for k in ("since", "until")}
+        times.check_range(bounds["since"], bounds["until"])
+    except times.BadTime as e:
+        raise FlowError(str(e), "bad_request") from None
+    return bounds
+
+
+def in_range(body: dict, since: float | None, until: float | None) -> bool:
+    """Is the document's created time inside ``[since, until)``, compared as the store indexes it?"""
+    t = created_seconds(body.get("created"))
+    return (since is None or since <= t) and (until is None or t < until)
 
 
 def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: str | None,
-        keep: Callable[[Any], bool] = lambda doc: True) -> tuple[list[Any], str | None]:
-    """Page the most selective index of ``db`` newest first, keeping docs that pass every other filter."""
+        keep: Callable[[Any], bool] = lambda doc: True, since: float | None = None,
+        until: float | None = None) -> tuple[list[Any], str | None]:
+    """Page the most selective index of ``db`` newest first within ``[since, until)``, keeping docs
+    that pass every other filter."""
     index = next((f for f in INDEXED if f in filters), None)
     values = filters[index] if index else None
     rest = {k: set(v) for k, v in filters.items() if k != index and k != "group"}
@@ -57,7 +78,10 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
     wanted_types = rest.pop("type", None) or ({"comment"} if index == "thread" else {"shift"})
     rows: list[Any] = []
     for _ in range(MAX_PAGES):
-        docs, cursor = db.query(index or "all", values, vis=vis, limit=limit, cursor=cursor)
+        # Ask only for what is still missing: the store's cursor is just past the last row it returned,
+        # so a page never holds more than `limit` rows and none is skipped between pages.
+        docs, cursor = db.query(index or "all", values, vis=vis, limit=limit - len(rows), cursor=cursor,
+                                since=since, until=until)
         for doc in docs:
             body = doc.body
             if body.get("type", "shift") not in wanted_types:
@@ -117,8 +141,9 @@ class HubQueries:
             if not tokens:
                 raise FlowError("you are not a reader of that group", "forbidden")
         if q["favorites"]:
-            return self._favorites(account_id, user, filters, q["limit"])
-        docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"])
+            return self._favorites(account_id, user, filters, q)
+        docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"],
+                           since=q["since"], until=q["until"])
         return {"rows": [row(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
 
     def get(self, account_id: str, user: str, ids: Any) -> dict:
@@ -140,11 +165,12 @@ class HubQueries:
             return False
         return bool(self.get(account_id, user, [shift_id])["rows"])
 
-    def _favorites(self, account_id: str, user: str, filters: dict, limit: int) -> dict:
+    def _favorites(self, account_id: str, user: str, filters: dict, q: dict) -> dict:
         rows = self.get(account_id, user, self._social.favorites_of(user)[-MAX_LIMIT:])["rows"]
-        rows = [r for r in rows if all(r["body"].get(k) in v for k, v in filters.items() if k != "group")]
-        rows.sort(key=lambda r: r["body"].get("created") or 0, reverse=True)
-        return {"rows": rows[:limit], "next_cursor": None}
+        rows = [r for r in rows if all(r["body"].get(k) in v for k, v in filters.items() if k != "group")
+                and in_range(r["body"], q["since"], q["until"])]
+        rows.sort(key=lambda r: created_seconds(r["body"].get("created")), reverse=True)
+        return {"rows": rows[: q["limit"]], "next_cursor": None}
 
     def _account(self, who: str) -> str:
         if is_name(who):

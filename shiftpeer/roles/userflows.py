@@ -16,12 +16,14 @@ from twisted.logger import Logger
 
 from shiftpeer.identity.signing import verify_repl_doc
 from shiftpeer.roles import queries
+from shiftpeer.roles.authors import AuthorNames
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.policy import UserPolicy
 from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
 from shiftpeer.roles.remote import HubLink
 from shiftpeer.roles.social import UserSocial, check_text
 from shiftpeer.roles.validation import filtering_store_batch, refusal
+from shiftpeer.store.keys import created_seconds
 
 log = Logger()
 
@@ -45,6 +47,7 @@ class UserFlows:
         self.publisher = Publisher(store, key, clock, self.link.deliver)
         self.link.publisher = self.publisher
         self.social = UserSocial(store)
+        self.authors = AuthorNames(self.link)
         self.store_batch = filtering_store_batch(lambda db, peer_id, doc: refusal(db, doc))
 
     def start(self) -> None:
@@ -172,7 +175,7 @@ class UserFlows:
                 else:
                     log.warn("the hub sent a row that does not verify: {id}", id=r.get("id"))
             nxt = answer["next_cursor"]
-            low = (rows[-1]["body"].get("created") or 0) if nxt is not None and rows else float("-inf")
+            low = created_seconds(rows[-1]["body"].get("created")) if nxt is not None and rows else float("-inf")
             rows = self._with_unpublished(q, rows, low, high)
             return {"rows": rows, "next_cursor": None if nxt is None else f"{low!r}|{nxt}", "source": "shared"}
         if q["following"] or q["favorites"]:
@@ -181,8 +184,12 @@ class UserFlows:
                                 "not_connected")
             social = yield self.link.call("social", {})
             q = self._localise(q, social)
+        if "author" in q["filters"]:
+            authors = yield self.authors.account_ids(q["filters"]["author"])
+            q = dict(q, filters={**q["filters"], "author": authors})
         docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=None, limit=q["limit"],
-                                   cursor=q["cursor"], keep=q.get("keep", lambda d: True))
+                                   cursor=q["cursor"], keep=q.get("keep", lambda d: True), since=q["since"],
+                                   until=q["until"])
         return {"rows": [queries.row(d) for d in docs[: q["limit"]]], "next_cursor": cursor, "source": "feed"}
 
     def _localise(self, q: dict, social: dict) -> dict:
@@ -200,12 +207,17 @@ class UserFlows:
         """Merge in this user's unpublished shifts whose time falls in this page's range [low, high)."""
         if q["following"] or q["favorites"] or "group" in q["filters"]:
             return rows
-        mine, _ = queries.run(self.store.database(PRIVATE), q["filters"], vis=None, limit=queries.MAX_LIMIT,
-                              cursor=None)
+        filters = dict(q["filters"])
+        if "author" in filters:  # user/private holds only my shifts: do I (by name or id) match?
+            if not {self.key.account_id, self.link.account.get("name")} & set(filters.pop("author")):
+                return rows
+        mine, _ = queries.run(self.store.database(PRIVATE), filters, vis=None, limit=queries.MAX_LIMIT,
+                              cursor=None, since=q["since"], until=q["until"])
         seen = {r["id"] for r in rows}
-        extra = [queries.row(d) for d in mine if d.id not in seen and low <= (d.body.get("created") or 0) < high]
+        extra = [queries.row(d) for d in mine
+                 if d.id not in seen and low <= created_seconds(d.body.get("created")) < high]
         merged = rows + extra
-        merged.sort(key=lambda r: r["body"].get("created") or 0, reverse=True)
+        merged.sort(key=lambda r: created_seconds(r["body"].get("created")), reverse=True)
         return merged
 
 

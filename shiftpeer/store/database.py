@@ -49,6 +49,15 @@ def check_docid(docid: object) -> str:
     return docid
 
 
+def _check_bound(value: object, name: str) -> float | None:
+    """A query time bound: None, or a finite int or float (what `created` is compared as)."""
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not -1e300 < value < 1e300:
+        raise InvalidDocument(f"query {name} must be a finite number of seconds since the epoch")
+    return float(value)
+
+
 def check_vis(vis: object) -> list[str]:
     if vis is None:
         return []
@@ -330,11 +339,14 @@ class Database:
         vis: list[str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> tuple[list[Doc], str | None]:
         """Live documents by index value(s), newest `created` first, visible to any of `vis`.
 
         `values`: one value or a list (union); None only for "all". `vis`: tokens to union (None: every
-        document). Returns (docs, next cursor or None when there is no more).
+        document). `since` <= created < `until` (seconds since the epoch; either may be None) bounds the
+        index scan itself. Returns (docs, next cursor or None when there is no more).
         """
         ib = indexes.INDEXES.get(index)
         if ib is None:
@@ -349,6 +361,11 @@ class Database:
         if type(limit) is not int or limit < 1:
             raise InvalidDocument("query limit must be a positive int")
         before = indexes.decode_cursor(cursor) if cursor is not None else None
+        floor, ceiling = indexes.time_bounds(_check_bound(since, "since"), _check_bound(until, "until"))
+        if ceiling is not None and (before is None or ceiling < before):
+            before = ceiling
+        if floor is not None and before is not None and before <= floor:
+            return [], None
         want = {indexes.normalise_value(index, v) for v in values if type(v) is str}
         prefixes = sorted({
             self._dbp + indexes.token_hash(t) + indexes.value_hash(ib, v) for v in want for t in tokens
@@ -362,7 +379,7 @@ class Database:
         log_get_key = keys.log_key
         matches = indexes.matcher(ib)
         with self._reading() as txn:
-            for sk in indexes.scan_merged(txn, st._idx_db, prefixes, before):
+            for sk in indexes.scan_merged(txn, st._idx_db, prefixes, before, floor):
                 if len(docs) >= limit:
                     nxt = indexes.encode_cursor(last)
                     break

@@ -236,8 +236,9 @@ def decode_cursor(cursor: str) -> bytes:
     return raw
 
 
-def _scan(txn, idx_db, listkey: bytes, before: bytes | None) -> Iterator[bytes]:
-    """Items (created + seq) of one list, newest first, strictly below `before` if given."""
+def _scan(txn, idx_db, listkey: bytes, before: bytes | None, floor: bytes | None = None) -> Iterator[bytes]:
+    """Items (created + seq) of one list, newest first, strictly below `before` and at or above `floor`
+    if given (a time range bounds the range scan itself: nothing outside it is read)."""
     cur = txn.cursor(db=idx_db)
     # Position on the first key at or after the end of the range, then step back once: the newest item.
     if cur.set_range(listkey + (before if before is not None else _PAST_ITEMS)):
@@ -246,22 +247,39 @@ def _scan(txn, idx_db, listkey: bytes, before: bytes | None) -> Iterator[bytes]:
     elif not cur.last():
         return
     n = len(listkey)
+    if floor is None:
+        for k in cur.iterprev(values=False):
+            if k[:n] != listkey:
+                return
+            yield k[n:]
+        return
+    low = listkey + floor
     for k in cur.iterprev(values=False):
-        if k[:n] != listkey:
+        if k < low:  # below the floor, or (shorter prefix order) another list
             return
         yield k[n:]
 
 
+def time_bounds(since: float | None, until: float | None) -> tuple[bytes | None, bytes | None]:
+    """(floor, ceiling) items of the created range [since, until): every item of a document created at
+    `since` sorts at or above the floor, every one created at `until` at or above the ceiling."""
+    floor = keys.created_bytes(since) + _NO_SEQ if since is not None else None
+    ceiling = keys.created_bytes(until) + _NO_SEQ if until is not None else None
+    return floor, ceiling
+
+
+_NO_SEQ = bytes(8)  # seqs start at 1, so created + 0 sorts below every item created then
 _PAST_ITEMS = b"\xff" * 17  # sorts after every 16-byte item
 
 
-def scan_merged(txn, idx_db, prefixes: list[bytes], before: bytes | None) -> Iterator[bytes]:
+def scan_merged(txn, idx_db, prefixes: list[bytes], before: bytes | None,
+                floor: bytes | None = None) -> Iterator[bytes]:
     """Merge newest-first lists, each document once (it has the same sort key in every list)."""
     if len(prefixes) == 1:
-        yield from _scan(txn, idx_db, prefixes[0], before)
+        yield from _scan(txn, idx_db, prefixes[0], before, floor)
         return
     last = None
-    for sk in heapq.merge(*[_scan(txn, idx_db, p, before) for p in prefixes], reverse=True):
+    for sk in heapq.merge(*[_scan(txn, idx_db, p, before, floor) for p in prefixes], reverse=True):
         if sk != last:
             last = sk
             yield sk

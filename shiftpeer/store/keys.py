@@ -98,11 +98,14 @@ def checkpoint_key(dbp: bytes, peer_id: str, remote_db: str) -> bytes:
     return dbp + part(peer_id) + part(remote_db)
 
 
-def created_bytes(created: object) -> bytes:
-    """8 bytes whose byte order is the numeric order of `created` (epoch number or ISO 8601 string)."""
-    if type(created) is float:
-        (n,) = _U64.unpack(_F64.pack(created))
-        return _U64.pack(n ^ 0xFFFFFFFFFFFFFFFF if n & 0x8000000000000000 else n | 0x8000000000000000)
+def created_seconds(created: object) -> float:
+    """`created` as the number it is indexed by: an epoch number, an ISO 8601 string (no zone: UTC), or
+    0.0 for anything else (missing, bool, unparseable), so every document has a place in time order."""
+    if type(created) is float or type(created) is int:
+        try:
+            return float(created)
+        except OverflowError:
+            return 0.0
     if type(created) is str:
         try:
             from datetime import datetime, timezone
@@ -110,13 +113,15 @@ def created_bytes(created: object) -> bytes:
             dt = datetime.fromisoformat(created.replace("Z", "+00:00"))
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=timezone.utc)
-            f = dt.timestamp()
-        except ValueError:
-            f = 0.0
-    elif type(created) is float or type(created) is int:
-        f = float(created)
-    else:
-        f = 0.0
+            return dt.timestamp()
+        except (ValueError, OverflowError):
+            return 0.0
+    return 0.0
+
+
+def created_bytes(created: object) -> bytes:
+    """8 bytes whose byte order is the numeric order of `created` (epoch number or ISO 8601 string)."""
+    f = created if type(created) is float else created_seconds(created)
     (n,) = _U64.unpack(_F64.pack(f))
     n = n ^ 0xFFFFFFFFFFFFFFFF if n & 0x8000000000000000 else n | 0x8000000000000000
     return _U64.pack(n)
