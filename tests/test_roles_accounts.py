@@ -39,6 +39,17 @@ def test_taken_names_and_second_names_are_refused(store):
         accounts.register("alice2", a)
 
 
+def test_a_name_shaped_like_an_account_id_is_refused(store):
+    """Nobody can register another user's account id as a name (author queries accept either, so the
+    name would pass for that account); nothing is written."""
+    accounts = Accounts(store)
+    victim = NodeKey.generate().account_id
+    with pytest.raises(FlowError, match="looks like an account id") as e:
+        accounts.register(victim, NodeKey.generate().account_id)
+    assert e.value.code == "bad_name"
+    assert accounts.id_of(victim) is None and not store.has_database(f"inbox/{victim}")
+
+
 @pytest.mark.parametrize("name", ["", "Alice", "../x", "a/b", "a" * 65, "-x", ".x", "x y", None, 5, "ünï"])
 def test_bad_names_are_refused(store, name):
     """Names that could play path games or fold case are refused before anything is written."""

@@ -14,6 +14,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from shiftpeer.ids import new_token
+from shiftpeer.identity.keys import is_account_id
 from shiftpeer.roles.names import FlowError, check_name, inbox_db, messages_db
 
 ACCOUNTS_DB = "hub/accounts"
@@ -48,6 +49,11 @@ class Accounts:
     def register(self, name: Any, account_id: str, token: Any = None) -> dict:
         """Bind ``name`` to ``account_id``; idempotent for the same pair, refused for a taken name."""
         name = check_name(name, "user name")
+        if is_account_id(name):
+            # author queries take a name or an account id: a name shaped like an id could pass for
+            # someone else's account
+            raise FlowError(f"the name {name[:12]}... looks like an account id; choose a shorter name",
+                            "bad_name")
         holder = self.id_of(name)
         current = self.name_of(account_id)
         if holder == account_id:
