@@ -434,13 +434,22 @@ def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
         raise CliError("say where to publish: --public, --group NAME and/or --to USER", EXIT_USAGE)
     body = {"public": args.public, "groups": args.group, "to": args.to}
     result = client.call("POST", f"/shifts/{_quote(args.id)}/publish", body)
+    targets = result.get("targets") or {}
+    failed = {t: o for t, o in targets.items() if str(o).startswith("error")}
     if args.json:
         print_json(result)
+    elif result.get("public") and args.public or len(failed) < len(targets):
+        print(f"published {args.id}" + (" publicly" if result.get("public") and args.public else ""))
+        for target, outcome in sorted(targets.items()):
+            if target not in failed:
+                print(f"  {target}: {outcome}")
+    if not failed:
         return 0
-    print(f"published {args.id}")
-    for target, outcome in sorted((result.get("targets") or {}).items()):
-        print(f"  {target}: {outcome}")
-    return 0
+    for target, outcome in sorted(failed.items()):
+        sys.stderr.write(f"shiftpeer: not published to {target}: {str(outcome).removeprefix('error: ')}\n")
+    sys.stderr.write(f"shiftpeer: the hub refused {len(failed)} of {len(targets)} target(s); "
+                     "they are left out of the shift's audience\n")
+    return EXIT_ERROR
 
 
 def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
