@@ -135,20 +135,26 @@ def install_user_routes(api: Any, role: Any) -> None:
         ("POST", "/shifts/{id}/favorite", favorite), ("POST", "/follows", follow),
         ("POST", "/groups", group_action("new")), ("GET", "/groups/{name}/members", group_action("members")),
         ("GET", "/feed", feed), ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),
-        ("POST", "/notices", notice),
+        ("POST", "/notices", notice), ("POST", "/hub/invites", hub_invite),
     ]
     routes += [("POST", f"/groups/{{name}}/{a}", group_action(a)) for a in ("invite", "join", "leave", "remove", "level")]
     for method, template, handler in routes:
         api.add_route(method, PREFIX + template, _guard(handler))
 
 
+def hub_invite(req: ApiRequest) -> dict:
+    """A one-use registration token; a node without the hub role says who can make one (403), rather
+    than that the route does not exist."""
+    role = req.node.role("hub")
+    if role is None or role.hub is None:
+        raise FlowError("only a hub's operator can make invitations: run 'shiftpeer --data HUB_DIR invite' "
+                        "with the hub's node directory", "forbidden")
+    return {"token": role.hub.accounts.new_invite()}
+
+
 def install_hub_routes(api: Any, role: Any) -> None:
-    """Hub operator routes: registration invitations."""
-
-    def invite(req: ApiRequest) -> dict:
-        return {"token": role.hub.accounts.new_invite()}
-
-    api.add_route("POST", PREFIX + "/hub/invites", _guard(invite))
+    """Hub operator routes: registration invitations (every user node answers the route too)."""
+    api.add_route("POST", PREFIX + "/hub/invites", _guard(hub_invite))
 
 
 def _members_list(group: dict) -> dict:
