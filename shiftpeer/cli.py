@@ -412,6 +412,8 @@ def cmd_shift_edit(client: ApiClient, args: argparse.Namespace) -> int:
         body["content"] = content
     if not body:
         raise CliError("nothing to change: give --summary TEXT and/or --content JSON", EXIT_USAGE)
+    if args.rev is not None:
+        body["rev"] = args.rev
     result = client.call("PATCH", f"/shifts/{_quote(args.id)}", body)
     print_json(result) if args.json else print(result["rev"])
     return 0
@@ -782,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("id", metavar="ID")
     edit.add_argument("--summary", metavar="TEXT")
     edit.add_argument("--content", metavar="JSON")
+    edit.add_argument("--rev", metavar="REV", help="the revision you edited (refused if it changed since)")
     edit.set_defaults(func=cmd_shift_edit)
     delete = reader(ssub.add_parser("delete", help="delete your shift everywhere it went"))
     delete.add_argument("id", metavar="ID")
