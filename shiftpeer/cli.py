@@ -132,6 +132,11 @@ def print_feed(result: dict) -> None:
             print(f"{s.get('id')}  {_when(s.get('created'))}  {s.get('space')}  {s.get('href')}  {s.get('summary', '')}")
     if not rows:
         print("(no shifts)")
+    print_more(result)
+
+
+def print_more(result: dict) -> None:
+    """The hint line for the next page, when there is one."""
     if result.get("next_cursor"):
         print(f"more: --cursor {result['next_cursor']}")
 
@@ -456,7 +461,7 @@ def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
 
 def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
     query = {"limit": args.limit}
-    for name in ("href", "domain", "space", "author", "group", "thread", "cursor"):
+    for name in ("href", "domain", "space", "author", "group", "thread", "type", "cursor"):
         value = getattr(args, name)
         if value:
             query[name] = value
@@ -705,6 +710,8 @@ def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
     query = {"limit": args.limit}
     if args.unread:
         query["unread"] = "1"
+    if args.cursor:
+        query["cursor"] = args.cursor
     result = client.call("GET", "/messages", query=query)
     if args.json:
         print_json(result)
@@ -715,6 +722,7 @@ def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
             print(f"{mark} {_when(m.get('created'))}  {who}  {m.get('text', '')}")
         if not result.get("rows"):
             print("(no messages)")
+        print_more(result)
     return 0
 
 
@@ -803,6 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, meta in (("href", "URL"), ("domain", "D"), ("space", "S"), ("author", "U"), ("group", "G")):
         feed.add_argument(f"--{name}", metavar=meta)
     feed.add_argument("--thread", metavar="ID", help="comments on the shift ID")
+    feed.add_argument("--type", metavar="TYPE", help="only documents of this type: shift (the default) or comment")
     feed.add_argument("--following", action="store_true", help="only authors you follow")
     feed.add_argument("--favorites", action="store_true", help="only shifts you favorited")
     feed.add_argument("--limit", type=int, default=50, metavar="N")
@@ -856,6 +865,7 @@ def build_parser() -> argparse.ArgumentParser:
     messages = reader(sub.add_parser("messages", help="your messages and notices, newest first"))
     messages.add_argument("--unread", action="store_true", help="only those not yet read")
     messages.add_argument("--limit", type=int, default=50, metavar="N")
+    messages.add_argument("--cursor", metavar="CURSOR", help="next_cursor of the previous page")
     messages.add_argument("--mark-read", action="store_true", help="mark every message read")
     messages.set_defaults(func=cmd_messages)
 

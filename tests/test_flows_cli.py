@@ -164,3 +164,53 @@ def test_comment_edit_and_delete(mesh, capsys):
     wait_for(lambda: alice_sees() == [], timeout=20)
     status, out, err = run(capsys, "--data", bob, "comment", "delete", made["id"], "--json")
     assert status == 1 and "no comment" in err
+
+
+def test_messages_page_with_cursor_and_feed_by_type(mesh, capsys):
+    """`messages --limit N` ends with a `--cursor` hint (--json: next_cursor) and `messages --cursor C`
+    reaches the messages past the first page; `feed --type comment` lists comments, which the default
+    (shifts) leaves out."""
+    hub, alice, bob = mesh["hub"], mesh["alice"], mesh["bob"]
+    wait_for(lambda: _registered(capsys, alice), timeout=20)
+    wait_for(lambda: _registered(capsys, bob), timeout=20)
+    for text in ("page one", "page two"):
+        status, out, err = run(capsys, "--data", hub, "notice", text)
+        assert status == 0, err
+
+    def everything() -> list:
+        rows = cli_json(capsys, "--data", bob, "messages", "--limit", "500")["rows"]
+        return rows if {"page one", "page two"} <= {m.get("text") for m in rows} else []
+    every = [m["id"] for m in wait_for(everything, timeout=20)]
+    assert len(every) >= 2
+    status, out, err = run(capsys, "--data", bob, "messages", "--limit", "1")
+    assert status == 0, err
+    hint = out.splitlines()[-1]
+    assert hint.startswith("more: --cursor ")
+    seen, cursor = [], None
+    while True:
+        args = ["--data", bob, "messages", "--limit", "1"] + (["--cursor", cursor] if cursor else [])
+        page = cli_json(capsys, *args)
+        seen += [m["id"] for m in page["rows"]]
+        cursor = page["next_cursor"]
+        if cursor is None or len(seen) > len(every):
+            break
+        if len(seen) == 1:
+            assert hint == f"more: --cursor {cursor}"
+    assert seen == every
+    status, out, err = run(capsys, "--data", bob, "messages", "--cursor", "made-up")
+    assert status == 1 and "cursor" in err and "internal" not in err
+
+    status, out, err = run(capsys, "--data", alice, "shift", "new", "--space", "Notes",
+                           "--href", "https://example.org/cli-types")
+    sid = out.strip()
+    cli_json(capsys, "--data", alice, "shift", "publish", sid, "--public")
+    made = wait_for(lambda: run(capsys, "--data", bob, "comment", sid, "typed", "--json")[0] == 0, timeout=20)
+    assert made
+
+    def bobs_comments() -> list:
+        rows = cli_json(capsys, "--data", alice, "feed", "--author", "bob", "--type", "comment")["rows"]
+        return rows if any(r.get("text") == "typed" for r in rows) else []
+    rows = wait_for(bobs_comments, timeout=20)
+    assert {r["type"] for r in rows} == {"comment"}
+    plain = cli_json(capsys, "--data", alice, "feed", "--author", "bob")["rows"]
+    assert all(r.get("type", "shift") == "shift" for r in plain)
