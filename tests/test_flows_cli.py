@@ -214,3 +214,35 @@ def test_messages_page_with_cursor_and_feed_by_type(mesh, capsys):
     assert {r["type"] for r in rows} == {"comment"}
     plain = cli_json(capsys, "--data", alice, "feed", "--author", "bob")["rows"]
     assert all(r.get("type", "shift") == "shift" for r in plain)
+
+
+def test_shift_show_finds_what_the_user_can_see_through_the_hub(mesh, capsys):
+    """bob's `shift show` finds alice's public shift (not on bob's node) through the hub, with its content;
+    alice's unpublished shift and her shift for a group bob is not in stay 'no shift' (exit 1)."""
+    alice, bob = mesh["alice"], mesh["bob"]
+    wait_for(lambda: _registered(capsys, alice), timeout=20)
+    wait_for(lambda: _registered(capsys, bob), timeout=20)
+    made = {}
+    for kind in ("public", "private", "secret"):
+        status, out, err = run(capsys, "--data", alice, "shift", "new", "--space", "Notes", "--href",
+                               "https://example.org/cli-show", "--summary", kind, "--content", '{"k": "%s"}' % kind)
+        assert status == 0, err
+        made[kind] = out.strip()
+    cli_json(capsys, "--data", alice, "shift", "publish", made["public"], "--public")
+    cli_json(capsys, "--data", alice, "group", "new", "secret-club")
+    cli_json(capsys, "--data", alice, "shift", "publish", made["secret"], "--group", "secret-club")
+
+    def bob_shows() -> dict | None:
+        status, out, err = run(capsys, "--data", bob, "shift", "show", made["public"], "--json")
+        return json.loads(out) if status == 0 else None
+    shown = wait_for(bob_shows, timeout=20)
+    assert shown["id"] == made["public"] and shown["summary"] == "public" and shown["content"] == {"k": "public"}
+    assert shown["databases"] == ["shared"]
+    status, out, err = run(capsys, "--data", bob, "shift", "show", made["public"])
+    assert status == 0 and "summary:   public" in out
+    wait_for(lambda: made["secret"] in {r["id"] for r in cli_json(capsys, "--data", alice, "feed", "--group",
+                                                                   "secret-club")["rows"]}, timeout=20)
+    for hidden in ("private", "secret"):
+        status, out, err = run(capsys, "--data", bob, "shift", "show", made[hidden])
+        assert status == 1 and out == "" and f"no shift {made[hidden]} that you can see" in err
+    assert cli_json(capsys, "--data", alice, "shift", "show", made["private"])["databases"] == ["user/private", "user/feed"]
