@@ -134,6 +134,11 @@ def print_feed(result: dict) -> None:
             print(f"{s.get('id')}  {_when(s.get('created'))}  {s.get('space')}  {s.get('href')}  {s.get('summary', '')}")
     if not rows:
         print("(no shifts)")
+    print_more(result)
+
+
+def print_more(result: dict) -> None:
+    """The hint line for the next page, when there is one."""
     if result.get("next_cursor"):
         print(f"more: --cursor {result['next_cursor']}")
 
@@ -431,6 +436,8 @@ def cmd_shift_edit(client: ApiClient, args: argparse.Namespace) -> int:
         body["content"] = content
     if not body:
         raise CliError("nothing to change: give --summary TEXT and/or --content JSON", EXIT_USAGE)
+    if args.rev is not None:
+        body["rev"] = args.rev
     result = client.call("PATCH", f"/shifts/{_quote(args.id)}", body)
     print_json(result) if args.json else print(result["rev"])
     return 0
@@ -453,18 +460,27 @@ def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
         raise CliError("say where to publish: --public, --group NAME and/or --to USER", EXIT_USAGE)
     body = {"public": args.public, "groups": args.group, "to": args.to}
     result = client.call("POST", f"/shifts/{_quote(args.id)}/publish", body)
+    targets = result.get("targets") or {}
+    failed = {t: o for t, o in targets.items() if str(o).startswith("error")}
     if args.json:
         print_json(result)
+    elif result.get("public") and args.public or len(failed) < len(targets):
+        print(f"published {args.id}" + (" publicly" if result.get("public") and args.public else ""))
+        for target, outcome in sorted(targets.items()):
+            if target not in failed:
+                print(f"  {target}: {outcome}")
+    if not failed:
         return 0
-    print(f"published {args.id}")
-    for target, outcome in sorted((result.get("targets") or {}).items()):
-        print(f"  {target}: {outcome}")
-    return 0
+    for target, outcome in sorted(failed.items()):
+        sys.stderr.write(f"shiftpeer: not published to {target}: {str(outcome).removeprefix('error: ')}\n")
+    sys.stderr.write(f"shiftpeer: the hub refused {len(failed)} of {len(targets)} target(s); "
+                     "they are left out of the shift's audience\n")
+    return EXIT_ERROR
 
 
 def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
     query = {"limit": args.limit}
-    for name in ("href", "domain", "space", "author", "group", "thread", "cursor"):
+    for name in ("href", "domain", "space", "author", "group", "thread", "type", "cursor"):
         value = getattr(args, name)
         if value:
             query[name] = value
@@ -732,6 +748,8 @@ def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
     query = {"limit": args.limit}
     if args.unread:
         query["unread"] = "1"
+    if args.cursor:
+        query["cursor"] = args.cursor
     result = client.call("GET", "/messages", query=query)
     if args.json:
         print_json(result)
@@ -742,6 +760,7 @@ def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
             print(f"{mark} {_when(m.get('created'))}  {who}  {m.get('text', '')}")
         if not result.get("rows"):
             print("(no messages)")
+        print_more(result)
     return 0
 
 
@@ -811,6 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("id", metavar="ID")
     edit.add_argument("--summary", metavar="TEXT")
     edit.add_argument("--content", metavar="JSON")
+    edit.add_argument("--rev", metavar="REV", help="the revision you edited (refused if it changed since)")
     edit.set_defaults(func=cmd_shift_edit)
     delete = reader(ssub.add_parser("delete", help="delete your shift everywhere it went"))
     delete.add_argument("id", metavar="ID")
@@ -829,6 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, meta in (("href", "URL"), ("domain", "D"), ("space", "S"), ("author", "U"), ("group", "G")):
         feed.add_argument(f"--{name}", metavar=meta)
     feed.add_argument("--thread", metavar="ID", help="comments on the shift ID")
+    feed.add_argument("--type", metavar="TYPE", help="only documents of this type: shift (the default) or comment")
     feed.add_argument("--following", action="store_true", help="only authors you follow")
     feed.add_argument("--favorites", action="store_true", help="only shifts you favorited")
     feed.add_argument("--limit", type=int, default=50, metavar="N")
@@ -885,6 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
     messages = reader(sub.add_parser("messages", help="your messages and notices, newest first"))
     messages.add_argument("--unread", action="store_true", help="only those not yet read")
     messages.add_argument("--limit", type=int, default=50, metavar="N")
+    messages.add_argument("--cursor", metavar="CURSOR", help="next_cursor of the previous page")
     messages.add_argument("--mark-read", action="store_true", help="mark every message read")
     messages.set_defaults(func=cmd_messages)
 

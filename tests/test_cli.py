@@ -149,6 +149,25 @@ def test_shift_lifecycle(running, capsys):
     assert status == EXIT_ERROR and out == "" and f"no shift {sid}" in err
 
 
+def test_shift_edit_with_a_stale_rev_is_refused(running, capsys):
+    """`shift edit --rev` writes the edit when REV is the current revision; a stale REV exits 1 with the
+    conflict (the current revision named) and changes nothing."""
+    d = running
+    status, out, err = run(capsys, "--data", d, "shift", "new", "--space", "Notes", "--href",
+                           "https://example.org/rev", "--summary", "v1")
+    sid = out.strip()
+    first = json.loads(run(capsys, "--data", d, "shift", "show", sid, "--json")[1])["rev"]
+    status, out, err = run(capsys, "--data", d, "shift", "edit", sid, "--summary", "v2", "--rev", first)
+    assert status == 0, err
+    second = out.strip()
+    assert second.startswith("2-")
+    status, out, err = run(capsys, "--data", d, "shift", "edit", sid, "--summary", "v3", "--rev", first)
+    assert status == EXIT_ERROR and out == ""
+    assert err == f"shiftpeer: shift {sid} is at {second}, not {first}: show it again and retry\n"
+    shown = json.loads(run(capsys, "--data", d, "shift", "show", sid, "--json")[1])
+    assert shown["rev"] == second and shown["summary"] == "v2"
+
+
 def test_status_json(running, capsys):
     """status --json prints one JSON document with the account, roles and databases."""
     status, out, err = run(capsys, "--data", running, "status", "--json")

@@ -105,7 +105,7 @@ def _until_connected(directory: str) -> None:
 
 def test_register_needs_an_invitation_from_the_operator(mesh, capsys):
     """On an invitation-only hub, register without a token, or with a made-up one, fails with a clear line;
-    `shiftpeer invite` run by a user (not a hub) is refused."""
+    `shiftpeer invite` run by a user (not a hub) is refused with who can make one (exit 1)."""
     alice, hub = mesh["dirs"]["alice"], mesh["dirs"]["hub"]
     _until_connected(alice)
     status, out, err = run(capsys, "--data", alice, "register", "--name", "alice2")
@@ -113,7 +113,9 @@ def test_register_needs_an_invitation_from_the_operator(mesh, capsys):
     status, out, err = run(capsys, "--data", alice, "register", "--name", "alice2", "--invite", "made-up")
     assert status == EXIT_ERROR and "invit" in err
     status, out, err = run(capsys, "--data", alice, "invite")
-    assert status == EXIT_ERROR and err.startswith("shiftpeer: ")
+    assert status == EXIT_ERROR and out == ""
+    assert err == ("shiftpeer: only a hub's operator can make invitations: run 'shiftpeer --data HUB_DIR invite' "
+                   "with the hub's node directory\n")
     assert cli_json(capsys, "--data", hub, "invite")["token"]
 
 

@@ -77,10 +77,19 @@ def test_register_publish_group_comment_notice(mesh, capsys):
     assert cli_json(capsys, "--data", alice, "shift", "publish", ids["public"], "--public")["public"] is True
     assert cli_json(capsys, "--data", alice, "shift", "publish", ids["group"], "--group", "club")["targets"] == \
         {"group:club": "ok"}
-    direct = cli_json(capsys, "--data", alice, "shift", "publish", ids["direct"], "--to", "bob", "--to", "nobody")
-    assert direct["targets"]["user:bob"] == "ok" and "nobody" in direct["targets"]["user:nobody"]
+    # partial success: the JSON document still says what each target got, the failure goes to stderr, exit 1
+    status, out, err = run(capsys, "--data", alice, "shift", "publish", ids["direct"], "--to", "bob",
+                           "--to", "nobody", "--json")
+    direct = json.loads(out)
+    assert status == 1 and direct["targets"]["user:bob"] == "ok" and "nobody" in direct["targets"]["user:nobody"]
+    assert "not published to user:nobody: there is no user 'nobody'" in err
+    assert direct["audience"]["to"] == ["bob"]
     status, out, err = run(capsys, "--data", alice, "shift", "publish", ids["public"], "--to", "nobody")
-    assert status == 0 and "nobody" in out
+    assert status == 1 and out == "" and "no user 'nobody'" in err and "1 of 1 target" in err
+    # the refused target left the audience: a later publish neither lists nor retries it
+    cli_json(capsys, "--data", alice, "group", "new", "band")
+    status, out, err = run(capsys, "--data", alice, "shift", "publish", ids["direct"], "--group", "band")
+    assert status == 0 and out == f"published {ids['direct']}\n  group:band: ok\n  user:bob: ok\n", err
 
     def bob_sees() -> set:
         return {r["id"] for r in cli_json(capsys, "--data", bob, "feed", "--href", href)["rows"]}
@@ -155,3 +164,85 @@ def test_comment_edit_and_delete(mesh, capsys):
     wait_for(lambda: alice_sees() == [], timeout=20)
     status, out, err = run(capsys, "--data", bob, "comment", "delete", made["id"], "--json")
     assert status == 1 and "no comment" in err
+
+
+def test_messages_page_with_cursor_and_feed_by_type(mesh, capsys):
+    """`messages --limit N` ends with a `--cursor` hint (--json: next_cursor) and `messages --cursor C`
+    reaches the messages past the first page; `feed --type comment` lists comments, which the default
+    (shifts) leaves out."""
+    hub, alice, bob = mesh["hub"], mesh["alice"], mesh["bob"]
+    wait_for(lambda: _registered(capsys, alice), timeout=20)
+    wait_for(lambda: _registered(capsys, bob), timeout=20)
+    for text in ("page one", "page two"):
+        status, out, err = run(capsys, "--data", hub, "notice", text)
+        assert status == 0, err
+
+    def everything() -> list:
+        rows = cli_json(capsys, "--data", bob, "messages", "--limit", "500")["rows"]
+        return rows if {"page one", "page two"} <= {m.get("text") for m in rows} else []
+    every = [m["id"] for m in wait_for(everything, timeout=20)]
+    assert len(every) >= 2
+    status, out, err = run(capsys, "--data", bob, "messages", "--limit", "1")
+    assert status == 0, err
+    hint = out.splitlines()[-1]
+    assert hint.startswith("more: --cursor ")
+    seen, cursor = [], None
+    while True:
+        args = ["--data", bob, "messages", "--limit", "1"] + (["--cursor", cursor] if cursor else [])
+        page = cli_json(capsys, *args)
+        seen += [m["id"] for m in page["rows"]]
+        cursor = page["next_cursor"]
+        if cursor is None or len(seen) > len(every):
+            break
+        if len(seen) == 1:
+            assert hint == f"more: --cursor {cursor}"
+    assert seen == every
+    status, out, err = run(capsys, "--data", bob, "messages", "--cursor", "made-up")
+    assert status == 1 and "cursor" in err and "internal" not in err
+
+    status, out, err = run(capsys, "--data", alice, "shift", "new", "--space", "Notes",
+                           "--href", "https://example.org/cli-types")
+    sid = out.strip()
+    cli_json(capsys, "--data", alice, "shift", "publish", sid, "--public")
+    made = wait_for(lambda: run(capsys, "--data", bob, "comment", sid, "typed", "--json")[0] == 0, timeout=20)
+    assert made
+
+    def bobs_comments() -> list:
+        rows = cli_json(capsys, "--data", alice, "feed", "--author", "bob", "--type", "comment")["rows"]
+        return rows if any(r.get("text") == "typed" for r in rows) else []
+    rows = wait_for(bobs_comments, timeout=20)
+    assert {r["type"] for r in rows} == {"comment"}
+    plain = cli_json(capsys, "--data", alice, "feed", "--author", "bob")["rows"]
+    assert all(r.get("type", "shift") == "shift" for r in plain)
+
+
+def test_shift_show_finds_what_the_user_can_see_through_the_hub(mesh, capsys):
+    """bob's `shift show` finds alice's public shift (not on bob's node) through the hub, with its content;
+    alice's unpublished shift and her shift for a group bob is not in stay 'no shift' (exit 1)."""
+    alice, bob = mesh["alice"], mesh["bob"]
+    wait_for(lambda: _registered(capsys, alice), timeout=20)
+    wait_for(lambda: _registered(capsys, bob), timeout=20)
+    made = {}
+    for kind in ("public", "private", "secret"):
+        status, out, err = run(capsys, "--data", alice, "shift", "new", "--space", "Notes", "--href",
+                               "https://example.org/cli-show", "--summary", kind, "--content", '{"k": "%s"}' % kind)
+        assert status == 0, err
+        made[kind] = out.strip()
+    cli_json(capsys, "--data", alice, "shift", "publish", made["public"], "--public")
+    cli_json(capsys, "--data", alice, "group", "new", "secret-club")
+    cli_json(capsys, "--data", alice, "shift", "publish", made["secret"], "--group", "secret-club")
+
+    def bob_shows() -> dict | None:
+        status, out, err = run(capsys, "--data", bob, "shift", "show", made["public"], "--json")
+        return json.loads(out) if status == 0 else None
+    shown = wait_for(bob_shows, timeout=20)
+    assert shown["id"] == made["public"] and shown["summary"] == "public" and shown["content"] == {"k": "public"}
+    assert shown["databases"] == ["shared"]
+    status, out, err = run(capsys, "--data", bob, "shift", "show", made["public"])
+    assert status == 0 and "summary:   public" in out
+    wait_for(lambda: made["secret"] in {r["id"] for r in cli_json(capsys, "--data", alice, "feed", "--group",
+                                                                   "secret-club")["rows"]}, timeout=20)
+    for hidden in ("private", "secret"):
+        status, out, err = run(capsys, "--data", bob, "shift", "show", made[hidden])
+        assert status == 1 and out == "" and f"no shift {made[hidden]} that you can see" in err
+    assert cli_json(capsys, "--data", alice, "shift", "show", made["private"])["databases"] == ["user/private", "user/feed"]

@@ -106,6 +106,31 @@ async def test_send_to_users_with_an_unknown_recipient(mesh):
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_a_refused_recipient_leaves_the_audience_for_good(mesh):
+    """A recipient the hub refused is left out of the signed audience: a later publish does not list it
+    again, and when someone registers that name afterwards, no revision of the shift ever reaches them."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = alice.new_shift(HREF)
+    first = await alice.publish(sid, to=["bob", "nobody"])
+    assert "no user 'nobody'" in first["targets"]["user:nobody"] and first["targets"]["user:bob"] == "ok"
+    assert first["audience"]["to"] == ["bob"]
+    await eventually(lambda: bob.feed().get(sid) and bob.feed().get(sid).rev == first["rev"], "bob has it")
+    assert bob.feed().get(sid).body["audience"]["to"] == ["bob"]
+    await alice.flows.group("new", "x")
+    second = await alice.publish(sid, groups=["x"])
+    assert second["targets"] == {"user:bob": "ok", "group:x": "ok"}
+    nobody = await mesh.add_user("nobody")
+    edit = alice.shifts.edit(sid, {"summary": "after nobody registered"})
+    await eventually(lambda: all(d is not None and d.rev == edit["rev"] for d in
+                                 (bob.feed().get(sid), mesh.hub.db("group/x").get(sid))), "edit delivered")
+    await alice.flows.publisher.flush()
+    assert sid not in mesh.hub.ids("inbox/nobody") and sid not in nobody.feed_ids()
+    assert (await mesh.who_sees(sid))["hub"] == {"alice", "bob"}
+
+
+@pytest_twisted.ensureDeferred
 async def test_publish_again_adds_targets_and_edits_reach_every_copy(mesh):
     """Publishing again keeps earlier targets; an edit and then a delete reach the group, every inbox,
     every feed and shared."""

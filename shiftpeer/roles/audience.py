@@ -51,6 +51,13 @@ def targets(aud: dict) -> list[str]:
     return [f"group:{g}" for g in aud.get("groups", [])] + [f"user:{u}" for u in aud.get("to", [])]
 
 
+def without(aud: dict, refused: list[str]) -> dict:
+    """The audience less some delivery targets (``group:<g>``, ``user:<u>``) the hub refused."""
+    gone = set(refused)
+    return {"public": aud["public"], "groups": [g for g in aud["groups"] if f"group:{g}" not in gone],
+            "to": [u for u in aud["to"] if f"user:{u}" not in gone]}
+
+
 def target_db(target: str) -> str:
     """The hub database a delivery target writes to; FlowError for a malformed target."""
     kind, _, name = target.partition(":")

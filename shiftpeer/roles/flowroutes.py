@@ -1,6 +1,6 @@
-"""The local API routes of the flows (docs/api.md): register, publish, groups, comments, messages,
-notices, follows, favorites and the feed query. Handlers turn a refusal (FlowError) into an API error
-whose status says what kind of problem it is."""
+"""The local API routes of the flows (docs/api.md): register, shift show, publish, groups, comments,
+messages, notices, follows, favorites and the feed query. Handlers turn a refusal (FlowError) into an
+API error whose status says what kind of problem it is."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from twisted.internet.defer import maybeDeferred
 
 from shiftpeer.api.app import PREFIX, TIME_PARAMS, ApiError, ApiRequest, time_range
 from shiftpeer.roles.names import FlowError
+from shiftpeer.shifts import ShiftNotFound
 
 STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_registered": 403,
           "not_found": 404, "no_user": 404, "no_group": 404, "name_taken": 409, "already_registered": 409,
@@ -63,6 +64,23 @@ def install_user_routes(api: Any, role: Any) -> None:
         body = req.json_object()
         return flows().publish(req.params["id"], public=bool(body.get("public")),
                                groups=body.get("groups") or [], to=body.get("to") or [])
+
+    def show(req: ApiRequest) -> Any:
+        """The local copy with its conflicts and databases; else what this user can see on the hub."""
+        sid = req.params["id"]
+        try:
+            return req.node.shifts.show(sid).to_json()
+        except ShiftNotFound:
+            if not flows().hub_answers:
+                raise
+
+        def answer(row: dict | None) -> dict:
+            if row is None:
+                raise ShiftNotFound(f"no shift {sid} that you can see, on this node or on the hub "
+                                    "(list shifts with 'shiftpeer feed')")
+            return shift_view(row, "shared")
+
+        return flows().from_hub(sid).addCallback(answer)
 
     def comment(req: ApiRequest) -> Any:
         return flows().comment(req.params["id"], req.json_object().get("text"))
@@ -129,27 +147,33 @@ def install_user_routes(api: Any, role: Any) -> None:
         return flows().favorite(req.params["id"], bool(body.get("on", True)))
 
     routes = [
-        ("POST", "/register", register), ("POST", "/shifts/{id}/publish", publish),
+        ("POST", "/register", register), ("GET", "/shifts/{id}", show), ("POST", "/shifts/{id}/publish", publish),
         ("POST", "/shifts/{id}/comments", comment), ("GET", "/shifts/{id}/comments", comments),
         ("PATCH", "/comments/{id}", comment_edit), ("PUT", "/comments/{id}", comment_edit),
         ("DELETE", "/comments/{id}", comment_delete),
         ("POST", "/shifts/{id}/favorite", favorite), ("POST", "/follows", follow),
         ("POST", "/groups", group_action("new")), ("GET", "/groups/{name}/members", group_action("members")),
         ("GET", "/feed", feed), ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),
-        ("POST", "/notices", notice),
+        ("POST", "/notices", notice), ("POST", "/hub/invites", hub_invite),
     ]
     routes += [("POST", f"/groups/{{name}}/{a}", group_action(a)) for a in ("invite", "join", "leave", "remove", "level")]
     for method, template, handler in routes:
         api.add_route(method, PREFIX + template, _guard(handler))
 
 
+def hub_invite(req: ApiRequest) -> dict:
+    """A one-use registration token; a node without the hub role says who can make one (403), rather
+    than that the route does not exist."""
+    role = req.node.role("hub")
+    if role is None or role.hub is None:
+        raise FlowError("only a hub's operator can make invitations: run 'shiftpeer --data HUB_DIR invite' "
+                        "with the hub's node directory", "forbidden")
+    return {"token": role.hub.accounts.new_invite()}
+
+
 def install_hub_routes(api: Any, role: Any) -> None:
-    """Hub operator routes: registration invitations."""
-
-    def invite(req: ApiRequest) -> dict:
-        return {"token": role.hub.accounts.new_invite()}
-
-    api.add_route("POST", PREFIX + "/hub/invites", _guard(invite))
+    """Hub operator routes: registration invitations (every user node answers the route too)."""
+    api.add_route("POST", PREFIX + "/hub/invites", _guard(hub_invite))
 
 
 def _members_list(group: dict) -> dict:

@@ -6,6 +6,10 @@ deleted, and deleted leaves are not conflicts), and ``user/public`` reaches the 
 replication. Groups and users: the revision stays where it lives and ``user/outbox`` records each
 target with the last revision it received; every later revision (edit, delete, comment) is delivered
 with the hub's ``deliver`` RPC, now if connected, else on reconnect.
+
+A target the hub refuses (no such user or group, not allowed to publish there) leaves the signed
+audience at once: a new revision without it goes to the other targets, and the outbox keeps the
+refusal instead of retrying it, so a user who registers that name later never receives the shift.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ PRIVATE, PUBLIC, FEED, OUTBOX = "user/private", "user/public", "user/feed", "use
 
 log = Logger()
 
-#: deliver(doc, targets) -> Deferred[{target: "ok" | "error: ..."}]; raises NotConnected when offline.
+#: deliver(doc, targets) -> Deferred[{target: "ok" | "error: ..."}]: an "error: ..." is the hub refusing that
+#: target for good. Fails with NotConnected when offline, and with another FlowError when the hub refused
+#: the whole call (e.g. not registered yet): then no target is refused and the next revision retries.
 Deliver = Callable[[dict, list[str]], Deferred]
 
 
@@ -166,25 +172,38 @@ class Publisher:
 
     # -- the outbox ------------------------------------------------------------------------------
     def _add_targets(self, docid: str, targets: list[str]) -> None:
+        """Record new targets (a target refused earlier and named again is tried again)."""
         if not targets:
             return
         entry = self._outbox.get(docid)
-        known = dict(entry.body["targets"]) if entry is not None else {}
+        known, refused = _outbox_body(entry)
         for t in targets:
             known.setdefault(t, {"rev": None, "error": None})
-        self._outbox.put(docid, {"targets": known}, parent=entry.rev if entry is not None else None)
+            refused.pop(t, None)
+        self._outbox.put(docid, {"targets": known, "refused": refused},
+                         parent=entry.rev if entry is not None else None)
 
     def targets(self, docid: str) -> dict:
         """What the outbox knows of each target: the revision it last received and the last error."""
-        entry = self._outbox.get(docid)
-        return dict(entry.body["targets"]) if entry is not None else {}
+        return _outbox_body(self._outbox.get(docid))[0]
+
+    def refused(self, docid: str) -> dict:
+        """The targets the hub refused for good, with its reason ({target: "error: ..."})."""
+        return _outbox_body(self._outbox.get(docid))[1]
 
     @inlineCallbacks
     def _result(self, docid: str, rev: str, aud: dict):
+        """The answer to a publish, comment, edit or delete: the revision every target now has (a newer
+        one when refused targets were left out), and a status for each target (``aud``'s refused ones too)."""
         yield self.flush(docid)
+        asked = set(audience.targets(aud))
+        cur = self.current(docid)
+        if cur is not None and cur["rev"] != rev and not cur["deleted"]:
+            rev, aud = cur["rev"], audience.of(cur["body"])
         status = {}
         for t, st in self.targets(docid).items():
             status[t] = "ok" if st["rev"] == rev else (st["error"] or "pending: delivered when the hub is connected")
+        status.update({t: why for t, why in self.refused(docid).items() if t in asked})
         return {"id": docid, "rev": rev, "audience": aud, "public": aud["public"], "targets": status}
 
     def pending(self) -> list[tuple[str, dict, list[str]]]:
@@ -214,21 +233,61 @@ class Publisher:
         for docid, cur, todo in self.pending():
             if only is not None and docid != only:
                 continue
-            try:
-                results = yield self._deliver(cur, todo)
-            except NotConnected:
-                return
-            self._record(docid, cur["rev"], results)
+            while todo:  # each round that meets a refusal drops a target, so this ends
+                try:
+                    results = yield self._deliver(cur, todo)
+                except NotConnected:
+                    return
+                except FlowError as e:  # the whole call refused: nothing is final, the next revision retries
+                    self._record(docid, cur["rev"], {t: "error: " + e.message for t in todo}, final=False)
+                    break
+                refused = self._record(docid, cur["rev"], results)
+                if not refused:
+                    break
+                cur = self._narrow(docid, refused)
+                todo = [] if cur is None else list(self.targets(docid))
 
-    def _record(self, docid: str, rev: str, results: dict) -> None:
+    def _record(self, docid: str, rev: str, results: dict, final: bool = True) -> list[str]:
+        """Note what each target got; with ``final``, an error is the hub's refusal of that target: it
+        leaves the outbox's targets for its refused list. Returns the targets refused."""
         entry = self._outbox.get(docid)
-        known = dict(entry.body["targets"])
+        known, refused = _outbox_body(entry)
+        newly = []
         for t, outcome in results.items():
             if t not in known:
                 continue
             if outcome == "ok":
                 known[t] = {"rev": rev, "error": None}
+                continue
+            log.warn("delivering {id} to {target} failed: {why}", id=docid, target=t, why=outcome)
+            if final:
+                del known[t]
+                refused[t] = str(outcome)
+                newly.append(t)
             else:
                 known[t] = {**known[t], "error": str(outcome), "error_rev": rev}
-                log.warn("delivering {id} to {target} failed: {why}", id=docid, target=t, why=outcome)
-        self._outbox.put(docid, {"targets": known}, parent=entry.rev)
+        self._outbox.put(docid, {"targets": known, "refused": refused}, parent=entry.rev)
+        return newly
+
+    def _narrow(self, docid: str, refused: list[str]) -> dict | None:
+        """Write a revision whose signed audience leaves out the refused targets; the revision the
+        remaining targets now need (None when there is none: the document is deleted, as a tombstone names
+        no audience, or its audience did not name them)."""
+        try:
+            db, doc = self._own(docid)
+        except FlowError:
+            return None
+        aud = audience.without(audience.of(doc.body), refused)
+        if aud == audience.of(doc.body):
+            return None
+        rev = db.put(docid, {**doc.body, "audience": aud}, parent=doc.rev, sign=self._sign)
+        log.info("left {targets} out of the audience of {id} (refused by the hub), rev {rev}",
+                 targets=refused, id=docid, rev=rev)
+        return self.current(docid)
+
+
+def _outbox_body(entry: Any) -> tuple[dict, dict]:
+    """(targets, refused) of an outbox entry, as copies; entries written before refusals have none."""
+    if entry is None:
+        return {}, {}
+    return dict(entry.body["targets"]), dict(entry.body.get("refused") or {})

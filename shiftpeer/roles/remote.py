@@ -163,14 +163,8 @@ class HubLink:
         log.info("replication of {db} with the hub ended: {why}", db=name, why=f.getErrorMessage())
 
     def deliver(self, doc: dict, targets: list[str]) -> Deferred:
-        """The publisher's delivery: one ``deliver`` RPC; a refusal of the whole call fails every target."""
+        """The publisher's delivery: one ``deliver`` RPC. Its per-target errors are the hub's refusals of
+        those targets; a refusal of the whole call fails with that FlowError (no target is refused)."""
         if not self.connected or not self.account.get("name"):
             return fail(NotConnected("not connected to the hub"))
-
-        def whole_call_refused(f: Any) -> dict:
-            f.trap(FlowError)
-            if isinstance(f.value, NotConnected):
-                return f
-            return {t: "error: " + f.value.message for t in targets}
-
-        return self.call("deliver", {"doc": doc, "targets": targets}).addErrback(whole_call_refused)
+        return self.call("deliver", {"doc": doc, "targets": targets})

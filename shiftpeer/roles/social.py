@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from shiftpeer.identity.signing import sign_doc
 from shiftpeer.roles.names import FlowError, messages_db
+from shiftpeer.store.errors import InvalidDocument
 
 SOCIAL_DB = "hub/social"
 NOTICES_DB = "system/messages"
@@ -182,7 +183,11 @@ class UserSocial:
     def messages(self, limit: int = 50, cursor: str | None = None, unread_only: bool = False) -> dict:
         """Messages and notices in the feed, newest first, each with ``read``; plus the unread count."""
         feed = self._store.database(FEED_DB)
-        docs, nxt = feed.query("type", MESSAGE_TYPES, limit=limit, cursor=cursor)
+        try:
+            docs, nxt = feed.query("type", MESSAGE_TYPES, limit=limit, cursor=cursor)
+        except InvalidDocument:  # a made-up cursor is the caller's mistake, not a failure of this node
+            raise FlowError("cursor is not one this node handed out; use next_cursor from an earlier "
+                            "messages reply", "bad_request") from None
         rows = []
         for d in docs:
             read = self._marks.get(d.id) is not None

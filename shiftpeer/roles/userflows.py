@@ -136,6 +136,18 @@ class UserFlows:
                 return queries.row(doc)
         if not self.link.connected:
             return None
+        found = yield self.from_hub(shift_id)
+        return found
+
+    @property
+    def hub_answers(self) -> bool:
+        """Can the hub answer for this user now (connected, and the account registered)?"""
+        return self.link.connected and bool(self.link.account.get("name"))
+
+    @inlineCallbacks
+    def from_hub(self, shift_id: str):
+        """A document by id from the hub's ``shared``, if this user may see it there (the hub applies the
+        visibility rules; a row whose signature does not verify counts as not found)."""
         found = yield self.link.call("get", {"ids": [shift_id]})
         rows = [r for r in found["rows"] if verify_repl_doc(r)]
         return rows[0] if rows else None
