@@ -9,8 +9,9 @@ import gc
 
 #: Container allocations between two young-generation collections (CPython's default is 700). A bulk read
 #: or a received batch builds thousands of documents (a Doc, its body and nested dicts) that live until
-#: the page or batch is done: at 700 each is traversed by several young and middle collections before
-#: it dies, ~20% of a bulk read's CPU (interleaved runs: 23.9 µs a document at 700, 18.7 at 10,000).
+#: the page or batch is done: at 700 each is traversed by several young and middle collections before it
+#: dies. Measured: callgrind counted 6% fewer instructions for a bulk read (49.2k -> 46.1k a document, at
+#: 50,000) and no change for writes; timed runs on this VM were too noisy to show more (docs/benchmarks.md).
 #: Plain garbage is freed by reference counting either way; only cycles wait a little longer.
 GC_YOUNG_THRESHOLD = 10_000
 
