@@ -162,6 +162,22 @@ def test_the_address_cap_drops_a_connection_before_anything_is_sent(warnings):
                for w in warnings), warnings
 
 
+def test_the_total_cap_bounds_many_addresses_and_frees_on_close(warnings):
+    """Connections from ever new addresses (an IPv6 /64 has 2^64) stop at max_connections in all: the next
+    is aborted with nothing written whatever its address, and a close makes room again."""
+    factory = serving_factory(Clock(), max_connections=4, max_connections_per_address=64)
+    held = [accepted(factory, f"2001:db8::{i}") for i in range(1, 5)]
+    assert all(isinstance(p, SyncProtocol) and not t.disconnected for p, t in held)
+    refused, transport = accepted(factory, "2001:db8::99")
+    assert not isinstance(refused, SyncProtocol) and transport.disconnected and transport.value() == b""
+    held[1][0].connectionLost(Failure(ConnectionDone()))
+    again, t = accepted(factory, "2001:db8::99")
+    assert isinstance(again, SyncProtocol) and not t.disconnected
+    assert factory.counters["connections_refused.total"] == 1
+    assert factory.limits.open == 4
+    assert any("max_connections 4" in w for w in warnings), warnings
+
+
 def test_address_keys():
     """Connections are counted by IP: an IPv4-mapped IPv6 address is its IPv4 address; non-IP is not counted."""
     assert address_key(IPv4Address("TCP", "203.0.113.5", 1)) == "203.0.113.5"
@@ -190,7 +206,7 @@ def test_refusals_are_exported_as_metrics():
     node = SimpleNamespace(store=None, sync_factory=factory, api=SimpleNamespace(refused={}))
     family = next(m for m in NodeCollector(node).collect() if m.name == "shiftpeer_sync_connections_refused")
     assert {s.labels["limit"]: s.value for s in family.samples if s.name.endswith("_total")} == \
-        {"address": 1, "peer": 0}
+        {"total": 0, "address": 1, "peer": 0}
 
 
 # ---------------------------------------------------------------- over real TLS on 127.0.0.1

@@ -23,6 +23,10 @@ MAX_CONNECTIONS_PER_PEER = 8
 #: Concurrent connections (authenticated or not) from one IP address. Many users may share an address
 #: (NAT, a campus); past this the address needs the operator's say-so (config or ``--max-connections-per-address``).
 MAX_CONNECTIONS_PER_ADDRESS = 64
+#: Concurrent connections all listeners of a node accept in all (authenticated or not): the per-address cap
+#: does not bound many addresses (an IPv6 /64 is 2^64 of them). Room for thousands of users and idle peers
+#: (the reliability benchmark holds 1,000), well under a default file-descriptor limit raised for a server.
+MAX_CONNECTIONS = 4096
 #: The error code a peer gets when its identity is over the cap (the address cap closes before TLS: no frame).
 TOO_MANY_CONNECTIONS = "too_many_connections"
 
@@ -63,22 +67,32 @@ class ConnectionLimits:
     counted in ``counters["connections_refused.address"]`` / ``[".peer"]`` (the metrics read them)."""
 
     def __init__(self, counters: collections.Counter, *, per_peer: Optional[int] = MAX_CONNECTIONS_PER_PEER,
-                 per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS) -> None:
+                 per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS,
+                 total: Optional[int] = MAX_CONNECTIONS) -> None:
         self.per_peer = per_peer          # None: no cap
         self.per_address = per_address
+        self.total = total
+        self.open = 0                     # accepted connections not yet closed
         self.peers = Slots()
         self.addresses = Slots()
         self.counters = counters
 
     def admit_address(self, address: Optional[str]) -> bool:
-        """Count a new connection from ``address`` (None: not IP, not counted); False past the cap."""
-        if address is None or self.addresses.acquire(address, self.per_address):
-            return True
-        self._refused("address")
-        log.warn("refused a sync connection from {address}: {count} connections from that address are open "
-                 "(max_connections_per_address {cap})", address=address, count=self.addresses.count(address),
-                 cap=self.per_address)
-        return False
+        """Count a new accepted connection, from ``address`` (None: not IP, counted only in the total);
+        False past the total cap or the address's."""
+        if self.total is not None and self.open >= self.total:
+            self._refused("total")
+            log.warn("refused a sync connection from {address}: {count} connections are open on this node "
+                     "(max_connections {cap})", address=address or "?", count=self.open, cap=self.total)
+            return False
+        if address is not None and not self.addresses.acquire(address, self.per_address):
+            self._refused("address")
+            log.warn("refused a sync connection from {address}: {count} connections from that address are "
+                     "open (max_connections_per_address {cap})", address=address,
+                     count=self.addresses.count(address), cap=self.per_address)
+            return False
+        self.open += 1
+        return True
 
     def admit_peer(self, peer_id: str, address: Optional[str]) -> Optional[str]:
         """Count an authenticated connection of ``peer_id``; None when admitted, else the text of the refusal."""
@@ -93,7 +107,8 @@ class ConnectionLimits:
                 f"close one before opening another")
 
     def release(self, peer_id: Optional[str], address: Optional[str]) -> None:
-        """A connection that held these slots (None: that one was not held) is gone."""
+        """An accepted connection that held these slots (None: that one was not held) is gone."""
+        self.open -= 1
         if peer_id is not None:
             self.peers.release(peer_id)
         if address is not None:
@@ -118,5 +133,5 @@ def address_key(addr: Any) -> Optional[str]:
     return str(mapped or ip)
 
 
-__all__ = ["ConnectionLimits", "MAX_CONNECTIONS_PER_ADDRESS", "MAX_CONNECTIONS_PER_PEER", "TOO_MANY_CONNECTIONS", "Slots",
+__all__ = ["ConnectionLimits", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_ADDRESS", "MAX_CONNECTIONS_PER_PEER", "TOO_MANY_CONNECTIONS", "Slots",
            "address_key"]

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from shiftpeer.sync import messages
 from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge, encode_frame
-from shiftpeer.sync.limits import (MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS,
+from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS,
                                    ConnectionLimits, address_key)
 from shiftpeer.sync.messages import MAX_BATCH, PROTOCOL_VERSION, ProtocolError
 from shiftpeer.sync.replication import (BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
@@ -541,7 +541,8 @@ class SyncFactory(Factory):
                  frame_timeout: Optional[float] = FRAME_TIMEOUT, max_batch: int = MAX_BATCH,
                  max_replications: int = MAX_FEEDERS, docs_per_second: Optional[float] = None,
                  max_connections_per_peer: Optional[int] = MAX_CONNECTIONS_PER_PEER,
-                 max_connections_per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS) -> None:
+                 max_connections_per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS,
+                 max_connections: Optional[int] = MAX_CONNECTIONS) -> None:
         self.store = store
         self.key = key
         self.policy = policy
@@ -566,11 +567,12 @@ class SyncFactory(Factory):
         self.counters: collections.Counter = collections.Counter()
         #: connection caps of the serving side (None: no cap); docs/protocol.md section 8
         self.limits = ConnectionLimits(self.counters, per_peer=max_connections_per_peer,
-                                       per_address=max_connections_per_address)
+                                       per_address=max_connections_per_address, total=max_connections)
 
     def buildProtocol(self, addr: Any) -> Protocol:
         """A connection a listener accepted (the serving side): counted against its address and, after the
-        hello, its peer id. Past ``max_connections_per_address`` it is dropped at once, before TLS.
+        hello, its peer id. Past ``max_connections`` in all or ``max_connections_per_address`` it is dropped at
+        once, before TLS.
         Connections we dial are built by ``build_outgoing`` (``sync.client`` does it) and are not capped."""
         address = address_key(addr)
         if not self.limits.admit_address(address):
