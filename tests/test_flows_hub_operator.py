@@ -69,3 +69,8 @@ async def test_the_operator_registers_publishes_and_hears_of_comments_on_the_hub
 
     _, msgs = await eventually_async(op_messages, lambda r: r[1].get("unread", 0) >= 1)
     assert [m.get("text") for m in msgs["rows"] if m.get("kind") == "comment"] == ["hi op"]
+    # the connection to itself is not a gossip neighbour, and federation pulls nothing from itself
+    gossip = hub.status()["gossip"]
+    assert hub.account_id not in {n.get("peer_id") for n in gossip["neighbours"]}, gossip
+    assert not [r for r in hub.status()["replications"]
+                if r["direction"] == "pull" and r["local"] == "master" and r["remote"] == "master"]

@@ -90,7 +90,8 @@ class _GossipRole(Service):
             self.gossip.install(factory)
 
     def peer_connected(self, conn: Any, kind: str) -> None:
-        if self.gossip is not None:
+        # a hub connected to its own listener (its operator's account) has nothing to gossip with itself
+        if self.gossip is not None and getattr(conn, "peer_id", None) != self.node.account_id:
             self.gossip.connected(conn)
 
 
