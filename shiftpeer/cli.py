@@ -380,7 +380,8 @@ def _content(text: str | None) -> Any:
 HUB_WITHOUT_CERT = (
     "shiftpeer: warning: the hub {dir} has no certificate (--tls-cert/--tls-key): it will present its\n"
     "  self-signed node certificate, which user nodes refuse (they check the hub's host name against\n"
-    "  --ca or the system's CAs); only nodes dialling it with --peer can sync with it. To fix it, make a\n"
+    "  --ca or the system's CAs) unless they pin its key ('init ... --connect HOST:PORT --hub-id {account}');\n"
+    "  nodes dialling it with --peer sync with it too. For users without the pin, make a\n"
     "  certificate with 'scripts/make-certs OUTDIR --host NAME' (or use one from a CA) and init the hub\n"
     "  again with --tls-cert OUTDIR/NAME.pem --tls-key OUTDIR/NAME.key; give users --ca OUTDIR/ca.pem.\n"
 )
@@ -394,6 +395,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     kwargs = dict(
         user=args.user, hub=args.hub, tls_cert=args.tls_cert, tls_key=args.tls_key, full_peer=args.full_peer,
         listen=args.listen, api=args.api, connect=args.connect, peers=args.peer, ca=args.ca,
+        hub_id=args.hub_id,
     )
     try:
         config = init_node_dir(args.dir, **kwargs)
@@ -407,7 +409,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
         account = load_key(args.dir, config).account_id
     if args.hub and not args.tls_cert:
-        sys.stderr.write(HUB_WITHOUT_CERT.format(dir=args.dir))
+        sys.stderr.write(HUB_WITHOUT_CERT.format(dir=args.dir, account=account))
     print(account)
     return 0
 
@@ -810,6 +812,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--connect", metavar="HOST:PORT")
     init.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
     init.add_argument("--ca", metavar="FILE", help="trust root for the hub's certificate")
+    init.add_argument("--hub-id", metavar="PEER_ID",
+                      help="pin the hub's key: its TLS peer id (tls_peer_id in the hub's config.json; the account "
+                           "id init printed, unless its certificate has an RSA/ECDSA key). Its certificate is "
+                           "then checked by key; with --ca too, by both")
     init.set_defaults(func=cmd_init, needs_node=False)
 
     register = reader(sub.add_parser("register", help="create the account on the hub"))

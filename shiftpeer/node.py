@@ -48,6 +48,7 @@ class NodeSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     ca: str | None = None
+    hub_id: str | None = None  # the hub's peer id, pinned: its certificate is checked by key, not by CA
     user: str | None = None
     config: Any = None  # the NodeConfig it came from, for roles that need more
 
@@ -114,6 +115,7 @@ def settings_from_config(directory: str, config: Any) -> NodeSettings:
         tls_cert=_get(config, "tls_cert"),
         tls_key=_get(config, "tls_key"),
         ca=_get(config, "ca"),
+        hub_id=_get(config, "hub_id"),
         user=_get(config, "user", "user_name", "name"),
         config=config,
     )
@@ -561,14 +563,20 @@ def wrap_tls_server(node: Node, factory: Any) -> Any:
 
 
 def tls_client_endpoint(node: Node, host: str, port: int, kind: str) -> Any:
-    """TCP wrapped in client TLS; a hub's certificate must match its host name under --ca."""
+    """TCP wrapped in client TLS. A hub's certificate must match its host name under --ca (or the system's
+    CAs), and its key the pinned --hub-id when one is given; with --hub-id and no --ca, the key alone."""
     from twisted.internet.endpoints import HostnameEndpoint
 
     from shiftpeer.identity.tls import client_creator
     from shiftpeer.sync.client import tls_client_endpoint as wrap_client_tls
 
-    if kind == "hub":
-        creator = client_creator(tls_material(node), hostname=host, trust_root=node.settings.ca)
+    settings = node.settings
+    if kind == "hub" and settings.hub_id and not settings.ca:
+        # pinned: the hub's key is what counts (a hub without a CA certificate presents a self-signed one)
+        creator = client_creator(tls_material(node), expected_peer_id=settings.hub_id)
+    elif kind == "hub":
+        creator = client_creator(tls_material(node), hostname=host, trust_root=settings.ca,
+                                 expected_peer_id=settings.hub_id)
     else:
         creator = client_creator(tls_material(node))
     return wrap_client_tls(HostnameEndpoint(node.reactor, host, port), creator)

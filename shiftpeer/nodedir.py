@@ -36,7 +36,7 @@ from shiftpeer.identity.certs import (
     key_pem,
     load_cert_chain,
 )
-from shiftpeer.identity.keys import _write_private
+from shiftpeer.identity.keys import _write_private, is_peer_id
 
 log = Logger()
 
@@ -86,6 +86,9 @@ class NodeConfig:
     store_path: str = ""
     key_dir: str = ""
     tls_peer_id: str = ""
+    #: the hub's TLS peer id to pin (``init --hub-id``): its certificate is then checked by key, not by a CA
+    #: and host name, unless ``ca`` is given too (then by both); config.json's optional "hub_id"
+    hub_id: str | None = None
     #: config.json's optional "sync" object, checked: SyncFactory arguments (shiftpeer.sync.config)
     sync: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +112,17 @@ class NodeConfig:
         if self.tls_cert and self.tls_key:
             return CertMaterial.from_files(self.tls_cert, self.tls_key)
         return key or self.load_key()
+
+
+def check_hub_id(hub_id: Any, connect: Any, name: str = "--hub-id") -> None:
+    """A pinned hub id must be a peer id, and pins the hub this node connects to (``--connect``)."""
+    if hub_id is None:
+        return
+    if not is_peer_id(hub_id):
+        raise NodeDirArgumentError(f"{name} {str(hub_id)[:60]!r} is not a peer id: give the hub's TLS peer id "
+                                   "(tls_peer_id in its config.json; usually the account id its init printed)")
+    if connect is None:
+        raise NodeDirArgumentError(f"{name} pins the hub this node connects to: give --connect HOST:PORT too")
 
 
 def check_peers_gossip(peers: list[str], full_peer: bool, hub: bool, name: str = "--peer") -> None:
@@ -174,6 +188,7 @@ def init_node_dir(
     connect: str | None = None,
     peers: Iterable[str] = (),
     ca: str | os.PathLike | None = None,
+    hub_id: str | None = None,
 ) -> NodeConfig:
     """Create a node directory (key, certificate, config) and return its config.
 
@@ -188,6 +203,7 @@ def init_node_dir(
             "letter or digit"
         )
     check_tls_flags(tls_cert, tls_key, hub)
+    check_hub_id(hub_id, connect)
     listen_l = _as_list(listen)
     peers_l = _as_list(peers)
     check_peers_gossip(peers_l, full_peer, hub)
@@ -249,6 +265,8 @@ def init_node_dir(
         "tls_key": rel_key,
         "store": STORE_DIR,
     }
+    if hub_id is not None:
+        doc["hub_id"] = hub_id
     tmp = base / (CONFIG_FILE + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, base / CONFIG_FILE)
@@ -322,6 +340,10 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
     except ValueError as e:
         raise ConfigValueError(f'{cfg}: "sync": {e}') from None
     try:
+        check_hub_id(doc.get("hub_id"), doc["connect"], f'{cfg}: "hub_id"')
+    except NodeDirArgumentError as e:
+        raise ConfigValueError(str(e)) from None
+    try:
         _check_addresses(str(cfg), listen=doc["listen"], api=doc["api"], connect=doc["connect"],
                          peers=doc["peers"])
     except EndpointError as e:
@@ -353,6 +375,7 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         store_path=str(base / doc["store"]),
         key_dir=str(base),
         tls_peer_id=doc["tls_peer_id"],
+        hub_id=doc.get("hub_id"),
         sync=sync,
     )
 

@@ -19,6 +19,7 @@ from shiftpeer.nodedir import (
     CONFIG_FILE,
     ConfigValueError,
     NodeConfig,
+    check_hub_id,
     check_peers_gossip,
     check_tls_flags,
     load_ca_file,
@@ -101,6 +102,7 @@ class Options(usage.Options):
         ["tls-cert", None, None, "Hub only: certificate chain (PEM, leaf first) to present instead of the directory's."],
         ["tls-key", None, None, "Hub only: the private key of --tls-cert (PEM); give both."],
         ["ca", None, None, "Trust root (PEM) for the hub's certificate, instead of the directory's."],
+        ["hub-id", None, None, "Pin the hub's key (its TLS peer id) instead of the directory's pin."],
         *(_limit_option(limit) for limit in LIMITS),
     ]
     optFlags = [
@@ -138,6 +140,8 @@ class Options(usage.Options):
             check_host_port(peer, "--peer")
         hub = self["hub"] or config.hub
         self._check_tls(hub)
+        if self["hub-id"] is not None:
+            _usage(check_hub_id, self["hub-id"], self["connect"] or config.connect)
         peers_from = "--peer" if self["peer"] else f'{os.path.join(config.path, CONFIG_FILE)}: "peers"'
         _usage(check_peers_gossip, self["peer"] or config.peers, self["full-peer"] or config.full_peer,
                hub, peers_from)
@@ -170,6 +174,7 @@ class Options(usage.Options):
             "tls_cert": self["tls-cert"],
             "tls_key": self["tls-key"],
             "ca": self["ca"],
+            "hub_id": self["hub-id"],
         }
         if self["full-peer"]:
             out["full_peer"] = True

@@ -27,7 +27,7 @@ def test_every_flag_is_parsed(node_dir):
     o = parse(
         "--data", node_dir, "--listen", "tcp:7701", "--listen", "tcp6:7702", "--api", "tcp:7780:interface=127.0.0.1",
         "--connect", "hub.example.org:7701", "--peer", "10.0.0.2:7701", "--peer", "[::1]:7703",
-        "--full-peer", "--metrics", "tcp:9101:interface=127.0.0.1",
+        "--full-peer", "--metrics", "tcp:9101:interface=127.0.0.1", "--hub-id", "c" * 52,
     )
     assert o.overrides() == {
         "listen": ["tcp:7701", "tcp6:7702"],
@@ -39,6 +39,7 @@ def test_every_flag_is_parsed(node_dir):
         "tls_cert": None,
         "tls_key": None,
         "ca": None,
+        "hub_id": "c" * 52,
     }
 
 
