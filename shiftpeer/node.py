@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from shiftpeer.api.app import ApiApp
 from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
-from shiftpeer.endpoints import split_host_port  # noqa: F401  (node.split_host_port: the roles use it)
+from shiftpeer.endpoints import split_host_port
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer.tuning import tune_gc
 
@@ -571,12 +571,11 @@ def tls_client_endpoint(node: Node, host: str, port: int, kind: str) -> Any:
     from shiftpeer.sync.client import tls_client_endpoint as wrap_client_tls
 
     settings = node.settings
-    if kind == "hub" and settings.hub_id and not settings.ca:
-        # pinned: the hub's key is what counts (a hub without a CA certificate presents a self-signed one)
-        creator = client_creator(tls_material(node), expected_peer_id=settings.hub_id)
-    elif kind == "hub":
-        creator = client_creator(tls_material(node), hostname=host, trust_root=settings.ca,
-                                 expected_peer_id=settings.hub_id)
+    if kind == "hub":
+        # pinned without --ca, the key alone counts (a hub without a CA certificate presents a self-signed one)
+        by_name = settings.ca or not settings.hub_id
+        creator = client_creator(tls_material(node), hostname=host if by_name else None,
+                                 trust_root=settings.ca, expected_peer_id=settings.hub_id)
     else:
         creator = client_creator(tls_material(node))
     return wrap_client_tls(HostnameEndpoint(node.reactor, host, port), creator)

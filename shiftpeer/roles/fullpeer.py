@@ -160,7 +160,8 @@ class FullPeerRole(_GossipRole):
             log.failure("full peer: neighbour step failed")
 
     def _dial(self, address: str) -> Any:
-        from shiftpeer.node import make_peer_service, split_host_port
+        from shiftpeer.endpoints import split_host_port
+        from shiftpeer.node import make_peer_service
 
         node = self.node
         host, port = split_host_port(address)

@@ -353,17 +353,19 @@ class Store:
         with self.env.begin() as txn:
             return type(name) is str and self._lookup(txn, name) is not None
 
-    def list_databases(self, prefix: str = "") -> list[str]:
-        p = prefix.encode()
-        out = []
-        with self.env.begin() as txn, txn.cursor(db=self._names_db) as cur:
-            if not cur.set_range(p):
-                return out
+    def _names(self, txn: lmdb.Transaction, prefix: bytes) -> Iterator[bytes]:
+        """The database names (keys) under ``prefix``, in order, inside ``txn``."""
+        with txn.cursor(db=self._names_db) as cur:
+            if not cur.set_range(prefix):
+                return
             for k in cur.iternext(values=False):
-                if not k.startswith(p):
-                    break
-                out.append(k.decode())
-        return out
+                if not k.startswith(prefix):
+                    return
+                yield k
+
+    def list_databases(self, prefix: str = "") -> list[str]:
+        with self.env.begin() as txn:
+            return [k.decode() for k in self._names(txn, prefix.encode())]
 
     def database_count(self, prefix: str = "") -> int:
         """How many logical databases there are: O(1) for all of them (LMDB keeps the count of the names
@@ -371,15 +373,7 @@ class Store:
         with self.env.begin() as txn:
             if not prefix:
                 return txn.stat(self._names_db)["entries"]
-            p = prefix.encode()
-            n = 0
-            with txn.cursor(db=self._names_db) as cur:
-                if cur.set_range(p):
-                    for k in cur.iternext(values=False):
-                        if not k.startswith(p):
-                            break
-                        n += 1
-            return n
+            return sum(1 for _ in self._names(txn, prefix.encode()))
 
     def database_sizes(self, prefix: str = "", after: str | None = None,
                        chunk: int = 10_000) -> Iterator[tuple[str, int, int]]:
