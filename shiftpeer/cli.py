@@ -310,6 +310,16 @@ def print_gossip(gossip: dict | None) -> None:
               f"{_short(n.get('peer_id'))}" + (f"  ({', '.join(extra)})" if extra else ""))
 
 
+def hub_line(hub: dict | None) -> str:
+    """Where the node's flows reach a hub: --connect's address, or (a hub without one) the node itself."""
+    if not hub:
+        return "- (no --connect: register, publish and the other flows need a hub)"
+    if hub.get("self"):
+        via = hub.get("dials") or hub.get("listen")
+        return f"this node itself, over its own listener {via} (key pinned; the operator's account)"
+    return str(hub.get("address"))
+
+
 def print_status(st: dict, progress: Progress | None = None, bar: bool = False) -> None:
     """The human view of /v1/status; with ``progress`` (watch), rates, ETAs and bars for what is behind."""
     print(f"account:   {st.get('account')}" + (f" ({st['user']})" if st.get("user") else ""))
@@ -318,6 +328,7 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
     print(f"listen:    {', '.join(st.get('listen', [])) or '-'}")
     if st.get("metrics"):
         print(f"metrics:   {st['metrics']}")
+    print(f"hub:       {hub_line(st.get('hub'))}")
     peers = st.get("peers", [])
     if not peers:
         print("peers:     -")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Callable
 
 from twisted.application.internet import TimerService, backoffPolicy
@@ -22,6 +23,8 @@ from shiftpeer.api.app import ApiApp
 from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
 from shiftpeer.endpoints import split_host_port
+from shiftpeer.selflink import (SELF, RecordingServerEndpoint, SelfEndpoint, hub_target, own_peer_ids,
+                                self_link_creator)
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer.tuning import tune_gc
 
@@ -216,6 +219,7 @@ class SyncService(SequentialMultiService):
             yield maybeDeferred(child.disownServiceParent)
         node.sync_factory = None
         node.peer_clients = {}
+        node.listeners = []
 
     def _abort(self, connections: list) -> None:
         for conn in connections:
@@ -255,6 +259,8 @@ class Node(SequentialMultiService):
         self.store: Any = None  # set by the store service while running
         self.sync_factory: Any = None  # set by the sync service while running (or injected by tests)
         self.peer_clients: dict[str, Any] = {}
+        self.listeners: list[RecordingServerEndpoint] = []   # the --listen endpoints (while sync runs)
+        self.self_link: SelfEndpoint | None = None   # a hub without --connect dials itself (shiftpeer.selflink)
         self.accepted: weakref.WeakSet = weakref.WeakSet()   # every incoming sync protocol built
         self.roles: list[IService] = []
         self.api = ApiApp(self)
@@ -337,26 +343,52 @@ class Node(SequentialMultiService):
         factory = _HookedFactory(self.sync_factory, lambda conn: self.peer_connected(conn, "incoming"),
                                  self.accepted)
         services = []
+        self.listeners = []
         for description in self.settings.listen:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = RecordingServerEndpoint(serverFromString(self.reactor, description), description)
+            self.listeners.append(endpoint)
             svc = StreamServerEndpointService(endpoint, self.wrap_server_factory(factory))
             svc.setName(f"listen {description}")
             services.append(svc)
         return services
 
     def peer_services(self) -> list[IService]:
-        """One reconnecting peer service per --connect hub ("hub") and --peer ("peer"), sync over TLS."""
-        targets = []
-        if self.settings.connect:
-            targets.append(("hub", self.settings.connect))
-        targets.extend(("peer", p) for p in self.settings.peers)
+        """One reconnecting peer service per --connect hub ("hub") and --peer ("peer"), sync over TLS; on a
+        hub without --connect, the "hub" one dials the node's own first listener (``shiftpeer.selflink``)."""
         services = []
+        target = hub_target(self.settings)
+        if target == SELF and self.listeners:
+            self.self_link = SelfEndpoint(self.reactor, self.listeners[0],
+                                          self_link_creator(self, tls_material(self)))
+            svc = make_peer_service(self, self.self_link, "hub", SELF)
+            self.peer_clients[SELF] = svc
+            services.append(svc)
+        targets = [("hub", target)] if target not in (None, SELF) else []
+        targets.extend(("peer", p) for p in self.settings.peers)
         for kind, address in targets:
             host, port = split_host_port(address)
             svc = make_peer_service(self, self.client_endpoint(host, port, kind), kind, address)
             self.peer_clients[address] = svc
             services.append(svc)
         return services
+
+    @cached_property
+    def own_peer_ids(self) -> frozenset[str]:
+        """The peer ids of the node's own connections (the self link's two ends); read once, as the TLS
+        files are (a new certificate takes a restart)."""
+        return own_peer_ids(self, tls_material(self))
+
+    def hub_status(self) -> dict | None:
+        """Where the node's user side finds its hub, for status: its address, whether it is this node itself
+        (and then the listener address it dials), None when it has none."""
+        target = hub_target(self.settings)
+        if target is None:
+            return None
+        if target != SELF:
+            return {"address": target, "self": False}
+        link = self.self_link
+        return {"address": SELF, "self": True, "listen": self.settings.listen[0],
+                "dials": link.dialled if link is not None else None}
 
     def wrap_server_factory(self, factory: Any) -> Any:
         """Wrap the sync factory in server-side mutual TLS (identity provides the context)."""
@@ -441,6 +473,7 @@ class Node(SequentialMultiService):
             "listen": list(self.settings.listen),
             "metrics": getattr(self.metrics_service, "url", None),
             "sync": self.sync_factory is not None,
+            "hub": self.hub_status(),
             "peers": progress.peers(self),
             "connections": connections,
             "databases": databases,

@@ -1,5 +1,7 @@
-"""A hub's operator uses the flows from the hub node itself: the hub, made by ``shiftpeer init`` (its
-account is its certificate's key), connects to its own listener like any user (docs/operators.md)."""
+"""A hub's operator uses the flows from the hub node itself, here with an explicit ``--connect`` to its own
+listener and ``--ca`` (checked by CA and host name, like any user): that keeps working exactly as given,
+with no second, automatic self link. Without ``--connect`` the hub links to itself by itself:
+tests/test_hub_selflink.py (docs/operators.md, *The operator's own account*)."""
 
 from __future__ import annotations
 
@@ -69,6 +71,9 @@ async def test_the_operator_registers_publishes_and_hears_of_comments_on_the_hub
 
     _, msgs = await eventually_async(op_messages, lambda r: r[1].get("unread", 0) >= 1)
     assert [m.get("text") for m in msgs["rows"] if m.get("kind") == "comment"] == ["hi op"]
+    # --connect given: that one hub connection, checked by CA and name, and no self link
+    assert [p["address"] for p in hub.status()["peers"]] == [f"127.0.0.1:{port}"] and hub.self_link is None
+    assert hub.status()["hub"] == {"address": f"127.0.0.1:{port}", "self": False}
     # the connection to itself is not a gossip neighbour, and federation pulls nothing from itself
     gossip = hub.status()["gossip"]
     assert hub.account_id not in {n.get("peer_id") for n in gossip["neighbours"]}, gossip

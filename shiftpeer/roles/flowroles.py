@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from shiftpeer.roles.hub import Hub
 from shiftpeer.roles.userflows import UserFlows
 from shiftpeer.roles.validation import filtering_store_batch, refusal
+from shiftpeer.selflink import hub_target
 
 log = Logger()
 
@@ -108,7 +109,7 @@ class FlowsRole(Service):
         node = self.node
         self.flows = UserFlows(node.store, node.key, node.clock, user=node.settings.user,
                                full_peer=bool(node.settings.full_peer),
-                               connect_wait=CONNECT_WAIT if node.settings.connect else 0.0)
+                               connect_wait=CONNECT_WAIT if hub_target(node.settings) else 0.0)
         self.flows.start()
         from shiftpeer.roles.flowroutes import install_user_routes
 

@@ -91,7 +91,7 @@ class _GossipRole(Service):
 
     def peer_connected(self, conn: Any, kind: str) -> None:
         # a hub connected to its own listener (its operator's account) has nothing to gossip with itself
-        if self.gossip is not None and getattr(conn, "peer_id", None) != self.node.account_id:
+        if self.gossip is not None and getattr(conn, "peer_id", None) not in self.node.own_peer_ids:
             self.gossip.connected(conn)
 
 
