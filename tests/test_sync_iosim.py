@@ -220,3 +220,22 @@ def test_slow_receiver_slows_the_sender():
         settle(env.pump)
     settle(env.pump)
     assert feeder.sent > 10
+
+
+def test_resumed_push_reports_the_peers_checkpoint_as_acknowledged():
+    """A push resumed on a new connection starts from the peer's checkpoint: once caught up its handle says
+    the peer holds everything (seq = the database's head), so status shows no lag and `sync --wait` ends."""
+    env = Env(window=2, batch_changes=5)
+    src = fill(env.cstore, "user/public", 12)
+    first = env.c.push("user/public", "master", live=False)
+    settle(env.pump)
+    assert first.is_caught_up and first.seq == src.update_seq()
+    env.pair.client_tls.transport.loseConnection()
+    env.pump.pump()
+    settle(env.pump)
+    env.connect()
+    again = env.c.push("user/public", "master", live=True)
+    settle(env.pump)
+    assert again.is_caught_up
+    assert again.docs == 0                      # nothing sent twice
+    assert again.seq == src.update_seq()        # was 0 before: lag 12 until the next local change

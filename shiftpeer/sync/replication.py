@@ -384,6 +384,8 @@ class Feeder:
         self.stopped = False
         self.pumping = False
         self.handle = handle    # set for a push we asked for
+        if handle is not None:  # a resumed push: the peer's checkpoint says it already holds everything to `since`
+            handle.seq = max(handle.seq, since)
         self.limit = min(RAMP_FIRST, mgr.batch_changes)   # changes in the next batch (ramps up)
 
     def pump(self) -> None:
@@ -455,6 +457,7 @@ class Feeder:
 
     def _check_push_caught_up(self) -> None:
         if (self.handle is not None and self.caught_up_seq is not None and not self.unacked):
+            self.handle.seq = max(self.handle.seq, self.caught_up_seq)
             self.handle._reach(self.caught_up_seq)
 
     def end(self, error: Optional[SyncError] = None) -> None:
