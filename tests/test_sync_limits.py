@@ -26,7 +26,7 @@ from shiftpeer.sync import AllowAll, RemoteError, SyncFactory, SyncProtocol
 from shiftpeer.sync.limits import MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_PEER, Slots, address_key
 from shiftpeer.sync.testing import MemoryStore, accept_all, connect_pair, peer_id_of
 from test_sync_iosim import settle
-from test_sync_network import Node, until
+from test_sync_network import Node, bounded, until
 
 
 @pytest.fixture
@@ -210,12 +210,6 @@ def test_refusals_are_exported_as_metrics():
 
 
 # ---------------------------------------------------------------- over real TLS on 127.0.0.1
-
-def bounded(awaitable, seconds: float = 10.0) -> Deferred:
-    """``awaitable`` as a Deferred that fails with TimeoutError after ``seconds``: a test fails, never hangs."""
-    d = awaitable if isinstance(awaitable, Deferred) else Deferred.fromCoroutine(awaitable)
-    return d.addTimeout(seconds, reactor)
-
 
 @pytest.fixture
 def hub(tmp_path):
