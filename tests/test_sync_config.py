@@ -12,10 +12,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python import usage
 
 from rel_idle import Client
 from shiftpeer.nodedir import ConfigValueError, init_node_dir, load_node_dir
+from shiftpeer.sync import AllowAll, SyncFactory
 from shiftpeer.sync.config import LIMITS, check_limit
 from shiftpeer.tap import Options, makeService
 from tests.helpers_node import listening_port
@@ -54,6 +56,17 @@ def test_flags_override_the_config_file(tmp_path):
                                          "handshake_timeout": 2.5, "max_connections_per_address": 5}
 
 
+def test_the_network_cap_comes_from_the_file_and_its_flag_wins(tmp_path):
+    """max_connections_per_network in config.json reaches the node's SyncFactory; --max-connections-per-network
+    overrides it for the run."""
+    path = node_dir(tmp_path, sync={"max_connections_per_network": 100})
+    for argv, cap in ((), 100), (("--max-connections-per-network", "300"), 300):
+        node = makeService(parse("--data", path, *argv))
+        assert node.settings.config.sync == {"max_connections_per_network": cap}
+        factory = SyncFactory(None, None, AllowAll(), reactor=Clock(), **node.settings.config.sync)
+        assert factory.limits.per_network == cap
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_configured_cap_is_enforced_by_the_running_node(tmp_path):
     """A node started from a directory whose config.json caps one connection per identity, with the address
@@ -82,6 +95,7 @@ async def test_a_configured_cap_is_enforced_by_the_running_node(tmp_path):
 BAD_CONFIG = [
     ({"max_connections_per_peer": -1}, "max_connections_per_peer must be a whole number of at least 1, not -1"),
     ({"max_connections_per_address": "lots"}, "max_connections_per_address must be a whole number"),
+    ({"max_connections_per_network": 0}, "max_connections_per_network must be a whole number of at least 1, not 0"),
     ({"handshake_timeout": 0}, "handshake_timeout must be a number above 0, not 0"),
     ({"window": 2.5}, "window must be a whole number of at least 1, not 2.5"),
     ({"window": True}, "window must be a whole number"),
@@ -109,6 +123,8 @@ def test_bad_config_values_are_refused_with_a_message(tmp_path, sync, words):
     (("--max-connections-per-peer", "-3"), "--max-connections-per-peer: max_connections_per_peer must be a whole "
                                            "number of at least 1, not '-3'"),
     (("--max-connections-per-address", "0"), "at least 1, not '0'"),
+    (("--max-connections-per-network", "many"), "--max-connections-per-network: max_connections_per_network must "
+                                                "be a whole number of at least 1, not 'many'"),
     (("--frame-timeout", "soon"), "--frame-timeout: frame_timeout must be a number above 0, not 'soon'"),
     (("--docs-per-second", "-5"), "(or null/off for no limit)"),
     (("--window", "1.5"), "--window: window must be a whole number"),

@@ -26,7 +26,7 @@ from shiftpeer.sync import AllowAll, RemoteError, SyncFactory, SyncProtocol
 from shiftpeer.sync.limits import MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_PEER, Slots, address_key
 from shiftpeer.sync.testing import MemoryStore, accept_all, connect_pair, peer_id_of
 from test_sync_iosim import settle
-from test_sync_network import Node, until
+from test_sync_network import Node, bounded, until
 
 
 @pytest.fixture
@@ -82,7 +82,8 @@ def is_open(pair) -> bool:
 
 
 def test_defaults():
-    """A factory caps 8 connections per identity and 64 per address unless told otherwise."""
+    """A factory caps 8 connections per identity and 64 per address unless told otherwise (256 per network:
+    tests/test_sync_limits_network.py)."""
     factory = serving_factory(Clock())
     assert (MAX_CONNECTIONS_PER_PEER, MAX_CONNECTIONS_PER_ADDRESS) == (8, 64)
     assert (factory.limits.per_peer, factory.limits.per_address) == (8, 64)
@@ -206,25 +207,25 @@ def test_refusals_are_exported_as_metrics():
     node = SimpleNamespace(store=None, sync_factory=factory, api=SimpleNamespace(refused={}))
     family = next(m for m in NodeCollector(node).collect() if m.name == "shiftpeer_sync_connections_refused")
     assert {s.labels["limit"]: s.value for s in family.samples if s.name.endswith("_total")} == \
-        {"total": 0, "address": 1, "peer": 0}
+        {"total": 0, "network": 0, "address": 1, "peer": 0}
 
 
 # ---------------------------------------------------------------- over real TLS on 127.0.0.1
 
-def bounded(awaitable, seconds: float = 10.0) -> Deferred:
-    """``awaitable`` as a Deferred that fails with TimeoutError after ``seconds``: a test fails, never hangs."""
-    d = awaitable if isinstance(awaitable, Deferred) else Deferred.fromCoroutine(awaitable)
-    return d.addTimeout(seconds, reactor)
+def serving_node(tmp_path, **caps):
+    """A node listening on 127.0.0.1 over real TLS with these caps and a ``ping`` RPC, for a fixture to yield
+    from: closed after the test."""
+    node = Node(tmp_path / "hub", **caps)
+    node.factory.rpc_handlers["ping"] = lambda conn, args: {"pong": conn.peer_id}
+    pytest_twisted.blockon(Deferred.fromCoroutine(node.listen()))
+    yield node
+    pytest_twisted.blockon(Deferred.fromCoroutine(node.close()))
 
 
 @pytest.fixture
 def hub(tmp_path):
     """A node listening on 127.0.0.1 over real TLS with small caps (3 per identity, 6 per address)."""
-    node = Node(tmp_path / "hub", max_connections_per_peer=3, max_connections_per_address=6)
-    node.factory.rpc_handlers["ping"] = lambda conn, args: {"pong": conn.peer_id}
-    pytest_twisted.blockon(Deferred.fromCoroutine(node.listen()))
-    yield node
-    pytest_twisted.blockon(Deferred.fromCoroutine(node.close()))
+    yield from serving_node(tmp_path, max_connections_per_peer=3, max_connections_per_address=6)
 
 
 @pytest_twisted.ensureDeferred

@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
 from twisted.internet.task import deferLater
 
 from shiftpeer.identity import NodeKey
@@ -28,6 +28,18 @@ async def until(cond, timeout=10.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await deferLater(reactor, 0.002, lambda: None)
+
+
+def bounded(awaitable, seconds: float = 30.0, what: str = "a result") -> Deferred:
+    """``awaitable`` (a Deferred or a coroutine) as a Deferred that fails naming ``what`` after ``seconds``:
+    a test fails saying what it waited for, never hangs."""
+    d = awaitable if isinstance(awaitable, Deferred) else Deferred.fromCoroutine(awaitable)
+
+    def timed_out(failure):
+        failure.trap(TimeoutError)
+        raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+
+    return d.addTimeout(seconds, reactor).addErrback(timed_out)
 
 
 class Node:
@@ -65,9 +77,9 @@ class Node:
 
     async def close(self):
         for svc in self.services:
-            await svc.stopService()
+            await bounded(svc.stopService(), what="a peer service to stop")
         if self.port is not None:
-            await maybeDeferred(self.port.stopListening)
+            await bounded(maybeDeferred(self.port.stopListening), what="the listener to stop")
         for conn in list(self.factory.connections):
             conn.close()
         await until(lambda: not self.factory.connections, what="connections to close")
@@ -196,7 +208,9 @@ async def test_forged_signature_is_refused_over_real_tls(tmp_path):
 @pytest.mark.allow_logged_errors
 @pytest_twisted.ensureDeferred
 async def test_refusals_leave_other_connections_working(tmp_path):
-    """Unauthorised reads/writes are refused by name and a peer sending garbage is dropped; others carry on."""
+    """Unauthorised reads/writes are refused by name and a peer sending garbage is dropped; others carry on.
+    Every wait is bounded: under load this test once hung in the end's stop of ``a``'s peer service, which was
+    reconnecting after the garbage (tests/test_sync_peer_stop.py)."""
     async with Nodes(tmp_path) as nodes:
         policy = StaticPolicy({"*": {"read": ["master"], "write": []}})
         a, b, c = nodes("a"), nodes("b", policy=policy), nodes("c")
@@ -204,15 +218,15 @@ async def test_refusals_leave_other_connections_working(tmp_path):
         src = b.fill("master", 20, "m")
         b.fill("secret", 5, "x")
         a.fill("mine", 3, "y")
-        good = await c.connect(b).when_authenticated()
+        good = await bounded(c.connect(b).when_authenticated(), what="c to connect")
         live = good.pull("master", "feed")
-        await live.caught_up
-        conn = await a.connect(b).when_authenticated()
+        await bounded(live.caught_up, what="c's live pull to catch up")
+        conn = await bounded(a.connect(b).when_authenticated(), what="a to connect")
         with pytest.raises(SyncError) as read:
-            await conn.pull("secret", "stolen").done
+            await bounded(conn.pull("secret", "stolen").done, what="the refused pull to end")
         assert read.value.code == "forbidden" and read.value.db == "secret"
         with pytest.raises(SyncError) as write:
-            await conn.push("mine", "master").done
+            await bounded(conn.push("mine", "master").done, what="the refused push to end")
         assert write.value.code == "forbidden" and write.value.db == "master"
         assert b.factory.counters["refused"] == 2
         conn.transport.write(struct.pack(">I", 5) + b"\xff\xfe\xfd\xfc\xfb")

@@ -13,7 +13,7 @@
 | `shiftpeer_replications_behind` | gauge | | replications not caught up |
 | `shiftpeer_sync_refused_total` | counter | | replication requests refused (policy, unknown database, limits) |
 | `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
-| `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `total` (all listeners), `address` (per IP), `peer` (per identity) |
+| `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `total` (all listeners), `network` (per /24 or /64), `address` (per IP), `peer` (per identity) |
 | `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
 | `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
 | `shiftpeer_databases` | gauge | | logical databases, as of the last count (``shiftpeer.census``) |
@@ -44,6 +44,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from shiftpeer.api.service import url_of
+from shiftpeer.sync.limits import REFUSING_CAPS
 
 MAX_DB_SERIES = 50
 MAX_REPLICATION_SERIES = 200
@@ -98,7 +99,7 @@ class NodeCollector:
         for name, n in sorted(counters.items()):
             if name.startswith("violation."):
                 rejected.add_metric([name[len("violation."):]], n)
-        for limit in ("total", "address", "peer"):
+        for limit in REFUSING_CAPS:
             conns_refused.add_metric([limit], counters.get("connections_refused." + limit, 0))
         for name, n in sorted(counters.items()):
             if name.startswith("rpc_refused."):

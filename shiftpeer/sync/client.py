@@ -94,9 +94,11 @@ class _PeerFactory(Factory):
         self.sync_factory = sync_factory
         self.hook = hook
         self.ended = ended
+        #: the connection of the latest attempt, authenticated or not (SyncPeerService.stopService closes it)
+        self.latest: Optional[SyncProtocol] = None
 
     def buildProtocol(self, addr: Any) -> SyncProtocol:
-        proto = self.sync_factory.build_outgoing(addr)
+        proto = self.latest = self.sync_factory.build_outgoing(addr)
         proto.extra_hooks.append(self.hook)
         if self.ended is not None:
             proto.when_closed().addCallback(lambda _: self.ended(proto))
@@ -132,8 +134,8 @@ class SyncPeerService(ClientService):
         self.last_error_at: Optional[float] = None
         self._clock = reactor
         self._waiting: list[Deferred] = []
-        super().__init__(_ReportingEndpoint(endpoint, lambda f: self._error(why_failed(f))),
-                         _PeerFactory(factory, self._authenticated, self._ended),
+        self._peer_factory = _PeerFactory(factory, self._authenticated, self._ended)
+        super().__init__(_ReportingEndpoint(endpoint, lambda f: self._error(why_failed(f))), self._peer_factory,
                          retryPolicy=retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0),
                          clock=reactor)
         if name:
@@ -161,9 +163,14 @@ class SyncPeerService(ClientService):
             self.connection = None
 
     def stopService(self) -> Deferred:
-        """Stop reconnecting and close the current connection; fires once it is gone."""
-        if self.connection is not None:
-            self.connection.close()
+        """Stop reconnecting and close the current connection; fires once it is gone.
+
+        The connection is closed by SyncProtocol, authenticated or still in its handshake: ClientService's
+        own close (the TLS transport's loseConnection) waits for the protocol to unregister as the transport's
+        producer, which only SyncProtocol.close does, so a stop during a handshake never finished."""
+        conn = self._peer_factory.latest
+        if conn is not None:
+            conn.close()
         return super().stopService()
 
     def when_authenticated(self) -> Deferred:

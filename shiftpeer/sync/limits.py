@@ -1,10 +1,13 @@
-"""Connection caps on the serving side: how many connections one address, and one peer identity, may hold.
+"""Connection caps on the serving side: how many connections one address, one network and one peer identity
+may hold, and all of them together.
 
-Without them any address could open connections until the node ran out of file descriptors, and any
+Without them any address could open connections until the node ran out of file descriptors, any network
+(an IPv6 /64 is 2^64 addresses) could hold every slot of the total cap and keep honest peers out, and any
 authenticated peer could do the same through one key. ``SyncFactory`` counts every connection it accepts
-against its remote address from the moment it is built (before TLS, so a flood costs no handshake) and,
-once the hello arrives and the identity is known, against the peer's id; closing a connection frees both
-slots. The counting is here, the refusing in ``protocol.py`` (docs/protocol.md section 8).
+against its remote address and that address's network from the moment it is built (before TLS, so a flood
+costs no handshake) and, once the hello arrives and the identity is known, against the peer's id; closing a
+connection frees every slot. The counting is here, the refusing in ``protocol.py`` (docs/protocol.md
+section 8); the log lines of refusals go through ``refusallog`` so a flood cannot fill the log.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
+from shiftpeer.sync.refusallog import REFUSAL_LOG_INTERVAL, RefusalLog
+
 log = Logger()
 
 #: Concurrent connections one peer identity may hold on a listener. A node opens one per hub or peer;
@@ -23,12 +28,23 @@ MAX_CONNECTIONS_PER_PEER = 8
 #: Concurrent connections (authenticated or not) from one IP address. Many users may share an address
 #: (NAT, a campus); past this the address needs the operator's say-so (config or ``--max-connections-per-address``).
 MAX_CONNECTIONS_PER_ADDRESS = 64
-#: Concurrent connections all listeners of a node accept in all (authenticated or not): the per-address cap
-#: does not bound many addresses (an IPv6 /64 is 2^64 of them). Room for thousands of users and idle peers
-#: (the reliability benchmark holds 1,000), well under a default file-descriptor limit raised for a server.
+#: Concurrent connections (authenticated or not) from one network: an IPv4 /24 or an IPv6 /64 (what one
+#: site or one customer usually gets), all of loopback counted as one. Four addresses' worth at the address
+#: cap, so a household or office with a few busy NATs fits; a flood then needs 16 networks, not one /64, to
+#: hold the whole ``MAX_CONNECTIONS``. Never below the address cap (see ``ConnectionLimits``).
+MAX_CONNECTIONS_PER_NETWORK = 256
+#: Concurrent connections all listeners of a node accept in all (authenticated or not): the per-address and
+#: per-network caps do not bound many networks. Room for thousands of users and idle peers (the reliability
+#: benchmark holds 1,000), well under a default file-descriptor limit raised for a server.
 MAX_CONNECTIONS = 4096
 #: The error code a peer gets when its identity is over the cap (the address cap closes before TLS: no frame).
 TOO_MANY_CONNECTIONS = "too_many_connections"
+#: The caps that refuse connections, as ``counters["connections_refused.<cap>"]`` and the metrics' ``limit`` label.
+REFUSING_CAPS = ("total", "network", "address", "peer")
+#: Prefix lengths of the network an address is counted in, by IP version.
+NETWORK_PREFIX = {4: 24, 6: 64}
+#: The network every loopback address (127.0.0.0/8, ::1) is counted in: all of them are this host.
+LOOPBACK = "loopback"
 
 
 class Slots:
@@ -63,33 +79,58 @@ class Slots:
 
 class ConnectionLimits:
     """A listener's caps and counts: ``admit_address`` when a connection is accepted, ``admit_peer`` once its
-    identity is known, ``release`` when it closes. Each refusal is logged naming the address or peer and
-    counted in ``counters["connections_refused.address"]`` / ``[".peer"]`` (the metrics read them)."""
+    identity is known, ``release`` when it closes. Each refusal is counted in ``counters["connections_refused"]``
+    and ``[".total"]`` / ``[".network"]`` / ``[".address"]`` / ``[".peer"]`` (the metrics read them) and logged
+    naming the address, network or peer, at most once per ``log_interval`` seconds for each (``RefusalLog``).
+
+    The network cap is never below the address cap: one address is a network's worth too, so raising
+    ``per_address`` for users behind one NAT raises the network cap with it (the benchmark's 1,000 idle
+    connections from 127.0.0.1 need only ``--max-connections-per-address``)."""
 
     def __init__(self, counters: collections.Counter, *, per_peer: Optional[int] = MAX_CONNECTIONS_PER_PEER,
                  per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS,
-                 total: Optional[int] = MAX_CONNECTIONS) -> None:
+                 per_network: Optional[int] = MAX_CONNECTIONS_PER_NETWORK,
+                 total: Optional[int] = MAX_CONNECTIONS, clock: Any = None,
+                 log_interval: float = REFUSAL_LOG_INTERVAL) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.per_peer = per_peer          # None: no cap
         self.per_address = per_address
+        self.per_network = per_network if per_network is None or per_address is None \
+            else max(per_network, per_address)
         self.total = total
         self.open = 0                     # accepted connections not yet closed
         self.peers = Slots()
         self.addresses = Slots()
+        self.networks = Slots()
         self.counters = counters
+        self.refusals = RefusalLog(clock, log, log_interval)
 
     def admit_address(self, address: Optional[str]) -> bool:
         """Count a new accepted connection, from ``address`` (None: not IP, counted only in the total);
-        False past the total cap or the address's."""
+        False past the total cap, the address's or its network's."""
         if self.total is not None and self.open >= self.total:
-            self._refused("total")
-            log.warn("refused a sync connection from {address}: {count} connections are open on this node "
-                     "(max_connections {cap})", address=address or "?", count=self.open, cap=self.total)
+            self._refused("total", "total", "any address", f"max_connections {self.total}",
+                          "refused a sync connection from {address}: {count} connections are open on this node "
+                          "(max_connections {cap})", address=address or "?", count=self.open, cap=self.total)
             return False
-        if address is not None and not self.addresses.acquire(address, self.per_address):
-            self._refused("address")
-            log.warn("refused a sync connection from {address}: {count} connections from that address are "
-                     "open (max_connections_per_address {cap})", address=address,
-                     count=self.addresses.count(address), cap=self.per_address)
+        if address is None:
+            self.open += 1
+            return True
+        if not self.addresses.acquire(address, self.per_address):
+            self._refused("address", address, address, f"max_connections_per_address {self.per_address}",
+                          "refused a sync connection from {address}: {count} connections from that address are "
+                          "open (max_connections_per_address {cap})", address=address,
+                          count=self.addresses.count(address), cap=self.per_address)
+            return False
+        network = network_key(address)
+        if not self.networks.acquire(network, self.per_network):
+            self.addresses.release(address)
+            self._refused("network", "network " + network, f"network {network}",
+                          f"max_connections_per_network {self.per_network}",
+                          "refused a sync connection from {address}: {count} connections from its network "
+                          "{network} are open (max_connections_per_network {cap})", address=address,
+                          network=network, count=self.networks.count(network), cap=self.per_network)
             return False
         self.open += 1
         return True
@@ -98,11 +139,11 @@ class ConnectionLimits:
         """Count an authenticated connection of ``peer_id``; None when admitted, else the text of the refusal."""
         if self.peers.acquire(peer_id, self.per_peer):
             return None
-        self._refused("peer")
         count = self.peers.count(peer_id)
-        log.warn("refused a sync connection from {peer} at {address}: that identity has {count} connections "
-                 "open (max_connections_per_peer {cap})", peer=peer_id, address=address or "?", count=count,
-                 cap=self.per_peer)
+        self._refused("peer", "peer " + peer_id, f"peer {peer_id}", f"max_connections_per_peer {self.per_peer}",
+                      "refused a sync connection from {peer} at {address}: that identity has {count} "
+                      "connections open (max_connections_per_peer {cap})", peer=peer_id, address=address or "?",
+                      count=count, cap=self.per_peer)
         return (f"this node allows at most {self.per_peer} connections per peer and {peer_id} has {count} open; "
                 f"close one before opening another")
 
@@ -113,10 +154,12 @@ class ConnectionLimits:
             self.peers.release(peer_id)
         if address is not None:
             self.addresses.release(address)
+            self.networks.release(network_key(address))
 
-    def _refused(self, which: str) -> None:
+    def _refused(self, which: str, key: str, what: str, why: str, message: str, **fields: Any) -> None:
         self.counters["connections_refused"] += 1
         self.counters["connections_refused." + which] += 1
+        self.refusals.refused(key, what, why, message, **fields)
 
 
 def address_key(addr: Any) -> Optional[str]:
@@ -133,5 +176,18 @@ def address_key(addr: Any) -> Optional[str]:
     return str(mapped or ip)
 
 
-__all__ = ["ConnectionLimits", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_ADDRESS", "MAX_CONNECTIONS_PER_PEER", "TOO_MANY_CONNECTIONS", "Slots",
-           "address_key"]
+def network_key(address: str) -> str:
+    """The network an ``address_key`` is counted in: its IPv4 /24 or IPv6 /64 (``192.0.2.0/24``,
+    ``2001:db8::/64``), ``loopback`` for 127.0.0.0/8 and ::1; a host that is not an IP address is its own."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.is_loopback:
+        return LOOPBACK
+    return str(ipaddress.ip_network((ip, NETWORK_PREFIX[ip.version]), strict=False))
+
+
+__all__ = ["ConnectionLimits", "LOOPBACK", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_ADDRESS",
+           "MAX_CONNECTIONS_PER_NETWORK", "MAX_CONNECTIONS_PER_PEER", "NETWORK_PREFIX", "REFUSING_CAPS",
+           "TOO_MANY_CONNECTIONS", "Slots", "address_key", "network_key"]

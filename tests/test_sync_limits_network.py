@@ -1,0 +1,167 @@
+"""The per-network connection cap (shiftpeer/sync/limits.py): many addresses of one IPv4 /24 or IPv6 /64, or of
+loopback, share one cap, so a flood from one network cannot hold every slot of the total cap.
+
+Deterministic ones with StringTransports; then loopback over real TLS on 127.0.0.1 (clients bound to other
+127/8 source addresses, which are the same host and, as counted, the same network).
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from rel_idle import Client
+from shiftpeer.identity.tls import client_creator
+from shiftpeer.sync import RemoteError, SyncProtocol
+from shiftpeer.sync.client import tls_client_endpoint
+from shiftpeer.sync.limits import (LOOPBACK, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_NETWORK,
+                                   ConnectionLimits, address_key, network_key)
+from test_sync_limits import Silent, accepted, serving_factory, serving_node, warnings  # noqa: F401 (a fixture)
+from test_sync_network import bounded, until
+
+
+def accepted6(factory, host: str):
+    """What the factory builds for a connection from the IPv6 ``host``, connected to a StringTransport."""
+    proto = factory.buildProtocol(IPv6Address("TCP", host, 4000))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def is_served(built) -> bool:
+    proto, transport = built
+    return isinstance(proto, SyncProtocol) and not transport.disconnected
+
+
+def is_dropped_silently(built) -> bool:
+    proto, transport = built
+    return not isinstance(proto, SyncProtocol) and transport.disconnected and transport.value() == b""
+
+
+def test_defaults():
+    """A network may hold 256 connections (four addresses' worth at the address cap of 64) unless told otherwise."""
+    assert (MAX_CONNECTIONS_PER_NETWORK, MAX_CONNECTIONS_PER_ADDRESS) == (256, 64)
+    assert serving_factory(Clock()).limits.per_network == 256
+
+
+def test_network_keys():
+    """IPv4 counts by /24 (an IPv4-mapped address as its IPv4 address), IPv6 by /64 (scope dropped); every
+    loopback address is one network; a host that is not an IP address is its own network."""
+    assert network_key("192.0.2.77") == network_key("192.0.2.1") == "192.0.2.0/24"
+    assert network_key("192.0.3.1") == "192.0.3.0/24"
+    assert network_key(address_key(IPv6Address("TCP", "::ffff:203.0.113.5", 1))) == "203.0.113.0/24"
+    assert network_key("2001:db8::1") == network_key("2001:db8::ffff:1:2:3") == "2001:db8::/64"
+    assert network_key("2001:db8:0:1::1") == "2001:db8:0:1::/64"
+    assert network_key(address_key(IPv6Address("TCP", "fe80::1%eth0", 1))) == "fe80::/64"
+    assert network_key("127.0.0.1") == network_key("127.200.3.4") == network_key("::1") == LOOPBACK
+    assert network_key("some-host") == "some-host"
+
+
+def test_many_addresses_of_one_64_cannot_hold_the_total_cap(warnings):
+    """Connections from ever new addresses of one /64 stop at the network cap, before anything is sent and
+    without taking an address slot; the total cap keeps room for other networks, whose peers are served; the
+    refusal is logged naming the network and counted; closing one frees the network's slot."""
+    factory = serving_factory(Clock(), max_connections=8, max_connections_per_address=1,
+                              max_connections_per_network=4)
+    flood = [accepted6(factory, f"2001:db8::{i:x}") for i in range(1, 5)]
+    assert all(map(is_served, flood))
+    for i in range(5, 40):
+        assert is_dropped_silently(accepted6(factory, f"2001:db8::{i:x}"))
+    assert factory.counters["connections_refused.network"] == 35
+    assert factory.counters["connections_refused"] == 35 and factory.counters["connections_refused.total"] == 0
+    assert factory.limits.addresses.count("2001:db8::5") == 0 and factory.limits.open == 4
+    honest = [accepted6(factory, "2001:db8:0:1::1"), accepted(factory, "198.51.100.1"),
+              accepted(factory, "198.51.100.2"), accepted(factory, "203.0.113.9")]
+    assert all(map(is_served, honest)) and factory.limits.open == 8
+    flood[2][0].connectionLost(Failure(ConnectionDone()))
+    assert factory.limits.networks.count("2001:db8::/64") == 3
+    assert is_served(accepted6(factory, "2001:db8::99"))
+    assert any("refused a sync connection from 2001:db8::5" in w and "network 2001:db8::/64" in w
+               and "max_connections_per_network 4" in w for w in warnings), warnings
+
+
+def test_an_ipv4_24_shares_one_cap_and_its_neighbour_does_not():
+    """192.0.2.1 to .3 fill a /24 capped at 3; 192.0.2.200 is refused, 192.0.3.1 is served."""
+    factory = serving_factory(Clock(), max_connections_per_address=1, max_connections_per_network=3)
+    assert all(is_served(accepted(factory, f"192.0.2.{i}")) for i in (1, 2, 3))
+    assert is_dropped_silently(accepted(factory, "192.0.2.200"))
+    assert is_served(accepted(factory, "192.0.3.1"))
+    assert factory.counters["connections_refused.network"] == 1
+
+
+def test_loopback_is_one_network():
+    """127.0.0.1, other 127/8 addresses and ::1 are one host: they share the network cap."""
+    factory = serving_factory(Clock(), max_connections_per_address=2, max_connections_per_network=4)
+    assert all(is_served(accepted(factory, host)) for host in ("127.0.0.1", "127.0.0.1", "127.0.0.2"))
+    assert is_served(accepted6(factory, "::1"))
+    assert is_dropped_silently(accepted(factory, "127.9.9.9"))
+    assert factory.limits.networks.count(LOOPBACK) == 4
+
+
+def test_the_network_cap_is_never_below_the_address_cap():
+    """An operator who raises the address cap for users behind one address (the benchmark: 1,010 from
+    127.0.0.1) raises the network cap with it; a network cap above the address cap stays as set."""
+    assert ConnectionLimits({}, per_address=1010, per_network=256).per_network == 1010
+    assert ConnectionLimits({}, per_address=64, per_network=300).per_network == 300
+    assert ConnectionLimits({}, per_address=64, per_network=None).per_network is None
+    factory = serving_factory(Clock(), max_connections_per_address=300)
+    assert all(is_served(accepted(factory, "127.0.0.1")) for _ in range(300))
+    assert is_dropped_silently(accepted(factory, "127.0.0.1"))
+    assert factory.counters["connections_refused.address"] == 1
+
+
+def test_defaults_hold_the_address_cap_from_loopback():
+    """With the default caps one loopback address gets its 64 connections (what the tests and tools run on
+    one machine rely on); the 65th is refused by the address cap, not the network's."""
+    factory = serving_factory(Clock())
+    assert all(is_served(accepted(factory, "127.0.0.1")) for _ in range(64))
+    assert is_dropped_silently(accepted(factory, "127.0.0.1"))
+    assert factory.counters["connections_refused.address"] == 1
+    assert factory.counters["connections_refused.network"] == 0
+
+
+# ---------------------------------------------------------------- over real TLS on 127.0.0.1
+
+@pytest.fixture
+def loopback_hub(tmp_path):
+    """A node on 127.0.0.1 over real TLS allowing 2 connections per address and 3 per network."""
+    yield from serving_node(tmp_path, max_connections_per_address=2, max_connections_per_network=3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_tls_loopback_addresses_share_the_network_cap(loopback_hub):
+    """Silent TCP connections from 127.0.0.1 (two) and 127.0.0.2 (one) fill loopback's cap of 3: an
+    authenticated client from 127.0.0.3 is cut before its handshake although its address holds nothing; once
+    one silent connection goes, it is served."""
+    hub = loopback_hub
+    port = hub.port.getHost().port
+    silent = [Silent() for _ in range(3)]
+    for proto, source in zip(silent, ("127.0.0.1", "127.0.0.1", "127.0.0.2")):
+        await bounded(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0)),
+                                      proto))
+    await until(lambda: hub.factory.limits.networks.count(LOOPBACK) == 3, what="three counted connections")
+    carol = Client(reactor, port, hub.id)
+    carol.endpoint = tls_client_endpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=30,
+                                                            bindAddress=("127.0.0.3", 0)),
+                                         client_creator(carol.key, expected_peer_id=hub.id))
+    with pytest.raises(RemoteError, match="closed before the handshake"):
+        await bounded(carol.connect())
+    assert hub.factory.counters["connections_refused.network"] == 1
+    assert hub.factory.limits.addresses.count("127.0.0.3") == 0
+    assert not any(p.lost.called for p in silent)
+    silent[2].transport.loseConnection()
+    await bounded(silent[2].lost)
+    await until(lambda: hub.factory.limits.networks.count(LOOPBACK) == 2, what="the slot to free")
+    conn = await bounded(carol.connect())
+    assert await bounded(conn.call("ping", {})) == {"pong": carol.key.account_id}
+    conn.close()
+    for proto in silent[:2]:
+        proto.transport.loseConnection()
+    await until(lambda: all(p.lost.called for p in silent[:2]), what="the silent connections to close")
