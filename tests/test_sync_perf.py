@@ -327,3 +327,46 @@ async def test_the_verification_processes_request_pipes_are_widened():
     for proc in procs.procs:
         size = fcntl.fcntl(proc.transport.pipes[0].fileno(), fcntl.F_GETPIPE_SZ)
         assert size == (PIPE_BYTES if allowed >= PIPE_BYTES else 65536)
+
+
+def test_a_pull_tells_the_validator_how_many_changes_are_coming():
+    """When the feeder accepts a pull, the puller's manager calls `expect` with the changes between the
+    checkpoint and the source's head (nothing when there are none), before any document arrives."""
+    store = MemoryStore()
+    conn = RecordingConn()
+    expected = []
+    mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), expect=expected.append)
+    rep = mgr.pull("src", "dst", live=False)
+    rid = conn.sent[-1]["rid"]
+    mgr.handle({"t": "accept", "rid": rid, "epoch": "e", "since": 0, "head": 500})
+    assert expected == [500]
+    mgr.handle({"t": "caught_up", "rid": rid, "seq": 0})
+    assert rep.finished
+    mgr.pull("src", "dst", live=False)
+    mgr.handle({"t": "accept", "rid": conn.sent[-1]["rid"], "epoch": "e", "since": 7, "head": 7})
+    assert expected == [500]
+
+
+@pytest_twisted.ensureDeferred
+async def test_expected_large_pulls_start_the_verification_processes(monkeypatch):
+    """warm_verifiers starts the processes when the expected documents would go to them (INLINE_BELOW or
+    more) and leaves them alone for fewer; a SyncFactory with the default validator warms them for a pull."""
+    from shiftpeer.identity import signing
+
+    procs = signing.VerifyProcesses(reactor)
+    monkeypatch.setattr(signing, "verify_processes", lambda r: procs)
+    try:
+        signing.warm_verifiers(reactor, signing.INLINE_BELOW - 1)
+        assert procs.procs == [None] * VERIFY_THREADS
+        signing.warm_verifiers(reactor, signing.INLINE_BELOW)
+        assert all(p is not None and not p.gone for p in procs.procs)
+        started = list(procs.procs)
+        signing.warm_verifiers(reactor, 10_000)          # already running: the same processes
+        assert procs.procs == started
+        assert all(await verify_many(_signed_docs(100)))
+    finally:
+        procs.stop()
+    own = SyncFactory(MemoryStore(), NodeKey.generate(), AllowAll(), reactor=reactor)
+    assert own.expect_docs is not None
+    given = SyncFactory(MemoryStore(), NodeKey.generate(), AllowAll(), reactor=reactor, validator=accept_all)
+    assert given.expect_docs is None

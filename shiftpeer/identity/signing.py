@@ -334,6 +334,11 @@ class VerifyProcesses:
                            for i, j in enumerate(range(0, len(items), size))], consumeErrors=True)
         return d.addCallback(_flatten)
 
+    def start(self) -> None:
+        """Start every process not running yet (each takes ~50 ms to be ready)."""
+        for i in range(len(self.procs)):
+            self._proc(i)
+
     def _ended(self, proc: _VerifyProcess, why: str) -> None:
         if self.stopped:
             return
@@ -382,6 +387,16 @@ def verify_processes(reactor: Any) -> Optional[VerifyProcesses]:
         return None
     return _per_reactor(_processes, reactor, lambda: VerifyProcesses(reactor), lambda procs: not procs.stopped,
                         VerifyProcesses.stop)
+
+
+def warm_verifiers(reactor: Any, expected: int) -> None:
+    """`expected` documents are about to arrive for verify_many: if that many go to the verification
+    processes, start them now, so that the first batch does not wait the ~50 ms they take to start."""
+    if expected < INLINE_BELOW:
+        return
+    procs = verify_processes(reactor)
+    if procs is not None and not procs.broken and not procs.stopped:
+        procs.start()
 
 
 def _check_in_processes(docs: list, procs: VerifyProcesses) -> Deferred:
