@@ -183,13 +183,13 @@ def _count_verifies(monkeypatch):
     import shiftpeer.identity.signing as signing
 
     calls = []
-    real = signing.verify
+    real = signing._valid
 
-    def counting(account_id, msg, sig):
+    def counting(pk, msg, sig):
         calls.append(msg)
-        return real(account_id, msg, sig)
+        return real(pk, msg, sig)
 
-    monkeypatch.setattr(signing, "verify", counting)
+    monkeypatch.setattr(signing, "_valid", counting)
     return calls
 
 

@@ -272,3 +272,101 @@ async def test_verification_falls_back_to_threads_when_its_processes_cannot_star
         assert [i for i, ok in enumerate(results) if not ok] == [3]
     finally:
         shared.broken = False
+
+
+def _worker_request(records):
+    """A verification process request from (public key, signature, message) records."""
+    body = b"".join(len(msg).to_bytes(4, "big") + pk + sig + msg for pk, sig, msg in records)
+    return len(body).to_bytes(4, "big") + body
+
+
+def test_the_verification_program_checks_each_record_in_place():
+    """The verification processes' program, run as they run it: one answer byte per record (1 valid, 0
+    forged or signed by another key), requests answered in order; a record that runs past the end of its
+    request is answered 0 and ends that answer early, without reading outside the request."""
+    import subprocess
+    import sys
+
+    from shiftpeer.identity.signing import _WORKER_SOURCE
+
+    a, b = NodeKey.generate(), NodeKey.generate()
+    good = (a.public_key, a.sign(b"m1"), b"m1")
+    forged = (a.public_key, a.sign(b"m2"), b"m3")
+    foreign = (b.public_key, a.sign(b"m4"), b"m4")
+    big = (b.public_key, b.sign(b"x" * 200_000), b"x" * 200_000)    # grows the program's output buffer
+    truncated = _worker_request([good, good])
+    truncated = (len(truncated) - 4 - 1).to_bytes(4, "big") + truncated[4:-1]   # the last record lacks a byte
+    requests = _worker_request([good, forged, foreign]) + _worker_request([big, good]) + truncated
+    done = subprocess.run([sys.executable, "-c", _WORKER_SOURCE], input=requests, capture_output=True,
+                          timeout=60, check=True)
+    assert done.stdout == b"\0\0\0\3\1\0\0" + b"\0\0\0\2\1\1" + b"\0\0\0\2\1\0"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_verification_processes_request_pipes_are_widened():
+    """Each verification process's request pipe holds PIPE_BYTES where Linux allows it (a request goes in one
+    write), and a batch larger than the pipe still verifies."""
+    import fcntl
+    import sys
+
+    from shiftpeer.identity.signing import PIPE_BYTES
+
+    if not sys.platform.startswith("linux"):
+        pytest.fail("this test runs on Linux (F_GETPIPE_SZ)")
+    with open("/proc/sys/fs/pipe-max-size") as f:
+        allowed = int(f.read())
+    procs = verify_processes(reactor)
+    key = NodeKey.generate()
+    docs = _signed_docs(300, key)
+    for d in docs:                                # ~1.5 MB in all, over one pipe's capacity
+        d["body"]["pad"] = "p" * 5000
+        d["sig"] = sign_doc(key, d["id"], d["rev"], d["body"], False)
+    docs[5]["body"]["pad"] = "q"
+    results = await verify_many(docs)
+    assert [i for i, ok in enumerate(results) if not ok] == [5]
+    for proc in procs.procs:
+        size = fcntl.fcntl(proc.transport.pipes[0].fileno(), fcntl.F_GETPIPE_SZ)
+        assert size == (PIPE_BYTES if allowed >= PIPE_BYTES else 65536)
+
+
+def test_a_pull_tells_the_validator_how_many_changes_are_coming():
+    """When the feeder accepts a pull, the puller's manager calls `expect` with the changes between the
+    checkpoint and the source's head (nothing when there are none), before any document arrives."""
+    store = MemoryStore()
+    conn = RecordingConn()
+    expected = []
+    mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), expect=expected.append)
+    rep = mgr.pull("src", "dst", live=False)
+    rid = conn.sent[-1]["rid"]
+    mgr.handle({"t": "accept", "rid": rid, "epoch": "e", "since": 0, "head": 500})
+    assert expected == [500]
+    mgr.handle({"t": "caught_up", "rid": rid, "seq": 0})
+    assert rep.finished
+    mgr.pull("src", "dst", live=False)
+    mgr.handle({"t": "accept", "rid": conn.sent[-1]["rid"], "epoch": "e", "since": 7, "head": 7})
+    assert expected == [500]
+
+
+@pytest_twisted.ensureDeferred
+async def test_expected_large_pulls_start_the_verification_processes(monkeypatch):
+    """warm_verifiers starts the processes when the expected documents would go to them (INLINE_BELOW or
+    more) and leaves them alone for fewer; a SyncFactory with the default validator warms them for a pull."""
+    from shiftpeer.identity import signing
+
+    procs = signing.VerifyProcesses(reactor)
+    monkeypatch.setattr(signing, "verify_processes", lambda r: procs)
+    try:
+        signing.warm_verifiers(reactor, signing.INLINE_BELOW - 1)
+        assert procs.procs == [None] * VERIFY_THREADS
+        signing.warm_verifiers(reactor, signing.INLINE_BELOW)
+        assert all(p is not None and not p.gone for p in procs.procs)
+        started = list(procs.procs)
+        signing.warm_verifiers(reactor, 10_000)          # already running: the same processes
+        assert procs.procs == started
+        assert all(await verify_many(_signed_docs(100)))
+    finally:
+        procs.stop()
+    own = SyncFactory(MemoryStore(), NodeKey.generate(), AllowAll(), reactor=reactor)
+    assert own.expect_docs is not None
+    given = SyncFactory(MemoryStore(), NodeKey.generate(), AllowAll(), reactor=reactor, validator=accept_all)
+    assert given.expect_docs is None

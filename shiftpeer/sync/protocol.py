@@ -72,7 +72,8 @@ class SyncProtocol(Protocol):
             self, factory.store, factory.policy, factory.validator, factory.counters,
             window=factory.window, batch_changes=factory.batch_changes, store_batch=factory.store_batch,
             max_batch=factory.max_batch, max_replications=factory.max_replications, clock=factory.reactor,
-            rate=RateLimit(factory.docs_per_second, factory.reactor) if factory.docs_per_second else None)
+            rate=RateLimit(factory.docs_per_second, factory.reactor) if factory.docs_per_second else None,
+            expect=factory.expect_docs)
         self._hello_timer: Any = None
         self._frame_timer: Any = None
         self._ready: Deferred | None = None
@@ -550,6 +551,8 @@ class SyncFactory(Factory):
         self.reactor = reactor
         self.roles = tuple(roles)
         self.validator = validator or self._verify_signatures
+        #: told how many changes a pull is about to bring: the default validator starts its processes then
+        self.expect_docs: Optional[Callable[[int], Any]] = None if validator else self._warm_verifiers
         self.peer_id_of = peer_id_of or _default_peer_id_of
         self.window = window
         self.batch_changes = batch_changes
@@ -591,6 +594,10 @@ class SyncFactory(Factory):
     def _verify_signatures(self, docs: list) -> Deferred:
         from shiftpeer.identity.signing import verify_many
         return verify_many(docs, reactor=self.reactor)
+
+    def _warm_verifiers(self, expected: int) -> None:
+        from shiftpeer.identity.signing import warm_verifiers
+        warm_verifiers(self.reactor, expected)
 
 
 class _Refused(Protocol):

@@ -508,7 +508,7 @@ class ReplicationManager:
                  counters: collections.Counter, *, window: int = WINDOW, batch_changes: int = BATCH_CHANGES,
                  store_batch: Optional[Callable[..., Deferred]] = None, backlog_high: Optional[int] = None,
                  max_batch: int = 10000, max_replications: int = MAX_FEEDERS, clock: Any = None,
-                 rate: Optional[RateLimit] = None) -> None:
+                 rate: Optional[RateLimit] = None, expect: Optional[Callable[[int], Any]] = None) -> None:
         self.conn = conn
         self.store = store
         self.policy = policy
@@ -521,6 +521,8 @@ class ReplicationManager:
         self.max_replications = max_replications   # replications this peer may open here (pull or push)
         self.clock = clock
         self.rate = rate                           # documents per second stored from this peer
+        self.expect = expect                       # expect(n): a pull is about to bring ~n changes (the
+                                                   # validator may get ready: SyncFactory starts its processes)
         self.pullers: dict[int, Puller] = {}
         self.feeders: dict[int, Feeder] = {}
         self.pushes: dict[int, tuple[str, Replication]] = {}   # our push rid -> (local db, handle)
@@ -632,6 +634,8 @@ class ReplicationManager:
             # progress for status: the source's head (a feeder that does not send it: its `since`)
             p.handle.remote_seq = max(msg["since"], msg.get("head", 0))
             p.on_accept(msg)
+            if self.expect is not None and p.handle.remote_seq > msg["since"]:
+                self.expect(p.handle.remote_seq - msg["since"])
 
     def _on_changes(self, msg: dict) -> None:
         p = self._puller(msg)
