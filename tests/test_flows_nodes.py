@@ -97,6 +97,9 @@ async def test_flows_through_the_api(nodes):
     assert await feed_ids("alice") == set(ids.values())
     assert await feed_ids("bob") == {ids["public"], ids["group"]}
     assert await feed_ids("carol") == {ids["public"], ids["direct"]}
+    for bad in ("href=not-a-url", "type=bogus"):  # refused, not an empty page (the flows route checks too)
+        code, answer = await api["bob"].request("GET", f"/v1/feed?{bad}")
+        assert code == 400 and answer["code"] == "bad_request", (bad, answer)
     code, refused = await api["carol"].request("GET", "/v1/feed?group=club")
     assert code == 403 and "not a reader" in refused["error"]
 
