@@ -118,8 +118,8 @@ def check_href(href: Any) -> str:
         raise InvalidShift(f"href is longer than {MAX_HREF} characters")
     try:
         return normalize_href(href)
-    except BadHref as e:
-        raise InvalidShift(f"href must be an absolute http:// or https:// URL: {e}") from None
+    except BadHref:
+        raise _bad_href("href", href) from None
 
 
 def check_type(value: Any) -> str:
@@ -137,9 +137,14 @@ def href_lookups(values: Any) -> list[str]:
             raise InvalidShift(f"href filter must be a page URL of at most {MAX_HREF} characters")
         try:
             out.extend(f for f in lookup_forms(h) if f not in out)
-        except BadHref as e:
-            raise InvalidShift(f"href filter must be an absolute http:// or https:// URL: {e}") from None
+        except BadHref:
+            raise _bad_href("href filter", h) from None
     return out
+
+
+def _bad_href(what: str, href: str) -> InvalidShift:
+    return InvalidShift(f"{what} must be an absolute http:// or https:// URL with a host (and a valid port), "
+                        f"got {href[:200]!r}")
 
 
 def check_space(space: Any) -> str:

@@ -24,22 +24,22 @@ ROUTE_FRAGMENT_STARTS = ("/", "!")
 
 
 class BadHref(ValueError):
-    """Not an absolute http(s) URL with a host; the message says what is wrong."""
+    """Not an absolute http(s) URL with a host; the message ("is ...") says what is wrong."""
 
 
 def normalize_href(href: str) -> str:
     """The normal form of an absolute http(s) page URL; BadHref for anything else."""
     if not isinstance(href, str) or not href:
-        raise BadHref("a page URL is required")
+        raise BadHref("is empty: give the page URL")
     try:
         parts = urlsplit(href)
         host = parts.hostname
         port = parts.port
     except ValueError as e:
-        raise BadHref(f"not a valid URL ({e}): {href[:200]!r}") from None
+        raise BadHref(f"is not a valid URL ({e}): {href[:200]!r}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES or not host:
-        raise BadHref(f"not an absolute http:// or https:// URL: {href[:200]!r}")
+        raise BadHref(f"is not an absolute http:// or https:// URL with a host: {href[:200]!r}")
     netloc = f"[{host}]" if ":" in host else host
     userinfo, at, _ = parts.netloc.rpartition("@")
     if at:
