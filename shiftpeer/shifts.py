@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from shiftpeer.ids import new_token
 from shiftpeer.store import InvalidDocument
+from shiftpeer.urls import BadHref, lookup_forms, normalize_href
 
 PRIVATE = "user/private"
 PUBLIC = "user/public"
@@ -31,6 +32,8 @@ DEFAULT_LIMIT = 50
 _SPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 #: Feed filters and the store index each one uses, most selective first.
 FILTER_INDEXES = ("href", "author", "space", "domain", "type")
+#: The document types a feed holds (shifts, comments, hub messages and notices).
+DOC_TYPES = ("shift", "comment", "message", "notice")
 
 log = Logger()
 
@@ -108,19 +111,40 @@ def domain_of(href: str) -> str:
 
 
 def check_href(href: Any) -> str:
-    """Return href when it is an absolute http(s) URL with a host, else raise InvalidShift."""
+    """The normal form (shiftpeer/urls.py) of an absolute http(s) URL with a host, else InvalidShift."""
     if not isinstance(href, str) or not href:
         raise InvalidShift("href is required: the URL of the page the shift modifies")
     if len(href) > MAX_HREF:
         raise InvalidShift(f"href is longer than {MAX_HREF} characters")
     try:
-        parts = urlsplit(href)
-        host = parts.hostname
-    except ValueError as e:
-        raise InvalidShift(f"href is not a valid URL: {e}") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise InvalidShift(f"href must be an absolute http:// or https:// URL, got {href!r}")
-    return href
+        return normalize_href(href)
+    except BadHref:
+        raise _bad_href("href", href) from None
+
+
+def check_type(value: Any) -> str:
+    """Return a document type a feed can ask for, else raise InvalidShift."""
+    if value not in DOC_TYPES:
+        raise InvalidShift(f"type must be one of {', '.join(DOC_TYPES)}, got {str(value)[:100]!r}")
+    return value
+
+
+def href_lookups(values: Any) -> list[str]:
+    """The href index values a feed filter looks up (urls.lookup_forms of each), or InvalidShift."""
+    out: list[str] = []
+    for h in _as_list(values):
+        if not isinstance(h, str) or not h or len(h) > MAX_HREF:
+            raise InvalidShift(f"href filter must be a page URL of at most {MAX_HREF} characters")
+        try:
+            out.extend(f for f in lookup_forms(h) if f not in out)
+        except BadHref:
+            raise _bad_href("href filter", h) from None
+    return out
+
+
+def _bad_href(what: str, href: str) -> InvalidShift:
+    return InvalidShift(f"{what} must be an absolute http:// or https:// URL with a host (and a valid port), "
+                        f"got {href[:200]!r}")
 
 
 def check_space(space: Any) -> str:
@@ -231,6 +255,7 @@ class Shifts:
         if expected is not None and expected != doc.rev:
             raise EditConflict(f"shift {shift_id} is at {doc.rev}, not {expected}: show it again and retry")
         body = dict(doc.body)
+        _renormalize_href(body)
         if "summary" in fields:
             body["summary"] = check_summary(fields["summary"])
         if "content" in fields:
@@ -288,8 +313,9 @@ class Shifts:
                 f"unknown filter(s): {', '.join(sorted(unknown))} (use {', '.join(FILTER_INDEXES)})"
             )
         if "href" in wanted:
-            for h in _as_list(wanted["href"]):
-                check_href(h)
+            wanted["href"] = href_lookups(wanted["href"])
+        if "type" in wanted:
+            wanted["type"] = [check_type(t) for t in _as_list(wanted["type"])]
         if "domain" in wanted:
             wanted["domain"] = [d.lower() for d in _as_list(wanted["domain"])]
         index = next((f for f in FILTER_INDEXES if f in wanted), "all")
@@ -320,6 +346,17 @@ class Shifts:
             ],
             "next_cursor": store_cursor,
         }
+
+
+def _renormalize_href(body: dict) -> None:
+    """Bring a shift stored before href normalization into normal form as its author edits it, so
+    queries by the normal form find it from then on (an href that no longer passes is left alone)."""
+    href = body.get("href")
+    if isinstance(href, str):
+        try:
+            body["href"] = normalize_href(href)
+        except BadHref:
+            pass
 
 
 def check_id(shift_id: Any) -> str:

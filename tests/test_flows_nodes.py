@@ -86,8 +86,11 @@ async def test_flows_through_the_api(nodes):
     await call("alice", "POST", f"/v1/shifts/{ids['public']}/publish", {"public": True})
     published = await call("alice", "POST", f"/v1/shifts/{ids['group']}/publish", {"groups": ["club"]})
     assert published["targets"] == {"group:club": "ok"}
-    direct = await call("alice", "POST", f"/v1/shifts/{ids['direct']}/publish", {"to": ["carol", "nobody"]})
-    assert direct["targets"]["user:carol"] == "ok" and "nobody" in direct["targets"]["user:nobody"]
+    refused = await call("alice", "POST", f"/v1/shifts/{ids['direct']}/publish", {"to": ["carol", "nobody"]},
+                         want=404)
+    assert refused["code"] == "no_user" and "user:nobody" in refused["error"]
+    direct = await call("alice", "POST", f"/v1/shifts/{ids['direct']}/publish", {"to": ["carol"]})
+    assert direct["targets"] == {"user:carol": "ok"}
 
     async def feed_ids(who):
         return {r["id"] for r in (await call(who, "GET", f"/v1/feed?href={href}"))["rows"]}
@@ -97,6 +100,9 @@ async def test_flows_through_the_api(nodes):
     assert await feed_ids("alice") == set(ids.values())
     assert await feed_ids("bob") == {ids["public"], ids["group"]}
     assert await feed_ids("carol") == {ids["public"], ids["direct"]}
+    for bad in ("href=not-a-url", "type=bogus"):  # refused, not an empty page (the flows route checks too)
+        code, answer = await api["bob"].request("GET", f"/v1/feed?{bad}")
+        assert code == 400 and answer["code"] == "bad_request", (bad, answer)
     code, refused = await api["carol"].request("GET", "/v1/feed?group=club")
     assert code == 403 and "not a reader" in refused["error"]
 

@@ -7,6 +7,7 @@ import pytest_twisted
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.identity.signing import sign_doc
+from shiftpeer.roles.names import FlowError
 from shiftpeer.store.revs import compute_rev
 
 HREF = "https://example.org/page"
@@ -72,28 +73,37 @@ async def test_publish_to_group_reaches_members_only(mesh):
 @pytest_twisted.ensureDeferred
 @pytest.mark.allow_logged_errors
 async def test_group_write_refused_for_non_member(mesh):
-    """A user who is not a publishing member cannot deliver to a group, and nothing is stored there."""
+    """A user who is not a publishing member is refused up front, naming the group, while the hub is
+    connected: nothing is written on their node, in the outbox, or on the hub."""
     await mesh.start()
     alice, carol = mesh["alice"], mesh["carol"]
     await alice.flows.group("new", "cats")
     sid = carol.new_shift(HREF)
-    result = await carol.publish(sid, groups=["cats"])
-    assert result["targets"]["group:cats"].startswith("error:")
-    assert "may not publish" in result["targets"]["group:cats"]
+    before = carol.store.database("user/private").get(sid).rev
+    with pytest.raises(FlowError, match="group:cats: you may not publish in group 'cats'") as refused:
+        await carol.publish(sid, groups=["cats"])
+    assert refused.value.code == "forbidden"
+    assert carol.store.database("user/private").get(sid).rev == before
+    assert carol.store.database("user/outbox").get(sid) is None
     assert sid not in mesh.hub.ids("group/cats") and sid not in mesh.hub.ids("shared")
 
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.allow_logged_errors
 async def test_send_to_users_with_an_unknown_recipient(mesh):
-    """Sending to several users stores a copy in each inbox; an unknown name fails only that target."""
+    """Naming a user who does not exist refuses the whole publish up front (nothing changes); sending to
+    several existing users stores a copy in each inbox."""
     await mesh.start()
     alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
     sid = alice.new_shift(HREF)
-    result = await alice.publish(sid, to=["bob", "carol", "nobody"])
-    assert result["targets"]["user:bob"] == "ok"
-    assert result["targets"]["user:carol"] == "ok"
-    assert "no user 'nobody'" in result["targets"]["user:nobody"]
+    before = alice.store.database("user/private").get(sid).rev
+    with pytest.raises(FlowError, match="user:nobody: there is no user 'nobody' on this hub") as refused:
+        await alice.publish(sid, to=["bob", "carol", "nobody"])
+    assert refused.value.code == "no_user"
+    assert alice.store.database("user/private").get(sid).rev == before
+    assert alice.store.database("user/outbox").get(sid) is None
+    result = await alice.publish(sid, to=["bob", "carol"])
+    assert result["targets"] == {"user:bob": "ok", "user:carol": "ok"}
     await eventually(lambda: sid in bob.feed_ids() and sid in carol.feed_ids(), "recipients' feeds")
     assert sid in mesh.hub.ids("inbox/bob") and sid in mesh.hub.ids("inbox/carol")
     await eventually(lambda: sid in mesh.hub.ids("shared"), "shared")
@@ -108,14 +118,22 @@ async def test_send_to_users_with_an_unknown_recipient(mesh):
 @pytest_twisted.ensureDeferred
 @pytest.mark.allow_logged_errors
 async def test_a_refused_recipient_leaves_the_audience_for_good(mesh):
-    """A recipient the hub refused is left out of the signed audience: a later publish does not list it
-    again, and when someone registers that name afterwards, no revision of the shift ever reaches them."""
+    """A recipient named while the hub was down, which the hub refuses on delivery, is left out of the
+    signed audience: a later publish does not list it again, and when someone registers that name
+    afterwards, no revision of the shift ever reaches them."""
     await mesh.start(users=("alice", "bob"))
     alice, bob = mesh["alice"], mesh["bob"]
     sid = alice.new_shift(HREF)
-    first = await alice.publish(sid, to=["bob", "nobody"])
-    assert "no user 'nobody'" in first["targets"]["user:nobody"] and first["targets"]["user:bob"] == "ok"
-    assert first["audience"]["to"] == ["bob"]
+    alice.disconnect()
+    await eventually(lambda: not alice.flows.link.connected, "alice offline")
+    offline = await alice.publish(sid, to=["bob", "nobody"])
+    assert offline["targets"] == {"user:bob": "pending: delivered when the hub is connected",
+                                  "user:nobody": "pending: delivered when the hub is connected"}
+    await alice.connect(mesh.hub)
+    await eventually(lambda: "user:nobody" in alice.flows.publisher.refused(sid), "the hub refused nobody")
+    assert "no user 'nobody'" in alice.flows.publisher.refused(sid)["user:nobody"]
+    first = alice.flows.publisher.current(sid)
+    assert first["body"]["audience"]["to"] == ["bob"]
     await eventually(lambda: bob.feed().get(sid) and bob.feed().get(sid).rev == first["rev"], "bob has it")
     assert bob.feed().get(sid).body["audience"]["to"] == ["bob"]
     await alice.flows.group("new", "x")

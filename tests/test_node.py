@@ -155,6 +155,14 @@ async def test_feed_filters_and_paging(tmp_path):
         assert [r["id"] for r in page1["rows"]] == [ids[4], ids[2]]
         page2 = s.feed({"domain": "a.org", "space": "Notes"}, limit=2, cursor=page1["next_cursor"])
         assert [r["id"] for r in page2["rows"]] == [ids[0]] and page2["next_cursor"] is None
+        # the core route stores and asks in the page URL's normal form, and refuses a bad href or type
+        assert [r["id"] for r in s.feed({"href": "HTTP://A.org:80/0#top"})["rows"]] == [ids[4], ids[2], ids[0]]
+        assert s.show(ids[0]).body["href"] == "http://a.org/0"
+        assert s.show(s.create({"space": "Notes", "href": "HTTP://C.org:80"})["id"]).body["href"] == "http://c.org/"
+        with pytest.raises(InvalidShift, match="type must be one of"):
+            s.feed({"type": "bogus"})
+        with pytest.raises(InvalidShift, match="href filter"):
+            s.feed({"href": "not-a-url"})
         with pytest.raises(InvalidShift):
             s.feed({"colour": "red"})
         with pytest.raises(InvalidShift):

@@ -57,6 +57,9 @@ class Publisher:
         self._unsubscribe = None
         self._lock = DeferredLock()
         self._queued = False
+        #: Why what is not delivered yet waits (None: the hub is connected and this account registered);
+        #: the user flows set it from the hub link.
+        self.pending_note: Callable[[], str | None] = lambda: None
 
     def start(self) -> None:
         """Deliver new revisions of published shifts as they are written."""
@@ -103,15 +106,20 @@ class Publisher:
         return None
 
     # -- publishing ------------------------------------------------------------------------------
+    def check(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
+              to: list[str] = ()) -> tuple[Any, Any, dict]:
+        """What publishing would start from, writing nothing: (database, doc, widened audience); FlowError
+        when no target is named, the shift is not this user's, or a name is malformed."""
+        if not (public or groups or to):
+            raise FlowError("say where to publish: --public, --group NAME or --to USER", "bad_request")
+        db, doc = self._own(shift_id)
+        return db, doc, audience.widen(audience.of(doc.body), public=public, groups=list(groups), to=list(to))
+
     def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
                 to: list[str] = ()) -> Deferred:
         """Widen the audience (earlier targets kept), write the signed revision, deliver; fires with
         ``{id, rev, audience, public, targets: {target: "ok" | "error: ..." | "pending: ..."}}``."""
-        if not (public or groups or to):
-            raise FlowError("say where to publish: --public, --group NAME or --to USER", "bad_request")
-        db, doc = self._own(shift_id)
-        old = audience.of(doc.body)
-        new = audience.widen(old, public=public, groups=list(groups), to=list(to))
+        db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
         body = {**doc.body, "audience": new, "modified": self._clock.seconds()}
         if new["public"] and db.name == PRIVATE:
             rev = self._move_public(doc, body)
@@ -194,15 +202,18 @@ class Publisher:
     @inlineCallbacks
     def _result(self, docid: str, rev: str, aud: dict):
         """The answer to a publish, comment, edit or delete: the revision every target now has (a newer
-        one when refused targets were left out), and a status for each target (``aud``'s refused ones too)."""
+        one when refused targets were left out), and a status for each target (``aud``'s refused ones too;
+        ``public`` too when the audience is public: it goes by replication, pending while the hub is not up)."""
         yield self.flush(docid)
         asked = set(audience.targets(aud))
         cur = self.current(docid)
         if cur is not None and cur["rev"] != rev and not cur["deleted"]:
             rev, aud = cur["rev"], audience.of(cur["body"])
-        status = {}
+        note = self.pending_note()
+        waiting = note or "pending: delivered when the hub is connected"
+        status = {"public": note or "ok"} if aud["public"] else {}
         for t, st in self.targets(docid).items():
-            status[t] = "ok" if st["rev"] == rev else (st["error"] or "pending: delivered when the hub is connected")
+            status[t] = "ok" if st["rev"] == rev else (st["error"] or waiting)
         status.update({t: why for t, why in self.refused(docid).items() if t in asked})
         return {"id": docid, "rev": rev, "audience": aud, "public": aud["public"], "targets": status}
 

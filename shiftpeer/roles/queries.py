@@ -1,4 +1,4 @@
-"""Queries: exact URL (the hot path), domain, author, Space, group, people I follow, my favorites, a thread,
+"""Queries: a page URL in normal form (the hot path, shiftpeer/urls.py), domain, author, Space, group, people I follow, my favorites, a thread,
 each optionally within a created-time range ``[since, until)``.
 
 One engine, ``run``, pages a store index newest first and applies the remaining filters; ``shared``
@@ -15,6 +15,7 @@ from shiftpeer import times
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name, is_name
+from shiftpeer.shifts import InvalidShift, check_type, href_lookups
 from shiftpeer.store.keys import created_seconds
 
 #: Filters that map to a store index, most selective first.
@@ -40,6 +41,13 @@ def check_query(args: Any) -> dict:
         if not all(isinstance(x, str) and 0 < len(x) <= 4096 for x in values) or len(values) > 100:
             raise FlowError(f"filter {k!r} takes a string or a list of strings", "bad_request")
         clean[k] = [x.lower() for x in values] if k == "domain" else values
+    try:  # the same rules as the core feed: href in normal form (shiftpeer/urls.py), a known type
+        if "href" in clean:
+            clean["href"] = href_lookups(clean["href"])
+        if "type" in clean:
+            clean["type"] = [check_type(t) for t in clean["type"]]
+    except InvalidShift as e:
+        raise FlowError(e.message, "bad_request") from None
     limit = args.get("limit", 50)
     if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
         raise FlowError(f"limit must be a whole number from 1 to {MAX_LIMIT}", "bad_request")

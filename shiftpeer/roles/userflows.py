@@ -15,7 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import verify_repl_doc
-from shiftpeer.roles import queries
+from shiftpeer.roles import precheck, queries
 from shiftpeer.roles.authors import AuthorNames
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.policy import UserPolicy
@@ -46,6 +46,7 @@ class UserFlows:
         self.link = HubLink(store, policy=self.policy, full_peer=full_peer, clock=clock, connect_wait=connect_wait)
         self.publisher = Publisher(store, key, clock, self.link.deliver)
         self.link.publisher = self.publisher
+        self.publisher.pending_note = self._pending_note
         self.social = UserSocial(store)
         self.authors = AuthorNames(self.link)
         self.store_batch = filtering_store_batch(lambda db, peer_id, doc: refusal(db, doc))
@@ -71,9 +72,23 @@ class UserFlows:
         name = check_name(name or self.user, "user name")
         return self.link.register(name, token)
 
+    @inlineCallbacks
     def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (), to: list[str] = ()):
-        """Publish publicly, to groups and to users at once; fires with a status per target."""
-        return self.publisher.publish(shift_id, public=public, groups=list(groups), to=list(to))
+        """Publish publicly, to groups and to users at once; fires with a status per target. A connected
+        hub is asked first, and a target it would refuse refuses the publish before anything is written."""
+        groups, to = list(groups), list(to)
+        self.publisher.check(shift_id, public=public, groups=groups, to=to)
+        yield precheck.check_targets(self.link, sorted(set(groups)), sorted(set(to)))
+        result = yield self.publisher.publish(shift_id, public=public, groups=groups, to=to)
+        return result
+
+    def _pending_note(self) -> str | None:
+        """Why undelivered targets wait, for the publish result (None: the hub is up for this account)."""
+        if not self.link.connected:
+            return "pending: delivered when the hub is connected"
+        if not self.link.account.get("name"):
+            return "pending: delivered once this key is registered on the hub ('shiftpeer register')"
+        return None
 
     @inlineCallbacks
     def group(self, action: str, name: str, **args: Any):
