@@ -179,8 +179,13 @@ def test_error_paths_between_real_nodes(registered, capsys):
     status, out, err = run(capsys, "--data", alice, "shift", "publish", sid, "--public")
     assert status == 0
     wait_for(lambda: sid in {r["id"] for r in cli_json(capsys, "--data", bob, "feed")["rows"]}, timeout=20)
+    # bob's node holds no copy of alice's shift but shows it (from the hub): changing it is "not yours"
+    # (403), as docs/api.md says, not "no such shift"
     status, out, err = run(capsys, "--data", bob, "shift", "edit", sid, "--summary", "mine now")
-    assert status == EXIT_ERROR and err.count("\n") == 1
+    assert status == EXIT_ERROR and err.count("\n") == 1 and "only its author may change it" in err
+    status, out, err = run(capsys, "--data", bob, "shift", "delete", sid)
+    assert status == EXIT_ERROR and err.count("\n") == 1 and "only its author may change it" in err
+    assert cli_json(capsys, "--data", bob, "shift", "show", sid)["summary"] == ""
     token = os.path.join(bob, "api.token")
     saved = open(token).read()
     try:

@@ -10,7 +10,7 @@ from twisted.internet.defer import maybeDeferred
 
 from shiftpeer.api.app import PREFIX, TIME_PARAMS, ApiError, ApiRequest, time_range
 from shiftpeer.roles.names import FlowError
-from shiftpeer.shifts import ShiftNotFound
+from shiftpeer.shifts import NotAuthor, ShiftNotFound
 
 STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_registered": 403,
           "not_found": 404, "no_user": 404, "no_group": 404, "name_taken": 409, "already_registered": 409,
@@ -82,6 +82,30 @@ def install_user_routes(api: Any, role: Any) -> None:
 
         return flows().from_hub(sid).addCallback(answer)
 
+    def change(action: str) -> Callable[[ApiRequest], Any]:
+        """Edit or delete a shift. One this node holds no copy of but the hub shows this user (as `shift
+        show` does) is someone else's: 403 not yours, rather than a 404 for a shift the user can see."""
+        def handler(req: ApiRequest) -> Any:
+            sid = req.params["id"]
+            try:
+                if action == "edit":
+                    return req.node.shifts.edit(sid, req.json_object())
+                return req.node.shifts.delete(sid)
+            except ShiftNotFound as e:
+                if not flows().hub_answers:
+                    raise
+                missing = e
+
+            def answer(row: dict | None) -> Any:
+                author = (row or {}).get("body", {}).get("author")
+                if row is None or author == req.node.account_id:
+                    raise missing
+                raise NotAuthor(f"shift {sid} is by {author}; only its author may change it")
+
+            return flows().from_hub(sid).addCallback(answer)
+
+        return handler
+
     def comment(req: ApiRequest) -> Any:
         return flows().comment(req.params["id"], req.json_object().get("text"))
 
@@ -148,6 +172,7 @@ def install_user_routes(api: Any, role: Any) -> None:
 
     routes = [
         ("POST", "/register", register), ("GET", "/shifts/{id}", show), ("POST", "/shifts/{id}/publish", publish),
+        ("PATCH", "/shifts/{id}", change("edit")), ("DELETE", "/shifts/{id}", change("delete")),
         ("POST", "/shifts/{id}/comments", comment), ("GET", "/shifts/{id}/comments", comments),
         ("PATCH", "/comments/{id}", comment_edit), ("PUT", "/comments/{id}", comment_edit),
         ("DELETE", "/comments/{id}", comment_delete),
