@@ -125,11 +125,29 @@ def print_shift(shift: dict) -> None:
     print(f"content:   {json.dumps(shift.get('content', {}), sort_keys=True)}")
 
 
-def print_feed(result: dict) -> None:
+def author_names(client: ApiClient, rows: list[dict]) -> dict[str, str]:
+    """{account id: user name} for the authors of ``rows`` (GET /v1/names), to show people names rather
+    than ids; empty when the node cannot say (no hub, or a node without the route)."""
+    ids = sorted({r["author"] for r in rows if isinstance(r.get("author"), str)})[:100]
+    if not ids:
+        return {}
+    try:
+        return client.call("GET", "/names", query={"id": ids}).get("names") or {}
+    except CliError:
+        return {}
+
+
+def _who(account_id: Any, names: dict[str, str]) -> str:
+    """A user's name when known, else the start of the account id."""
+    return names.get(account_id) or _short(account_id)
+
+
+def print_feed(result: dict, names: dict[str, str] | None = None) -> None:
     rows = result.get("rows", [])
     for s in rows:
         if s.get("type") == "comment":
-            print(f"{s.get('id')}  {_when(s.get('created'))}  comment by {_short(s.get('author'))}: {s.get('text', '')}")
+            who = _who(s.get("author"), names or {})
+            print(f"{s.get('id')}  {_when(s.get('created'))}  comment by {who}: {s.get('text', '')}")
         else:
             print(f"{s.get('id')}  {_when(s.get('created'))}  {s.get('space')}  {s.get('href')}  {s.get('summary', '')}")
     if not rows:
@@ -502,7 +520,11 @@ def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
             query[flag] = "1"
     query.update(_time_range(args))
     result = client.call("GET", "/feed", query=query)
-    print_json(result) if args.json else print_feed(result)
+    if args.json:
+        print_json(result)
+    else:
+        comments = [r for r in result.get("rows", []) if r.get("type") == "comment"]
+        print_feed(result, author_names(client, comments))
     return 0
 
 
@@ -767,9 +789,11 @@ def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        for m in result.get("rows", []):
+        rows = result.get("rows", [])
+        names = author_names(client, [m for m in rows if not m.get("from")])
+        for m in rows:
             mark = " " if m.get("read") else "*"
-            who = m.get("from") or m.get("author", "")
+            who = m.get("from") or _who(m.get("author"), names)
             print(f"{mark} {_when(m.get('created'))}  {who}  {m.get('text', '')}")
         if not result.get("rows"):
             print("(no messages)")

@@ -16,6 +16,7 @@ STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_regist
           "not_found": 404, "no_user": 404, "no_group": 404, "name_taken": 409, "already_registered": 409,
           "already_member": 409, "conflict": 409}
 FEED_PARAMS = ("href", "domain", "space", "author", "group", "thread", "type")
+MAX_NAMES = 100   # account ids per GET /v1/names (one hub call)
 
 
 def _refusal(f: Any) -> Any:
@@ -147,6 +148,14 @@ def install_user_routes(api: Any, role: Any) -> None:
         return d.addCallback(lambda a: {"rows": [shift_view(r, a["source"]) for r in a["rows"]],
                                         "next_cursor": a["next_cursor"], "source": a["source"]})
 
+    def names(req: ApiRequest) -> Any:
+        """The names of account ids, for showing who wrote a comment or notice (best effort: ids the hub
+        has no name for, or that cannot be asked now, are left out)."""
+        ids = req.query.get("id", [])
+        if set(req.query) - {"id"} or not 1 <= len(ids) <= MAX_NAMES:
+            raise ApiError(400, f"give 1-{MAX_NAMES} account ids as id=ID (repeated)")
+        return flows().authors.names_of(ids).addCallback(lambda found: {"names": found})
+
     def messages(req: ApiRequest) -> Any:
         return flows().messages(limit=_limit(req), cursor=req.arg("cursor"),
                                 unread_only=_flag(req, "unread"))
@@ -178,7 +187,8 @@ def install_user_routes(api: Any, role: Any) -> None:
         ("DELETE", "/comments/{id}", comment_delete),
         ("POST", "/shifts/{id}/favorite", favorite), ("POST", "/follows", follow),
         ("POST", "/groups", group_action("new")), ("GET", "/groups/{name}/members", group_action("members")),
-        ("GET", "/feed", feed), ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),
+        ("GET", "/feed", feed), ("GET", "/names", names),
+        ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),
         ("POST", "/notices", notice), ("POST", "/hub/invites", hub_invite),
     ]
     routes += [("POST", f"/groups/{{name}}/{a}", group_action(a)) for a in ("invite", "join", "leave", "remove", "level")]
