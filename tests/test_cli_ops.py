@@ -306,5 +306,5 @@ def test_backup_and_status_need_a_node_directory(tmp_path, capsys):
     capsys.readouterr()
     status, out, err = run(capsys, "--data", d, "backup", str(tmp_path / "x.mdb"))
     assert status == EXIT_ERROR and "start the node once" in err
-    status, out, err = run(capsys, "--data", d, "sync", "--wait")
-    assert status == EXIT_NOT_RUNNING
+    status, out, err = run(capsys, "--data", d, "sync", "--wait", "--timeout", "0.3")
+    assert status == EXIT_NOT_RUNNING and "no node is running" in err and "(waited 0.3s)" in err
