@@ -1,7 +1,8 @@
 """The ``shiftpeer`` command: makes node directories and drives a running node through its local API.
 
 It imports nothing from Twisted and talks HTTP with urllib, so each call starts fast. Exit status:
-0 success, 1 the node refused or failed the request, 2 bad command line, 3 no node is running for DIR.
+0 success, 1 the node refused or failed the request, 2 bad command line, 3 no node is running for DIR,
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import urllib.parse
 import urllib.request
 from typing import Any, Sequence
 
-from shiftpeer import times
+from shiftpeer import __version__, jsontext, times
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 TIMEOUT = 30.0
 
 
@@ -36,16 +38,29 @@ class CliError(Exception):
 # -- talking to the node ------------------------------------------------------------------------
 
 
+#: The file every node directory has (shiftpeer.nodedir.CONFIG_FILE; not imported: the CLI starts fast).
+CONFIG_FILE = "config.json"
+
+
+def check_node_dir(directory: str) -> None:
+    """Exit 2 with what to do when ``directory`` is not a node directory (missing, or neither a config.json
+    nor a running node's api.url), so a wrong --data is not mistaken for a node that is not running."""
+    if not os.path.isdir(directory):
+        raise CliError(
+            f"{directory} is not a node directory: make one with 'shiftpeer init {directory} --user NAME'",
+            EXIT_USAGE,
+        )
+    if not any(os.path.isfile(os.path.join(directory, name)) for name in (CONFIG_FILE, "api.url")):
+        raise CliError(f"{directory} is not a shiftpeer node directory (it has no {CONFIG_FILE}): "
+                       "give --data the directory 'shiftpeer init' made", EXIT_USAGE)
+
+
 class ApiClient:
     """A minimal JSON client for the node's local API, found through DIR/api.url and DIR/api.token."""
 
     def __init__(self, directory: str):
         self.directory = directory
-        if not os.path.isdir(directory):
-            raise CliError(
-                f"{directory} is not a node directory: make one with 'shiftpeer init {directory} --user NAME'",
-                EXIT_USAGE,
-            )
+        check_node_dir(directory)
         self._not_running = (
             f"no node is running for {directory}: start it with 'twistd -n shiftpeer --data {directory}'"
         )
@@ -88,6 +103,42 @@ class ApiClient:
             raise CliError(f"the node at {self.url} did not answer within {TIMEOUT:.0f}s") from None
 
 
+#: How long `sync --wait` without --timeout waits for a node that is not running (yet) to answer.
+START_WAIT = 30.0
+
+
+class StartingNodeClient:
+    """The API of a node that may still be starting: twistd was just launched and has not written
+    api.url yet (or a stale one from a killed node is still there). Each call retries, re-reading the
+    node directory, until the node answers or ``patience`` seconds have passed since it first did not."""
+
+    POLL = 0.1
+
+    def __init__(self, directory: str, patience: float):
+        check_node_dir(directory)
+        self.directory = directory
+        self.patience = patience
+
+    def call(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
+        """ApiClient.call, waiting (bounded) while no node is running for the directory."""
+        deadline = None
+        while True:
+            try:
+                return ApiClient(self.directory).call(method, path, body, query)
+            except CliError as e:
+                if e.status != EXIT_NOT_RUNNING:
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.patience
+                    sys.stderr.write(f"waiting for the node for {self.directory} to start "
+                                     f"(up to {self.patience:g}s)\n")
+                    sys.stderr.flush()
+                if now >= deadline:
+                    raise CliError(f"{e.message} (waited {self.patience:g}s)", EXIT_NOT_RUNNING) from None
+            time.sleep(self.POLL)
+
+
 def _error_message(e: urllib.error.HTTPError) -> str:
     try:
         message = json.loads(e.read()).get("error")
@@ -125,11 +176,29 @@ def print_shift(shift: dict) -> None:
     print(f"content:   {json.dumps(shift.get('content', {}), sort_keys=True)}")
 
 
-def print_feed(result: dict) -> None:
+def author_names(client: ApiClient, rows: list[dict]) -> dict[str, str]:
+    """{account id: user name} for the authors of ``rows`` (GET /v1/names), to show people names rather
+    than ids; empty when the node cannot say (no hub, or a node without the route)."""
+    ids = sorted({r["author"] for r in rows if isinstance(r.get("author"), str)})[:100]
+    if not ids:
+        return {}
+    try:
+        return client.call("GET", "/names", query={"id": ids}).get("names") or {}
+    except CliError:
+        return {}
+
+
+def _who(account_id: Any, names: dict[str, str]) -> str:
+    """A user's name when known, else the start of the account id."""
+    return names.get(account_id) or _short(account_id)
+
+
+def print_feed(result: dict, names: dict[str, str] | None = None) -> None:
     rows = result.get("rows", [])
     for s in rows:
         if s.get("type") == "comment":
-            print(f"{s.get('id')}  {_when(s.get('created'))}  comment by {_short(s.get('author'))}: {s.get('text', '')}")
+            who = _who(s.get("author"), names or {})
+            print(f"{s.get('id')}  {_when(s.get('created'))}  comment by {who}: {s.get('text', '')}")
         else:
             print(f"{s.get('id')}  {_when(s.get('created'))}  {s.get('space')}  {s.get('href')}  {s.get('summary', '')}")
     if not rows:
@@ -273,8 +342,9 @@ def print_databases(st: dict) -> None:
     else:
         line = f"{totals['count']:,}"
         if totals.get("docs") is not None:
-            line += f" holding {totals['docs']:,} docs (counted {_ago(st, totals.get('as_of'))}" \
-                    f" in {totals.get('seconds') or 0:.1f}s)"
+            # the total is a snapshot (a count runs at most every minute or so); the rows below are live
+            line += f" holding {totals['docs']:,} docs at the last count, {_ago(st, totals.get('as_of'))}" \
+                    f" (took {totals.get('seconds') or 0:.1f}s; the counts below are current)"
         if totals.get("scanning"):
             again = "counting again" if totals.get("docs") is not None else "counting their documents"
             line += f", {again} ({totals.get('scanned') or 0:,} read)"
@@ -378,7 +448,7 @@ def _content(text: str | None) -> Any:
     if text is None:
         return None
     try:
-        value = json.loads(text)
+        value = jsontext.loads(text)
     except ValueError as e:
         raise CliError(f"--content is not valid JSON ({e}); e.g. --content '{{\"text\": \"hi\"}}'", EXIT_USAGE) from None
     if not isinstance(value, dict):
@@ -393,8 +463,9 @@ HUB_WITHOUT_CERT = (
     "  self-signed node certificate, which user nodes refuse (they check the hub's host name against\n"
     "  --ca or the system's CAs) unless they pin its key ('init ... --connect HOST:PORT --hub-id {account}');\n"
     "  nodes dialling it with --peer sync with it too. For users without the pin, make a\n"
-    "  certificate with 'scripts/make-certs OUTDIR --host NAME' (or use one from a CA) and init the hub\n"
-    "  again with --tls-cert OUTDIR/NAME.pem --tls-key OUTDIR/NAME.key; give users --ca OUTDIR/ca.pem.\n"
+    "  certificate with 'scripts/make-certs OUTDIR --host NAME' (or use one from a CA), start the hub\n"
+    "  with 'twistd shiftpeer --data {dir} --tls-cert OUTDIR/NAME.pem --tls-key OUTDIR/NAME.key' (on every\n"
+    "  start; or init a new hub directory with those flags) and give users --ca OUTDIR/ca.pem.\n"
 )
 
 
@@ -502,7 +573,11 @@ def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
             query[flag] = "1"
     query.update(_time_range(args))
     result = client.call("GET", "/feed", query=query)
-    print_json(result) if args.json else print_feed(result)
+    if args.json:
+        print_json(result)
+    else:
+        comments = [r for r in result.get("rows", []) if r.get("type") == "comment"]
+        print_feed(result, author_names(client, comments))
     return 0
 
 
@@ -513,6 +588,21 @@ def _time_range(args: argparse.Namespace) -> dict:
     except times.BadTime as e:
         raise CliError(str(e), EXIT_USAGE) from None
     return {name: repr(value) for name in ("since", "until") if (value := getattr(args, name)) is not None}
+
+
+#: The API's page size bounds (shiftpeer.shifts.MAX_LIMIT; not imported: it pulls in Twisted).
+MAX_LIMIT = 500
+
+
+def _limit_arg(text: str) -> int:
+    """argparse type of --limit: a page size the node accepts, so a bad one is a usage error (exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, not {text!r}")
+    return n
 
 
 def _time_arg(text: str) -> float:
@@ -618,6 +708,14 @@ def cmd_sync(client: ApiClient, args: argparse.Namespace) -> int:
             if not r.get("caught_up") or r.get("lag"):
                 print(f"  {_flow(r)}: " + progress_line(r.get("seq", 0), r.get("remote_seq", 0), None, None, False))
     return 0
+
+
+def cmd_sync_dir(args: argparse.Namespace) -> int:
+    """`sync`: with --wait, a node that is still starting is waited for (within --timeout, else START_WAIT),
+    so `twistd ... & shiftpeer sync --wait` works; without --wait, a node not running is exit 3 at once."""
+    if not args.wait:
+        return cmd_sync(ApiClient(args.data), args)
+    return cmd_sync(StartingNodeClient(args.data, START_WAIT if args.timeout is None else args.timeout), args)
 
 
 def cmd_invite(client: ApiClient, args: argparse.Namespace) -> int:
@@ -767,9 +865,11 @@ def cmd_messages(client: ApiClient, args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        for m in result.get("rows", []):
+        rows = result.get("rows", [])
+        names = author_names(client, [m for m in rows if not m.get("from")])
+        for m in rows:
             mark = " " if m.get("read") else "*"
-            who = m.get("from") or m.get("author", "")
+            who = m.get("from") or _who(m.get("author"), names)
             print(f"{mark} {_when(m.get('created'))}  {who}  {m.get('text', '')}")
         if not result.get("rows"):
             print("(no messages)")
@@ -802,6 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="shiftpeer", description="Make shiftpeer nodes and drive a running one.")
     p.add_argument("--data", metavar="DIR", default=os.environ.get("SHIFTPEER_DATA"),
                    help="node directory (default: $SHIFTPEER_DATA)")
+    p.add_argument("--version", action="version", version=f"shiftpeer {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -869,7 +970,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--type", metavar="TYPE", help="only documents of this type: shift (the default) or comment")
     feed.add_argument("--following", action="store_true", help="only authors you follow")
     feed.add_argument("--favorites", action="store_true", help="only shifts you favorited")
-    feed.add_argument("--limit", type=int, default=50, metavar="N")
+    feed.add_argument("--limit", type=_limit_arg, default=50, metavar="N", help=f"rows per page (1-{MAX_LIMIT})")
     feed.add_argument("--since", type=_time_arg, metavar="T",
                       help=f"created at or after T: seconds since the epoch or ISO 8601 with a zone ({times.EXAMPLE})")
     feed.add_argument("--until", type=_time_arg, metavar="T", help="created before T (same forms as --since)")
@@ -922,7 +1023,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     messages = reader(sub.add_parser("messages", help="your messages and notices, newest first"))
     messages.add_argument("--unread", action="store_true", help="only those not yet read")
-    messages.add_argument("--limit", type=int, default=50, metavar="N")
+    messages.add_argument("--limit", type=_limit_arg, default=50, metavar="N", help=f"rows per page (1-{MAX_LIMIT})")
     messages.add_argument("--cursor", metavar="CURSOR", help="next_cursor of the previous page")
     messages.add_argument("--mark-read", action="store_true", help="mark every message read")
     messages.set_defaults(func=cmd_messages)
@@ -932,16 +1033,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refresh every SECONDS (default 2) until interrupted")
     status.add_argument("--databases", metavar="PREFIX",
                         help="also list the databases whose names start with PREFIX ('*' for all), a page at a time")
-    status.add_argument("--limit", type=int, metavar="N", help="with --databases: at most N per page (1-500, default 100)")
+    status.add_argument("--limit", type=_limit_arg, metavar="N",
+                        help="with --databases: at most N per page (1-500, default 100)")
     status.add_argument("--after", metavar="NAME", help="with --databases: the page after NAME (the 'next' shown)")
     status.set_defaults(func=cmd_status)
 
-    sync = reader(sub.add_parser("sync", help="replication progress; --wait follows it until in step"))
+    sync = reader(sub.add_parser("sync", help="replication progress (exit 0 in step or not); --wait follows it "
+                                              "until in step"))
     sync.add_argument("--wait", action="store_true",
                       help="wait until every peer is connected and every replication caught up, "
-                           "with a progress bar on a terminal")
-    sync.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up (exit 1) after this")
-    sync.set_defaults(func=cmd_sync)
+                           "with a progress bar on a terminal (a node still starting is waited for)")
+    sync.add_argument("--timeout", type=float, metavar="SECONDS",
+                      help="with --wait: give up after this (exit 1; exit 3 if the node never answered)")
+    sync.set_defaults(func=cmd_sync_dir, needs_node=False, needs_data=True)
 
     invite_token = reader(sub.add_parser("invite", help="hub operators: make a one-use registration token"))
     invite_token.set_defaults(func=cmd_invite)
@@ -979,6 +1083,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.status
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, not a traceback. The terminal echoed ^C without a line break.
+        sys.stderr.write(("\n" if sys.stderr.isatty() else "") + f"shiftpeer: {args.command} interrupted; "
+                         "a request it had sent may still complete on the node (see 'shiftpeer status')\n")
+        return EXIT_INTERRUPTED
     return status
 
 

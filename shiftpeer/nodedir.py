@@ -150,7 +150,7 @@ def load_tls_files(tls_cert: str | os.PathLike | None, tls_key: str | os.PathLik
     try:
         return CertMaterial.from_files(tls_cert, tls_key)
     except (CertificateError, KeyFileError) as e:
-        raise NodeDirError(f"hub TLS certificate/key: {e}") from None
+        raise NodeDirArgumentError(f"hub TLS certificate/key: {e}") from None
 
 
 def load_ca_file(ca: str | os.PathLike | None) -> list | None:
@@ -160,7 +160,7 @@ def load_ca_file(ca: str | os.PathLike | None) -> list | None:
     try:
         return load_cert_chain(ca)
     except CertificateError as e:
-        raise NodeDirError(f"--ca: {e}") from None
+        raise NodeDirArgumentError(f"--ca: {e}") from None
 
 
 def _as_list(values: Iterable[str] | str | None) -> list[str]:

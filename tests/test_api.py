@@ -71,6 +71,34 @@ async def test_bad_json_bad_fields_unknown_routes(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_numbers_json_has_not_got_are_bad_input_not_a_crash(node):
+    """NaN, Infinity and numbers too large for a float (1e999) in any JSON body answer 400 like other bad
+    JSON, change nothing and log no failure (the autouse fixture fails the test on a logged error)."""
+    c = await client_for(node)
+    for number in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+        body = b'{"space": "Notes", "href": "http://e.org/", "content": {"n": [' + number + b"]}}"
+        code, answer = await c.request("POST", "/v1/shifts", raw=body)
+        assert code == 400 and "not valid JSON" in answer["error"] and "finite" in answer["error"], answer
+    assert node.store.database("user/private").doc_count() == 0
+    code, made = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "http://e.org/", "content": {}})
+    code, answer = await c.request("PATCH", f"/v1/shifts/{made['id']}", raw=b'{"content": {"n": NaN}}')
+    assert code == 400 and "finite" in answer["error"]
+    code, shown = await c.request("GET", f"/v1/shifts/{made['id']}")
+    assert shown["rev"] == made["rev"] and shown["content"] == {}
+    code, made = await c.request("POST", "/v1/shifts", raw=b'{"space": "Notes", "href": "http://e.org/", '
+                                                          b'"content": {"small": 1e-999, "big": 1e300}}')
+    assert code == 201, made
+
+
+@pytest_twisted.ensureDeferred
+async def test_path_segments_reach_handlers_decoded(node):
+    """A percent-encoded id reaches the handler (and its error message) as the client meant it."""
+    c = await client_for(node)
+    code, body = await c.request("GET", "/v1/shifts/a%20b")
+    assert code in (400, 404) and "a b" in body["error"] and "%20" not in body["error"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_create_edit_show_delete_through_http(node):
     """A shift created over HTTP reaches the feed; edit, show and delete work; then it is gone (404)."""
     c = await client_for(node)

@@ -193,8 +193,11 @@ def test_error_paths(running, capsys):
     assert status == EXIT_ERROR and "no-such-shift" in err and err.count("\n") == 1
     status, out, err = run(capsys, "--data", d, "shift", "publish", "x")
     assert status == EXIT_USAGE and "--public" in err
-    status, out, err = run(capsys, "--data", d, "feed", "--limit", "0")
-    assert status == EXIT_ERROR and "limit" in err
+    for limit in ("0", "501", "ten"):   # a bad command-line value: exit 2, as for any other
+        status, out, err = run(capsys, "--data", d, "feed", "--limit", limit)
+        assert status == EXIT_USAGE and "--limit: must be a whole number from 1 to 500" in err and out == ""
+    status, out, err = run(capsys, "--data", d, "messages", "--limit", "0")
+    assert status == EXIT_USAGE and "--limit" in err
 
 
 def test_node_not_running(tmp_path, capsys):

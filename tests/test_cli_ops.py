@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from shiftpeer.cli import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, main
+from shiftpeer.cli import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, ApiClient, CliError, main
 from shiftpeer.identity.makecerts import main as make_certs
 from shiftpeer.store import SCHEMA_VERSION
 from tests.test_cli import DEADLINE, TWISTD, _answers, _env, run, stop_node, wait_for
@@ -179,8 +179,13 @@ def test_error_paths_between_real_nodes(registered, capsys):
     status, out, err = run(capsys, "--data", alice, "shift", "publish", sid, "--public")
     assert status == 0
     wait_for(lambda: sid in {r["id"] for r in cli_json(capsys, "--data", bob, "feed")["rows"]}, timeout=20)
+    # bob's node holds no copy of alice's shift but shows it (from the hub): changing it is "not yours"
+    # (403), as docs/api.md says, not "no such shift"
     status, out, err = run(capsys, "--data", bob, "shift", "edit", sid, "--summary", "mine now")
-    assert status == EXIT_ERROR and err.count("\n") == 1
+    assert status == EXIT_ERROR and err.count("\n") == 1 and "only its author may change it" in err
+    status, out, err = run(capsys, "--data", bob, "shift", "delete", sid)
+    assert status == EXIT_ERROR and err.count("\n") == 1 and "only its author may change it" in err
+    assert cli_json(capsys, "--data", bob, "shift", "show", sid)["summary"] == ""
     token = os.path.join(bob, "api.token")
     saved = open(token).read()
     try:
@@ -191,6 +196,34 @@ def test_error_paths_between_real_nodes(registered, capsys):
     finally:
         with open(token, "w") as f:
             f.write(saved)
+
+
+def test_comments_and_notices_show_names_where_the_hub_knows_them(registered, capsys):
+    """`feed --thread` names the commenter and `messages` the poster of a notice (GET /v1/names asks the
+    hub); an author the hub has no name for (the operator never registered) is shown by a short id,
+    never by the 52-character account id."""
+    dirs = registered["dirs"]
+    alice, bob, hub = dirs["alice"], dirs["bob"], dirs["hub"]
+    sid = cli_json(capsys, "--data", alice, "shift", "new", "--space", "Notes", "--href", "https://e.org/names")["id"]
+    cli_json(capsys, "--data", alice, "shift", "publish", sid, "--public")
+    wait_for(lambda: sid in {r["id"] for r in cli_json(capsys, "--data", bob, "feed")["rows"]}, timeout=20)
+    cid = cli_json(capsys, "--data", bob, "comment", sid, "names please")["id"]
+    status, out, err = run(capsys, "--data", alice, "feed", "--thread", sid)
+    assert status == 0 and f"{cid}" in out and "comment by bob: names please" in out, out
+    hub_id = cli_json(capsys, "--data", hub, "status")["account"]
+    cli_json(capsys, "--data", hub, "notice", "names notice")
+
+    def notice_line():
+        _, out, _ = run(capsys, "--data", alice, "messages")
+        return next((line for line in out.splitlines() if "names notice" in line), None)
+
+    line = wait_for(notice_line, timeout=20)
+    assert hub_id not in line and f"  {hub_id[:12]}  names notice" in line
+    client = ApiClient(alice)
+    bob_id = cli_json(capsys, "--data", bob, "status")["account"]
+    assert client.call("GET", "/names", query={"id": [bob_id, hub_id]}) == {"names": {bob_id: "bob"}}
+    with pytest.raises(CliError, match="account ids"):
+        client.call("GET", "/names")
 
 
 def test_metrics_endpoint_of_a_running_hub(registered, capsys):
@@ -273,5 +306,5 @@ def test_backup_and_status_need_a_node_directory(tmp_path, capsys):
     capsys.readouterr()
     status, out, err = run(capsys, "--data", d, "backup", str(tmp_path / "x.mdb"))
     assert status == EXIT_ERROR and "start the node once" in err
-    status, out, err = run(capsys, "--data", d, "sync", "--wait")
-    assert status == EXIT_NOT_RUNNING
+    status, out, err = run(capsys, "--data", d, "sync", "--wait", "--timeout", "0.3")
+    assert status == EXIT_NOT_RUNNING and "no node is running" in err and "(waited 0.3s)" in err

@@ -66,6 +66,26 @@ async def test_accounts_rpc_checks_its_caller_and_arguments(mesh):
     with pytest.raises(FlowError) as unregistered:
         await stranger.flows.link.call("accounts", {"names": ["alice"]})
     assert unregistered.value.code == "not_registered"
+    answer = await bob.flows.link.call("accounts", {"ids": [mesh["alice"].account, stranger.account]})
+    assert answer == {"accounts": {}, "names": {mesh["alice"].account: "alice", stranger.account: None}}
+    for args in ({"ids": "x"}, {"ids": [1]}, {"ids": ["x"] * 60, "names": ["y"] * 41}):
+        with pytest.raises(FlowError) as refused:
+            await bob.flows.link.call("accounts", args)
+        assert refused.value.code == "bad_request", args
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_of_account_ids_for_display(mesh):
+    """A node shows names for account ids the hub knows (one call, then cached: offline they still
+    show); an id the hub has no name for, or one not cached while offline, is left out, not an error."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    stranger = await mesh.add_user("erin", register=False)
+    names = bob.flows.authors
+    assert await names.names_of([alice.account, stranger.account, "not-an-id"]) == {alice.account: "alice"}
+    bob.disconnect()
+    await eventually(lambda: not bob.flows.link.connected, "offline")
+    assert await names.names_of([alice.account, bob.account]) == {alice.account: "alice"}
 
 
 @pytest_twisted.ensureDeferred

@@ -59,11 +59,13 @@ def test_bad_names_are_refused(store, name):
 
 
 def test_invite_tokens_are_single_use(store):
-    """With registration by invitation, a token registers exactly one account."""
+    """With registration by invitation, a token registers exactly one account; without one the refusal
+    names the command line that works (register's flag is --invite)."""
     accounts = Accounts(store, open_registration=False)
     a, b = NodeKey.generate().account_id, NodeKey.generate().account_id
-    with pytest.raises(FlowError, match="invitation"):
+    with pytest.raises(FlowError, match="invitation") as refused:
         accounts.register("alice", a)
+    assert "'shiftpeer register --invite TOKEN'" in refused.value.message and "--token" not in refused.value.message
     token = accounts.new_invite()
     accounts.register("alice", a, token)
     with pytest.raises(FlowError, match="already used"):

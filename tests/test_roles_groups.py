@@ -64,7 +64,8 @@ def test_only_admins_invite_and_only_the_owner_makes_admins():
 
 
 def test_remove_and_set_level_respect_rank():
-    """Admins act only on lower levels; nobody removes the owner; the owner cannot leave."""
+    """Admins act only on lower levels; nobody removes the owner; the owner cannot leave, and is told what
+    can be done instead."""
     club = _club()
     g.invite(club, "olga", "pete")
     g.join(club, "pete")
@@ -76,8 +77,9 @@ def test_remove_and_set_level_respect_rank():
         g.remove(club, "adam", "olga")
     g.remove(club, "adam", "pete")
     assert g.level_of(club, "pete") is None
-    with pytest.raises(FlowError, match="owner cannot leave"):
+    with pytest.raises(FlowError, match="owner cannot leave") as refused:
         g.leave(club, "olga")
+    assert f"'shiftpeer group remove {club['name']} USER'" in refused.value.message
     g.leave(club, "adam")
     assert club["members"] == {"olga": "owner"}
 

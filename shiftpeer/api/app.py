@@ -12,6 +12,7 @@ import collections
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import unquote
 
 from shiftpeer import times
 from shiftpeer.shifts import DEFAULT_LIMIT, FILTER_INDEXES, check_limit
@@ -85,14 +86,16 @@ class ApiApp:
         self.routes.append(Route(method, template, handler))
 
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
-        """The handler and path parameters for a request; ApiError 404 or 405 when none fits."""
+        """The handler and (decoded) path parameters for a request; ApiError 404 or 405 when none fits."""
         allowed = []
         for route in self.routes:
             m = route.pattern.match(path)
             if m is None:
                 continue
             if route.method == method:
-                return route.handler, m.groupdict()
+                # a segment arrives percent-encoded (the CLI quotes ids and names): handlers, and the errors
+                # that name an id, see what the person typed
+                return route.handler, {k: unquote(v) for k, v in m.groupdict().items()}
             allowed.append(route.method)
         if allowed:
             raise ApiError(405, f"{method} is not allowed on {path} (use {', '.join(sorted(set(allowed)))})")

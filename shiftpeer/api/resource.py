@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from shiftpeer import jsontext
 from shiftpeer.api.app import ApiApp, ApiError, ApiRequest
 from shiftpeer.shifts import ShiftError
 
@@ -77,7 +78,7 @@ class ApiResource(Resource):
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            return jsontext.loads(raw)   # NaN, Infinity, 1e999: bad input here, not a 500 from the store
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"the request body is not valid JSON: {e}") from None
 

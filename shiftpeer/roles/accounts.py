@@ -67,8 +67,8 @@ class Accounts:
         token_doc = None
         if not self.open_registration:
             if not isinstance(token, str) or not token:
-                raise FlowError("this hub registers by invitation: give --token TOKEN from its operator",
-                                "invite_required")
+                raise FlowError("this hub registers by invitation: ask its operator for a token ('shiftpeer "
+                                "invite' on the hub), then run 'shiftpeer register --invite TOKEN'", "invite_required")
             token_doc = self._db.get("t:" + _hash(token))
             if token_doc is None or token_doc.body.get("used_by") is not None:
                 raise FlowError("that invitation token is unknown or already used", "bad_token")

@@ -10,12 +10,13 @@ from twisted.internet.defer import maybeDeferred
 
 from shiftpeer.api.app import PREFIX, TIME_PARAMS, ApiError, ApiRequest, time_range
 from shiftpeer.roles.names import FlowError
-from shiftpeer.shifts import ShiftNotFound
+from shiftpeer.shifts import NotAuthor, ShiftNotFound
 
 STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_registered": 403,
           "not_found": 404, "no_user": 404, "no_group": 404, "name_taken": 409, "already_registered": 409,
           "already_member": 409, "conflict": 409}
 FEED_PARAMS = ("href", "domain", "space", "author", "group", "thread", "type")
+MAX_NAMES = 100   # account ids per GET /v1/names (one hub call)
 
 
 def _refusal(f: Any) -> Any:
@@ -82,6 +83,30 @@ def install_user_routes(api: Any, role: Any) -> None:
 
         return flows().from_hub(sid).addCallback(answer)
 
+    def change(action: str) -> Callable[[ApiRequest], Any]:
+        """Edit or delete a shift. One this node holds no copy of but the hub shows this user (as `shift
+        show` does) is someone else's: 403 not yours, rather than a 404 for a shift the user can see."""
+        def handler(req: ApiRequest) -> Any:
+            sid = req.params["id"]
+            try:
+                if action == "edit":
+                    return req.node.shifts.edit(sid, req.json_object())
+                return req.node.shifts.delete(sid)
+            except ShiftNotFound as e:
+                if not flows().hub_answers:
+                    raise
+                missing = e
+
+            def answer(row: dict | None) -> Any:
+                author = (row or {}).get("body", {}).get("author")
+                if row is None or author == req.node.account_id:
+                    raise missing
+                raise NotAuthor(f"shift {sid} is by {author}; only its author may change it")
+
+            return flows().from_hub(sid).addCallback(answer)
+
+        return handler
+
     def comment(req: ApiRequest) -> Any:
         return flows().comment(req.params["id"], req.json_object().get("text"))
 
@@ -123,6 +148,14 @@ def install_user_routes(api: Any, role: Any) -> None:
         return d.addCallback(lambda a: {"rows": [shift_view(r, a["source"]) for r in a["rows"]],
                                         "next_cursor": a["next_cursor"], "source": a["source"]})
 
+    def names(req: ApiRequest) -> Any:
+        """The names of account ids, for showing who wrote a comment or notice (best effort: ids the hub
+        has no name for, or that cannot be asked now, are left out)."""
+        ids = req.query.get("id", [])
+        if set(req.query) - {"id"} or not 1 <= len(ids) <= MAX_NAMES:
+            raise ApiError(400, f"give 1-{MAX_NAMES} account ids as id=ID (repeated)")
+        return flows().authors.names_of(ids).addCallback(lambda found: {"names": found})
+
     def messages(req: ApiRequest) -> Any:
         return flows().messages(limit=_limit(req), cursor=req.arg("cursor"),
                                 unread_only=_flag(req, "unread"))
@@ -148,12 +181,14 @@ def install_user_routes(api: Any, role: Any) -> None:
 
     routes = [
         ("POST", "/register", register), ("GET", "/shifts/{id}", show), ("POST", "/shifts/{id}/publish", publish),
+        ("PATCH", "/shifts/{id}", change("edit")), ("DELETE", "/shifts/{id}", change("delete")),
         ("POST", "/shifts/{id}/comments", comment), ("GET", "/shifts/{id}/comments", comments),
         ("PATCH", "/comments/{id}", comment_edit), ("PUT", "/comments/{id}", comment_edit),
         ("DELETE", "/comments/{id}", comment_delete),
         ("POST", "/shifts/{id}/favorite", favorite), ("POST", "/follows", follow),
         ("POST", "/groups", group_action("new")), ("GET", "/groups/{name}/members", group_action("members")),
-        ("GET", "/feed", feed), ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),
+        ("GET", "/feed", feed), ("GET", "/names", names),
+        ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),
         ("POST", "/notices", notice), ("POST", "/hub/invites", hub_invite),
     ]
     routes += [("POST", f"/groups/{{name}}/{a}", group_action(a)) for a in ("invite", "join", "leave", "remove", "level")]

@@ -84,7 +84,9 @@ def leave(group: dict, user: str) -> None:
     if current is None:
         raise FlowError(f"you are not a member of {group['name']!r}", "not_member")
     if current == "owner":
-        raise FlowError("the owner cannot leave the group", "forbidden")
+        raise FlowError(f"the owner cannot leave {group['name']!r}: a group keeps its owner (there is no hand-over); "
+                        f"to wind it down, remove its members ('shiftpeer group remove {group['name']} USER')",
+                        "forbidden")
     del group["members"][user]
     group["invites"].pop(user, None)
 

@@ -243,12 +243,18 @@ class Hub:
 
     def rpc_accounts(self, conn: Any, args: dict) -> dict:
         """The account id of each user name (None when unregistered), for nodes that query their own
-        feed: documents name their author by id, and only the hub knows the names."""
+        feed, and (``ids``) the name of each account id, so nodes can show who wrote a comment or notice:
+        documents name their author by id, and only the hub knows the names."""
         self.user_of(conn)
-        names = args.get("names")
-        if not isinstance(names, list) or not 1 <= len(names) <= MAX_NAMES_PER_CALL:
-            raise FlowError(f"names must be a list of 1-{MAX_NAMES_PER_CALL} user names", "bad_request")
-        return {"accounts": {check_name(n, "user name"): self.accounts.id_of(n) for n in names}}
+        names, ids = args.get("names", []), args.get("ids", [])
+        if not isinstance(names, list) or not isinstance(ids, list) or \
+                not 1 <= len(names) + len(ids) <= MAX_NAMES_PER_CALL or not all(isinstance(i, str) for i in ids):
+            raise FlowError(f"names and ids must be lists of 1-{MAX_NAMES_PER_CALL} user names and account ids "
+                            "in all", "bad_request")
+        answer: dict = {"accounts": {check_name(n, "user name"): self.accounts.id_of(n) for n in names}}
+        if ids:
+            answer["names"] = {i: self.accounts.name_of(i) for i in ids}
+        return answer
 
 
 MAX_NAMES_PER_CALL = 100
