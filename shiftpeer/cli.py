@@ -967,7 +967,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, meta in (("href", "URL"), ("domain", "D"), ("space", "S"), ("author", "U"), ("group", "G")):
         feed.add_argument(f"--{name}", metavar=meta)
     feed.add_argument("--thread", metavar="ID", help="comments on the shift ID")
-    feed.add_argument("--type", metavar="TYPE", help="only documents of this type: shift (the default) or comment")
+    feed.add_argument("--type", metavar="TYPE", help="only documents of this type: shift (the default), comment, message or notice")
     feed.add_argument("--following", action="store_true", help="only authors you follow")
     feed.add_argument("--favorites", action="store_true", help="only shifts you favorited")
     feed.add_argument("--limit", type=_limit_arg, default=50, metavar="N", help=f"rows per page (1-{MAX_LIMIT})")

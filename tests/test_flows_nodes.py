@@ -105,6 +105,8 @@ async def test_flows_through_the_api(nodes):
         assert code == 400 and answer["code"] == "bad_request", (bad, answer)
     code, refused = await api["carol"].request("GET", "/v1/feed?group=club")
     assert code == 403 and "not a reader" in refused["error"]
+    code, refused = await api["carol"].request("GET", "/v1/feed?group=nosuch")   # not "not a reader"
+    assert code == 404 and refused["code"] == "no_group" and "no group 'nosuch'" in refused["error"]
 
     await call("bob", "POST", f"/v1/shifts/{ids['group']}/comments", {"text": "hello club"})
     code, _ = await hub_api.request("POST", "/v1/notices", {"text": "welcome"})

@@ -147,6 +147,9 @@ class HubQueries:
                 check_name(g, "group name")
             tokens = [f"group:{g}" for g in filters["group"] if f"group:{g}" in tokens]
             if not tokens:
+                missing = [g for g in filters["group"] if self._groups.get(g) is None]
+                if missing:
+                    raise FlowError(f"there is no group {missing[0]!r} on this hub", "no_group")
                 raise FlowError("you are not a reader of that group", "forbidden")
         if q["favorites"]:
             return self._favorites(account_id, user, filters, q)
