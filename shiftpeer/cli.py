@@ -630,15 +630,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
     """Put a backup back as the node's store; refused while a node runs on the directory. The directory's
     lock (shiftpeer.nodelock) is held throughout, so no node can start on a half-restored store."""
     from shiftpeer.backup import BackupError, restore, store_path
-    from shiftpeer.nodelock import NodeBusy, lock_node_dir
+    from shiftpeer.nodelock import RESTORE, NodeBusy, lock_node_dir
 
     try:
         store_path(args.data)   # a node directory, before a lock file is made in it
-        lock = lock_node_dir(args.data)
+        lock = lock_node_dir(args.data, RESTORE)
     except BackupError as e:
         raise CliError(str(e)) from None
     except NodeBusy as e:
-        raise CliError(f"{e}: stop it first, then restore") from None
+        then = "stop it first, then restore" if e.holder != RESTORE else "wait for it to finish"
+        raise CliError(f"{e}: {then}") from None
     except OSError as e:
         raise CliError(f"cannot lock {args.data}: {e.strerror or e}") from None
     try:

@@ -14,23 +14,28 @@ import fcntl
 import os
 
 LOCK_FILE = "node.lock"
+NODE, RESTORE = "node", "restore"
 
 
 class NodeBusy(Exception):
-    """Another process holds the node directory's lock; ``pid`` is the one it recorded (None if unknown)."""
+    """Another process holds the node directory's lock; ``pid`` and ``holder`` ("node" or "restore") are
+    what it recorded (None when it has not yet)."""
 
-    def __init__(self, directory: str, pid: int | None):
+    def __init__(self, directory: str, pid: int | None, holder: str | None = None):
         self.directory = directory
         self.pid = pid
+        self.holder = holder
         who = f" (pid {pid})" if pid else ""
-        super().__init__(f"--data {directory}: a node is already running on it{who}")
+        what = "a restore is running on it" if holder == RESTORE else "a node is already running on it"
+        super().__init__(f"--data {directory}: {what}{who}")
 
 
 class NodeLock:
     """The held lock on one node directory; ``release()`` (or process exit) gives it back."""
 
-    def __init__(self, directory: str, fd: int):
+    def __init__(self, directory: str, fd: int, holder: str):
         self.directory = directory
+        self.holder = holder
         self._fd: int | None = fd
 
     @property
@@ -41,7 +46,7 @@ class NodeLock:
         """Write this process's pid into the lock file (again after a daemonizing fork)."""
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(self._fd, f"{os.getpid()} {self.holder}\n".encode(), 0)
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -50,24 +55,27 @@ class NodeLock:
             os.close(fd)   # closing the last descriptor drops the flock
 
 
-def _read_pid(fd: int) -> int | None:
-    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    return int(text) if text.isdigit() else None
+def _read_holder(fd: int) -> tuple[int | None, str | None]:
+    """The pid and holder the lock's owner wrote ("PID HOLDER"); Nones when it has not written them yet."""
+    words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+    pid = int(words[0]) if words and words[0].isdigit() else None
+    return pid, (words[1] if len(words) > 1 else None)
 
 
-def lock_node_dir(directory: str) -> NodeLock:
-    """Take the node directory's lock without waiting; NodeBusy when another process holds it."""
+def lock_node_dir(directory: str, holder: str = NODE) -> NodeLock:
+    """Take the node directory's lock without waiting, for a ``holder`` (NODE or RESTORE); NodeBusy when
+    another process holds it."""
     fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        pid = _read_pid(fd)
+        pid, other = _read_holder(fd)
         os.close(fd)
-        raise NodeBusy(directory, pid) from None
+        raise NodeBusy(directory, pid, other) from None
     except BaseException:
         os.close(fd)
         raise
-    lock = NodeLock(directory, fd)
+    lock = NodeLock(directory, fd, holder)
     lock.record_pid()
     return lock
 
@@ -77,4 +85,4 @@ def check_not_running(directory: str) -> None:
     lock_node_dir(directory).release()
 
 
-__all__ = ["LOCK_FILE", "NodeBusy", "NodeLock", "check_not_running", "lock_node_dir"]
+__all__ = ["LOCK_FILE", "NODE", "RESTORE", "NodeBusy", "NodeLock", "check_not_running", "lock_node_dir"]

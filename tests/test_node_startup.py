@@ -14,7 +14,7 @@ import pytest
 import pytest_twisted
 
 from shiftpeer.nodedir import init_node_dir
-from shiftpeer.nodelock import LOCK_FILE, NodeBusy, check_not_running, lock_node_dir
+from shiftpeer.nodelock import LOCK_FILE, RESTORE, NodeBusy, check_not_running, lock_node_dir
 from test_cli import TWISTD, _env, run, start_node, stop_node, wait_for
 
 
@@ -83,14 +83,15 @@ def test_a_killed_node_does_not_block_a_restart(tmp_path, node):
 
 
 def test_restore_holds_the_lock_so_no_node_starts_meanwhile(tmp_path, node, capsys):
-    """A process holding the directory's lock (here: this test, as a restore would) keeps nodes and
-    restores off it, and gives it back."""
-    lock = lock_node_dir(node)
+    """While a restore holds the directory's lock (here: this test, as restore does), a node does not start
+    and a second restore waits, each saying so; the lock is given back."""
+    lock = lock_node_dir(node, RESTORE)
     try:
-        with pytest.raises(NodeBusy, match=f"pid {os.getpid()}"):
+        with pytest.raises(NodeBusy, match=f"a restore is running on it \\(pid {os.getpid()}\\)"):
             lock_node_dir(node)
+        assert_one_line_refusal(run_twistd(node), f"--data {node}: a restore is running on it (pid {os.getpid()})")
         status, out, err = run(capsys, "--data", node, "restore", str(tmp_path / "none.mdb"))
-        assert status == 1 and "already running" in err
+        assert status == 1 and "a restore is running on it" in err and "wait for it to finish" in err, err
     finally:
         lock.release()
     check_not_running(node)
@@ -233,3 +234,28 @@ def test_the_documented_foreground_command_runs_two_nodes_from_one_directory(tmp
     finally:
         for proc in procs:
             stop_node(proc)
+
+
+@pytest.mark.allow_logged_errors
+def test_a_metrics_port_that_fails_later_is_logged_once(monkeypatch, fail_on_logged_errors):
+    """An endpoint that reports its bind failure later (not at once, as tcp does) cannot stop the start; the
+    failure is logged, and nothing else breaks on the missing port (no AttributeError in the log)."""
+    from types import SimpleNamespace
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.error import CannotListenError
+
+    import shiftpeer.api.metrics as metrics
+
+    later: Deferred = Deferred()
+    monkeypatch.setattr(metrics, "serverFromString", lambda reactor, text: SimpleNamespace(listen=lambda f: later))
+    svc = metrics.MetricsService(SimpleNamespace(reactor=None), "tcp:9101:interface=127.0.0.1")
+    svc.startService()
+    later.errback(CannotListenError("127.0.0.1", 9101, OSError(98, "Address already in use")))
+    assert svc.url is None
+    logged = [e.get("log_failure") or e.get("failure") for e in fail_on_logged_errors]
+    assert [f.type for f in logged if f is not None] == [CannotListenError], logged
+    outcome: list = []
+    svc._waitingForPort.addBoth(outcome.append)
+    assert outcome == [None]   # not an AttributeError from reading a port that is not there
+    svc.stopService()

@@ -195,6 +195,8 @@ class MetricsService(ListeningService):
         self._waitingForPort.addCallback(self._listened)
 
     def _listened(self, port: Any) -> Any:
+        if port is None:   # a late bind failure, already logged
+            return None
         self.url = url_of(port.getHost()) + "/metrics"
         self.log.info("metrics at {url}", url=self.url)
         return port
