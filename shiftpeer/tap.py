@@ -2,7 +2,9 @@
 
 Every flag overrides the node directory's config for this run only; the sync limits
 (``--max-connections-per-peer`` ...) override config.json's ``sync`` object. For JSON log lines run
-``twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR``.
+``twistd --logger shiftpeer.logs.json_observer -n --pidfile= shiftpeer --data DIR``. twistd writes
+./twistd.pid unless given ``--pidfile``: ``--pidfile=`` in the foreground (the node directory is locked
+while its node runs, shiftpeer.nodelock), ``--pidfile DIR.pid`` for a daemon.
 """
 
 from __future__ import annotations
@@ -106,8 +108,10 @@ class Options(usage.Options):
     longdesc = (
         "Runs a shiftpeer node from a directory made by 'shiftpeer init'. Flags override the directory's "
         "config for this run. JSON log lines for operators: "
-        "'twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR' "
-        "(set SHIFTPEER_LOG_FILE to write them to a file instead of standard output)."
+        "'twistd --logger shiftpeer.logs.json_observer -n --pidfile= shiftpeer --data DIR' "
+        "(set SHIFTPEER_LOG_FILE to write them to a file instead of standard output). twistd writes "
+        "./twistd.pid unless given --pidfile: use --pidfile= in the foreground (a running node locks its "
+        "directory anyway), --pidfile DIR.pid for a daemon, so several nodes can start from one directory."
     )
     synopsis = ("[--data DIR] [--listen ENDPOINT]... [--api ENDPOINT] [--connect HOST:PORT] [--peer HOST:PORT]... "
                 "[--hub [--tls-cert FILE --tls-key FILE]] [--full-peer] [--ca FILE]")
