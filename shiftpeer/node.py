@@ -360,8 +360,9 @@ class Node(SequentialMultiService):
         try:
             self._starting(super().startService)
         except StartupError:
-            # undo what did start (api.url, ports, the store and the directory's lock), as far as it can
-            # without the reactor: under twistd the process exits next
+            # undo what did start (ports, the store and the directory's lock); api.url at once, as the rest
+            # may need the reactor to finish and under twistd the process exits next
+            self.api_service.forget_url()
             self.stopService().addErrback(lambda f: self.log.failure("stopping the node that could not start", f))
             raise
 

@@ -75,6 +75,8 @@ def refuse(message: str) -> NoReturn:
 def check_node_dir(path: str) -> NodeConfig:
     """The directory must exist and look like one made by ``shiftpeer init``; returns its checked config.
     Refuses (one line) when it is not, or when a node already runs on it (``shiftpeer.nodelock``)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        refuse(f"--data {path!r} is a file, not a node directory")
     if not os.path.isdir(path):
         refuse(f"--data {path!r} is not a directory; make a node with 'shiftpeer init {path} --user NAME'")
     try:

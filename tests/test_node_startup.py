@@ -136,6 +136,33 @@ def test_a_port_that_cannot_be_bound_stops_the_node(tmp_path, node, flag):
     check_not_running(node)
 
 
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors   # the node logs why it cannot start, at critical level
+async def test_a_node_that_cannot_start_removes_its_api_url_at_once(tmp_path):
+    """The first listener bound, the second cannot: api.url goes before startService returns (under twistd
+    the reactor never turns to finish the stop), and the whole stop completes once it does."""
+    from shiftpeer.node import Node
+    from shiftpeer.startup import StartupError
+    from tests.helpers_node import eventually
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        path = init_node_dir(str(tmp_path / "n"), user="n", listen=["tcp:0:interface=127.0.0.1", busy]).path
+        n = Node.from_directory(path)
+        with pytest.raises(StartupError, match=f"--listen {busy}: cannot listen"):
+            n.startService()
+        assert not os.path.exists(os.path.join(path, "api.url"))
+        await eventually(lambda: n.store is None, timeout=10)
+    check_not_running(path)
+
+
+def test_data_naming_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_refusal(run_twistd(str(tmp_path / "afile")), "is a file, not a node directory")
+
+
 # -- files that are wrong ---------------------------------------------------------------------------------
 
 

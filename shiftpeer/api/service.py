@@ -91,7 +91,7 @@ class ApiService(Service):
         for d in waiters:
             d.errback(failure)
 
-    def _forget_url(self) -> None:
+    def forget_url(self) -> None:
         """Remove DIR/api.url only when it is the URL this service wrote: the file is the way clients find
         the running node, and may be another process's."""
         url, self.url = self.url, None
@@ -114,7 +114,7 @@ class ApiService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        self._forget_url()
+        self.forget_url()
         port, self._port = self._port, None
         if self._connections is not None:
             for proto in list(self._connections.protocols):
