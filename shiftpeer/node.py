@@ -170,6 +170,8 @@ class StoreService(Service):
         there is not a store LMDB can open (then a backup can be put back with ``shiftpeer restore``)."""
         import lmdb
 
+        from shiftpeer.store import SchemaVersionError
+
         try:
             os.makedirs(self._path, exist_ok=True)
         except OSError as e:
@@ -179,6 +181,8 @@ class StoreService(Service):
         tune_gc()   # bulk reads and received batches build thousands of documents at a time
         try:
             return self._factory(self._path, reactor=self._node.reactor)
+        except SchemaVersionError as e:   # its message says which versions and what to do
+            raise StartupError(str(e)) from None
         except lmdb.Error as e:
             raise StartupError(
                 f"the store {self._path} cannot be opened ({type(e).__name__}: {e}); if it is damaged, put "

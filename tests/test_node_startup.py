@@ -217,6 +217,20 @@ def test_a_garbage_store_points_at_restore_and_restore_fixes_it(tmp_path, node, 
     stop_node(start_node(node, str(tmp_path / "a.log")))
 
 
+def test_a_store_of_an_unknown_schema_version_is_one_line(tmp_path, node):
+    """A store written by a newer shiftpeer: the store's own message (versions, what to do), as one line."""
+    import lmdb
+
+    from shiftpeer.backup import META_DB, SCHEMA_KEY
+
+    stop_node(start_node(node, str(tmp_path / "a.log")))
+    env = lmdb.open(os.path.join(node, "store"), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.put(SCHEMA_KEY, b"99", db=env.open_db(META_DB, txn=txn))
+    env.close()
+    assert_one_line_refusal(run_twistd(node), "store schema version '99'", "upgrade shiftpeer")
+
+
 def test_a_store_path_that_cannot_be_created_is_one_line(tmp_path, node):
     (tmp_path / "file").write_text("in the way")
     _edit_config(node, store=str(tmp_path / "file" / "store"))
