@@ -725,20 +725,27 @@ def cmd_invite(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    """Put a backup back as the node's store; refused while the node runs."""
-    from shiftpeer.backup import BackupError, restore
+    """Put a backup back as the node's store; refused while a node runs on the directory. The directory's
+    lock (shiftpeer.nodelock) is held throughout, so no node can start on a half-restored store."""
+    from shiftpeer.backup import BackupError, restore, store_path
+    from shiftpeer.nodelock import RESTORE, NodeBusy, lock_node_dir
 
     try:
-        ApiClient(args.data).call("GET", "/status")
-    except CliError as e:
-        if e.status != EXIT_NOT_RUNNING:
-            raise
-    else:
-        raise CliError(f"the node for {args.data} is running: stop it first, then restore")
+        store_path(args.data)   # a node directory, before a lock file is made in it
+        lock = lock_node_dir(args.data, RESTORE)
+    except BackupError as e:
+        raise CliError(str(e)) from None
+    except NodeBusy as e:
+        then = "stop it first, then restore" if e.holder != RESTORE else "wait for it to finish"
+        raise CliError(f"{e}: {then}") from None
+    except OSError as e:
+        raise CliError(f"cannot lock {args.data}: {e.strerror or e}") from None
     try:
         info = restore(args.data, args.infile)
     except BackupError as e:
         raise CliError(str(e)) from None
+    finally:
+        lock.release()
     if args.json:
         print_json(info)
     else:

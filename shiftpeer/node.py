@@ -23,9 +23,11 @@ from shiftpeer.api.app import ApiApp
 from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
 from shiftpeer.endpoints import split_host_port
+from shiftpeer.nodelock import NodeBusy, NodeLock, lock_node_dir
 from shiftpeer.selflink import (SELF, RecordingServerEndpoint, SelfEndpoint, hub_target, own_peer_ids,
                                 self_link_creator)
 from shiftpeer.shifts import Shifts, make_signer
+from shiftpeer.startup import ListeningService, StartupError
 from shiftpeer.tuning import tune_gc
 
 #: Default local API endpoint: loopback only, any free port (the bound URL goes to DIR/api.url).
@@ -125,7 +127,8 @@ def settings_from_config(directory: str, config: Any) -> NodeSettings:
 
 
 class StoreService(Service):
-    """Opens the node's Store when started and closes it when stopped."""
+    """Locks the node directory (``shiftpeer.nodelock``), then opens the node's Store when started; closes
+    it and gives the lock back when stopped. Every way it cannot start is a one-line StartupError."""
 
     name = "store"
     log = Logger()
@@ -134,13 +137,57 @@ class StoreService(Service):
         self._node = node
         self._path = path
         self._factory = store_factory
+        self._lock: NodeLock | None = None
+
+    def privilegedStartService(self) -> None:
+        """Take the lock first, so a second node on the directory stops before it binds any port."""
+        super().privilegedStartService()
+        self._take_lock()
+
+    def _take_lock(self) -> None:
+        if self._lock is None:
+            try:
+                self._lock = lock_node_dir(self._node.settings.directory)
+            except NodeBusy as e:
+                raise StartupError(str(e)) from None
+            except OSError as e:
+                raise StartupError(f"--data {self._node.settings.directory}: cannot lock it: "
+                                   f"{e.strerror or e}") from None
+        self._lock.record_pid()   # twistd may have forked since privilegedStartService
 
     def startService(self) -> None:
-        os.makedirs(self._path, exist_ok=True)
-        tune_gc()   # bulk reads and received batches build thousands of documents at a time
-        self._node.store = self._factory(self._path, reactor=self._node.reactor)
+        self._take_lock()
+        try:
+            self._node.store = self._open()
+        except BaseException:
+            self._release()
+            raise
         self.log.info("store open at {path}", path=self._path)
         super().startService()
+
+    def _open(self) -> Any:
+        """The store, or a StartupError that says what to do: the path cannot be created, or the file
+        there is not a store LMDB can open (then a backup can be put back with ``shiftpeer restore``)."""
+        import lmdb
+
+        from shiftpeer.store import SchemaVersionError
+
+        try:
+            os.makedirs(self._path, exist_ok=True)
+        except OSError as e:
+            raise StartupError(f"the store {self._path} cannot be created: {e.strerror or e}; fix the "
+                               f"\"store\" path in {self._node.settings.directory}/config.json or its "
+                               "permissions") from None
+        tune_gc()   # bulk reads and received batches build thousands of documents at a time
+        try:
+            return self._factory(self._path, reactor=self._node.reactor)
+        except SchemaVersionError as e:   # its message says which versions and what to do
+            raise StartupError(str(e)) from None
+        except lmdb.Error as e:
+            raise StartupError(
+                f"the store {self._path} cannot be opened ({type(e).__name__}: {e}); if it is damaged, put "
+                f"a backup back with 'shiftpeer --data {self._node.settings.directory} restore BACKUP'"
+            ) from None
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -148,7 +195,13 @@ class StoreService(Service):
         if store is not None:
             store.close()
             self.log.info("store closed at {path}", path=self._path)
+        self._release()
         return succeed(None)
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
 
 class SequentialMultiService(MultiService):
@@ -304,6 +357,27 @@ class Node(SequentialMultiService):
         settings = settings_from_config(path, config).with_overrides(overrides or {})
         return cls(settings, load_key(path, config), reactor=reactor, clock=clock, **kw)
 
+    def privilegedStartService(self) -> None:
+        self._starting(super().privilegedStartService)
+
+    def startService(self) -> None:
+        try:
+            self._starting(super().startService)
+        except StartupError:
+            # undo what did start (ports, the store and the directory's lock); api.url at once, as the rest
+            # may need the reactor to finish and under twistd the process exits next
+            self.api_service.forget_url()
+            self.stopService().addErrback(lambda f: self.log.failure("stopping the node that could not start", f))
+            raise
+
+    def _starting(self, start: Callable[[], None]) -> None:
+        """Log why the node cannot start (the log may be a file nobody watches), then raise it."""
+        try:
+            start()
+        except StartupError as e:
+            self.log.critical("the node cannot start: {why}", why=str(e))
+            raise
+
     # -- roles seam ------------------------------------------------------------------------------
 
     def add_role(self, role: IService) -> None:
@@ -337,7 +411,6 @@ class Node(SequentialMultiService):
 
     def listener_services(self) -> list[IService]:
         """One TLS listening service per --listen endpoint; accepted connections reach the roles as "incoming"."""
-        from twisted.application.internet import StreamServerEndpointService
         from twisted.internet.endpoints import serverFromString
 
         factory = _HookedFactory(self.sync_factory, lambda conn: self.peer_connected(conn, "incoming"),
@@ -347,7 +420,7 @@ class Node(SequentialMultiService):
         for description in self.settings.listen:
             endpoint = RecordingServerEndpoint(serverFromString(self.reactor, description), description)
             self.listeners.append(endpoint)
-            svc = StreamServerEndpointService(endpoint, self.wrap_server_factory(factory))
+            svc = ListeningService(endpoint, self.wrap_server_factory(factory), "--listen", description)
             svc.setName(f"listen {description}")
             services.append(svc)
         return services

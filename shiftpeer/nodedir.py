@@ -10,6 +10,7 @@ Layout (see docs/identity.md)::
       tls/key.pem         hub only, with --tls-key: its private key (copied, mode 0600)
       ca.pem              with --ca: the trust root for the hub's certificate (copied)
       store/              the LMDB store, created by the node when it first opens it
+      node.lock           locked by the running node (shiftpeer.nodelock); api.url, api.token: the API's
 
 The store is deliberately not created here: the node opens (and so creates) it.
 """
@@ -52,6 +53,7 @@ STORE_DIR = "store"
 DEFAULT_API = "tcp:0:interface=127.0.0.1"
 
 ROLE_USER, ROLE_HUB, ROLE_FULL_PEER = "user", "hub", "full-peer"
+ROLES = (ROLE_USER, ROLE_HUB, ROLE_FULL_PEER)
 
 _USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -318,9 +320,13 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
     try:
         doc = json.loads(cfg.read_text())
     except FileNotFoundError:
+        if any(base.iterdir()):   # init refuses a directory that holds anything
+            hint = ("give the directory 'shiftpeer init' made, or make a node in a new one with "
+                    "'shiftpeer init NEWDIR --user NAME'")
         raise NodeDirError(f"{path} is not a node directory (no {CONFIG_FILE}); {hint}") from None
     except (OSError, ValueError) as e:
-        raise NodeDirError(f"{cfg} is unreadable or not JSON: {e}") from None
+        raise NodeDirError(f"{cfg} is unreadable or not JSON ({e}); repair it: its fields are listed "
+                           "in docs/identity.md (the node key and the store are untouched)") from None
     if not isinstance(doc, dict):
         raise NodeDirError(f"{cfg} is not a JSON object")
     if doc.get("version") != CONFIG_VERSION:
@@ -333,6 +339,10 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
             raise NodeDirError(f"{cfg} lacks the field {name!r}")
         if not isinstance(doc[name], typ):
             raise NodeDirError(f"{cfg}: field {name!r} has the wrong type")
+    unknown = [r for r in doc["roles"] if r not in ROLES]
+    if unknown:
+        raise ConfigValueError(f'{cfg}: "roles": unknown role {json.dumps(unknown[0])[:60]}; '
+                               f'the roles are {", ".join(json.dumps(r) for r in ROLES)}')
     try:
         from shiftpeer.sync.config import check_sync_config
 

@@ -2,13 +2,16 @@
 
 Every flag overrides the node directory's config for this run only; the sync limits
 (``--max-connections-per-peer`` ...) override config.json's ``sync`` object. For JSON log lines run
-``twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR``.
+``twistd --logger shiftpeer.logs.json_observer -n --pidfile= shiftpeer --data DIR``. twistd writes
+./twistd.pid unless given ``--pidfile``: ``--pidfile=`` in the foreground (the node directory is locked
+while its node runs, shiftpeer.nodelock), ``--pidfile DIR.pid`` for a daemon.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+import sys
+from typing import Any, Callable, NoReturn
 
 from twisted.application.service import IService
 from twisted.logger import Logger
@@ -17,8 +20,8 @@ from twisted.python import usage
 from shiftpeer import endpoints
 from shiftpeer.nodedir import (
     CONFIG_FILE,
-    ConfigValueError,
     NodeConfig,
+    NodeDirError,
     check_hub_id,
     check_peers_gossip,
     check_tls_flags,
@@ -26,6 +29,8 @@ from shiftpeer.nodedir import (
     load_node_dir,
     load_tls_files,
 )
+from shiftpeer.nodelock import NodeBusy, check_not_running
+from shiftpeer.startup import show_startup_errors
 from shiftpeer.sync.config import LIMITS, Limit, check_limit
 
 log = Logger()
@@ -61,21 +66,42 @@ def check_host_port(text: str, flag: str) -> str:
     return _usage(endpoints.check_host_port, text, flag)
 
 
+def refuse(message: str) -> NoReturn:
+    """Stop ``twistd`` before it starts anything, with one line on standard error and exit status 1: for a
+    node directory or file that is wrong (twistd's full usage text would only bury the line)."""
+    raise SystemExit(f"twistd shiftpeer: {message}")
+
+
 def check_node_dir(path: str) -> NodeConfig:
-    """The directory must exist and look like one made by ``shiftpeer init``; returns its checked config."""
+    """The directory must exist and look like one made by ``shiftpeer init``; returns its checked config.
+    Refuses (one line) when it is not, or when a node already runs on it (``shiftpeer.nodelock``)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        refuse(f"--data {path!r} is a file, not a node directory")
     if not os.path.isdir(path):
-        raise usage.UsageError(
-            f"--data {path!r} is not a directory; make a node with 'shiftpeer init {path} --user NAME'"
-        )
+        refuse(f"--data {path!r} is not a directory; make a node with 'shiftpeer init {path} --user NAME'")
     try:
-        return load_node_dir(path)
-    except ConfigValueError as e:
-        raise usage.UsageError(f"--data {path!r}: {e}") from None
+        config = load_node_dir(path)
+    except NodeDirError as e:
+        refuse(f"--data {path!r}: {e}")
     except Exception as e:
-        raise usage.UsageError(
-            f"--data {path!r} is not a usable node directory ({e}); "
-            f"make one with 'shiftpeer init {path} --user NAME'"
-        ) from None
+        refuse(f"--data {path!r} is not a usable node directory ({type(e).__name__}: {e})")
+    try:
+        check_not_running(path)
+    except NodeBusy as e:
+        refuse(str(e))
+    except OSError as e:
+        refuse(f"--data {path!r}: cannot lock it: {e.strerror or e}")
+    return config
+
+
+def check_hub_config(path: str) -> None:
+    """A hub's DIR/hub.json (shiftpeer.roles.flowroles) is checked before the node starts."""
+    from shiftpeer.roles.flowroles import load_hub_config
+
+    try:
+        load_hub_config(path)
+    except ValueError as e:
+        refuse(str(e))
 
 
 class Options(usage.Options):
@@ -84,8 +110,10 @@ class Options(usage.Options):
     longdesc = (
         "Runs a shiftpeer node from a directory made by 'shiftpeer init'. Flags override the directory's "
         "config for this run. JSON log lines for operators: "
-        "'twistd --logger shiftpeer.logs.json_observer -n shiftpeer --data DIR' "
-        "(set SHIFTPEER_LOG_FILE to write them to a file instead of standard output)."
+        "'twistd --logger shiftpeer.logs.json_observer -n --pidfile= shiftpeer --data DIR' "
+        "(set SHIFTPEER_LOG_FILE to write them to a file instead of standard output). twistd writes "
+        "./twistd.pid unless given --pidfile: use --pidfile= in the foreground (a running node locks its "
+        "directory anyway), --pidfile DIR.pid for a daemon, so several nodes can start from one directory."
     )
     synopsis = ("[--data DIR] [--listen ENDPOINT]... [--api ENDPOINT] [--connect HOST:PORT] [--peer HOST:PORT]... "
                 "[--hub [--tls-cert FILE --tls-key FILE]] [--full-peer] [--ca FILE]")
@@ -124,6 +152,17 @@ class Options(usage.Options):
         """HOST:PORT of another full peer to gossip the firehose with (repeatable)."""
         self["peer"].append(address)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Under twistd, a bad command line prints this plugin's synopsis and then the error as the last
+        line (exit status 1), not twistd's whole usage text; standalone it raises UsageError."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            sys.stderr.write(f"{self.getSynopsis()}\n(every option: twistd shiftpeer --help)\n")
+            refuse(f"error: {e}")
+
     def postOptions(self) -> None:
         if not self["data"]:
             raise usage.UsageError("--data DIR is required (make one with 'shiftpeer init DIR --user NAME')")
@@ -139,6 +178,8 @@ class Options(usage.Options):
         for peer in self["peer"]:
             check_host_port(peer, "--peer")
         hub = self["hub"] or config.hub
+        if hub:
+            check_hub_config(config.path)
         self._check_tls(hub)
         if self["hub-id"] is not None:
             _usage(check_hub_id, self["hub-id"], self["connect"] or config.connect)
@@ -194,8 +235,12 @@ def makeService(options: Options) -> IService:
 
     from shiftpeer.node import Node, load_key, settings_from_config
 
+    show_startup_errors()   # a node that cannot start says why in one line (shiftpeer.startup)
     path = options["data"]
-    config = load_node_dir(path)
+    try:
+        config = load_node_dir(path)
+    except NodeDirError as e:   # changed since the options were checked
+        refuse(f"--data {path!r}: {e}")
     config = replace(config, sync={**config.sync, **options.sync_overrides()})
     settings = settings_from_config(path, config).with_overrides(options.overrides())
     if settings.hub and not settings.tls_cert:

@@ -179,17 +179,23 @@ def test_every_command_works_on_the_hub_node_without_connect(tmp_path, capsys):
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.allow_logged_errors
-async def test_a_hub_whose_listener_cannot_bind_says_why_its_own_account_has_no_hub(tmp_path, nodes):  # noqa: F811
-    """The port is taken: the self link does not dial anything else; status names the listener and why."""
+@pytest.mark.allow_logged_errors   # the node logs why it cannot start, at critical level
+async def test_a_hub_whose_listener_cannot_bind_does_not_start(tmp_path, nodes):  # noqa: F811
+    """The port is taken: the hub does not start (StartupError naming --listen and why) rather than run with
+    a self link that has nothing to dial; what did start is stopped again, so the directory can be used."""
+    from shiftpeer.node import Node
+    from shiftpeer.nodelock import check_not_running
+    from shiftpeer.startup import StartupError
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         listen = f"tcp:{port}:interface=127.0.0.1"
-        hub = await _start(nodes, init_node_dir(tmp_path / "hub", user="op", hub=True, listen=[listen]).path)
-        peer = await eventually(lambda: next((p for p in hub.status()["peers"] if p["last_error"]), None),
-                                timeout=10)
-    assert peer["address"] == SELF and peer["connected"] is False
-    assert f"the node's listener {listen} is not listening" in peer["last_error"], peer
-    assert hub.status()["hub"]["dials"] is None
+        path = init_node_dir(tmp_path / "hub", user="op", hub=True, listen=[listen]).path
+        hub = Node.from_directory(path)
+        with pytest.raises(StartupError, match=f"--listen {listen}: cannot listen: Address already in use"):
+            hub.startService()
+        await eventually(lambda: hub.store is None, timeout=10)
+    check_not_running(path)   # the directory's lock was given back
+    assert not (tmp_path / "hub" / "api.url").exists()

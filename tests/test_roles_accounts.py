@@ -86,8 +86,9 @@ def test_hub_config_file(tmp_path):
     from shiftpeer.roles.flowroles import load_hub_config
 
     assert load_hub_config(str(tmp_path))["registration"] == "open"
-    (tmp_path / "hub.json").write_text('{"registration": "invite", "operators": ["x"]}')
-    assert load_hub_config(str(tmp_path)) == {"registration": "invite", "operators": ["x"], "relays": []}
+    op = "a" * 52
+    (tmp_path / "hub.json").write_text('{"registration": "invite", "operators": ["%s"]}' % op)
+    assert load_hub_config(str(tmp_path)) == {"registration": "invite", "operators": [op], "relays": []}
     (tmp_path / "hub.json").write_text('{"registration": "maybe"}')
     with pytest.raises(ValueError, match="open"):
         load_hub_config(str(tmp_path))

@@ -109,12 +109,12 @@ BAD_CONFIG = [
 @pytest.mark.parametrize("sync, words", BAD_CONFIG)
 def test_bad_config_values_are_refused_with_a_message(tmp_path, sync, words):
     """A bad value in config.json's sync object is refused when the directory is read, naming the file and the
-    setting; twistd's options turn it into a usage error that says which file to fix."""
+    setting; twistd's options stop with that one line, naming the file to fix."""
     path = node_dir(tmp_path, sync=sync)
     with pytest.raises(ConfigValueError) as e:
         load_node_dir(path)
     assert words in str(e.value) and "config.json" in str(e.value)
-    with pytest.raises(usage.UsageError) as u:
+    with pytest.raises(SystemExit) as u:
         parse("--data", path)
     assert words in str(u.value) and f'{path}/config.json: "sync": ' in str(u.value)
 

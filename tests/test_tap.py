@@ -73,17 +73,23 @@ def test_bad_values_raise_usage_error(node_dir, argv, words):
 
 
 def test_missing_directory_is_refused(tmp_path):
-    """A --data path that does not exist is refused with the 'shiftpeer init' hint."""
-    with pytest.raises(usage.UsageError) as e:
+    """A --data path that does not exist is refused (one line, no usage text) with the 'shiftpeer init' hint."""
+    with pytest.raises(SystemExit) as e:
         parse("--data", str(tmp_path / "absent"))
     assert "shiftpeer init" in str(e.value) and "is not a directory" in str(e.value)
 
 
 def test_directory_not_made_by_init_is_refused(tmp_path):
-    """An existing directory that is not a node directory is refused with the 'shiftpeer init' hint."""
-    with pytest.raises(usage.UsageError) as e:
+    """An empty directory that is not a node directory is refused with the 'shiftpeer init' hint (init
+    takes an empty directory); one holding files, with a hint init can follow (a new directory)."""
+    with pytest.raises(SystemExit) as e:
         parse("--data", str(tmp_path))
-    assert "not a usable node directory" in str(e.value) and "shiftpeer init" in str(e.value)
+    assert "is not a node directory (no config.json)" in str(e.value)
+    assert f"shiftpeer init {tmp_path} --user NAME" in str(e.value)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as e:
+        parse("--data", str(tmp_path))
+    assert "shiftpeer init NEWDIR --user NAME" in str(e.value) and f"init {tmp_path} " not in str(e.value)
 
 
 def test_help_documents_every_option(capsys):

@@ -37,13 +37,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from shiftpeer.api.service import url_of
+from shiftpeer.startup import ListeningService
 from shiftpeer.sync.limits import REFUSING_CAPS
 
 MAX_DB_SERIES = 50
@@ -177,7 +177,7 @@ class MetricsResource(Resource):
         return generate_latest(self._registry)
 
 
-class MetricsService(StreamServerEndpointService):
+class MetricsService(ListeningService):
     """Serves the metrics (on any path, e.g. /metrics) on the given endpoint string; ``url`` once bound."""
 
     log = Logger()
@@ -187,7 +187,7 @@ class MetricsService(StreamServerEndpointService):
         registry.register(NodeCollector(node))
         site = Site(MetricsResource(registry))
         site.noisy = False
-        super().__init__(serverFromString(node.reactor, endpoint), site)
+        super().__init__(serverFromString(node.reactor, endpoint), site, "--metrics", endpoint)
         self.setName("metrics")
         self.url: str | None = None
 
@@ -196,6 +196,8 @@ class MetricsService(StreamServerEndpointService):
         self._waitingForPort.addCallback(self._listened)
 
     def _listened(self, port: Any) -> Any:
+        if port is None:   # a late bind failure, already logged
+            return None
         self.url = url_of(port.getHost()) + "/metrics"
         self.log.info("metrics at {url}", url=self.url)
         return port

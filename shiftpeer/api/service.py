@@ -14,6 +14,7 @@ from twisted.web.server import Site
 from shiftpeer.api import token as tokens
 from shiftpeer.api.resource import ApiResource
 from shiftpeer.endpoints import check_api_endpoint
+from shiftpeer.startup import cannot_listen
 
 
 class QuietSite(Site):
@@ -51,6 +52,8 @@ class ApiService(Service):
         self._connections: WrappingFactory | None = None
         self._listening: Deferred | None = None
         self._waiters: list[Deferred] = []
+        self._binding = False
+        self._bind_failure: Any = None
         self.url: str | None = None
 
     def startService(self) -> None:
@@ -62,8 +65,12 @@ class ApiService(Service):
         self._connections = WrappingFactory(site)
         self._connections.noisy = False
         endpoint = serverFromString(self._node.reactor, self._endpoint)
+        self._binding = True   # a port that cannot be bound fails at once (tcp, unix): the node must not start
         self._listening = endpoint.listen(self._connections)
         self._listening.addCallbacks(self._listened, self._failed)
+        self._binding, failure, self._bind_failure = False, self._bind_failure, None
+        if failure is not None:
+            raise cannot_listen("--api", self._endpoint, failure.value)
 
     def _listened(self, port: Any) -> None:
         self._port = port
@@ -75,10 +82,27 @@ class ApiService(Service):
             d.callback(self.url)
 
     def _failed(self, failure: Any) -> None:
-        self.log.failure("local API could not listen on {endpoint}", failure, endpoint=self._endpoint)
+        if self._binding:
+            self._bind_failure = failure   # startService raises it
+        else:   # a later failure: nothing else reports it
+            self.log.critical("local API could not listen on {endpoint}: {why}", endpoint=self._endpoint,
+                              why=failure.getErrorMessage())
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(failure)
+
+    def forget_url(self) -> None:
+        """Remove DIR/api.url only when it is the URL this service wrote: the file is the way clients find
+        the running node, and may be another process's."""
+        url, self.url = self.url, None
+        if url is None:
+            return
+        try:
+            written = tokens.read_url(self._directory)
+        except OSError:
+            return
+        if written == url:
+            tokens.remove_url(self._directory)
 
     def when_listening(self) -> Deferred:
         """Fires with the URL once the port is bound."""
@@ -90,8 +114,7 @@ class ApiService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        tokens.remove_url(self._directory)
-        self.url = None
+        self.forget_url()
         port, self._port = self._port, None
         if self._connections is not None:
             for proto in list(self._connections.protocols):

@@ -17,10 +17,12 @@ from twisted.application.service import Service
 from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
+from shiftpeer.identity.keys import is_account_id, is_peer_id
 from shiftpeer.roles.hub import Hub
 from shiftpeer.roles.userflows import UserFlows
 from shiftpeer.roles.validation import filtering_store_batch, refusal
 from shiftpeer.selflink import hub_target
+from shiftpeer.startup import StartupError
 
 log = Logger()
 
@@ -30,10 +32,15 @@ HUB_CONFIG = "hub.json"
 CONNECT_WAIT = 10.0
 
 
+_HUB_FIELDS = '"registration" ("open" or "invite"), "operators" (account ids) and "relays" (peer ids)'
+
+
 def load_hub_config(directory: str) -> dict:
     """The hub's flow settings from ``DIR/hub.json`` (optional): ``registration`` ("open" or "invite"),
     ``operators`` (account ids that may post notices besides the hub) and ``relays`` (peer ids that may
-    hand in documents by other authors: federated hubs, trusted full peers)."""
+    hand in documents by other authors: federated hubs, trusted full peers). Every field is checked, and
+    an unknown one refused (a misspelt "registration" would silently leave registration open); the
+    ValueError names the file, the field and what it may hold."""
     path = os.path.join(directory, HUB_CONFIG)
     try:
         with open(path) as f:
@@ -42,10 +49,27 @@ def load_hub_config(directory: str) -> dict:
         return {"registration": "open", "operators": [], "relays": []}
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} is unreadable or not JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("registration", "open") not in ("open", "invite"):
-        raise ValueError(f"{path}: registration must be \"open\" or \"invite\"")
-    return {"registration": doc.get("registration", "open"), "operators": list(doc.get("operators", [])),
-            "relays": list(doc.get("relays", []))}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} must hold a JSON object with {_HUB_FIELDS}")
+    unknown = sorted(set(doc) - {"registration", "operators", "relays"})
+    if unknown:
+        raise ValueError(f"{path}: unknown field {unknown[0]!r}; the fields are {_HUB_FIELDS}")
+    registration = doc.get("registration", "open")
+    if registration not in ("open", "invite"):
+        raise ValueError(f'{path}: "registration" must be "open" or "invite", not {json.dumps(registration)}')
+    return {"registration": registration,
+            "operators": _ids(path, doc, "operators", is_account_id, "account ids (as 'shiftpeer init' prints)"),
+            "relays": _ids(path, doc, "relays", is_peer_id, "peer ids")}
+
+
+def _ids(path: str, doc: dict, field: str, valid: Any, what: str) -> list[str]:
+    values = doc.get(field, [])
+    if not isinstance(values, list):
+        raise ValueError(f'{path}: "{field}" must be a list of {what}, not {json.dumps(values)[:60]}')
+    for value in values:
+        if not valid(value):
+            raise ValueError(f'{path}: "{field}": {json.dumps(value)[:60]} is not one of the {what}')
+    return list(values)
 
 
 class HubRole(Service):
@@ -60,7 +84,10 @@ class HubRole(Service):
     def startService(self) -> None:
         super().startService()
         node = self.node
-        config = load_hub_config(node.settings.directory)
+        try:
+            config = load_hub_config(node.settings.directory)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
         self.hub = Hub(node.store, node.key, node.clock, open_registration=config["registration"] == "open",
                        relays=config["relays"], operators=config["operators"])
         self.hub.start()
