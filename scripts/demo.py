@@ -177,7 +177,7 @@ class Demo:
         self.say(f"   $ shiftpeer init fullpeer --user fullpeer --full-peer --connect {hub_address} --ca certs/ca.pem")
         for name in self.dirs:
             self.start(name)
-        self.say("   $ twistd -n shiftpeer --data hub   (and alice, bob, fullpeer)")
+        self.say("   $ twistd -n --pidfile= shiftpeer --data hub   (and alice, bob, fullpeer)")
         for name in self.dirs:
             self.wait_api(name)
         for name in ("alice", "bob", "fullpeer"):

@@ -40,7 +40,7 @@ def _open(path: str) -> Any:
     import lmdb
 
     if not os.path.exists(os.path.join(path, DATA_FILE)):
-        raise BackupError(f"{path} holds no store yet: start the node once ('twistd -n shiftpeer --data DIR')")
+        raise BackupError(f"{path} holds no store yet: start the node once ('twistd -n --pidfile= shiftpeer --data DIR')")
     try:
         # readonly, with the lock file: a reader slot like any other, so the running node is undisturbed
         return lmdb.open(path, readonly=True, max_dbs=8, create=False)

@@ -62,7 +62,7 @@ class ApiClient:
         self.directory = directory
         check_node_dir(directory)
         self._not_running = (
-            f"no node is running for {directory}: start it with 'twistd -n shiftpeer --data {directory}'"
+            f"no node is running for {directory}: start it with 'twistd -n --pidfile= shiftpeer --data {directory}'"
         )
         try:
             with open(os.path.join(directory, "api.url")) as f:

@@ -207,7 +207,7 @@ def test_node_not_running(tmp_path, capsys):
     capsys.readouterr()
     status, out, err = run(capsys, "--data", d, "status")
     assert status == EXIT_NOT_RUNNING
-    assert err == f"shiftpeer: no node is running for {d}: start it with 'twistd -n shiftpeer --data {d}'\n"
+    assert err == f"shiftpeer: no node is running for {d}: start it with 'twistd -n --pidfile= shiftpeer --data {d}'\n"
     # a stale api.url left by a killed node gives the same answer
     with open(os.path.join(d, "api.url"), "w") as f:
         f.write("http://127.0.0.1:1\n")

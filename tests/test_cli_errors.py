@@ -100,7 +100,7 @@ def test_sync_wait_gives_up_on_a_node_that_never_starts(tmp_path, capsys):
     status, out, err = run(capsys, "--data", d, "sync", "--wait", "--timeout", "0.5")
     assert status == EXIT_NOT_RUNNING and out == ""
     assert time.monotonic() - started >= 0.5
-    assert err.endswith(f"no node is running for {d}: start it with 'twistd -n shiftpeer --data {d}' (waited 0.5s)\n")
+    assert err.endswith(f"no node is running for {d}: start it with 'twistd -n --pidfile= shiftpeer --data {d}' (waited 0.5s)\n")
 
 
 @pytest.mark.parametrize("content", ['{"a": NaN}', '{"a": 1e999}', '{"a": [-Infinity]}', '{"a": Infinity}'])
