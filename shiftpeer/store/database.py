@@ -24,6 +24,11 @@ check_json = codec.check_json
 _new_tuple = tuple.__new__  # builds a NamedTuple without the Python-level __new__ call (hot loops)
 
 
+def _end_key(dbp: bytes) -> bytes:
+    """A key above every key of the database with prefix `dbp` (4 bytes) and below the next one's."""
+    return dbp + b"\xff" * 9  # log keys are dbp + 8 bytes; the highest dbid's range ends here too
+
+
 class Doc(NamedTuple):
     id: str
     rev: str
@@ -222,7 +227,7 @@ class Database:
         if limit is not None and limit <= 0:
             return []
         dbp = self._dbp
-        end = keys.dbid_bytes(keys.read_u32(dbp) + 1) if dbp != b"\xff\xff\xff\xff" else None
+        end = _end_key(dbp)
         out: list[tuple[bytes, bytes]] = []
         with self._reading() as txn:
             cur = txn.cursor(db=self._store._log_db)
@@ -230,7 +235,7 @@ class Database:
                 return out
             app = out.append
             for kv in cur:
-                if (kv[0] >= end) if end is not None else (kv[0][:4] != dbp):
+                if kv[0] >= end:
                     break
                 app(kv)
                 if len(out) == limit:
@@ -268,6 +273,7 @@ class Database:
         if limit is not None and limit <= 0:
             return out
         dbp = self._dbp
+        end = _end_key(dbp)
         load_record, decode_body = codec.load_record, codec.decode_body
         seq_at = keys.U64_AT  # (seq,) = seq_at(key, 4)
         new, doc = _new_tuple, Doc
@@ -277,7 +283,7 @@ class Database:
             if not cur.set_range(keys.log_key(dbp, since + 1)):
                 return out
             for k, v in cur:
-                if k[:4] != dbp:
+                if k >= end:
                     break
                 rec = load_record(v)
                 if len(rec) == 6:  # compact: one revision, no conflicts (the common case), inline
@@ -545,7 +551,10 @@ class Database:
         with st._writing(txn) as w:
             self._alive(w.txn)
             txn_ = w.txn
-            get, put = txn_.get, txn_.put
+            get = txn_.get
+            # Positional args on a cursor: ~20% less CPU per insert than txn.put(..., overwrite=, db=)
+            docs_cur = txn_.cursor(db=docs_db)
+            insert_new = docs_cur.put  # (key, value, dupdata, overwrite): False when the key exists
             idx_add = w.idx_adder()
             # New documents' records, appended to `log` in one putmulti (their seqs ascend) before anything
             # reads the log in this transaction: the general path below, or the end of the batch.
@@ -558,7 +567,7 @@ class Database:
                 sb = u64(seq)
                 # Insert-if-absent: one B-tree search finds a new document (the common case of a pull) and
                 # points it at its seq; False means it exists, and it is read and merged below.
-                if put(dk, sb, overwrite=False, db=docs_db):
+                if insert_new(dk, sb, True, False):
                     # A new document: the fast path of _commit.
                     state[0] = seq
                     if not deleted:
@@ -604,6 +613,7 @@ class Database:
                     self._commit(w, p.id, old_seq, old, new, new_body=nb)
                     written.append(p.id)
                     idx_add = w.idx_adder()  # a replaced document's deletes may have changed which one
+            docs_cur.close()
             if log_new:
                 self._append_log(txn_, log_new)
             if written:
