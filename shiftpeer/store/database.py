@@ -142,7 +142,7 @@ class Database:
             [(win, leaf)] = leaves.items()
             if rev is not None and rev != win:
                 return None
-            return Doc(docid, win, leaf[0], codec.decode_body(leaf[1]), leaf[2], [], vis, seq)
+            return _new_tuple(Doc, (docid, win, leaf[0], codec.decode_body(leaf[1]), leaf[2], [], vis, seq))
         win = revs.pick_winner(leaves)
         if rev is None:
             rev = win
