@@ -55,6 +55,29 @@ def test_same_id_twice_in_one_batch(store):
     assert db.query("all")[0][0].rev == second["rev"]
 
 
+def test_new_records_land_whether_or_not_the_log_takes_appends(store):
+    """A batch appends its new records to the log in one putmulti per run of new documents, flushed before
+    a document that takes the general path; below another database's records append is refused and they
+    are put in place. Either way every record lands, in seq order, and the other database is untouched."""
+    a = store.create_database("a")
+    b = store.create_database("b")
+    first = new_doc("x", {"v": 1})
+    a.bulk_replicated([first])
+    b.bulk_replicated([new_doc("b0", {"i": 0})])  # b's log keys now sit above every new one of a's
+    child = compute_rev(first["rev"], False, {"v": 2})
+    batch = ([new_doc(f"a{i}", {"i": i}) for i in range(3)]
+             + [{"id": "x", "rev": child, "body": {"v": 2}, "history": [child, first["rev"]]}]
+             + [new_doc(f"a{i}", {"i": i}) for i in range(3, 6)])
+    assert a.bulk_replicated(batch) == ["a0", "a1", "a2", "x", "a3", "a4", "a5"]
+    assert [(c.seq, c.id) for c in a.changes()] == [
+        (2, "a0"), (3, "a1"), (4, "a2"), (5, "x"), (6, "a3"), (7, "a4"), (8, "a5")]
+    assert [d.body for d in a.docs_since(1)] == [{"i": 0}, {"i": 1}, {"i": 2}, {"v": 2},
+                                                 {"i": 3}, {"i": 4}, {"i": 5}]
+    assert a.get("x").rev == child and a.doc_count() == 7
+    assert [d.id for d in b.docs_since()] == ["b0"] and b.update_seq() == 1
+    assert [d.id for d in a.query("all", limit=10)[0]] == ["a5", "a4", "a3", "x", "a2", "a1", "a0"]
+
+
 def test_new_document_with_long_history(store):
     db = store.create_database("d")
     d = new_doc("x", {"v": 9}, history_len=4)

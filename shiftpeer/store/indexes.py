@@ -176,13 +176,21 @@ def index_keys(dbp: bytes, seq: int, body: dict | None, vis: list[str]) -> list[
     list key (16) + item (16). Both halves have fixed sizes, so sorting entries sorts (key, item) pairs."""
     if body is None:
         return []
-    tail = keys.created_bytes(body.get("created")) + keys.u64(seq)
+    return entries(token_prefixes(dbp, vis), seq, body)
+
+
+def entries(prefixes: list[bytes], seq: int, body: dict) -> list[bytes]:
+    """index_keys of a live body, given its `token_prefixes` (a batch looks them up once for all its
+    documents)."""
+    tail = _item(body.get("created"), seq)
     vhs = value_hashes(body)
-    prefixes = token_prefixes(dbp, vis)
     if len(prefixes) == 1:
         p = prefixes[0]
         return [p + vh + tail for vh in vhs]
     return [p + vh + tail for vh in vhs for p in prefixes]
+
+
+_item = keys.index_item
 
 
 def normalise_value(index: str, value: str) -> str:

@@ -13,6 +13,8 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _STATE = struct.Struct(">QQ")
 _F64 = struct.Struct(">d")
+_ITEM = struct.Struct(">QQ")
+_SIGN = 0x8000000000000000
 
 SCHEMA_KEY = b"schema"
 NEXT_DBID_KEY = b"next_dbid"
@@ -59,6 +61,10 @@ def u64(value: int) -> bytes:
 
 def read_u64(data: bytes, offset: int = 0) -> int:
     return _U64.unpack_from(data, offset)[0]
+
+
+#: `(value,) = U64_AT(data, offset)`: a u64 read without a Python call (hot loops)
+U64_AT = _U64.unpack_from
 
 
 def seq_of(key: bytes) -> int:
@@ -119,9 +125,17 @@ def created_seconds(created: object) -> float:
     return 0.0
 
 
+def _ordered(f: float) -> int:
+    """The bits of `f` as an unsigned int whose order is the numeric order of the floats."""
+    (n,) = _U64.unpack(_F64.pack(f))
+    return n ^ 0xFFFFFFFFFFFFFFFF if n & _SIGN else n | _SIGN
+
+
 def created_bytes(created: object) -> bytes:
     """8 bytes whose byte order is the numeric order of `created` (epoch number or ISO 8601 string)."""
-    f = created if type(created) is float else created_seconds(created)
-    (n,) = _U64.unpack(_F64.pack(f))
-    n = n ^ 0xFFFFFFFFFFFFFFFF if n & 0x8000000000000000 else n | 0x8000000000000000
-    return _U64.pack(n)
+    return _U64.pack(_ordered(created if type(created) is float else created_seconds(created)))
+
+
+def index_item(created: object, seq: int) -> bytes:
+    """An index item, `created_bytes(created) + u64(seq)`, in one pack (the write hot path)."""
+    return _ITEM.pack(_ordered(created if type(created) is float else created_seconds(created)), seq)

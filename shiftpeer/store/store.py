@@ -61,6 +61,11 @@ class WriteTxn:
             self._idx_new_set.update(entries)
             self._idx_dropped.difference_update(entries)
 
+    def idx_adder(self) -> Callable[[list[bytes]], None]:
+        """idx_add, or while no delete has come in this transaction, the pending list's own extend (no
+        Python call per document); fetch it again after anything that may delete index entries."""
+        return self._idx_new.extend if self._idx_new_set is None else self.idx_add
+
     def idx_delete(self, entries: list[bytes]) -> None:
         new = self._idx_new_set
         if new is None and self._idx_new:
