@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 
+from shiftpeer.api.metrics import NodeCollector
 from shiftpeer.cli import main
 from shiftpeer.gossip.core import Gossip
 from shiftpeer.gossip.scores import PeerScores, Refusal
@@ -117,7 +118,8 @@ async def test_a_squatted_shift_id_does_not_turn_the_full_peer_against_its_hub_a
     assert warnings and all(mallory.account_id in w and alice.account_id in w for w in warnings)
     assert any(hub_pid in w or b.account_id in w for w in warnings)
     assert v.status()["gossip"]["events"]["author_conflict"] >= 3 and v.status()["gossip"]["bans"] == []
-    assert v.sync_factory.counters["gossip.author_conflict"] >= 3
+    family = next(m for m in NodeCollector(v).collect() if m.name == "shiftpeer_gossip_events")
+    assert {smp.labels["event"]: smp.value for smp in family.samples}["author_conflict"] >= 3
 
     await registered(v)                         # the hub link still carries V's own flows
     own = await publish(v, "v still publishes")
