@@ -127,8 +127,8 @@ async def test_a_squatted_shift_id_does_not_turn_the_full_peer_against_its_hub_a
 
 
 class _Conn:
-    """Just enough of a sync connection for Gossip.connected: the peer pulls are not started (no
-    firehose role) unless asked, so only the ban decisions run."""
+    """Just enough of a sync connection for Gossip.connected's ban decision (a banned firehose peer):
+    nothing past it runs, so no pull is started."""
 
     def __init__(self, peer_id: str) -> None:
         self.peer_id, self.peer_roles, self.closed = peer_id, ("hub",), False
