@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 
-from shiftpeer.ids import new_token
+from shiftpeer.ids import bound_id
 from shiftpeer.store import InvalidDocument
 from shiftpeer.urls import BadHref, lookup_forms, normalize_href
 
@@ -100,9 +100,10 @@ class ShiftView:
         return out
 
 
-def new_shift_id() -> str:
-    """A random URL-safe id (about 128 bits), so ids made on different machines never collide."""
-    return new_token(16)
+def new_shift_id(author: str) -> str:
+    """A new shift id: bound to its author (``shiftpeer.ids.bound_id``), random after that (96 bits), so ids
+    made on different machines never collide and no one else can write a shift under it."""
+    return bound_id(author)
 
 
 def domain_of(href: str) -> str:
@@ -235,7 +236,7 @@ class Shifts:
             "created": now,
             "modified": now,
         }
-        shift_id = new_shift_id()
+        shift_id = new_shift_id(self.account_id)
         rev = self._db(PRIVATE).put(shift_id, body, sign=self._sign)
         log.info("created shift {shift_id} rev {rev} in {space}", shift_id=shift_id, rev=rev, space=body["space"])
         return {"id": shift_id, "rev": rev, "database": PRIVATE}

@@ -81,7 +81,7 @@ async def test_shifts_stored_before_normalization(mesh):
     string, and by every form of its page once its author edits it (the edit stores the normal form)."""
     await mesh.start(users=("alice", "bob"))
     alice, bob = mesh["alice"], mesh["bob"]
-    sid = new_shift_id()
+    sid = new_shift_id(alice.account)
     now = 1795000000.0
     body = {"type": "shift", "space": "Notes", "href": "https://Legacy.example", "domain": "legacy.example",
             "summary": "old", "content": {}, "author": alice.account, "created": now, "modified": now}

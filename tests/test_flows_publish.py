@@ -7,6 +7,8 @@ import pytest_twisted
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.identity.signing import sign_doc
+from shiftpeer.ids import new_token
+from shiftpeer.shifts import domain_of, make_signer
 from shiftpeer.roles.names import FlowError
 from shiftpeer.store.revs import compute_rev
 
@@ -184,13 +186,24 @@ async def test_outbox_delivers_on_reconnect(mesh):
     await eventually(lambda: bob.feed().get(sid) and bob.feed().get(sid).rev == edit["rev"], "edit delivered")
 
 
+def legacy_shift(user) -> str:
+    """A shift under an id of the kind made before ids named their author (no author tag): for such ids
+    only the revisions a node holds tell who the author is."""
+    sid = new_token(16)
+    now = 1795000000.0
+    body = {"type": "shift", "space": "Notes", "href": HREF, "domain": domain_of(HREF), "summary": "s",
+            "content": {}, "author": user.account, "created": now, "modified": now}
+    user.store.database("user/private").put(sid, body, sign=make_signer(user.key))
+    return sid
+
+
 @pytest_twisted.ensureDeferred
 @pytest.mark.allow_logged_errors
 async def test_only_the_author_can_change_a_shift(mesh):
     """An edit signed by someone else, handed to the hub for another author's shift, is refused everywhere."""
     await mesh.start()
     alice, bob = mesh["alice"], mesh["bob"]
-    sid = alice.new_shift(HREF)
+    sid = legacy_shift(alice)
     await alice.publish(sid, to=["bob"])
     await eventually(lambda: sid in bob.feed_ids(), "bob has it")
     held = bob.feed().get(sid)
@@ -215,7 +228,7 @@ async def test_user_nodes_refuse_revisions_by_another_author_even_from_the_hub(m
     keeps alice's revision; a document whose signature does not verify is never stored."""
     await mesh.start(users=("alice", "bob"))
     alice, bob = mesh["alice"], mesh["bob"]
-    sid = alice.new_shift(HREF)
+    sid = legacy_shift(alice)
     await alice.publish(sid, to=["bob"])
     await eventually(lambda: sid in bob.feed_ids(), "bob has it")
     held = mesh.hub.db("inbox/bob").get(sid)

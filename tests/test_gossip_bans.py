@@ -18,9 +18,11 @@ from shiftpeer.cli import main
 from shiftpeer.gossip.core import Gossip
 from shiftpeer.gossip.scores import PeerScores, Refusal
 from shiftpeer.identity import NodeKey
-from shiftpeer.identity.signing import sign_doc
+from shiftpeer.identity.signing import sign_doc, signing_payload
+from shiftpeer.ids import new_token
 from shiftpeer.node import Node
 from shiftpeer.roles.fullpeer import BANS_FILE, firehose_check
+from shiftpeer.shifts import make_signer
 from shiftpeer.store import Store
 from shiftpeer.store.revs import compute_rev
 from tests.helpers_node import eventually
@@ -50,11 +52,26 @@ def logged():
 
 def squat(genuine: dict, attacker: NodeKey) -> dict:
     """The audit's takeover: a revision of the victim's shift signed by ``attacker`` as author, whose
-    history claims the victim's real revisions, so they look held and are never fetched."""
+    history claims the victim's real revisions, so they look held and are never fetched. (Shift ids now
+    name their author, so every node refuses this document, and ``sign_doc`` will not sign it: it is signed
+    by hand and put straight into the store, as a node of an older version could have kept it.)"""
     body = dict(genuine["body"], author=attacker.account_id, summary="HACKED via gossip")
     rev = compute_rev(genuine["rev"], False, body)
     return {"id": genuine["id"], "rev": rev, "deleted": False, "body": body,
-            "sig": sign_doc(attacker, genuine["id"], rev, body, False), "history": [rev] + genuine["history"]}
+            "sig": attacker.sign(signing_payload(genuine["id"], rev, body, False)),
+            "history": [rev] + genuine["history"]}
+
+
+async def publish_legacy(n: Node, summary: str) -> str:
+    """A public shift under an id of the kind made before ids named their author: only such ids can still be
+    squatted (a bound id's squat is refused by every node's signature check, tests/test_ids.py)."""
+    sid = new_token(16)
+    now = 1795000000.0
+    body = {"type": "shift", "space": "Notes", "href": f"https://example.org/{summary}", "domain": "example.org",
+            "summary": summary, "content": {}, "author": n.account_id, "created": now, "modified": now}
+    n.store.database("user/private").put(sid, body, sign=make_signer(n.key))
+    await n.role("flows").flows.publish(sid, public=True)
+    return sid
 
 
 def leaf(n: Node, dbname: str, sid: str) -> dict:
@@ -83,7 +100,7 @@ async def test_a_squatted_shift_id_does_not_turn_the_full_peer_against_its_hub_a
     alice = node(tmp_path / "alice", "alice", connect=f"127.0.0.1:{ph}", ca=ca)
     started.append(alice)
     await registered(alice)
-    sid = await publish(alice, "pub 1")
+    sid = await publish_legacy(alice, "pub 1")
     alice.shifts.edit(sid, {"summary": "pub 2"})
     await eventually(lambda: summary(hub, sid) == "pub 2", timeout=15)
     b = node(tmp_path / "b", "b", port=pb, connect=f"127.0.0.1:{ph}", ca=ca, full_peer=True)

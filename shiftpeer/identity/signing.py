@@ -33,6 +33,8 @@ except ImportError:   # not POSIX: no verification processes either
 import nacl.bindings
 import nacl.exceptions
 
+from shiftpeer.ids import names_other_author
+
 from .keys import NodeKey, is_account_id, public_key_of
 
 log = Logger()
@@ -60,6 +62,8 @@ def sign_doc(key: NodeKey, docid: str, rev: str, body: dict, deleted: bool) -> b
         raise ValueError(
             f"cannot sign a shift whose author is {body.get('author')!r} with key {key.account_id}"
         )
+    if names_other_author(docid, key.account_id):
+        raise ValueError(f"the id {docid!r} names another author: every node would refuse this revision")
     return key.sign(signing_payload(docid, rev, body, deleted))
 
 
@@ -75,6 +79,8 @@ def _prepare(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
         if not isinstance(docid, str) or not isinstance(rev, str):
             return None
         pk = public_key_of(author)    # ValueError unless an account id; cached, unlike the id's regex check
+        if names_other_author(docid, author):   # a bound id names its author: no one else may write under it
+            return None
         items = [docid, rev, body, bool(doc.get("deleted", False)), author]
         return pk, bytes(sig), items, cbor2.dumps(items)
     except (KeyError, ValueError, TypeError, AttributeError, cbor2.CBOREncodeError):

@@ -15,13 +15,13 @@ refusal instead of retrying it, so a user who registers that name later never re
 from __future__ import annotations
 
 import functools
-import secrets
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import sign_doc
+from shiftpeer.ids import bound_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.names import FlowError
 from shiftpeer.store.revs import compute_rev
@@ -149,7 +149,7 @@ class Publisher:
         now = self._clock.seconds()
         body = {"type": "comment", "shift": shift["id"], "text": text, "author": self._key.account_id,
                 "created": now, "modified": now, "audience": aud}
-        docid = "cm-" + secrets.token_urlsafe(12)
+        docid = bound_id(self._key.account_id, "cm-")
         db = self._store.database(PUBLIC if aud["public"] else PRIVATE)
         rev = db.put(docid, body, sign=self._sign)
         self._add_targets(docid, audience.targets(aud))

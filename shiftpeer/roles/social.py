@@ -12,12 +12,12 @@ node-local ``user/marks`` (never served) and give the unread count.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import sign_doc
+from shiftpeer.ids import bound_id
 from shiftpeer.roles.names import FlowError, messages_db
 from shiftpeer.store.errors import InvalidDocument
 
@@ -60,7 +60,7 @@ class HubSocial:
         """Post an operator notice to ``system/messages``; every registered user's feed receives it."""
         body = {"type": "notice", "author": self._key.account_id, "text": check_text(text),
                 "created": self._clock.seconds()}
-        docid = "notice-" + secrets.token_urlsafe(12)
+        docid = bound_id(self._key.account_id, "notice-")
         rev = self._signed_put(self._store.database(NOTICES_DB), docid, body)
         log.info("posted notice {id}", id=docid)
         return {"id": docid, "rev": rev}
