@@ -27,6 +27,25 @@ def node(directory, name: str, *, port: int | None = None, **settings) -> Node:
     return n
 
 
+def cert_peer_id(certs: dict) -> str:
+    """The TLS peer id of the hub that uses ``certs`` (what other hubs list in ``relays``)."""
+    from cryptography import x509
+
+    from shiftpeer.identity.tls import peer_id_of_cert
+
+    with open(certs["tls_cert"], "rb") as f:
+        return peer_id_of_cert(x509.load_pem_x509_certificate(f.read()))
+
+
+def relays(directory, *peer_ids: str) -> None:
+    """Write ``DIR/hub.json`` trusting ``peer_ids`` as relays (federated hubs)."""
+    import json
+
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "hub.json"), "w") as f:
+        json.dump({"relays": list(peer_ids)}, f)
+
+
 def hub_certs(directory) -> dict:
     """A throwaway CA and a certificate for 127.0.0.1 in ``directory``: the hub's TLS settings."""
     assert make_certs([str(directory), "--host", "127.0.0.1", "--new-ca"]) == 0
@@ -54,10 +73,12 @@ def shared_ids(hub: Node) -> set[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_two_federated_hubs_deliver_each_others_public_shifts(tmp_path, started):
-    """A public shift published on either of two hubs configured as peers reaches the other hub's
-    master and shared, and the other hub's users find it with a query."""
+    """A public shift published on either of two hubs configured as peers and as each other's relays
+    reaches the other hub's master and shared, and the other hub's users find it with a query."""
     pa, pb = free_port(), free_port()
     ca, cb = hub_certs(tmp_path / "ca"), hub_certs(tmp_path / "cb")
+    relays(tmp_path / "ha", cert_peer_id(cb))
+    relays(tmp_path / "hb", cert_peer_id(ca))
     hub_a = node(tmp_path / "ha", "opa", port=pa, hub=True, peers=[f"127.0.0.1:{pb}"], **ca)
     hub_b = node(tmp_path / "hb", "opb", port=pb, hub=True, peers=[f"127.0.0.1:{pa}"], **cb)
     started += [hub_a, hub_b]
@@ -81,7 +102,8 @@ async def test_two_federated_hubs_deliver_each_others_public_shifts(tmp_path, st
 @pytest_twisted.ensureDeferred
 async def test_full_peers_find_each_other_through_the_hub_and_survive_its_loss(tmp_path, started):
     """Full peers that opted in are listed by their hub and dial each other; after the hub stops, a
-    shift published at one full peer still reaches the others, and queries answer from the local feed."""
+    shift published at one full peer by an author they know from the hub still reaches the others,
+    and queries answer from the local feed."""
     ph = free_port()
     certs = hub_certs(tmp_path / "c")
     hub = node(tmp_path / "hub", "op", port=ph, hub=True, **certs)
@@ -94,7 +116,7 @@ async def test_full_peers_find_each_other_through_the_hub_and_survive_its_loss(t
         peers.append(fp)
     for fp in peers:
         await registered(fp)
-    first = await publish(peers[0], "via-hub")
+    first = await publish(peers[1], "via-hub")   # the others learn from the hub that fp1 is registered
     await eventually(lambda: all(first in master_ids(fp) for fp in peers), timeout=15)
 
     for fp in peers:
