@@ -363,8 +363,9 @@ def print_databases(st: dict) -> None:
             print(f"  next page: --databases {page.get('prefix') or '*'!r} --after {page['next']}")
 
 
-def print_gossip(gossip: dict | None) -> None:
-    """A full peer's gossip neighbours (nothing on a node that does not gossip)."""
+def print_gossip(gossip: dict | None, st: dict | None = None) -> None:
+    """A full peer's gossip neighbours, then its banned peers with why and since when (full ids, for
+    'shiftpeer gossip unban'); nothing on a node that does not gossip."""
     if gossip is None:
         return
     keeps = f" (keeps {gossip['low']}-{gossip['high']})" if gossip.get("low") is not None else ""
@@ -378,6 +379,12 @@ def print_gossip(gossip: dict | None) -> None:
             extra.append(f"down {_duration(n['down_for'])}")
         print(f"  {n.get('address') or '-':<24} {n.get('direction', ''):<3} {n.get('state', ''):<10} "
               f"{_short(n.get('peer_id'))}" + (f"  ({', '.join(extra)})" if extra else ""))
+    for b in gossip.get("bans", []):
+        since = "since before this node kept ban times" if b.get("since") is None \
+            else f"since {_when(b['since'])} ({_ago(st or {}, b['since'])})"
+        print(f"  banned {b.get('peer_id')}  {b.get('why', '')}, {since}")
+    if gossip.get("bans"):
+        print("  ('shiftpeer gossip unban PEER_ID' or '--all' lifts a ban)")
 
 
 def hub_line(hub: dict | None) -> str:
@@ -414,7 +421,7 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
     if conns:
         print(f"sync connections: {len(conns)}")
     print_databases(st)
-    print_gossip(st.get("gossip"))
+    print_gossip(st.get("gossip"), st)
     reps = st.get("replications")
     if reps is None:  # a node from before the replications list
         for flow, n in sorted(st.get("replication_lag", {}).items()):
@@ -890,6 +897,20 @@ def cmd_notice(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gossip_unban(client: ApiClient, args: argparse.Namespace) -> int:
+    """Lift gossip bans (POST /v1/gossip/unban): the peers are dialled and accepted again."""
+    if args.all == bool(args.peer_ids):
+        raise CliError("give PEER_ID... or --all ('shiftpeer status' lists the banned peers)", EXIT_USAGE)
+    result = client.call("POST", "/gossip/unban", {"all": True} if args.all else {"peers": args.peer_ids})
+    if args.json:
+        print_json(result)
+    else:
+        lifted = result.get("lifted", [])
+        print(f"lifted {len(lifted)} ban(s)" + "".join(f"\n  {p}" for p in lifted)
+              + f"\n{result.get('banned', 0)} still banned")
+    return 0
+
+
 def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
@@ -1064,6 +1085,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore = reader(sub.add_parser("restore", help="replace the stopped node's store with a backup"))
     restore.add_argument("infile", metavar="INFILE")
     restore.set_defaults(func=cmd_restore, needs_node=False, needs_data=True)
+
+    gossip = sub.add_parser("gossip", help="full peers and hubs: lift gossip bans")
+    gossub = gossip.add_subparsers(dest="gossip_cmd", metavar="ACTION", parser_class=_Parser)
+    gossub.required = True
+    unban = reader(gossub.add_parser("unban", help="lift the ban of gossip neighbours ('status' lists them)"))
+    unban.add_argument("peer_ids", nargs="*", metavar="PEER_ID", help="full peer id(s), as status lists them")
+    unban.add_argument("--all", action="store_true", help="lift every ban")
+    unban.set_defaults(func=cmd_gossip_unban)
 
     notice = reader(sub.add_parser("notice", help="hub operators: post a notice to system/messages"))
     notice.add_argument("text", metavar="TEXT")

@@ -115,6 +115,7 @@ async def test_a_stranger_offering_a_public_shift_reaches_no_one(tmp_path, start
         line = next(x for x in logged if stranger.id in x and "refused" in x)
         assert line.count(stranger.key.account_id) >= 2   # the author, and the neighbour that handed it in
         assert not gossip.scores.bans
+        assert gossip.sync_counters["gossip.refused_unregistered"] >= 1   # the metrics count it too
     finally:
         stranger.close()
         honest.close()

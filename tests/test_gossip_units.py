@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from shiftpeer.gossip.inflight import GossipPuller, InFlight, Seen
 from shiftpeer.gossip.neighbours import NeighbourSet
-from shiftpeer.gossip.scores import PeerScores
+from shiftpeer.gossip.scores import PeerScores, Refusal, strikes_relay
 from shiftpeer.sync.replication import ReplicationManager
 from shiftpeer.sync.testing import MemoryStore
 
@@ -48,16 +48,55 @@ def test_seen_leaves_out_what_the_neighbour_holds_and_is_bounded():
 def test_scores_ban_on_forgery_and_persist(tmp_path):
     """A connection we closed for forged data bans its peer, and the ban survives a restart."""
     path = str(tmp_path / "bans.json")
-    scores = PeerScores(path)
+    clock = Clock()
+    clock.advance(1000)
+    scores = PeerScores(path, now=clock.seconds)
     conn = collections.namedtuple("C", "peer_id close_reason")("evil", {"code": "forged", "msg": "bad sig"})
     assert scores.closed(conn) and scores.banned("evil")
-    assert PeerScores(path).banned("evil") and "forged" in json.load(open(path))["evil"]
+    assert json.load(open(path))["evil"] == {"why": "forged: bad sig", "since": 1000}
+    assert PeerScores(path).listing() == [{"peer_id": "evil", "why": "forged: bad sig", "since": 1000}]
     ok = collections.namedtuple("C", "peer_id close_reason")("fine", None)
     assert not scores.closed(ok) and not scores.banned("fine")
     assert [scores.strike("slow", "slow") for _ in range(5)] == [""] * 5 and scores.score("slow") == 5
     scores.strike("slow", "delivered")
     assert scores.score("slow") == 0 and not scores.banned("slow")
     assert [scores.strike("liar", "refused") for _ in range(3)][-1] == "ban" and scores.banned("liar")
+
+
+def test_scores_read_the_older_ban_file_and_unban_clears_memory_and_file(tmp_path):
+    """A ban list written before bans had a time ({peer: why}) still bans; unban of one peer, then of all,
+    removes them from memory and from the file, and a restart sees them lifted."""
+    path = tmp_path / "gossip-bans.json"
+    path.write_text(json.dumps({"a": "3 refused documents", "b": "forged: x", "c": "invalid: y"}))
+    scores = PeerScores(str(path))
+    assert scores.listing()[0] == {"peer_id": "a", "why": "3 refused documents", "since": None}
+    scores.strike("a", "slow")
+    assert scores.unban(["a", "nobody"]) == ["a"] and not scores.banned("a") and scores.score("a") == 0
+    assert set(json.load(open(path))) == {"b", "c"} and not PeerScores(str(path)).banned("a")
+    assert scores.unban() == ["b", "c"] and scores.bans == {}
+    assert json.load(open(path)) == {} and PeerScores(str(path)).bans == {}
+
+
+def test_a_protected_peer_is_never_struck_or_banned_and_its_old_ban_is_lifted(tmp_path):
+    """The node's own hub: refused strikes, a forged close and ban() leave it unbanned; protecting a peer
+    that a ban list already names lifts that ban (in the file too)."""
+    path = str(tmp_path / "bans.json")
+    PeerScores(path).ban("hub", "3 refused documents")
+    scores = PeerScores(path)
+    assert scores.protect("hub") and not scores.banned("hub") and not PeerScores(path).banned("hub")
+    assert [scores.strike("hub", "refused") for _ in range(5)] == [""] * 5 and scores.score("hub") == 0
+    conn = collections.namedtuple("C", "peer_id close_reason")("hub", {"code": "forged", "msg": "bad sig"})
+    scores.ban("hub", "anything")
+    assert not scores.closed(conn) and not scores.banned("hub") and not PeerScores(path).banned("hub")
+
+
+def test_only_rule_refusals_strike_the_relay():
+    """A stateless rule broken strikes; an author conflict (depends on what we hold) and a plain reason
+    (unknown kind) do not."""
+    assert strikes_relay(Refusal("the signed audience is not public", "rule"))
+    conflict = Refusal("author differs", "conflict", held="alice", offered="mallory")
+    assert not strikes_relay(conflict) and conflict == "author differs" and conflict.details["held"] == "alice"
+    assert not strikes_relay("some reason")
 
 
 class _Service:

@@ -91,6 +91,9 @@ class NodeCollector:
                                  labels=["db"])
         seq = GaugeMetricFamily("shiftpeer_database_seq", "Update sequence of the node's own and largest databases",
                                 labels=["db"])
+        gossip_events = CounterMetricFamily("shiftpeer_gossip_events", "Gossiped documents refused, author "
+                                            "conflicts (not held against the relay), neighbours banned",
+                                            labels=["event"])
         local_lag = GaugeMetricFamily("shiftpeer_local_replication_lag", "Changes not yet copied", labels=["flow"])
 
         docs_in.add_metric([], counters.get("docs_in", 0))
@@ -104,6 +107,9 @@ class NodeCollector:
         for name, n in sorted(counters.items()):
             if name.startswith("rpc_refused."):
                 rpc_refused.add_metric([name[len("rpc_refused."):]], n)
+        for name, n in sorted(counters.items()):
+            if name.startswith("gossip."):
+                gossip_events.add_metric([name[len("gossip."):]], n)
         for code, n in sorted(api_counts.items()):
             api_refused.add_metric([str(code)], n)
         conns.add_metric([], len(getattr(factory, "connections", ()) or ()))
@@ -141,7 +147,7 @@ class NodeCollector:
             for flow, n in status["replication_lag"].items():
                 local_lag.add_metric([flow], n)
         return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, rejected,
-                conns_refused, rpc_refused, api_refused, n_dbs, n_docs, age, docs, seq, local_lag]
+                conns_refused, rpc_refused, api_refused, gossip_events, n_dbs, n_docs, age, docs, seq, local_lag]
 
 
 def count_rpc_refusals(factory: Any) -> None:

@@ -5,7 +5,13 @@ authenticated connection (``connected(conn)``) and it pulls the peer's ``master`
 ``GossipPuller`` (one per peer id, however many connections), while the peer pulls ours the same way.
 Bodies are requested lazily through the shared ``InFlight`` registry, revisions a neighbour holds are
 not announced back to it (``Seen``), and a neighbour that sends forged or malformed data is banned
-(``PeerScores``). Documents received this way pass ``check(db, doc)`` before they are stored.
+(``PeerScores``). Documents received this way pass ``check(db, doc)`` before they are stored; a refusal
+strikes the relay only when it is a ``Refusal`` of kind "rule" (see ``scores.strikes_relay``).
+
+The node's own hub link (``connected(conn, "hub")``) is protected: never struck nor banned, since it also
+carries the node's own flows (publishing, inbox, messages). A ban stops gossip with the peer; its
+connection is closed only when ``close_banned`` (a full peer, whose other links carry gossip alone; a
+hub's incoming links are its users' own hub connections and stay up without gossip).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any, Callable, Optional
 from twisted.logger import Logger
 
 from shiftpeer.gossip.inflight import LAZY_TIMEOUT, InFlight, Seen, start_gossip_pull
-from shiftpeer.gossip.scores import PeerScores
+from shiftpeer.gossip.scores import PeerScores, strikes_relay
 from shiftpeer.sync.replication import default_store_batch
 
 log = Logger()
@@ -41,7 +47,7 @@ class Gossip:
     def __init__(self, store: Any, clock: Any, *, dbname: str = "master", check: Optional[Check] = None,
                  scores: Optional[PeerScores] = None, timeout: float = LAZY_TIMEOUT, max_pulls: int = 64,
                  lazy: bool = True, flood: bool = False, suppress: bool = True,
-                 strike_refused: bool = True) -> None:
+                 strike_refused: bool = True, close_banned: bool = True) -> None:
         self.store = store
         self.clock = clock
         self.dbname = dbname
@@ -51,6 +57,9 @@ class Gossip:
         self.max_pulls = max_pulls
         self.lazy, self.flood, self.suppress = lazy, flood, suppress
         self.strike_refused = strike_refused     # a refused document counts against the neighbour
+        self.close_banned = close_banned         # a ban closes the neighbour's connection (not only gossip)
+        self._told_banned: set[str] = set()      # banned peers whose reconnects were logged once
+        self.sync_counters: Any = None           # the SyncFactory's counters (metrics), once installed
         self.inflight = InFlight()
         self.seen = Seen()
         self.pulls: dict[str, Any] = {}          # peer id -> GossipPuller
@@ -69,14 +78,22 @@ class Gossip:
         """How many neighbours we are pulling from now."""
         return len(self.pulls)
 
-    def connected(self, conn: Any) -> bool:
-        """Start gossip on a new authenticated connection; False when it is not a gossip neighbour."""
+    def connected(self, conn: Any, kind: Optional[str] = None) -> bool:
+        """Start gossip on a new authenticated connection; False when it is not a gossip neighbour.
+        ``kind`` "hub" marks the node's own hub, which is never struck or banned (a ban it has is lifted)."""
         peer = conn.peer_id
         if not self.is_firehose(conn):
             return False
+        if kind == "hub" and peer:
+            if self.scores.protect(peer):
+                self._changed()
         if self.scores.banned(peer):
-            log.info("refusing banned gossip neighbour {peer}", peer=peer)
-            conn.close()
+            if peer not in self._told_banned:      # a --peer reconnects every few seconds: say it once
+                self._told_banned.add(peer)
+                log.info("no gossip with banned neighbour {peer} ({why}; 'shiftpeer gossip unban' lifts it)",
+                         peer=peer, why=self.scores.bans.get(peer))
+            if self.close_banned:
+                conn.close()
             return False
         feeds = getattr(conn.replications, "lazy_feeds", None)
         if feeds is not None:       # our feeder of dbname: no inline bodies, no echo of what the peer holds
@@ -105,20 +122,40 @@ class Gossip:
             self.announced.pop(peer, None)
         if self.scores.closed(conn):
             self.seen.forget(peer)
-            self.counters["banned"] += 1
+            self._count("banned")
         self._changed()
+
+    def _count(self, event: str) -> None:
+        """Count a gossip event here (status) and in the sync counters (``shiftpeer_gossip_events``)."""
+        self.counters[event] += 1
+        if self.sync_counters is not None:
+            self.sync_counters["gossip." + event] += 1
 
     def _changed(self) -> None:
         for fn in list(self.on_change):
             fn()
 
     def strike(self, peer_id: str, why: str) -> None:
-        """A neighbour was slow, delivered, or sent what our rules refuse; a ban closes its connection."""
+        """A neighbour was slow, delivered, or sent what our rules refuse; a ban ends gossip with it."""
         if self.scores.strike(peer_id, why) == "ban":
+            self._count("banned")
             p = self.pulls.get(peer_id)
             if p is not None:
                 log.info("dropping banned gossip neighbour {peer} ({why})", peer=peer_id, why=why)
-                p.mgr.conn.close()
+                if self.close_banned:
+                    p.mgr.conn.close()
+                else:
+                    self.pulls.pop(peer_id, None)
+                    p.stop()
+            self._changed()
+
+    def unban(self, peer_ids: Optional[list[str]] = None) -> list[str]:
+        """Lift bans (None: all); the peers are dialled and accepted again. Returns the ids lifted."""
+        lifted = self.scores.unban(peer_ids)
+        self._told_banned.difference_update(lifted)
+        if lifted:
+            self._changed()
+        return lifted
 
     def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
         """Serve ``dbname`` to firehose peers that are not banned."""
@@ -143,13 +180,27 @@ class Gossip:
                     if why is None:
                         accepted.append(doc)
                     else:
-                        log.warn("refused {doc} {rev} from gossip neighbour {peer}: {why}", doc=doc["id"],
-                                 rev=doc["rev"], peer=peer_id, why=why)
-                        if self.strike_refused:
-                            self.clock.callLater(0, self.strike, peer_id, "refused")
+                        self.refused(peer_id, doc, why)
             return default_store_batch(store, db, accepted, peer_id, remote_db, cp)
 
         return store_batch
+
+    def refused(self, peer_id: str, doc: dict, why: str) -> None:
+        """Log a refused gossiped document; strike the relay only for what an honest relay never sends."""
+        self._count("refused")
+        kind = getattr(why, "kind", None)
+        if kind == "conflict":
+            self._count("author_conflict")
+            details = getattr(why, "details", {})
+            log.warn("author conflict on {doc} {rev} from gossip neighbour {peer}: held author {held}, "
+                     "offered author {offered} (not held against the neighbour: our copy may be the squatted "
+                     "one)", doc=doc["id"], rev=doc["rev"], peer=peer_id, held=details.get("held"),
+                     offered=details.get("offered", doc["body"].get("author")))
+            return
+        log.warn("refused {doc} {rev} from gossip neighbour {peer}: {why}", doc=doc["id"],
+                 rev=doc["rev"], peer=peer_id, why=why)
+        if self.strike_refused and strikes_relay(why):
+            self.clock.callLater(0, self.strike, peer_id, "refused")
 
     # -- discovery -------------------------------------------------------------------------------
     def rpc_announce(self, conn: Any, args: dict) -> dict:
@@ -181,7 +232,9 @@ class Gossip:
         factory.rpc_handlers["gossip.announce"] = self.rpc_announce
         factory.rpc_handlers["gossip.peers"] = self.rpc_peers
         factory.store_batch = self.wrap_store_batch(factory.store_batch)
+        self.sync_counters = getattr(factory, "counters", None)
 
     def stats(self) -> dict:
         return {"neighbours": sorted(self.pulls), "banned": dict(self.scores.bans),
+                "refused": 0, "author_conflict": 0,
                 "inflight": len(self.inflight), **dict(self.inflight.counters), **dict(self.counters)}

@@ -2,8 +2,8 @@
 
 A neighbour is a configured ``--peer`` (static), a candidate the ``NeighbourSet`` discovered and dialled,
 or any peer we pull ``master`` from (``Gossip.pulls``, incoming connections included). All are bounded
-(``--peer``, ``high``, ``max_pulls``), so the report is too; candidates only known (not dialled) and banned
-peers are counted, not listed.
+(``--peer``, ``high``, ``max_pulls``), so the report is too; candidates only known (not dialled) are
+counted, not listed; banned peers are listed apart (``bans``: why and since when).
 """
 
 from __future__ import annotations
@@ -77,4 +77,6 @@ def neighbours_report(gossip: Any, neighbours: Any, static: dict[str, Any], dial
         "high": getattr(neighbours, "high", None),
         "candidates": len(neighbours.candidates) if neighbours is not None else None,
         "banned": len(scores.bans),
+        "bans": scores.listing(),         # every banned peer: peer_id, why, since (bounded by the peers met)
+        "events": {k: gossip.counters.get(k, 0) for k in ("refused", "author_conflict", "banned")},
     }

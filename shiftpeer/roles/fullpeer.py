@@ -30,7 +30,8 @@ from twisted.logger import Logger
 from shiftpeer.gossip.core import Gossip
 from shiftpeer.gossip.inflight import LAZY_TIMEOUT
 from shiftpeer.gossip.neighbours import DEAD_AFTER, HIGH, LOW, NeighbourSet
-from shiftpeer.gossip.scores import PeerScores
+from shiftpeer.gossip.routes import install_gossip_routes
+from shiftpeer.gossip.scores import PeerScores, Refusal
 from shiftpeer.roles import audience
 from shiftpeer.roles.intake import KnownAuthors, authors_of
 from shiftpeer.roles.user import LocalReplication
@@ -51,9 +52,11 @@ def firehose_check(db: Any, doc: dict) -> str | None:
     body = doc["body"]
     before = held_author(db, doc["id"])
     if before is not None and before != body.get("author"):
-        return "only the shift's author may change it (the author differs from the revisions held)"
+        # depends on what this node holds (ours may be a squatted copy): not held against the relay
+        return Refusal("only the shift's author may change it (the author differs from the revisions held)",
+                       "conflict", held=before, offered=body.get("author"))
     if not doc["deleted"] and not audience.admits(audience.of(body), MASTER):
-        return "the signed audience is not public"
+        return Refusal("the signed audience is not public", "rule")   # any relay could have checked it
     return None
 
 
@@ -85,8 +88,13 @@ class _GossipRole(Service):
 
     def make_gossip(self, check: Any, **kw: Any) -> Gossip:
         path = os.path.join(self.node.settings.directory, BANS_FILE)
-        return Gossip(self.node.store, self.node.clock, dbname=MASTER, check=check,
-                      scores=PeerScores(path), timeout=self.timeout, **kw)
+        gossip = Gossip(self.node.store, self.node.clock, dbname=MASTER, check=check,
+                        scores=PeerScores(path, now=self.node.clock.seconds), timeout=self.timeout, **kw)
+        hub_id = getattr(self.node.settings, "hub_id", None)
+        if hub_id:                    # the pinned hub is protected before it even connects
+            gossip.scores.protect(hub_id)
+        install_gossip_routes(self.node.api, self)
+        return gossip
 
     def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
         return self.gossip is not None and self.gossip.may_read(peer_id, dbname, conn)
@@ -105,7 +113,7 @@ class _GossipRole(Service):
         """Log and count a gossiped document left out; no strike: the neighbour may only relay it."""
         log.warn("refused {doc} {rev} by {author} from gossip neighbour {peer}: {why}", doc=doc["id"],
                  rev=doc["rev"], author=doc["body"].get("author"), peer=peer_id, why=why)
-        self.gossip.counters["refused_unregistered"] += 1
+        self.gossip._count("refused_unregistered")   # status's gossip stats and the metrics
 
     def _intake_store_batch(self, inner: Any) -> Any:
         """Run ``intake`` on gossip batches of ``master``, then hand what is left to ``inner``."""
@@ -123,7 +131,7 @@ class _GossipRole(Service):
     def peer_connected(self, conn: Any, kind: str) -> None:
         # a hub connected to its own listener (its operator's account) has nothing to gossip with itself
         if self.gossip is not None and getattr(conn, "peer_id", None) not in self.node.own_peer_ids:
-            self.gossip.connected(conn)
+            self.gossip.connected(conn, kind)
 
 
 class FullPeerRole(_GossipRole):
@@ -283,8 +291,9 @@ class FederationRole(_GossipRole):
             check = firehose_check
         # an honest hub may refuse a document another holds (a comment whose shift has not arrived yet,
         # a group it does not know, an author registered elsewhere): refusals are logged, not held
-        # against the peer
-        self.gossip = self.make_gossip(check, strike_refused=False)
+        # against the peer; its incoming links are also its users' own hub connections: a ban ends
+        # gossip, not the link
+        self.gossip = self.make_gossip(check, strike_refused=False, close_banned=False)
 
     def intake(self, peer_id: str, docs: list) -> list:
         """Only documents by authors registered on this hub, unless ``peer_id`` is a configured relay."""
