@@ -10,7 +10,12 @@ this node opted in (``gossip.announce``, done when it listens), kept between 4 a
 
 ``FederationRole`` (every hub): the same gossip of ``master`` with full peers and with other hubs
 configured with ``--peer``; documents received that way pass the hub's own rules for ``master``
-(signed, public audience, same author), and the hub's merge puts them into ``shared``.
+(signed, public audience, same author, an author registered on this hub unless the neighbour is a
+configured relay), and the hub's merge puts them into ``shared``.
+
+Both roles check a gossiped batch's authors before the gossip layer stores it (``intake``): a full peer
+with a hub keeps only documents by authors its hub admits (``roles/intake.py``); refusals are logged
+with the author, the shift and the neighbour, counted (``refused_unregistered``), and held against no one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from shiftpeer.gossip.core import Gossip
@@ -28,8 +33,10 @@ from shiftpeer.gossip.neighbours import DEAD_AFTER, HIGH, LOW, NeighbourSet
 from shiftpeer.gossip.routes import install_gossip_routes
 from shiftpeer.gossip.scores import PeerScores, Refusal
 from shiftpeer.roles import audience
+from shiftpeer.roles.intake import KnownAuthors, authors_of
 from shiftpeer.roles.user import LocalReplication
 from shiftpeer.roles.validation import held_author
+from shiftpeer.selflink import hub_target
 from shiftpeer.shifts import FEED, PUBLIC
 
 log = Logger()
@@ -93,9 +100,33 @@ class _GossipRole(Service):
         return self.gossip is not None and self.gossip.may_read(peer_id, dbname, conn)
 
     def install_sync(self, factory: Any) -> None:
-        """Gossip RPCs (``gossip.announce``, ``gossip.peers``) and the check on gossiped documents."""
+        """Gossip RPCs (``gossip.announce``, ``gossip.peers``) and the checks on gossiped documents."""
         if self.gossip is not None:
             self.gossip.install(factory)
+            factory.store_batch = self._intake_store_batch(factory.store_batch)
+
+    def intake(self, peer_id: str, docs: list) -> Any:
+        """The gossiped documents ``peer_id`` may hand in (a list, or a Deferred firing with one)."""
+        return docs
+
+    def refuse(self, peer_id: str, doc: dict, why: str) -> None:
+        """Log and count a gossiped document left out; no strike: the neighbour may only relay it."""
+        log.warn("refused {doc} {rev} by {author} from gossip neighbour {peer}: {why}", doc=doc["id"],
+                 rev=doc["rev"], author=doc["body"].get("author"), peer=peer_id, why=why)
+        self.gossip._count("refused_unregistered")   # status's gossip stats and the metrics
+
+    def _intake_store_batch(self, inner: Any) -> Any:
+        """Run ``intake`` on gossip batches of ``master``, then hand what is left to ``inner``."""
+        gossip = self.gossip
+
+        def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Any:
+            pull = gossip.pulls.get(peer_id)
+            if db.name != MASTER or remote_db != MASTER or pull is None or pull.db is not db or not docs:
+                return inner(store, db, docs, peer_id, remote_db, cp)
+            d = maybeDeferred(self.intake, peer_id, docs)
+            return d.addCallback(lambda accepted: inner(store, db, accepted, peer_id, remote_db, cp))
+
+        return store_batch
 
     def peer_connected(self, conn: Any, kind: str) -> None:
         # a hub connected to its own listener (its operator's account) has nothing to gossip with itself
@@ -115,6 +146,7 @@ class FullPeerRole(_GossipRole):
         self.neighbours: NeighbourSet | None = None
         self.hub_conn: Any = None
         self._tick_call: Any = None
+        self.known: KnownAuthors | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -122,11 +154,13 @@ class FullPeerRole(_GossipRole):
         store = node.store
         store.create_database(MASTER)
         self.gossip = self.make_gossip(firehose_check)
+        flows = node.role("flows")
+        if hub_target(node.settings) and flows is not None and getattr(flows, "flows", None) is not None:
+            self.known = KnownAuthors(flows.flows.authors, own=[node.account_id])
         self.replications = [LocalReplication(store, PUBLIC, MASTER, node.clock),
                              LocalReplication(store, MASTER, FEED, node.clock)]
         for r in self.replications:
             r.start()
-        flows = node.role("flows")
         if flows is not None and getattr(flows, "flows", None) is not None:
             # the hub's master arrives in our master (gossip), then locally in user/feed: not twice
             flows.flows.link.full_peer = False
@@ -151,6 +185,28 @@ class FullPeerRole(_GossipRole):
     def housekeeping(self) -> None:
         for r in self.replications:
             r.nudge()
+
+    @inlineCallbacks
+    def intake(self, peer_id: str, docs: list):
+        """Documents from the hub pass (its master took them) and teach us their authors; from anyone
+        else, only documents by authors the hub admits, asked before the batch is checked. A node with
+        no hub (a mesh of full peers alone) has no registry to check against and keeps them all."""
+        known = self.known
+        hub = self.hub_conn
+        if known is None:
+            return docs
+        if hub is not None and peer_id == hub.peer_id:
+            known.learn(authors_of(docs))
+            return docs
+        yield known.prefetch(authors_of(docs))
+        accepted = []
+        for doc in docs:
+            if doc["body"].get("author") in known:
+                accepted.append(doc)
+            else:
+                self.refuse(peer_id, doc, "its author is not known to be registered on our hub (it may "
+                                          "still arrive from the hub)")
+        return accepted
 
     # -- neighbours --------------------------------------------------------------------------------
     def add_peers(self, addresses: list[str]) -> None:
@@ -222,19 +278,35 @@ class FederationRole(_GossipRole):
     """On a hub: gossip ``master`` with full peers and with hubs configured as peers (``--peer``)."""
 
     name = "federation"
+    rules: Any = None   # the hub's HubRules, once started
 
     def startService(self) -> None:
         super().startService()
         hub_role = self.node.role("hub")
         hub = getattr(hub_role, "hub", None)
+        self.rules = hub.rules if hub is not None else None
         if hub is not None:
             check = lambda db, doc: hub.rules.check(db, MASTER, None, doc)  # noqa: E731
         else:
             check = firehose_check
         # an honest hub may refuse a document another holds (a comment whose shift has not arrived yet,
-        # a group it does not know): refusals are logged, not held against the peer
-        # its incoming links are also its users' own hub connections: a ban ends gossip, not the link
+        # a group it does not know, an author registered elsewhere): refusals are logged, not held
+        # against the peer; its incoming links are also its users' own hub connections: a ban ends
+        # gossip, not the link
         self.gossip = self.make_gossip(check, strike_refused=False, close_banned=False)
+
+    def intake(self, peer_id: str, docs: list) -> list:
+        """Only documents by authors registered on this hub, unless ``peer_id`` is a configured relay."""
+        if self.rules is None:
+            return docs
+        accepted = []
+        for doc in docs:
+            why = self.rules.unregistered(peer_id, doc)
+            if why is None:
+                accepted.append(doc)
+            else:
+                self.refuse(peer_id, doc, why)
+        return accepted
 
     def stopService(self) -> Deferred:
         super().stopService()

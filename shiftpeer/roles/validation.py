@@ -4,7 +4,9 @@ Every node runs ``refusal`` on each document it receives from someone else befor
 signature must verify under ``body.author`` and that author must be the author of the revisions the
 database already holds, so only a shift's author can edit, delete or publish it. A hub adds
 ``HubRules``: the signed audience must name the database, group writers must be allowed to publish,
-and a registered user may only hand in documents they wrote.
+a registered user may only hand in documents they wrote, and ``master`` (the public firehose) takes
+only documents by authors registered on this hub unless a configured relay (a federated hub) hands
+them in, so invite-only registration gates publishing.
 """
 
 from __future__ import annotations
@@ -67,12 +69,28 @@ class HubRules:
         #: can_see(account id, shift id): may this account see that shift? (comments need it)
         self.can_see = can_see
 
+    def unregistered(self, peer_id: str | None, doc: dict) -> str | None:
+        """Why ``master`` refuses ``doc`` handed in by ``peer_id``: its author is not registered here
+        (None: registered, or ``peer_id`` is a configured relay, which vouches for other hubs' users).
+        Full peers gossip ``master`` with anyone announcing the role, so this is what keeps an
+        unregistered key out of the firehose."""
+        if peer_id is not None and peer_id in self.relays:
+            return None
+        author = doc["body"].get("author")
+        if self._accounts.name_of(author) is None:
+            return f"its author {author} is not registered on this hub"
+        return None
+
     def refusal(self, dbname: str, peer_id: str | None, doc: dict) -> str | None:
         """Why the hub refuses ``doc`` into ``dbname`` from ``peer_id`` (None: accepted)."""
         body = doc["body"]
         author = body.get("author")
         if peer_id is not None and peer_id not in self.relays and author != peer_id:
             return "a user may only hand in documents they wrote"
+        if dbname == "master" and peer_id is not None:
+            why = self.unregistered(peer_id, doc)
+            if why is not None:
+                return why
         if doc["deleted"]:
             return None  # a tombstone carries no audience; signature and same author were checked
         aud = audience.of(body)
