@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
-from shiftpeer.identity.signing import sign_doc
+from shiftpeer.identity.signing import sign_doc, signing_payload
 from shiftpeer.ids import new_token
 from shiftpeer.shifts import domain_of, make_signer
 from shiftpeer.roles.names import FlowError
@@ -219,6 +219,18 @@ async def test_only_the_author_can_change_a_shift(mesh):
     result = await bob.flows.link.call("deliver", {"doc": fake, "targets": ["user:bob"]})
     assert "signature" in result["user:bob"]
     assert mesh.hub.db("shared").get(sid).body["summary"] == "s"
+    # A shift made now has an id naming alice: bob's revision under it is refused for that, whatever is held.
+    bound = alice.new_shift(HREF)
+    await alice.publish(bound, to=["bob"])
+    await eventually(lambda: bound in bob.feed_ids(), "bob has the new shift")
+    held = bob.feed().get(bound)
+    body = {**held.body, "summary": "hijacked", "author": bob.account}
+    rev = compute_rev(held.rev, False, body)
+    squat = {"id": bound, "rev": rev, "deleted": False, "body": body, "history": [rev, held.rev],
+             "sig": bob.key.sign(signing_payload(bound, rev, body, False))}
+    result = await bob.flows.link.call("deliver", {"doc": squat, "targets": ["user:bob"]})
+    assert "its id names another author" in result["user:bob"]
+    assert mesh.hub.db("inbox/bob").get(bound).rev == held.rev
 
 
 @pytest_twisted.ensureDeferred

@@ -78,5 +78,5 @@ def neighbours_report(gossip: Any, neighbours: Any, static: dict[str, Any], dial
         "candidates": len(neighbours.candidates) if neighbours is not None else None,
         "banned": len(scores.bans),
         "bans": scores.listing(),         # every banned peer: peer_id, why, since (bounded by the peers met)
-        "events": {k: gossip.counters.get(k, 0) for k in ("refused", "author_conflict", "banned")},
+        "events": {k: gossip.counters.get(k, 0) for k in ("refused", "refused_unregistered", "author_conflict", "banned")},
     }

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import verify_repl_doc
+from shiftpeer.ids import names_other_author
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, split_db
@@ -50,6 +51,9 @@ def held_author(db: Any, docid: str) -> str | None:
 def refusal(db: Any, doc: dict) -> str | None:
     """Why ``doc`` may not be stored in ``db`` (None: it may): bad signature, or a different author."""
     if not verify_repl_doc(doc):
+        author = doc["body"].get("author")
+        if isinstance(author, str) and isinstance(doc["id"], str) and names_other_author(doc["id"], author):
+            return "only the shift's author may change it (its id names another author)"
         return "the signature does not verify under body.author"
     before = held_author(db, doc["id"])
     if before is not None and before != doc["body"].get("author"):
