@@ -197,6 +197,18 @@ def legacy_shift(user) -> str:
     return sid
 
 
+async def _hijack_attempt(alice, bob, sid: str) -> tuple:
+    """Alice sends bob her shift; bob writes his own revision of it, signed by his key (by hand: sign_doc
+    refuses an id that names alice). Returns (alice's revision as bob holds it, bob's revision)."""
+    await alice.publish(sid, to=["bob"])
+    await eventually(lambda: sid in bob.feed_ids(), "bob has it")
+    held = bob.feed().get(sid)
+    body = {**held.body, "summary": "hijacked", "author": bob.account}
+    rev = compute_rev(held.rev, False, body)
+    return held, {"id": sid, "rev": rev, "deleted": False, "body": body, "history": [rev, held.rev],
+                  "sig": bob.key.sign(signing_payload(sid, rev, body, False))}
+
+
 @pytest_twisted.ensureDeferred
 @pytest.mark.allow_logged_errors
 async def test_only_the_author_can_change_a_shift(mesh):
@@ -204,30 +216,18 @@ async def test_only_the_author_can_change_a_shift(mesh):
     await mesh.start()
     alice, bob = mesh["alice"], mesh["bob"]
     sid = legacy_shift(alice)
-    await alice.publish(sid, to=["bob"])
-    await eventually(lambda: sid in bob.feed_ids(), "bob has it")
-    held = bob.feed().get(sid)
-    body = {**held.body, "summary": "hijacked", "author": bob.account}
-    rev = compute_rev(held.rev, False, body)
-    forged = {"id": sid, "rev": rev, "deleted": False, "body": body, "history": [rev, held.rev],
-              "sig": sign_doc(bob.key, sid, rev, body, False)}
+    held, forged = await _hijack_attempt(alice, bob, sid)
     result = await bob.flows.link.call("deliver", {"doc": forged, "targets": ["user:bob"]})
     assert "only the shift's author" in result["user:bob"]
     assert mesh.hub.db("inbox/bob").get(sid).rev == held.rev
     # Claiming alice as author with bob's signature is refused too.
-    fake = {**forged, "body": {**body, "author": alice.account}}
+    fake = {**forged, "body": {**forged["body"], "author": alice.account}}
     result = await bob.flows.link.call("deliver", {"doc": fake, "targets": ["user:bob"]})
     assert "signature" in result["user:bob"]
     assert mesh.hub.db("shared").get(sid).body["summary"] == "s"
     # A shift made now has an id naming alice: bob's revision under it is refused for that, whatever is held.
     bound = alice.new_shift(HREF)
-    await alice.publish(bound, to=["bob"])
-    await eventually(lambda: bound in bob.feed_ids(), "bob has the new shift")
-    held = bob.feed().get(bound)
-    body = {**held.body, "summary": "hijacked", "author": bob.account}
-    rev = compute_rev(held.rev, False, body)
-    squat = {"id": bound, "rev": rev, "deleted": False, "body": body, "history": [rev, held.rev],
-             "sig": bob.key.sign(signing_payload(bound, rev, body, False))}
+    held, squat = await _hijack_attempt(alice, bob, bound)
     result = await bob.flows.link.call("deliver", {"doc": squat, "targets": ["user:bob"]})
     assert "its id names another author" in result["user:bob"]
     assert mesh.hub.db("inbox/bob").get(bound).rev == held.rev
