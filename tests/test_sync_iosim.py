@@ -239,3 +239,31 @@ def test_resumed_push_reports_the_peers_checkpoint_as_acknowledged():
     assert again.is_caught_up
     assert again.docs == 0                      # nothing sent twice
     assert again.seq == src.update_seq()        # was 0 before: lag 12 until the next local change
+
+
+def test_a_long_catch_up_is_logged_with_its_count_and_speed():
+    """A pull that brings many documents says in the log how many it stored, how long it took and how fast
+    (a full peer joining late otherwise shows its progress only in status); a short one stays quiet."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        env = Env(window=2, batch_changes=50)
+        fill(env.sstore, "master", 150)
+        fill(env.sstore, "small", 3)
+        rep = env.c.pull("master", "feed", live=False)
+        for _ in range(8):                   # the pull takes two seconds of the shared Clock
+            env.pump.pump()
+            env.clock.advance(0.25)
+        settle(env.pump)
+        assert rep.is_caught_up
+        env.c.pull("small", "small", live=False)
+        settle(env.pump)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    caught = [line for line in lines if line.startswith("caught up")]
+    assert len(caught) == 1, caught
+    assert caught[0].startswith("caught up feed from master at server: 150 documents in ")
+    assert caught[0].endswith("/s)")

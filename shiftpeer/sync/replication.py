@@ -46,6 +46,9 @@ MAX_FEEDERS = 4096
 MAX_COMMIT_DOCS = 5000
 #: A batch this small is stored in the reactor thread when the store does not fsync (default_store_batch).
 INLINE_STORE_DOCS = LIVE_INLINE
+#: A pull that stored at least this many documents before it caught up says so in the log (a full peer
+#: joining late, a node back after a long time offline): how many, how long, how fast.
+CATCH_UP_LOG_DOCS = 100
 
 
 class SyncError(Exception):
@@ -191,6 +194,7 @@ class Puller:
         self.stopped = False
         self.db: Any = None
         self.delayed: Any = None       # a timer while the documents-per-second limit holds a batch back
+        self.started: Optional[float] = None   # when start() asked for the pull (the manager's clock)
 
     def start(self) -> None:
         store = self.mgr.store
@@ -200,6 +204,7 @@ class Puller:
         since, epoch = cp.get("seq", 0), cp.get("epoch")
         self.handle.seq = since
         self.handle.remote_seq = since
+        self.started = self.mgr.clock.seconds() if self.mgr.clock is not None else None
         self.mgr.conn.send("pull", rid=self.rid, db=self.remote_db, since=since, epoch=epoch, live=self.live,
                            push=self.push)
 
@@ -273,6 +278,11 @@ class Puller:
             self._caught_up()
 
     def _caught_up(self) -> None:
+        if self.handle.docs >= CATCH_UP_LOG_DOCS and not self.handle.is_caught_up:
+            took = self.mgr.clock.seconds() - self.started if self.started is not None else None
+            log.info("caught up {local} from {remote} at {peer}: {docs} documents{how}", local=self.local_db,
+                     remote=self.remote_db, peer=self.mgr.conn.peer_id, docs=f"{self.handle.docs:,}",
+                     how=f" in {took:.1f} s ({self.handle.docs / took:,.0f}/s)" if took else "")
         self.handle._reach(self.handle.seq)
         if not self.live:
             self.stop()
