@@ -111,3 +111,17 @@ def read_body(response) -> Deferred:
     done: Deferred = Deferred()
     response.deliverBody(_Collect(done))
     return done
+
+
+def node_cli(capsys, directory: str):
+    """``shiftpeer --data DIRECTORY ARGV...`` in this process: returns a function of ARGV that gives the exit
+    status and what it printed (standard output + standard error). Call it in a thread while the node runs
+    in the reactor (the CLI blocks on the node's API)."""
+    from shiftpeer.cli import main
+
+    def cli(*argv: str) -> tuple[int, str]:
+        status = main(["--data", directory, *argv])
+        out, err = capsys.readouterr()
+        return status, out + err
+
+    return cli

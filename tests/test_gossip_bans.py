@@ -14,7 +14,6 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 
 from shiftpeer.api.metrics import NodeCollector
-from shiftpeer.cli import main
 from shiftpeer.gossip.core import Gossip
 from shiftpeer.gossip.scores import PeerScores, Refusal
 from shiftpeer.identity import NodeKey
@@ -25,7 +24,7 @@ from shiftpeer.roles.fullpeer import BANS_FILE, firehose_check
 from shiftpeer.shifts import make_signer
 from shiftpeer.store import Store
 from shiftpeer.store.revs import compute_rev
-from tests.helpers_node import eventually
+from tests.helpers_node import eventually, node_cli
 from tests.test_gossip_federation import hub_certs, node, registered
 from tests.test_gossip_mesh import free_port, full_peer, master_ids, publish
 
@@ -228,11 +227,7 @@ async def test_status_lists_bans_and_gossip_unban_lifts_them(tmp_path, started, 
     gossip.scores.ban("zzother", "forged: bad signature")
     await eventually(lambda: b.account_id not in gossip.pulls, timeout=10)
     d = a.settings.directory
-
-    def cli(*argv: str) -> tuple[int, str]:
-        status = main(["--data", d, *argv])
-        out, err = capsys.readouterr()
-        return status, out + err
+    cli = node_cli(capsys, d)
 
     status, out = await deferToThread(cli, "status")
     assert status == 0 and "2 banned" in out

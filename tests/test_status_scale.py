@@ -17,9 +17,8 @@ from twisted.internet.threads import deferToThread
 
 from shiftpeer.api.token import read_token
 from shiftpeer.census import RECENT, TOP, own_databases
-from shiftpeer.cli import main
 from shiftpeer.store import Store
-from tests.helpers_node import ApiTestClient, eventually, listening_port, make_node
+from tests.helpers_node import ApiTestClient, eventually, listening_port, make_node, node_cli
 
 N = 20_000
 #: Every 1000th inbox holds documents (inbox/u19000 the most, 20); the other inboxes are empty.
@@ -155,11 +154,7 @@ async def test_cli_status_prints_the_count_and_pages(hub_sized, capsys):
     node, _ = hub_sized
     await node.when_ready()
     d = node.settings.directory
-
-    def cli(*argv: str) -> tuple[int, str]:
-        status = main(["--data", d, *argv])
-        out, err = capsys.readouterr()
-        return status, out + err
+    cli = node_cli(capsys, d)
 
     status, out = await deferToThread(cli, "status")
     assert status == 0
