@@ -61,20 +61,10 @@ def firehose_check(db: Any, doc: dict) -> str | None:
 
 
 def listen_port(node: Any) -> Deferred:
-    """The TCP port of the node's first sync listener (None when it does not listen)."""
-    sync = node.getServiceNamed("sync")
-    for svc in sync:
-        waiting = getattr(svc, "_waitingForPort", None)
-        if waiting is not None and svc.name.startswith("listen "):
-            d: Deferred = Deferred()
-
-            def got(port: Any) -> Any:
-                d.callback(port.getHost().port)
-                return port
-
-            waiting.addCallback(got)
-            return d
-    return succeed(None)
+    """The TCP port of the node's first sync listener once bound (None when it does not listen)."""
+    if not node.listeners:
+        return succeed(None)
+    return node.listeners[0].when_listening().addCallback(lambda port: port.getHost().port)
 
 
 class _GossipRole(Service):
