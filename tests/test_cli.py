@@ -27,6 +27,13 @@ def _env() -> dict:
     return env
 
 
+def sigint_as_in_a_terminal() -> None:
+    """Popen preexec_fn for a child the test interrupts: Ctrl-C's default action, as a terminal's foreground
+    command has it. A test run started in the background (`cmd &` in a script) inherits SIGINT ignored,
+    and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     """Run the CLI in-process; (exit status, stdout, stderr)."""
     try:

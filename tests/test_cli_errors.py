@@ -15,7 +15,7 @@ import pytest
 
 from shiftpeer import __version__, cli
 from shiftpeer.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_RUNNING, EXIT_USAGE, main
-from tests.test_cli import DEADLINE, _env, run, start_node, stop_node
+from tests.test_cli import DEADLINE, _env, run, sigint_as_in_a_terminal, start_node, stop_node
 from tests.test_cli import running as node  # noqa: F401 (a node served by twistd for this module)
 
 SHIFTPEER = os.path.join(os.path.dirname(sys.executable), "shiftpeer")
@@ -30,7 +30,7 @@ def _stopped(tmp_path, capsys, name: str = "gus") -> str:
 
 def _spawn_cli(*argv: str) -> subprocess.Popen:
     return subprocess.Popen([SHIFTPEER, *argv], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=sigint_as_in_a_terminal)
 
 
 def _stderr_line(proc: subprocess.Popen) -> str:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.test_cli import CHECKOUT, _env
+from tests.test_cli import CHECKOUT, _env, sigint_as_in_a_terminal
 
 DRIVER = os.path.join(CHECKOUT, "scripts", "demo.py")
 
@@ -47,7 +47,8 @@ def test_demo_interrupted_stops_every_node(tmp_path):
     pids_file = tmp_path / "pids"
     proc = subprocess.Popen([sys.executable, DRIVER, "--dir", str(mesh)],
                             env={**_env(), "SHIFTPEER_DEMO_PIDS": str(pids_file)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 30
         pids: list[int] = []
