@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Sequence
 
-from shiftpeer import __version__, jsontext, times
+from shiftpeer import __version__, jsontext, times, urls
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -597,6 +597,16 @@ def _time_range(args: argparse.Namespace) -> dict:
     return {name: repr(value) for name in ("since", "until") if (value := getattr(args, name)) is not None}
 
 
+def page_url(value: str) -> str:
+    """argparse type of --href: an absolute http(s) URL (the node would refuse anything else, and a refusal
+    from the node is exit 1, not the usage error it is). Passed on as given: the node normalizes it."""
+    try:
+        urls.normalize_href(value)
+    except urls.BadHref as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 #: The API's page size bounds (shiftpeer.shifts.MAX_LIMIT; not imported: it pulls in Twisted).
 MAX_LIMIT = 500
 
@@ -968,7 +978,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssub.required = True
     new = reader(ssub.add_parser("new", help="create a private shift; prints its id"))
     new.add_argument("--space", required=True, metavar="NAME")
-    new.add_argument("--href", required=True, metavar="URL")
+    new.add_argument("--href", required=True, metavar="URL", type=page_url)
     new.add_argument("--summary", metavar="TEXT")
     new.add_argument("--content", metavar="JSON")
     new.set_defaults(func=cmd_shift_new)
@@ -993,7 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     feed = reader(sub.add_parser("feed", help="query your feed, newest first"))
     for name, meta in (("href", "URL"), ("domain", "D"), ("space", "S"), ("author", "U"), ("group", "G")):
-        feed.add_argument(f"--{name}", metavar=meta)
+        feed.add_argument(f"--{name}", metavar=meta, type=page_url if name == "href" else None)
     feed.add_argument("--thread", metavar="ID", help="comments on the shift ID")
     feed.add_argument("--type", metavar="TYPE", help="only documents of this type: shift (the default), comment, message or notice")
     feed.add_argument("--following", action="store_true", help="only authors you follow")

@@ -121,6 +121,18 @@ def test_content_with_a_number_json_has_not_got_is_a_usage_error(node, capsys, c
     assert len(json.loads(run(capsys, "--data", node, "feed", "--json")[1])["rows"]) <= len(before) + 1
 
 
+@pytest.mark.parametrize("argv", [("feed", "--href", "not-a-url"),
+                                  ("shift", "new", "--space", "Notes", "--href", "ftp://e.org/n")])
+def test_a_page_url_that_is_not_one_is_a_usage_error(node, capsys, argv):
+    """--href must be an absolute http(s) URL: anything else is exit 2 with one line naming the flag, and
+    nothing reaches the node (before, the node's refusal made it exit 1)."""
+    before = json.loads(run(capsys, "--data", node, "feed", "--json")[1])["rows"]
+    status, out, err = run(capsys, "--data", node, *argv)
+    assert status == EXIT_USAGE and out == "" and err.count("\n") == 1
+    assert "argument --href: is not an absolute http:// or https:// URL with a host" in err
+    assert json.loads(run(capsys, "--data", node, "feed", "--json")[1])["rows"] == before
+
+
 def test_version(capsys):
     """`shiftpeer --version` prints the version and exits 0 (no command needed)."""
     status, out, err = run(capsys, "--version")
