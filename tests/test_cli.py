@@ -191,7 +191,7 @@ def test_error_paths(running, capsys):
                            "--content", "{oops")
     assert status == EXIT_USAGE and "--content is not valid JSON" in err and err.count("\n") == 1
     status, out, err = run(capsys, "--data", d, "shift", "new", "--space", "Notes", "--href", "e.org")
-    assert status == EXIT_ERROR and "href must be an absolute" in err
+    assert status == EXIT_USAGE and "argument --href: is not an absolute" in err and err.count("\n") == 1
     status, out, err = run(capsys, "--data", d, "shift", "show", "no-such-shift")
     assert status == EXIT_ERROR and "no shift no-such-shift" in err
     status, out, err = run(capsys, "--data", d, "shift", "edit", "no-such-shift", "--summary", "x")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from shiftpeer.store import InvalidDocument, Store
 from shiftpeer.store.revs import compute_rev
@@ -136,7 +139,9 @@ async def test_queued_jobs_share_one_commit_and_a_failing_one_is_rolled_back_alo
     first = store.run_in_writer(block)
     assert started.wait(10)  # the writer is inside the first job: what follows queues behind it
     writer = store._writer
-    good1 = db.bulk_replicated_async(repl_docs(200, prefix="g1-"))
+    # jobs without a preparation step (bulk_replicated_async prepares its batches first, in another thread,
+    # and then they group by when they are ready: test_prepared_jobs_*)
+    good1 = store.run_in_writer(db.bulk_replicated, repl_docs(200, prefix="g1-"))
     bad_docs = repl_docs(5, prefix="x-")
 
     def half_then_fail():
@@ -144,7 +149,7 @@ async def test_queued_jobs_share_one_commit_and_a_failing_one_is_rolled_back_alo
         raise RuntimeError("job failed after writing")  # ...and rolled back with it
 
     bad = store.run_in_writer(half_then_fail)
-    good2 = db.bulk_replicated_async(repl_docs(300, prefix="g2-"))
+    good2 = store.run_in_writer(db.bulk_replicated, repl_docs(300, prefix="g2-"))
     txn_before = store.env.info()["last_txnid"]
     release.set()
     assert await first is True
@@ -158,6 +163,92 @@ async def test_queued_jobs_share_one_commit_and_a_failing_one_is_rolled_back_alo
     assert writer.jobs == 4 and writer.commits == 2
     assert db.doc_count() == 500 and db.get("x-0") is None and db.get("g2-299") is not None
     assert db.update_seq() == 500  # the failed job's seqs were rolled back too
+
+
+@pytest_twisted.ensureDeferred
+async def test_prepared_jobs_are_prepared_outside_the_writer_and_keep_their_order(store):
+    """prepare_and_write runs the preparation in a thread of its own, without a transaction, and the job
+    with its result in the writer; prepared and plain jobs run in the order they were submitted."""
+    ran: list = []
+    writer_ident = await store.run_in_writer(threading.get_ident)
+
+    def prepare(name):
+        def step(pause):
+            pause()
+            ran.append(("prepare", name, threading.get_ident() != writer_ident, store._local.__dict__.get("txn")))
+            return name
+        return step
+
+    def job(value):
+        ran.append(("job", value))
+        return value
+
+    ds = [store.prepare_and_write(prepare("a"), job), store.run_in_writer(job, "plain"),
+          store.prepare_and_write(prepare("b"), job)]
+    assert [await d for d in ds] == ["a", "plain", "b"]
+    assert [r for r in ran if r[0] == "job"] == [("job", "a"), ("job", "plain"), ("job", "b")]
+    assert [r for r in ran if r[0] == "prepare"] == [("prepare", "a", True, None), ("prepare", "b", True, None)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_prepared_jobs_prepare_while_the_writer_commits_or_waits_never_beside_a_job(store):
+    """Preparation steps aside while the writer runs a job (py-lmdb gives up the GIL on every call, and
+    would wait milliseconds to win it back from a thread running Python): a preparation that begins while
+    a job runs goes on only once the job is done."""
+    started, release = threading.Event(), threading.Event()
+    order: list = []
+
+    def block():
+        started.set()
+        release.wait(10)
+        order.append("job done")
+
+    def prepare(pause):
+        order.append("prepare called")
+        pause()
+        order.append("prepared")
+
+    first = store.run_in_writer(block)
+    assert started.wait(10)
+    second = store.prepare_and_write(prepare, lambda _: None)
+    deadline = time.monotonic() + 10
+    while "prepare called" not in order and time.monotonic() < deadline:
+        await deferLater(reactor, 0.005, lambda: None)
+    assert order == ["prepare called"]               # paused: the writer is inside a job
+    release.set()
+    await first
+    await second
+    assert order == ["prepare called", "job done", "prepared"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_preparation_fails_its_job_alone(store):
+    """A batch whose preparation refuses a document fails with InvalidDocument and writes nothing; the
+    jobs around it are written."""
+    db = store.create_database("shared")
+    bad = repl_docs(3, prefix="x-")
+    bad[1]["rev"] = "not-a-rev"
+    ds = [db.bulk_replicated_async(repl_docs(150, prefix="a-")), db.bulk_replicated_async(bad),
+          db.bulk_replicated_async(repl_docs(250, prefix="b-"))]
+    assert len(await ds[0]) == 150
+    with pytest.raises(InvalidDocument):
+        await ds[1]
+    assert len(await ds[2]) == 250
+    assert db.doc_count() == 400 and db.get("x-0") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_closing_the_store_runs_the_jobs_still_being_prepared(tmp_path):
+    """Close with batches still queued for preparation: each is prepared and written before close returns."""
+    s = Store(str(tmp_path / "store"), map_size=1 << 30)
+    db = s.create_database("shared")
+    ds = [db.bulk_replicated_async(repl_docs(300, prefix=f"c{k}-")) for k in range(4)]
+    s.close()
+    for d in ds:
+        assert len(await d) == 300
+    s = Store(str(tmp_path / "store"), map_size=1 << 30)
+    assert s.database("shared").doc_count() == 1200
+    s.close()
 
 
 @pytest_twisted.ensureDeferred

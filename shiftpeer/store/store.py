@@ -283,6 +283,17 @@ class Store:
             self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
         return self._writer.submit(fn, args, kwargs)
 
+    def prepare_and_write(self, prepare: Callable[[], Any], fn: Callable[[Any], Any]) -> Deferred:
+        """`fn(prepare())` in the writer thread (run_in_writer), `prepare` running first in a thread of its
+        own, without a transaction: the CPU half of a batch (checks, encoding) overlaps the writer's work
+        and commits (LMDB releases the GIL while it writes pages and fsyncs)."""
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._writer is None:
+            self._writer = GroupWriter(self, self._reactor)
+            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
+        return self._writer.submit(fn, (), {}, prepare=prepare)
+
     # -- notifications -----------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[str, int], None]) -> Callable[[], None]:
         """Call `callback(dbname, seq)` in the reactor thread after each commit; returns unsubscribe."""
