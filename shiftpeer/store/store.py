@@ -276,23 +276,23 @@ class Store:
         `fn` runs inside a write transaction (its own `write_txn()` joins it); jobs queued together share
         one commit (group commit, writer.py). The Deferred fires in the reactor thread after the commit.
         """
-        if self._closed:
-            raise StoreError("store is closed")
-        if self._writer is None:
-            self._writer = GroupWriter(self, self._reactor)
-            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
-        return self._writer.submit(fn, args, kwargs)
+        return self._writer_thread().submit(fn, args, kwargs)
 
-    def prepare_and_write(self, prepare: Callable[[], Any], fn: Callable[[Any], Any]) -> Deferred:
-        """`fn(prepare())` in the writer thread (run_in_writer), `prepare` running first in a thread of its
-        own, without a transaction: the CPU half of a batch (checks, encoding) overlaps the writer's work
-        and commits (LMDB releases the GIL while it writes pages and fsyncs)."""
+    def prepare_and_write(self, prepare: Callable[[Callable[[], None]], Any], fn: Callable[[Any], Any]) -> Deferred:
+        """`fn(prepare(pause))` in the writer thread (run_in_writer), `prepare` running first in a thread of
+        its own, without a transaction, while the writer commits the jobs before it (LMDB releases the GIL
+        while it writes pages and fsyncs); `prepare` calls `pause()` every few milliseconds of work to step
+        aside while the writer runs a job (writer.py GroupWriter._pause)."""
+        return self._writer_thread().submit(fn, (), {}, prepare=prepare)
+
+    def _writer_thread(self) -> GroupWriter:
+        """The writer (started on first use, stopped at the reactor's shutdown)."""
         if self._closed:
             raise StoreError("store is closed")
         if self._writer is None:
             self._writer = GroupWriter(self, self._reactor)
             self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
-        return self._writer.submit(fn, (), {}, prepare=prepare)
+        return self._writer
 
     # -- notifications -----------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[str, int], None]) -> Callable[[], None]:
