@@ -525,11 +525,22 @@ class Database:
             codec.reset_encoders()  # the encode may have failed half way: the next batch gets a fresh one
             raise
 
-    def prepare_replicated(self, docs: list[dict], *, vis: list[str] | None = None) -> "PreparedBatch":
+    def prepare_replicated(self, docs: list[dict], *, vis: list[str] | None = None,
+                           pause: Callable[[], None] | None = None) -> "PreparedBatch":
         """Check and encode a batch for bulk_replicated without touching LMDB (any thread): the CPU half of
-        a replicated write, for a caller that has it checked early. Raises InvalidDocument."""
-        prepared, tokens = self._prepare_all(docs, vis)
-        return PreparedBatch(self, prepared, tokens)
+        a replicated write. With `pause`, in chunks of PREPARE_CHUNK documents, calling `pause()` before
+        each (the store's preparing thread steps aside there while the writer runs a job). Raises
+        InvalidDocument."""
+        if pause is None or not isinstance(docs, (list, tuple)):
+            prepared, tokens = self._prepare_all(docs, vis)
+            return PreparedBatch(self, prepared, tokens)
+        out: list[_Prepared] = []
+        tokens = check_vis(vis)
+        for i in range(0, len(docs), PREPARE_CHUNK):
+            pause()
+            part, tokens = self._prepare_all(docs[i : i + PREPARE_CHUNK], vis)
+            out.extend(part)
+        return PreparedBatch(self, out, tokens)
 
     def bulk_replicated(self, docs: "list[dict] | PreparedBatch", *, vis: list[str] | None = None,
                         txn: WriteTxn | None = None) -> list[str]:
@@ -638,18 +649,8 @@ class Database:
         while the writer commits the batches before (writer.py `prepare_and_write`): +18% documents a second
         in the store benchmark. Ready batches queued behind a commit are group-committed. Bad input fails the
         Deferred, nothing written."""
-        def prepare(pause: Callable[[], None]) -> PreparedBatch:
-            if not isinstance(docs, (list, tuple)):
-                raise InvalidDocument("bulk_replicated takes a list of replicated documents")
-            out: list[_Prepared] = []
-            tokens: list[str] = []
-            for i in range(0, len(docs), PREPARE_CHUNK):
-                pause()
-                part, tokens = self._prepare_all(docs[i : i + PREPARE_CHUNK], vis)
-                out.extend(part)
-            return PreparedBatch(self, out, tokens if docs else check_vis(vis))
-
-        return self._store.prepare_and_write(prepare, self.bulk_replicated)
+        return self._store.prepare_and_write(lambda pause: self.prepare_replicated(docs, vis=vis, pause=pause),
+                                             self.bulk_replicated)
 
     def add_vis(self, docid: str, tokens: list[str], txn: WriteTxn | None = None) -> None:
         """Add visibility tokens (metadata, not the signed body) to a document and re-index it."""
