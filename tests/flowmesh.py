@@ -14,6 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from shiftpeer.identity import NodeKey
 from shiftpeer.identity.tls import client_creator, server_creator
@@ -23,7 +24,7 @@ from shiftpeer.roles.userflows import UserFlows
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer.store import Store
 from shiftpeer.sync import Policy, SyncFactory
-from shiftpeer.sync.client import SyncTLSFactory, outgoing
+from shiftpeer.sync.client import outgoing
 from tests.helpers_node import eventually as _poll
 
 DEADLINE = 10.0
@@ -50,7 +51,7 @@ class HubParty:
         self.port: Any = None
 
     async def listen(self) -> None:
-        tls = SyncTLSFactory(server_creator(self.key), False, self.factory)
+        tls = TLSMemoryBIOFactory(server_creator(self.key), False, self.factory)
         self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(tls)
 
     def db(self, name: str) -> Any:
@@ -87,7 +88,7 @@ class UserParty:
 
     async def connect(self, hub: HubParty) -> Any:
         creator = client_creator(self.key, expected_peer_id=hub.key.account_id)
-        tls = SyncTLSFactory(creator, True, outgoing(self.factory))
+        tls = TLSMemoryBIOFactory(creator, True, outgoing(self.factory))
         port = hub.port.getHost().port
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(tls)
         self.proto = wrapper.wrappedProtocol
@@ -105,7 +106,7 @@ class UserParty:
 
     async def listen(self) -> Any:
         """Accept sync connections too (for tests of what a user node serves)."""
-        tls = SyncTLSFactory(server_creator(self.key), False, self.factory)
+        tls = TLSMemoryBIOFactory(server_creator(self.key), False, self.factory)
         self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(tls)
         return self.port
 
@@ -145,7 +146,7 @@ class Stranger:
 
     async def connect(self, port: Any, peer_id: str) -> Any:
         creator = client_creator(self.key, expected_peer_id=peer_id)
-        tls = SyncTLSFactory(creator, True, outgoing(self.factory))
+        tls = TLSMemoryBIOFactory(creator, True, outgoing(self.factory))
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(tls)
         self.proto = wrapper.wrappedProtocol
         await self.proto.when_ready()

@@ -14,6 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from shiftpeer.identity import NodeKey
 from shiftpeer.identity.signing import sign_doc
@@ -22,7 +23,7 @@ from shiftpeer.store import Store
 from shiftpeer.store.revs import compute_rev
 from shiftpeer.sync import SyncFactory
 from shiftpeer.sync.authz import AllowAll
-from shiftpeer.sync.client import SyncTLSFactory, outgoing
+from shiftpeer.sync.client import outgoing
 from tests.helpers_node import eventually, eventually_async
 from tests.test_gossip_federation import hub_certs, node, registered, shared_ids, started  # noqa: F401
 from tests.test_gossip_mesh import free_port, master_ids
@@ -46,7 +47,7 @@ class Relay:
         self.proto = None
 
     async def dial(self, port: int) -> None:
-        tls = SyncTLSFactory(client_creator(self.key), True, outgoing(self.factory))
+        tls = TLSMemoryBIOFactory(client_creator(self.key), True, outgoing(self.factory))
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(tls)
         self.proto = wrapper.wrappedProtocol
         await self.proto.when_ready()

@@ -24,8 +24,8 @@ from shiftpeer.identity.tls import client_creator, server_creator
 from shiftpeer.store import Store
 from shiftpeer.sync import AllowAll, SyncFactory, messages
 from shiftpeer.sync.client import tls_client_endpoint, tls_server_endpoint
-from shiftpeer.sync.protocol import HANDLE_SLICE, WRITES_FIRST_AFTER
-from shiftpeer.sync.replication import PUMP_SLICE, RAMP_FIRST, ReplicationManager, default_store_batch
+from shiftpeer.sync.protocol import HANDLE_SLICE
+from shiftpeer.sync.replication import RAMP_FIRST, ReplicationManager, default_store_batch
 from shiftpeer.sync.testing import MemoryStore, accept_all
 
 
@@ -102,17 +102,17 @@ def test_frames_answering_one_read_go_out_in_one_write():
     assert b"unexpected" in transport.value()
 
 
-def _slow_rpc_node(clock, spend):
-    """A connection past its hello whose `slow` call makes `spend` seconds pass without running the clock's
-    calls (as real time passes while a handler runs; Clock.advance would run them re-entrantly). Each call
-    records (its n, the ids of the answers written before it, whether reading was paused)."""
+def test_frames_past_the_handling_slice_wait_for_the_next_reactor_turn():
+    """Frames from one read are handled for HANDLE_SLICE; the rest wait for the next reactor turn with reading
+    paused, so what the first ones wrote reaches the transport before the rest are handled."""
+    clock = Clock()
     factory = SyncFactory(MemoryStore(), None, AllowAll(), reactor=clock, validator=accept_all,
                           peer_id_of=lambda transport: "peer", handshake_timeout=None, frame_timeout=None)
     seen = []
 
-    def slow(conn, args):
+    def slow(conn, args):                # each call takes longer than a slice
         seen.append((args["n"], [m["id"] for m in _frames(transport.value())], transport.producerState))
-        clock.rightNow += spend
+        clock.advance(HANDLE_SLICE)
         return args["n"]
 
     factory.rpc_handlers["slow"] = slow
@@ -120,128 +120,13 @@ def _slow_rpc_node(clock, spend):
     transport = CountingTransport()
     proto.makeConnection(transport)
     proto.dataReceived(messages.encode("hello", v=1, roles=[], maxf=1 << 20))
-    clock.advance(0)
     transport.clear()
-    return proto, transport, seen
-
-
-def _calls(*ns):
-    return b"".join(messages.encode("call", id=n, method="slow", args={"n": n}) for n in ns)
-
-
-def _turns(clock, n):
-    """Run the timed calls of n reactor turns as a real reactor does: the calls due run, and the calls they
-    add wait for the next turn (after the reactor's socket I/O). Clock.advance would run those too."""
-    for _ in range(n):
-        due = [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]
-        for c in due:
-            clock.calls.remove(c)
-            c.called = 1
-        for c in due:
-            c.func(*c.args, **c.kw)
-
-
-def test_frames_past_the_handling_slice_wait_for_a_later_reactor_turn():
-    """Frames from one read are handled for HANDLE_SLICE; the rest wait, reading paused, for a turn after the
-    reactor has sent what the first ones wrote."""
-    clock = Clock()
-    proto, transport, seen = _slow_rpc_node(clock, HANDLE_SLICE)
-    proto.dataReceived(_calls(1, 2, 3))
+    proto.dataReceived(b"".join(messages.encode("call", id=n, method="slow", args={"n": n}) for n in (1, 2, 3)))
     assert [n for n, _, _ in seen] == [1] and transport.producerState == "paused"
-    _turns(clock, 1)                                       # beside the TLS flush: not yet
-    assert [n for n, _, _ in seen] == [1]
-    _turns(clock, 4)
+    clock.advance(0)                     # the next reactor turns (a Clock runs them all at once)
     assert seen == [(1, [], "producing"), (2, [1], "paused"), (3, [1, 2], "paused")]
     assert [m["id"] for m in _frames(transport.value())] == [1, 2, 3]
-    _turns(clock, 2)
-    assert transport.producerState == "producing"
-
-
-def test_reads_handed_over_in_one_turn_share_its_handling_slice():
-    """TLS hands what one socket read decrypted to the protocol in several calls in a row; after HANDLE_SLICE
-    of handling in that turn, later calls leave their frames for a later turn, so what was written goes out
-    first."""
-    clock = Clock()
-    proto, transport, seen = _slow_rpc_node(clock, HANDLE_SLICE)
-    proto.dataReceived(_calls(1))
-    proto.dataReceived(_calls(2))                           # the same turn: not handled now
-    assert [n for n, _, _ in seen] == [1] and transport.producerState == "paused"
-    _turns(clock, 1)
-    assert [n for n, _, _ in seen] == [1]
-    _turns(clock, 1)                                       # after the socket write
-    assert seen[1] == (2, [1], "paused")
-
-
-def test_a_slow_turn_that_wrote_stops_reading_until_its_writes_are_out():
-    """A turn that handled frames for WRITES_FIRST_AFTER and wrote something ends there, with reading paused
-    until the reactor has had a turn to send it (it reads a socket before it writes to it)."""
-    clock = Clock()
-    proto, transport, seen = _slow_rpc_node(clock, WRITES_FIRST_AFTER)
-    proto.dataReceived(_calls(1, 2))
-    assert [n for n, _, _ in seen] == [1] and transport.producerState == "paused"
-    _turns(clock, 2)
-    assert seen[1] == (2, [1], "paused")
-    _turns(clock, 2)                                       # 2 wrote too: reading resumes once that is out
-    assert transport.producerState == "producing"
-
-
-def test_quick_turns_keep_reading():
-    """Frames handled quickly neither end the turn nor pause reading (no extra reactor turns for acks)."""
-    clock = Clock()
-    proto, transport, seen = _slow_rpc_node(clock, 0.0)
-    proto.dataReceived(_calls(1, 2))
-    assert [n for n, _, _ in seen] == [1, 2] and transport.producerState == "producing"
-
-
-def test_feeder_sends_for_at_most_a_pump_slice_per_turn():
-    """A feeder that has spent PUMP_SLICE reading and writing batches goes on in a later turn, after the
-    reactor has sent what it wrote, instead of holding the first batch back behind the rest of the window."""
-    store = MemoryStore()
-    db = store.create_database("src")
-    for i in range(1000):
-        db.put(f"d{i:04d}", {"i": i})
-    clock = Clock()
-    reads = db.changes
-
-    def slow_changes(**kw):
-        clock.rightNow += PUMP_SLICE / 2
-        return reads(**kw)
-
-    db.changes = slow_changes
-    conn = RecordingConn()
-    mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), window=8,
-                             batch_changes=100, clock=clock)
-    mgr.handle({"t": "pull", "rid": 1, "db": "src", "since": 0, "epoch": None, "live": False})
-    sent = lambda: len([m for m in conn.sent if m["t"] == "changes"])  # noqa: E731
-    assert sent() == 2
-    _turns(clock, 1)
-    assert sent() == 2                                     # not in the turn beside the transport's flush
-    _turns(clock, 1)
-    assert sent() == 4
-    _turns(clock, 10)
-    assert sent() == 8 and not clock.getDelayedCalls()     # the window is full: waits for acks
-
-
-def test_sync_tls_hands_a_frame_to_tcp_at_once():
-    """Sync connections use TLS without Twisted's write buffering: a live change written outside any reactor
-    turn of ours is encrypted and handed to TCP at once, not a `callLater(0)` later (the protocol writes
-    what one turn produced in one call already)."""
-    from shiftpeer.sync.testing import connect_pair, peer_id_of
-
-    clock = Clock()
-    src, dst = MemoryStore(), MemoryStore()
-    src.create_database("master")
-    make = lambda store: SyncFactory(store, None, AllowAll(), reactor=clock,  # noqa: E731
-                                     validator=accept_all, peer_id_of=peer_id_of)
-    pair = connect_pair(make(dst), make(src), clock)
-    pair.pump.flush()
-    rep = pair.client.pull("master", "master", live=True)
-    pair.pump.flush()
-    assert rep.is_caught_up
-    tcp = pair.server_tls.transport
-    before = len(tcp.stream)
-    src.database("master").put("d1", {"author": "a"})        # the feeder writes the change now
-    assert len(tcp.stream) > before and not clock.getDelayedCalls()
+    assert transport.producerState == "producing" and not clock.getDelayedCalls()
 
 
 def _frames(data):

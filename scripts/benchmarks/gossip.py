@@ -38,6 +38,7 @@ import cbor2  # noqa: E402
 from twisted.internet import reactor, task  # noqa: E402
 from twisted.internet.defer import ensureDeferred, gatherResults  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint  # noqa: E402
+from twisted.protocols.tls import TLSMemoryBIOFactory  # noqa: E402
 
 from shiftpeer.gossip.core import Gossip  # noqa: E402
 from shiftpeer.identity import NodeKey  # noqa: E402
@@ -47,7 +48,7 @@ from shiftpeer.roles.fullpeer import firehose_check  # noqa: E402
 from shiftpeer.store import Store  # noqa: E402
 from shiftpeer.store.revs import compute_rev  # noqa: E402
 from shiftpeer.sync import SyncFactory  # noqa: E402
-from shiftpeer.sync.client import SyncTLSFactory, outgoing  # noqa: E402
+from shiftpeer.sync.client import outgoing  # noqa: E402
 
 DEGREE = 4
 AUTHORS = 16
@@ -84,12 +85,12 @@ class Peer:
         self.port = None
 
     async def listen(self) -> None:
-        tls = SyncTLSFactory(server_creator(self.key), False, self.factory)
+        tls = TLSMemoryBIOFactory(server_creator(self.key), False, self.factory)
         self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(tls)
 
     async def dial(self, other: "Peer") -> None:
-        tls = SyncTLSFactory(client_creator(self.key, expected_peer_id=other.key.account_id), True,
-                             outgoing(self.factory))
+        tls = TLSMemoryBIOFactory(client_creator(self.key, expected_peer_id=other.key.account_id), True,
+                                  outgoing(self.factory))
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", other.port.getHost().port).connect(tls)
         await wrapper.wrappedProtocol.when_ready()
 

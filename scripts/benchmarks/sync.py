@@ -226,12 +226,13 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
     from twisted.internet import reactor, threads
     from twisted.internet.defer import Deferred, ensureDeferred
     from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.protocols.tls import TLSMemoryBIOFactory
 
     from shiftpeer.identity import NodeKey
     from shiftpeer.identity.tls import client_creator
     from shiftpeer.store import Store
     from shiftpeer.sync import AllowAll, SyncFactory
-    from shiftpeer.sync.client import SyncTLSFactory, outgoing
+    from shiftpeer.sync.client import outgoing
     from shiftpeer.tuning import tune_gc
 
     tune_gc()  # the interpreter settings a node's store service makes
@@ -257,7 +258,7 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
     creator = client_creator(key, expected_peer_id=info["peer"])
 
     async def connect():
-        counting = CountingFactory(SyncTLSFactory(creator, True, outgoing(node["factory"])))
+        counting = CountingFactory(TLSMemoryBIOFactory(creator, True, outgoing(node["factory"])))
         ep = TCP4ClientEndpoint(reactor, "127.0.0.1", info["port"])
         wrapper = await ep.connect(counting)
         conn = await wrapper.wrappedProtocol.wrappedProtocol.when_ready()

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -33,15 +33,6 @@ from shiftpeer.sync.peererrors import why_closed, why_failed
 from shiftpeer.sync.protocol import SyncFactory, SyncProtocol
 
 log = Logger()
-
-
-class SyncTLSFactory(TLSMemoryBIOFactory):
-    """Twisted's TLS wrapper without its write buffering. Twisted's default (``BufferingTLSTransport``) holds
-    every write below 64 KB for a ``callLater(0)`` to join it with the next ones; a sync connection already
-    writes what one turn produced in one call, so the hold only delays each frame by a reactor turn (a live
-    change, a `need`, an `ack`)."""
-
-    protocol = TLSMemoryBIOProtocol
 
 
 @implementer(IStreamServerEndpoint)
@@ -52,7 +43,7 @@ class TLSServerEndpoint:
         self._endpoint, self._creator, self._clock = endpoint, creator, clock
 
     def listen(self, factory: Any) -> Deferred:
-        return self._endpoint.listen(SyncTLSFactory(self._creator, False, factory, clock=self._clock))
+        return self._endpoint.listen(TLSMemoryBIOFactory(self._creator, False, factory, clock=self._clock))
 
 
 @implementer(IStreamClientEndpoint)
@@ -63,7 +54,7 @@ class TLSClientEndpoint:
         self._endpoint, self._creator, self._clock = endpoint, creator, clock
 
     def connect(self, factory: Any) -> Deferred:
-        d = self._endpoint.connect(SyncTLSFactory(self._creator, True, outgoing(factory), clock=self._clock))
+        d = self._endpoint.connect(TLSMemoryBIOFactory(self._creator, True, outgoing(factory), clock=self._clock))
         return d.addCallback(lambda tls: tls.wrappedProtocol)
 
 

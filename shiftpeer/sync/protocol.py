@@ -23,7 +23,6 @@ from shiftpeer.sync import messages
 from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge, encode_frame
 from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_NETWORK,
                                    MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS, ConnectionLimits, address_key)
-from shiftpeer.sync.turns import AfterWrites
 from shiftpeer.sync.messages import MAX_BATCH, PROTOCOL_VERSION, ProtocolError
 from shiftpeer.sync.replication import (BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
                                         ReplicationManager)
@@ -32,14 +31,9 @@ from shiftpeer.sync.replication import (BATCH_CHANGES, MAX_FEEDERS, WINDOW, Rate
 HANDSHAKE_TIMEOUT = 30.0
 #: Seconds from the first byte of a frame to its last: a peer that trickles bytes is cut off.
 FRAME_TIMEOUT = 120.0
-#: Received frames are handled for at most this many seconds in one reactor turn; the rest wait for the next
+#: Received frames are handled for at most this many seconds at a time; the rest wait for the next reactor
 #: turn, so what the handled ones wrote goes out first (the reactor writes to sockets only between turns).
 HANDLE_SLICE = 0.002
-#: A reactor turn that handled frames for this long and wrote something stops there, and stops reading until
-#: its writes are on the wire: the reactor reads a socket before it writes to it, so frames handled
-#: meanwhile would hold back what was written (a puller's first `need` of an increment left ~5 ms late,
-#: behind the next `changes`; a feeder's first `docs` behind the next `need`).
-WRITES_FIRST_AFTER = 0.0005
 
 log = Logger()
 
@@ -92,12 +86,8 @@ class SyncProtocol(Protocol):
         self._out: Optional[list[bytes]] = None
         # Received frames not handled yet (HANDLE_SLICE), the reactor turn that will, and why reading is paused
         self._inbox: collections.deque[bytes] = collections.deque()
-        self._next_slice: Optional[AfterWrites] = None   # made when first needed (the factory is set then)
-        self._writes_out: Optional[AfterWrites] = None   # reading resumes when it runs (WRITES_FIRST_AFTER)
+        self._next_slice: Any = None
         self._read_holds: set[str] = set()
-        # When this reactor turn began handling frames (None: not yet), and the call that marks its end
-        self._turn_began: Optional[float] = None
-        self._turn_end: Any = None
         # Serving side only (SyncFactory.buildProtocol): the address and peer slots this connection holds
         self.serving = False
         self.address: Optional[str] = None
@@ -217,10 +207,7 @@ class SyncProtocol(Protocol):
         self._closing = True
         self._cancel_timer("_hello_timer")
         self._cancel_timer("_frame_timer")
-        for later in (self._next_slice, self._writes_out):
-            if later is not None:
-                later.cancel()
-        self._cancel_timer("_turn_end")
+        self._cancel_timer("_next_slice")
         self._inbox.clear()
         self.factory.connections.discard(self)
         if self.serving:
@@ -281,39 +268,8 @@ class SyncProtocol(Protocol):
         if not frames:
             return
         self._inbox.extend(frames)
-        if self._out is None and not self._slice_pending():   # else the running (or next) slice takes them
-            if self._turn_spent():
-                self._handle_next_turn()
-            else:
-                self._handle_inbox()
-
-    def _turn_spent(self) -> bool:
-        """Has this reactor turn handled frames for HANDLE_SLICE already? TLS hands over everything one
-        socket read decrypted (up to 64 KiB) in one call after another, each a dataReceived here: counted
-        per call, a turn handled all of it while what it wrote waited (a 1,000-doc increment's four `need`s
-        left together ~8 ms after the first was written, and a feeder's `docs` ~7 ms after they were)."""
-        began = self._turn_began
-        return began is not None and self.factory.reactor.seconds() - began >= HANDLE_SLICE
-
-    def _end_turn(self) -> None:
-        self._turn_end = None
-        self._turn_began = None
-
-    def _slice_pending(self) -> bool:
-        return self._next_slice is not None and self._next_slice.pending
-
-    def _handle_next_turn(self) -> None:
-        """Leave the received frames for a later reactor turn, after what the handled ones wrote is sent,
-        reading paused meanwhile."""
-        self._hold_reading("inbox")
-        if self._next_slice is None:
-            self._next_slice = AfterWrites(self.factory.reactor, self._handle_in_new_turn)
-        self._next_slice.schedule()
-
-    def _handle_in_new_turn(self) -> None:
-        self._cancel_timer("_turn_end")
-        self._turn_began = None
-        self._handle_inbox()
+        if self._out is None and self._next_slice is None:   # else the running (or next) slice takes them
+            self._handle_inbox()
 
     def _handle_inbox(self) -> None:
         """Handle received frames in order for up to HANDLE_SLICE, then write what they produced. Frames left
@@ -322,34 +278,24 @@ class SyncProtocol(Protocol):
         their `docs` until the last was encoded (the first batch of a 1,000-doc increment reached the puller
         after ~27 ms instead of ~2 ms), and a puller decoding several `docs` frames held back its `need`s
         and `ack`s."""
+        self._next_slice = None
         clock = self.factory.reactor
         self._out = []
-        if self._turn_began is None:
-            # the next reactor turn runs this call before any slice it starts (calls run in order)
-            self._turn_began = clock.seconds()
-            self._turn_end = clock.callLater(0, self._end_turn)
         try:
-            began = self._turn_began
-            deadline = began + HANDLE_SLICE
+            deadline = clock.seconds() + HANDLE_SLICE
             while self._inbox and not self._closing:
                 self._handle_frame(self._inbox.popleft())
-                now = clock.seconds()
-                if now >= deadline or (self._out and now - began >= WRITES_FIRST_AFTER):
+                if clock.seconds() >= deadline:
                     break
         finally:
-            wrote = bool(self._out)
             self._flush_out()
         if self._closing:
             self._inbox.clear()
         elif self._inbox:
-            self._handle_next_turn()
+            self._hold_reading("inbox")
+            self._next_slice = clock.callLater(0, self._handle_inbox)
             return
         self._release_reading("inbox")
-        if wrote and clock.seconds() - began >= WRITES_FIRST_AFTER:
-            self._hold_reading("writes")
-            if self._writes_out is None:
-                self._writes_out = AfterWrites(clock, lambda: self._release_reading("writes"))
-            self._writes_out.schedule()
 
     def _handle_frame(self, frame: bytes) -> None:
         self.frames_in += 1

@@ -26,8 +26,6 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from shiftpeer.sync.turns import AfterWrites
-
 log = Logger()
 
 #: Changes per ``changes`` message.
@@ -38,10 +36,6 @@ WINDOW = 8
 #: pull (or the first batches of a big one) then reaches the puller sooner, and its first batch is being
 #: stored while the next ones are still verified.
 RAMP_FIRST = 100
-#: A feeder reads and writes batches for at most this many seconds in one reactor turn, then lets the reactor
-#: send them (TLS and TCP write to the socket only between turns): written in one go, the first batch of a
-#: 1,000-doc increment waited ~5 ms for the three after it.
-PUMP_SLICE = 0.002
 #: A ``docs`` message is split when its encoded frame would pass this many bytes.
 DOCS_FRAME_BYTES = 4 * 1024 * 1024
 #: In live mode a changes batch of at most this many documents carries the documents themselves.
@@ -399,8 +393,6 @@ class Feeder:
         self.caught_up_seq: Optional[int] = None
         self.stopped = False
         self.pumping = False
-        # goes on sending in a later turn (PUMP_SLICE); without a clock (unit tests) a pump sends all it may
-        self._next_pump = AfterWrites(mgr.clock, self.pump) if mgr.clock is not None else None
         self.handle = handle    # set for a push we asked for
         if handle is not None:  # a resumed push: the peer's checkpoint says it already holds everything to `since`
             handle.seq = max(handle.seq, since)
@@ -411,14 +403,9 @@ class Feeder:
         if self.pumping or self.stopped:
             return
         self.pumping = True
-        clock = self.mgr.clock
-        deadline = clock.seconds() + PUMP_SLICE if clock is not None else None
         try:
             conn = self.mgr.conn
             while not self.stopped and not conn.paused and len(self.unacked) < self.mgr.window:
-                if deadline is not None and clock.seconds() >= deadline:
-                    self._next_pump.schedule()    # go on in a later turn, once what we wrote is sent
-                    break
                 chs = self.db.changes(since=self.sent, limit=self.limit)
                 if not chs:
                     if self.caught_up_seq is None:
@@ -487,8 +474,6 @@ class Feeder:
         if self.stopped:
             return
         self.stopped = True
-        if self._next_pump is not None:
-            self._next_pump.cancel()
         self.mgr.feeders.pop(self.rid, None)
         if self.handle is not None:
             for prid, (_, h) in list(self.mgr.pushes.items()):

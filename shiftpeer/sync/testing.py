@@ -312,9 +312,8 @@ def connect_pair(client_factory: Any, server_factory: Any, clock: Any, *, client
                  server_name: str = "server", tls: bool = True) -> Pair:
     """Connect two SyncFactories through iosim, over a real in-memory TLS handshake."""
     from twisted.internet.address import IPv4Address
+    from twisted.protocols.tls import TLSMemoryBIOFactory
     from twisted.test import iosim
-
-    from shiftpeer.sync.client import SyncTLSFactory
 
     from twisted.internet.protocol import Factory
 
@@ -337,8 +336,8 @@ def connect_pair(client_factory: Any, server_factory: Any, clock: Any, *, client
     cwrap, swrap = Recording(client_factory, "c"), Recording(server_factory, "s")
     if tls:
         ctls, stls = make_tls(client_name), make_tls(server_name)
-        cf: Any = SyncTLSFactory(ctls.client, True, cwrap, clock=clock)
-        sf: Any = SyncTLSFactory(stls.server, False, swrap, clock=clock)
+        cf: Any = TLSMemoryBIOFactory(ctls.client, True, cwrap, clock=clock)
+        sf: Any = TLSMemoryBIOFactory(stls.server, False, swrap, clock=clock)
     else:
         cf, sf = cwrap, swrap
     c, s, pump = iosim.connectedServerAndClient(lambda: sf.buildProtocol(addr), lambda: cf.buildProtocol(addr),
