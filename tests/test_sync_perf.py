@@ -25,7 +25,7 @@ from shiftpeer.store import Store
 from shiftpeer.sync import AllowAll, SyncFactory, messages
 from shiftpeer.sync.client import tls_client_endpoint, tls_server_endpoint
 from shiftpeer.sync.protocol import HANDLE_SLICE
-from shiftpeer.sync.replication import PUMP_SLICE, RAMP_FIRST, ReplicationManager, default_store_batch
+from shiftpeer.sync.replication import RAMP_FIRST, ReplicationManager, default_store_batch
 from shiftpeer.sync.testing import MemoryStore, accept_all
 
 
@@ -58,48 +58,6 @@ def test_feeder_ramps_its_batches_up():
     sizes = [len(m["ch"]) for m in conn.sent if m["t"] == "changes"]
     assert RAMP_FIRST == 100
     assert sizes == [100, 200, 300, 300, 100]
-
-
-def _reactor_turns(clock, n):
-    """Run the timed calls of n reactor turns as a real reactor does: the calls due run, and the calls they
-    add wait for the next turn, after the reactor's socket I/O (Clock.advance would run those too)."""
-    for _ in range(n):
-        due = [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]
-        for c in due:
-            clock.calls.remove(c)
-            c.called = 1
-        for c in due:
-            c.func(*c.args, **c.kw)
-
-
-def test_feeder_sends_for_at_most_a_pump_slice_at_a_time():
-    """A feeder that has spent PUMP_SLICE reading and writing batches goes on after the reactor has sent
-    them (two timed calls later: the first runs beside TLS's own flush), so the first batch of a pull
-    leaves at once instead of behind the rest of the window."""
-    store = MemoryStore()
-    db = store.create_database("src")
-    for i in range(1000):
-        db.put(f"d{i:04d}", {"i": i})
-    clock = Clock()
-    reads = db.changes
-
-    def slow_changes(**kw):             # each batch read takes half a slice
-        clock.rightNow += PUMP_SLICE / 2
-        return reads(**kw)
-
-    db.changes = slow_changes
-    conn = RecordingConn()
-    mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), window=8,
-                             batch_changes=100, clock=clock)
-    mgr.handle({"t": "pull", "rid": 1, "db": "src", "since": 0, "epoch": None, "live": False})
-    sent = lambda: len([m for m in conn.sent if m["t"] == "changes"])  # noqa: E731
-    assert sent() == 2
-    _reactor_turns(clock, 1)
-    assert sent() == 2                  # not beside the transport's flush
-    _reactor_turns(clock, 1)
-    assert sent() == 4
-    _reactor_turns(clock, 10)
-    assert sent() == 8 and not clock.getDelayedCalls()    # the window is full: it waits for acks
 
 
 class CountingTransport(StringTransport):

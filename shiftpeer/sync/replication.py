@@ -36,10 +36,6 @@ WINDOW = 8
 #: pull (or the first batches of a big one) then reaches the puller sooner, and its first batch is being
 #: stored while the next ones are still verified.
 RAMP_FIRST = 100
-#: A feeder reads and writes batches for at most this many seconds in one go, then lets the reactor send them
-#: (it writes to sockets only between turns): in one go, the first batch of a 1,000-doc increment waited
-#: ~5 ms for the three after it.
-PUMP_SLICE = 0.002
 #: A ``docs`` message is split when its encoded frame would pass this many bytes.
 DOCS_FRAME_BYTES = 4 * 1024 * 1024
 #: In live mode a changes batch of at most this many documents carries the documents themselves.
@@ -397,7 +393,6 @@ class Feeder:
         self.caught_up_seq: Optional[int] = None
         self.stopped = False
         self.pumping = False
-        self._next_pump: Any = None   # the timed call that goes on sending (PUMP_SLICE)
         self.handle = handle    # set for a push we asked for
         if handle is not None:  # a resumed push: the peer's checkpoint says it already holds everything to `since`
             handle.seq = max(handle.seq, since)
@@ -408,15 +403,9 @@ class Feeder:
         if self.pumping or self.stopped:
             return
         self.pumping = True
-        clock = self.mgr.clock
-        deadline = clock.seconds() + PUMP_SLICE if clock is not None else None   # no clock (unit tests): one go
         try:
             conn = self.mgr.conn
             while not self.stopped and not conn.paused and len(self.unacked) < self.mgr.window:
-                if deadline is not None and clock.seconds() >= deadline:
-                    if self._next_pump is None:
-                        self._next_pump = clock.callLater(0, self._pump_later)
-                    break
                 chs = self.db.changes(since=self.sent, limit=self.limit)
                 if not chs:
                     if self.caught_up_seq is None:
@@ -452,14 +441,6 @@ class Feeder:
         finally:
             self.pumping = False
 
-    def _pump_later(self) -> None:
-        # this runs beside TLS's own flush (a callLater(0)); the next one runs after the socket write
-        self._next_pump = self.mgr.clock.callLater(0, self._pump_again)
-
-    def _pump_again(self) -> None:
-        self._next_pump = None
-        self.pump()
-
     def on_need(self, msg: dict) -> None:
         # only batches we sent and have not answered: a peer cannot make us read or buffer more
         seq = msg["seq"]
@@ -493,9 +474,6 @@ class Feeder:
         if self.stopped:
             return
         self.stopped = True
-        if self._next_pump is not None and self._next_pump.active():
-            self._next_pump.cancel()
-        self._next_pump = None
         self.mgr.feeders.pop(self.rid, None)
         if self.handle is not None:
             for prid, (_, h) in list(self.mgr.pushes.items()):
