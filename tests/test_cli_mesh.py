@@ -8,6 +8,7 @@ import pytest
 
 from shiftpeer.cli import main
 from tests.test_cli import run, start_node, stop_node, wait_for
+from tests.ports import free_port
 
 
 @pytest.mark.slow
@@ -18,7 +19,7 @@ def test_publish_public_reaches_the_hub(tmp_path, capsys):
     certs = tmp_path / "certs"
     assert make_certs([str(certs), "--host", "127.0.0.1", "--new-ca"]) == 0
     hub, alice = str(tmp_path / "hub"), str(tmp_path / "alice")
-    port = _free_port()
+    port = free_port()
     assert main(["init", hub, "--user", "op", "--hub", "--tls-cert", str(certs / "127.0.0.1.pem"),
                  "--tls-key", str(certs / "127.0.0.1.key"), "--listen", f"tcp:{port}:interface=127.0.0.1"]) == 0
     assert main(["init", alice, "--user", "alice", "--connect", f"127.0.0.1:{port}",
@@ -51,11 +52,3 @@ def test_publish_public_reaches_the_hub(tmp_path, capsys):
     finally:
         for proc in reversed(procs):
             stop_node(proc)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,12 +15,7 @@ from shiftpeer.cli import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, ApiClient, C
 from shiftpeer.identity.makecerts import main as make_certs
 from shiftpeer.store import SCHEMA_VERSION
 from tests.test_cli import DEADLINE, TWISTD, _answers, _env, run, stop_node, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def spawn(directory: str, *node_args: str) -> subprocess.Popen:
@@ -54,7 +48,7 @@ def mesh(tmp_path_factory):
     base = tmp_path_factory.mktemp("ops")
     certs = base / "certs"
     assert make_certs([str(certs), "--host", "127.0.0.1", "--new-ca"]) == 0
-    port, dead_port = _free_port(), _free_port()
+    port, dead_port = free_port(), free_port()
     dirs = {name: str(base / name) for name in ("hub", "alice", "bob", "carol")}
     assert main(["init", dirs["hub"], "--user", "op", "--hub", "--tls-cert", str(certs / "127.0.0.1.pem"),
                  "--tls-key", str(certs / "127.0.0.1.key"), "--listen", f"tcp:{port}:interface=127.0.0.1"]) == 0

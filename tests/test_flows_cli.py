@@ -4,18 +4,12 @@ CA-signed certificate and two users on 127.0.0.1, driven only by the command lin
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from shiftpeer.identity.makecerts import main as make_certs
 from tests.test_cli import run, start_node, stop_node, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +20,7 @@ def mesh(tmp_path_factory):
     base = tmp_path_factory.mktemp("flows-cli")
     certs = base / "certs"
     assert make_certs([str(certs), "--host", "127.0.0.1", "--new-ca"]) == 0
-    port = _free_port()
+    port = free_port()
     dirs = {name: str(base / name) for name in ("hub", "alice", "bob")}
     assert main(["init", dirs["hub"], "--user", "op", "--hub", "--tls-cert", str(certs / "127.0.0.1.pem"),
                  "--tls-key", str(certs / "127.0.0.1.key"), "--listen", f"tcp:{port}:interface=127.0.0.1"]) == 0

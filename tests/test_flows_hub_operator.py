@@ -5,7 +5,6 @@ tests/test_hub_selflink.py (docs/operators.md, *The operator's own account*)."""
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import pytest_twisted
@@ -16,12 +15,7 @@ from shiftpeer.node import Node
 from shiftpeer.nodedir import init_node_dir
 from tests.helpers_node import ApiTestClient, eventually, eventually_async
 from tests.test_flows_nodes import nodes  # noqa: F401  (a fixture: stops what the test started)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 async def _start(started: list, path) -> tuple[Node, ApiTestClient]:
@@ -39,7 +33,7 @@ async def test_the_operator_registers_publishes_and_hears_of_comments_on_the_hub
     user's feed) and gets that user's comment as a message."""
     tmp_path, started = nodes
     assert make_certs([str(tmp_path / "certs"), "--host", "127.0.0.1", "--new-ca"]) == 0
-    certs, port = tmp_path / "certs", _free_port()
+    certs, port = tmp_path / "certs", free_port()
     init_node_dir(tmp_path / "hub", user="op", hub=True, tls_cert=certs / "127.0.0.1.pem",
                   tls_key=certs / "127.0.0.1.key", listen=[f"tcp:{port}:interface=127.0.0.1"],
                   connect=f"127.0.0.1:{port}", ca=certs / "ca.pem")

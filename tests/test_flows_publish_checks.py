@@ -3,7 +3,6 @@ every target, public included, is reported pending (audit finding 10)."""
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import pytest_twisted
@@ -11,6 +10,7 @@ import pytest_twisted
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.roles.names import FlowError
 from tests.test_cli import run, start_node, stop_node
+from tests.ports import free_port
 
 HREF = "https://example.org/page"
 OFFLINE = "pending: delivered when the hub is connected"
@@ -70,18 +70,12 @@ async def test_with_the_hub_down_every_target_is_pending_public_included(mesh):
     assert again["targets"] == {"public": "ok", "group:club": "ok", "user:bob": "ok"}
 
 
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_public_publish_with_the_hub_down_prints_pending(tmp_path, capsys):
     """`shift publish --public` on a node whose hub is down prints the pending note, exit 0."""
     from shiftpeer.cli import main
 
     directory = str(tmp_path / "erin")
-    assert main(["init", directory, "--user", "erin", "--connect", f"127.0.0.1:{_dead_port()}"]) == 0
+    assert main(["init", directory, "--user", "erin", "--connect", f"127.0.0.1:{free_port()}"]) == 0
     capsys.readouterr()
     proc = start_node(directory, str(tmp_path / "erin.log"))
     try:

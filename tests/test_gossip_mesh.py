@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 
 import pytest
 import pytest_twisted
@@ -16,15 +15,9 @@ from shiftpeer.identity.signing import sign_doc, signing_payload, verify_repl_do
 from shiftpeer.node import Node, NodeSettings
 from shiftpeer.store.revs import compute_rev
 from tests.helpers_node import eventually
+from tests.ports import free_port
 
 N = 8
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1 (so restarts can listen on it again)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def full_peer(directory, name: str, key: NodeKey, port: int, peers: list[int], **kw) -> Node:

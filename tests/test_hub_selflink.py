@@ -17,6 +17,7 @@ from shiftpeer.selflink import SELF, describe, hub_target, loopback_endpoint
 from tests.helpers_node import eventually
 from tests.test_cli import run, start_node, stop_node, wait_for
 from tests.test_peer_errors import LISTEN, _start, nodes  # noqa: F401  (nodes is a fixture)
+from tests.ports import free_port
 
 
 def _settings(**kw) -> NodeSettings:
@@ -91,12 +92,6 @@ async def test_the_operator_registers_and_publishes_on_a_hub_without_connect(tmp
 # -- the command line against real twistd processes ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _json(capsys, *argv: str) -> dict:
     status, out, err = run(capsys, *argv, "--json")
     assert status == 0, err
@@ -115,7 +110,7 @@ def test_every_command_works_on_the_hub_node_without_connect(tmp_path, capsys):
     restart (twistd again) the link comes back by itself and a new public shift still reaches bob."""
     from shiftpeer.cli import main
 
-    certs, port = tmp_path / "certs", _free_port()
+    certs, port = tmp_path / "certs", free_port()
     assert make_certs([str(certs), "--host", "127.0.0.1", "--new-ca"]) == 0
     hub, bob = str(tmp_path / "hub"), str(tmp_path / "bob")
     assert main(["init", hub, "--user", "op", "--hub", "--tls-cert", str(certs / "127.0.0.1.pem"),

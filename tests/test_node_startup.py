@@ -16,6 +16,7 @@ import pytest_twisted
 from shiftpeer.nodedir import init_node_dir
 from shiftpeer.nodelock import LOCK_FILE, RESTORE, NodeBusy, check_not_running, lock_node_dir
 from test_cli import TWISTD, _env, run, start_node, stop_node, wait_for
+from tests.ports import free_port
 
 
 def run_twistd(path: str, *flags: str, twistd_args: tuple = ("--pidfile=",)) -> subprocess.CompletedProcess:
@@ -34,12 +35,6 @@ def assert_one_line_refusal(proc: subprocess.CompletedProcess, *words: str) -> s
     for noise in ("Traceback", "Unhandled Error", "--logfile="):   # the last one: twistd's usage text
         assert noise not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     return lines[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
