@@ -89,8 +89,14 @@ def verify(account_id: str, msg: bytes, sig: bytes) -> bool:
         pk = public_key_of(account_id)
     except (ValueError, TypeError):
         return False
+    return verify_with_key(pk, msg, bytes(sig))
+
+
+def verify_with_key(pk: bytes, msg: bytes, sig: bytes) -> bool:
+    """True when sig is the Ed25519 signature of msg by public key pk (the GIL is released during the
+    check); never raises on bad input."""
     try:
-        nacl.bindings.crypto_sign_open(bytes(sig) + msg, pk)
+        nacl.bindings.crypto_sign_open(sig + msg, pk)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
         return False
     return True

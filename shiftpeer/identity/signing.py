@@ -30,12 +30,9 @@ try:
 except ImportError:   # not POSIX: no verification processes either
     fcntl = None  # type: ignore[assignment]
 
-import nacl.bindings
-import nacl.exceptions
-
 from shiftpeer.ids import names_other_author
 
-from .keys import NodeKey, is_account_id, public_key_of
+from .keys import NodeKey, is_account_id, public_key_of, verify_with_key
 
 log = Logger()
 
@@ -96,13 +93,7 @@ def _canonical_retry(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[byt
     return canonical if canonical != prepared[3] else None
 
 
-def _valid(pk: bytes, msg: bytes, sig: bytes) -> bool:
-    """One signature check, here (the GIL is released during it)."""
-    try:
-        nacl.bindings.crypto_sign_open(sig + msg, pk)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
-        return False
-    return True
+_valid = verify_with_key   # one signature check, here (the GIL is released during it)
 
 
 def verify_repl_doc(doc: dict) -> bool:

@@ -514,13 +514,20 @@ class Database:
             raise self._too_big(data)
         return _new_tuple(_Prepared, (docid, rev, deleted, body, data, sig, history))  # no Python __new__
 
-    def _prepare_all(self, docs: Any, vis: list[str] | None) -> tuple[list[_Prepared], list[str]]:
+    def _prepare_all(self, docs: Any, vis: list[str] | None,
+                     pause: Callable[[], None] | None = None) -> tuple[list[_Prepared], list[str]]:
         if not isinstance(docs, (list, tuple)):
             raise InvalidDocument("bulk_replicated takes a list of replicated documents")
         tokens = check_vis(vis)
         prepare, encode, max_bytes = self._prepare_repl, codec.plain_encoder(), self._store.max_doc_bytes
         try:
-            return [prepare(d, encode, max_bytes) for d in docs], tokens
+            if pause is None:
+                return [prepare(d, encode, max_bytes) for d in docs], tokens
+            out: list[_Prepared] = []
+            for i in range(0, len(docs), PREPARE_CHUNK):
+                pause()
+                out.extend([prepare(d, encode, max_bytes) for d in docs[i : i + PREPARE_CHUNK]])
+            return out, tokens
         except BaseException:
             codec.reset_encoders()  # the encode may have failed half way: the next batch gets a fresh one
             raise
@@ -531,16 +538,8 @@ class Database:
         a replicated write. With `pause`, in chunks of PREPARE_CHUNK documents, calling `pause()` before
         each (the store's preparing thread steps aside there while the writer runs a job). Raises
         InvalidDocument."""
-        if pause is None or not isinstance(docs, (list, tuple)):
-            prepared, tokens = self._prepare_all(docs, vis)
-            return PreparedBatch(self, prepared, tokens)
-        out: list[_Prepared] = []
-        tokens = check_vis(vis)
-        for i in range(0, len(docs), PREPARE_CHUNK):
-            pause()
-            part, tokens = self._prepare_all(docs[i : i + PREPARE_CHUNK], vis)
-            out.extend(part)
-        return PreparedBatch(self, out, tokens)
+        prepared, tokens = self._prepare_all(docs, vis, pause)
+        return PreparedBatch(self, prepared, tokens)
 
     def bulk_replicated(self, docs: "list[dict] | PreparedBatch", *, vis: list[str] | None = None,
                         txn: WriteTxn | None = None) -> list[str]:
