@@ -28,6 +28,8 @@ from shiftpeer.sync.protocol import HANDLE_SLICE
 from shiftpeer.sync.replication import RAMP_FIRST, ReplicationManager, default_store_batch
 from shiftpeer.sync.testing import MemoryStore, accept_all
 
+from test_verifier import SMALL_ORDER_KEY, TRIVIAL_SIGNATURE
+
 
 class RecordingConn:
     peer_id = "peer"
@@ -280,10 +282,12 @@ def _worker_request(records):
     return len(body).to_bytes(4, "big") + body
 
 
-def test_the_verification_program_checks_each_record_in_place():
-    """The verification processes' program, run as they run it: one answer byte per record (1 valid, 0
-    forged or signed by another key), requests answered in order; a record that runs past the end of its
-    request is answered 0 and ends that answer early, without reading outside the request."""
+@pytest.mark.parametrize("backend", ["ed25519-zebra", "libsodium"])
+def test_the_verification_program_checks_each_record_in_place(backend):
+    """The verification processes' program, run as they run it, with either signature library: one answer
+    byte per record (1 valid, 0 forged, signed by another key, or "signed" by a small-order key), requests
+    answered in order; a record that runs past the end of its request is answered 0 and ends that answer
+    early, without reading outside the request."""
     import subprocess
     import sys
 
@@ -293,13 +297,18 @@ def test_the_verification_program_checks_each_record_in_place():
     good = (a.public_key, a.sign(b"m1"), b"m1")
     forged = (a.public_key, a.sign(b"m2"), b"m3")
     foreign = (b.public_key, a.sign(b"m4"), b"m4")
+    small_order = (SMALL_ORDER_KEY, TRIVIAL_SIGNATURE, b"anything")   # zebra alone would accept this one
     big = (b.public_key, b.sign(b"x" * 200_000), b"x" * 200_000)    # grows the program's output buffer
     truncated = _worker_request([good, good])
     truncated = (len(truncated) - 4 - 1).to_bytes(4, "big") + truncated[4:-1]   # the last record lacks a byte
-    requests = _worker_request([good, forged, foreign]) + _worker_request([big, good]) + truncated
-    done = subprocess.run([sys.executable, "-c", _WORKER_SOURCE], input=requests, capture_output=True,
+    requests = (_worker_request([good, forged, foreign, small_order]) + _worker_request([big, good])
+                + truncated)
+    # the libsodium run hides ed25519_zebra from the program, as on a machine without its wheel
+    program = _WORKER_SOURCE if backend == "ed25519-zebra" else (
+        "import sys; sys.modules['ed25519_zebra'] = None\n" + _WORKER_SOURCE)
+    done = subprocess.run([sys.executable, "-c", program], input=requests, capture_output=True,
                           timeout=60, check=True)
-    assert done.stdout == b"\0\0\0\3\1\0\0" + b"\0\0\0\2\1\1" + b"\0\0\0\2\1\0"
+    assert done.stdout == b"\0\0\0\4\1\0\0\0" + b"\0\0\0\2\1\1" + b"\0\0\0\2\1\0"
 
 
 @pytest_twisted.ensureDeferred

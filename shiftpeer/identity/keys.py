@@ -19,6 +19,11 @@ from pathlib import Path
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
+
+try:  # ed25519-zebra (Rust, curve25519-dalek): ~1.6x libsodium's verify on this machine (docs/identity.md)
+    from ed25519_zebra import ed_verify as _zebra_verify
+except ImportError:  # pragma: no cover - no wheel for this platform: libsodium checks every signature
+    _zebra_verify = None
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -92,9 +97,38 @@ def verify(account_id: str, msg: bytes, sig: bytes) -> bool:
     return verify_with_key(pk, msg, bytes(sig))
 
 
+#: Which library checks signatures: "ed25519-zebra" (ZIP-215 rules) where its wheel installed, else "libsodium".
+VERIFIER = "ed25519-zebra" if _zebra_verify is not None else "libsodium"
+
+
+@functools.lru_cache(maxsize=65536)
+def usable_public_key(pk: bytes) -> bool:
+    """True for a key that can sign: a canonical encoding of a point in the prime-order subgroup
+    (libsodium's `crypto_core_ed25519_is_valid_point`). Small-order keys must never verify: under the
+    cofactored check every Ed25519 library following ZIP-215 uses, anyone can make a signature that a
+    small-order key "signed". Checked once per key (about one scalar multiplication), then cached."""
+    return (type(pk) is bytes and len(pk) == 32
+            and bool(nacl.bindings.crypto_core_ed25519_is_valid_point(pk)))
+
+
 def verify_with_key(pk: bytes, msg: bytes, sig: bytes) -> bool:
-    """True when sig is the Ed25519 signature of msg by public key pk (the GIL is released during the
-    check); never raises on bad input."""
+    """True when sig is the Ed25519 signature of msg by public key pk; never raises on bad input.
+
+    The one signature check of a node (inline, in the verification processes' program, and in threads):
+    the key must be `usable_public_key`, the signature 64 bytes with a canonical scalar; then
+    ed25519-zebra's check (cofactored), or libsodium's where zebra is not installed. The two agree on
+    every signature made by a signing library; they differ only on signatures an author's own key was
+    used to craft with a small-order component, and neither lets anyone else forge one (docs/identity.md).
+    zebra holds the GIL during the ~60 us check, libsodium releases it."""
+    if type(sig) is not bytes or len(sig) != 64 or type(pk) is not bytes or not usable_public_key(pk):
+        return False
+    if type(msg) is not bytes:
+        try:
+            msg = bytes(msg)
+        except TypeError:
+            return False
+    if _zebra_verify is not None:
+        return _zebra_verify(sig, msg, pk)
     try:
         nacl.bindings.crypto_sign_open(sig + msg, pk)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):

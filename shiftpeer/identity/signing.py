@@ -32,7 +32,7 @@ except ImportError:   # not POSIX: no verification processes either
 
 from shiftpeer.ids import names_other_author
 
-from .keys import NodeKey, is_account_id, public_key_of, verify_with_key
+from .keys import NodeKey, is_account_id, public_key_of, usable_public_key, verify_with_key
 
 log = Logger()
 
@@ -76,6 +76,8 @@ def _prepare(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
         if not isinstance(docid, str) or not isinstance(rev, str):
             return None
         pk = public_key_of(author)    # ValueError unless an account id; cached, unlike the id's regex check
+        if not usable_public_key(pk):  # a small-order key "signs" anything: refused here, before any check
+            return None
         if names_other_author(docid, author):   # a bound id names its author: no one else may write under it
             return None
         items = [docid, rev, body, bool(doc.get("deleted", False)), author]
@@ -93,7 +95,7 @@ def _canonical_retry(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[byt
     return canonical if canonical != prepared[3] else None
 
 
-_valid = verify_with_key   # one signature check, here (the GIL is released during it)
+_valid = verify_with_key   # the one signature check (keys.py)
 
 
 def verify_repl_doc(doc: dict) -> bool:
@@ -120,7 +122,8 @@ def _verify_chunk(docs: Sequence[dict]) -> list[bool]:
     return [verify_repl_doc(d) for d in docs]
 
 
-#: Threads in the shared verification pool (libsodium's verify releases the GIL, so one per core).
+#: Threads in the shared verification pool, the fallback where processes cannot run (in parallel only with
+#: libsodium, which releases the GIL; ed25519-zebra holds it, so its checks take turns there).
 VERIFY_THREADS = max(2, min(4, os.cpu_count() or 2))
 #: The interpreter's GIL switch interval once the pool runs (seconds; Python's default is 0.005).
 SWITCH_INTERVAL = 0.0005
@@ -171,10 +174,11 @@ def _per_reactor(registry: dict, reactor: Any, make: Callable[[], Any], alive: C
 #: The verification processes' program: read requests from stdin, answer on stdout, exit at end of input.
 #: A request is a 4-byte big-endian length, then records of [4-byte message length, 32-byte public key,
 #: 64-byte signature, message]; the answer is a 4-byte length, then one byte per record (1: valid).
-#: Self-contained, so a process starts in ~40 ms (it imports nothing but PyNaCl's libsodium binding). Each
-#: record is checked in place: libsodium's crypto_sign_open is given pointers into the request (signature
-#: and message are adjacent there, as it wants them) and one reused output buffer, instead of PyNaCl's
-#: wrapper, which copies the signed message twice and allocates a buffer per call (~3 us of ~75 a record).
+#: Self-contained, so a process starts in ~40 ms (it imports nothing but the two signature libraries). The
+#: rules are keys.verify_with_key's: a key must be a valid prime-order point (libsodium's check, remembered
+#: per key), then ed25519-zebra checks the signature (~60 us a record here), or, where zebra is not
+#: installed, libsodium's crypto_sign_open given pointers into the request (signature and message are
+#: adjacent there, as it wants them) and one reused output buffer, not PyNaCl's copying wrapper.
 #: A record that runs past the end of its request is answered 0 and ends the request's answers early,
 #: which the node takes as a broken process.
 _WORKER_SOURCE = """
@@ -182,11 +186,16 @@ import struct, sys
 from nacl._sodium import ffi, lib
 if lib.sodium_init() == -1:
     sys.exit(2)
-open_ = lib.crypto_sign_open
+try:
+    from ed25519_zebra import ed_verify
+except ImportError:
+    ed_verify = None
+open_, valid_point = lib.crypto_sign_open, lib.crypto_core_ed25519_is_valid_point
 read, write, flush = sys.stdin.buffer.read, sys.stdout.buffer.write, sys.stdout.buffer.flush
 u32 = struct.Struct(">I")
 out_len = ffi.new("unsigned long long *")
 scratch, room = None, 0
+keys = {}
 while True:
     head = read(4)
     if len(head) < 4:
@@ -210,7 +219,18 @@ while True:
         if end > n:
             out.append(0)
             break
-        out.append(open_(scratch, out_len, base + (pos + 36), m + 64, base + (pos + 4)) == 0)
+        pk = data[pos + 4 : pos + 36]
+        ok = keys.get(pk)
+        if ok is None:
+            if len(keys) >= 65536:
+                keys.clear()
+            ok = keys[pk] = valid_point(pk) == 1
+        if not ok:
+            out.append(0)
+        elif ed_verify is not None:
+            out.append(ed_verify(data[pos + 36 : pos + 100], data[pos + 100 : end], pk))
+        else:
+            out.append(open_(scratch, out_len, base + (pos + 36), m + 64, base + (pos + 4)) == 0)
         pos = end
     del base
     write(u32.pack(len(out)) + out)
@@ -295,9 +315,9 @@ class _VerifyProcess(ProcessProtocol):
 class VerifyProcesses:
     """VERIFY_THREADS verification processes for one reactor (``verify_processes``).
 
-    Each signature check is ~70 us of libsodium with the GIL released, but every check in a thread must win
-    the GIL back afterwards, against the reactor and the store writer running Python: beside them a check
-    cost ~120 us of CPU instead of ~70 and waited for the GIL. Processes have their own interpreters: the
+    A libsodium check (~70 us) releases the GIL, but every check in a thread must win it back afterwards,
+    against the reactor and the store writer running Python: beside them a check cost ~120 us of CPU
+    instead of ~70 and waited for the GIL; ed25519-zebra's holds it. Processes have their own interpreters: the
     node sends each one the payloads to check (built here, ~4 us a document) and gets one byte back for
     each. Each process answers in order, so the chunks of the oldest batch finish first.
     """
@@ -445,7 +465,7 @@ def verify_many(
     """verify_repl_doc over a batch, without blocking the reactor; results are in input order. Small
     batches are verified inline. Large ones go to the reactor's verification processes
     (``verify_processes``), or, given a `threadpool` or where processes cannot run, are split over
-    `workers` threads of ``verify_pool(reactor)`` (libsodium releases the GIL)."""
+    `workers` threads of ``verify_pool(reactor)`` (parallel only with libsodium, which releases the GIL)."""
     docs = list(repl_docs)
     if len(docs) < INLINE_BELOW or workers < 1:
         return succeed(_verify_chunk(docs))

@@ -1,0 +1,107 @@
+"""The one signature check (identity/keys.py verify_with_key): ed25519-zebra where installed, libsodium
+otherwise, with the same answers for every signature a signing library makes, and small-order keys
+refused by both."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import shiftpeer.identity.keys as keys
+from shiftpeer.identity import NodeKey, verify
+from shiftpeer.identity.keys import account_id_of_raw, usable_public_key, verify_with_key
+from shiftpeer.identity.signing import sign_doc, verify_repl_doc
+
+#: A point of order 2 (y = -1), and a "signature" by it that the cofactored check (ZIP-215) accepts for
+#: any message: R the identity, s = 0, so [8]sB = [8]R + [8]kA holds because [8]A is the identity.
+SMALL_ORDER_KEY = bytes([0xEC]) + b"\xff" * 30 + b"\x7f"
+TRIVIAL_SIGNATURE = (1).to_bytes(32, "little") + bytes(32)
+ORDER_L = 2**252 + 27742317777372353535851937790883648493
+
+
+@pytest.fixture(params=["ed25519-zebra", "libsodium"])
+def verifier(request, monkeypatch):
+    """Runs a test with each library doing the check (libsodium: as where zebra's wheel is missing)."""
+    if request.param == "libsodium":
+        monkeypatch.setattr(keys, "_zebra_verify", None)
+    else:
+        assert keys._zebra_verify is not None, "ed25519-zebra is a dependency: it must be installed"
+    return request.param
+
+
+def test_zebra_is_the_verifier_where_installed():
+    assert keys.VERIFIER == "ed25519-zebra"
+
+
+def test_genuine_altered_and_foreign_signatures(verifier):
+    a, b = NodeKey.generate(), NodeKey.generate()
+    msg = b"a shift's signed payload" * 40
+    sig = a.sign(msg)
+    assert verify_with_key(a.public_key, msg, sig)
+    assert not verify_with_key(a.public_key, msg + b"!", sig)
+    assert not verify_with_key(b.public_key, msg, sig)
+    for i in (0, 31, 32, 63):   # R and s, first and last bytes
+        bad = bytearray(sig)
+        bad[i] ^= 1
+        assert not verify_with_key(a.public_key, msg, bytes(bad))
+    # the same signature with s + L (not canonical): malleated, refused by both
+    s = int.from_bytes(sig[32:], "little") + ORDER_L
+    assert s < 2**256
+    assert not verify_with_key(a.public_key, msg, sig[:32] + s.to_bytes(32, "little"))
+    assert verify(a.account_id, msg, sig) and not verify(b.account_id, msg, sig)
+
+
+def test_malformed_input_is_false_not_an_exception(verifier):
+    a = NodeKey.generate()
+    sig = a.sign(b"m")
+    assert verify_with_key(a.public_key, bytearray(b"m"), sig)    # a bytes-like message is fine
+    for pk, msg, s in [(a.public_key[:31], b"m", sig), (a.public_key, b"m", sig[:63]), (a.public_key, b"m", None),
+                       ("not bytes", b"m", sig), (a.public_key, object(), sig), (a.public_key, b"m", "x" * 64)]:
+        assert verify_with_key(pk, msg, s) is False
+
+
+def test_small_order_keys_never_verify(verifier):
+    """Under ZIP-215 a small-order key "signs" anything: zebra's own check accepts the trivial signature
+    (so this test would fail without the key check), the node refuses it, as a key and as an author."""
+    import ed25519_zebra
+
+    assert ed25519_zebra.ed_verify(TRIVIAL_SIGNATURE, b"anything", SMALL_ORDER_KEY) is True
+    assert not usable_public_key(SMALL_ORDER_KEY)
+    assert not usable_public_key((1).to_bytes(32, "little"))          # the identity point
+    assert not verify_with_key(SMALL_ORDER_KEY, b"anything", TRIVIAL_SIGNATURE)
+    author = account_id_of_raw(SMALL_ORDER_KEY)
+    assert not verify(author, b"anything", TRIVIAL_SIGNATURE)
+    body = {"author": author, "summary": "forged by anyone"}
+    doc = {"id": "x", "rev": "1-" + "0" * 32, "deleted": False, "body": body, "sig": TRIVIAL_SIGNATURE,
+           "history": ["1-" + "0" * 32]}
+    assert not verify_repl_doc(doc)
+
+
+@settings(max_examples=60, deadline=None)
+@given(msg=st.binary(max_size=2048), flip=st.integers(min_value=0, max_value=64 * 8 - 1))
+def test_both_libraries_give_the_same_answers(msg, flip):
+    """For genuine signatures and one-bit changes of them, zebra and libsodium agree."""
+    k = NodeKey.generate()
+    sig = k.sign(msg)
+    bad = bytearray(sig)
+    bad[flip // 8] ^= 1 << (flip % 8)
+    answers = []
+    for backend in (keys._zebra_verify, None):
+        real = keys._zebra_verify
+        keys._zebra_verify = backend
+        try:
+            answers.append((verify_with_key(k.public_key, msg, sig), verify_with_key(k.public_key, msg, bytes(bad))))
+        finally:
+            keys._zebra_verify = real
+    assert answers[0] == answers[1] == (True, False)
+
+
+def test_signed_shifts_verify_with_either(verifier):
+    k = NodeKey.generate()
+    body = {"author": k.account_id, "summary": "s", "content": {"x": 1.5}}
+    doc = {"id": "x", "rev": "1-" + "0" * 32, "deleted": False, "body": body, "history": ["1-" + "0" * 32]}
+    doc["sig"] = sign_doc(k, "x", doc["rev"], body, False)
+    assert verify_repl_doc(doc)
+    doc["body"] = dict(body, summary="altered")
+    assert not verify_repl_doc(doc)
