@@ -11,7 +11,7 @@ import pytest_twisted
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.api.metrics import NodeCollector
 from shiftpeer.api.status import sync_replications
-from shiftpeer.cli import refused_line
+from shiftpeer.cli import print_status, refused_line
 from shiftpeer.ids import new_token
 from shiftpeer.shifts import domain_of, make_signer
 from shiftpeer.sync.refusedrevs import RefusedRev
@@ -20,7 +20,7 @@ HREF = "https://example.org/page"
 
 
 @pytest_twisted.ensureDeferred
-async def test_hub_refusal_of_a_pushed_shift_reaches_the_pusher(mesh):
+async def test_hub_refusal_of_a_pushed_shift_reaches_the_pusher(mesh, capsys):
     """A shift in alice's user/public whose signed audience is not public is refused by the hub's rules
     for master: alice's push records it with the code "audience", status and the CLI say so, and a shift
     published afterwards still reaches master on the same connection; both sides count it in the metrics."""
@@ -49,8 +49,10 @@ async def test_hub_refusal_of_a_pushed_shift_reaches_the_pusher(mesh):
     assert entry["refused"] == 1
     assert entry["refused_latest"] == [{"id": sid, "rev": rev, "code": "audience",
                                         "reason": "the signed audience does not name master"}]
-    assert refused_line(entry) == (f"1 revision refused by the peer; latest {sid} {rev}: audience: "
-                                   "the signed audience does not name master")
+    line = f"1 revision refused by the peer; latest {sid} {rev}: audience: the signed audience does not name master"
+    assert refused_line(entry) == line
+    print_status({"replications": [entry], "caught_up": True})
+    assert "        " + line + "\n" in capsys.readouterr().out
     for party, by in ((alice, "peer"), (mesh.hub, "here")):
         node = SimpleNamespace(store=None, api=SimpleNamespace(refused={}), sync_factory=party.factory)
         family = next(f for f in NodeCollector(node).collect() if f.name == "shiftpeer_sync_revisions_refused")
