@@ -281,6 +281,17 @@ class Progress:
                 "caught_up": all(r.get("caught_up") and r.get("lag", 0) == 0 for r in rows)}
 
 
+def refused_line(r: dict) -> str:
+    """One line on the revisions a replication's receiving side refused, naming the latest and why."""
+    n = r.get("refused", 0)
+    who = "the peer" if r.get("direction") == "push" else "this node"
+    line = f"{n:,} revision{'s' if n != 1 else ''} refused by {who}"
+    latest = (r.get("refused_latest") or [None])[-1]
+    if latest:
+        line += f"; latest {latest.get('id')} {latest.get('rev')}: {latest.get('code')}: {latest.get('reason')}"
+    return line
+
+
 def _eta(lag: int, rate: float | None) -> float | None:
     if lag <= 0:
         return 0.0
@@ -440,6 +451,8 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
             state = f"lag {r.get('lag', 0):,}" + ("" if r.get("caught_up") else ", catching up")
         line = f"  {r.get('direction', ''):<5} {flow:<48} {state:<25} seq {r.get('seq', 0):,}/{r.get('remote_seq', 0):,}"
         print(line)
+        if r.get("refused"):
+            print("        " + refused_line(r))
         if progress is not None and Progress.key(r) in progress.tracked and not (r.get("caught_up") and not r.get("lag")):
             seq_rate, docs_rate = progress.rates(Progress.key(r))
             print("        " + progress_line(r.get("seq", 0), r.get("remote_seq", 0), docs_rate,

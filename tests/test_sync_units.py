@@ -70,6 +70,7 @@ def test_every_message_type_round_trips():
                 ("pull", dict(rid=1, db="d", since=0, epoch=None, live=True)), ("accept", dict(rid=1, epoch="e", since=0)),
                 ("changes", dict(rid=1, seq=5, ch=[["a", ["1-ab"]]])), ("need", dict(rid=1, seq=5, want=[])),
                 ("docs", dict(rid=1, seq=5, docs=[doc], more=False)), ("ack", dict(rid=1, seq=5)),
+                ("refused", dict(rid=1, seq=5, revs=[["a", "1-ab", "audience", "the audience does not name x"]])),
                 ("caught_up", dict(rid=1, seq=5)), ("push", dict(rid=1, src="a", db="b", live=False)),
                 ("stop", dict(rid=1, role="pull"))]
     assert {t for t, _ in examples} == set(messages.SCHEMAS)

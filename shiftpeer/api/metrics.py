@@ -12,6 +12,7 @@
 | `shiftpeer_replication_caught_up` | gauge | same | 1 once it has caught up |
 | `shiftpeer_replications_behind` | gauge | | replications not caught up |
 | `shiftpeer_sync_refused_total` | counter | | replication requests refused (policy, unknown database, limits) |
+| `shiftpeer_sync_revisions_refused_total` | counter | `by` | revisions left out of a stored batch by the receiving side's rules: `peer` (what we pushed or fed), `here` (what we pulled) |
 | `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
 | `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `total` (all listeners), `network` (per /24 or /64), `address` (per IP), `peer` (per identity) |
 | `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
@@ -76,6 +77,8 @@ class NodeCollector:
                                    labels=rlabels)
         behind = GaugeMetricFamily("shiftpeer_replications_behind", "Replications not caught up")
         refused = CounterMetricFamily("shiftpeer_sync_refused", "Replication requests refused")
+        revs_refused = CounterMetricFamily("shiftpeer_sync_revisions_refused",
+                                           "Revisions the receiving side's rules left out of a batch", labels=["by"])
         rejected = CounterMetricFamily("shiftpeer_sync_frames_rejected",
                                        "Connections closed on a bad frame, by violation code", labels=["code"])
         conns_refused = CounterMetricFamily("shiftpeer_sync_connections_refused",
@@ -99,6 +102,8 @@ class NodeCollector:
         docs_in.add_metric([], counters.get("docs_in", 0))
         docs_out.add_metric([], counters.get("docs_out", 0))
         refused.add_metric([], counters.get("refused", 0))
+        revs_refused.add_metric(["peer"], counters.get("revs_refused_by_peer", 0))
+        revs_refused.add_metric(["here"], counters.get("revs_refused", 0))
         for name, n in sorted(counters.items()):
             if name.startswith("violation."):
                 rejected.add_metric([name[len("violation."):]], n)
@@ -146,7 +151,7 @@ class NodeCollector:
                 caught.add_metric(labels, 1 if r["caught_up"] else 0)
             for flow, n in status["replication_lag"].items():
                 local_lag.add_metric([flow], n)
-        return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, rejected,
+        return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, revs_refused, rejected,
                 conns_refused, rpc_refused, api_refused, gossip_events, n_dbs, n_docs, age, docs, seq, local_lag]
 
 

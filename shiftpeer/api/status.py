@@ -12,11 +12,18 @@ Three kinds, each ``{"direction", "local", "remote", "peer", "seq", "remote_seq"
 ``lag`` is ``remote_seq - seq``, in source sequence numbers: an upper bound on the changes still to copy
 (a document changed twice counts once in the changes feed). A client turns two samples into docs/s and
 an ETA (``shiftpeer status --watch``, ``shiftpeer sync --wait``).
+
+``refused`` counts the revisions the receiving side's rules left out (a push: the peer's; a pull: ours), and
+``refused_latest`` lists the last few as ``{"id", "rev", "code", "reason"}``: a push that is caught up may
+still have had some refused (docs/protocol.md section 6).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+#: Refused revisions listed per replication in status (the Replication keeps more).
+REFUSED_SHOWN = 5
 
 
 def _peer_names(node: Any) -> dict[int, str]:
@@ -38,11 +45,13 @@ def _pull_head(puller: Any) -> int:
 
 
 def _entry(direction: str, local: str, remote: str, peer: Any, peer_id: Any, seq: int, head: int,
-           caught_up: bool, docs: int, live: bool) -> dict:
+           caught_up: bool, docs: int, live: bool, handle: Any = None) -> dict:
+    latest = list(getattr(handle, "refused", ()))[-REFUSED_SHOWN:]
     return {
         "direction": direction, "local": local, "remote": remote, "peer": peer, "peer_id": peer_id,
         "seq": seq, "remote_seq": head, "lag": max(0, head - seq), "caught_up": bool(caught_up),
-        "docs": docs, "live": live,
+        "docs": docs, "live": live, "refused": getattr(handle, "refused_count", 0),
+        "refused_latest": [{"id": r.docid, "rev": r.rev, "code": r.code, "reason": r.reason} for r in latest],
     }
 
 
@@ -63,11 +72,11 @@ def sync_replications(node: Any) -> list[dict]:
         for puller in list(getattr(mgr, "pullers", {}).values()):
             h = puller.handle
             out.append(_entry("pull", h.local_db, h.remote_db, peer, peer_id, h.seq, _pull_head(puller),
-                              h.is_caught_up, h.docs, h.live))
+                              h.is_caught_up, h.docs, h.live, h))
         for local_db, h in list(getattr(mgr, "pushes", {}).values()):
             head = store.database(local_db).update_seq() if store.has_database(local_db) else h.seq
             out.append(_entry("push", h.local_db, h.remote_db, peer, peer_id, h.seq, head, h.is_caught_up,
-                              h.docs, h.live))
+                              h.docs, h.live, h))
     return out
 
 

@@ -21,6 +21,7 @@ from shiftpeer.ids import names_other_author
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, split_db
+from shiftpeer.sync.refusedrevs import Reason
 from shiftpeer.sync.replication import default_store_batch
 
 log = Logger()
@@ -53,11 +54,12 @@ def refusal(db: Any, doc: dict) -> str | None:
     if not verify_repl_doc(doc):
         author = doc["body"].get("author")
         if isinstance(author, str) and isinstance(doc["id"], str) and names_other_author(doc["id"], author):
-            return "only the shift's author may change it (its id names another author)"
-        return "the signature does not verify under body.author"
+            return Reason("other_author", "only the shift's author may change it (its id names another author)")
+        return Reason("bad_signature", "the signature does not verify under body.author")
     before = held_author(db, doc["id"])
     if before is not None and before != doc["body"].get("author"):
-        return "only the shift's author may change it (the author differs from the revisions held)"
+        return Reason("other_author",
+                      "only the shift's author may change it (the author differs from the revisions held)")
     return None
 
 
@@ -82,7 +84,7 @@ class HubRules:
             return None
         author = doc["body"].get("author")
         if self._accounts.name_of(author) is None:
-            return f"its author {author} is not registered on this hub"
+            return Reason("unregistered", f"its author {author} is not registered on this hub")
         return None
 
     def refusal(self, dbname: str, peer_id: str | None, doc: dict) -> str | None:
@@ -90,7 +92,7 @@ class HubRules:
         body = doc["body"]
         author = body.get("author")
         if peer_id is not None and peer_id not in self.relays and author != peer_id:
-            return "a user may only hand in documents they wrote"
+            return Reason("not_author", "a user may only hand in documents they wrote")
         if dbname == "master" and peer_id is not None:
             why = self.unregistered(peer_id, doc)
             if why is not None:
@@ -99,18 +101,19 @@ class HubRules:
             return None  # a tombstone carries no audience; signature and same author were checked
         aud = audience.of(body)
         if not audience.admits(aud, dbname):
-            return f"the signed audience does not name {dbname}"
+            return Reason("audience", f"the signed audience does not name {dbname}")
         kind, name = split_db(dbname)
         if kind == "group":
             writer = self._accounts.name_of(author)
             needed = "read" if body.get("type") == "comment" else "publish"
             if RANK.get(self._groups.level(name, writer), -1) < RANK[needed]:
-                return f"the author may not {'comment' if needed == 'read' else 'publish'} in group {name}"
+                return Reason("group_level",
+                              f"the author may not {'comment' if needed == 'read' else 'publish'} in group {name}")
         if kind == "inbox" and self._accounts.id_of(name) is None:
-            return f"there is no user {name!r} on this hub"
+            return Reason("no_user", f"there is no user {name!r} on this hub")
         if (body.get("type") == "comment" and self.can_see is not None and peer_id not in self.relays
                 and not self.can_see(author, body.get("shift"))):
-            return "a comment needs a shift its author can see"
+            return Reason("not_visible", "a comment needs a shift its author can see")
         return None
 
     def check(self, db: Any, dbname: str, peer_id: str | None, doc: dict) -> str | None:
@@ -127,18 +130,21 @@ def filtering_store_batch(check: Check) -> Callable[..., Deferred]:
 
     The signatures were verified by the sync validator; this adds the rules that need the target
     database and the peer (same author, the signed audience, membership). A refused document is
-    logged and left out; the checkpoint still advances, so it is not asked for again.
+    logged and left out; the checkpoint still advances, so it is not asked for again. The Deferred
+    fires with the (document, why) pairs left out: the puller tells the peer that sent them.
     """
 
     def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
-        accepted = []
+        accepted, refused = [], []
         for doc in docs:
             why = check(db, peer_id, doc)
             if why is None:
                 accepted.append(doc)
             else:
+                refused.append((doc, why))
                 log.warn("refused {doc} {rev} from {peer} into {db}: {why}", doc=doc["id"], rev=doc["rev"],
                          peer=peer_id, db=db.name, why=why)
-        return default_store_batch(store, db, accepted, peer_id, remote_db, cp)
+        d = default_store_batch(store, db, accepted, peer_id, remote_db, cp)
+        return d.addCallback(lambda _: refused) if refused else d
 
     return store_batch

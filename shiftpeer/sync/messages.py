@@ -12,6 +12,7 @@ from typing import Any, Callable
 import cbor2
 
 from shiftpeer.sync.framing import encode_frame
+from shiftpeer.sync.refusedrevs import MAX_CODE, MAX_REASON, MAX_REFUSED
 from shiftpeer.store.codec import write_raw
 
 PROTOCOL_VERSION = 1
@@ -107,6 +108,20 @@ def _id_revs_list(v: Any, name: str) -> list:
     return v
 
 
+def _refused_list(v: Any, name: str) -> list:
+    """1 to MAX_REFUSED [docid, rev, code, reason] entries: the revisions of a pushed batch the receiver's
+    rules left out (refused.revs)."""
+    if type(v) is not list or not v or len(v) > MAX_REFUSED:
+        raise ProtocolError(f"field {name!r} must be a list of 1 to {MAX_REFUSED} items")
+    for e in v:
+        if (type(e) is not list or len(e) != 4 or type(e[0]) is not str or len(e[0]) > MAX_ID
+                or type(e[1]) is not str or len(e[1]) > MAX_REV or type(e[2]) is not str or len(e[2]) > MAX_CODE
+                or type(e[3]) is not str or len(e[3]) > MAX_REASON):
+            raise ProtocolError(f"field {name!r} entries must be [docid, rev, code of at most {MAX_CODE} "
+                                f"characters, reason of at most {MAX_REASON}]")
+    return v
+
+
 _DOC_KEYS = frozenset(("id", "rev", "deleted", "body", "sig", "history"))
 
 
@@ -143,6 +158,8 @@ SCHEMAS: dict[str, dict[str, tuple[Checker, bool]]] = {
              "live": (_bool, True), "push": (_opt(_int), False)},
     "need": {"rid": (_int, True), "seq": (_int, True), "want": (_id_revs_list, True)},
     "ack": {"rid": (_int, True), "seq": (_int, True)},
+    # the revisions of batches up to seq that the rules here left out; sent just before that ack
+    "refused": {"rid": (_int, True), "seq": (_int, True), "revs": (_refused_list, True)},
     # replication, feeder -> puller
     "accept": {"rid": (_int, True), "epoch": (_str(MAX_NAME), True), "since": (_int, True),
                "head": (_int, False)},

@@ -37,7 +37,8 @@ HANDLE_SLICE = 0.002
 
 log = Logger()
 
-_REPLICATION_TYPES = frozenset(("pull", "need", "ack", "accept", "changes", "docs", "caught_up", "push", "stop"))
+_REPLICATION_TYPES = frozenset(("pull", "need", "ack", "refused", "accept", "changes", "docs", "caught_up", "push",
+                                "stop"))
 
 
 class RemoteError(Exception):

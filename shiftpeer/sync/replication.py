@@ -26,6 +26,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from shiftpeer.sync.refusedrevs import KEEP_REFUSED, RefusedRev, frames, refused_revs
+
 log = Logger()
 
 #: Changes per ``changes`` message.
@@ -95,6 +97,10 @@ class Replication:
     ``caught_up`` fires (with the sequence reached) once everything the source had when we started
     is stored here (pull) or acknowledged by the peer (push); ``done`` fires when the replication
     ends (with None, or a SyncError failure). Each access returns a new Deferred.
+
+    ``refused`` holds the latest revisions (at most KEEP_REFUSED ``RefusedRev``) the receiving side's
+    rules left out: the peer's (push) or ours (pull); ``refused_count`` counts them all. Acknowledged is
+    not stored: a push that reached ``caught_up`` may still have had some refused.
     """
 
     def __init__(self, direction: str, local_db: str, remote_db: str, live: bool, stopper: Callable[[], None]) -> None:
@@ -106,6 +112,8 @@ class Replication:
         self.seq = 0           # source sequence checkpointed (pull) / acknowledged (push)
         self.remote_seq = 0    # pull: the source's latest sequence known here (its head at accept, then each batch)
         self.is_caught_up = False
+        self.refused: list[RefusedRev] = []
+        self.refused_count = 0
         self._caught_up = _Observer()
         self._done = _Observer()
         self._stopper = stopper
@@ -126,6 +134,11 @@ class Replication:
         """End this replication (the connection stays up)."""
         if not self._done.fired:
             self._stopper()
+
+    def _note_refused(self, revs: list[RefusedRev]) -> None:
+        self.refused_count += len(revs)
+        self.refused.extend(revs)
+        del self.refused[:-KEEP_REFUSED]
 
     def _reach(self, seq: int) -> None:
         self.is_caught_up = True
@@ -321,9 +334,13 @@ class Puller:
         self.delayed = None
         self._advance()
 
-    def _stored(self, _: Any, take: list, ndocs: int) -> None:
+    def _stored(self, result: Any, take: list, ndocs: int) -> None:
         self.storing = False
         self.mgr.counters["docs_in"] += ndocs
+        refused = refused_revs(result)   # what store_batch's rules left out, told to the feeder before the ack
+        if refused:
+            self.mgr.counters["revs_refused"] += len(refused)
+            self.handle._note_refused(refused)
         if self.stopped:        # the connection went away while storing: the checkpoint still holds
             self.handle.seq = take[-1].seq
             return
@@ -333,6 +350,8 @@ class Puller:
         self.handle.seq = take[-1].seq
         self.handle.docs += ndocs
         if not self.stopped:
+            for revs in frames(refused):
+                self.mgr.conn.send("refused", rid=self.rid, seq=take[-1].seq, revs=revs)
             self.mgr.conn.send("ack", rid=self.rid, seq=take[-1].seq)
         if any(b.marker for b in take):
             self._caught_up()
@@ -464,6 +483,23 @@ class Feeder:
             self.handle.seq = max(self.handle.seq, seq)
             self._check_push_caught_up()
         self.pump()
+
+    def on_refused(self, msg: dict) -> None:
+        """The peer's rules left these revisions of batches up to ``seq`` out (its ack follows): log each,
+        count them, keep them on our push's handle."""
+        seq = msg["seq"]
+        if seq not in self.unacked:
+            raise _Violation("unexpected", f"refused for a batch not outstanding (seq {seq})", self.name)
+        revs = [RefusedRev(*e) for e in msg["revs"]]
+        self.mgr.counters["revs_refused_by_peer"] += len(revs)
+        peer, handle = self.mgr.conn.peer_id, self.handle
+        where = f"pushed from {self.name} into its {handle.remote_db}" if handle is not None \
+            else f"it pulled from {self.name}"
+        for r in revs:
+            log.warn("{peer} refused {doc} {rev} {where}: {code}: {reason}", peer=peer, doc=r.docid, rev=r.rev,
+                     where=where, code=r.code, reason=r.reason)
+        if handle is not None:
+            handle._note_refused(revs)
 
     def _check_push_caught_up(self) -> None:
         if (self.handle is not None and self.caught_up_seq is not None and not self.unacked):
@@ -672,6 +708,11 @@ class ReplicationManager:
         f = self._feeder(msg)
         if f:
             f.on_ack(msg)
+
+    def _on_refused(self, msg: dict) -> None:
+        f = self._feeder(msg)
+        if f:
+            f.on_refused(msg)
 
     def _on_stop(self, msg: dict) -> None:
         if msg["role"] == "pull":        # the peer's puller stopped: end our feeder

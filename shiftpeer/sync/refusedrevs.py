@@ -1,0 +1,70 @@
+"""Revisions the receiving side's rules left out of a batch, told back to the side that sent them.
+
+A puller's ``store_batch`` (the roles' rules: another author's shift, an audience that does not name the
+database...) may leave signed documents out of a batch it still stores and acknowledges. Without a word
+back, a user whose push the hub refused saw it reach ``caught_up`` like any other. So ``store_batch`` may
+fire with the documents it left out, each with its reason (a ``Reason`` carries a short code), the puller
+sends them in ``refused`` frames just before the batch's ``ack``, and the feeder logs each one and keeps
+the latest on its ``Replication`` (docs/protocol.md sections 3, 6 and 9).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, NamedTuple
+
+#: Entries in one ``refused`` frame; more are sent in several frames.
+MAX_REFUSED = 100
+#: Characters of a reason code (``audience``, ``other_author``...) and of its text on the wire.
+MAX_CODE = 64
+MAX_REASON = 500
+#: Refused revisions a ``Replication`` keeps (the latest); ``refused_count`` counts them all.
+KEEP_REFUSED = 100
+#: The code of a reason given as a plain string.
+DEFAULT_CODE = "refused"
+
+
+class Reason(str):
+    """Why a rule leaves a document out (the text), with a short code the sender can act on."""
+
+    code: str
+
+    def __new__(cls, code: str, text: str) -> "Reason":
+        r = super().__new__(cls, text)
+        r.code = code
+        return r
+
+
+class RefusedRev(NamedTuple):
+    """One refused revision as it travels and as a ``Replication`` keeps it."""
+
+    docid: str
+    rev: str
+    code: str
+    reason: str
+
+
+def refused_revs(result: Any) -> list[RefusedRev]:
+    """The refused revisions in what a ``store_batch`` fired with: a list of (document, why) pairs, or
+    anything else for none. Codes and texts are cut to their wire bounds."""
+    if type(result) is not list:
+        return []
+    out = []
+    for entry in result:
+        try:
+            doc, why = entry
+            docid, rev = doc["id"], doc["rev"]
+        except (TypeError, ValueError, KeyError):
+            continue
+        code = getattr(why, "code", None) or DEFAULT_CODE
+        out.append(RefusedRev(docid, rev, str(code)[:MAX_CODE], str(why)[:MAX_REASON]))
+    return out
+
+
+def frames(revs: list[RefusedRev]) -> Iterator[list[list[str]]]:
+    """The ``revs`` field of each ``refused`` frame for these revisions (at most MAX_REFUSED each)."""
+    for i in range(0, len(revs), MAX_REFUSED):
+        yield [list(r) for r in revs[i:i + MAX_REFUSED]]
+
+
+__all__ = ["DEFAULT_CODE", "KEEP_REFUSED", "MAX_CODE", "MAX_REASON", "MAX_REFUSED", "Reason", "RefusedRev",
+           "frames", "refused_revs"]

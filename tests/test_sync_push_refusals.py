@@ -1,0 +1,180 @@
+"""A pusher learns which of its revisions the receiving side's rules refused (in-memory TLS, shared Clock):
+the refused revisions come back in `refused` frames before the ack, the rest is stored and acknowledged as
+before, and a malformed report closes the connection and changes nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import cbor2
+import pytest
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+from shiftpeer.roles.validation import filtering_store_batch
+from shiftpeer.sync.refusedrevs import KEEP_REFUSED, MAX_CODE, MAX_REASON, MAX_REFUSED, Reason, RefusedRev
+
+from test_sync_iosim import Env, fill, result_of, settle
+
+WHY = "the signed audience does not name master"
+
+
+def refuse_marked(db, peer_id, doc):
+    """The receiving side's rules of these tests: a body marked ``refuse`` is left out."""
+    return Reason("audience", WHY) if doc["body"].get("refuse") else None
+
+
+def rules_env(**kw) -> Env:
+    """Client pushes (and serves), server stores what ``refuse_marked`` accepts."""
+    return Env(store_batch=filtering_store_batch(refuse_marked), **kw)
+
+
+def mark(db, docid):
+    """A new revision of ``docid`` the receiver's rules refuse; returns it."""
+    doc = db.get(docid)
+    return db.put(docid, {**doc.body, "refuse": True}, parent=doc.rev)
+
+
+@contextlib.contextmanager
+def warnings():
+    """The warning lines logged inside the block."""
+    lines: list[str] = []
+
+    def observer(event):
+        if event.get("log_level") == LogLevel.warn:
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
+def test_push_records_the_one_refused_revision_and_stores_the_rest():
+    """One pushed revision the receiver's rules refuse: the pusher's Replication holds exactly it with its
+    reason, a warning names the peer, databases, document, revision and reason, the other documents are
+    stored, caught_up fires at the source's head and the connection stays up."""
+    env = rules_env(window=2, batch_changes=3)   # several batches: the refusal rides in one of them
+    src = fill(env.cstore, "user/public", 9)
+    bad_rev = mark(src, "d4")
+    with warnings() as lines:
+        rep = env.c.push("user/public", "master", live=False)
+        caught = result_of(rep.caught_up)
+        settle(env.pump)
+    assert caught == [src.update_seq()]
+    assert rep.refused == [RefusedRev("d4", bad_rev, "audience", WHY)] and rep.refused_count == 1
+    dst = env.sstore.database("master")
+    assert sorted(dst.snapshot()) == sorted(f"d{i}" for i in range(9) if i != 4)
+    assert dst.get_checkpoint("client", "user/public")["seq"] == src.update_seq()
+    assert env.cf.counters["revs_refused_by_peer"] == 1 and env.sf.counters["revs_refused"] == 1
+    assert not env.c._closing and not env.s._closing
+    mine = [line for line in lines if line.startswith("server refused")]
+    assert mine == [f"server refused d4 {bad_rev} pushed from user/public into its master: audience: {WHY}"]
+
+
+def test_live_push_reports_a_refused_change_as_it_happens():
+    """A live push that is already caught up records a revision refused later, inline documents included;
+    the next accepted change is still stored."""
+    env = rules_env()
+    src = fill(env.cstore, "user/public", 2)
+    rep = env.c.push("user/public", "master", live=True)
+    settle(env.pump)
+    assert rep.is_caught_up and rep.refused == []
+    bad_rev = src.put("late", {"refuse": True})
+    src.put("ok", {"n": 1})
+    settle(env.pump)
+    assert rep.refused == [RefusedRev("late", bad_rev, "audience", WHY)]
+    assert env.sstore.database("master").get("ok") is not None
+    assert env.sstore.database("master").get("late") is None
+    assert not rep.finished
+
+
+def test_a_plain_reason_and_a_pull_are_reported_too():
+    """A rule that gives a plain string is reported with the code "refused"; a feeder serving a pull (no
+    push handle) logs and counts the refusal, and the puller's own Replication records it."""
+    env = Env(store_batch=filtering_store_batch(lambda db, peer, doc: "no" if doc["body"]["n"] == 1 else None))
+    src = fill(env.sstore, "master", 3)
+    rep = env.c.pull("master", "feed", live=False)
+    settle(env.pump)
+    rev = src.get("d1").rev
+    assert rep.is_caught_up and rep.refused == [RefusedRev("d1", rev, "refused", "no")]
+    assert env.sf.counters["revs_refused_by_peer"] == 1 and env.cf.counters["revs_refused"] == 1
+    assert sorted(env.cstore.database("feed").snapshot()) == ["d0", "d2"]
+
+
+def test_many_refusals_go_in_bounded_frames_and_the_record_is_capped():
+    """More refusals than one frame carries arrive in several frames before the ack; the Replication keeps the
+    latest KEEP_REFUSED and counts them all."""
+    n = MAX_REFUSED + 50
+    env = rules_env(batch_changes=500)
+    db = env.cstore.create_database("user/public")
+    for i in range(n):
+        db.put(f"r{i:03}", {"refuse": True})
+    db.put("kept", {"n": 0})
+    frames = []
+    send = env.s.send
+    env.s.send = lambda t, **f: (frames.append(f) if t == "refused" else None, send(t, **f))[1]
+    rep = env.c.push("user/public", "master", live=False)
+    caught = result_of(rep.caught_up)
+    settle(env.pump)
+    assert caught == [db.update_seq()]
+    assert rep.refused_count == n and len(rep.refused) == KEEP_REFUSED
+    assert [r.docid for r in rep.refused] == [f"r{i:03}" for i in range(n - KEEP_REFUSED, n)]
+    assert frames and all(len(f["revs"]) <= MAX_REFUSED for f in frames) and sum(len(f["revs"]) for f in frames) == n
+    assert sorted(env.sstore.database("master").snapshot()) == ["kept"]
+
+
+def raw_frame(obj) -> bytes:
+    payload = cbor2.dumps(obj)
+    return struct.pack(">I", len(payload)) + payload
+
+
+def pushed_and_caught_up():
+    env = rules_env()
+    src = fill(env.cstore, "user/public", 3)
+    mark(src, "d1")
+    rep = env.c.push("user/public", "master", live=True)
+    settle(env.pump)
+    assert rep.refused_count == 1 and not env.c._closing
+    rid = next(iter(env.s.replications.pullers))
+    return env, rep, rid
+
+
+GOOD = ["d0", "1-ab", "audience", "why"]
+MALFORMED = [
+    ("three fields", {"revs": [["d0", "1-ab", "audience"]]}),
+    ("empty", {"revs": []}),
+    ("too many", {"revs": [GOOD] * (MAX_REFUSED + 1)}),
+    ("long code", {"revs": [["d0", "1-ab", "c" * (MAX_CODE + 1), "why"]]}),
+    ("long reason", {"revs": [["d0", "1-ab", "audience", "w" * (MAX_REASON + 1)]]}),
+    ("not text", {"revs": [["d0", "1-ab", "audience", 5]]}),
+    ("extra field", {"revs": [GOOD], "more": True}),
+    ("no seq", {"seq": None, "revs": [GOOD]}),
+]
+
+
+@pytest.mark.parametrize("fields", [f for _, f in MALFORMED], ids=[n for n, _ in MALFORMED])
+def test_a_malformed_refused_report_closes_the_connection_and_changes_nothing(fields):
+    """A `refused` frame of the wrong shape is a bad_message: the pusher closes the connection, records
+    nothing and counts the violation."""
+    env, rep, rid = pushed_and_caught_up()
+    before = (list(rep.refused), env.cstore.database("user/public").snapshot())
+    msg = {"t": "refused", "rid": rid, "seq": 1, **fields}
+    msg = {k: v for k, v in msg.items() if v is not None}
+    env.pair.server_tls.write(raw_frame(msg))
+    settle(env.pump)
+    assert env.c._closing and env.s.peer_error is not None and env.s.peer_error["code"] == "bad_message"
+    assert env.cf.counters["violation.bad_message"] == 1
+    assert (list(rep.refused), env.cstore.database("user/public").snapshot()) == before
+    assert rep.refused_count == 1 and env.cf.counters["revs_refused_by_peer"] == 1
+
+
+def test_a_refused_report_for_no_outstanding_batch_is_unexpected():
+    """A well-formed report naming a batch the pusher is not waiting for closes the connection (unexpected)
+    and is not recorded."""
+    env, rep, rid = pushed_and_caught_up()
+    env.pair.server_tls.write(raw_frame({"t": "refused", "rid": rid, "seq": 99, "revs": [GOOD]}))
+    settle(env.pump)
+    assert env.c._closing and env.s.peer_error["code"] == "unexpected"
+    assert rep.refused_count == 1 and [r.docid for r in rep.refused] == ["d1"]
