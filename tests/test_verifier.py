@@ -105,3 +105,57 @@ def test_signed_shifts_verify_with_either(verifier):
     assert verify_repl_doc(doc)
     doc["body"] = dict(body, summary="altered")
     assert not verify_repl_doc(doc)
+
+
+@pytest.mark.parametrize("docid", ["x", "shift-" + "a" * 40, "d" * 300, "ünïcødé-☃-id"])
+def test_the_check_leaves_the_bodys_plain_cbor_for_the_store(docid):
+    """_prepare encodes [docid, rev, body, deleted, author] anyway; the slice it leaves on the document is
+    exactly the body's plain CBOR, whatever the lengths of the id and revision (one-, two- and three-byte
+    heads, non-ASCII ids)."""
+    import cbor2
+
+    from shiftpeer.identity.signing import _prepare
+    from shiftpeer.store.codec import PLAIN_BODY, plain_encoder
+
+    k = NodeKey.generate()
+    body = {"author": k.account_id, "summary": "é" * 30, "n": 2**40, "x": 1.5, "list": [1, {"a": None}]}
+    rev = "12-" + "f" * 32
+    doc = {"id": docid, "rev": rev, "deleted": True, "body": body, "history": [rev]}
+    doc["sig"] = sign_doc(k, docid, rev, body, True)
+    assert _prepare(doc) is not None
+    assert doc[PLAIN_BODY] == plain_encoder()(body)
+    assert cbor2.loads(doc[PLAIN_BODY]) == body
+
+
+def test_the_store_writes_the_checked_bytes_as_it_would_encode_them(tmp_path):
+    """A batch whose documents went through the signature check stores the same records as the same batch
+    encoded by the store; a value under the key that is not bytes is ignored; the wire cannot carry it."""
+    from shiftpeer.store import Store
+    from shiftpeer.store.codec import PLAIN_BODY
+    from shiftpeer.sync import messages
+    from shiftpeer.sync.messages import ProtocolError
+
+    k = NodeKey.generate()
+    docs = []
+    for i in range(3):
+        body = {"author": k.account_id, "summary": f"s{i}", "content": {"x": i + 0.5}}
+        rev = f"1-{i:032x}"
+        d = {"id": f"d{i}", "rev": rev, "deleted": False, "body": body, "history": [rev]}
+        d["sig"] = sign_doc(k, d["id"], rev, body, False)
+        docs.append(d)
+    checked = [dict(d) for d in docs]
+    assert all(verify_repl_doc(d) for d in checked) and all(PLAIN_BODY in d for d in checked)
+    checked[2][PLAIN_BODY] = "not bytes"
+    st = Store(str(tmp_path / "s"))
+    try:
+        a, b = st.create_database("a"), st.create_database("b")
+        a.bulk_replicated(checked)
+        b.bulk_replicated(docs)
+        for d in docs:
+            x, y = a.get(d["id"]), b.get(d["id"])
+            assert (x.rev, x.body, x.sig) == (y.rev, y.body, y.sig) == (d["rev"], d["body"], d["sig"])
+        assert a.get_repl_docs([(d["id"], None) for d in docs]) == b.get_repl_docs([(d["id"], None) for d in docs])
+    finally:
+        st.close()
+    with pytest.raises(ProtocolError):
+        messages.validate({"t": "docs", "rid": 1, "seq": 1, "docs": [checked[0]], "more": False})

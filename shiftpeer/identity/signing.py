@@ -31,6 +31,7 @@ except ImportError:   # not POSIX: no verification processes either
     fcntl = None  # type: ignore[assignment]
 
 from shiftpeer.ids import names_other_author
+from shiftpeer.store.codec import PLAIN_BODY, cbor_head_len
 
 from .keys import NodeKey, is_account_id, public_key_of, usable_public_key, verify_with_key
 
@@ -81,9 +82,21 @@ def _prepare(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
         if names_other_author(docid, author):   # a bound id names its author: no one else may write under it
             return None
         items = [docid, rev, body, bool(doc.get("deleted", False)), author]
-        return pk, bytes(sig), items, cbor2.dumps(items)
+        plain = cbor2.dumps(items)
+        # The body's own plain CBOR is the middle of the payload (an array's items are encoded one after
+        # another): after the array head, docid and rev, before the flag and the 52-character author. The
+        # store writes these bytes instead of encoding the body again (codec.PLAIN_BODY).
+        if type(doc) is dict:
+            d, r = docid.encode(), rev.encode()
+            start = 1 + cbor_head_len(len(d)) + len(d) + cbor_head_len(len(r)) + len(r)
+            doc[PLAIN_BODY] = plain[start : len(plain) - _PAYLOAD_TAIL]
+        return pk, bytes(sig), items, plain
     except (KeyError, ValueError, TypeError, AttributeError, cbor2.CBOREncodeError):
         return None
+
+
+#: The payload's last items: the deleted flag (1 byte) and the author, a 52-character account id (2-byte head).
+_PAYLOAD_TAIL = 1 + 2 + 52
 
 
 def _canonical_retry(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[bytes]:

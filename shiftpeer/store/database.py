@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from twisted.internet.defer import Deferred
 
 from . import codec, indexes, keys, revs
+from .codec import PLAIN_BODY
 from .errors import ConflictError, InvalidDocument, NotFound
 from .store import Store, WriteTxn
 
@@ -509,7 +510,9 @@ class Database:
             revs.check_history(history)
         body = d.get("body")
         check_json(body)
-        data = encode(body)
+        data = d.get(PLAIN_BODY)           # what the signature check encoded (codec.PLAIN_BODY)
+        if type(data) is not bytes:
+            data = encode(body)
         if len(data) > max_bytes:
             raise self._too_big(data)
         return _new_tuple(_Prepared, (docid, rev, deleted, body, data, sig, history))  # no Python __new__
