@@ -19,13 +19,13 @@ from pathlib import Path
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 try:  # ed25519-zebra (Rust, curve25519-dalek): ~1.6x libsodium's verify on this machine (docs/identity.md)
     from ed25519_zebra import ed_verify as _zebra_verify
 except ImportError:  # pragma: no cover - no wheel for this platform: libsodium checks every signature
     _zebra_verify = None
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 KEY_FILE = "node.key"
 CERT_FILE = "node.pem"
