@@ -27,6 +27,7 @@ from shiftpeer.nodelock import NodeBusy, NodeLock, lock_node_dir
 from shiftpeer.selflink import (SELF, RecordingServerEndpoint, SelfEndpoint, hub_target, own_peer_ids,
                                 self_link_creator)
 from shiftpeer.shifts import Shifts, make_signer
+from shiftpeer import startup
 from shiftpeer.startup import ListeningService, StartupError
 from shiftpeer.tuning import tune_gc
 
@@ -363,6 +364,7 @@ class Node(SequentialMultiService):
     def startService(self) -> None:
         try:
             self._starting(super().startService)
+            startup.started()
         except StartupError:
             # undo what did start (ports, the store and the directory's lock); api.url at once, as the rest
             # may need the reactor to finish and under twistd the process exits next
@@ -376,6 +378,7 @@ class Node(SequentialMultiService):
             start()
         except StartupError as e:
             self.log.critical("the node cannot start: {why}", why=str(e))
+            startup.report_to_terminal(e)    # a daemon's terminal gets the whole line, not twistd's 100 bytes
             raise
 
     # -- roles seam ------------------------------------------------------------------------------

@@ -4,13 +4,20 @@ A node that cannot start (its directory is in use, its store will not open, a po
 StartupError from startService with a message that names the flag or file and what to do. Under
 ``twistd`` that exception leaves twistd's own start-up code (which removes its pid file and tells a
 daemon's parent), and ``show_startup_errors`` then prints it as that one line on the terminal instead
-of a traceback; the exit status stays 1.
+of a traceback; the exit status stays 1. A daemonizing twistd has pointed the node's standard error at
+/dev/null by then and hands its waiting parent only the first 100 bytes of the error, so the node keeps a
+copy of the terminal until it has started and writes the whole line there itself (``report_to_terminal``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+from typing import Any, Optional
+
+#: A copy of the standard error twistd was started with, from ``show_startup_errors`` until ``started``:
+#: a daemon then holds no terminal open.
+_terminal_fd: Optional[int] = None
 
 from twisted.application.internet import StreamServerEndpointService
 
@@ -51,7 +58,14 @@ class ListeningService(StreamServerEndpointService):
 
 def show_startup_errors() -> None:
     """Make an uncaught StartupError print as one line (``twistd shiftpeer: MESSAGE``) on the original
-    standard error, which twistd's logging has not redirected; other exceptions print as before."""
+    standard error, which twistd's logging has not redirected; other exceptions print as before. Keeps a
+    copy of that standard error for ``report_to_terminal`` until ``started``."""
+    global _terminal_fd
+    if _terminal_fd is None:
+        try:
+            _terminal_fd = os.dup(2)
+        except OSError:
+            _terminal_fd = None
     previous = sys.excepthook
     if getattr(previous, "shows_startup_errors", False):
         return
@@ -68,4 +82,32 @@ def show_startup_errors() -> None:
     sys.excepthook = hook
 
 
-__all__ = ["ListeningService", "StartupError", "cannot_listen", "show_startup_errors"]
+def report_to_terminal(error: StartupError) -> None:
+    """Write the error's line to the terminal twistd was started on when this process no longer writes
+    there (it has daemonized: its standard error is /dev/null, and twistd's parent would show 100 bytes of
+    it); otherwise the excepthook prints it, and this does nothing."""
+    fd = _terminal_fd
+    if fd is None:
+        return
+    try:
+        mine, terminal = os.fstat(2), os.fstat(fd)
+        if (mine.st_dev, mine.st_ino) == (terminal.st_dev, terminal.st_ino):
+            return
+        os.write(fd, f"twistd shiftpeer: {error}\n".encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+def started() -> None:
+    """The node has started: give back the copy of the terminal (a daemon keeps none open)."""
+    global _terminal_fd
+    fd, _terminal_fd = _terminal_fd, None
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+__all__ = ["ListeningService", "StartupError", "cannot_listen", "report_to_terminal", "show_startup_errors",
+           "started"]

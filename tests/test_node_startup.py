@@ -295,3 +295,50 @@ def test_a_metrics_port_that_fails_later_is_logged_once(monkeypatch, fail_on_log
     svc._waitingForPort.addBoth(outcome.append)
     assert outcome == [None]   # not an AttributeError from reading a port that is not there
     svc.stopService()
+
+
+# -- daemon mode (twistd without -n) ----------------------------------------------------------------------
+
+
+def _daemon(node: str, tmp_path, *flags: str) -> subprocess.CompletedProcess:
+    """`twistd shiftpeer` daemonizing: returns when twistd's parent has exited and nothing holds its
+    standard error any more (a daemon still holding it would make this wait until the timeout)."""
+    pidfile = tmp_path / "d.pid"
+    try:
+        return subprocess.run([TWISTD, "--pidfile", str(pidfile), "--logfile", str(tmp_path / "d.log"),
+                               "shiftpeer", "--data", node, *flags],
+                              capture_output=True, text=True, timeout=30, cwd=str(tmp_path), env=_env())
+    except subprocess.TimeoutExpired:
+        if pidfile.exists():                     # the daemon holds the terminal: stop it, then fail
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        raise
+
+
+def test_a_daemon_that_cannot_start_prints_the_whole_line(tmp_path, node):
+    """A daemonizing twistd's parent shows only the first 100 bytes of the child's error, and the child's
+    own standard error is /dev/null: the node writes its whole line to the terminal it was started from."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        proc = _daemon(node, tmp_path, "--listen", endpoint, "--api", "tcp:0:interface=127.0.0.1")
+    line = f"twistd shiftpeer: --listen {endpoint}: cannot listen: Address already in use"
+    assert proc.returncode == 1, proc
+    assert line in proc.stderr.splitlines(), proc.stderr
+    assert "An error has occurred" in proc.stderr          # twistd's own, cut at 100 bytes: too short for it
+    assert len(f"1 shiftpeer.startup.StartupError: {line.split(': ', 1)[1]}") > 100
+    check_not_running(node)
+
+
+def test_a_daemon_that_started_keeps_no_terminal_open(tmp_path, node):
+    """Once started, the daemon gives back its copy of the terminal: twistd returns at once with nothing
+    on standard error, while the node runs on (bounded wait, then SIGTERM)."""
+    proc = _daemon(node, tmp_path, "--api", "tcp:0:interface=127.0.0.1")
+    assert proc.returncode == 0 and proc.stderr == "", proc
+    pid = int(open(tmp_path / "d.pid").read())
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(node, "api.url")))
+        assert os.path.exists(f"/proc/{pid}")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"))
