@@ -56,15 +56,20 @@ def test_flags_override_the_config_file(tmp_path):
                                          "handshake_timeout": 2.5, "max_connections_per_address": 5}
 
 
-def test_the_network_cap_comes_from_the_file_and_its_flag_wins(tmp_path):
-    """max_connections_per_network in config.json reaches the node's SyncFactory; --max-connections-per-network
-    overrides it for the run."""
-    path = node_dir(tmp_path, sync={"max_connections_per_network": 100})
-    for argv, cap in ((), 100), (("--max-connections-per-network", "300"), 300):
+@pytest.mark.parametrize("cap, attribute, in_file, on_flag", [
+    ("max_connections_per_network", "per_network", 100, 300),
+    ("max_connections_per_block", "per_block", 2000, 3000),
+])
+def test_the_network_and_block_caps_come_from_the_file_and_their_flags_win(tmp_path, cap, attribute, in_file,
+                                                                           on_flag):
+    """max_connections_per_network / _per_block in config.json reach the node's SyncFactory; their flags
+    (--max-connections-per-network, --max-connections-per-block) override them for the run."""
+    path = node_dir(tmp_path, sync={cap: in_file})
+    for argv, value in ((), in_file), (("--" + cap.replace("_", "-"), str(on_flag)), on_flag):
         node = makeService(parse("--data", path, *argv))
-        assert node.settings.config.sync == {"max_connections_per_network": cap}
+        assert node.settings.config.sync == {cap: value}
         factory = SyncFactory(None, None, AllowAll(), reactor=Clock(), **node.settings.config.sync)
-        assert factory.limits.per_network == cap
+        assert getattr(factory.limits, attribute) == value
 
 
 @pytest_twisted.ensureDeferred
@@ -96,6 +101,8 @@ BAD_CONFIG = [
     ({"max_connections_per_peer": -1}, "max_connections_per_peer must be a whole number of at least 1, not -1"),
     ({"max_connections_per_address": "lots"}, "max_connections_per_address must be a whole number"),
     ({"max_connections_per_network": 0}, "max_connections_per_network must be a whole number of at least 1, not 0"),
+    ({"max_connections_per_block": -5}, "max_connections_per_block must be a whole number of at least 1, not -5"),
+    ({"max_connections_per_block": 1.5}, "max_connections_per_block must be a whole number"),
     ({"handshake_timeout": 0}, "handshake_timeout must be a number above 0, not 0"),
     ({"window": 2.5}, "window must be a whole number of at least 1, not 2.5"),
     ({"window": True}, "window must be a whole number"),
@@ -125,6 +132,8 @@ def test_bad_config_values_are_refused_with_a_message(tmp_path, sync, words):
     (("--max-connections-per-address", "0"), "at least 1, not '0'"),
     (("--max-connections-per-network", "many"), "--max-connections-per-network: max_connections_per_network must "
                                                 "be a whole number of at least 1, not 'many'"),
+    (("--max-connections-per-block", "0"), "--max-connections-per-block: max_connections_per_block must "
+                                           "be a whole number of at least 1, not '0'"),
     (("--frame-timeout", "soon"), "--frame-timeout: frame_timeout must be a number above 0, not 'soon'"),
     (("--docs-per-second", "-5"), "(or null/off for no limit)"),
     (("--window", "1.5"), "--window: window must be a whole number"),

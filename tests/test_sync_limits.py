@@ -82,8 +82,8 @@ def is_open(pair) -> bool:
 
 
 def test_defaults():
-    """A factory caps 8 connections per identity and 64 per address unless told otherwise (256 per network:
-    tests/test_sync_limits_network.py)."""
+    """A factory caps 8 connections per identity and 64 per address unless told otherwise (256 per network,
+    1,024 per block: tests/test_sync_limits_network.py)."""
     factory = serving_factory(Clock())
     assert (MAX_CONNECTIONS_PER_PEER, MAX_CONNECTIONS_PER_ADDRESS) == (8, 64)
     assert (factory.limits.per_peer, factory.limits.per_address) == (8, 64)
@@ -207,7 +207,7 @@ def test_refusals_are_exported_as_metrics():
     node = SimpleNamespace(store=None, sync_factory=factory, api=SimpleNamespace(refused={}))
     family = next(m for m in NodeCollector(node).collect() if m.name == "shiftpeer_sync_connections_refused")
     assert {s.labels["limit"]: s.value for s in family.samples if s.name.endswith("_total")} == \
-        {"total": 0, "network": 0, "address": 1, "peer": 0}
+        {"total": 0, "block": 0, "network": 0, "address": 1, "peer": 0}
 
 
 # ---------------------------------------------------------------- over real TLS on 127.0.0.1

@@ -1,5 +1,6 @@
-"""The per-network connection cap (shiftpeer/sync/limits.py): many addresses of one IPv4 /24 or IPv6 /64, or of
-loopback, share one cap, so a flood from one network cannot hold every slot of the total cap.
+"""The per-network and per-block connection caps (shiftpeer/sync/limits.py): many addresses of one IPv4 /24 or
+IPv6 /64, or of loopback, share one cap, and many networks of one IPv4 /16 or IPv6 /48 share a wider one, so a
+flood from one network or one block cannot hold every slot of the total cap.
 
 Deterministic ones with StringTransports; then loopback over real TLS on 127.0.0.1 (clients bound to other
 127/8 source addresses, which are the same host and, as counted, the same network).
@@ -21,8 +22,10 @@ from rel_idle import Client
 from shiftpeer.identity.tls import client_creator
 from shiftpeer.sync import RemoteError, SyncProtocol
 from shiftpeer.sync.client import tls_client_endpoint
-from shiftpeer.sync.limits import (LOOPBACK, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_NETWORK,
-                                   ConnectionLimits, address_key, network_key)
+from shiftpeer.sync.limits import (LOOPBACK, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_BLOCK,
+                                   MAX_CONNECTIONS_PER_NETWORK, ConnectionLimits, address_key, block_key,
+                                   network_key)
+from shiftpeer.sync.refusallog import REFUSAL_LOG_INTERVAL
 from test_sync_limits import Silent, accepted, serving_factory, serving_node, warnings  # noqa: F401 (a fixture)
 from test_sync_network import bounded, until
 
@@ -125,6 +128,89 @@ def test_defaults_hold_the_address_cap_from_loopback():
     assert is_dropped_silently(accepted(factory, "127.0.0.1"))
     assert factory.counters["connections_refused.address"] == 1
     assert factory.counters["connections_refused.network"] == 0
+
+
+# ---------------------------------------------------------------- the block: IPv4 /16, IPv6 /48
+
+def test_block_defaults_and_keys():
+    """A block may hold 1,024 connections (four networks' worth, a quarter of the total) unless told otherwise;
+    IPv4 counts by /16, IPv6 by /48, loopback is one block as it is one network."""
+    assert (MAX_CONNECTIONS_PER_BLOCK, MAX_CONNECTIONS) == (1024, 4096)
+    assert serving_factory(Clock()).limits.per_block == 1024
+    assert block_key("192.0.2.77") == block_key("192.0.255.1") == "192.0.0.0/16"
+    assert block_key("192.1.0.1") == "192.1.0.0/16"
+    assert block_key(address_key(IPv6Address("TCP", "::ffff:203.0.113.5", 1))) == "203.0.0.0/16"
+    assert block_key("2001:db8::1") == block_key("2001:db8:0:ffff::1") == "2001:db8::/48"
+    assert block_key("2001:db8:1::1") == "2001:db8:1::/48"
+    assert block_key("127.0.0.1") == block_key("127.200.3.4") == block_key("::1") == LOOPBACK
+    assert block_key("some-host") == "some-host"
+
+
+def block_refusals(warnings: list[str], block: str) -> list[str]:
+    return [w for w in warnings if w.startswith("refused ") and f"block {block}" in w]
+
+
+def test_many_64s_of_one_48_cannot_hold_the_total_cap(warnings):
+    """With the default caps, 1,024 connections from 1,024 /64s of one /48 (each well under its network cap)
+    fill the block: the 1,025th and later are dropped before anything is sent, counted as the block's and
+    logged once for the interval, then summed up; the total cap keeps room, and another /48 is served."""
+    clock = Clock()
+    factory = serving_factory(clock)
+    assert all(is_served(accepted6(factory, f"2001:db8:0:{i:x}::1")) for i in range(1024))
+    for i in range(1024, 1034):
+        assert is_dropped_silently(accepted6(factory, f"2001:db8:0:{i:x}::1"))
+    assert factory.counters["connections_refused.block"] == 10 and factory.counters["connections_refused"] == 10
+    assert factory.limits.open == 1024 and factory.limits.blocks.count("2001:db8::/48") == 1024
+    assert factory.limits.networks.count("2001:db8:0:400::/64") == 0 and \
+        factory.limits.addresses.count("2001:db8:0:400::1") == 0     # a refused one holds no slot
+    lines = block_refusals(warnings, "2001:db8::/48")
+    assert len(lines) == 1, lines
+    assert "refused a sync connection from 2001:db8:0:400::1: 1024 connections from its block 2001:db8::/48" \
+        in lines[0] and "max_connections_per_block 1024" in lines[0]
+    assert is_served(accepted6(factory, "2001:db8:1::1"))
+    clock.advance(REFUSAL_LOG_INTERVAL)
+    assert block_refusals(warnings, "2001:db8::/48")[1:] == [
+        "refused 9 more sync connections from block 2001:db8::/48 in the last 60 s (max_connections_per_block 1024)"]
+
+
+def test_many_24s_of_one_16_cannot_hold_the_total_cap(warnings):
+    """IPv4 likewise: 4 connections from each of the 256 /24s of 192.0.0.0/16 fill its block; the next, from a
+    /24 holding only 4, is refused by the block cap; 192.1.0.1 is served; a close frees the block's slot."""
+    factory = serving_factory(Clock())
+    held = [accepted(factory, f"192.0.{n}.{a}") for n in range(256) for a in range(1, 5)]
+    assert all(map(is_served, held))
+    assert is_dropped_silently(accepted(factory, "192.0.7.200"))
+    assert factory.counters["connections_refused.block"] == 1 and factory.counters["connections_refused.network"] == 0
+    assert len(block_refusals(warnings, "192.0.0.0/16")) == 1
+    assert is_served(accepted(factory, "192.1.0.1"))
+    held[0][0].connectionLost(Failure(ConnectionDone()))
+    assert factory.limits.blocks.count("192.0.0.0/16") == 1023
+    assert is_served(accepted(factory, "192.0.7.200"))
+
+
+def test_the_block_cap_is_never_below_the_network_cap():
+    """Raising the network cap (or the address cap, which raises the network cap) raises the block cap with it;
+    a block cap above the network cap stays as set. Loopback is one block: 1,100 connections from 127.0.0.1 need
+    only the address cap."""
+    assert ConnectionLimits({}, per_network=2000, per_block=1024).per_block == 2000
+    assert ConnectionLimits({}, per_address=1500, per_network=256, per_block=1024).per_block == 1500
+    assert ConnectionLimits({}, per_network=256, per_block=3000).per_block == 3000
+    assert ConnectionLimits({}, per_network=256, per_block=None).per_block is None
+    assert ConnectionLimits({}, per_network=256, per_block=1).per_block == 256
+    factory = serving_factory(Clock(), max_connections_per_address=1100)
+    assert all(is_served(accepted(factory, "127.0.0.1")) for _ in range(1100))
+    assert is_dropped_silently(accepted(factory, "127.0.0.1"))
+    assert factory.counters["connections_refused.address"] == 1 and factory.counters["connections_refused.block"] == 0
+
+
+def test_a_small_block_cap_refuses_its_block_and_not_others():
+    """Set low, the block cap stops a /48 whose /64s are each under the network cap; the next /48 is served."""
+    factory = serving_factory(Clock(), max_connections_per_address=1, max_connections_per_network=2,
+                              max_connections_per_block=3)
+    assert all(is_served(accepted6(factory, f"2001:db8:0:{i}::1")) for i in (1, 2, 3))
+    assert is_dropped_silently(accepted6(factory, "2001:db8:0:4::1"))
+    assert is_served(accepted6(factory, "2001:db8:1:1::1"))
+    assert factory.counters["connections_refused.block"] == 1
 
 
 # ---------------------------------------------------------------- over real TLS on 127.0.0.1

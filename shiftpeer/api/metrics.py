@@ -14,7 +14,7 @@
 | `shiftpeer_sync_refused_total` | counter | | replication requests refused (policy, unknown database, limits) |
 | `shiftpeer_sync_revisions_refused_total` | counter | `by` | revisions left out of a stored batch by the receiving side's rules: `peer` (what we pushed or fed), `here` (what we pulled) |
 | `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
-| `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `total` (all listeners), `network` (per /24 or /64), `address` (per IP), `peer` (per identity) |
+| `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `total` (all listeners), `block` (per /16 or /48), `network` (per /24 or /64), `address` (per IP), `peer` (per identity) |
 | `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
 | `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
 | `shiftpeer_databases` | gauge | | logical databases, as of the last count (``shiftpeer.census``) |

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from shiftpeer.sync.framing import MAX_FRAME
-from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_NETWORK,
-                                   MAX_CONNECTIONS_PER_PEER)
+from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_BLOCK,
+                                   MAX_CONNECTIONS_PER_NETWORK, MAX_CONNECTIONS_PER_PEER)
 from shiftpeer.sync.messages import MAX_BATCH
 from shiftpeer.sync.protocol import FRAME_TIMEOUT, HANDSHAKE_TIMEOUT
 from shiftpeer.sync.replication import BATCH_CHANGES, DOCS_FRAME_BYTES, MAX_FEEDERS, WINDOW
@@ -66,6 +66,9 @@ LIMITS: tuple[Limit, ...] = (
     Limit("max_connections_per_network", int, MAX_CONNECTIONS_PER_NETWORK, 1,
           help="connections (authenticated or not) one network (IPv4 /24, IPv6 /64, all of loopback) may hold "
                "on this node's listeners; never below max_connections_per_address"),
+    Limit("max_connections_per_block", int, MAX_CONNECTIONS_PER_BLOCK, 1,
+          help="connections (authenticated or not) one block of networks (IPv4 /16, IPv6 /48, all of loopback) "
+               "may hold on this node's listeners; never below max_connections_per_network"),
     Limit("max_connections", int, MAX_CONNECTIONS, 1,
           help="connections (authenticated or not) this node's listeners hold in all, from any addresses"),
 )

@@ -1,13 +1,14 @@
-"""Connection caps on the serving side: how many connections one address, one network and one peer identity
-may hold, and all of them together.
+"""Connection caps on the serving side: how many connections one address, one network, one block of
+networks and one peer identity may hold, and all of them together.
 
 Without them any address could open connections until the node ran out of file descriptors, any network
-(an IPv6 /64 is 2^64 addresses) could hold every slot of the total cap and keep honest peers out, and any
-authenticated peer could do the same through one key. ``SyncFactory`` counts every connection it accepts
-against its remote address and that address's network from the moment it is built (before TLS, so a flood
-costs no handshake) and, once the hello arrives and the identity is known, against the peer's id; closing a
-connection frees every slot. The counting is here, the refusing in ``protocol.py`` (docs/protocol.md
-section 8); the log lines of refusals go through ``refusallog`` so a flood cannot fill the log.
+(an IPv6 /64 is 2^64 addresses) or block (an IPv6 /48 is 65,536 /64s) could hold every slot of the total cap
+and keep honest peers out, and any authenticated peer could do the same through one key. ``SyncFactory``
+counts every connection it accepts against its remote address, that address's network and its block from
+the moment it is built (before TLS, so a flood costs no handshake) and, once the hello arrives and the
+identity is known, against the peer's id; closing a connection frees every slot. The counting is here, the
+refusing in ``protocol.py`` (docs/protocol.md section 8); the log lines of refusals go through
+``refusallog`` so a flood cannot fill the log.
 """
 
 from __future__ import annotations
@@ -33,17 +34,24 @@ MAX_CONNECTIONS_PER_ADDRESS = 64
 #: cap, so a household or office with a few busy NATs fits; a flood then needs 16 networks, not one /64, to
 #: hold the whole ``MAX_CONNECTIONS``. Never below the address cap (see ``ConnectionLimits``).
 MAX_CONNECTIONS_PER_NETWORK = 256
-#: Concurrent connections all listeners of a node accept in all (authenticated or not): the per-address and
-#: per-network caps do not bound many networks. Room for thousands of users and idle peers (the reliability
-#: benchmark holds 1,000), well under a default file-descriptor limit raised for a server.
+#: Concurrent connections (authenticated or not) from one block: an IPv4 /16 or an IPv6 /48 (what one
+#: provider's customer or one organisation usually gets: 65,536 /64s), all of loopback counted as one. A
+#: quarter of ``MAX_CONNECTIONS``, four networks' worth, so a flood needs 4 blocks, not 16 networks of one
+#: /48, to hold the total. Never below the network cap (see ``ConnectionLimits``).
+MAX_CONNECTIONS_PER_BLOCK = 1024
+#: Concurrent connections all listeners of a node accept in all (authenticated or not): the per-address,
+#: per-network and per-block caps do not bound many blocks. Room for thousands of users and idle peers (the
+#: reliability benchmark holds 1,000), well under a default file-descriptor limit raised for a server.
 MAX_CONNECTIONS = 4096
 #: The error code a peer gets when its identity is over the cap (the address cap closes before TLS: no frame).
 TOO_MANY_CONNECTIONS = "too_many_connections"
 #: The caps that refuse connections, as ``counters["connections_refused.<cap>"]`` and the metrics' ``limit`` label.
-REFUSING_CAPS = ("total", "network", "address", "peer")
+REFUSING_CAPS = ("total", "block", "network", "address", "peer")
 #: Prefix lengths of the network an address is counted in, by IP version.
 NETWORK_PREFIX = {4: 24, 6: 64}
-#: The network every loopback address (127.0.0.0/8, ::1) is counted in: all of them are this host.
+#: Prefix lengths of the block (of networks) an address is counted in, by IP version.
+BLOCK_PREFIX = {4: 16, 6: 48}
+#: The network and block every loopback address (127.0.0.0/8, ::1) is counted in: all of them are this host.
 LOOPBACK = "loopback"
 
 
@@ -80,16 +88,19 @@ class Slots:
 class ConnectionLimits:
     """A listener's caps and counts: ``admit_address`` when a connection is accepted, ``admit_peer`` once its
     identity is known, ``release`` when it closes. Each refusal is counted in ``counters["connections_refused"]``
-    and ``[".total"]`` / ``[".network"]`` / ``[".address"]`` / ``[".peer"]`` (the metrics read them) and logged
-    naming the address, network or peer, at most once per ``log_interval`` seconds for each (``RefusalLog``).
+    and ``[".total"]`` / ``[".block"]`` / ``[".network"]`` / ``[".address"]`` / ``[".peer"]`` (the metrics read
+    them) and logged naming the address, network, block or peer, at most once per ``log_interval`` seconds for
+    each (``RefusalLog``).
 
-    The network cap is never below the address cap: one address is a network's worth too, so raising
-    ``per_address`` for users behind one NAT raises the network cap with it (the benchmark's 1,000 idle
-    connections from 127.0.0.1 need only ``--max-connections-per-address``)."""
+    The network cap is never below the address cap, nor the block cap below the network cap: one address is a
+    network's worth too and one network a block's, so raising ``per_address`` for users behind one NAT raises
+    the caps above it with it (the benchmark's 1,000 idle connections from 127.0.0.1 need only
+    ``--max-connections-per-address``)."""
 
     def __init__(self, counters: collections.Counter, *, per_peer: Optional[int] = MAX_CONNECTIONS_PER_PEER,
                  per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS,
                  per_network: Optional[int] = MAX_CONNECTIONS_PER_NETWORK,
+                 per_block: Optional[int] = MAX_CONNECTIONS_PER_BLOCK,
                  total: Optional[int] = MAX_CONNECTIONS, clock: Any = None,
                  log_interval: float = REFUSAL_LOG_INTERVAL) -> None:
         if clock is None:
@@ -98,17 +109,20 @@ class ConnectionLimits:
         self.per_address = per_address
         self.per_network = per_network if per_network is None or per_address is None \
             else max(per_network, per_address)
+        self.per_block = per_block if per_block is None or self.per_network is None \
+            else max(per_block, self.per_network)
         self.total = total
         self.open = 0                     # accepted connections not yet closed
         self.peers = Slots()
         self.addresses = Slots()
         self.networks = Slots()
+        self.blocks = Slots()
         self.counters = counters
         self.refusals = RefusalLog(clock, log, log_interval)
 
     def admit_address(self, address: Optional[str]) -> bool:
         """Count a new accepted connection, from ``address`` (None: not IP, counted only in the total);
-        False past the total cap, the address's or its network's."""
+        False past the total cap, the address's, its network's or its block's."""
         if self.total is not None and self.open >= self.total:
             self._refused("total", "total", "any address", f"max_connections {self.total}",
                           "refused a sync connection from {address}: {count} connections are open on this node "
@@ -124,16 +138,25 @@ class ConnectionLimits:
                           count=self.addresses.count(address), cap=self.per_address)
             return False
         network = network_key(address)
-        if not self.networks.acquire(network, self.per_network):
+        if not self._acquire_range("network", self.networks, network, self.per_network, address):
             self.addresses.release(address)
-            self._refused("network", "network " + network, f"network {network}",
-                          f"max_connections_per_network {self.per_network}",
-                          "refused a sync connection from {address}: {count} connections from its network "
-                          "{network} are open (max_connections_per_network {cap})", address=address,
-                          network=network, count=self.networks.count(network), cap=self.per_network)
+            return False
+        if not self._acquire_range("block", self.blocks, block_key(address), self.per_block, address):
+            self.networks.release(network)
+            self.addresses.release(address)
             return False
         self.open += 1
         return True
+
+    def _acquire_range(self, which: str, slots: Slots, key: str, cap: Optional[int], address: str) -> bool:
+        """Take a slot of ``address``'s network or block (``which``) ``key``; refused (counted, logged) when full."""
+        if slots.acquire(key, cap):
+            return True
+        self._refused(which, f"{which} {key}", f"{which} {key}", f"max_connections_per_{which} {cap}",
+                      "refused a sync connection from {address}: {count} connections from its " + which + " {"
+                      + which + "} are open (max_connections_per_" + which + " {cap})", address=address,
+                      count=slots.count(key), cap=cap, **{which: key})
+        return False
 
     def admit_peer(self, peer_id: str, address: Optional[str]) -> Optional[str]:
         """Count an authenticated connection of ``peer_id``; None when admitted, else the text of the refusal."""
@@ -155,6 +178,7 @@ class ConnectionLimits:
         if address is not None:
             self.addresses.release(address)
             self.networks.release(network_key(address))
+            self.blocks.release(block_key(address))
 
     def _refused(self, which: str, key: str, what: str, why: str, message: str, **fields: Any) -> None:
         self.counters["connections_refused"] += 1
@@ -179,15 +203,25 @@ def address_key(addr: Any) -> Optional[str]:
 def network_key(address: str) -> str:
     """The network an ``address_key`` is counted in: its IPv4 /24 or IPv6 /64 (``192.0.2.0/24``,
     ``2001:db8::/64``), ``loopback`` for 127.0.0.0/8 and ::1; a host that is not an IP address is its own."""
+    return _prefix_key(address, NETWORK_PREFIX)
+
+
+def block_key(address: str) -> str:
+    """The block an ``address_key`` is counted in: its IPv4 /16 or IPv6 /48 (``192.0.0.0/16``,
+    ``2001:db8::/48``), ``loopback`` for 127.0.0.0/8 and ::1; a host that is not an IP address is its own."""
+    return _prefix_key(address, BLOCK_PREFIX)
+
+
+def _prefix_key(address: str, prefix: dict[int, int]) -> str:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
     if ip.is_loopback:
         return LOOPBACK
-    return str(ipaddress.ip_network((ip, NETWORK_PREFIX[ip.version]), strict=False))
+    return str(ipaddress.ip_network((ip, prefix[ip.version]), strict=False))
 
 
-__all__ = ["ConnectionLimits", "LOOPBACK", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_ADDRESS",
-           "MAX_CONNECTIONS_PER_NETWORK", "MAX_CONNECTIONS_PER_PEER", "NETWORK_PREFIX", "REFUSING_CAPS",
-           "TOO_MANY_CONNECTIONS", "Slots", "address_key", "network_key"]
+__all__ = ["BLOCK_PREFIX", "ConnectionLimits", "LOOPBACK", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_ADDRESS",
+           "MAX_CONNECTIONS_PER_BLOCK", "MAX_CONNECTIONS_PER_NETWORK", "MAX_CONNECTIONS_PER_PEER", "NETWORK_PREFIX",
+           "REFUSING_CAPS", "TOO_MANY_CONNECTIONS", "Slots", "address_key", "block_key", "network_key"]

@@ -21,8 +21,9 @@ from zope.interface import implementer
 
 from shiftpeer.sync import messages
 from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge, encode_frame
-from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_NETWORK,
-                                   MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS, ConnectionLimits, address_key)
+from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_BLOCK,
+                                   MAX_CONNECTIONS_PER_NETWORK, MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS,
+                                   ConnectionLimits, address_key)
 from shiftpeer.sync.messages import MAX_BATCH, PROTOCOL_VERSION, ProtocolError
 from shiftpeer.sync.replication import (BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
                                         ReplicationManager)
@@ -545,6 +546,7 @@ class SyncFactory(Factory):
                  max_connections_per_peer: Optional[int] = MAX_CONNECTIONS_PER_PEER,
                  max_connections_per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS,
                  max_connections_per_network: Optional[int] = MAX_CONNECTIONS_PER_NETWORK,
+                 max_connections_per_block: Optional[int] = MAX_CONNECTIONS_PER_BLOCK,
                  max_connections: Optional[int] = MAX_CONNECTIONS) -> None:
         self.store = store
         self.key = key
@@ -573,12 +575,13 @@ class SyncFactory(Factory):
         #: connection caps of the serving side (None: no cap); docs/protocol.md section 8
         self.limits = ConnectionLimits(self.counters, per_peer=max_connections_per_peer,
                                        per_address=max_connections_per_address,
-                                       per_network=max_connections_per_network, total=max_connections, clock=reactor)
+                                       per_network=max_connections_per_network,
+                                       per_block=max_connections_per_block, total=max_connections, clock=reactor)
 
     def buildProtocol(self, addr: Any) -> Protocol:
         """A connection a listener accepted (the serving side): counted against its address and, after the
-        hello, its peer id. Past ``max_connections`` in all, ``max_connections_per_address`` or
-        ``max_connections_per_network`` it is dropped at once, before TLS.
+        hello, its peer id. Past ``max_connections`` in all, ``max_connections_per_address``,
+        ``max_connections_per_network`` or ``max_connections_per_block`` it is dropped at once, before TLS.
         Connections we dial are built by ``build_outgoing`` (``sync.client`` does it) and are not capped."""
         address = address_key(addr)
         if not self.limits.admit_address(address):
