@@ -5,6 +5,7 @@ refused by both."""
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,24 +108,68 @@ def test_signed_shifts_verify_with_either(verifier):
     assert not verify_repl_doc(doc)
 
 
+def _signed(k, docid, body, deleted=False, rev="1-" + "0" * 32):
+    doc = {"id": docid, "rev": rev, "deleted": deleted, "body": body, "history": [rev]}
+    doc["sig"] = sign_doc(k, docid, rev, body, deleted)
+    return doc
+
+
 @pytest.mark.parametrize("docid", ["x", "shift-" + "a" * 40, "d" * 300, "ünïcødé-☃-id"])
-def test_the_check_leaves_the_bodys_plain_cbor_for_the_store(docid):
-    """_prepare encodes [docid, rev, body, deleted, author] anyway; the slice it leaves on the document is
-    exactly the body's plain CBOR, whatever the lengths of the id and revision (one-, two- and three-byte
-    heads, non-ASCII ids)."""
+def test_the_validator_leaves_the_bodys_plain_cbor_for_the_store(docid):
+    """The sync validator encodes [docid, rev, body, deleted, author] anyway; the slice it leaves on a
+    genuine document is exactly the body's plain CBOR, whatever the lengths of the id and revision (one-,
+    two- and three-byte heads, non-ASCII ids). verify_repl_doc, which the roles call on rows they show,
+    leaves its document as it was."""
     import cbor2
 
-    from shiftpeer.identity.signing import _prepare
+    from shiftpeer.identity.signing import _verify_chunk
     from shiftpeer.store.codec import PLAIN_BODY, plain_encoder
 
     k = NodeKey.generate()
     body = {"author": k.account_id, "summary": "é" * 30, "n": 2**40, "x": 1.5, "list": [1, {"a": None}]}
-    rev = "12-" + "f" * 32
-    doc = {"id": docid, "rev": rev, "deleted": True, "body": body, "history": [rev]}
-    doc["sig"] = sign_doc(k, docid, rev, body, True)
-    assert _prepare(doc) is not None
-    assert doc[PLAIN_BODY] == plain_encoder()(body)
-    assert cbor2.loads(doc[PLAIN_BODY]) == body
+    doc = _signed(k, docid, body, deleted=True, rev="12-" + "f" * 32)
+    row = dict(doc)
+    assert verify_repl_doc(row) and row == doc
+    forged = dict(doc, body=dict(body, summary="forged"))
+    assert _verify_chunk([doc, forged]) == [True, False]
+    assert doc[PLAIN_BODY] == plain_encoder()(body) and cbor2.loads(doc[PLAIN_BODY]) == body
+    assert PLAIN_BODY not in forged
+
+
+@pytest_twisted.ensureDeferred
+async def test_batches_checked_in_the_verification_processes_carry_their_bytes_too():
+    from shiftpeer.identity.signing import verify_many
+    from shiftpeer.store.codec import PLAIN_BODY, plain_encoder
+
+    k = NodeKey.generate()
+    docs = [_signed(k, f"d{i}", {"author": k.account_id, "n": i, "f": i + 0.25}) for i in range(80)]
+    docs[7]["sig"] = docs[8]["sig"]
+    oks = await verify_many(docs)
+    assert oks == [i != 7 for i in range(80)]
+    assert all(d[PLAIN_BODY] == plain_encoder()(d["body"]) for i, d in enumerate(docs) if i != 7)
+    assert PLAIN_BODY not in docs[7]
+
+
+def test_the_rules_do_not_check_a_validated_signature_twice(monkeypatch):
+    """refusal() skips the signature check for a document the validator marked, and still checks any
+    other: one without the mark, or one whose string key only looks like it."""
+    import shiftpeer.identity.signing as signing
+    from shiftpeer.roles.validation import refusal
+    from shiftpeer.store.codec import PLAIN_BODY
+
+    k = NodeKey.generate()
+    doc = _signed(k, "x", {"author": k.account_id, "summary": "s"})
+    plain = dict(doc)
+    assert signing._verify_chunk([doc]) == [True]
+    calls = []
+    real = signing._valid
+    monkeypatch.setattr(signing, "_valid", lambda *a: calls.append(1) or real(*a))
+    assert refusal(None, doc) is None and calls == []
+    assert refusal(None, plain) is None and calls == [1]
+    lookalike = dict(plain, body=dict(plain["body"], summary="forged"))
+    lookalike["PLAIN_BODY"] = b"x"
+    lookalike[repr(PLAIN_BODY)] = b"x"
+    assert refusal(None, lookalike) is not None
 
 
 def test_the_store_writes_the_checked_bytes_as_it_would_encode_them(tmp_path):
@@ -143,8 +188,10 @@ def test_the_store_writes_the_checked_bytes_as_it_would_encode_them(tmp_path):
         d = {"id": f"d{i}", "rev": rev, "deleted": False, "body": body, "history": [rev]}
         d["sig"] = sign_doc(k, d["id"], rev, body, False)
         docs.append(d)
+    from shiftpeer.identity.signing import _verify_chunk
+
     checked = [dict(d) for d in docs]
-    assert all(verify_repl_doc(d) for d in checked) and all(PLAIN_BODY in d for d in checked)
+    assert _verify_chunk(checked) == [True] * 3 and all(PLAIN_BODY in d for d in checked)
     checked[2][PLAIN_BODY] = "not bytes"
     st = Store(str(tmp_path / "s"))
     try:

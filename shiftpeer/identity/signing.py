@@ -82,21 +82,28 @@ def _prepare(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
         if names_other_author(docid, author):   # a bound id names its author: no one else may write under it
             return None
         items = [docid, rev, body, bool(doc.get("deleted", False)), author]
-        plain = cbor2.dumps(items)
-        # The body's own plain CBOR is the middle of the payload (an array's items are encoded one after
-        # another): after the array head, docid and rev, before the flag and the 52-character author. The
-        # store writes these bytes instead of encoding the body again (codec.PLAIN_BODY).
-        if type(doc) is dict:
-            d, r = docid.encode(), rev.encode()
-            start = 1 + cbor_head_len(len(d)) + len(d) + cbor_head_len(len(r)) + len(r)
-            doc[PLAIN_BODY] = plain[start : len(plain) - _PAYLOAD_TAIL]
-        return pk, bytes(sig), items, plain
+        return pk, bytes(sig), items, cbor2.dumps(items)
     except (KeyError, ValueError, TypeError, AttributeError, cbor2.CBOREncodeError):
         return None
 
 
 #: The payload's last items: the deleted flag (1 byte) and the author, a 52-character account id (2-byte head).
 _PAYLOAD_TAIL = 1 + 2 + 52
+
+
+def _leave_plain_body(doc: Any, prepared: tuple[bytes, bytes, list, bytes]) -> None:
+    """Leave the body's plain CBOR on a document the sync validator found genuine, for the store to write
+    instead of encoding the body again (codec.PLAIN_BODY). It is the middle of the plain payload (an
+    array's items are encoded one after another): after the array head, docid and rev, before the flag
+    and the 52-character author. Only documents on their way to the store get it (verify_many):
+    verify_repl_doc leaves what it is given as it was."""
+    if type(doc) is not dict:
+        return
+    docid, rev = prepared[2][0], prepared[2][1]
+    plain = prepared[3]
+    d, r = docid.encode(), rev.encode()
+    start = 1 + cbor_head_len(len(d)) + len(d) + cbor_head_len(len(r)) + len(r)
+    doc[PLAIN_BODY] = plain[start : len(plain) - _PAYLOAD_TAIL]
 
 
 def _canonical_retry(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[bytes]:
@@ -121,18 +128,37 @@ def verify_repl_doc(doc: dict) -> bool:
     signature verifies over it, the author signed exactly this document. Only when that fails (a
     body with floats, reordered keys, or a forgery) is the canonical payload built and checked.
     """
+    return _checked(doc) is not None
+
+
+def checked_by_validator(doc: Any) -> bool:
+    """True for a document the sync validator (verify_many) found genuine on its way to the store: it
+    carries codec.PLAIN_BODY, which only that check sets and nothing from outside can (the key is not a
+    string). The store's rules use it to skip checking the same signature a second time."""
+    return type(doc) is dict and PLAIN_BODY in doc
+
+
+def _checked(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
+    """verify_repl_doc's check: the prepared payload of a genuine document, else None."""
     prepared = _prepare(doc)
     if prepared is None:
-        return False
+        return None
     pk, sig, _, plain = prepared
     if _valid(pk, plain, sig):
-        return True
+        return prepared
     canonical = _canonical_retry(prepared)
-    return canonical is not None and _valid(pk, canonical, sig)
+    return prepared if canonical is not None and _valid(pk, canonical, sig) else None
 
 
 def _verify_chunk(docs: Sequence[dict]) -> list[bool]:
-    return [verify_repl_doc(d) for d in docs]
+    """verify_repl_doc over documents on their way to the store, leaving each genuine one its body's bytes."""
+    out = []
+    for d in docs:
+        prepared = _checked(d)
+        if prepared is not None:
+            _leave_plain_body(d, prepared)
+        out.append(prepared is not None)
+    return out
 
 
 #: Threads in the shared verification pool, the fallback where processes cannot run (in parallel only with
@@ -442,6 +468,7 @@ def _check_in_processes(docs: list, procs: VerifyProcesses) -> Deferred:
         for i, ok in zip(todo, oks):
             if ok:
                 results[i] = True
+                _leave_plain_body(docs[i], prepared[i])
                 continue
             p = prepared[i]
             canonical = _canonical_retry(p)
@@ -455,6 +482,8 @@ def _check_in_processes(docs: list, procs: VerifyProcesses) -> Deferred:
     def second(oks: list[bool], retry: list[int]) -> list[bool]:
         for i, ok in zip(retry, oks):
             results[i] = ok
+            if ok:
+                _leave_plain_body(docs[i], prepared[i])
         return results
 
     ready = prepared if len(todo) == len(docs) else [prepared[i] for i in todo]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from shiftpeer.identity.signing import verify_repl_doc
+from shiftpeer.identity.signing import checked_by_validator, verify_repl_doc
 from shiftpeer.ids import names_other_author
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
@@ -50,8 +50,11 @@ def held_author(db: Any, docid: str) -> str | None:
 
 
 def refusal(db: Any, doc: dict) -> str | None:
-    """Why ``doc`` may not be stored in ``db`` (None: it may): bad signature, or a different author."""
-    if not verify_repl_doc(doc):
+    """Why ``doc`` may not be stored in ``db`` (None: it may): bad signature, or a different author. A
+    document the sync validator already found genuine is not checked again (``checked_by_validator``):
+    a batch's signatures were checked once, in the verification processes, not a second time here in the
+    reactor thread."""
+    if not (checked_by_validator(doc) or verify_repl_doc(doc)):
         author = doc["body"].get("author")
         if isinstance(author, str) and isinstance(doc["id"], str) and names_other_author(doc["id"], author):
             return Reason("other_author", "only the shift's author may change it (its id names another author)")

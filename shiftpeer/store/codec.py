@@ -41,11 +41,21 @@ def _dumps(obj: Any, canonical: bool = False) -> bytes:
         raise
 
 
+class _PlainBodyKey:
+    """The type of PLAIN_BODY: a dict key no decoder (CBOR, JSON) can produce."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PLAIN_BODY"
+
+
 #: A replicated document (ReplDoc dict) may carry its body's plain CBOR (`plain_encoder`'s bytes) under this
-#: key: the signature check encodes the body anyway (identity/signing.py `_prepare`) and leaves the bytes
-#: there, and the store then writes them instead of encoding the body again (~5 us a document in the store
-#: writer). Never from the wire: the sync message schema allows exactly the ReplDoc fields.
-PLAIN_BODY = "_plain_body"
+#: key: the sync validator (identity/signing.py `verify_many`) encodes the body anyway for the signed payload
+#: and leaves the bytes on each genuine document, and the store then writes them instead of encoding the
+#: body again (~5 us a document in the store writer). The key is an object, not a string, so no document
+#: that came from outside (a frame, an RPC argument, a file) can carry it: only the validator sets it.
+PLAIN_BODY: Any = _PlainBodyKey()
 
 
 def cbor_head_len(n: int) -> int:
