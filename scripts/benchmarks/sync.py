@@ -16,7 +16,11 @@ fsync on and every signature verified.
     -> live_fsync_p50_ms / live_fsync_p99_ms (receiver fsyncs each commit),
        live_p50_ms / live_p99_ms (receiver reopened without fsync; the source never fsyncs)
 
-usage: scripts/bench sync [--quick] [--json]     (--quick: 10,000 shifts, 100 live writes)
+usage: scripts/bench sync [--quick] [--json] [--user-rules]     (--quick: 10,000 shifts, 100 live writes)
+
+--user-rules: the receiver stores through a user node's rules (``filtering_store_batch(refusal)``, what
+every user node's and hub's sync does: the same author as the revisions held, and a signature the
+validator has not checked already), not straight into the store.
 """
 
 from __future__ import annotations
@@ -205,7 +209,7 @@ def main(argv: list[str]) -> None:
                              stdout=subprocess.PIPE, text=True, bufsize=1)
     try:
         info = json.loads(child.stdout.readline())
-        results = run_receiver(tmp, info, n, live_n, child)
+        results = run_receiver(tmp, info, n, live_n, child, user_rules="--user-rules" in argv)
     finally:
         try:
             child.stdin.write("quit\n")
@@ -222,7 +226,7 @@ def main(argv: list[str]) -> None:
     print(json.dumps(results))
 
 
-def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
+def run_receiver(tmp: str, info: dict, n: int, live_n: int, child, user_rules: bool = False) -> dict:
     from twisted.internet import reactor, threads
     from twisted.internet.defer import Deferred, ensureDeferred
     from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -240,12 +244,18 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child) -> dict:
     reactor.suggestThreadPoolSize(4)
     node = {}
 
+    store_batch = None
+    if user_rules:   # as a user node stores what it pulls (roles/userflows.py)
+        from shiftpeer.roles.validation import filtering_store_batch, refusal
+        store_batch = filtering_store_batch(lambda db, peer_id, doc: refusal(db, doc))
+
     def open_node(sync: bool) -> None:
         node["store"] = Store(os.path.join(tmp, "receiver"), reactor=reactor, sync=sync)
-        node["factory"] = SyncFactory(node["store"], key, AllowAll(), reactor=reactor, roles=("user",), **TUNING)
+        node["factory"] = SyncFactory(node["store"], key, AllowAll(), reactor=reactor, roles=("user",),
+                                      store_batch=store_batch, **TUNING)
 
     open_node(True)
-    results: dict = {"docs": n, "source_fill_s": round(info["fill_s"], 2)}
+    results: dict = {"docs": n, "source_fill_s": round(info["fill_s"], 2), "user_rules": user_rules}
 
     def command(line: str) -> Deferred:
         def run() -> str:
