@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from shiftpeer.gossip.inflight import LAZY_TIMEOUT, InFlight, Seen, start_gossip_pull
 from shiftpeer.gossip.scores import PeerScores, strikes_relay
-from shiftpeer.sync.replication import default_store_batch
+from shiftpeer.sync.replication import default_store_batch, one_read_txn
 
 log = Logger()
 
@@ -175,12 +175,13 @@ class Gossip:
             accepted = docs
             if self.check is not None:
                 accepted = []
-                for doc in docs:
-                    why = self.check(db, doc)
-                    if why is None:
-                        accepted.append(doc)
-                    else:
-                        self.refused(peer_id, doc, why)
+                with one_read_txn(store):   # the checks' lookups share it
+                    for doc in docs:
+                        why = self.check(db, doc)
+                        if why is None:
+                            accepted.append(doc)
+                        else:
+                            self.refused(peer_id, doc, why)
             return default_store_batch(store, db, accepted, peer_id, remote_db, cp)
 
         return store_batch

@@ -22,7 +22,7 @@ from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, split_db
 from shiftpeer.sync.refusedrevs import Reason
-from shiftpeer.sync.replication import default_store_batch
+from shiftpeer.sync.replication import default_store_batch, one_read_txn
 
 log = Logger()
 
@@ -139,14 +139,15 @@ def filtering_store_batch(check: Check) -> Callable[..., Deferred]:
 
     def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
         accepted, refused = [], []
-        for doc in docs:
-            why = check(db, peer_id, doc)
-            if why is None:
-                accepted.append(doc)
-            else:
-                refused.append((doc, why))
-                log.warn("refused {doc} {rev} from {peer} into {db}: {why}", doc=doc["id"], rev=doc["rev"],
-                         peer=peer_id, db=db.name, why=why)
+        with one_read_txn(store):   # the rules' lookups share it
+            for doc in docs:
+                why = check(db, peer_id, doc)
+                if why is None:
+                    accepted.append(doc)
+                else:
+                    refused.append((doc, why))
+                    log.warn("refused {doc} {rev} from {peer} into {db}: {why}", doc=doc["id"], rev=doc["rev"],
+                             peer=peer_id, db=db.name, why=why)
         d = default_store_batch(store, db, accepted, peer_id, remote_db, cp)
         return d.addCallback(lambda _: refused) if refused else d
 

@@ -117,12 +117,19 @@ class Database:
 
     @contextmanager
     def _reading(self) -> Iterator:
-        """A read transaction; inside this thread's write_txn, that transaction (read your own writes)."""
-        w = getattr(self._store._local, "txn", None)
+        """A read transaction; inside this thread's write_txn, that transaction (read your own writes);
+        inside its read_txn, that one."""
+        local = self._store._local
+        w = getattr(local, "txn", None)
         if w is not None:
             w.flush_idx()
             self._alive(w.txn)
             yield w.txn
+            return
+        r = getattr(local, "rtxn", None)
+        if r is not None:
+            self._alive(r)
+            yield r
             return
         txn = self._store.env.begin()
         try:

@@ -219,6 +219,25 @@ class Store:
 
     # -- transactions ------------------------------------------------------------------------------
     @contextmanager
+    def read_txn(self) -> Iterator[None]:
+        """One read transaction for every read this thread makes inside the block: a loop of lookups (a
+        batch's rules asking who wrote each document) opens one instead of one per call, and each begin
+        is an LMDB call that gives up the GIL. Inside a write_txn, or nested, it adds nothing."""
+        local = self._local
+        if getattr(local, "txn", None) is not None or getattr(local, "rtxn", None) is not None:
+            yield
+            return
+        if self._closed:
+            raise StoreError("store is closed")
+        txn = self.env.begin()
+        local.rtxn = txn
+        try:
+            yield
+        finally:
+            local.rtxn = None
+            txn.abort()
+
+    @contextmanager
     def write_txn(self) -> Iterator[WriteTxn]:
         """A write transaction; pass it as `txn=` to several calls to commit them atomically together.
 
