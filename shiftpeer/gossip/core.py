@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from shiftpeer.gossip.inflight import LAZY_TIMEOUT, InFlight, Seen, start_gossip_pull
 from shiftpeer.gossip.scores import PeerScores, strikes_relay
-from shiftpeer.sync.replication import default_store_batch, one_read_txn
+from shiftpeer.sync.replication import default_store_batch
 
 log = Logger()
 
@@ -175,7 +175,7 @@ class Gossip:
             accepted = docs
             if self.check is not None:
                 accepted = []
-                with one_read_txn(store):   # the checks' lookups share it
+                with store.read_txn():   # the checks' lookups share it
                     for doc in docs:
                         why = self.check(db, doc)
                         if why is None:

@@ -22,7 +22,7 @@ from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, split_db
 from shiftpeer.sync.refusedrevs import Reason
-from shiftpeer.sync.replication import default_store_batch, one_read_txn
+from shiftpeer.sync.replication import default_store_batch
 
 log = Logger()
 
@@ -139,7 +139,7 @@ def filtering_store_batch(check: Check) -> Callable[..., Deferred]:
 
     def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
         accepted, refused = [], []
-        with one_read_txn(store):   # the rules' lookups share it
+        with store.read_txn():   # the rules' lookups share it
             for doc in docs:
                 why = check(db, peer_id, doc)
                 if why is None:

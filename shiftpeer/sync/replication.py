@@ -20,7 +20,6 @@ A push is the peer pulling from us: ``push`` asks it to send ``pull(..., push=ri
 from __future__ import annotations
 
 import collections
-import contextlib
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -546,13 +545,6 @@ def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db
     if len(docs) <= INLINE_STORE_DOCS and not _store_fsyncs(store):
         return maybeDeferred(write)
     return store.run_in_writer(write)
-
-
-def one_read_txn(store: Any) -> Any:
-    """``store.read_txn()`` for a store_batch's rules to share while they look at a batch, or nothing for a
-    store without it (sync/testing.py's MemoryStore)."""
-    read_txn = getattr(store, "read_txn", None)
-    return read_txn() if read_txn is not None else contextlib.nullcontext()
 
 
 class ReplicationManager:

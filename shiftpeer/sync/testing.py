@@ -218,6 +218,10 @@ class MemoryStore:
                 for name, seq in pending.items():
                     self._notify(name, seq)
 
+    def read_txn(self) -> Any:
+        """Store.read_txn: nothing to share here (every read sees the dicts as they are)."""
+        return contextlib.nullcontext()
+
     def run_in_writer(self, fn: Callable, *args: Any) -> Deferred:
         return maybeDeferred(fn, *args)
 
