@@ -13,8 +13,10 @@ process are printed beside each, and the load average, so I/O waits and contenti
   only when its Deferred fires after its commit and fsync.
   `write_serial_docs_per_s` is one synchronous `bulk_replicated` call per batch into a second store: one
   transaction and one fsync each, nothing overlapped.
-* read: every document back in changes order through `docs_since` pages of 1,000: each record and the
-  winning body decoded once (cbor2's C decoder), as full `Doc`s.
+* read: every document back in changes order through `docs_since` pages of READ_PAGE (100): each record and
+  the winning body decoded once (cbor2's C decoder), as full `Doc`s. `read_docs_per_s_page_1000` is the same
+  read in pages of 1,000: a page of 1,000 decoded documents (~1.7 MB) no longer fits a core's L2 cache
+  (512 KB here), and every document then costs ~1.5-2x the CPU (docs/store.md, *Reading in pages*).
 * href lookup: 10,000 `query("href", url)` calls for random page URLs (about 10 documents each, every one
   returned as a decoded `Doc`), p50 and p99 of the per-call time.
 * disk: pages in use after the writes, divided by the documents (and the size of a compacting copy).
@@ -111,6 +113,26 @@ def write_pipelined(db, docs: list[dict], batch: int, vis, window: int) -> tuple
     return busy[0], busy[1]
 
 
+#: Documents per `docs_since` page when reading back: a page's decoded documents stay in the L2 cache.
+READ_PAGE = 100
+
+
+def read_all(db, n: int, page_size: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) to read every document of `db` in changes order, `page_size` at a time."""
+    t, c = time.perf_counter(), time.process_time()
+    seen, since = 0, 0
+    while True:
+        page = db.docs_since(since, limit=page_size)
+        if not page:
+            break
+        seen += len(page)
+        since = page[-1].seq
+        del page   # the next page is built without this one alive, as a reader that moves on
+    elapsed, used = time.perf_counter() - t, time.process_time() - c
+    assert seen == n, (seen, n)
+    return elapsed, used
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10,000 documents instead of 100,000")
@@ -154,17 +176,8 @@ def main() -> None:
         serial.close()
         shutil.rmtree(os.path.join(tmp, "serial"))
 
-        t, c = time.perf_counter(), cpu()
-        seen, since = 0, 0
-        while True:
-            page = db.docs_since(since, limit=batch)
-            if not page:
-                break
-            seen += len(page)
-            since = page[-1].seq
-        read_s, read_cpu = time.perf_counter() - t, cpu() - c
-        assert seen == n, (seen, n)
-        del page
+        read_s, read_cpu = read_all(db, n, READ_PAGE)
+        read_big_s, read_big_cpu = read_all(db, n, 1000)
 
         lookups = [rng.choice(hrefs) for _ in range(10_000)]
         times = []
@@ -204,6 +217,8 @@ def main() -> None:
         "writer_busy_run_s": round(writer_run_s, 2),
         "writer_busy_commit_s": round(writer_commit_s, 2),
         "read_docs_per_s": round(n / read_s),
+        "read_page_docs": READ_PAGE,
+        "read_docs_per_s_page_1000": round(n / read_big_s),
         "href_lookup_p50_ms": round(p50, 4),
         "href_lookup_p99_ms": round(p99, 4),
         "disk_bytes_per_doc": round(used / n),
@@ -212,6 +227,7 @@ def main() -> None:
         "vis_tokens": bool(vis),
         "write_cpu_us_per_doc": round(write_cpu / n * 1e6, 1),
         "read_cpu_us_per_doc": round(read_cpu / n * 1e6, 1),
+        "read_cpu_us_per_doc_page_1000": round(read_big_cpu / n * 1e6, 1),
         "href_lookup_cpu_mean_ms": round(lookup_cpu / len(lookups) * 1000, 4),
         "loadavg": [round(load_before, 2), round(load_after, 2)],
         "cbor2_c": c_cbor,
@@ -225,7 +241,9 @@ def main() -> None:
     print(f"write, serial:      {result['write_serial_docs_per_s']:,} docs/s (one bulk_replicated call, "
           f"transaction and fsync per batch, nothing overlapped)")
     print(f"read (changes):     {result['read_docs_per_s']:,} docs/s (docs_since, record + body decoded once each, "
-          f"cbor2 C decoder: {'yes' if c_cbor else 'NO'}); CPU {read_cpu:.2f} s of {read_s:.2f} s")
+          f"pages of {READ_PAGE}, cbor2 C decoder: {'yes' if c_cbor else 'NO'}); CPU {read_cpu:.2f} s of {read_s:.2f} s")
+    print(f"  pages of 1,000:   {result['read_docs_per_s_page_1000']:,} docs/s; CPU {read_big_cpu:.2f} s of "
+          f"{read_big_s:.2f} s")
     print(f"href lookup:        p50 {p50:.3f} ms, p99 {p99:.3f} ms over 10,000 lookups ({found / 10_000:.1f} docs each, "
           f"decoded); CPU mean {result['href_lookup_cpu_mean_ms']:.3f} ms")
     print(f"disk per doc:       {result['disk_bytes_per_doc']:,} bytes (pages in use), "

@@ -278,7 +278,8 @@ class Database:
 
         Each record is decoded once, and the winner's body once (cbor2's C decoder), inside the read
         transaction and in one loop (the bulk-read hot path: a list of raw pairs first, and a call per
-        document, cost ~20% more).
+        document, cost ~20% more). Read a whole database in pages of ~100: a page of 1,000 decoded shifts
+        outgrows the L2 cache and costs ~1.5x the CPU a document (docs/store.md, *Reading in pages*).
         """
         out: list[Doc] = []
         if limit is not None and limit <= 0:
