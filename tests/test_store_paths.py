@@ -138,6 +138,20 @@ def test_check_json_accepts_nested():
     codec.check_json({"a": [1, 2.5, -0.0, None, True, "x", {"b": [[], {}]}], "c": {"d": {"e": 1e300}}})
 
 
+@pytest.mark.parametrize("bad", [{1: 2}, float("inf"), b"x", (1,)])
+def test_check_json_follows_nesting_deeper_than_the_stack(bad):
+    """Past its recursion bound the check walks on iteratively: 5,000 levels of maps and lists (deeper
+    than Python's recursion limit) are accepted, and one bad value at the bottom is still refused."""
+    body = inner = {}
+    for _ in range(5000):
+        inner["a"] = [{}]
+        inner = inner["a"][0]
+    codec.check_json(body)
+    inner["b"] = bad
+    with pytest.raises(InvalidDocument):
+        codec.check_json(body)
+
+
 def test_delete_database_in_the_transaction_that_wrote_it_leaves_no_index_entries(store):
     keep = store.create_database("keep")
     keep.put("k", {"href": "http://k.example/"})
