@@ -664,11 +664,9 @@ def build_sync_factory(node: Node) -> Any:
 
 def wrap_tls_server(node: Node, factory: Any) -> Any:
     """Mutual TLS around the sync factory: the hub certificate when configured, else the node key's."""
-    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from shiftpeer.identity.tls import TLSFactory, server_creator
 
-    from shiftpeer.identity.tls import server_creator
-
-    return TLSMemoryBIOFactory(server_creator(tls_material(node)), False, factory)
+    return TLSFactory(server_creator(tls_material(node)), False, factory)
 
 
 def tls_client_endpoint(node: Node, host: str, port: int, kind: str) -> Any:

@@ -116,6 +116,21 @@ def test_live_streams_new_changes():
     assert not env.s.replications.feeders
 
 
+def test_a_live_change_reaches_the_peer_without_waiting_for_a_reactor_turn():
+    """A live change goes to TLS and the wire when it commits, not a reactor turn later (Twisted's default
+    TLS protocol holds small writes until the next turn: one more on the path of every live change)."""
+    env = Env()
+    src = fill(env.sstore, "master", 3)
+    rep = env.c.pull("master", "feed", live=True)
+    settle(env.pump)
+    assert rep.is_caught_up
+    src.put("new", {"x": 1})
+    for _ in range(10):   # move bytes only: the clock never advances
+        if not env.pump.pump(advanceClock=False):
+            break
+    assert env.cstore.database("feed").get("new") is not None
+
+
 def test_resume_after_disconnect_loses_and_duplicates_nothing():
     """A pull cut off mid-way resumes from its checkpoint on a new connection and ends identical."""
     env = Env(window=1, batch_changes=5)

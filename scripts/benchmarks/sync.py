@@ -230,10 +230,9 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child, user_rules: b
     from twisted.internet import reactor, threads
     from twisted.internet.defer import Deferred, ensureDeferred
     from twisted.internet.endpoints import TCP4ClientEndpoint
-    from twisted.protocols.tls import TLSMemoryBIOFactory
 
     from shiftpeer.identity import NodeKey
-    from shiftpeer.identity.tls import client_creator
+    from shiftpeer.identity.tls import TLSFactory, client_creator
     from shiftpeer.store import Store
     from shiftpeer.sync import AllowAll, SyncFactory
     from shiftpeer.sync.client import outgoing
@@ -268,7 +267,7 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child, user_rules: b
     creator = client_creator(key, expected_peer_id=info["peer"])
 
     async def connect():
-        counting = CountingFactory(TLSMemoryBIOFactory(creator, True, outgoing(node["factory"])))
+        counting = CountingFactory(TLSFactory(creator, True, outgoing(node["factory"])))
         ep = TCP4ClientEndpoint(reactor, "127.0.0.1", info["port"])
         wrapper = await ep.connect(counting)
         conn = await wrapper.wrappedProtocol.wrappedProtocol.when_ready()

@@ -13,8 +13,8 @@ alert; the reason is logged. TLS 1.2 is the minimum, 1.3 is preferred.
 
 Usage, either side, over any transport (iosim, TCP endpoints)::
 
-    TLSMemoryBIOFactory(server_creator(material), False, factory)
-    TLSMemoryBIOFactory(client_creator(key, expected_peer_id=pid), True, factory)
+    TLSFactory(server_creator(material), False, factory)
+    TLSFactory(client_creator(key, expected_peer_id=pid), True, factory)
 
 The wrapped protocol learns the peer in ``IHandshakeListener.handshakeCompleted`` by calling
 ``peer_id_of_transport(self.transport)``.
@@ -40,6 +40,7 @@ from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
 )
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from .certs import CertMaterial
@@ -57,6 +58,17 @@ _VERIFY_DEPTH = 9
 #: X25519MLKEM768, whose key share (1.2 KB) and reply (1.1 KB) alone blow the 2 KB budget of a
 #: no-op reconnect. Change this to b"X25519MLKEM768:X25519:P-256" to trade bytes for PQ secrecy.
 TLS_GROUPS = b"X25519:P-256"
+
+
+class TLSFactory(TLSMemoryBIOFactory):
+    """TLSMemoryBIOFactory whose connections hand every write to TLS at once.
+
+    Twisted's default protocol (``BufferingTLSTransport``) holds writes under 64 KB until the next reactor
+    turn, to merge many small ones. SyncProtocol already merges the frames it answers one input slice with
+    into one write, so that wait only delays the frames sent on their own: a live change (a turn on the
+    path from a commit to the peer), a ``need``, an ``ack``. It also copied every large frame twice."""
+
+    protocol = TLSMemoryBIOProtocol
 
 
 class PeerIdentityError(Exception):

@@ -1,6 +1,6 @@
 """Endpoints and services: mutual TLS around ``tcp:`` endpoints, and one reconnecting service per peer.
 
-Mutual TLS wraps a plain TCP endpoint in ``TLSMemoryBIOFactory`` (the ``ssl:`` endpoint string has no
+Mutual TLS wraps a plain TCP endpoint in ``TLSFactory`` (the ``ssl:`` endpoint string has no
 client-certificate option; tahoe ``storage/http_server.py`` ``_TLSEndpointWrapper``)::
 
     listener = tls_server_endpoint(serverFromString(reactor, "tcp:7780"), server_creator(key))
@@ -25,10 +25,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from shiftpeer.identity.tls import TLSFactory
 from shiftpeer.sync.peererrors import why_closed, why_failed
 from shiftpeer.sync.protocol import SyncFactory, SyncProtocol
 
@@ -43,7 +43,7 @@ class TLSServerEndpoint:
         self._endpoint, self._creator, self._clock = endpoint, creator, clock
 
     def listen(self, factory: Any) -> Deferred:
-        return self._endpoint.listen(TLSMemoryBIOFactory(self._creator, False, factory, clock=self._clock))
+        return self._endpoint.listen(TLSFactory(self._creator, False, factory, clock=self._clock))
 
 
 @implementer(IStreamClientEndpoint)
@@ -54,7 +54,7 @@ class TLSClientEndpoint:
         self._endpoint, self._creator, self._clock = endpoint, creator, clock
 
     def connect(self, factory: Any) -> Deferred:
-        d = self._endpoint.connect(TLSMemoryBIOFactory(self._creator, True, outgoing(factory), clock=self._clock))
+        d = self._endpoint.connect(TLSFactory(self._creator, True, outgoing(factory), clock=self._clock))
         return d.addCallback(lambda tls: tls.wrappedProtocol)
 
 
@@ -81,7 +81,7 @@ class _Outgoing(Factory):
 
 def outgoing(factory: Any) -> Any:
     """The factory to dial with: a SyncFactory wrapped so it builds outgoing connections, e.g.
-    ``TLSMemoryBIOFactory(client_creator(key), True, outgoing(factory))``; any other factory (a
+    ``TLSFactory(client_creator(key), True, outgoing(factory))``; any other factory (a
     ``ClientService``'s proxy of ``_PeerFactory``) as it is."""
     return _Outgoing(factory) if isinstance(factory, SyncFactory) else factory
 

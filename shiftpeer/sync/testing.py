@@ -316,8 +316,9 @@ def connect_pair(client_factory: Any, server_factory: Any, clock: Any, *, client
                  server_name: str = "server", tls: bool = True) -> Pair:
     """Connect two SyncFactories through iosim, over a real in-memory TLS handshake."""
     from twisted.internet.address import IPv4Address
-    from twisted.protocols.tls import TLSMemoryBIOFactory
     from twisted.test import iosim
+
+    from shiftpeer.identity.tls import TLSFactory
 
     from twisted.internet.protocol import Factory
 
@@ -340,8 +341,8 @@ def connect_pair(client_factory: Any, server_factory: Any, clock: Any, *, client
     cwrap, swrap = Recording(client_factory, "c"), Recording(server_factory, "s")
     if tls:
         ctls, stls = make_tls(client_name), make_tls(server_name)
-        cf: Any = TLSMemoryBIOFactory(ctls.client, True, cwrap, clock=clock)
-        sf: Any = TLSMemoryBIOFactory(stls.server, False, swrap, clock=clock)
+        cf: Any = TLSFactory(ctls.client, True, cwrap, clock=clock)
+        sf: Any = TLSFactory(stls.server, False, swrap, clock=clock)
     else:
         cf, sf = cwrap, swrap
     c, s, pump = iosim.connectedServerAndClient(lambda: sf.buildProtocol(addr), lambda: cf.buildProtocol(addr),
