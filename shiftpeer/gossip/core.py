@@ -164,7 +164,8 @@ class Gossip:
     # -- storing what neighbours send ------------------------------------------------------------
     def wrap_store_batch(self, inner: Optional[Callable[..., Any]]) -> Callable[..., Any]:
         """A SyncFactory ``store_batch`` that checks gossip batches with ``check`` and leaves the rest
-        to ``inner`` (the roles' own checks)."""
+        to ``inner`` (the roles' own checks). A gossip batch fires with the (document, why) pairs
+        ``check`` left out, so the puller tells the neighbour that sent them (``refused`` frames)."""
         inner = inner or (lambda store, db, docs, peer_id, remote_db, cp:
                           default_store_batch(store, db, docs, peer_id, remote_db, cp))
 
@@ -172,7 +173,7 @@ class Gossip:
             p = self.pulls.get(peer_id)
             if db.name != self.dbname or remote_db != self.dbname or p is None or p.db is not db:
                 return inner(store, db, docs, peer_id, remote_db, cp)
-            accepted = docs
+            accepted, refused = docs, []
             if self.check is not None:
                 accepted = []
                 with store.read_txn():   # the checks' lookups share it
@@ -182,7 +183,9 @@ class Gossip:
                             accepted.append(doc)
                         else:
                             self.refused(peer_id, doc, why)
-            return default_store_batch(store, db, accepted, peer_id, remote_db, cp)
+                            refused.append((doc, why))
+            d = default_store_batch(store, db, accepted, peer_id, remote_db, cp)
+            return d.addCallback(lambda _: refused) if refused else d
 
         return store_batch
 

@@ -16,12 +16,14 @@ configured relay), and the hub's merge puts them into ``shared``.
 Both roles check a gossiped batch's authors before the gossip layer stores it (``intake``): a full peer
 with a hub keeps only documents by authors its hub admits (``roles/intake.py``); refusals are logged
 with the author, the shift and the neighbour, counted (``refused_unregistered``), and held against no one.
+The batch's ``store_batch`` fires with every (document, why) pair intake and the gossip check left out,
+so the neighbour is told (``refused`` frames, docs/protocol.md section 6).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
@@ -38,6 +40,7 @@ from shiftpeer.roles.user import LocalReplication
 from shiftpeer.roles.validation import held_author
 from shiftpeer.selflink import hub_target
 from shiftpeer.shifts import FEED, PUBLIC
+from shiftpeer.sync.refusedrevs import Reason
 
 log = Logger()
 
@@ -45,19 +48,36 @@ MASTER = "master"
 BANS_FILE = "gossip-bans.json"
 #: Seconds between neighbour-set steps (drop dead ones, dial more, ask the hub for peers).
 TICK = 5.0
+#: Why a full peer's intake leaves a document out (its hub has not vouched for the author).
+NOT_KNOWN = Reason("unregistered", "its author is not known to be registered on our hub (it may still arrive "
+                                   "from the hub)")
+
+
+def coded_refusal(code: str, why: str, kind: str, **details: Any) -> Refusal:
+    """A ``Refusal`` (its kind decides strikes) that also carries a ``Reason``'s short code, which the
+    neighbour that sent the document is told."""
+    r = Refusal(why, kind, **details)
+    r.code = code     # type: ignore[attr-defined]
+    return r
 
 
 def firehose_check(db: Any, doc: dict) -> str | None:
-    """Why a full peer refuses a gossiped document (its signature was verified by the sync layer)."""
+    """Why a full peer refuses a gossiped document (its signature was verified by the sync layer). The
+    codes are those the hub's rules give for the same refusals (``roles/validation.py``)."""
     body = doc["body"]
     before = held_author(db, doc["id"])
     if before is not None and before != body.get("author"):
         # depends on what this node holds (ours may be a squatted copy): not held against the relay
-        return Refusal("only the shift's author may change it (the author differs from the revisions held)",
-                       "conflict", held=before, offered=body.get("author"))
+        return coded_refusal("other_author", "only the shift's author may change it (the author differs from "
+                             "the revisions held)", "conflict", held=before, offered=body.get("author"))
     if not doc["deleted"] and not audience.admits(audience.of(body), MASTER):
-        return Refusal("the signed audience is not public", "rule")   # any relay could have checked it
+        return coded_refusal("audience", "the signed audience is not public", "rule")   # any relay can check it
     return None
+
+
+def _with_refused(result: Any, refused: list) -> list:
+    """``refused`` followed by the (document, why) pairs an inner ``store_batch`` fired with, if any."""
+    return refused + result if type(result) is list else refused
 
 
 def listen_port(node: Any) -> Deferred:
@@ -96,8 +116,22 @@ class _GossipRole(Service):
             factory.store_batch = self._intake_store_batch(factory.store_batch)
 
     def intake(self, peer_id: str, docs: list) -> Any:
-        """The gossiped documents ``peer_id`` may hand in (a list, or a Deferred firing with one)."""
-        return docs
+        """Which gossiped documents ``peer_id`` may hand in: (accepted, [(document, why) refused]), or a
+        Deferred firing with that."""
+        return docs, []
+
+    def sift(self, peer_id: str, docs: list, why_not: Callable[[dict], Any]) -> tuple[list, list]:
+        """Split ``docs`` into those ``why_not`` accepts (None) and the (document, why) pairs it refuses,
+        each refusal logged and counted."""
+        accepted, refused = [], []
+        for doc in docs:
+            why = why_not(doc)
+            if why is None:
+                accepted.append(doc)
+            else:
+                self.refuse(peer_id, doc, why)
+                refused.append((doc, why))
+        return accepted, refused
 
     def refuse(self, peer_id: str, doc: dict, why: str) -> None:
         """Log and count a gossiped document left out; no strike: the neighbour may only relay it."""
@@ -106,15 +140,21 @@ class _GossipRole(Service):
         self.gossip._count("refused_unregistered")   # status's gossip stats and the metrics
 
     def _intake_store_batch(self, inner: Any) -> Any:
-        """Run ``intake`` on gossip batches of ``master``, then hand what is left to ``inner``."""
+        """Run ``intake`` on gossip batches of ``master``, then hand what is left to ``inner``; fire with
+        every (document, why) pair left out, intake's first, then ``inner``'s."""
         gossip = self.gossip
 
         def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Any:
             pull = gossip.pulls.get(peer_id)
             if db.name != MASTER or remote_db != MASTER or pull is None or pull.db is not db or not docs:
                 return inner(store, db, docs, peer_id, remote_db, cp)
-            d = maybeDeferred(self.intake, peer_id, docs)
-            return d.addCallback(lambda accepted: inner(store, db, accepted, peer_id, remote_db, cp))
+
+            def store_accepted(sifted: tuple[list, list]) -> Any:
+                accepted, refused = sifted
+                d = maybeDeferred(inner, store, db, accepted, peer_id, remote_db, cp)
+                return d.addCallback(_with_refused, refused) if refused else d
+
+            return maybeDeferred(self.intake, peer_id, docs).addCallback(store_accepted)
 
         return store_batch
 
@@ -184,19 +224,12 @@ class FullPeerRole(_GossipRole):
         known = self.known
         hub = self.hub_conn
         if known is None:
-            return docs
+            return docs, []
         if hub is not None and peer_id == hub.peer_id:
             known.learn(authors_of(docs))
-            return docs
+            return docs, []
         yield known.prefetch(authors_of(docs))
-        accepted = []
-        for doc in docs:
-            if doc["body"].get("author") in known:
-                accepted.append(doc)
-            else:
-                self.refuse(peer_id, doc, "its author is not known to be registered on our hub (it may "
-                                          "still arrive from the hub)")
-        return accepted
+        return self.sift(peer_id, docs, lambda doc: None if doc["body"].get("author") in known else NOT_KNOWN)
 
     # -- neighbours --------------------------------------------------------------------------------
     def add_peers(self, addresses: list[str]) -> None:
@@ -285,18 +318,11 @@ class FederationRole(_GossipRole):
         # gossip, not the link
         self.gossip = self.make_gossip(check, strike_refused=False, close_banned=False)
 
-    def intake(self, peer_id: str, docs: list) -> list:
+    def intake(self, peer_id: str, docs: list) -> tuple[list, list]:
         """Only documents by authors registered on this hub, unless ``peer_id`` is a configured relay."""
         if self.rules is None:
-            return docs
-        accepted = []
-        for doc in docs:
-            why = self.rules.unregistered(peer_id, doc)
-            if why is None:
-                accepted.append(doc)
-            else:
-                self.refuse(peer_id, doc, why)
-        return accepted
+            return docs, []
+        return self.sift(peer_id, docs, lambda doc: self.rules.unregistered(peer_id, doc))
 
     def stopService(self) -> Deferred:
         super().stopService()
