@@ -22,6 +22,8 @@ from typing import Any, Callable, Optional
 
 from twisted.logger import Logger
 
+from shiftpeer.sync.refusedrevs import DEFAULT_CODE, Reason
+
 log = Logger()
 
 #: Close codes (our side) that ban the peer.
@@ -30,16 +32,17 @@ BAN_CODES = frozenset({"forged", "invalid", "unrequested", "bad_message", "bad_c
 STRIKES_TO_BAN = 3
 
 
-class Refusal(str):
+class Refusal(Reason):
     """Why a gossiped document is refused, with its kind: ``"rule"`` when any relay could have checked it
     itself with no local state (an honest relay never sends it: a strike), ``"conflict"`` when it depends
-    on what this node holds (not held against the relay). ``details`` name what conflicted, for the log."""
+    on what this node holds (not held against the relay). ``details`` name what conflicted, for the log;
+    ``code`` (a ``Reason``'s) is what the neighbour that sent the document is told."""
 
     kind: str
     details: dict
 
-    def __new__(cls, why: str, kind: str = "rule", **details: Any) -> "Refusal":
-        r = super().__new__(cls, why)
+    def __new__(cls, why: str, kind: str = "rule", *, code: str = DEFAULT_CODE, **details: Any) -> "Refusal":
+        r = super().__new__(cls, code, why)
         r.kind = kind
         r.details = details
         return r

@@ -53,14 +53,6 @@ NOT_KNOWN = Reason("unregistered", "its author is not known to be registered on 
                                    "from the hub)")
 
 
-def coded_refusal(code: str, why: str, kind: str, **details: Any) -> Refusal:
-    """A ``Refusal`` (its kind decides strikes) that also carries a ``Reason``'s short code, which the
-    neighbour that sent the document is told."""
-    r = Refusal(why, kind, **details)
-    r.code = code     # type: ignore[attr-defined]
-    return r
-
-
 def firehose_check(db: Any, doc: dict) -> str | None:
     """Why a full peer refuses a gossiped document (its signature was verified by the sync layer). The
     codes are those the hub's rules give for the same refusals (``roles/validation.py``)."""
@@ -68,10 +60,10 @@ def firehose_check(db: Any, doc: dict) -> str | None:
     before = held_author(db, doc["id"])
     if before is not None and before != body.get("author"):
         # depends on what this node holds (ours may be a squatted copy): not held against the relay
-        return coded_refusal("other_author", "only the shift's author may change it (the author differs from "
-                             "the revisions held)", "conflict", held=before, offered=body.get("author"))
+        return Refusal("only the shift's author may change it (the author differs from the revisions held)",
+                       "conflict", code="other_author", held=before, offered=body.get("author"))
     if not doc["deleted"] and not audience.admits(audience.of(body), MASTER):
-        return coded_refusal("audience", "the signed audience is not public", "rule")   # any relay can check it
+        return Refusal("the signed audience is not public", "rule", code="audience")   # any relay can check it
     return None
 
 
