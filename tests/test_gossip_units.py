@@ -277,3 +277,22 @@ def test_lazy_withheld_body_costs_the_patience_from_the_request_and_a_batch_wait
     assert _needs(b)[-1] == ch and reg.counters["timeouts"] == 4
     assert strikes[1:] == [("A", "slow"), ("C", "slow"), ("D", "slow")]
     assert b._timers == {} and b._wakes == {}
+
+
+def test_lazy_wait_for_a_withheld_body_ends_at_its_owners_deadline_when_the_others_arrive():
+    """A batch waiting on a silent owner (asked at 0) and a young one (asked at 1.5) asks for the silent
+    owner's revision at 2.0, as soon as the young one has delivered: not at its own arrival + 2 s."""
+    store, clock, reg = MemoryStore(), Clock(), InFlight()
+    a, b, c = (_puller(store, peer, reg, clock) for peer in ("A", "B", "C"))
+    a.on_changes({"seq": 1, "ch": [["k1", ["1-k1"]]]})                     # A asks at 0, never answers
+    clock.advance(1.5)
+    c.on_changes({"seq": 1, "ch": [["k2", ["1-k2"]]]})                     # C asks at 1.5
+    clock.advance(0.1)
+    b.on_changes({"seq": 1, "ch": [["k1", ["1-k1"]], ["k2", ["1-k2"]]]})  # B arrives at 1.6
+    clock.advance(0.1)
+    c.on_docs({"seq": 1, "docs": [_doc("k2", "1-k2")], "more": False})
+    clock.advance(0.299)
+    assert _needs(b) == []
+    clock.advance(0.001)                   # 2.0: A's request is a patience old
+    assert _needs(b) == [[["k1", ["1-k1"]]]] and reg.counters["timeouts"] == 1
+    assert reg.owner(("k1", "1-k1")) is a  # A keeps its claim; B's copy is its own
