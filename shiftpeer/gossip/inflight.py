@@ -9,9 +9,13 @@ shared by every ``GossipPuller`` writing into it:
 * a puller whose batch names a revision claimed by another puller does not send its ``need`` yet:
   it waits until the owner has the body *verified* (then it borrows the verified document and stores
   it with its own batch, so no puller's storage ever waits for another's), or the owner *released* it
-  (its connection failed: the waiter claims and asks its own feeder), or its patience ran out
-  (``timeout`` seconds, longer on a loaded node: it asks its own feeder too, the slow owner gets a
-  strike);
+  (its connection failed: the waiter claims and asks its own feeder), or the owner is *late*: its
+  ``need`` went out ``patience`` ago (``timeout`` seconds, longer on a loaded node) and the body has
+  not arrived. Then the batch asks its own feeder too, the late owner gets a strike. Patience runs
+  from the owner's request, not from the waiting batch's arrival: a batch that waited for one owner
+  must not give up on another that asked a moment ago (under load most "timeouts" were such fetches,
+  answered a few hundred ms later). A batch still waits at most ``MAX_WAIT`` patiences from its
+  arrival, so a neighbour that withholds a body costs a bounded delay;
 * once stored, the claim is dropped (``revs_diff`` now says the revision is here).
 
 Claims are taken only when a ``need`` is sent, and a waiting batch holds no claim, so no cycle of
@@ -30,8 +34,13 @@ from shiftpeer.sync.replication import Puller, _Batch
 
 log = Logger()
 
-#: Seconds a batch waits for another puller's body before asking its own feeder.
+#: Seconds another puller's request may take (need sent -> body verified) before we ask our own feeder.
 LAZY_TIMEOUT = 2.0
+#: A waiting batch asks for everything still missing at the latest this many patiences after it arrived
+#: (revisions claimed by others while it waited each get their own patience, up to this bound).
+MAX_WAIT = 2.0
+#: A timer may fire a rounding error before the deadline it was set for: it still counts as reached.
+_SLACK = 1e-6
 #: Revisions remembered per neighbour for announce suppression.
 SEEN_PER_PEER = 20_000
 
@@ -39,10 +48,11 @@ Key = tuple  # (docid, rev)
 
 
 class _Entry:
-    __slots__ = ("owner", "doc", "waiters")
+    __slots__ = ("owner", "asked", "doc", "waiters")
 
-    def __init__(self, owner: Any) -> None:
+    def __init__(self, owner: Any, asked: float) -> None:
         self.owner = owner
+        self.asked = asked          # when the owner's need went out (its patience runs from here)
         self.doc: Optional[dict] = None
         self.waiters: list[Callable[[], None]] = []
 
@@ -74,11 +84,11 @@ class InFlight:
     def state(self, key: Key) -> Optional[_Entry]:
         return self._entries.get(key)
 
-    def claim(self, key: Key, owner: Any) -> bool:
-        """Claim ``key`` for ``owner``; False when someone else already holds it."""
+    def claim(self, key: Key, owner: Any, at: float = 0.0) -> bool:
+        """Claim ``key`` for ``owner``, whose need goes out at ``at``; False when someone else holds it."""
         entry = self._entries.get(key)
         if entry is None:
-            self._entries[key] = _Entry(owner)
+            self._entries[key] = _Entry(owner, at)
             return True
         return entry.owner is owner
 
@@ -182,6 +192,7 @@ class GossipPuller(Puller):
         self._timers: dict[int, Any] = {}
         self._pending: dict[int, list] = {}     # batch seq -> its changes, while its need waits
         self._asked: dict[int, float] = {}      # batch seq -> when its need was sent
+        self._wakes: dict[int, list] = {}       # batch seq -> its live wake-up's "fired" flag
 
     @property
     def peer_id(self) -> str:
@@ -203,9 +214,11 @@ class GossipPuller(Puller):
         if self.seen is not None and ch:
             self.seen.note(self.peer_id, ch)
         self._pending[batch.seq] = ch
-        self._try(batch, started=self.clock.seconds(), force=False)
+        self._try(batch, self.clock.seconds())
 
-    def _try(self, batch: _Batch, started: float, force: bool) -> None:
+    def _try(self, batch: _Batch, started: float) -> None:
+        """Send the batch's need, or wait while another puller's request for one of its revisions is
+        younger than our patience (and the batch younger than MAX_WAIT patiences)."""
         if self.stopped or batch.state != "deferred":
             return
         ch = self._pending[batch.seq]
@@ -213,9 +226,14 @@ class GossipPuller(Puller):
             missing = {docid: list(revs) for docid, revs in ch}
         else:
             missing = self.db.revs_diff({docid: revs for docid, revs in ch}) if ch else {}
+        now = self.clock.seconds() + _SLACK
+        patience = self.inflight.patience(self.timeout)
+        give_up = started + MAX_WAIT * patience
         want: list[Key] = []
         borrowed: list[dict] = []
+        late: list[_Entry] = []
         blockers: list[Key] = []
+        deadline = now
         for docid, revs in missing.items():
             for rev in revs:
                 key = (docid, rev)
@@ -226,45 +244,57 @@ class GossipPuller(Puller):
                     continue          # an earlier batch of ours asked for it; it is stored first
                 elif entry.doc is not None:
                     borrowed.append(entry.doc)
-                elif force:
+                elif now >= min(entry.asked + patience, give_up):
                     want.append(key)
-                    self.inflight.counters["timeouts"] += 1
-                    owner = entry.owner
-                    if self.on_strike is not None and getattr(owner, "mgr", None) is not None:
-                        self.on_strike(owner.peer_id, "slow")
+                    late.append(entry)
                 else:
                     blockers.append(key)
+                    deadline = max(deadline, min(entry.asked + patience, give_up))
         if blockers:
-            self._wait(batch, started, blockers)
+            self._wait(batch, started, blockers, deadline)
             return
+        for entry in late:
+            self.inflight.counters["timeouts"] += 1
+            if self.on_strike is not None and getattr(entry.owner, "mgr", None) is not None:
+                self.on_strike(entry.owner.peer_id, "slow")
         self._send_need(batch, want, borrowed)
 
-    def _wait(self, batch: _Batch, started: float, blockers: list) -> None:
+    def _wait(self, batch: _Batch, started: float, blockers: list, deadline: float) -> None:
+        """Try again when a blocker changes state, or at ``deadline`` (when the last of them is late)."""
+        stale = self._wakes.get(batch.seq)
+        if stale is not None:
+            stale[0] = True           # one live wake-up per batch; older ones left on entries do nothing
         fired = [False]
+        self._wakes[batch.seq] = fired
 
         def wake() -> None:
             if not fired[0]:
                 fired[0] = True
-                self.clock.callLater(0, self._try, batch, started, False)
+                self.clock.callLater(0, self._try, batch, started)
 
         for key in blockers:
             self.inflight.wait(key, wake)
-        if batch.seq not in self._timers:
-            remaining = max(0.0, started + self.inflight.patience(self.timeout) - self.clock.seconds())
-            self._timers[batch.seq] = self.clock.callLater(remaining, self._timed_out, batch, started)
+        delay = max(0.0, deadline - self.clock.seconds())
+        timer = self._timers.get(batch.seq)
+        if timer is not None and timer.active():
+            timer.reset(delay)
+        else:
+            self._timers[batch.seq] = self.clock.callLater(delay, self._timed_out, batch, started)
         self.inflight.counters["deferred"] += 1
 
     def _timed_out(self, batch: _Batch, started: float) -> None:
         self._timers.pop(batch.seq, None)
-        self._try(batch, started, force=True)
+        self._try(batch, started)
 
     def _send_need(self, batch: _Batch, want: list, borrowed: list) -> None:
         timer = self._timers.pop(batch.seq, None)
         if timer is not None and timer.active():
             timer.cancel()
         del self._pending[batch.seq]
+        self._wakes.pop(batch.seq, None)
+        now = self.clock.seconds()
         for key in want:
-            if self.inflight.claim(key, self):
+            if self.inflight.claim(key, self, now):
                 self.owned.add(key)
         byid: dict[str, list] = {}
         for docid, rev in want:
@@ -275,7 +305,7 @@ class GossipPuller(Puller):
         if want:
             batch.want = set(want)
             batch.state = "wanting"
-            self._asked[batch.seq] = self.clock.seconds()
+            self._asked[batch.seq] = now
         else:
             batch.state = "ready"
             self._advance()
@@ -307,6 +337,7 @@ class GossipPuller(Puller):
         self._timers.clear()
         self._pending.clear()
         self._asked.clear()
+        self._wakes.clear()
         owned, self.owned = self.owned, set()
         self.inflight.release(self, owned)
 
