@@ -38,12 +38,11 @@ import cbor2  # noqa: E402
 from twisted.internet import reactor, task  # noqa: E402
 from twisted.internet.defer import ensureDeferred, gatherResults  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint  # noqa: E402
-from twisted.protocols.tls import TLSMemoryBIOFactory  # noqa: E402
 
 from shiftpeer.gossip.core import Gossip  # noqa: E402
 from shiftpeer.identity import NodeKey  # noqa: E402
 from shiftpeer.identity.signing import sign_doc  # noqa: E402
-from shiftpeer.identity.tls import client_creator, server_creator  # noqa: E402
+from shiftpeer.identity.tls import TLSFactory, client_creator, server_creator  # noqa: E402
 from shiftpeer.roles.fullpeer import firehose_check  # noqa: E402
 from shiftpeer.store import Store  # noqa: E402
 from shiftpeer.store.revs import compute_rev  # noqa: E402
@@ -85,11 +84,11 @@ class Peer:
         self.port = None
 
     async def listen(self) -> None:
-        tls = TLSMemoryBIOFactory(server_creator(self.key), False, self.factory)
+        tls = TLSFactory(server_creator(self.key), False, self.factory)
         self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(tls)
 
     async def dial(self, other: "Peer") -> None:
-        tls = TLSMemoryBIOFactory(client_creator(self.key, expected_peer_id=other.key.account_id), True,
+        tls = TLSFactory(client_creator(self.key, expected_peer_id=other.key.account_id), True,
                                   outgoing(self.factory))
         wrapper = await TCP4ClientEndpoint(reactor, "127.0.0.1", other.port.getHost().port).connect(tls)
         await wrapper.wrappedProtocol.when_ready()
