@@ -19,7 +19,7 @@ def test_inflight_claims_once_and_wakes_waiters_on_each_state_change():
     """A revision is claimed by one owner; waiters are woken when it is verified, released or stored."""
     reg = InFlight()
     a, b = object(), object()
-    assert reg.claim(("d", "1-x"), a) and not reg.claim(("d", "1-x"), b) and reg.claim(("d", "1-x"), a)
+    assert reg.claim(("d", "1-x"), a, 0.0) and not reg.claim(("d", "1-x"), b, 0.0) and reg.claim(("d", "1-x"), a, 0.0)
     woken = []
     reg.wait(("d", "1-x"), lambda: woken.append("verified"))
     reg.verified(b, [{"id": "d", "rev": "1-x"}])          # not the owner: nothing happens

@@ -84,8 +84,9 @@ class InFlight:
     def state(self, key: Key) -> Optional[_Entry]:
         return self._entries.get(key)
 
-    def claim(self, key: Key, owner: Any, at: float = 0.0) -> bool:
-        """Claim ``key`` for ``owner``, whose need goes out at ``at``; False when someone else holds it."""
+    def claim(self, key: Key, owner: Any, at: float) -> bool:
+        """Claim ``key`` for ``owner``, whose need goes out at ``at`` (the clock's seconds: waiters' patience
+        runs from it); False when someone else holds it."""
         entry = self._entries.get(key)
         if entry is None:
             self._entries[key] = _Entry(owner, at)
