@@ -10,7 +10,7 @@ import io
 import math
 import struct
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import cbor2
 
@@ -97,7 +97,7 @@ def check_json(body: Any) -> None:
 def _check_map(o: dict, depth: int) -> None:
     for k, v in o.items():
         if type(k) is not str:
-            raise InvalidDocument(f"document keys must be strings, not {type(k).__name__}: {k!r}")
+            _refuse_key(k)
         t = type(v)
         if t is not str and t is not int and t is not bool and v is not None:
             _check_other(v, t, depth)
@@ -126,18 +126,17 @@ def _check_other(v: Any, t: type, depth: int) -> None:
 
 
 def _check_iteratively(root: Any) -> None:
-    """check_json's walk of a deep subtree (a dict or list) with its own stack instead of recursion."""
+    """check_json's walk of a deep subtree (a dict or list) with its own stack instead of recursion; the
+    values that are not containers get ``_check_other``'s checks."""
     stack: list = [root]
     pop = stack.pop
     push = stack.append
     scalars = _SCALARS
-    isfinite = math.isfinite
     while stack:
         o = pop()
         if type(o) is dict:
             if not _STR_ONLY.issuperset(map(type, o)):
-                k = next(k for k in o if type(k) is not str)
-                raise InvalidDocument(f"document keys must be strings, not {type(k).__name__}: {k!r}")
+                _refuse_key(next(k for k in o if type(k) is not str))
             values = o.values()
         else:
             values = o
@@ -147,11 +146,12 @@ def _check_iteratively(root: Any) -> None:
                 continue
             if t is dict or t is list:
                 push(v)
-            elif t is float:
-                if not isfinite(v):
-                    raise InvalidDocument(f"document numbers must be finite, not {v!r}")
             else:
-                raise InvalidDocument(f"document values must be JSON-compatible, not {t.__name__}")
+                _check_other(v, t, 0)
+
+
+def _refuse_key(k: Any) -> NoReturn:
+    raise InvalidDocument(f"document keys must be strings, not {type(k).__name__}: {k!r}")
 
 
 def encode_canonical(obj: Any) -> bytes:
