@@ -187,16 +187,19 @@ def test_delete_and_recreate(store):
 
 
 def test_sign_callback_stored(store):
-    """When put is given a sign callback, it is called with the computed rev and its bytes are stored as sig."""
+    """When put is given a sign callback, it is called with the computed rev and the body's canonical CBOR,
+    and its bytes are stored as sig."""
+    from shiftpeer.store.codec import encode_canonical
+
     db = store.create_database("user/public")
     seen = []
 
-    def sign(docid, rev, body, deleted):
-        seen.append((docid, rev, body, deleted))
+    def sign(docid, rev, body, deleted, body_cbor):
+        seen.append((docid, rev, body, deleted, body_cbor))
         return b"sig:" + rev.encode()
 
     rev = db.put("d", {"v": 1}, sign=sign)
-    assert seen == [("d", rev, {"v": 1}, False)]
+    assert seen == [("d", rev, {"v": 1}, False, encode_canonical({"v": 1}))]
     assert db.get("d").sig == b"sig:" + rev.encode()
     rd = db.get_repl_docs([("d", None)])[0]
     assert rd["sig"] == b"sig:" + rev.encode() and rd["history"] == [rev]

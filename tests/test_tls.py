@@ -282,3 +282,56 @@ def test_committed_test_ca_signs_usable_hub_certs(keys, tmp_path):
     pair = tls_pair(server_creator(hub),
                     client_creator(b, hostname="hub.test", trust_root=str(tmp_path / "ca.pem")))
     assert pair.client.peer_id == hub.peer_id and pair.server.peer_id == b.account_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_reaches_the_kernel_before_the_reactor_turns(keys):
+    """Over real TCP, TLSFactory's connections hand a write to the socket inside the write call: the
+    peer's socket is readable before the reactor runs again. Twisted's own TLS protocol holds the write
+    for the next reactor turn and the TCP transport for the turn after (each ~0.1 ms on a live change)."""
+    import select
+
+    from twisted.internet import reactor
+
+    from shiftpeer.identity.tls import TLSFactory
+
+    a, b = keys
+    server_factory = recording_factory()
+    servers = []
+    build = server_factory.buildProtocol
+
+    def keep(addr):
+        p = build(addr)
+        servers.append(p)
+        return p
+
+    server_factory.buildProtocol = keep
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        TLSFactory(server_creator(a), False, server_factory))
+    try:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5)
+        client = (await endpoint.connect(TLSFactory(client_creator(b), True, recording_factory()))).wrappedProtocol
+        await client.handshake.addTimeout(5, reactor)
+        server = servers[0]
+        await server.handshake.addTimeout(5, reactor)
+        server_socket = server.transport.transport.getHandle()
+        for size in (100, 200_000):
+            await _reactor_turn(reactor)   # whatever the handshake left is read first
+            assert select.select([server_socket], [], [], 0)[0] == []
+            client.transport.write(b"x" * size)
+            assert select.select([server_socket], [], [], 0)[0] == [server_socket]
+        # The rest of the large write goes out on later turns, and everything arrives.
+        deadline = reactor.seconds() + 5
+        while len(server.received) < 200_100 and reactor.seconds() < deadline:
+            await _reactor_turn(reactor)
+        assert server.received == b"x" * 200_100
+        client.transport.loseConnection()
+        await client.lost.addTimeout(5, reactor)
+    finally:
+        await port.stopListening()
+
+
+def _reactor_turn(reactor):
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, 0.001, lambda: None)

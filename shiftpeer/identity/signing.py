@@ -31,7 +31,7 @@ except ImportError:   # not POSIX: no verification processes either
     fcntl = None  # type: ignore[assignment]
 
 from shiftpeer.ids import names_other_author
-from shiftpeer.store.codec import PLAIN_BODY, cbor_head_len
+from shiftpeer.store.codec import PLAIN_BODY, cbor_head_len, encode_text
 
 from .keys import NodeKey, is_account_id, public_key_of, usable_public_key, verify_with_key
 
@@ -41,8 +41,12 @@ log = Logger()
 INLINE_BELOW = 64
 
 
-def signing_payload(docid: str, rev: str, body: dict, deleted: bool) -> bytes:
-    """The canonical bytes an author signs for one revision of a shift."""
+def signing_payload(docid: str, rev: str, body: dict, deleted: bool, body_cbor: Optional[bytes] = None) -> bytes:
+    """The canonical bytes an author signs for one revision of a shift.
+
+    `body_cbor`, the body's canonical CBOR where the caller has it (the store's put encodes it for the
+    revision hash), is spliced in instead of encoding the body again: a canonical array is its items'
+    canonical encodings one after another, so the bytes are the same (tests/test_signing.py checks it)."""
     if not isinstance(body, dict):
         raise ValueError("a shift body is a map")
     author = body.get("author")
@@ -50,19 +54,22 @@ def signing_payload(docid: str, rev: str, body: dict, deleted: bool) -> bytes:
         raise ValueError(f"body['author'] is not an account id: {author!r}")
     if not isinstance(docid, str) or not isinstance(rev, str):
         raise ValueError("docid and rev are strings")
-    return cbor2.dumps([docid, rev, body, bool(deleted), author], canonical=True)
+    if body_cbor is None:
+        return cbor2.dumps([docid, rev, body, bool(deleted), author], canonical=True)
+    return b"".join((b"\x85", encode_text(docid), encode_text(rev), body_cbor, b"\xf5" if deleted else b"\xf4",
+                     encode_text(author)))
 
 
-def sign_doc(key: NodeKey, docid: str, rev: str, body: dict, deleted: bool) -> bytes:
+def sign_doc(key: NodeKey, docid: str, rev: str, body: dict, deleted: bool, body_cbor: Optional[bytes] = None) -> bytes:
     """Sign one revision; refuses a body whose author is someone else (use with functools.partial
-    as the store's ``sign`` callback)."""
+    as the store's ``sign`` callback, which passes `body_cbor`: see signing_payload)."""
     if body.get("author") != key.account_id:
         raise ValueError(
             f"cannot sign a shift whose author is {body.get('author')!r} with key {key.account_id}"
         )
     if names_other_author(docid, key.account_id):
         raise ValueError(f"the id {docid!r} names another author: every node would refuse this revision")
-    return key.sign(signing_payload(docid, rev, body, deleted))
+    return key.sign(signing_payload(docid, rev, body, deleted, body_cbor))
 
 
 def _prepare(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:

@@ -12,6 +12,7 @@ node-local ``user/marks`` (never served) and give the unread count.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from twisted.logger import Logger
@@ -54,7 +55,7 @@ class HubSocial:
 
     def _signed_put(self, db: Any, docid: str, body: dict, parent: str | None = None, deleted: bool = False) -> str:
         return db.put(docid, body, parent=parent, deleted=deleted,
-                      sign=lambda i, r, b, d: sign_doc(self._key, i, r, b, d))
+                      sign=functools.partial(sign_doc, self._key))
 
     def post_notice(self, text: Any) -> dict:
         """Post an operator notice to ``system/messages``; every registered user's feed receives it."""

@@ -181,7 +181,8 @@ def _head(major: int, n: int) -> bytes:
     return _HEAD32.pack(major | 26, n)
 
 
-def _text(s: str) -> bytes:
+def encode_text(s: str) -> bytes:
+    """A text string's CBOR item (the same bytes canonical or not), for payloads assembled from parts."""
     b = s.encode()
     return _head(0x60, len(b)) + b
 
@@ -194,7 +195,7 @@ _BYTES_HEADS = tuple(_head(0x40, n) for n in range(256))
 
 def encode_vis(vis: list[str]) -> bytes:
     """The CBOR array of a document's visibility tokens (a batch encodes it once for all its documents)."""
-    return b"".join((_head(0x80, len(vis)), *map(_text, vis)))
+    return b"".join((_head(0x80, len(vis)), *map(encode_text, vis)))
 
 
 def new_record(docid: str, vis_cbor: bytes, rev: str, deleted: bool, body: bytes, sig: bytes | None) -> bytes:

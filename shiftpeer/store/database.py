@@ -443,12 +443,16 @@ class Database:
         *,
         parent: str | None = None,
         deleted: bool = False,
-        sign: Callable[[str, str, dict, bool], bytes] | None = None,
+        sign: Callable[[str, str, dict, bool, bytes], bytes] | None = None,
         vis: list[str] | None = None,
         txn: WriteTxn | None = None,
     ) -> str:
         """A local edit. `parent` must be the winning revision (None for a new or deleted document);
         a deletion may also name a conflicting leaf (that is how conflicts are resolved). Returns the rev.
+
+        `sign(docid, rev, body, deleted, body_cbor)` returns the revision's signature; `body_cbor` is the
+        body's canonical CBOR, encoded here for the revision hash (identity.signing.sign_doc splices it
+        into the signed payload instead of encoding the body again).
         """
         check_docid(docid)
         if type(deleted) is not bool:
@@ -478,7 +482,7 @@ class Database:
                 else:
                     raise ConflictError(f"document {docid!r}: {parent} is not the current revision {win}")
             rev = revs.rev_from_bytes(base, deleted, body_bytes)
-            sig = sign(docid, rev, body, deleted) if sign is not None else None
+            sig = sign(docid, rev, body, deleted, body_bytes) if sign is not None else None
             if old is None:
                 new = [docid, tokens, {rev: None}, {rev: [deleted, body_bytes, sig]}]
             else:
