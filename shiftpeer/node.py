@@ -29,7 +29,7 @@ from shiftpeer.selflink import (SELF, RecordingServerEndpoint, SelfEndpoint, hub
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer import startup
 from shiftpeer.startup import ListeningService, StartupError
-from shiftpeer.tuning import tune_gc
+from shiftpeer.tuning import tune_interpreter
 
 #: Default local API endpoint: loopback only, any free port (the bound URL goes to DIR/api.url).
 DEFAULT_API = "tcp:0:interface=127.0.0.1"
@@ -179,7 +179,7 @@ class StoreService(Service):
             raise StartupError(f"the store {self._path} cannot be created: {e.strerror or e}; fix the "
                                f"\"store\" path in {self._node.settings.directory}/config.json or its "
                                "permissions") from None
-        tune_gc()   # bulk reads and received batches build thousands of documents at a time
+        tune_interpreter()   # bulk reads and received batches build thousands of documents at a time
         try:
             return self._factory(self._path, reactor=self._node.reactor)
         except SchemaVersionError as e:   # its message says which versions and what to do

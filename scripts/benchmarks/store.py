@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from shiftpeer.store import Store  # noqa: E402
 from shiftpeer.store.revs import compute_rev  # noqa: E402
-from shiftpeer.tuning import tune_gc  # noqa: E402
+from shiftpeer.tuning import tune_interpreter  # noqa: E402
 from shiftpeer.sync.replication import WINDOW  # noqa: E402  (a pull keeps this many batches in flight)
 
 WORDS = ("shift space note highlight image swap source edit page web climate group feed public private "
@@ -154,7 +154,7 @@ def main() -> None:
     # The prepared input is the benchmark's, not the store's: keep the cyclic GC from rescanning it.
     gc.collect()
     gc.freeze()
-    tune_gc()  # the interpreter settings a node's store service makes (shiftpeer/tuning.py)
+    tune_interpreter()  # the interpreter settings a node's store service makes (shiftpeer/tuning.py)
     tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-")
     try:
         store = Store(os.path.join(tmp, "store"))

@@ -88,9 +88,9 @@ def source_main(directory: str, n: int) -> None:
     from shiftpeer.store import Store
     from shiftpeer.sync import AllowAll, SyncFactory
     from shiftpeer.sync.client import tls_server_endpoint
-    from shiftpeer.tuning import tune_gc
+    from shiftpeer.tuning import tune_interpreter
 
-    tune_gc()  # the interpreter settings a node's store service makes
+    tune_interpreter()  # the interpreter settings a node's store service makes
     key = NodeKey.generate()
     # the source's own durability is not what is measured: its commits skip fsync
     store = Store(os.path.join(directory, "source"), reactor=reactor, sync=False)
@@ -236,9 +236,9 @@ def run_receiver(tmp: str, info: dict, n: int, live_n: int, child, user_rules: b
     from shiftpeer.store import Store
     from shiftpeer.sync import AllowAll, SyncFactory
     from shiftpeer.sync.client import outgoing
-    from shiftpeer.tuning import tune_gc
+    from shiftpeer.tuning import tune_interpreter
 
-    tune_gc()  # the interpreter settings a node's store service makes
+    tune_interpreter()  # the interpreter settings a node's store service makes
     key = NodeKey.generate()
     reactor.suggestThreadPoolSize(4)
     node = {}

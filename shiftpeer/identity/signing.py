@@ -32,6 +32,7 @@ except ImportError:   # not POSIX: no verification processes either
 
 from shiftpeer.ids import names_other_author
 from shiftpeer.store.codec import PLAIN_BODY, cbor_head_len, encode_text
+from shiftpeer.tuning import tune_interpreter
 
 from .keys import NodeKey, is_account_id, public_key_of, usable_public_key, verify_with_key
 
@@ -171,8 +172,6 @@ def _verify_chunk(docs: Sequence[dict]) -> list[bool]:
 #: Threads in the shared verification pool, the fallback where processes cannot run (in parallel only with
 #: libsodium, which releases the GIL; ed25519-zebra holds it, so its checks take turns there).
 VERIFY_THREADS = max(2, min(4, os.cpu_count() or 2))
-#: The interpreter's GIL switch interval once the pool runs (seconds; Python's default is 0.005).
-SWITCH_INTERVAL = 0.0005
 _pools: dict[int, tuple[Any, ThreadPool]] = {}
 
 
@@ -193,8 +192,7 @@ def _start_pool() -> ThreadPool:
     # it waits up to the switch interval for it: at the default 5 ms, two verify threads next to a busy store
     # writer went from ~9,400 to ~1,900 verifies a second, and an LMDB get took 0.7 ms instead of 1 us.
     # At 0.5 ms they keep ~9,100/s (the pull's receiver used ~10% less CPU, and ~25% more docs/s).
-    if sys.getswitchinterval() > SWITCH_INTERVAL:
-        sys.setswitchinterval(SWITCH_INTERVAL)
+    tune_interpreter()
     return pool
 
 
