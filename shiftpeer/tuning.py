@@ -20,8 +20,8 @@ GC_YOUNG_THRESHOLD = 10_000
 #: The interpreter's GIL switch interval (seconds; CPython's default is 0.005). py-lmdb releases the GIL
 #: around every LMDB call, and the thread that wants it back waits up to this long while another runs
 #: Python: the store writer beside a busy reactor (a pull's receiver) waited ~4 of its ~8 s of jobs for
-#: the GIL at 5 ms. At 0.5 ms a pull of 50,000 shifts ran 8.6% faster (median of four interleaved pairs),
-#: the writer's jobs took 14% less wall time, and the reactor used less CPU (docs/benchmarks.md).
+#: the GIL at 5 ms. At 0.5 ms a pull of 50,000 shifts ran ~9% faster (median of eight interleaved pairs,
+#: faster in all), and the writer's jobs took 6-18% less wall time (docs/benchmarks.md).
 SWITCH_INTERVAL = 0.0005
 
 
