@@ -129,10 +129,12 @@ def test_payload_is_canonical():
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=300),
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=300),
     lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=30), kids, max_size=5),
     max_leaves=20,
 )
+_AUTHOR = NodeKey.generate()
 
 
 @settings(max_examples=200, deadline=None)
@@ -148,9 +150,6 @@ def test_payload_from_the_stored_body_bytes_is_the_same(body, docid, deleted):
     rev = "2-" + "ab" * 16
     assert (signing_payload(docid, rev, body, deleted, encode_body(body))
             == signing_payload(docid, rev, body, deleted))
-
-
-_AUTHOR = NodeKey.generate()
 
 
 def test_a_put_signs_what_every_node_verifies(tmp_path):

@@ -47,7 +47,7 @@ def signing_payload(docid: str, rev: str, body: dict, deleted: bool, body_cbor: 
 
     `body_cbor`, the body's canonical CBOR where the caller has it (the store's put encodes it for the
     revision hash), is spliced in instead of encoding the body again: a canonical array is its items'
-    canonical encodings one after another, so the bytes are the same (tests/test_signing.py checks it)."""
+    canonical encodings one after another, so the bytes are the same (tests/test_identity.py checks it)."""
     if not isinstance(body, dict):
         raise ValueError("a shift body is a map")
     author = body.get("author")
