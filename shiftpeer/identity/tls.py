@@ -39,9 +39,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
-from twisted.internet.abstract import FileDescriptor
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
@@ -62,50 +60,15 @@ _VERIFY_DEPTH = 9
 TLS_GROUPS = b"X25519:P-256"
 
 
-class PromptTLSProtocol(TLSMemoryBIOProtocol):
-    """A TLS protocol whose every write is encrypted and handed to the kernel at once.
+class TLSFactory(TLSMemoryBIOFactory):
+    """TLSMemoryBIOFactory whose connections hand every write to TLS at once.
 
     Twisted's default protocol (``BufferingTLSTransport``) holds writes under 64 KB until the next reactor
-    turn, to merge many small ones; then the TCP transport holds the ciphertext until the turn after,
-    when the reactor finds the socket writable. SyncProtocol already merges the frames it answers one input
-    slice with into one write, so both waits only delay what is sent on its own: a live change, a
-    ``need``, an ``ack``. Each is ~0.1 ms here on a busy path (the rest of the callback chain, then a
-    poll), and a live change crosses two of them. It also copied every large frame twice."""
+    turn, to merge many small ones. SyncProtocol already merges the frames it answers one input slice with
+    into one write, so that wait only delays the frames sent on their own: a live change (a turn on the
+    path from a commit to the peer), a ``need``, an ``ack``. It also copied every large frame twice."""
 
-    _sending_now = False
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        if not self._sending_now:
-            self._sending_now = True
-            try:
-                send_now(self.transport)
-            finally:
-                self._sending_now = False
-
-
-def send_now(transport: Any) -> None:
-    """Ask a reactor TCP transport (under any ProtocolWrappers) to send what it holds now, as the reactor
-    would on its next turn. Skipped where that turn does more than send: a transport that is closing
-    (the turn closes it) or whose producer is paused (the turn resumes it, which could write again
-    from inside this write)."""
-    while isinstance(transport, ProtocolWrapper):
-        transport = transport.transport
-    if not isinstance(transport, FileDescriptor) or not transport.connected:
-        return
-    if transport.disconnecting or transport.producerPaused or getattr(transport, "_writeDisconnecting", False):
-        return
-    if not getattr(transport, "_tempDataLen", 1) and len(transport.dataBuffer) <= transport.offset:
-        return   # nothing waiting (TLS still holds the write until its handshake is done)
-    # An error (the peer gone) is left for the reactor: the socket stays registered for writing, and the
-    # next turn's doWrite meets the same error and closes the connection the usual way.
-    transport.doWrite()
-
-
-class TLSFactory(TLSMemoryBIOFactory):
-    """TLSMemoryBIOFactory whose connections send every write at once (PromptTLSProtocol)."""
-
-    protocol = PromptTLSProtocol
+    protocol = TLSMemoryBIOProtocol
 
 
 class PeerIdentityError(Exception):
