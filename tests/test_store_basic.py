@@ -224,6 +224,34 @@ def test_winner_and_conflicts(store):
     assert sorted(d.conflicts) == sorted({a[-1]["rev"], c[-1]["rev"], b[-1]["rev"]} - {d.rev})
 
 
+def _plain(docs):
+    return [{**d, "body": d["body"].data} for d in docs] if docs is not None else None
+
+
+def test_changes_with_docs_is_changes_and_their_leaves_in_one_read(store):
+    """What a live feeder sends: the changes and every leaf they list, as get_repl_docs gives them, for a new
+    document, an edited one, a deleted one and one with conflicts; past `docs_up_to` changes, no documents."""
+    db = store.create_database("feed")
+    db.put("new", {"v": 1}, sign=lambda *a: b"s" * 64)
+    edited = db.put("edited", {"v": 1})
+    db.put("edited", {"v": 2}, parent=edited)
+    gone = db.put("gone", {"v": 1})
+    db.put("gone", {}, parent=gone, deleted=True)
+    base = chain(1)
+    db.bulk_replicated(base + chain(2, parent=base[0]["rev"], tag="a") + chain(1, parent=base[0]["rev"], tag="b"))
+    for since in (3, 1, 0):
+        chs, docs = db.changes_with_docs(since)
+        assert chs == db.changes(since)
+        assert _plain(docs) == _plain(db.get_repl_docs([(c.id, list(c.revs)) for c in chs], raw_bodies=True))
+    assert [c.id for c in chs] == ["new", "edited", "gone", "d"] and len(docs) == 5   # "d" has two leaves
+    assert [len(d["history"]) for d in docs] == [1, 2, 2, 3, 2] and docs[0]["sig"] == b"s" * 64
+    chs, docs = db.changes_with_docs(0, limit=2)
+    assert [c.id for c in chs] == ["new", "edited"] and [d["id"] for d in docs] == ["new", "edited"]
+    assert db.changes_with_docs(0, docs_up_to=4)[1] is not None
+    chs, docs = db.changes_with_docs(0, docs_up_to=3)
+    assert len(chs) == 4 and docs is None
+
+
 def test_not_deleted_beats_deleted(store):
     """When the longer branch ends in a deletion, the live shorter branch wins."""
     db = store.create_database("feed")

@@ -273,6 +273,37 @@ class Database:
                 app(Change(seq_of(k), rec[0], order, leaves[order[0]][0]))
         return out
 
+    def changes_with_docs(self, since: int = 0, limit: int | None = None, *,
+                          docs_up_to: int | None = None) -> tuple[list[Change], list[dict] | None]:
+        """changes(since, limit), and the ReplDocs of every leaf they list (get_repl_docs with raw_bodies=True,
+        in the same order), from one scan of the log: a live feeder sends both, and reading each record
+        again by id cost it as much as the scan. Documents are built only while the changes number at most
+        `docs_up_to`; past that the second item is None (the caller sends changes without documents)."""
+        rev_limit = self._store.rev_limit
+        load, seq_of, raw, ancestry = codec.load_record, keys.seq_of, codec.RawCBOR, revs.ancestry
+        chs: list[Change] = []
+        docs: list[dict] | None = []
+        for k, v in self._scan_log(since, limit):
+            rec = load(v)
+            if docs is not None and docs_up_to is not None and len(chs) >= docs_up_to:
+                docs = None
+            if len(rec) == 6:  # compact: one revision, no ancestors
+                docid, _vis, rev, deleted, body, sig = rec
+                chs.append(Change(seq_of(k), docid, [rev], deleted))
+                if docs is not None:
+                    docs.append({"id": docid, "rev": rev, "deleted": deleted, "body": raw(body), "sig": sig,
+                                 "history": [rev]})
+                continue
+            docid, _vis, tree, leaves = rec
+            order = list(leaves) if len(leaves) == 1 else revs.sorted_leaves(leaves)
+            chs.append(Change(seq_of(k), docid, order, leaves[order[0]][0]))
+            if docs is not None:
+                for r in order:
+                    deleted, body, sig = leaves[r]
+                    docs.append({"id": docid, "rev": r, "deleted": deleted, "body": raw(body), "sig": sig,
+                                 "history": ancestry(tree, r, rev_limit)})
+        return chs, docs
+
     def docs_since(self, since: int = 0, limit: int | None = None) -> list[Doc]:
         """Winning revisions of the documents changed after `since`, in changes order (feeds, bulk reads).
 

@@ -424,8 +424,14 @@ class Feeder:
         self.pumping = True
         try:
             conn = self.mgr.conn
+            lazy = self.mgr.lazy_feeds.get(self.name)
             while not self.stopped and not conn.paused and len(self.unacked) < self.mgr.window:
-                chs = self.db.changes(since=self.sent, limit=self.limit)
+                if lazy is None and self.caught_up_seq is not None:
+                    # live: a small batch's documents ride along, read in the same scan as its changes
+                    chs, docs = self.db.changes_with_docs(since=self.sent, limit=self.limit,
+                                                          docs_up_to=LIVE_INLINE)
+                else:
+                    chs, docs = self.db.changes(since=self.sent, limit=self.limit), None
                 if not chs:
                     if self.caught_up_seq is None:
                         self.caught_up_seq = self.sent
@@ -434,13 +440,11 @@ class Feeder:
                     break
                 seq = chs[-1].seq
                 ch = [[c.id, list(c.revs)] for c in chs]
-                lazy = self.mgr.lazy_feeds.get(self.name)
                 if lazy is not None:         # gossip: announce only what the peer may lack, never inline docs
                     ch = lazy(conn, self.name, ch)
                 frame = None
-                if lazy is None and self.caught_up_seq is not None and len(chs) <= LIVE_INLINE:
+                if docs is not None:
                     # live and small: the documents ride along, saving the need/docs round trip
-                    docs = self.db.get_repl_docs([(c.id, list(c.revs)) for c in chs], raw_bodies=True)
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch, docs=docs)
                     if len(frame) > DOCS_FRAME_BYTES:
                         frame = None

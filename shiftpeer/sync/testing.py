@@ -128,6 +128,13 @@ class MemoryDatabase:
                     break
         return out
 
+    def changes_with_docs(self, since: int = 0, limit: Optional[int] = None, *,
+                          docs_up_to: Optional[int] = None) -> tuple:
+        chs = self.changes(since, limit)
+        if docs_up_to is not None and len(chs) > docs_up_to:
+            return chs, None
+        return chs, self.get_repl_docs([(c.id, list(c.revs)) for c in chs])
+
     def revs_diff(self, wanted: dict) -> dict:
         out = {}
         for docid, revs in wanted.items():
