@@ -42,7 +42,8 @@ log = Logger()
 INLINE_BELOW = 64
 
 
-def signing_payload(docid: str, rev: str, body: dict, deleted: bool, body_cbor: Optional[bytes] = None) -> bytes:
+def signing_payload(docid: str, rev: str, body: dict, deleted: bool,
+                    body_cbor: Optional[bytes] = None) -> bytes:
     """The canonical bytes an author signs for one revision of a shift.
 
     `body_cbor`, the body's canonical CBOR where the caller has it (the store's put encodes it for the
@@ -57,11 +58,12 @@ def signing_payload(docid: str, rev: str, body: dict, deleted: bool, body_cbor: 
         raise ValueError("docid and rev are strings")
     if body_cbor is None:
         return cbor2.dumps([docid, rev, body, bool(deleted), author], canonical=True)
-    return b"".join((b"\x85", encode_text(docid), encode_text(rev), body_cbor, b"\xf5" if deleted else b"\xf4",
-                     encode_text(author)))
+    return b"".join((b"\x85", encode_text(docid), encode_text(rev), body_cbor,
+                     b"\xf5" if deleted else b"\xf4", encode_text(author)))
 
 
-def sign_doc(key: NodeKey, docid: str, rev: str, body: dict, deleted: bool, body_cbor: Optional[bytes] = None) -> bytes:
+def sign_doc(key: NodeKey, docid: str, rev: str, body: dict, deleted: bool,
+             body_cbor: Optional[bytes] = None) -> bytes:
     """Sign one revision; refuses a body whose author is someone else (use with functools.partial
     as the store's ``sign`` callback, which passes `body_cbor`: see signing_payload)."""
     if body.get("author") != key.account_id:
