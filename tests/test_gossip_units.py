@@ -132,10 +132,11 @@ def test_neighbour_set_dials_up_to_low_and_replaces_dead_ones():
 
 
 class _Conn:
-    """What a puller needs from a connection: a peer id, send, violation."""
+    """What a puller needs from a connection: a peer id, the features it named, send, violation."""
 
     def __init__(self, peer_id):
         self.peer_id = peer_id
+        self.peer_features = frozenset({"refused"})
         self.sent = []
         self.paused = False
 

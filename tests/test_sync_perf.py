@@ -33,6 +33,7 @@ from test_verifier import SMALL_ORDER_KEY, TRIVIAL_SIGNATURE
 
 class RecordingConn:
     peer_id = "peer"
+    peer_features = frozenset({"refused"})
     paused = False
 
     def __init__(self):

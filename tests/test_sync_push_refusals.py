@@ -178,3 +178,22 @@ def test_a_refused_report_for_no_outstanding_batch_is_unexpected():
     settle(env.pump)
     assert env.c._closing and env.s.peer_error["code"] == "unexpected"
     assert rep.refused_count == 1 and [r.docid for r in rep.refused] == ["d1"]
+
+
+def test_a_peer_that_does_not_name_the_feature_is_never_sent_a_refused_frame():
+    """A node built before the `refused` message closes the connection on one (and, as a gossip neighbour,
+    bans the sender). Its hello names no "+refused", so the puller keeps its refusals to itself: its own
+    Replication records them, the feeder gets only the ack, and the connection stays up."""
+    env = Env(store_batch=filtering_store_batch(lambda db, peer, doc: "no" if doc["body"]["n"] == 1 else None))
+    assert env.c.peer_features == frozenset({"refused"}) and env.c.peer_roles == ("user",)
+    env.sf.features = ()    # the serving side stands for an older build
+    env.connect()
+    assert env.c.peer_features == frozenset() and env.s.peer_features == frozenset({"refused"})
+    src = fill(env.sstore, "master", 3)
+    rep = env.c.pull("master", "feed", live=False)
+    settle(env.pump)
+    assert rep.is_caught_up and rep.refused == [RefusedRev("d1", src.get("d1").rev, "refused", "no")]
+    assert env.s.bytes_in_by_type["refused"] == 0 and env.sf.counters["revs_refused_by_peer"] == 0
+    assert env.s.bytes_in_by_type["ack"] > 0
+    assert sorted(env.cstore.database("feed").snapshot()) == ["d0", "d2"]
+    assert not env.c._closing and not env.s._closing

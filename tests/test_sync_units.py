@@ -88,6 +88,7 @@ def test_docs_with_mismatched_history_are_refused():
 class FakeConn:
     def __init__(self):
         self.peer_id = "peer"
+        self.peer_features = frozenset({"refused"})
         self.paused = False
         self.sent = []
         self.reading_paused = False

@@ -16,6 +16,19 @@ from shiftpeer.sync.refusedrevs import MAX_CODE, MAX_REASON, MAX_REFUSED
 from shiftpeer.store.codec import write_raw
 
 PROTOCOL_VERSION = 1
+#: Optional messages this build understands, sent in the hello's `roles` as "+name". A node built before
+#: them treats an unknown message as a protocol violation (it closes the connection, and a gossip neighbour
+#: bans the sender), and an unknown hello field the same way, but keeps any role string: so a feature
+#: rides in `roles`, and a node sends such a message only to a peer that named it (docs/protocol.md).
+FEATURES = ("refused",)
+FEATURE_PREFIX = "+"
+
+
+def split_roles(entries: list[str]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """A hello's `roles` as (the peer's roles, the features it named with FEATURE_PREFIX)."""
+    roles = tuple(e for e in entries if not e.startswith(FEATURE_PREFIX))
+    features = frozenset(e[len(FEATURE_PREFIX):] for e in entries if e.startswith(FEATURE_PREFIX))
+    return roles, features
 
 MAX_INT = (1 << 63) - 1
 MAX_NAME = 512          # database names, methods, error codes, roles

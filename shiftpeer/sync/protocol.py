@@ -24,7 +24,7 @@ from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge, encod
 from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_BLOCK,
                                    MAX_CONNECTIONS_PER_NETWORK, MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS,
                                    ConnectionLimits, address_key)
-from shiftpeer.sync.messages import MAX_BATCH, PROTOCOL_VERSION, ProtocolError
+from shiftpeer.sync.messages import FEATURE_PREFIX, FEATURES, MAX_BATCH, PROTOCOL_VERSION, ProtocolError
 from shiftpeer.sync.replication import (BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
                                         ReplicationManager)
 
@@ -57,6 +57,7 @@ class SyncProtocol(Protocol):
         self.factory = factory
         self.peer_id: Optional[str] = None
         self.peer_roles: tuple[str, ...] = ()
+        self.peer_features: frozenset[str] = frozenset()  # optional messages the peer understands
         self.peer_error: Optional[dict] = None     # the error frame the peer closed with, if any
         self.close_reason: Optional[dict] = None   # the error we closed with, if any
         self.lost_reason: Optional[Failure] = None # why the transport went away (connectionLost)
@@ -148,7 +149,7 @@ class SyncProtocol(Protocol):
                 return
             self._peer_slot = peer_id
         self.peer_id = peer_id
-        self.peer_roles = tuple(msg["roles"])
+        self.peer_roles, self.peer_features = messages.split_roles(msg["roles"])
         self._cancel_timer("_hello_timer")
         self.factory.connections.add(self)
         log.info("connected to {peer} (roles {roles})", peer=peer_id, roles=",".join(self.peer_roles))
@@ -252,7 +253,8 @@ class SyncProtocol(Protocol):
             self._hello_timer = self.factory.reactor.callLater(
                 self.factory.handshake_timeout, self._timed_out,
                 f"no hello within {self.factory.handshake_timeout:g} seconds")
-        self._write(messages.encode("hello", v=self.factory.protocol_version, roles=list(self.factory.roles),
+        roles = [*self.factory.roles, *(FEATURE_PREFIX + f for f in self.factory.features)]
+        self._write(messages.encode("hello", v=self.factory.protocol_version, roles=roles,
                                     maxf=self.factory.max_frame))
 
     def dataReceived(self, data: bytes) -> None:
@@ -550,12 +552,15 @@ class SyncFactory(Factory):
                  max_connections_per_address: Optional[int] = MAX_CONNECTIONS_PER_ADDRESS,
                  max_connections_per_network: Optional[int] = MAX_CONNECTIONS_PER_NETWORK,
                  max_connections_per_block: Optional[int] = MAX_CONNECTIONS_PER_BLOCK,
-                 max_connections: Optional[int] = MAX_CONNECTIONS) -> None:
+                 max_connections: Optional[int] = MAX_CONNECTIONS,
+                 features: Iterable[str] = FEATURES) -> None:
         self.store = store
         self.key = key
         self.policy = policy
         self.reactor = reactor
         self.roles = tuple(roles)
+        #: the optional messages this side names in its hello (tests name fewer to stand for an older build)
+        self.features = tuple(features)
         self.validator = validator or self._verify_signatures
         #: told how many changes a pull is about to bring: the default validator starts its processes then
         self.expect_docs: Optional[Callable[[int], Any]] = None if validator else self._warm_verifiers

@@ -350,8 +350,9 @@ class Puller:
         self.handle.seq = take[-1].seq
         self.handle.docs += ndocs
         if not self.stopped:
-            for revs in frames(refused):
-                self.mgr.conn.send("refused", rid=self.rid, seq=take[-1].seq, revs=revs)
+            if "refused" in self.mgr.conn.peer_features:   # a peer built before it would close on one
+                for revs in frames(refused):
+                    self.mgr.conn.send("refused", rid=self.rid, seq=take[-1].seq, revs=revs)
             self.mgr.conn.send("ack", rid=self.rid, seq=take[-1].seq)
         if any(b.marker for b in take):
             self._caught_up()
