@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from shiftpeer.gossip.inflight import LAZY_TIMEOUT, InFlight, Seen, start_gossip_pull
 from shiftpeer.gossip.scores import PeerScores, strikes_relay
 from shiftpeer.sync.replication import default_store_batch
+from shiftpeer.sync.refusedrevs import sift
 
 log = Logger()
 
@@ -175,15 +176,9 @@ class Gossip:
                 return inner(store, db, docs, peer_id, remote_db, cp)
             accepted, refused = docs, []
             if self.check is not None:
-                accepted = []
                 with store.read_txn():   # the checks' lookups share it
-                    for doc in docs:
-                        why = self.check(db, doc)
-                        if why is None:
-                            accepted.append(doc)
-                        else:
-                            self.refused(peer_id, doc, why)
-                            refused.append((doc, why))
+                    accepted, refused = sift(docs, lambda doc: self.check(db, doc),
+                                             lambda doc, why: self.refused(peer_id, doc, why))
             d = default_store_batch(store, db, accepted, peer_id, remote_db, cp)
             return d.addCallback(lambda _: refused) if refused else d
 

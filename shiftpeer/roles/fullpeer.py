@@ -40,7 +40,7 @@ from shiftpeer.roles.user import LocalReplication
 from shiftpeer.roles.validation import held_author
 from shiftpeer.selflink import hub_target
 from shiftpeer.shifts import FEED, PUBLIC
-from shiftpeer.sync.refusedrevs import Reason
+from shiftpeer.sync.refusedrevs import Reason, sift
 
 log = Logger()
 
@@ -113,17 +113,8 @@ class _GossipRole(Service):
         return docs, []
 
     def sift(self, peer_id: str, docs: list, why_not: Callable[[dict], Any]) -> tuple[list, list]:
-        """Split ``docs`` into those ``why_not`` accepts (None) and the (document, why) pairs it refuses,
-        each refusal logged and counted."""
-        accepted, refused = [], []
-        for doc in docs:
-            why = why_not(doc)
-            if why is None:
-                accepted.append(doc)
-            else:
-                self.refuse(peer_id, doc, why)
-                refused.append((doc, why))
-        return accepted, refused
+        """``refusedrevs.sift`` with each refusal logged and counted by ``refuse``."""
+        return sift(docs, why_not, lambda doc, why: self.refuse(peer_id, doc, why))
 
     def refuse(self, peer_id: str, doc: dict, why: str) -> None:
         """Log and count a gossiped document left out; no strike: the neighbour may only relay it."""

@@ -255,23 +255,7 @@ class Database:
 
     def changes(self, since: int = 0, limit: int | None = None) -> list[Change]:
         """Documents changed after `since`, each once at its latest change, in sequence order."""
-        out: list[Change] = []
-        app = out.append
-        load = codec.load_record
-        seq_of = keys.seq_of
-        for k, v in self._scan_log(since, limit):
-            rec = load(v)
-            if len(rec) == 6:  # compact: one revision
-                app(Change(seq_of(k), rec[0], [rec[2]], rec[3]))
-                continue
-            leaves = rec[3]
-            if len(leaves) == 1:
-                [(rev, leaf)] = leaves.items()
-                app(Change(seq_of(k), rec[0], [rev], leaf[0]))
-            else:
-                order = revs.sorted_leaves(leaves)
-                app(Change(seq_of(k), rec[0], order, leaves[order[0]][0]))
-        return out
+        return self.changes_with_docs(since, limit, docs_up_to=0)[0]
 
     def changes_with_docs(self, since: int = 0, limit: int | None = None, *,
                           docs_up_to: int | None = None) -> tuple[list[Change], list[dict] | None]:

@@ -10,7 +10,7 @@ the latest on its ``Replication`` (docs/protocol.md sections 3, 6 and 9).
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 #: Entries in one ``refused`` frame; more are sent in several frames.
 MAX_REFUSED = 100
@@ -68,3 +68,18 @@ def frames(revs: list[RefusedRev]) -> Iterator[list[list[str]]]:
 
 __all__ = ["DEFAULT_CODE", "KEEP_REFUSED", "MAX_CODE", "MAX_REASON", "MAX_REFUSED", "Reason", "RefusedRev",
            "frames", "refused_revs"]
+
+
+def sift(docs: list, why_not: Callable[[dict], Any], note: Callable[[dict, Any], None]) -> tuple[list, list]:
+    """Split `docs` into those `why_not` accepts (None) and the (document, why) pairs it refuses, for a
+    ``store_batch`` to fire with; `note(doc, why)` logs and counts each refusal."""
+    accepted: list = []
+    refused: list = []
+    for doc in docs:
+        why = why_not(doc)
+        if why is None:
+            accepted.append(doc)
+        else:
+            note(doc, why)
+            refused.append((doc, why))
+    return accepted, refused
