@@ -12,7 +12,7 @@ from shiftpeer.gossip.inflight import GossipPuller, InFlight, Seen
 from shiftpeer.gossip.neighbours import NeighbourSet
 from shiftpeer.gossip.scores import PeerScores, Refusal, strikes_relay
 from shiftpeer.sync.replication import ReplicationManager
-from shiftpeer.sync.testing import MemoryStore
+from shiftpeer.sync.testing import MemoryStore, RecordingConnection
 
 
 def test_inflight_claims_once_and_wakes_waiters_on_each_state_change():
@@ -131,30 +131,8 @@ def test_neighbour_set_dials_up_to_low_and_replaces_dead_ones():
     assert first.stopped and first.address not in ns.candidates
 
 
-class _Conn:
-    """What a puller needs from a connection: a peer id, the features it named, send, violation."""
-
-    def __init__(self, peer_id):
-        self.peer_id = peer_id
-        self.peer_features = frozenset({"refused"})
-        self.sent = []
-        self.paused = False
-
-    def send(self, t, **fields):
-        self.sent.append((t, fields))
-
-    def violation(self, code, text, db=None):
-        self.sent.append(("violation", code))
-
-    def pause_reading(self):
-        pass
-
-    def resume_reading(self):
-        pass
-
-
 def _puller(store, peer, reg, clock, rid=1, store_batch=None):
-    mgr = ReplicationManager(_Conn(peer), store, None, lambda docs: [True] * len(docs), collections.Counter(),
+    mgr = ReplicationManager(RecordingConnection(peer), store, None, lambda docs: [True] * len(docs), collections.Counter(),
                              store_batch=store_batch)
     p = GossipPuller(mgr, rid, "master", "master", True, inflight=reg, seen=Seen(), clock=clock, timeout=2.0)
     mgr.pullers[rid] = p
@@ -164,7 +142,7 @@ def _puller(store, peer, reg, clock, rid=1, store_batch=None):
 
 
 def _needs(p):
-    return [f["want"] for t, f in p.mgr.conn.sent if t == "need"]
+    return [m["want"] for m in p.mgr.conn.sent if m["t"] == "need"]
 
 
 def test_lazy_puller_asks_one_neighbour_then_borrows_or_falls_back_on_timeout():

@@ -26,27 +26,9 @@ from shiftpeer.sync import AllowAll, SyncFactory, messages
 from shiftpeer.sync.client import tls_client_endpoint, tls_server_endpoint
 from shiftpeer.sync.protocol import HANDLE_SLICE
 from shiftpeer.sync.replication import RAMP_FIRST, ReplicationManager, default_store_batch
-from shiftpeer.sync.testing import MemoryStore, accept_all
+from shiftpeer.sync.testing import MemoryStore, RecordingConnection, accept_all
 
 from test_verifier import SMALL_ORDER_KEY, TRIVIAL_SIGNATURE
-
-
-class RecordingConn:
-    peer_id = "peer"
-    peer_features = frozenset({"refused"})
-    paused = False
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, t, **f):
-        self.sent.append({"t": t, **f})
-
-    def encode(self, t, **f):
-        return messages.encode(t, **f)
-
-    def write_frame(self, frame):
-        self.sent.append(messages.decode(frame[4:]))
 
 
 def test_feeder_ramps_its_batches_up():
@@ -55,7 +37,7 @@ def test_feeder_ramps_its_batches_up():
     db = store.create_database("src")
     for i in range(1000):
         db.put(f"d{i:04d}", {"i": i})
-    conn = RecordingConn()
+    conn = RecordingConnection()
     mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), window=8, batch_changes=300)
     mgr.handle({"t": "pull", "rid": 1, "db": "src", "since": 0, "epoch": None, "live": False})
     sizes = [len(m["ch"]) for m in conn.sent if m["t"] == "changes"]
@@ -343,7 +325,7 @@ def test_a_pull_tells_the_validator_how_many_changes_are_coming():
     """When the feeder accepts a pull, the puller's manager calls `expect` with the changes between the
     checkpoint and the source's head (nothing when there are none), before any document arrives."""
     store = MemoryStore()
-    conn = RecordingConn()
+    conn = RecordingConnection()
     expected = []
     mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), expect=expected.append)
     rep = mgr.pull("src", "dst", live=False)

@@ -13,7 +13,7 @@ from shiftpeer.sync import messages
 from shiftpeer.sync.framing import FrameDecoder, FrameTooLarge, encode_frame
 from shiftpeer.sync.messages import ProtocolError
 from shiftpeer.sync.replication import ReplicationManager
-from shiftpeer.sync.testing import MemoryStore, accept_all
+from shiftpeer.sync.testing import MemoryStore, RecordingConnection, accept_all
 
 
 @given(st.lists(st.binary(max_size=300), max_size=20), st.data())
@@ -85,39 +85,12 @@ def test_docs_with_mismatched_history_are_refused():
         messages.validate({"t": "docs", "rid": 1, "seq": 1, "docs": [doc], "more": False})
 
 
-class FakeConn:
-    def __init__(self):
-        self.peer_id = "peer"
-        self.peer_features = frozenset({"refused"})
-        self.paused = False
-        self.sent = []
-        self.reading_paused = False
-
-    def send(self, t, **f):
-        self.sent.append({"t": t, **f})
-
-    def encode(self, t, **f):
-        return messages.encode(t, **f)
-
-    def write_frame(self, frame):
-        self.sent.append(messages.decode(frame[4:]))
-
-    def pause_reading(self):
-        self.reading_paused = True
-
-    def resume_reading(self):
-        self.reading_paused = False
-
-    def violation(self, code, text, db=None):
-        self.sent.append({"t": "violation", "code": code})
-
-
 def feeder_setup(window=2, batch=3, n=20):
     store = MemoryStore()
     db = store.create_database("src")
     for i in range(n):
         db.put(f"d{i}", {"i": i})
-    conn = FakeConn()
+    conn = RecordingConnection()
     mgr = ReplicationManager(conn, store, __import__("shiftpeer.sync", fromlist=["AllowAll"]).AllowAll(),
                              accept_all, collections.Counter(), window=window, batch_changes=batch)
     return store, conn, mgr

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional
 import cbor2
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
+from shiftpeer.sync import messages
+
 
 class Change(NamedTuple):
     seq: int
@@ -244,6 +246,37 @@ def accept_all(docs: list) -> Deferred:
 def reject_marked(docs: list) -> Deferred:
     """A validator that refuses documents whose body has ``"forged": True``."""
     return succeed([not d["body"].get("forged") for d in docs])
+
+
+class RecordingConnection:
+    """What a ReplicationManager needs from its connection, recording every message it sends as a dict
+    (``{"t": type, **fields}``; frames written whole are decoded), for protocol tests without a transport.
+    `features` are the optional messages the peer named in its hello (``SyncProtocol.peer_features``)."""
+
+    def __init__(self, peer_id: str = "peer", features: tuple[str, ...] = ("refused",)) -> None:
+        self.peer_id = peer_id
+        self.peer_features = frozenset(features)
+        self.paused = False
+        self.reading_paused = False
+        self.sent: list[dict] = []
+
+    def send(self, t: str, **fields: Any) -> None:
+        self.sent.append({"t": t, **fields})
+
+    def encode(self, t: str, **fields: Any) -> bytes:
+        return messages.encode(t, **fields)
+
+    def write_frame(self, frame: bytes) -> None:
+        self.sent.append(messages.decode(frame[4:]))
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+
+    def violation(self, code: str, text: str, db: Optional[str] = None) -> None:
+        self.sent.append({"t": "violation", "code": code})
 
 
 # ---------------------------------------------------------------- throwaway TLS
