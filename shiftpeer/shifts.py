@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Optional, Protocol
 from urllib.parse import urlsplit
 
 from twisted.logger import Logger
@@ -72,7 +72,12 @@ class EditConflict(ShiftError):
     status = 409
 
 
-Signer = Callable[[str, str, dict, bool], bytes]
+class Signer(Protocol):
+    """The store's ``sign`` callback (identity.signing.sign_doc with a key). Database.put passes the body's
+    canonical CBOR it encoded for the revision, which sign_doc splices in; other callers may leave it out."""
+
+    def __call__(self, docid: str, rev: str, body: dict, deleted: bool,
+                 body_cbor: Optional[bytes] = None) -> bytes: ...
 
 
 @dataclass

@@ -67,7 +67,7 @@ def frames(revs: list[RefusedRev]) -> Iterator[list[list[str]]]:
 
 
 __all__ = ["DEFAULT_CODE", "KEEP_REFUSED", "MAX_CODE", "MAX_REASON", "MAX_REFUSED", "Reason", "RefusedRev",
-           "frames", "refused_revs"]
+           "frames", "refused_revs", "sift"]
 
 
 def sift(docs: list, why_not: Callable[[dict], Any], note: Callable[[dict, Any], None]) -> tuple[list, list]:
