@@ -185,7 +185,7 @@ class Demo:
         for name in self.dirs:
             st = self.js(name, "status")
             self.sees(name, f"running, roles {', '.join(st['roles'])}"
-                      + (f", connected to the hub" if st["peers"] and st["peers"][0]["connected"] else ""))
+                      + (", connected to the hub" if st["peers"] and st["peers"][0]["connected"] else ""))
 
         self.step("2. alice and bob register their accounts on the hub")
         self.cli("alice", "register")

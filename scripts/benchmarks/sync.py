@@ -38,7 +38,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from twisted.internet.protocol import Factory  # noqa: E402
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory  # noqa: E402
 
 TUNING = json.loads(os.environ.get("SHIFTPEER_SYNC_TUNING", "{}"))  # e.g. {"window": 16}

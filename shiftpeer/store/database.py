@@ -418,6 +418,7 @@ class Database:
             return docs, None
         log_get_key = keys.log_key
         matches = indexes.matcher(ib)
+        last = b""  # the sort key scanned last: the next page starts after it (set before any doc is kept)
         with self._reading() as txn:
             for sk in indexes.scan_merged(txn, st._idx_db, prefixes, before, floor):
                 if len(docs) >= limit:

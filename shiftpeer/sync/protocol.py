@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 from typing import Any, Callable, Iterable, Optional
 
-import cbor2
 from automat import MethodicalMachine
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IPushProducer
@@ -20,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from shiftpeer.sync import messages
-from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge, encode_frame
+from shiftpeer.sync.framing import MAX_FRAME, FrameDecoder, FrameTooLarge
 from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS_PER_BLOCK,
                                    MAX_CONNECTIONS_PER_NETWORK, MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS,
                                    ConnectionLimits, address_key)
@@ -494,7 +493,7 @@ class SyncProtocol(Protocol):
         def ok(value: Any) -> None:
             try:
                 self.send("result", id=cid, ok=True, value=value)
-            except Exception as e:
+            except Exception:
                 log.failure("RPC {method} returned an unencodable result", method=method)
                 self.send("result", id=cid, ok=False, error="unencodable result")
 

@@ -295,7 +295,7 @@ def make_tls(name: str) -> TestTLS:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    from OpenSSL import SSL, crypto
+    from OpenSSL import SSL
     from twisted.internet import ssl
 
     key = ec.generate_private_key(ec.SECP256R1())
