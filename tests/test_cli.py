@@ -257,8 +257,6 @@ def test_node_stops_cleanly_and_console_module_runs(tmp_path):
 
 def test_status_watch_refreshes_until_interrupted(running, capsys, monkeypatch):
     """status --watch --json prints one JSON line per refresh and exits 0 on Ctrl-C."""
-    import shiftpeer.cli as cli
-
     naps = []
 
     def fake_sleep(seconds):
@@ -266,7 +264,7 @@ def test_status_watch_refreshes_until_interrupted(running, capsys, monkeypatch):
         if len(naps) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.time, "sleep", fake_sleep)
+    monkeypatch.setattr(time, "sleep", fake_sleep)
     status, out, err = run(capsys, "--data", running, "status", "--watch", "0.5", "--json")
     assert status == 0 and naps == [0.5, 0.5]
     assert [json.loads(line)["roles"][0] for line in out.splitlines()] == ["user", "user"]

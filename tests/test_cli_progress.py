@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import time
 import types
 
 from twisted.internet.defer import Deferred
@@ -93,9 +95,9 @@ def test_sync_wait_draws_a_bar_with_rate_and_eta_on_a_terminal(monkeypatch):
     """On a terminal, `sync --wait` redraws one line with a bar, docs/s and the ETA, then says it is in step."""
     client = _Scripted([_sample(0, 0, 0), _sample(1, 250, 250), _sample(2, 500, 500), _sample(3, 1000, 1000)])
     err, out = _Tty(), io.StringIO()
-    monkeypatch.setattr(cli.sys, "stderr", err)
-    monkeypatch.setattr(cli.sys, "stdout", out)
-    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
     args = types.SimpleNamespace(wait=True, timeout=None, json=False)
     assert cli.cmd_sync(client, args) == 0
     drawn = err.getvalue()
@@ -110,9 +112,9 @@ def test_sync_wait_prints_plain_lines_when_not_a_terminal_and_gives_up_at_the_ti
     clock = iter(range(0, 100, 3))
     client = _Scripted([_sample(0, 0, 0, connected=False)])
     err = io.StringIO()
-    monkeypatch.setattr(cli.sys, "stderr", err)
-    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
-    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
     args = types.SimpleNamespace(wait=True, timeout=5.0, json=False)
     try:
         cli.cmd_sync(client, args)
@@ -134,8 +136,8 @@ def test_status_watch_shows_rates_for_what_is_behind(monkeypatch):
         if len(naps) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.sys, "stdout", out)
-    monkeypatch.setattr(cli.time, "sleep", nap)
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(time, "sleep", nap)
     args = types.SimpleNamespace(watch=1.0, json=False, databases=None, limit=None, after=None)
     assert cli.cmd_status(client, args) == 0
     text = out.getvalue()
@@ -146,7 +148,7 @@ def test_status_watch_shows_rates_for_what_is_behind(monkeypatch):
 def test_status_json_of_replications_is_one_document(monkeypatch):
     """status --json prints the route's answer, replications included, as one JSON document."""
     out = io.StringIO()
-    monkeypatch.setattr(cli.sys, "stdout", out)
+    monkeypatch.setattr(sys, "stdout", out)
     args = types.SimpleNamespace(watch=None, json=True, databases=None, limit=None, after=None)
     assert cli.cmd_status(_Scripted([_sample(0, 5, 5)]), args) == 0
     assert json.loads(out.getvalue())["replications"][0]["lag"] == 995
@@ -158,9 +160,9 @@ def test_sync_wait_says_what_it_waits_for_before_a_replication_starts(monkeypatc
     offline = dict(_sample(0, 0, 0, connected=False), replications=[])
     client = _Scripted([offline, _sample(1, 0, 0), _sample(2, 400, 400), _sample(3, 1000, 1000)])
     err = _Tty()
-    monkeypatch.setattr(cli.sys, "stderr", err)
-    monkeypatch.setattr(cli.sys, "stdout", io.StringIO())
-    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setattr(time, "sleep", lambda s: None)
     assert cli.cmd_sync(client, types.SimpleNamespace(wait=True, timeout=None, json=False)) == 0
     drawn = err.getvalue()
     assert "\r\x1b[Kwaiting: not connected to hub hub:7701" in drawn

@@ -12,7 +12,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import gatherResults
 
-from shiftpeer.cli import CliError, _ready, cmd_sync, print_status
+from shiftpeer.cli import CliError, cmd_sync, print_status
+from shiftpeer.cli.commands import _ready
 from shiftpeer.identity.makecerts import main as make_certs
 from shiftpeer.node import Node
 from shiftpeer.nodedir import init_node_dir
