@@ -20,7 +20,8 @@ from shiftpeer.identity import (
     public_key_of,
     verify,
 )
-from shiftpeer.identity.signing import sign_doc, signing_payload, verify_many, verify_repl_doc
+from shiftpeer.identity.signing import sign_doc, signing_payload, verify_repl_doc
+from shiftpeer.identity.verifiers import verify_many
 
 
 def make_doc(key: NodeKey, n: int = 0, **over) -> dict:
@@ -224,13 +225,13 @@ def _count_verifies(monkeypatch):
     import shiftpeer.identity.signing as signing
 
     calls = []
-    real = signing._valid
+    real = signing.check_signature
 
     def counting(pk, msg, sig):
         calls.append(msg)
         return real(pk, msg, sig)
 
-    monkeypatch.setattr(signing, "_valid", counting)
+    monkeypatch.setattr(signing, "check_signature", counting)
     return calls
 
 

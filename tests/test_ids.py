@@ -5,7 +5,8 @@ import pytest_twisted
 
 from shiftpeer.cli import build_parser
 from shiftpeer.identity import NodeKey
-from shiftpeer.identity.signing import sign_doc, signing_payload, verify_many, verify_repl_doc
+from shiftpeer.identity.signing import sign_doc, signing_payload, verify_repl_doc
+from shiftpeer.identity.verifiers import verify_many
 from shiftpeer.ids import AUTHOR_TAG_CHARS, bound_id, names_other_author, new_token
 from shiftpeer.shifts import new_shift_id
 from shiftpeer.store.revs import compute_rev

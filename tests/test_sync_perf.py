@@ -18,8 +18,8 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.testing import StringTransport
 
 from shiftpeer.identity import NodeKey
-from shiftpeer.identity.signing import (VERIFY_THREADS, VerifierGone, sign_doc, verify_many, verify_pool,
-                                        verify_processes)
+from shiftpeer.identity.signing import sign_doc
+from shiftpeer.identity.verifiers import VERIFY_THREADS, VerifierGone, verify_many, verify_pool, verify_processes
 from shiftpeer.identity.tls import client_creator, server_creator
 from shiftpeer.store import Store
 from shiftpeer.sync import AllowAll, SyncFactory, messages
@@ -240,7 +240,7 @@ async def test_tcp_nodelay_on_both_ends(tmp_path):
 async def test_verification_falls_back_to_threads_when_its_processes_cannot_start():
     """A verification process that ends before its first answer (it cannot run here) fails the batches it
     owed and marks the processes broken; verify_many then checks in threads, with the same results."""
-    from shiftpeer.identity.signing import VerifyProcesses, _check_in_processes
+    from shiftpeer.identity.verifiers import VerifyProcesses, _check_in_processes
 
     procs = VerifyProcesses(reactor)
     procs.program = "import sys; sys.exit(3)"
@@ -274,7 +274,7 @@ def test_the_verification_program_checks_each_record_in_place(backend):
     import subprocess
     import sys
 
-    from shiftpeer.identity.signing import _WORKER_SOURCE
+    from shiftpeer.identity.verifiers import _WORKER_SOURCE
 
     a, b = NodeKey.generate(), NodeKey.generate()
     good = (a.public_key, a.sign(b"m1"), b"m1")
@@ -301,7 +301,7 @@ async def test_the_verification_processes_request_pipes_are_widened():
     import fcntl
     import sys
 
-    from shiftpeer.identity.signing import PIPE_BYTES
+    from shiftpeer.identity.verifiers import PIPE_BYTES
 
     if not sys.platform.startswith("linux"):
         pytest.fail("this test runs on Linux (F_GETPIPE_SZ)")
@@ -343,17 +343,17 @@ def test_a_pull_tells_the_validator_how_many_changes_are_coming():
 async def test_expected_large_pulls_start_the_verification_processes(monkeypatch):
     """warm_verifiers starts the processes when the expected documents would go to them (INLINE_BELOW or
     more) and leaves them alone for fewer; a SyncFactory with the default validator warms them for a pull."""
-    from shiftpeer.identity import signing
+    from shiftpeer.identity import verifiers
 
-    procs = signing.VerifyProcesses(reactor)
-    monkeypatch.setattr(signing, "verify_processes", lambda r: procs)
+    procs = verifiers.VerifyProcesses(reactor)
+    monkeypatch.setattr(verifiers, "verify_processes", lambda r: procs)
     try:
-        signing.warm_verifiers(reactor, signing.INLINE_BELOW - 1)
+        verifiers.warm_verifiers(reactor, verifiers.INLINE_BELOW - 1)
         assert procs.procs == [None] * VERIFY_THREADS
-        signing.warm_verifiers(reactor, signing.INLINE_BELOW)
+        verifiers.warm_verifiers(reactor, verifiers.INLINE_BELOW)
         assert all(p is not None and not p.gone for p in procs.procs)
         started = list(procs.procs)
-        signing.warm_verifiers(reactor, 10_000)          # already running: the same processes
+        verifiers.warm_verifiers(reactor, 10_000)          # already running: the same processes
         assert procs.procs == started
         assert all(await verify_many(_signed_docs(100)))
     finally:

@@ -122,7 +122,7 @@ def test_the_validator_leaves_the_bodys_plain_cbor_for_the_store(docid):
     leaves its document as it was."""
     import cbor2
 
-    from shiftpeer.identity.signing import _verify_chunk
+    from shiftpeer.identity.signing import verify_chunk
     from shiftpeer.store.codec import PLAIN_BODY, plain_encoder
 
     k = NodeKey.generate()
@@ -131,14 +131,14 @@ def test_the_validator_leaves_the_bodys_plain_cbor_for_the_store(docid):
     row = dict(doc)
     assert verify_repl_doc(row) and row == doc
     forged = dict(doc, body=dict(body, summary="forged"))
-    assert _verify_chunk([doc, forged]) == [True, False]
+    assert verify_chunk([doc, forged]) == [True, False]
     assert doc[PLAIN_BODY] == plain_encoder()(body) and cbor2.loads(doc[PLAIN_BODY]) == body
     assert PLAIN_BODY not in forged
 
 
 @pytest_twisted.ensureDeferred
 async def test_batches_checked_in_the_verification_processes_carry_their_bytes_too():
-    from shiftpeer.identity.signing import verify_many
+    from shiftpeer.identity.verifiers import verify_many
     from shiftpeer.store.codec import PLAIN_BODY, plain_encoder
 
     k = NodeKey.generate()
@@ -160,10 +160,10 @@ def test_the_rules_do_not_check_a_validated_signature_twice(monkeypatch):
     k = NodeKey.generate()
     doc = _signed(k, "x", {"author": k.account_id, "summary": "s"})
     plain = dict(doc)
-    assert signing._verify_chunk([doc]) == [True]
+    assert signing.verify_chunk([doc]) == [True]
     calls = []
-    real = signing._valid
-    monkeypatch.setattr(signing, "_valid", lambda *a: calls.append(1) or real(*a))
+    real = signing.check_signature
+    monkeypatch.setattr(signing, "check_signature", lambda *a: calls.append(1) or real(*a))
     assert refusal(None, doc) is None and calls == []
     assert refusal(None, plain) is None and calls == [1]
     lookalike = dict(plain, body=dict(plain["body"], summary="forged"))
@@ -188,10 +188,10 @@ def test_the_store_writes_the_checked_bytes_as_it_would_encode_them(tmp_path):
         d = {"id": f"d{i}", "rev": rev, "deleted": False, "body": body, "history": [rev]}
         d["sig"] = sign_doc(k, d["id"], rev, body, False)
         docs.append(d)
-    from shiftpeer.identity.signing import _verify_chunk
+    from shiftpeer.identity.signing import verify_chunk
 
     checked = [dict(d) for d in docs]
-    assert _verify_chunk(checked) == [True] * 3 and all(PLAIN_BODY in d for d in checked)
+    assert verify_chunk(checked) == [True] * 3 and all(PLAIN_BODY in d for d in checked)
     checked[2][PLAIN_BODY] = "not bytes"
     st = Store(str(tmp_path / "s"))
     try:

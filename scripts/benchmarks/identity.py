@@ -25,12 +25,8 @@ from twisted.internet.defer import ensureDeferred  # noqa: E402
 from twisted.python.threadpool import ThreadPool  # noqa: E402
 
 from shiftpeer.identity import NodeKey, keys, verify  # noqa: E402
-from shiftpeer.identity.signing import (  # noqa: E402
-    sign_doc,
-    signing_payload,
-    verify_many,
-    verify_repl_doc,
-)
+from shiftpeer.identity.signing import sign_doc, signing_payload, verify_repl_doc  # noqa: E402
+from shiftpeer.identity.verifiers import verify_many  # noqa: E402
 
 
 def make_docs(n: int) -> list[dict]:

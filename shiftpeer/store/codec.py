@@ -51,7 +51,7 @@ class _PlainBodyKey:
 
 
 #: A replicated document (ReplDoc dict) may carry its body's plain CBOR (`plain_encoder`'s bytes) under this
-#: key: the sync validator (identity/signing.py `verify_many`) encodes the body anyway for the signed payload
+#: key: the sync validator (identity/verifiers.py `verify_many`) encodes the body anyway for the signed payload
 #: and leaves the bytes on each genuine document, and the store then writes them instead of encoding the
 #: body again (~5 us a document in the store writer). The key is an object, not a string, so no document
 #: that came from outside (a frame, an RPC argument, a file) can carry it: only the validator sets it.

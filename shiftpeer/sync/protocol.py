@@ -603,11 +603,11 @@ class SyncFactory(Factory):
         return self.protocol(self)
 
     def _verify_signatures(self, docs: list) -> Deferred:
-        from shiftpeer.identity.signing import verify_many
+        from shiftpeer.identity.verifiers import verify_many
         return verify_many(docs, reactor=self.reactor)
 
     def _warm_verifiers(self, expected: int) -> None:
-        from shiftpeer.identity.signing import warm_verifiers
+        from shiftpeer.identity.verifiers import warm_verifiers
         warm_verifiers(self.reactor, expected)
 
 
