@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from shiftpeer.gossip.inflight import GossipPuller, InFlight, Seen
 from shiftpeer.gossip.neighbours import NeighbourSet
 from shiftpeer.gossip.scores import PeerScores, Refusal, strikes_relay
-from shiftpeer.sync.replication import ReplicationManager
+from shiftpeer.sync.manager import ReplicationManager
 from shiftpeer.sync.testing import MemoryStore, RecordingConnection
 
 

@@ -25,7 +25,8 @@ from shiftpeer.store import Store
 from shiftpeer.sync import AllowAll, SyncFactory, messages
 from shiftpeer.sync.client import tls_client_endpoint, tls_server_endpoint
 from shiftpeer.sync.protocol import HANDLE_SLICE
-from shiftpeer.sync.replication import RAMP_FIRST, ReplicationManager, default_store_batch
+from shiftpeer.sync.manager import ReplicationManager
+from shiftpeer.sync.replication import RAMP_FIRST, default_store_batch
 from shiftpeer.sync.testing import MemoryStore, RecordingConnection, accept_all
 
 from test_verifier import SMALL_ORDER_KEY, TRIVIAL_SIGNATURE

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from shiftpeer.sync import messages
 from shiftpeer.sync.framing import FrameDecoder, FrameTooLarge, encode_frame
 from shiftpeer.sync.messages import ProtocolError
-from shiftpeer.sync.replication import ReplicationManager
+from shiftpeer.sync.manager import ReplicationManager
 from shiftpeer.sync.testing import MemoryStore, RecordingConnection, accept_all
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from twisted.logger import Logger
 
-from shiftpeer.sync.replication import Puller, _Batch
+from shiftpeer.sync.puller import Puller, _Batch
 
 log = Logger()
 

@@ -24,8 +24,8 @@ from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
                                    MAX_CONNECTIONS_PER_NETWORK, MAX_CONNECTIONS_PER_PEER, TOO_MANY_CONNECTIONS,
                                    ConnectionLimits, address_key)
 from shiftpeer.sync.messages import FEATURE_PREFIX, FEATURES, MAX_BATCH, PROTOCOL_VERSION, ProtocolError
-from shiftpeer.sync.replication import (BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
-                                        ReplicationManager)
+from shiftpeer.sync.manager import ReplicationManager
+from shiftpeer.sync.replication import BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication
 
 #: Seconds from the TCP connection to the peer's hello (the TLS handshake included).
 HANDSHAKE_TIMEOUT = 30.0
