@@ -1,7 +1,8 @@
 """Identity: Ed25519 node keys and account ids, shift signatures, certificates, TLS.
 
 See docs/identity.md. Submodules: `keys` (NodeKey, ids), `signing` (shift signatures: what is signed,
-one check), `verifiers` (where batches are checked: inline, processes, threads), `certs` (X.509), `tls` (Twisted connection creators with peer-key checks).
+one check), `verifiers` (where batches are checked: inline, processes, threads), `certs` (X.509), `tls`
+(Twisted connection creators with peer-key checks).
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, Optional
 from twisted.logger import Logger
 
 from shiftpeer.sync.refusedrevs import RefusedRev
-
-log = Logger()
-
-from shiftpeer.sync.replication import DOCS_FRAME_BYTES, LIVE_INLINE, RAMP_FIRST, Replication, SyncError, ReplicationViolation
+from shiftpeer.sync.replication import (DOCS_FRAME_BYTES, LIVE_INLINE, RAMP_FIRST, Replication,
+                                        ReplicationViolation, SyncError)
 
 if TYPE_CHECKING:
     from shiftpeer.sync.manager import ReplicationManager
+
+log = Logger()
 
 
 class Feeder:

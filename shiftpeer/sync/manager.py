@@ -9,12 +9,12 @@ from typing import Any, Callable, Optional
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-log = Logger()
-
 from shiftpeer.sync.feeder import Feeder
 from shiftpeer.sync.puller import Puller
 from shiftpeer.sync.replication import (BATCH_CHANGES, DOCS_FRAME_BYTES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
-                                        SyncError, ReplicationViolation, default_store_batch)
+                                        ReplicationViolation, SyncError, default_store_batch)
+
+log = Logger()
 
 
 class ReplicationManager:

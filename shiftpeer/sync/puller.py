@@ -11,14 +11,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from shiftpeer.sync.refusedrevs import frames, refused_revs
-
-log = Logger()
-
-from shiftpeer.sync.replication import (CATCH_UP_LOG_DOCS, MAX_COMMIT_DOCS, Replication, SyncError,
-                                        ReplicationViolation)
+from shiftpeer.sync.replication import (CATCH_UP_LOG_DOCS, MAX_COMMIT_DOCS, Replication, ReplicationViolation,
+                                        SyncError)
 
 if TYPE_CHECKING:
     from shiftpeer.sync.manager import ReplicationManager
+
+log = Logger()
 
 
 class _Batch:
