@@ -33,6 +33,11 @@ def _end_key(dbp: bytes) -> bytes:
     return dbp + b"\xff" * 9  # log keys are dbp + 8 bytes; the highest dbid's range ends here too
 
 
+def _repl_doc(docid: str, rev: str, deleted: bool, body: Any, sig: Any, history: list[str]) -> dict:
+    """A ReplDoc, what replication sends for one leaf revision (docs/protocol.md, section 3)."""
+    return {"id": docid, "rev": rev, "deleted": deleted, "body": body, "sig": sig, "history": history}
+
+
 class Doc(NamedTuple):
     id: str
     rev: str
@@ -275,8 +280,7 @@ class Database:
                 docid, _vis, rev, deleted, body, sig = rec
                 chs.append(Change(seq_of(k), docid, [rev], deleted))
                 if docs is not None:
-                    docs.append({"id": docid, "rev": rev, "deleted": deleted, "body": raw(body), "sig": sig,
-                                 "history": [rev]})
+                    docs.append(_repl_doc(docid, rev, deleted, raw(body), sig, [rev]))
                 continue
             docid, _vis, tree, leaves = rec
             order = list(leaves) if len(leaves) == 1 else revs.sorted_leaves(leaves)
@@ -284,8 +288,7 @@ class Database:
             if docs is not None:
                 for r in order:
                     deleted, body, sig = leaves[r]
-                    docs.append({"id": docid, "rev": r, "deleted": deleted, "body": raw(body), "sig": sig,
-                                 "history": ancestry(tree, r, rev_limit)})
+                    docs.append(_repl_doc(docid, r, deleted, raw(body), sig, ancestry(tree, r, rev_limit)))
         return chs, docs
 
     def docs_since(self, since: int = 0, limit: int | None = None) -> list[Doc]:
@@ -361,14 +364,8 @@ class Database:
                     leaf = leaves.get(r)
                     if leaf is None:
                         continue
-                    out.append({
-                        "id": docid,
-                        "rev": r,
-                        "deleted": leaf[0],
-                        "body": codec.RawCBOR(leaf[1]) if raw_bodies else codec.decode_body(leaf[1]),
-                        "sig": leaf[2],
-                        "history": revs.ancestry(tree, r, limit),
-                    })
+                    body = codec.RawCBOR(leaf[1]) if raw_bodies else codec.decode_body(leaf[1])
+                    out.append(_repl_doc(docid, r, leaf[0], body, leaf[2], revs.ancestry(tree, r, limit)))
         return out
 
     def query(
