@@ -12,7 +12,7 @@ import weakref
 from functools import cached_property
 from typing import Any, Callable
 
-from twisted.application.internet import TimerService, backoffPolicy
+from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
@@ -21,13 +21,15 @@ from shiftpeer.api.app import ApiApp
 from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
 from shiftpeer.endpoints import split_host_port
-from shiftpeer.nodesettings import DEFAULT_API, NodeSettings, _get, default_roles, load_key, settings_from_config
+from shiftpeer.nodesettings import DEFAULT_API, NodeSettings, default_roles, load_key, settings_from_config
 from shiftpeer.selflink import (SELF, RecordingServerEndpoint, SelfEndpoint, hub_target, own_peer_ids,
                                 self_link_creator)
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer import startup
 from shiftpeer.startup import ListeningService, StartupError
 from shiftpeer.storeservice import StoreService
+from shiftpeer.syncwiring import (RolesPolicy, _HookedFactory, build_sync_factory, make_peer_service,
+                                  tls_client_endpoint, tls_material, wrap_tls_server)
 
 HOUSEKEEPING_INTERVAL = 60.0
 #: Seconds sync connections get to close cleanly when the node stops, before they are aborted.
@@ -395,121 +397,10 @@ class Node(SequentialMultiService):
         return self.api_service.when_listening()
 
 
-class _HookedFactory:
-    """Builds the sync factory's protocols with one more connection hook (which side or peer it is)."""
-
-    def __init__(self, factory: Any, hook: Callable[[Any], Any], built: Any = None):
-        self._factory = factory
-        self._hook = hook
-        self._built = built
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._factory, name)
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = self._factory.buildProtocol(addr)
-        if proto is not None and hasattr(proto, "extra_hooks"):
-            proto.extra_hooks.append(self._hook)
-        if proto is not None and self._built is not None:
-            self._built.add(proto)
-        return proto
-
-
-def make_peer_service(node: "Node", endpoint: Any, kind: str, address: str) -> IService:
-    """The sync package's reconnecting SyncPeerService; roles hear of each authenticated connection."""
-    from shiftpeer.sync.client import SyncPeerService
-
-    return SyncPeerService(
-        node.clock,
-        endpoint,
-        node.sync_factory,
-        on_connected=lambda conn: node.peer_connected(conn, kind),
-        retry_policy=backoffPolicy(initialDelay=1.0, maxDelay=60.0),
-        name=f"{kind} {address}",
-    )
-
-
-def tls_material(node: "Node") -> Any:
-    """What the node presents in TLS: the hub certificate when configured, else the node key."""
-    settings = node.settings
-    if settings.tls_cert and settings.tls_key:
-        from shiftpeer.identity.certs import CertMaterial
-
-        return CertMaterial.from_files(settings.tls_cert, settings.tls_key)
-    return node.key
-
-
-class RolesPolicy:
-    """The sync Policy of a node: a database may be read or written when any role allows it (default deny)."""
-
-    def __init__(self, node: Node):
-        self._node = node
-
-    def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
-        return any(_ask(r, "may_read", peer_id, dbname, conn) for r in self._node.roles)
-
-    def may_write(self, peer_id: str, dbname: str, conn: Any) -> bool:
-        return any(_ask(r, "may_write", peer_id, dbname, conn) for r in self._node.roles)
-
-
-def _ask(role: Any, method: str, *args: Any) -> bool:
-    fn = getattr(role, method, None)
-    return bool(fn(*args)) if fn is not None else False
-
-
-def build_sync_factory(node: Node) -> Any:
-    """The SyncFactory of this node: its policy asks the roles, and roles hear of each new connection.
-    Its limits are the config's checked ``sync`` settings (config.json and twistd flags), else the defaults."""
-    from shiftpeer.sync import SyncFactory
-
-    factory = SyncFactory(
-        node.store,
-        node.key,
-        RolesPolicy(node),
-        reactor=node.reactor,
-        roles=tuple(getattr(r, "name", "") for r in node.roles),
-        **_get(node.settings.config, "sync", default={}),
-    )
-    for role in node.roles:
-        install = getattr(role, "install_sync", None)
-        if install is not None:
-            install(factory)  # a role registers its RPC handlers here
-    from shiftpeer.api.metrics import count_rpc_refusals
-
-    count_rpc_refusals(factory)
-    return factory
-
-
-def wrap_tls_server(node: Node, factory: Any) -> Any:
-    """Mutual TLS around the sync factory: the hub certificate when configured, else the node key's."""
-    from shiftpeer.identity.tls import TLSFactory, server_creator
-
-    return TLSFactory(server_creator(tls_material(node)), False, factory)
-
-
-def tls_client_endpoint(node: Node, host: str, port: int, kind: str) -> Any:
-    """TCP wrapped in client TLS. A hub's certificate must match its host name under --ca (or the system's
-    CAs), and its key the pinned --hub-id when one is given; with --hub-id and no --ca, the key alone."""
-    from twisted.internet.endpoints import HostnameEndpoint
-
-    from shiftpeer.identity.tls import client_creator
-    from shiftpeer.sync.client import tls_client_endpoint as wrap_client_tls
-
-    settings = node.settings
-    if kind == "hub":
-        # pinned without --ca, the key alone counts (a hub without a CA certificate presents a self-signed one)
-        by_name = settings.ca or not settings.hub_id
-        creator = client_creator(tls_material(node), hostname=host if by_name else None,
-                                 trust_root=settings.ca, expected_peer_id=settings.hub_id)
-    else:
-        creator = client_creator(tls_material(node))
-    return wrap_client_tls(HostnameEndpoint(node.reactor, host, port), creator)
-
-
 #: What other modules import from here: the node, and (re-exported from their own modules since the split)
 #: its settings, store service and sync wiring.
 __all__ = [
     "DEFAULT_API", "HOUSEKEEPING_INTERVAL", "STOP_GRACE", "Node", "NodeSettings", "SequentialMultiService",
-    "StoreService", "SyncService", "default_roles", "load_key", "settings_from_config",
-    "RolesPolicy", "build_sync_factory", "make_peer_service", "tls_client_endpoint", "tls_material", "wrap_tls_server",
+    "StoreService", "SyncService", "default_roles", "load_key", "settings_from_config", "RolesPolicy",
+    "build_sync_factory", "make_peer_service", "tls_client_endpoint", "tls_material", "wrap_tls_server",
 ]
