@@ -8,201 +8,32 @@ and closes last, after nothing can use it any more:
 
 from __future__ import annotations
 
-import os
 import weakref
-from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Callable
 
-from twisted.application.internet import TimerService, backoffPolicy
+from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
 from shiftpeer.api.app import ApiApp
 from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
 from shiftpeer.endpoints import split_host_port
-from shiftpeer.nodelock import NodeBusy, NodeLock, lock_node_dir
+from shiftpeer.nodesettings import DEFAULT_API, NodeSettings, default_roles, load_key, settings_from_config
 from shiftpeer.selflink import (SELF, RecordingServerEndpoint, SelfEndpoint, hub_target, own_peer_ids,
                                 self_link_creator)
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer import startup
 from shiftpeer.startup import ListeningService, StartupError
-from shiftpeer.tuning import tune_interpreter
+from shiftpeer.storeservice import StoreService
+from shiftpeer.syncwiring import (RolesPolicy, _HookedFactory, build_sync_factory, make_peer_service,
+                                  tls_client_endpoint, tls_material, wrap_tls_server)
 
-#: Default local API endpoint: loopback only, any free port (the bound URL goes to DIR/api.url).
-DEFAULT_API = "tcp:0:interface=127.0.0.1"
 HOUSEKEEPING_INTERVAL = 60.0
 #: Seconds sync connections get to close cleanly when the node stops, before they are aborted.
 STOP_GRACE = 3.0
-
-
-@dataclass
-class NodeSettings:
-    """What a node runs with: the directory's config with command-line overrides applied."""
-
-    directory: str
-    store_path: str
-    listen: list[str] = field(default_factory=list)
-    api: str = DEFAULT_API
-    connect: str | None = None
-    peers: list[str] = field(default_factory=list)
-    full_peer: bool = False
-    hub: bool = False
-    metrics: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    ca: str | None = None
-    hub_id: str | None = None  # the hub's peer id, pinned: its certificate is checked by key, not by CA
-    user: str | None = None
-    config: Any = None  # the NodeConfig it came from, for roles that need more
-
-    def with_overrides(self, overrides: dict) -> "NodeSettings":
-        """A copy with the given non-empty overrides (command-line flags) replacing config values."""
-        known = {k: v for k, v in overrides.items() if k in self.__dataclass_fields__}
-        given = {k: v for k, v in known.items() if v not in (None, [], ())}
-        return replace(self, **given)
-
-
-def default_roles(settings: NodeSettings) -> list[Callable[["Node"], IService]]:
-    """The roles a node runs from its settings: user (local databases) and flows on every node,
-    hub (with federation) when configured, else full peer with --full-peer. Each entry builds a role from the node."""
-    from shiftpeer.roles.user import UserRole
-
-    factories: list[Callable[["Node"], IService]] = [UserRole]
-    try:
-        from shiftpeer.roles.flowroles import FlowsRole, HubRole
-    except ImportError:
-        return factories
-    factories.append(FlowsRole)
-    if settings.hub:
-        factories.append(HubRole)
-    from shiftpeer.roles.fullpeer import FederationRole, FullPeerRole
-
-    if settings.hub:
-        factories.append(FederationRole)   # a hub gossips master with full peers and federated hubs
-    elif settings.full_peer:
-        factories.append(FullPeerRole)
-    return factories
-
-
-def _get(config: Any, *names: str, default: Any = None) -> Any:
-    """Read the first present field of a NodeConfig (attribute or mapping) among ``names``."""
-    for name in names:
-        if isinstance(config, dict) and config.get(name) is not None:
-            return config[name]
-        value = getattr(config, name, None)
-        if value is not None:
-            return value
-    return default
-
-
-def settings_from_config(directory: str, config: Any) -> NodeSettings:
-    """Turn the node directory's NodeConfig into NodeSettings (tolerant of absent optional fields)."""
-    directory = os.path.abspath(directory)
-
-    def as_list(v: Any) -> list[str]:
-        if v is None:
-            return []
-        return [v] if isinstance(v, str) else list(v)
-
-    store_path = _get(config, "store_path", "store_dir", "store", default=os.path.join(directory, "store"))
-    return NodeSettings(
-        directory=directory,
-        store_path=os.path.join(directory, str(store_path)),
-        listen=as_list(_get(config, "listen")),
-        api=_get(config, "api", default=DEFAULT_API),
-        connect=_get(config, "connect", "hub_address"),
-        peers=as_list(_get(config, "peers", "peer")),
-        full_peer=bool(_get(config, "full_peer", default=False)),
-        hub=bool(_get(config, "hub", default=False)),
-        metrics=_get(config, "metrics"),
-        tls_cert=_get(config, "tls_cert"),
-        tls_key=_get(config, "tls_key"),
-        ca=_get(config, "ca"),
-        hub_id=_get(config, "hub_id"),
-        user=_get(config, "user", "user_name", "name"),
-        config=config,
-    )
-
-
-class StoreService(Service):
-    """Locks the node directory (``shiftpeer.nodelock``), then opens the node's Store when started; closes
-    it and gives the lock back when stopped. Every way it cannot start is a one-line StartupError."""
-
-    name = "store"
-    log = Logger()
-
-    def __init__(self, node: "Node", path: str, store_factory: Callable[..., Any]):
-        self._node = node
-        self._path = path
-        self._factory = store_factory
-        self._lock: NodeLock | None = None
-
-    def privilegedStartService(self) -> None:
-        """Take the lock first, so a second node on the directory stops before it binds any port."""
-        super().privilegedStartService()
-        self._take_lock()
-
-    def _take_lock(self) -> None:
-        if self._lock is None:
-            try:
-                self._lock = lock_node_dir(self._node.settings.directory)
-            except NodeBusy as e:
-                raise StartupError(str(e)) from None
-            except OSError as e:
-                raise StartupError(f"--data {self._node.settings.directory}: cannot lock it: "
-                                   f"{e.strerror or e}") from None
-        self._lock.record_pid()   # twistd may have forked since privilegedStartService
-
-    def startService(self) -> None:
-        self._take_lock()
-        try:
-            self._node.store = self._open()
-        except BaseException:
-            self._release()
-            raise
-        self.log.info("store open at {path}", path=self._path)
-        super().startService()
-
-    def _open(self) -> Any:
-        """The store, or a StartupError that says what to do: the path cannot be created, or the file
-        there is not a store LMDB can open (then a backup can be put back with ``shiftpeer restore``)."""
-        import lmdb
-
-        from shiftpeer.store import SchemaVersionError
-
-        try:
-            os.makedirs(self._path, exist_ok=True)
-        except OSError as e:
-            raise StartupError(f"the store {self._path} cannot be created: {e.strerror or e}; fix the "
-                               f"\"store\" path in {self._node.settings.directory}/config.json or its "
-                               "permissions") from None
-        tune_interpreter()   # bulk reads and received batches build thousands of documents at a time
-        try:
-            return self._factory(self._path, reactor=self._node.reactor)
-        except SchemaVersionError as e:   # its message says which versions and what to do
-            raise StartupError(str(e)) from None
-        except lmdb.Error as e:
-            raise StartupError(
-                f"the store {self._path} cannot be opened ({type(e).__name__}: {e}); if it is damaged, put "
-                f"a backup back with 'shiftpeer --data {self._node.settings.directory} restore BACKUP'"
-            ) from None
-
-    def stopService(self) -> Deferred:
-        super().stopService()
-        store, self._node.store = self._node.store, None
-        if store is not None:
-            store.close()
-            self.log.info("store closed at {path}", path=self._path)
-        self._release()
-        return succeed(None)
-
-    def _release(self) -> None:
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.release()
 
 
 class SequentialMultiService(MultiService):
@@ -566,123 +397,10 @@ class Node(SequentialMultiService):
         return self.api_service.when_listening()
 
 
-class _HookedFactory:
-    """Builds the sync factory's protocols with one more connection hook (which side or peer it is)."""
-
-    def __init__(self, factory: Any, hook: Callable[[Any], Any], built: Any = None):
-        self._factory = factory
-        self._hook = hook
-        self._built = built
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._factory, name)
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = self._factory.buildProtocol(addr)
-        if proto is not None and hasattr(proto, "extra_hooks"):
-            proto.extra_hooks.append(self._hook)
-        if proto is not None and self._built is not None:
-            self._built.add(proto)
-        return proto
-
-
-def make_peer_service(node: "Node", endpoint: Any, kind: str, address: str) -> IService:
-    """The sync package's reconnecting SyncPeerService; roles hear of each authenticated connection."""
-    from shiftpeer.sync.client import SyncPeerService
-
-    return SyncPeerService(
-        node.clock,
-        endpoint,
-        node.sync_factory,
-        on_connected=lambda conn: node.peer_connected(conn, kind),
-        retry_policy=backoffPolicy(initialDelay=1.0, maxDelay=60.0),
-        name=f"{kind} {address}",
-    )
-
-
-def load_key(directory: str, config: Any) -> Any:
-    """The node key (its account): NodeConfig.load_key() when there is one, else from the directory."""
-    loader = getattr(config, "load_key", None)
-    if callable(loader):
-        return loader()
-    from shiftpeer.identity import NodeKey
-
-    key_dir = _get(config, "key_dir", default=directory)
-    return NodeKey.load(os.path.join(os.path.abspath(directory), str(key_dir)))
-
-
-def tls_material(node: "Node") -> Any:
-    """What the node presents in TLS: the hub certificate when configured, else the node key."""
-    settings = node.settings
-    if settings.tls_cert and settings.tls_key:
-        from shiftpeer.identity.certs import CertMaterial
-
-        return CertMaterial.from_files(settings.tls_cert, settings.tls_key)
-    return node.key
-
-
-class RolesPolicy:
-    """The sync Policy of a node: a database may be read or written when any role allows it (default deny)."""
-
-    def __init__(self, node: Node):
-        self._node = node
-
-    def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
-        return any(_ask(r, "may_read", peer_id, dbname, conn) for r in self._node.roles)
-
-    def may_write(self, peer_id: str, dbname: str, conn: Any) -> bool:
-        return any(_ask(r, "may_write", peer_id, dbname, conn) for r in self._node.roles)
-
-
-def _ask(role: Any, method: str, *args: Any) -> bool:
-    fn = getattr(role, method, None)
-    return bool(fn(*args)) if fn is not None else False
-
-
-def build_sync_factory(node: Node) -> Any:
-    """The SyncFactory of this node: its policy asks the roles, and roles hear of each new connection.
-    Its limits are the config's checked ``sync`` settings (config.json and twistd flags), else the defaults."""
-    from shiftpeer.sync import SyncFactory
-
-    factory = SyncFactory(
-        node.store,
-        node.key,
-        RolesPolicy(node),
-        reactor=node.reactor,
-        roles=tuple(getattr(r, "name", "") for r in node.roles),
-        **_get(node.settings.config, "sync", default={}),
-    )
-    for role in node.roles:
-        install = getattr(role, "install_sync", None)
-        if install is not None:
-            install(factory)  # a role registers its RPC handlers here
-    from shiftpeer.api.metrics import count_rpc_refusals
-
-    count_rpc_refusals(factory)
-    return factory
-
-
-def wrap_tls_server(node: Node, factory: Any) -> Any:
-    """Mutual TLS around the sync factory: the hub certificate when configured, else the node key's."""
-    from shiftpeer.identity.tls import TLSFactory, server_creator
-
-    return TLSFactory(server_creator(tls_material(node)), False, factory)
-
-
-def tls_client_endpoint(node: Node, host: str, port: int, kind: str) -> Any:
-    """TCP wrapped in client TLS. A hub's certificate must match its host name under --ca (or the system's
-    CAs), and its key the pinned --hub-id when one is given; with --hub-id and no --ca, the key alone."""
-    from twisted.internet.endpoints import HostnameEndpoint
-
-    from shiftpeer.identity.tls import client_creator
-    from shiftpeer.sync.client import tls_client_endpoint as wrap_client_tls
-
-    settings = node.settings
-    if kind == "hub":
-        # pinned without --ca, the key alone counts (a hub without a CA certificate presents a self-signed one)
-        by_name = settings.ca or not settings.hub_id
-        creator = client_creator(tls_material(node), hostname=host if by_name else None,
-                                 trust_root=settings.ca, expected_peer_id=settings.hub_id)
-    else:
-        creator = client_creator(tls_material(node))
-    return wrap_client_tls(HostnameEndpoint(node.reactor, host, port), creator)
+#: What other modules import from here: the node, and (re-exported from their own modules since the split)
+#: its settings, store service and sync wiring.
+__all__ = [
+    "DEFAULT_API", "HOUSEKEEPING_INTERVAL", "STOP_GRACE", "Node", "NodeSettings", "SequentialMultiService",
+    "StoreService", "SyncService", "default_roles", "load_key", "settings_from_config", "RolesPolicy",
+    "build_sync_factory", "make_peer_service", "tls_client_endpoint", "tls_material", "wrap_tls_server",
+]

@@ -233,7 +233,8 @@ def makeService(options: Options) -> IService:
     on top of config.json's ``sync`` object)."""
     from dataclasses import replace
 
-    from shiftpeer.node import Node, load_key, settings_from_config
+    from shiftpeer.node import Node
+    from shiftpeer.nodesettings import load_key, settings_from_config
 
     show_startup_errors()   # a node that cannot start says why in one line (shiftpeer.startup)
     path = options["data"]

@@ -14,7 +14,8 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
 
 from shiftpeer.identity import NodeKey
-from shiftpeer.node import Node, NodeSettings
+from shiftpeer.node import Node
+from shiftpeer.nodesettings import NodeSettings
 
 
 def make_node(directory: str, role_factories: list | None = None, **settings: Any) -> Node:

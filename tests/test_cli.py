@@ -235,7 +235,7 @@ def test_twistd_json_logger(tmp_path):
     stop_node(proc)
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     assert any(e["text"].startswith("local API listening on http://127.0.0.1:") and "url" in e for e in lines)
-    assert any(e["namespace"] == "shiftpeer.node.StoreService" and e["text"].startswith("store closed") for e in lines)
+    assert any(e["namespace"] == "shiftpeer.storeservice.StoreService" and e["text"].startswith("store closed") for e in lines)
 
 
 def test_node_stops_cleanly_and_console_module_runs(tmp_path):

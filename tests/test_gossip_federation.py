@@ -11,7 +11,8 @@ from twisted.internet.defer import gatherResults
 
 from shiftpeer.identity import NodeKey
 from shiftpeer.identity.makecerts import main as make_certs
-from shiftpeer.node import Node, NodeSettings
+from shiftpeer.node import Node
+from shiftpeer.nodesettings import NodeSettings
 from tests.helpers_node import eventually
 from tests.test_gossip_mesh import free_port, master_ids, publish
 

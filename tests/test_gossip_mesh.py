@@ -12,7 +12,8 @@ from twisted.internet.defer import gatherResults
 
 from shiftpeer.identity import NodeKey
 from shiftpeer.identity.signing import sign_doc, signing_payload, verify_repl_doc
-from shiftpeer.node import Node, NodeSettings
+from shiftpeer.node import Node
+from shiftpeer.nodesettings import NodeSettings
 from shiftpeer.store.revs import compute_rev
 from tests.helpers_node import eventually
 from tests.ports import free_port

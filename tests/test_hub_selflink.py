@@ -11,8 +11,8 @@ import pytest_twisted
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
 from shiftpeer.identity.makecerts import main as make_certs
-from shiftpeer.node import NodeSettings
 from shiftpeer.nodedir import init_node_dir
+from shiftpeer.nodesettings import NodeSettings
 from shiftpeer.selflink import SELF, describe, hub_target, loopback_endpoint
 from tests.helpers_node import eventually
 from tests.test_cli import run, start_node, stop_node, wait_for

@@ -11,8 +11,8 @@ from twisted.python import usage
 
 from shiftpeer.identity.certs import CertMaterial
 from shiftpeer.identity.makecerts import main as make_certs
-from shiftpeer.node import tls_material
 from shiftpeer.nodedir import init_node_dir
+from shiftpeer.syncwiring import tls_material
 from shiftpeer.tap import makeService
 from test_cli import run, start_node, stop_node
 from test_tap import parse

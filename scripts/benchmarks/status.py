@@ -32,7 +32,8 @@ sys.path.insert(0, ROOT)
 
 from shiftpeer.api.metrics import NodeCollector  # noqa: E402
 from shiftpeer.identity import NodeKey  # noqa: E402
-from shiftpeer.node import Node, NodeSettings  # noqa: E402
+from shiftpeer.node import Node  # noqa: E402
+from shiftpeer.nodesettings import NodeSettings  # noqa: E402
 from shiftpeer.store import Store  # noqa: E402
 
 

@@ -61,7 +61,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CliError(f"cannot create node directory {args.dir}: {e}") from None
     account = getattr(config, "account_id", None)
     if account is None:
-        from shiftpeer.node import load_key
+        from shiftpeer.nodesettings import load_key
 
         account = load_key(args.dir, config).account_id
     if args.hub and not args.tls_cert:

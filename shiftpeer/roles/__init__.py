@@ -5,5 +5,5 @@ built from the Node (``node.store``, ``node.api``, ``node.clock``, ``node.key``,
 Optional hooks the Node calls: ``peer_connected(conn, kind)`` (kind "hub", "peer" or "incoming"),
 ``install_sync(factory)``, ``may_read``/``may_write(peer_id, dbname, conn)`` (the node's sync policy:
 any role may allow, default deny), ``housekeeping()``; ``replications`` is reported as lag by status.
-``shiftpeer.node.default_roles`` picks the roles from the settings. See docs/node.md.
+``shiftpeer.nodesettings.default_roles`` picks the roles from the settings. See docs/node.md.
 """

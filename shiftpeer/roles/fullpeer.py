@@ -231,7 +231,7 @@ class FullPeerRole(_GossipRole):
 
     def _dial(self, address: str) -> Any:
         from shiftpeer.endpoints import split_host_port
-        from shiftpeer.node import make_peer_service
+        from shiftpeer.syncwiring import make_peer_service
 
         node = self.node
         host, port = split_host_port(address)
