@@ -30,6 +30,7 @@ from twisted.logger import Logger
 
 from shiftpeer.endpoints import EndpointError, check_api_endpoint, check_host_port, check_server_endpoint
 from shiftpeer.identity import KeyFileError, NodeKey
+from shiftpeer.nodesettings import DEFAULT_API  # loopback only, a port the OS picks (bound URL in DIR/api.url)
 from shiftpeer.identity.certs import (
     CertMaterial,
     CertificateError,
@@ -48,9 +49,6 @@ TLS_KEY_FILE = "tls/key.pem"
 CA_FILE = "ca.pem"
 STORE_DIR = "store"
 
-#: The local API listens on loopback only, on a port the OS picks; the node writes the bound URL
-#: to DIR/api.url, so several nodes on one machine (a demo mesh) never collide.
-DEFAULT_API = "tcp:0:interface=127.0.0.1"
 
 ROLE_USER, ROLE_HUB, ROLE_FULL_PEER = "user", "hub", "full-peer"
 ROLES = (ROLE_USER, ROLE_HUB, ROLE_FULL_PEER)

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
     from shiftpeer.node import Node
 
-#: Default local API endpoint: loopback only, any free port (the bound URL goes to DIR/api.url).
+#: Default local API endpoint: loopback only, on a port the OS picks; the node writes the bound URL to
+#: DIR/api.url, so several nodes on one machine (a demo mesh) never collide. nodedir re-exports it.
 DEFAULT_API = "tcp:0:interface=127.0.0.1"
 
 
