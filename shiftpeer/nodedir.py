@@ -30,7 +30,6 @@ from twisted.logger import Logger
 
 from shiftpeer.endpoints import EndpointError, check_api_endpoint, check_host_port, check_server_endpoint
 from shiftpeer.identity import KeyFileError, NodeKey
-from shiftpeer.nodesettings import DEFAULT_API  # loopback only, a port the OS picks (bound URL in DIR/api.url)
 from shiftpeer.identity.certs import (
     CertMaterial,
     CertificateError,
@@ -39,6 +38,7 @@ from shiftpeer.identity.certs import (
     load_cert_chain,
 )
 from shiftpeer.identity.keys import _write_private, is_peer_id
+from shiftpeer.nodesettings import DEFAULT_API  # loopback only, a port the OS picks (bound URL in DIR/api.url)
 
 log = Logger()
 
