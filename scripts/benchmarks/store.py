@@ -20,6 +20,8 @@ process are printed beside each, and the load average, so I/O waits and contenti
 * href lookup: 10,000 `query("href", url)` calls for random page URLs (about 10 documents each, every one
   returned as a decoded `Doc`), p50 and p99 of the per-call time.
 * disk: pages in use after the writes, divided by the documents (and the size of a compacting copy).
+* machine_loop_s: a fixed Python loop timed before and after (scripts/benchmarks/machine.py), since this
+  VM's own speed moves by up to ~1.7x from one minute to the next.
 --vis gives every document a "public" visibility token too (a hub's shared database: every index entry is
 written twice). With --json the last line is one JSON object.
 """
@@ -39,6 +41,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
+from machine import loop_seconds  # noqa: E402  (scripts/benchmarks/machine.py: the VM's speed now)
 from shiftpeer.store import Store  # noqa: E402
 from shiftpeer.store.revs import compute_rev  # noqa: E402
 from shiftpeer.tuning import tune_interpreter  # noqa: E402
@@ -144,6 +147,7 @@ def main() -> None:
     # The decoder must be cbor2's compiled one (cbor2 >= 6: cbor2._cbor2; 5.x: the _cbor2 module).
     c_cbor = getattr(cbor2.loads, "__module__", "") in ("cbor2._cbor2", "_cbor2")
     n = 10_000 if args.quick else 100_000
+    loop_before = loop_seconds()
     vis = ["public"] if args.vis else None
     batch = 1000
     rng = random.Random(1)
@@ -230,6 +234,7 @@ def main() -> None:
         "read_cpu_us_per_doc_page_1000": round(read_big_cpu / n * 1e6, 1),
         "href_lookup_cpu_mean_ms": round(lookup_cpu / len(lookups) * 1000, 4),
         "loadavg": [round(load_before, 2), round(load_after, 2)],
+        "machine_loop_s": [loop_before, loop_seconds()],
         "cbor2_c": c_cbor,
     }
     print(f"documents:          {n:,} (avg body {avg_body:.0f} bytes CBOR + 64-byte sig), batches of {batch}")

@@ -16,6 +16,9 @@ fsync on and every signature verified.
     -> live_fsync_p50_ms / live_fsync_p99_ms (receiver fsyncs each commit),
        live_p50_ms / live_p99_ms (receiver reopened without fsync; the source never fsyncs)
 
+machine_loop_s: a fixed Python loop timed before and after (scripts/benchmarks/machine.py): this VM's own
+speed moves by up to ~1.7x from one minute to the next, so compare runs with it in view.
+
 usage: scripts/bench sync [--quick] [--json] [--user-rules]     (--quick: 10,000 shifts, 100 live writes)
 
 --user-rules: the receiver stores through a user node's rules (``filtering_store_batch(refusal)``, what
@@ -38,6 +41,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
+from machine import loop_seconds  # noqa: E402  (scripts/benchmarks/machine.py: the VM's speed now)
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory  # noqa: E402
 
 TUNING = json.loads(os.environ.get("SHIFTPEER_SYNC_TUNING", "{}"))  # e.g. {"window": 16}
@@ -203,6 +207,7 @@ def scenario_args(argv: list[str]) -> tuple[bool, bool, int, int]:
 
 def main(argv: list[str]) -> None:
     quick, as_json, n, live_n = scenario_args(argv)
+    loop_before = loop_seconds()
     tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-sync-")
     child = subprocess.Popen([sys.executable, __file__, "--source", tmp, str(n)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -217,6 +222,7 @@ def main(argv: list[str]) -> None:
         except Exception:
             child.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+    results["machine_loop_s"] = [loop_before, loop_seconds()]
     if not as_json:
         targets = {"pull_docs_per_s": ">= 10000", "incremental_1000_s": "<= 0.15", "noop_reconnect_ms": "<= 20",
                    "noop_reconnect_bytes": "<= 2048", "live_p50_ms": "<= 2", "live_p99_ms": "<= 10"}

@@ -1,0 +1,37 @@
+"""How fast this VM runs right now: a fixed pure-Python loop, timed before and after a benchmark.
+
+Usage: scripts/bench machine [--quick] [--json]   (five timings of the loop, one with --quick)
+
+The same code takes up to ~1.7x the time from one minute to the next on this VM (docs/benchmarks.md,
+*The machine itself*), with no steal time reported and nothing else running. Each benchmark's JSON carries
+`machine_loop_s` [before, after] so two runs can be compared for the machine's speed, not only the code's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+#: Iterations of the calibration loop: ~0.5-0.9 s on this VM, short beside any benchmark.
+LOOP_N = 6_000_000
+
+
+def loop_seconds(n: int = LOOP_N) -> float:
+    """Wall seconds for `n` iterations of an integer-adding loop (no I/O, next to no allocation)."""
+    t = time.perf_counter()
+    s = 0
+    for i in range(n):
+        s += i
+    return round(time.perf_counter() - t, 3)
+
+
+def main(argv: list[str]) -> None:
+    runs = [loop_seconds() for _ in range(1 if "--quick" in argv else 5)]
+    if "--json" not in argv:
+        print(f"{LOOP_N:,} iterations of a pure-Python loop: " + ", ".join(f"{s:.3f} s" for s in runs))
+    print(json.dumps({"loop_n": LOOP_N, "loop_s": runs, "loop_s_min": min(runs), "loop_s_max": max(runs)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
