@@ -107,6 +107,28 @@ def test_every_source_file_the_docs_name_exists():
     assert not dead, "source files or names the docs point at that do not exist:\n" + "\n".join(dead)
 
 
+def map_entries(internals: Path) -> set[str]:
+    """The modules and packages named at the start of a line of the first code block of internals.md, the
+    map of the code (``  store/``, ``  node.py``)."""
+    block = internals.read_text().split("```", 2)[1]
+    return {m.group(1) for m in re.finditer(r"^  (\w+(?:\.py|/))", block, re.M)}
+
+
+def package_parts(package: Path) -> set[str]:
+    """The package's own modules and subpackages, as the map writes them (``node.py``, ``store/``)."""
+    return {p.name + "/" if p.is_dir() else p.name for p in package.iterdir()
+            if (p.is_dir() and (p / "__init__.py").is_file()) or (p.suffix == ".py" and p.name != "__init__.py")}
+
+
+def test_the_map_of_the_code_names_every_module():
+    """docs/internals.md's map names every module and package of shiftpeer/ and nothing that is gone, so a
+    new module gets its line (what it is for) in the same branch."""
+    named, present = map_entries(ROOT / "docs" / "internals.md"), package_parts(PACKAGE)
+    assert "store/" in named and "node.py" in named, "the map is the first code block of internals.md"
+    assert sorted(present - named) == [], "modules missing from the map in docs/internals.md"
+    assert sorted(named - present) == [], "modules in the map of docs/internals.md that are not in shiftpeer/"
+
+
 def test_a_dead_reference_is_reported(tmp_path):
     """The checks find a test, a test file, a source file and a name that are not there (and only those),
     so the two tests above cannot pass by matching nothing."""
