@@ -217,7 +217,15 @@ def _not_implemented(what: str) -> Handler:
     return handler
 
 
+def _no_gossip(req: ApiRequest) -> Any:
+    """A node that does not gossip bans no one: say so, rather than that the route does not exist."""
+    raise ApiError(404, "this node does not gossip, so it has no bans to lift: only full peers and hubs ban "
+                        "gossip neighbours", code="no_gossip")
+
+
 def install_placeholder_routes(app: ApiApp) -> None:
-    """Register the 501 placeholders so clients get a clear answer rather than a 404."""
+    """Register the 501 placeholders so clients get a clear answer rather than a 404; and the gossip unban
+    route's answer on a node without gossip (the gossiping roles replace it, shiftpeer.gossip.routes)."""
     for method, template, what in PLACEHOLDERS:
         app.add_route(method, PREFIX + template, _not_implemented(what))
+    app.add_route("POST", PREFIX + "/gossip/unban", _no_gossip)
