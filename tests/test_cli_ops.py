@@ -202,8 +202,13 @@ def test_comments_and_notices_show_names_where_the_hub_knows_them(registered, ca
     cli_json(capsys, "--data", alice, "shift", "publish", sid, "--public")
     wait_for(lambda: sid in {r["id"] for r in cli_json(capsys, "--data", bob, "feed")["rows"]}, timeout=20)
     cid = cli_json(capsys, "--data", bob, "comment", sid, "names please")["id"]
-    status, out, err = run(capsys, "--data", alice, "feed", "--thread", sid)
-    assert status == 0 and f"{cid}" in out and "comment by bob: names please" in out, out
+
+    def thread_with_comment():   # the comment travels bob -> hub -> alice: poll, don't assume it is there
+        status, out, _ = run(capsys, "--data", alice, "feed", "--thread", sid)
+        return out if status == 0 and cid in out else None
+
+    out = wait_for(thread_with_comment, timeout=20)
+    assert "comment by bob: names please" in out, out
     hub_id = cli_json(capsys, "--data", hub, "status")["account"]
     cli_json(capsys, "--data", hub, "notice", "names notice")
 
