@@ -102,3 +102,19 @@ async def test_author_name_on_the_authors_own_node_keeps_her_drafts(mesh):
     assert await _ids(alice, filters={"author": alice.account}) == [draft, published]
     assert await _ids(alice, filters={"author": "bob"}) == []
     assert await _ids(bob, filters={"author": "alice"}) == [published]
+
+
+@pytest_twisted.ensureDeferred
+async def test_hub_refuses_an_author_name_no_one_registered(mesh):
+    """A user node's feed answered by the hub: --author alice gives alice's shifts, an unknown name is
+    no_user (as on a full peer), not an empty page that reads as "no shifts"."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = alice.new_shift("https://au.example/hub")
+    await alice.publish(sid, public=True)
+    await eventually(lambda: sid in mesh.hub.ids("shared"), "the shift in the hub's shared")
+    answer = await bob.flows.query({"filters": {"author": "alice"}})
+    assert answer["source"] == "shared" and [r["id"] for r in answer["rows"]] == [sid]
+    with pytest.raises(FlowError, match="no user 'nobody' on this hub") as unknown:
+        await bob.flows.query({"filters": {"author": ["alice", "nobody"]}})
+    assert unknown.value.code == "no_user"

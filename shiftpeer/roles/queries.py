@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from shiftpeer import times
+from shiftpeer.identity import is_account_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name, is_name
@@ -184,7 +185,12 @@ class HubQueries:
         return {"rows": rows[: q["limit"]], "next_cursor": None}
 
     def _account(self, who: str) -> str:
-        if is_name(who):
+        """The account id an ``author`` filter value names: a registered name's account, or the value
+        itself (an account id). A name no one registered is refused with ``no_user``, as a node answering
+        from its own feed refuses it (roles/authors.py): an empty page would read as "no shifts"."""
+        if is_name(who) and not is_account_id(who):   # registration refuses names shaped like account ids
             account = self._accounts.id_of(who)
-            return account if account is not None else who
+            if account is None:
+                raise FlowError(f"there is no user {who!r} on this hub", "no_user")
+            return account
         return who
