@@ -28,7 +28,7 @@ from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer import startup
 from shiftpeer.startup import ListeningService, StartupError
 from shiftpeer.storeservice import StoreService
-from shiftpeer.syncwiring import (RolesPolicy, _HookedFactory, build_sync_factory, make_peer_service,
+from shiftpeer.syncwiring import (HookedFactory, RolesPolicy, build_sync_factory, make_peer_service,
                                   tls_client_endpoint, tls_material, wrap_tls_server)
 
 HOUSEKEEPING_INTERVAL = 60.0
@@ -247,7 +247,7 @@ class Node(SequentialMultiService):
         """One TLS listening service per --listen endpoint; accepted connections reach the roles as "incoming"."""
         from twisted.internet.endpoints import serverFromString
 
-        factory = _HookedFactory(self.sync_factory, lambda conn: self.peer_connected(conn, "incoming"),
+        factory = HookedFactory(self.sync_factory, lambda conn: self.peer_connected(conn, "incoming"),
                                  self.accepted)
         services = []
         self.listeners = []

@@ -70,7 +70,7 @@ def default_roles(settings: NodeSettings) -> list[Callable[["Node"], IService]]:
     return factories
 
 
-def _get(config: Any, *names: str, default: Any = None) -> Any:
+def config_field(config: Any, *names: str, default: Any = None) -> Any:
     """Read the first present field of a NodeConfig (attribute or mapping) among ``names``."""
     for name in names:
         if isinstance(config, dict) and config.get(name) is not None:
@@ -90,22 +90,23 @@ def settings_from_config(directory: str, config: Any) -> NodeSettings:
             return []
         return [v] if isinstance(v, str) else list(v)
 
-    store_path = _get(config, "store_path", "store_dir", "store", default=os.path.join(directory, "store"))
+    store_path = config_field(config, "store_path", "store_dir", "store",
+                              default=os.path.join(directory, "store"))
     return NodeSettings(
         directory=directory,
         store_path=os.path.join(directory, str(store_path)),
-        listen=as_list(_get(config, "listen")),
-        api=_get(config, "api", default=DEFAULT_API),
-        connect=_get(config, "connect", "hub_address"),
-        peers=as_list(_get(config, "peers", "peer")),
-        full_peer=bool(_get(config, "full_peer", default=False)),
-        hub=bool(_get(config, "hub", default=False)),
-        metrics=_get(config, "metrics"),
-        tls_cert=_get(config, "tls_cert"),
-        tls_key=_get(config, "tls_key"),
-        ca=_get(config, "ca"),
-        hub_id=_get(config, "hub_id"),
-        user=_get(config, "user", "user_name", "name"),
+        listen=as_list(config_field(config, "listen")),
+        api=config_field(config, "api", default=DEFAULT_API),
+        connect=config_field(config, "connect", "hub_address"),
+        peers=as_list(config_field(config, "peers", "peer")),
+        full_peer=bool(config_field(config, "full_peer", default=False)),
+        hub=bool(config_field(config, "hub", default=False)),
+        metrics=config_field(config, "metrics"),
+        tls_cert=config_field(config, "tls_cert"),
+        tls_key=config_field(config, "tls_key"),
+        ca=config_field(config, "ca"),
+        hub_id=config_field(config, "hub_id"),
+        user=config_field(config, "user", "user_name", "name"),
         config=config,
     )
 
@@ -117,5 +118,5 @@ def load_key(directory: str, config: Any) -> Any:
         return loader()
     from shiftpeer.identity import NodeKey
 
-    key_dir = _get(config, "key_dir", default=directory)
+    key_dir = config_field(config, "key_dir", default=directory)
     return NodeKey.load(os.path.join(os.path.abspath(directory), str(key_dir)))

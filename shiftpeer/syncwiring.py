@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import IService
 
-from shiftpeer.nodesettings import _get
+from shiftpeer.nodesettings import config_field
 
 if TYPE_CHECKING:
     from shiftpeer.node import Node
 
 
-class _HookedFactory:
+class HookedFactory:
     """Builds the sync factory's protocols with one more connection hook (which side or peer it is)."""
 
     def __init__(self, factory: Any, hook: Callable[[Any], Any], built: Any = None):
@@ -92,7 +92,7 @@ def build_sync_factory(node: Node) -> Any:
         RolesPolicy(node),
         reactor=node.reactor,
         roles=tuple(getattr(r, "name", "") for r in node.roles),
-        **_get(node.settings.config, "sync", default={}),
+        **config_field(node.settings.config, "sync", default={}),
     )
     for role in node.roles:
         install = getattr(role, "install_sync", None)
