@@ -255,3 +255,29 @@ def test_a_pull_riding_on_a_push_reads_only_the_pushed_database():
     mine.database("mine").put("later", {"n": 9, "author": "x"})
     settle(pair.pump)
     assert sf.store.database("inbox").get("later") is not None and sf.store.database("inbox").get("s0") is None
+
+
+@pytest.mark.allow_logged_errors
+def test_a_peer_without_a_verified_certificate_is_refused_before_anything_is_served():
+    """No TLS peer certificate, no peer id: the hello is answered with an unauthenticated error, the
+    connection closes, nothing is served, and other peers are unaffected."""
+    srv = Served()
+    pair = connect_pair(make_factory(srv.clock, MemoryStore()), srv.sf, srv.clock, tls=False)
+    settle(pair.pump)
+    assert pair.server.close_reason["code"] == "unauthenticated" and pair.server._closing
+    assert pair.server.peer_id is None and srv.sf.counters["docs_out"] == 0
+    assert srv.still_serves()
+
+
+@pytest.mark.allow_logged_errors
+def test_a_replication_id_used_twice_drops_the_peer():
+    """A second pull under a replication id already serving one is a protocol violation: the peer is
+    dropped with a duplicate error and nothing more is served to it."""
+    srv = Served()
+    pair = srv.client()
+    pull = {"t": "pull", "rid": 7, "db": "master", "since": 0, "epoch": None, "live": True}
+    raw(pair, frame(pull))
+    assert not pair.client._closing and 7 in pair.server.replications.feeders
+    raw(pair, frame(pull))
+    assert closed_with(pair, "duplicate") and "replication id 7 is already in use" in pair.client.peer_error["msg"]
+    assert srv.still_serves()
