@@ -1,6 +1,7 @@
-"""`shiftpeer follow`, `favorite`, `feed --following/--favorites` and `messages --unread` between real
-nodes: a hub and two users in this process over TLS on 127.0.0.1, each user driven by the command line
-against its node's API (POST /v1/follows and /v1/shifts/ID/favorite had no test through the API)."""
+"""`shiftpeer follow`, `favorite`, `feed --following/--favorites`, `messages --unread` and the group commands
+between real nodes: a hub and two users in this process over TLS on 127.0.0.1, each user driven by the
+command line against its node's API (POST /v1/follows, /v1/shifts/ID/favorite, /v1/groups/NAME/remove and
+/level had no test through the API)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,32 @@ async def test_follow_and_favorite_from_the_command_line(nodes, capsys):
     assert await feed("--favorites") == []
 
     assert await run(bob, "messages", "--unread") == (0, "(no messages)\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_levels_members_and_removal_from_the_command_line(nodes, capsys):
+    """An open group joined at its join level; the owner raises a member, lists the members, removes one;
+    removing, raising or leaving as a non-member is one line, exit 1, naming the user and the group."""
+    hub, hub_api, api = await _hub_and_users(nodes, users=("alice", "bob"))
+    tmp_path, started = nodes
+    capsys.readouterr()   # what making the certificates printed
+    alice = node_cli(capsys, str(tmp_path / "alice"))
+    bob = node_cli(capsys, str(tmp_path / "bob"))
+
+    async def run(cli, *argv: str) -> tuple[int, str]:
+        return await deferToThread(cli, *argv)
+
+    assert await run(alice, "group", "new", "club", "--open", "--join-level", "publish") == (0, "created group club\n")
+    assert await run(bob, "group", "join", "club") == (0, "joined club as publish\n")
+    assert await run(alice, "group", "level", "club", "bob", "admin") == (0, "bob is now admin in club\n")
+    assert await run(bob, "group", "members", "club") == (0, "alice  owner\nbob  admin\n")
+    assert await run(alice, "group", "remove", "club", "bob") == (0, "removed bob from club\n")
+    assert await run(alice, "group", "members", "club") == (0, "alice  owner\n")
+    for cli, argv, words in [
+        (alice, ("group", "remove", "club", "bob"), "'bob' is not a member of 'club'"),
+        (alice, ("group", "level", "club", "bob", "read"), "'bob' is not a member of 'club' (invite them first)"),
+        (bob, ("group", "leave", "club"), "you are not a member of 'club'"),
+    ]:
+        status, out = await run(cli, *argv)
+        assert status == EXIT_ERROR and out.count("\n") == 1 and words in out, (argv, out)
+    assert await run(alice, "group", "members", "club") == (0, "alice  owner\n")
