@@ -113,6 +113,29 @@ async def test_an_oversized_or_empty_body_changes_nothing(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_bad_shift_field_is_400_naming_it_and_writes_nothing(node):
+    """Each field of a new shift, and the summary of an edit, is checked: 400 with what is wrong, nothing
+    written (no new shift, no new revision)."""
+    c = await client_for(node)
+    code, made = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "https://e.org/f"})
+    for fields, words in [
+        ({"summary": 5}, "summary must be a string"),
+        ({"summary": "s" * 2001}, "summary is longer than 2000 characters"),
+        ({"space": "My Notes"}, "space must be 1-100 letters, digits, '_', '.' or '-', got 'My Notes'"),
+        ({"space": "N" * 101}, "space must be 1-100 letters"),
+        ({"href": "https://e.org/" + "p" * 4096}, "href is longer than 4096 characters"),
+        ({"href": None}, "href is required: the URL of the page the shift modifies"),
+    ]:
+        code, answer = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "https://e.org/f", **fields})
+        assert code == 400 and words in answer["error"], (fields, answer)
+        if "summary" in fields:
+            code, answer = await c.request("PATCH", f"/v1/shifts/{made['id']}", fields)
+            assert code == 400 and words in answer["error"], (fields, answer)
+    private = node.store.database("user/private")
+    assert private.doc_count() == 1 and private.get(made["id"]).rev == made["rev"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_path_segments_reach_handlers_decoded(node):
     """A percent-encoded id reaches the handler (and its error message) as the client meant it."""
     c = await client_for(node)
