@@ -1,6 +1,7 @@
-"""The local API on `unix:PATH` (docs/api.md allows it besides loopback tcp): a real node in this process
-answers HTTP on the socket with the token checked, writes `unix:PATH` to api.url, and the `shiftpeer`
-command, which speaks HTTP over tcp only, says so in one line instead of failing obscurely."""
+"""The local API on the endpoints docs/api.md allows besides the default (tcp on 127.0.0.1): on `unix:PATH` a
+real node in this process answers HTTP on the socket with the token checked, writes `unix:PATH` to api.url,
+and the `shiftpeer` command, which speaks HTTP over tcp only, says so in one line instead of failing
+obscurely; on tcp6 `::1` api.url is a bracketed URL the command uses."""
 
 from __future__ import annotations
 
@@ -60,3 +61,18 @@ async def test_an_api_on_a_unix_socket(tmp_path, capsys):
     finally:
         await node.stopService()
     assert not os.path.exists(os.path.join(d, "api.url"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_api_on_ipv6_loopback(tmp_path, capsys):
+    d = str(tmp_path / "v6")
+    init_node_dir(d, user="ivy", api=r"tcp6:0:interface=\:\:1")
+    node = Node.from_directory(d, reactor=reactor)
+    node.startService()
+    try:
+        url = await node.when_ready()
+        assert url.startswith("http://[::1]:") and open(os.path.join(d, "api.url")).read().strip() == url
+        status, out = await deferToThread(node_cli(capsys, d), "status", "--json")
+        assert status == 0 and json.loads(out)["account"] == node.account_id
+    finally:
+        await node.stopService()
