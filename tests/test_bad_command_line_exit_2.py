@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from shiftpeer.cli import EXIT_USAGE, main
+from shiftpeer.cli import EXIT_USAGE
 from tests.test_cli import run
+from tests.test_cli_errors import _stopped
 
 
 @pytest.fixture
 def stopped(tmp_path, capsys) -> str:
     """A node directory made with `shiftpeer init` whose node is not running."""
-    d = str(tmp_path / "kim")
-    assert main(["init", d, "--user", "kim"]) == 0
-    capsys.readouterr()
-    return d
+    return _stopped(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("argv, words", [
