@@ -180,12 +180,16 @@ def check_content(content: Any) -> dict:
     return content
 
 
+#: The answer to a paging cursor this node never handed out (mistyped, or made up): the caller's mistake.
+BAD_CURSOR = "cursor is not one this node handed out; use next_cursor from a feed reply"
+
+
 def check_cursor(cursor: Any) -> str | None:
     """The store's paging cursor is an opaque string handed out as next_cursor."""
     if cursor in (None, ""):
         return None
     if not isinstance(cursor, str) or len(cursor) > 1000:
-        raise InvalidShift("cursor is not one this node handed out; use next_cursor from a feed reply")
+        raise InvalidShift(BAD_CURSOR)
     return cursor
 
 
@@ -336,8 +340,8 @@ class Shifts:
             try:
                 docs, store_cursor = db.query(index, values, limit=limit - len(rows), cursor=store_cursor,
                                               since=since, until=until)
-            except InvalidDocument as e:
-                raise InvalidShift(f"bad feed query: {e}") from None
+            except InvalidDocument:   # a cursor this node never handed out (the rest is checked above)
+                raise InvalidShift(BAD_CURSOR) from None
             for doc in docs:
                 if doc.deleted:
                     continue

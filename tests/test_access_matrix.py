@@ -6,9 +6,13 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import Clock
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.roles.names import FlowError
+from shiftpeer.roles.publishing import NotConnected
+from shiftpeer.roles.remote import HubLink
+from shiftpeer.store import Store
 
 HREF = "https://example.org/matrix"
 MEMBERS = {"olga": "owner", "adam": "admin", "pete": "publish", "rita": "read", "ivan": "invited"}
@@ -208,3 +212,26 @@ async def test_register_right_after_start_waits_for_the_hub(mesh):
     await early.connect(mesh.hub)
     assert (await pending)["name"] == "early"
     assert mesh.hub.hub.accounts.id_of("early") == early.account
+
+
+def test_a_call_waiting_for_a_hub_that_never_comes_gives_up_saying_so(tmp_path):
+    """The same wait with no hub: after connect_wait seconds (a Clock: no real waiting) the call fails with
+    not_connected, naming the wait and what to check; a call made with no wait fails at once."""
+    clock = Clock()
+    store = Store(str(tmp_path / "store"))
+    try:
+        link = HubLink(store, clock=clock, connect_wait=10.0)
+        outcome: list = []
+        link.call("register", {"name": "early"}).addBoth(outcome.append)
+        clock.advance(9.9)
+        assert outcome == [] and len(clock.getDelayedCalls()) == 1
+        clock.advance(0.1)
+        assert isinstance(outcome[0].value, NotConnected) and outcome[0].value.code == "not_connected"
+        assert str(outcome[0].value) == ("not connected to the hub after 10s (is it running? check "
+                                         "'shiftpeer status')")
+        assert clock.getDelayedCalls() == []
+        link.connect_wait = 0
+        link.call("register", {"name": "early"}).addBoth(outcome.append)
+        assert isinstance(outcome[1].value, NotConnected) and "after" not in str(outcome[1].value)
+    finally:
+        store.close()

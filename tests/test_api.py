@@ -91,6 +91,51 @@ async def test_numbers_json_has_not_got_are_bad_input_not_a_crash(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_oversized_or_empty_body_changes_nothing(node):
+    """A body over the API's limit (2 MiB) is 413 whatever it holds; an empty one counts as {} and gets the
+    handler's own answer (here: what a shift needs); an edit that changes nothing is 400. None writes."""
+    from shiftpeer.api.resource import MAX_BODY
+
+    c = await client_for(node)
+    code, made = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "https://e.org/b"})
+    assert code == 201
+    big = {"space": "Notes", "href": "https://e.org/b", "content": {"text": "x" * MAX_BODY}}
+    code, answer = await c.request("POST", "/v1/shifts", big)
+    assert code == 413 and answer == {"error": f"request body larger than {MAX_BODY} bytes"}
+    code, answer = await c.request("PATCH", f"/v1/shifts/{made['id']}", raw=b" " * (MAX_BODY + 1))
+    assert code == 413
+    code, answer = await c.request("POST", "/v1/shifts", raw=b"  ")
+    assert code == 400 and "href is required" in answer["error"]
+    code, answer = await c.request("PATCH", f"/v1/shifts/{made['id']}", raw=b"")
+    assert code == 400 and answer["error"] == "nothing to change: give summary and/or content"
+    private = node.store.database("user/private")
+    assert private.doc_count() == 1 and private.get(made["id"]).rev == made["rev"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_shift_field_is_400_naming_it_and_writes_nothing(node):
+    """Each field of a new shift, and the summary of an edit, is checked: 400 with what is wrong, nothing
+    written (no new shift, no new revision)."""
+    c = await client_for(node)
+    code, made = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "https://e.org/f"})
+    for fields, words in [
+        ({"summary": 5}, "summary must be a string"),
+        ({"summary": "s" * 2001}, "summary is longer than 2000 characters"),
+        ({"space": "My Notes"}, "space must be 1-100 letters, digits, '_', '.' or '-', got 'My Notes'"),
+        ({"space": "N" * 101}, "space must be 1-100 letters"),
+        ({"href": "https://e.org/" + "p" * 4096}, "href is longer than 4096 characters"),
+        ({"href": None}, "href is required: the URL of the page the shift modifies"),
+    ]:
+        code, answer = await c.request("POST", "/v1/shifts", {"space": "Notes", "href": "https://e.org/f", **fields})
+        assert code == 400 and words in answer["error"], (fields, answer)
+        if "summary" in fields:
+            code, answer = await c.request("PATCH", f"/v1/shifts/{made['id']}", fields)
+            assert code == 400 and words in answer["error"], (fields, answer)
+    private = node.store.database("user/private")
+    assert private.doc_count() == 1 and private.get(made["id"]).rev == made["rev"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_path_segments_reach_handlers_decoded(node):
     """A percent-encoded id reaches the handler (and its error message) as the client meant it."""
     c = await client_for(node)

@@ -8,7 +8,7 @@ import pytest_twisted
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.identity.signing import sign_doc, signing_payload
 from shiftpeer.ids import new_token
-from shiftpeer.shifts import domain_of, make_signer
+from shiftpeer.shifts import NotAuthor, domain_of, make_signer
 from shiftpeer.roles.names import FlowError
 from shiftpeer.store.revs import compute_rev
 
@@ -262,3 +262,21 @@ async def test_user_nodes_refuse_revisions_by_another_author_even_from_the_hub(m
     mesh.hub.db("inbox/bob").bulk_replicated([forged])
     await eventually(lambda: not bob.flows.link.connected, "bob's node drops the forging connection")
     assert bob.feed().get(sid, forged_rev) is None and bob.feed().get(sid).rev == held.rev
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_shift_in_my_feed_by_someone_else_cannot_be_changed_here(mesh):
+    """alice's group shift in bob's feed: bob's node refuses to edit or delete it, naming the author (the
+    API's 403), and nothing changes on either node, nor reaches the hub."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = await mesh.club_shift(HREF)
+    before = bob.feed().get(sid)
+    assert before.body["author"] == alice.account and bob.store.database("user/private").get(sid) is None
+    for change in (lambda: bob.shifts.edit(sid, {"summary": "mine now"}), lambda: bob.shifts.delete(sid)):
+        with pytest.raises(NotAuthor, match=f"shift {sid} is by {alice.account}; only its author may change it"):
+            change()
+    after = bob.feed().get(sid)
+    assert (after.rev, after.deleted, after.body) == (before.rev, False, before.body)
+    assert alice.shifts.show(sid).rev == before.rev == mesh.hub.db("shared").get(sid).rev
+    assert not bob.store.database("user/private").docs_since(0) and not bob.store.database("user/public").docs_since(0)

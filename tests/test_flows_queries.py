@@ -3,9 +3,13 @@ shared database for ordinary nodes and from the feed on a full peer."""
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
+from twisted.logger import globalLogPublisher
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+from shiftpeer.roles.names import FlowError
+from shiftpeer.store.revs import compute_rev
 
 
 async def _ids(user, **q) -> list[str]:
@@ -78,3 +82,64 @@ async def test_full_peer_answers_from_its_feed(mesh):
     peer.disconnect()
     await eventually(lambda: not peer.flows.link.connected, "offline")
     assert await _ids(peer, filters={"domain": "fp.example"}) == [sid]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hub_refuses_a_malformed_query_and_keeps_answering(mesh):
+    """A query RPC from a node that skipped its own checks (another client, a bug): the hub refuses each
+    malformed query as bad_request with a message saying what is wrong, and the same connection goes on
+    answering good queries."""
+    await mesh.start(users=("alice",))
+    alice = mesh["alice"]
+    sid = alice.new_shift("https://bad.example/")
+    await alice.publish(sid, public=True)
+    await eventually(lambda: sid in mesh.hub.ids("shared"), "shared")
+    for args, words in [
+        ({"filters": ["href"]}, "filters must be a map of author, domain, group, href, space, thread, type"),
+        ({"filters": {"colour": "red"}}, "filters must be a map of"),
+        ({"filters": {"space": 7}}, "filter 'space' takes a string or a list of strings"),
+        ({"filters": {"space": ["Notes"] * 101}}, "filter 'space' takes a string or a list of strings"),
+        ({"filters": {"domain": "x" * 4097}}, "filter 'domain' takes a string"),
+        ({"filters": {"type": "poem"}}, "type must be one of"),
+        ({"limit": 0}, "limit must be a whole number from 1 to 500"),
+        ({"limit": "50"}, "limit must be a whole number from 1 to 500"),
+        ({"cursor": 3}, "cursor must be the next_cursor of an earlier page"),
+    ]:
+        with pytest.raises(FlowError, match=words) as refused:
+            await alice.flows.link.call("query", args)
+        assert refused.value.code == "bad_request", args
+    answer = await alice.flows.link.call("query", {"filters": {"domain": "bad.example"}})
+    assert [r["id"] for r in answer["rows"]] == [sid]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_a_compromised_hub_altered_are_left_out(mesh):
+    """A hub that serves a revision whose signature does not verify (here: alice's shift with its summary
+    changed, under her signature) gets it dropped from feed queries and lookups, never shown as hers."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    honest = alice.new_shift("https://forged.example/")
+    altered = alice.new_shift("https://forged.example/")
+    for sid in (honest, altered):
+        await alice.publish(sid, public=True)
+    await eventually(lambda: {honest, altered} <= mesh.hub.ids("shared"), "shared")
+    shared = mesh.hub.db("shared")
+    real = shared.get_repl_docs([(altered, None)])[0]
+    body = {**real["body"], "summary": "HACKED"}
+    rev = compute_rev(real["rev"], False, body)
+    shared.bulk_replicated([{**real, "rev": rev, "body": body, "history": [rev, *real["history"]]}],
+                           vis=list(shared.get(altered).vis))
+    assert shared.get(altered).body["summary"] == "HACKED"
+    warned: list[str] = []
+
+    def observer(event: dict) -> None:
+        if "does not verify" in event.get("log_format", ""):
+            warned.append(event["id"])
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        assert await _ids(bob, filters={"domain": "forged.example"}) == [honest]
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert warned == [altered]
+    assert await bob.flows.find(altered) is None and (await bob.flows.find(honest))["id"] == honest

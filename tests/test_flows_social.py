@@ -119,3 +119,42 @@ async def test_a_comment_cannot_reach_a_shift_its_author_cannot_see(mesh):
                      "pushed to the hub")
     assert forged["id"] not in mesh.hub.ids("master") and forged["id"] not in mesh.hub.ids("shared")
     assert not any(m.get("kind") == "comment" for m in _messages(alice))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_peer_answers_following_and_favorites_from_its_feed(mesh):
+    """A full peer asks the hub only whom the user follows and what they favorited, then answers from its
+    own feed: --following and --favorites each, and both at once (shifts that are both). Offline, these
+    two queries say the hub is needed (an ordinary node too), while other queries still answer."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    peer = await mesh.add_user("fp", full_peer=True)
+    by_alice, by_bob = alice.new_shift(HREF), bob.new_shift(HREF)
+    await alice.publish(by_alice, public=True)
+    await bob.publish(by_bob, public=True)
+    await eventually(lambda: {by_alice, by_bob} <= peer.feed_ids(), "both shifts in the full peer's feed")
+
+    async def ids(**q) -> list[str]:
+        answer = await peer.flows.query(q)
+        assert answer["source"] == "feed"
+        return [r["id"] for r in answer["rows"]]
+
+    assert await ids(following=True) == [] and await ids(favorites=True) == []
+    await peer.flows.follow("alice")
+    await peer.flows.favorite(by_bob)
+    assert await ids(following=True) == [by_alice]
+    assert await ids(favorites=True) == [by_bob]
+    assert await ids(following=True, favorites=True) == []
+    await peer.flows.favorite(by_alice)
+    assert await ids(following=True, favorites=True) == [by_alice]
+    assert await ids(favorites=True, filters={"author": "bob"}) == [by_bob]
+
+    for user in (peer, bob):
+        user.disconnect()
+        await eventually(lambda u=user: not u.flows.link.connected, f"{user.name} offline")
+        for q in ({"following": True}, {"favorites": True}):
+            with pytest.raises(FlowError, match="follows and favorites are kept on the hub, which is not "
+                                                "connected") as refused:
+                await user.flows.query(q)
+            assert refused.value.code == "not_connected"
+    assert {r["id"] for r in (await peer.flows.query({}))["rows"]} == {by_alice, by_bob}

@@ -14,6 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 
 from shiftpeer.api.metrics import NodeCollector
+from shiftpeer.api.token import read_token
 from shiftpeer.gossip.core import Gossip
 from shiftpeer.gossip.scores import PeerScores, Refusal
 from shiftpeer.identity import NodeKey
@@ -24,7 +25,7 @@ from shiftpeer.roles.fullpeer import BANS_FILE, firehose_check
 from shiftpeer.shifts import make_signer
 from shiftpeer.store import Store
 from shiftpeer.store.revs import compute_rev
-from tests.helpers_node import eventually, node_cli
+from tests.helpers_node import ApiTestClient, eventually, node_cli
 from tests.test_gossip_federation import hub_certs, node, registered
 from tests.test_gossip_mesh import free_port, full_peer, master_ids, publish
 
@@ -250,3 +251,29 @@ async def test_status_lists_bans_and_gossip_unban_lifts_them(tmp_path, started, 
     assert json.load(open(os.path.join(d, BANS_FILE))) == {}
     status, out = await deferToThread(cli, "status")
     assert "0 banned" in out and "banned zz" not in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_unban_through_the_api_refuses_bad_requests_and_keeps_the_bans(tmp_path, started):
+    """POST /v1/gossip/unban from a client other than the command (which checks first): each malformed body
+    is 400 saying what to send, a peer that is not banned is 404, and the bans stay as they were."""
+    a = full_peer(tmp_path / "a", "a", NodeKey.generate(), free_port(), [])
+    started.append(a)
+    api = ApiTestClient(await a.when_ready(), read_token(a.settings.directory))
+    gossip = a.role("full-peer").gossip
+    gossip.scores.ban("zzbanned", "forged: bad signature")
+    for body, code, words in [
+        ({"peers": ["zzbanned"], "colour": "red"}, 400, "unknown field(s): colour (use peers or all)"),
+        ({"all": "yes"}, 400, "all must be true or false"),
+        ({}, 400, "give either peers (a list of peer ids) or all: true"),
+        ({"peers": ["zzbanned"], "all": True}, 400, "give either peers"),
+        ({"peers": []}, 400, "peers must be a non-empty list of peer ids"),
+        ({"peers": "zzbanned"}, 400, "peers must be a non-empty list of peer ids"),
+        ({"peers": ["zzbanned", ""]}, 400, "peers must be a non-empty list of peer ids"),
+        ({"peers": ["zzbanned", "nobody"]}, 404, "not banned: nobody"),
+    ]:
+        status, answer = await api.request("POST", "/v1/gossip/unban", body)
+        assert status == code and words in answer["error"], (body, answer)
+        assert gossip.scores.banned("zzbanned"), body
+    status, answer = await api.request("POST", "/v1/gossip/unban", {"peers": ["zzbanned"]})
+    assert status == 200 and answer == {"lifted": ["zzbanned"], "banned": 0}

@@ -167,3 +167,48 @@ def test_make_certs_writes_usable_hub_material(tmp_path, capsys):
     assert main(args + ["--force"]) == 0
     assert main([str(tmp_path / "fresh"), "--host", "h.test", "--new-ca"]) == 0
     assert (tmp_path / "fresh" / "ca.key").exists()
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda doc: {**doc, "version": 2}, "has config version 2; this shiftpeer reads version 1"),
+    (lambda doc: {k: v for k, v in doc.items() if k != "version"}, "has config version None"),
+    (lambda doc: [doc], "is not a JSON object"),
+    (lambda doc: {**doc, "roles": "user"}, "field 'roles' has the wrong type"),
+    (lambda doc: {**doc, "listen": "tcp:7000"}, "field 'listen' has the wrong type"),
+    (lambda doc: {**doc, "hub_id": "bogus"}, "\"hub_id\" 'bogus' is not a peer id"),
+    (lambda doc: {**doc, "hub_id": NodeKey.generate().account_id, "connect": None},
+     "\"hub_id\" pins the hub this node connects to"),
+])
+def test_a_config_json_of_another_version_or_shape_is_refused_naming_it(tmp_path, edit, words):
+    """A config.json from another shiftpeer version, or edited into the wrong shape, is refused with the
+    file's path and what is wrong (the node, backup and restore all load it this way), not misread."""
+    d = tmp_path / "n"
+    init_node_dir(d, user="alice")
+    cfg = d / "config.json"
+    cfg.write_text(json.dumps(edit(json.loads(cfg.read_text()))))
+    with pytest.raises(NodeDirError) as refused:
+        load_node_dir(d)
+    assert str(refused.value).startswith(f"{d.absolute() / 'config.json'}") and words in str(refused.value)
+
+
+def test_a_node_key_others_can_read_is_warned_about(tmp_path):
+    """node.key is the account: a mode that lets others read it loads, with a warning saying to chmod it."""
+    from twisted.logger import globalLogPublisher
+
+    d = tmp_path / "n"
+    init_node_dir(d, user="alice")
+    warnings: list[str] = []
+
+    def observe(event: dict) -> None:
+        if "readable by others" in event.get("log_format", ""):
+            warnings.append(event["log_format"].format(**event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        load_node_dir(d)
+        assert warnings == []
+        os.chmod(d / "node.key", 0o644)
+        load_node_dir(d)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert warnings == [f"{d.absolute()}/node.key is readable by others (mode 0o644); chmod 600 it"]

@@ -189,3 +189,29 @@ def test_merge_catch_up_at_start_yields_between_sources_and_skips_empty_ones(sto
     assert len(steps) == store.database_count() + 1
     assert not any(f"inbox/u{i:02d}" in store._databases for i in range(30) if i not in (3, 11, 29))
     merger.stop()
+
+
+def test_a_source_longer_than_a_batch_is_merged_whole_and_a_restart_resumes(store):
+    """A source with more changes than one merge batch is merged completely, a batch a step; a merger
+    stopped half way (the hub restarting) resumes from its checkpoint and loses nothing; when_idle fires
+    once nothing waits."""
+    clock = Clock()
+    alice = NodeKey.generate()
+    docs = [signed(alice, f"s{i}", shift(alice, groups=["club"])) for i in range(7)]
+    store.create_database("group/club").bulk_replicated(docs)
+    first = SharedMerger(store, clock, batch=3)
+    assert first.merge_once("group/club") is True      # one batch; more wait (the hub stops here)
+    shared = store.database("shared")
+    assert shared.doc_count() == 3
+    merger = SharedMerger(store, clock, batch=3)
+    merger.start()
+    idle = []
+    merger.when_idle().addCallback(idle.append)
+    for _ in range(10):
+        if idle:
+            break
+        clock.advance(0)
+    assert idle == [None] and shared.doc_count() == 7
+    assert {d.id for d in shared.docs_since(0)} == {f"s{i}" for i in range(7)}
+    assert all(d.vis == sorted(["author:" + alice.account_id, "group:club"]) for d in shared.docs_since(0))
+    merger.stop()

@@ -222,3 +222,62 @@ def test_forged_document_in_live_mode_is_refused():
     settle(pair.pump)
     assert feed.get("live-evil") is None
     assert pair.client.close_reason["code"] == "forged" and pair.server.peer_error["code"] == "forged"
+
+
+@pytest.mark.allow_logged_errors
+def test_a_pull_riding_on_a_push_reads_only_the_pushed_database():
+    """The receiver of a push pulls it back under the push's id, past the read policy. A receiver that names
+    another database under that id, or an id that is no push of ours, is refused (forbidden) and gets none of
+    it; the real push goes on."""
+    clock = Clock()
+    mine = MemoryStore()
+    fill(mine, "mine", 3)
+    fill(mine, "secret", 2, prefix="s")
+    cf = make_factory(clock, mine, StaticPolicy({}))                       # the peer may read nothing here
+    sf = make_factory(clock, MemoryStore(), StaticPolicy({"*": {"write": ["inbox"]}}))
+    pair = connect_pair(cf, sf, clock)
+    settle(pair.pump)
+    push = pair.client.push("mine", "inbox", live=True)
+    settle(pair.pump)
+    assert push.is_caught_up and sf.store.database("inbox").doc_count() == 3
+    rid = next(iter(pair.client.replications.pushes))
+    errors = []
+    pair.server.replications.on_error = errors.append
+    for n, (db, push_id) in enumerate([("secret", rid), ("mine", rid + 100), ("secret", rid + 100)]):
+        pair.server_tls.write(frame({"t": "pull", "rid": 90 + n, "db": db, "since": 0, "epoch": None,
+                                     "live": False, "push": push_id}))
+        settle(pair.pump)
+    assert [(e["rid"], e["code"], e["msg"]) for e in errors] == [
+        (90, "forbidden", "not pushing 'secret'"), (91, "forbidden", "not pushing 'mine'"),
+        (92, "forbidden", "not pushing 'secret'")]
+    assert [f.name for f in pair.client.replications.feeders.values()] == ["mine"] and cf.counters["refused"] == 3
+    assert not sf.store.has_database("secret") and not pair.client._closing
+    mine.database("mine").put("later", {"n": 9, "author": "x"})
+    settle(pair.pump)
+    assert sf.store.database("inbox").get("later") is not None and sf.store.database("inbox").get("s0") is None
+
+
+@pytest.mark.allow_logged_errors
+def test_a_peer_without_a_verified_certificate_is_refused_before_anything_is_served():
+    """No TLS peer certificate, no peer id: the hello is answered with an unauthenticated error, the
+    connection closes, nothing is served, and other peers are unaffected."""
+    srv = Served()
+    pair = connect_pair(make_factory(srv.clock, MemoryStore()), srv.sf, srv.clock, tls=False)
+    settle(pair.pump)
+    assert pair.server.close_reason["code"] == "unauthenticated" and pair.server._closing
+    assert pair.server.peer_id is None and srv.sf.counters["docs_out"] == 0
+    assert srv.still_serves()
+
+
+@pytest.mark.allow_logged_errors
+def test_a_replication_id_used_twice_drops_the_peer():
+    """A second pull under a replication id already serving one is a protocol violation: the peer is
+    dropped with a duplicate error and nothing more is served to it."""
+    srv = Served()
+    pair = srv.client()
+    pull = {"t": "pull", "rid": 7, "db": "master", "since": 0, "epoch": None, "live": True}
+    raw(pair, frame(pull))
+    assert not pair.client._closing and 7 in pair.server.replications.feeders
+    raw(pair, frame(pull))
+    assert closed_with(pair, "duplicate") and "replication id 7 is already in use" in pair.client.peer_error["msg"]
+    assert srv.still_serves()

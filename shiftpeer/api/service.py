@@ -14,6 +14,7 @@ from twisted.web.server import Site
 from shiftpeer.api import token as tokens
 from shiftpeer.api.resource import ApiResource
 from shiftpeer.endpoints import check_api_endpoint
+from shiftpeer.selflink import describe
 from shiftpeer.startup import cannot_listen
 
 
@@ -28,8 +29,8 @@ class QuietSite(Site):
 def url_of(address: Any) -> str:
     """The http:// URL clients use for a listening port's address."""
     host = getattr(address, "host", None)
-    if host is None:  # a UNIX socket: clients need the path, not a URL
-        return f"unix:{getattr(address, 'name', address)}"
+    if host is None:  # a UNIX socket: clients need the path (Twisted gives it as bytes), not a URL
+        return f"unix:{describe(address)}"
     if ":" in host:
         host = f"[{host}]"
     if host in ("0.0.0.0", "[::]"):

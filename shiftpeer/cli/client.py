@@ -81,6 +81,9 @@ class ApiClient:
             raise CliError(self._not_running, EXIT_NOT_RUNNING) from None
         except TimeoutError:
             raise CliError(f"the node at {self.url} did not answer within {TIMEOUT:.0f}s") from None
+        except ValueError:   # an answer that is not JSON: not our node (a killed node's port taken since)
+            raise CliError(f"what answers at {self.url} (from {self.directory}/api.url) is not a shiftpeer node's "
+                           "API: if the node was killed, that file is stale; start the node again") from None
 
 
 #: How long `sync --wait` without --timeout waits for a node that is not running (yet) to answer.

@@ -70,14 +70,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_shift_new(client: ApiClient, args: argparse.Namespace) -> int:
+def shift_new_body(args: argparse.Namespace) -> dict:
+    """The body of ``shift new`` (also the parser's check: bad --content is exit 2 with the node stopped)."""
     body = {"space": args.space, "href": args.href}
     if args.summary is not None:
         body["summary"] = args.summary
     content = _content(args.content)
     if content is not None:
         body["content"] = content
-    result = client.call("POST", "/shifts", body)
+    return body
+
+
+def cmd_shift_new(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", "/shifts", shift_new_body(args))
     if args.json:
         print_json(result)
     else:
@@ -85,7 +90,8 @@ def cmd_shift_new(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_shift_edit(client: ApiClient, args: argparse.Namespace) -> int:
+def shift_edit_body(args: argparse.Namespace) -> dict:
+    """The body of ``shift edit``; a usage error when it changes nothing (also the parser's check)."""
     body: dict = {}
     if args.summary is not None:
         body["summary"] = args.summary
@@ -96,7 +102,11 @@ def cmd_shift_edit(client: ApiClient, args: argparse.Namespace) -> int:
         raise CliError("nothing to change: give --summary TEXT and/or --content JSON", EXIT_USAGE)
     if args.rev is not None:
         body["rev"] = args.rev
-    result = client.call("PATCH", f"/shifts/{_quote(args.id)}", body)
+    return body
+
+
+def cmd_shift_edit(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("PATCH", f"/shifts/{_quote(args.id)}", shift_edit_body(args))
     print_json(result) if args.json else print(result["rev"])
     return 0
 
@@ -113,11 +123,15 @@ def cmd_shift_show(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
+def publish_body(args: argparse.Namespace) -> dict:
+    """The body of ``shift publish``; a usage error without a target (also the parser's check)."""
     if not (args.public or args.group or args.to):
         raise CliError("say where to publish: --public, --group NAME and/or --to USER", EXIT_USAGE)
-    body = {"public": args.public, "groups": args.group, "to": args.to}
-    result = client.call("POST", f"/shifts/{_quote(args.id)}/publish", body)
+    return {"public": args.public, "groups": args.group, "to": args.to}
+
+
+def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", f"/shifts/{_quote(args.id)}/publish", publish_body(args))
     targets = result.get("targets") or {}
     failed = {t: o for t, o in targets.items() if str(o).startswith("error")}
     if args.json:
@@ -136,7 +150,8 @@ def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
     return EXIT_ERROR
 
 
-def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
+def feed_query(args: argparse.Namespace) -> dict:
+    """The query of ``feed``; a usage error for a swapped time range (also the parser's check)."""
     query = {"limit": args.limit}
     for name in ("href", "domain", "space", "author", "group", "thread", "type", "cursor"):
         value = getattr(args, name)
@@ -146,7 +161,11 @@ def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
         if getattr(args, flag):
             query[flag] = "1"
     query.update(_time_range(args))
-    result = client.call("GET", "/feed", query=query)
+    return query
+
+
+def cmd_feed(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("GET", "/feed", query=feed_query(args))
     if args.json:
         print_json(result)
     else:
@@ -164,15 +183,20 @@ def _time_range(args: argparse.Namespace) -> dict:
     return {name: repr(value) for name in ("since", "until") if (value := getattr(args, name)) is not None}
 
 
-def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
-    query = {}
+def status_query(args: argparse.Namespace) -> dict:
+    """The query of ``status``; a usage error for paging without --databases (also the parser's check)."""
     if args.databases == "":
         raise CliError("--databases needs a prefix such as inbox/ ('*' lists every database)", EXIT_USAGE)
     if args.databases is not None:
         query = {"databases": args.databases, "limit": args.limit, "after": args.after}
-        query = {k: v for k, v in query.items() if v is not None}
-    elif args.after or args.limit is not None:
+        return {k: v for k, v in query.items() if v is not None}
+    if args.after or args.limit is not None:
         raise CliError("--limit and --after page a database listing: give --databases PREFIX too", EXIT_USAGE)
+    return {}
+
+
+def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
+    query = status_query(args)
     if args.watch is None:
         result = client.call("GET", "/status", query=query)
         print_json(result) if args.json else print_status(result)
@@ -441,11 +465,16 @@ def cmd_notice(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_gossip_unban(client: ApiClient, args: argparse.Namespace) -> int:
-    """Lift gossip bans (POST /v1/gossip/unban): the peers are dialled and accepted again."""
+def unban_body(args: argparse.Namespace) -> dict:
+    """The body of ``gossip unban``: peer ids or --all, not both nor neither (also the parser's check)."""
     if args.all == bool(args.peer_ids):
         raise CliError("give PEER_ID... or --all ('shiftpeer status' lists the banned peers)", EXIT_USAGE)
-    result = client.call("POST", "/gossip/unban", {"all": True} if args.all else {"peers": args.peer_ids})
+    return {"all": True} if args.all else {"peers": args.peer_ids}
+
+
+def cmd_gossip_unban(client: ApiClient, args: argparse.Namespace) -> int:
+    """Lift gossip bans (POST /v1/gossip/unban): the peers are dialled and accepted again."""
+    result = client.call("POST", "/gossip/unban", unban_body(args))
     if args.json:
         print_json(result)
     else:

@@ -9,7 +9,9 @@ from shiftpeer import __version__, times, urls
 from shiftpeer.cli.commands import (COMMENT_USAGE, cmd_backup, cmd_comment, cmd_favorite, cmd_feed, cmd_follow,
                                     cmd_gossip_unban, cmd_group, cmd_init, cmd_invite, cmd_messages, cmd_notice,
                                     cmd_register, cmd_restore, cmd_shift_delete, cmd_shift_edit, cmd_shift_new,
-                                    cmd_shift_publish, cmd_shift_show, cmd_status, cmd_sync_dir, comment_request)
+                                    cmd_shift_publish, cmd_shift_show, cmd_status, cmd_sync_dir, comment_request,
+                                    feed_query, publish_body, shift_edit_body, shift_new_body, status_query,
+                                    unban_body)
 from shiftpeer.cli.errors import EXIT_USAGE
 
 def page_url(value: str) -> str:
@@ -100,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--href", required=True, metavar="URL", type=page_url)
     new.add_argument("--summary", metavar="TEXT")
     new.add_argument("--content", metavar="JSON")
-    new.set_defaults(func=cmd_shift_new)
+    new.set_defaults(func=cmd_shift_new, check=shift_new_body)
     edit = reader(ssub.add_parser("edit", help="write a new revision of your shift"))
     edit.add_argument("id", metavar="ID")
     edit.add_argument("--summary", metavar="TEXT")
     edit.add_argument("--content", metavar="JSON")
     edit.add_argument("--rev", metavar="REV", help="the revision you edited (refused if it changed since)")
-    edit.set_defaults(func=cmd_shift_edit)
+    edit.set_defaults(func=cmd_shift_edit, check=shift_edit_body)
     delete = reader(ssub.add_parser("delete", help="delete your shift everywhere it went"))
     delete.add_argument("id", metavar="ID")
     delete.set_defaults(func=cmd_shift_delete)
@@ -115,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--public", action="store_true")
     publish.add_argument("--group", action="append", default=[], metavar="NAME")
     publish.add_argument("--to", action="append", default=[], metavar="USER")
-    publish.set_defaults(func=cmd_shift_publish)
+    publish.set_defaults(func=cmd_shift_publish, check=publish_body)
     show = reader(ssub.add_parser("show", help="show a shift, its conflicts and where it lives"))
     show.add_argument("id", metavar="ID")
     show.set_defaults(func=cmd_shift_show)
@@ -132,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"created at or after T: seconds since the epoch or ISO 8601 with a zone ({times.EXAMPLE})")
     feed.add_argument("--until", type=time_arg, metavar="T", help="created before T (same forms as --since)")
     feed.add_argument("--cursor", metavar="CURSOR", help="next_cursor of the previous page")
-    feed.set_defaults(func=cmd_feed)
+    feed.set_defaults(func=cmd_feed, check=feed_query)
 
     group = sub.add_parser("group", help="groups: new, invite, join, leave, members, remove, level")
     gsub = group.add_subparsers(dest="group_cmd", metavar="ACTION", parser_class=_Parser)
@@ -193,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=limit_arg, metavar="N",
                         help="with --databases: at most N per page (1-500, default 100)")
     status.add_argument("--after", metavar="NAME", help="with --databases: the page after NAME (the 'next' shown)")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, check=status_query)
 
     sync = reader(sub.add_parser("sync", help="replication progress (exit 0 in step or not); --wait follows it "
                                               "until in step"))
@@ -221,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     unban = reader(gossub.add_parser("unban", help="lift the ban of gossip neighbours ('status' lists them)"))
     unban.add_argument("peer_ids", nargs="*", metavar="PEER_ID", help="full peer id(s), as status lists them")
     unban.add_argument("--all", action="store_true", help="lift every ban")
-    unban.set_defaults(func=cmd_gossip_unban)
+    unban.set_defaults(func=cmd_gossip_unban, check=unban_body)
 
     notice = reader(sub.add_parser("notice", help="hub operators: post a notice to system/messages"))
     notice.add_argument("text", metavar="TEXT")

@@ -16,7 +16,8 @@ from shiftpeer.identity import is_account_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name, is_name
-from shiftpeer.shifts import InvalidShift, check_type, href_lookups
+from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
+from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
 
 #: Filters that map to a store index, most selective first.
@@ -89,8 +90,11 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
     for _ in range(MAX_PAGES):
         # Ask only for what is still missing: the store's cursor is just past the last row it returned,
         # so a page never holds more than `limit` rows and none is skipped between pages.
-        docs, cursor = db.query(index or "all", values, vis=vis, limit=limit - len(rows), cursor=cursor,
-                                since=since, until=until)
+        try:
+            docs, cursor = db.query(index or "all", values, vis=vis, limit=limit - len(rows), cursor=cursor,
+                                    since=since, until=until)
+        except InvalidDocument:   # check_query checked the rest: a cursor this node never handed out
+            raise FlowError(BAD_CURSOR, "bad_request") from None
         for doc in docs:
             body = doc.body
             if body.get("type", "shift") not in wanted_types:

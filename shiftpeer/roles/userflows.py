@@ -23,6 +23,7 @@ from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
 from shiftpeer.roles.remote import HubLink
 from shiftpeer.roles.social import UserSocial, check_text
 from shiftpeer.roles.validation import filtering_store_batch, refusal
+from shiftpeer.shifts import BAD_CURSOR
 from shiftpeer.store.keys import created_seconds
 
 log = Logger()
@@ -256,5 +257,4 @@ def _split_cursor(cursor: str | None) -> tuple[float, str | None]:
     try:
         return float(high), hub
     except ValueError:
-        raise FlowError("cursor is not one this node handed out; use next_cursor from a feed reply",
-                        "bad_request") from None
+        raise FlowError(BAD_CURSOR, "bad_request") from None
