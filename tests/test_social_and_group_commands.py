@@ -15,18 +15,25 @@ from tests.helpers_node import eventually_async, node_cli
 from tests.test_flows_nodes import _hub_and_users, nodes  # noqa: F401 (the nodes fixture)
 
 
+async def _alice_and_bob(started_nodes, capsys) -> tuple:
+    """A hub with alice and bob registered; a command-line runner for each user's node."""
+    await _hub_and_users(started_nodes, users=("alice", "bob"))
+    tmp_path, _ = started_nodes
+    capsys.readouterr()   # what making the certificates printed
+    return node_cli(capsys, str(tmp_path / "alice")), node_cli(capsys, str(tmp_path / "bob"))
+
+
+async def run(cli, *argv: str) -> tuple[int, str]:
+    """One command through `cli`, in a thread: the nodes run on this reactor."""
+    return await deferToThread(cli, *argv)
+
+
+
 @pytest_twisted.ensureDeferred
 async def test_follow_and_favorite_from_the_command_line(nodes, capsys):
     """bob follows alice and favorites her shift: his feed --following and --favorites show exactly it; a
     follow of himself or of nobody is one line, exit 1, and follows nothing; --off undoes each."""
-    hub, hub_api, api = await _hub_and_users(nodes, users=("alice", "bob"))
-    tmp_path, started = nodes
-    capsys.readouterr()   # what making the certificates printed
-    alice = node_cli(capsys, str(tmp_path / "alice"))
-    bob = node_cli(capsys, str(tmp_path / "bob"))
-
-    async def run(cli, *argv: str) -> tuple[int, str]:
-        return await deferToThread(cli, *argv)
+    alice, bob = await _alice_and_bob(nodes, capsys)
 
     status, out = await run(alice, "shift", "new", "--space", "Notes", "--href", "https://e.org/follow")
     assert status == 0, out
@@ -64,14 +71,7 @@ async def test_follow_and_favorite_from_the_command_line(nodes, capsys):
 async def test_group_levels_members_and_removal_from_the_command_line(nodes, capsys):
     """An open group joined at its join level; the owner raises a member, lists the members, removes one;
     removing, raising or leaving as a non-member is one line, exit 1, naming the user and the group."""
-    hub, hub_api, api = await _hub_and_users(nodes, users=("alice", "bob"))
-    tmp_path, started = nodes
-    capsys.readouterr()   # what making the certificates printed
-    alice = node_cli(capsys, str(tmp_path / "alice"))
-    bob = node_cli(capsys, str(tmp_path / "bob"))
-
-    async def run(cli, *argv: str) -> tuple[int, str]:
-        return await deferToThread(cli, *argv)
+    alice, bob = await _alice_and_bob(nodes, capsys)
 
     assert await run(alice, "group", "new", "club", "--open", "--join-level", "publish") == (0, "created group club\n")
     assert await run(bob, "group", "join", "club") == (0, "joined club as publish\n")
