@@ -111,20 +111,26 @@ async def test_only_author_may_edit(tmp_path):
     """A shift by someone else that reached the feed cannot be edited or deleted here."""
     from shiftpeer.identity import NodeKey
     from shiftpeer.shifts import Shifts, make_signer
+    from shiftpeer.store import Store
 
     node = make_node(str(tmp_path / "n"))
     node.startService()
+    elsewhere = Store(str(tmp_path / "theirs"))   # the other author's own node: the shift is made there
+    elsewhere.create_database(PRIVATE)
     try:
         other = NodeKey.generate()
-        theirs = Shifts(node.store, other.account_id, make_signer(other), node.clock)
+        theirs = Shifts(elsewhere, other.account_id, make_signer(other), node.clock)
         out = theirs.create({"space": "Notes", "href": "http://e.org/"})
-        repl = node.store.database(PRIVATE).get_repl_docs([(out["id"], None)])
+        repl = elsewhere.database(PRIVATE).get_repl_docs([(out["id"], None)])
         node.store.database(FEED).bulk_replicated(repl)
+        assert node.store.database(PRIVATE).get(out["id"]) is None   # only in this node's feed
         with pytest.raises(NotAuthor):
             node.shifts.edit(out["id"], {"summary": "mine now"})
         with pytest.raises(NotAuthor):
             node.shifts.delete(out["id"])
+        assert node.store.database(FEED).get(out["id"]).rev == out["rev"]   # and it is unchanged
     finally:
+        elsewhere.close()
         await node.stopService()
 
 
