@@ -10,6 +10,8 @@ from urllib.parse import quote
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
+from flowmesh import eventually as eventually_mesh
+from flowmesh import mesh  # noqa: F401 (the mesh fixture)
 from tests.helpers_node import ApiTestClient, eventually, node_cli
 from tests.test_flows_nodes import _hub_and_users, nodes  # noqa: F401 (the nodes fixture)
 
@@ -86,3 +88,24 @@ async def test_feed_limit_2_from_the_command_line_pages_through_everything_once(
     assert seen == list(reversed(made))
     status, out = await deferToThread(cli, "feed", "--domain", DOMAIN, "--limit", "2")
     assert status == 0 and "more: --cursor " in out, out
+
+
+@pytest_twisted.ensureDeferred
+async def test_more_unpublished_shifts_than_a_page_all_come(mesh):
+    """505 unpublished shifts older than the one on the hub, paged 500 at a time: every one comes (the node
+    used to read only its newest 500, so older ones were never shown), none twice."""
+    await mesh.start(users=("alice",))
+    alice = mesh["alice"]
+    drafts = [alice.new_shift("https://many.example/", summary=str(i)) for i in range(505)]
+    public = alice.new_shift("https://many.example/")
+    await alice.publish(public, public=True)
+    await eventually_mesh(lambda: public in mesh.hub.ids("shared"), "shared")
+    seen, cursor = [], None
+    for _ in range(5):
+        page = await alice.flows.query({"filters": {"domain": "many.example"}, "limit": 500, "cursor": cursor})
+        assert page["source"] == "shared" and len(page["rows"]) <= 500
+        seen += [r["id"] for r in page["rows"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [public, *reversed(drafts)]
