@@ -32,13 +32,13 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from shiftpeer.roles.names import FlowError
+from shiftpeer.roles.queries import MAX_LIMIT
 from shiftpeer.shifts import BAD_CURSOR
 from shiftpeer.store.keys import created_seconds
 
 #: Marks the node's cursors (the hub's and the feed's are base64 with no dot; older node cursors were
 #: ``LOW|HUB``, refused now: a client restarts from the first page).
 PREFIX = "f1."
-MAX_PAGE = 500
 
 
 def created(row: dict) -> float:
@@ -81,7 +81,7 @@ class Position:
                 high == high and type(skip) is int and skip >= 0
                 and isinstance(ties, list) and all(isinstance(i, str) for i in ties)
                 and (hub is None or isinstance(hub, str))
-                and (size is None if skip == 0 else type(size) is int and 1 <= size <= MAX_PAGE)
+                and (size is None if skip == 0 else type(size) is int and 1 <= size <= MAX_LIMIT)
             )
             if not fields_ok:
                 raise ValueError(cursor)
