@@ -9,13 +9,13 @@ shifts it has not published yet (they exist only here).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import verify_repl_doc
-from shiftpeer.roles import precheck, queries
+from shiftpeer.roles import feedpage, precheck, queries
 from shiftpeer.roles.authors import AuthorNames
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.policy import UserPolicy
@@ -23,10 +23,11 @@ from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
 from shiftpeer.roles.remote import HubLink
 from shiftpeer.roles.social import UserSocial, check_text
 from shiftpeer.roles.validation import filtering_store_batch, refusal
-from shiftpeer.shifts import BAD_CURSOR
-from shiftpeer.store.keys import created_seconds
 
 log = Logger()
+
+#: Bounds the reads of unpublished shifts for one page (each round reads up to 64 index pages).
+MAX_DRAFT_ROUNDS = 1000
 
 GROUP_METHODS = {"new": "group.create", "invite": "group.invite", "join": "group.join", "leave": "group.leave",
                  "remove": "group.remove", "level": "group.level", "members": "group.members"}
@@ -193,19 +194,9 @@ class UserFlows:
     def query(self, args: dict):
         """Answer a query: locally on a full peer (or offline), else from the hub plus unpublished shifts."""
         q = queries.check_query(args)
-        if not self.full_peer and self.link.connected and self.link.account.get("name"):
-            high, hub_cursor = _split_cursor(q["cursor"])
-            answer = yield self.link.call("query", dict(q, cursor=hub_cursor))
-            rows = []
-            for r in answer["rows"]:
-                if verify_repl_doc(r):
-                    rows.append(r)
-                else:
-                    log.warn("the hub sent a row that does not verify: {id}", id=r.get("id"))
-            nxt = answer["next_cursor"]
-            low = created_seconds(rows[-1]["body"].get("created")) if nxt is not None and rows else float("-inf")
-            rows = self._with_unpublished(q, rows, low, high)
-            return {"rows": rows, "next_cursor": None if nxt is None else f"{low!r}|{nxt}", "source": "shared"}
+        if not self.full_peer and self.hub_answers:
+            answer = yield self._hub_page(q)
+            return answer
         if q["following"] or q["favorites"]:
             if not self.link.connected:
                 raise FlowError("follows and favorites are kept on the hub, which is not connected",
@@ -231,30 +222,43 @@ class UserFlows:
             q["keep"] = lambda d, k=q.get("keep"): (k is None or k(d)) and d.body.get("author") in followed
         return q
 
-    def _with_unpublished(self, q: dict, rows: list[dict], low: float, high: float) -> list[dict]:
-        """Merge in this user's unpublished shifts whose time falls in this page's range [low, high)."""
+    @inlineCallbacks
+    def _hub_page(self, q: dict):
+        """A page of the hub's ``shared`` merged with this user's unpublished shifts, at most ``limit`` rows
+        (``feedpage`` says how the node's cursor keeps each row on exactly one page)."""
+        pos = feedpage.Position.decode(q["cursor"])
+        answer = yield self.link.call("query", dict(q, cursor=pos.hub, limit=pos.hub_limit(q["limit"])))
+        rows = []
+        for r in answer["rows"]:
+            if verify_repl_doc(r):
+                rows.append(r)
+            else:
+                log.warn("the hub sent a row that does not verify: {id}", id=r.get("id"))
+        nxt = answer["next_cursor"]
+        low = feedpage.bucket_low(rows, nxt, pos.high)
+        drafts = [] if low >= pos.high else self._unpublished(
+            q, feedpage.store_range(low, pos.high, q["since"], q["until"]), feedpage.in_bucket(pos, rows, nxt),
+            feedpage.drafts_needed(pos, q["limit"]))
+        page, after = feedpage.merge_page(pos, q["limit"], rows, nxt, drafts,
+                                          own=lambda r: r["body"].get("author") == self.key.account_id)
+        return {"rows": page, "next_cursor": None if after is None else after.encode(), "source": "shared"}
+
+    def _unpublished(self, q: dict, scan: tuple, keep: Callable[[dict], bool], need: int) -> list[dict]:
+        """This user's unpublished shifts matching the query, created in the ``scan`` range [since, until),
+        that ``keep`` takes, newest first: the first ``need`` of them, or all."""
         if q["following"] or q["favorites"] or "group" in q["filters"]:
-            return rows
+            return []
         filters = dict(q["filters"])
         if "author" in filters:  # user/private holds only my shifts: do I (by name or id) match?
             if not {self.key.account_id, self.link.account.get("name")} & set(filters.pop("author")):
-                return rows
-        mine, _ = queries.run(self.store.database(PRIVATE), filters, vis=None, limit=queries.MAX_LIMIT,
-                              cursor=None, since=q["since"], until=q["until"])
-        seen = {r["id"] for r in rows}
-        extra = [queries.row(d) for d in mine
-                 if d.id not in seen and low <= created_seconds(d.body.get("created")) < high]
-        merged = rows + extra
-        merged.sort(key=lambda r: created_seconds(r["body"].get("created")), reverse=True)
-        return merged
-
-
-def _split_cursor(cursor: str | None) -> tuple[float, str | None]:
-    """(upper time bound of the page, the hub's cursor) from a cursor this node handed out."""
-    if cursor is None:
-        return float("inf"), None
-    high, sep, hub = cursor.partition("|")
-    try:
-        return float(high), hub
-    except ValueError:
-        raise FlowError(BAD_CURSOR, "bad_request") from None
+                return []
+        found: list[dict] = []
+        cursor = None
+        for _ in range(MAX_DRAFT_ROUNDS):  # each round reads on from the last: only filters that drop rows loop
+            docs, cursor = queries.run(self.store.database(PRIVATE), filters, vis=None, limit=need, cursor=cursor,
+                                       since=scan[0], until=scan[1])
+            found += [r for r in map(queries.row, docs) if keep(r)]
+            if len(found) >= need or cursor is None:
+                return found
+        log.warn("unpublished shifts: gave up after {rounds} rounds", rounds=MAX_DRAFT_ROUNDS)
+        return found

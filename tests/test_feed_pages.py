@@ -1,0 +1,182 @@
+"""The user node's feed pages (shiftpeer/roles/feedpage.py), without a reactor: random hub pages (ties in
+`created`, rows that fail verification, a last cursor that leads to an empty page) and random unpublished
+shifts (some of them also on the hub, as a shift sent to a group is), paged with a random limit on each
+page, give exactly the merged set, each row once, newest first, never more than `limit` rows a page; with no
+unpublished shifts the hub is asked once a page for `limit` rows and never twice for the same page; a
+cursor the node did not hand out is bad_request."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shiftpeer.roles.feedpage import PREFIX, Position, drafts_needed, in_bucket, merge_page
+from shiftpeer.roles.names import FlowError
+from shiftpeer.shifts import BAD_CURSOR
+
+ME, OTHER = "me", "other"
+TIMES = st.sampled_from([0.0, 1.0, 1.5, 2.0, 3.0, 7.25])   # few times: many ties
+
+
+def _row(docid: str, created: float, author: str) -> dict:
+    return {"id": docid, "body": {"created": created, "author": author}}
+
+
+@dataclass
+class World:
+    """The hub's rows in its order (created newest first, ties in its seq order), which of them fail
+    verification on the node, the node's `user/private` in its order, and whether the hub's cursor for its
+    last full page leads to one more, empty, page (the store hands out such a cursor)."""
+
+    hub: list[dict]
+    bad: set[str]
+    private: list[dict]
+    empty_last: bool
+
+    def hub_query(self, cursor: str | None, size: int) -> tuple[list[dict], str | None]:
+        start = 0 if cursor is None else int(cursor)
+        end = start + size
+        more = end < len(self.hub) or (self.empty_last and end == len(self.hub))
+        return self.hub[start:end], str(end) if more else None
+
+    def expected(self) -> list[str]:
+        good = [r["id"] for r in self.hub if r["id"] not in self.bad]
+        return good + [r["id"] for r in self.private if r["id"] not in set(good)]
+
+
+@st.composite
+def worlds(draw, with_drafts: bool = True) -> World:
+    hub = [_row(f"h{i}", draw(TIMES), draw(st.sampled_from([ME, OTHER]))) for i in range(draw(st.integers(0, 20)))]
+    hub = _in_store_order(hub, draw(st.randoms(use_true_random=False)))
+    bad = {r["id"] for r in hub if draw(st.integers(0, 9)) == 0}
+    private = []
+    if with_drafts:
+        private = [_row(f"d{i}", draw(TIMES), ME) for i in range(draw(st.integers(0, 15)))]
+        own_on_hub = [r for r in hub if r["body"]["author"] == ME]   # sent to a group: also in user/private
+        private += [r for r in own_on_hub if draw(st.booleans())]
+        private = _in_store_order(private, draw(st.randoms(use_true_random=False)))
+    return World(hub, bad, private, draw(st.booleans()))
+
+
+def _in_store_order(rows: list[dict], rnd) -> list[dict]:
+    """Newest first; rows created at the same time in an arbitrary (store seq) order."""
+    rnd.shuffle(rows)
+    return sorted(rows, key=lambda r: r["body"]["created"], reverse=True)
+
+
+def node_page(world: World, cursor: str | None, limit: int) -> tuple[list[dict], str | None, Position, int]:
+    """What UserFlows._hub_page does, with the hub and user/private of `world`: (rows, next cursor, the
+    position asked, the hub page size asked). The node reads only `drafts_needed` bucket rows."""
+    pos = Position.decode(cursor)
+    size = pos.hub_limit(limit)
+    answer, nxt = world.hub_query(pos.hub, size)
+    rows = [r for r in answer if r["id"] not in world.bad]
+    keep = in_bucket(pos, rows, nxt)
+    drafts = [r for r in world.private if keep(r)][: drafts_needed(pos, limit)]
+    page, after = merge_page(pos, limit, rows, nxt, drafts, own=lambda r: r["body"]["author"] == ME)
+    return page, None if after is None else after.encode(), pos, size
+
+
+def page_through(world: World, limits) -> list[dict]:
+    """Every page from the first to the one with no next cursor; each page at most its limit."""
+    shown, cursor = [], None
+    for _ in range(len(world.hub) + len(world.private) + 5):
+        limit = limits()
+        page, cursor, _, _ = node_page(world, cursor, limit)
+        assert len(page) <= limit
+        shown += page
+        if cursor is None:
+            return shown
+    raise AssertionError("paging did not end")
+
+
+FAST = settings(max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+
+@FAST
+@given(worlds(), st.data())
+def test_paging_with_random_limits_shows_the_merged_set_once_newest_first(world, data):
+    shown = page_through(world, lambda: data.draw(st.integers(1, 6), label="limit"))
+    ids = [r["id"] for r in shown]
+    assert Counter(ids) == Counter(world.expected()) and len(set(ids)) == len(ids)
+    times = [r["body"]["created"] for r in shown]
+    assert times == sorted(times, reverse=True)
+
+
+@FAST
+@given(worlds(with_drafts=False), st.integers(1, 6))
+def test_with_nothing_unpublished_each_page_is_one_hub_page_of_limit(world, limit):
+    """The common case asks the hub what it asked before the cut: `limit` rows, each hub page once."""
+    cursor, asked = None, []
+    for _ in range(len(world.hub) + 3):
+        page, cursor, pos, size = node_page(world, cursor, limit)
+        assert pos.skip == 0 and size == limit
+        asked.append(pos.hub)
+        if cursor is None:
+            break
+    assert cursor is None and len(set(asked)) == len(asked)
+
+
+def test_drafts_beyond_a_full_hub_page_come_on_the_next_page_and_the_hub_page_is_asked_again():
+    """A hub page of 2 and 2 unpublished shifts between its rows: pages of 2, 2, then the rest."""
+    world = World(hub=[_row("h0", 9.0, OTHER), _row("h1", 5.0, OTHER), _row("h2", 1.0, OTHER)], bad=set(),
+                  private=[_row("d0", 8.0, ME), _row("d1", 6.0, ME)], empty_last=False)
+    page, cursor, _, _ = node_page(world, None, 2)
+    assert [r["id"] for r in page] == ["h0", "d0"]
+    page, cursor, pos, _ = node_page(world, cursor, 2)
+    assert [r["id"] for r in page] == ["d1", "h1"] and pos.hub is None and pos.skip == 2
+    page, cursor, _, _ = node_page(world, cursor, 2)
+    assert [r["id"] for r in page] == ["h2"] and cursor is None
+
+
+def test_a_shift_on_the_hub_and_in_user_private_at_a_page_edge_shows_once():
+    """Sent to a group, my shift is both on the hub and in user/private; when the hub's page ends at its
+    time and the next hub page starts at the same time, it is still shown once."""
+    mine = _row("m", 2.0, ME)
+    world = World(hub=[_row("a", 2.0, OTHER), mine, _row("b", 2.0, OTHER)], bad=set(), private=[mine],
+                  empty_last=False)
+    assert [r["id"] for r in page_through(world, lambda: 2)] == ["a", "m", "b"]
+
+
+def _cursor(fields) -> str:
+    return PREFIX + base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+
+
+@pytest.mark.parametrize("cursor", [
+    "garbage", "1.5|garbage", "1.5|", "", "x" * 2000, PREFIX, PREFIX + "!!!", PREFIX + "e30",
+    _cursor(["nan", 0, [], None, None]), _cursor(["1.0", -1, [], None, None]), _cursor(["1.0", 2, [], None, None]),
+    _cursor(["1.0", 2, [], None, 501]), _cursor(["1.0", 0, [], None, 5]), _cursor(["1.0", 0, "ab", None, None]),
+    _cursor(["1.0", 0, [3], None, None]), _cursor(["1.0", True, [], None, None]), _cursor(["1.0", 0, [], 7, None]),
+    _cursor(["x", 0, [], None, None]), _cursor([1.0, 0, []]), _cursor({"high": 1}), _cursor("[" * 5000),
+])
+def test_a_cursor_the_node_did_not_hand_out_is_bad_request(cursor):
+    with pytest.raises(FlowError) as e:
+        Position.decode(cursor)
+    assert e.value.code == "bad_request" and str(e.value) == BAD_CURSOR
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(st.one_of(st.text(max_size=300), st.text(max_size=300).map(lambda t: PREFIX + t),
+                 st.binary(max_size=200).map(lambda b: PREFIX + base64.urlsafe_b64encode(b).decode())))
+def test_any_string_is_a_position_or_bad_request(cursor):
+    try:
+        Position.decode(cursor)
+    except FlowError as e:
+        assert e.code == "bad_request"
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(st.builds(Position, st.floats(allow_nan=False), st.integers(0, 10**6),
+                 st.lists(st.text(max_size=40), max_size=5).map(tuple), st.none() | st.text(max_size=60),
+                 st.integers(1, 500)))
+def test_a_position_survives_its_cursor(pos):
+    pos = pos if pos.skip else Position(pos.high, 0, pos.ties, pos.hub, None)
+    back = Position.decode(pos.encode())
+    assert back == pos or (math.isinf(pos.high) and back.high == pos.high)
