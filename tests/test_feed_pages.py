@@ -97,7 +97,7 @@ def page_through(world: World, limits) -> list[dict]:
     raise AssertionError("paging did not end")
 
 
-FAST = settings(max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 @FAST
