@@ -42,6 +42,8 @@ class ShiftError(Exception):
     """A request the shift rules refuse; ``status`` is the HTTP status the API answers with."""
 
     status = 400
+    #: The machine-readable ``code`` of the API's error answer (the flow routes' codes), None for none.
+    code: Optional[str] = None
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -52,24 +54,35 @@ class InvalidShift(ShiftError):
     """Bad input: a missing field, a bad URL, content that is not a JSON object."""
 
     status = 400
+    code = "bad_request"
 
 
 class ShiftNotFound(ShiftError):
     """No shift with that id on this node."""
 
     status = 404
+    code = "not_found"
 
 
 class NotAuthor(ShiftError):
     """Only a shift's author may edit or delete it."""
 
     status = 403
+    code = "not_author"
 
 
 class EditConflict(ShiftError):
     """The caller edited an older revision than the current one."""
 
     status = 409
+    code = "conflict"
+
+
+class NoConflicts(ShiftError):
+    """A resolve of a shift that has one live revision: there is nothing to resolve."""
+
+    status = 409
+    code = "no_conflicts"
 
 
 class Signer(Protocol):
@@ -283,6 +296,29 @@ class Shifts:
         rev = db.put(shift_id, body, parent=doc.rev, deleted=True, sign=self._sign)
         log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
+
+    def resolve(self, shift_id: str, keep: Any = None) -> dict:
+        """End a conflict on the user's own shift: a signed tombstone on every live leaf but ``keep`` (default:
+        the current winner), in one transaction, where the shift lives. The tombstones reach every copy the
+        way an edit does (user/public's replication, the outbox's delivery). Returns the revision that wins."""
+        if keep is not None and not isinstance(keep, str):
+            raise InvalidShift("keep must be a revision string, as 'shift show' lists it")
+        db, doc = self._locate(shift_id)
+        self._check_author(shift_id, doc)
+        live = [doc.rev, *(doc.conflicts or [])]
+        if len(live) == 1:
+            raise NoConflicts(f"shift {shift_id} has no conflicts: {doc.rev} is its only live revision")
+        keep = doc.rev if keep is None else keep
+        if keep not in live:
+            raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "
+                               f"(live: {', '.join(live)})")
+        tomb = {"type": doc.body.get("type", "shift"), "author": self.account_id, "modified": self._clock.seconds()}
+        losers = [r for r in live if r != keep]
+        with self._store.write_txn() as txn:
+            tombstones = [db.put(shift_id, tomb, parent=r, deleted=True, sign=self._sign, txn=txn) for r in losers]
+        log.info("resolved shift {shift_id} in {db}: kept {keep}, deleted {losers}", shift_id=shift_id, db=db.name,
+                 keep=keep, losers=losers)
+        return {"id": shift_id, "rev": keep, "removed": losers, "tombstones": tombstones, "database": db.name}
 
     def _check_author(self, shift_id: str, doc: Any) -> None:
         author = doc.body.get("author")
