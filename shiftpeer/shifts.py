@@ -292,8 +292,7 @@ class Shifts:
         """Write a signed tombstone; its body keeps the author so every node can verify it."""
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        body = {"type": doc.body.get("type", "shift"), "author": self.account_id, "modified": self._clock.seconds()}
-        rev = db.put(shift_id, body, parent=doc.rev, deleted=True, sign=self._sign)
+        rev = db.put(shift_id, self._tombstone(doc), parent=doc.rev, deleted=True, sign=self._sign)
         log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
 
@@ -312,13 +311,17 @@ class Shifts:
         if keep not in live:
             raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "
                                f"(live: {', '.join(live)})")
-        tomb = {"type": doc.body.get("type", "shift"), "author": self.account_id, "modified": self._clock.seconds()}
+        tomb = self._tombstone(doc)
         losers = [r for r in live if r != keep]
         with self._store.write_txn() as txn:
             tombstones = [db.put(shift_id, tomb, parent=r, deleted=True, sign=self._sign, txn=txn) for r in losers]
         log.info("resolved shift {shift_id} in {db}: kept {keep}, deleted {losers}", shift_id=shift_id, db=db.name,
                  keep=keep, losers=losers)
         return {"id": shift_id, "rev": keep, "removed": losers, "tombstones": tombstones, "database": db.name}
+
+    def _tombstone(self, doc: Any) -> dict:
+        """A tombstone's body: it keeps the type and the author, so every node can verify it."""
+        return {"type": doc.body.get("type", "shift"), "author": self.account_id, "modified": self._clock.seconds()}
 
     def _check_author(self, shift_id: str, doc: Any) -> None:
         author = doc.body.get("author")
