@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest_twisted
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+from shiftpeer.shifts import make_signer
+from shiftpeer.store.revs import compute_rev
 from tests.test_shift_resolve import add_branch
 
 HREF = "https://example.org/resolve"
@@ -105,6 +107,7 @@ async def test_a_resolve_made_offline_goes_out_on_reconnect(mesh):
     await mesh.start(users=("alice", "bob"))
     alice = mesh["alice"]
     await mesh.club_shift(HREF + "/first")   # the group exists, bob reads it
+    await alice.flows.publisher.flush()      # bob may see it before alice's outbox notes the delivery
     alice.disconnect()
     await eventually(lambda: not alice.flows.link.connected, "alice offline")
     sid = alice.new_shift(HREF)
@@ -124,3 +127,35 @@ async def test_a_resolve_made_offline_goes_out_on_reconnect(mesh):
     assert club.get_repl_docs([(sid, answer["tombstones"])])[0]["deleted"] is True
     await eventually(lambda: live(mesh["bob"].feed(), sid) == (loser, []), "so does bob's feed")
     assert publisher.pending() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_branch_only_the_feed_holds_is_shown_and_resolved(mesh):
+    """Another copy of alice's account (same key, as after copying her node directory) edits the club shift
+    too: the group holds both branches, and alice's feed (she reads the group) brings the other one back,
+    while her user/private never saw it. `shift show` lists it; resolving keeps her revision and tombstones
+    the other branch, which reaches the group and bob."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = await mesh.club_shift(HREF)
+    private = alice.store.database("user/private")
+    before = private.get_repl_docs([(sid, None)])[0]
+    mine = alice.shifts.edit(sid, {"summary": "here"})["rev"]
+    body = {**before["body"], "summary": "from the other copy"}
+    theirs = compute_rev(before["rev"], False, body)
+    branch = {"id": sid, "rev": theirs, "deleted": False, "body": body, "history": [theirs, *before["history"]],
+              "sig": make_signer(alice.key)(sid, theirs, body, False)}
+    await eventually(lambda: alice.flows.publisher.targets(sid)["group:club"]["rev"] == mine, "mine delivered")
+    assert await alice.flows.link.deliver(branch, ["group:club"]) == {"group:club": "ok"}
+    await eventually(lambda: len(alice.feed().get(sid).conflicts) == 1, "alice's feed has both branches")
+    assert private.get(sid).conflicts == []
+    shown = alice.shifts.show(sid)
+    assert (shown.rev, shown.conflicts) == (mine, [theirs])
+
+    answer = alice.shifts.resolve(sid)
+    assert answer["rev"] == mine and answer["removed"] == [theirs]
+    club = mesh.hub.db("group/club")
+    await eventually(lambda: live(club, sid) == (mine, []), "the group holds alice's revision alone")
+    for user in (alice, bob):
+        await eventually(lambda: live(user.feed(), sid) == (mine, []), f"{user.name}'s feed holds it alone")
+    assert alice.shifts.show(sid).conflicts == []

@@ -154,3 +154,31 @@ async def test_refusals_change_nothing(cora, capsys):
         assert status == 1 and words in out, (argv, out)
     assert (state(node, sid), state(node, plain), feed.get_repl_docs([(theirs, None)])) == before
     assert node.store.database(PRIVATE).get(sid).conflicts == [loser]
+
+
+@pytest_twisted.ensureDeferred
+async def test_keep_a_branch_only_the_feed_holds(cora, capsys):
+    """A branch of cora's own shift that reached only her user/feed (made by another copy of her account and
+    pulled back from the hub) is listed by `shift show`; `--keep` it and it joins user/private and wins
+    there. A branch whose signature does not verify under her key is not hers and is not listed."""
+    node, d = cora
+    await node.when_ready()
+    made = node.shifts.create({"space": "Notes", "href": "https://e.org/f", "summary": "base"})
+    sid = made["id"]
+    mine = node.shifts.edit(sid, {"summary": "here"})["rev"]
+    feed = node.store.database(FEED)
+    await eventually(lambda: feed.get(sid) is not None and feed.get(sid).rev == mine)
+    theirs = add_branch(feed, sid, made["rev"], node.key, summary="from the other copy")
+    body = {**feed.get(sid).body, "summary": "forged"}
+    forged = compute_rev(made["rev"], False, body)
+    feed.bulk_replicated([{"id": sid, "rev": forged, "deleted": False, "body": body, "sig": bytes(64),
+                           "history": [forged, made["rev"]]}])
+    cli = node_cli(capsys, d)
+    status, out = await deferToThread(cli, "shift", "show", sid, "--json")
+    assert status == 0 and json.loads(out)["conflicts"] == [theirs] and forged not in out, out
+    status, out = await deferToThread(cli, "shift", "resolve", sid, "--keep", theirs)
+    assert status == 0 and out.strip() == theirs, out
+    private = node.store.database(PRIVATE).get(sid)
+    assert (private.rev, private.conflicts, private.body["summary"]) == (theirs, [], "from the other copy")
+    status, out = await deferToThread(cli, "shift", "show", sid, "--json")
+    assert json.loads(out)["rev"] == theirs and json.loads(out)["conflicts"] == []
