@@ -182,3 +182,26 @@ async def test_keep_a_branch_only_the_feed_holds(cora, capsys):
     assert (private.rev, private.conflicts, private.body["summary"]) == (theirs, [], "from the other copy")
     status, out = await deferToThread(cli, "shift", "show", sid, "--json")
     assert json.loads(out)["rev"] == theirs and json.loads(out)["conflicts"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_conflicted_shift_is_published_only_once_resolved(cora, capsys):
+    """Publishing re-signs or moves the winner only: moving it public used to leave the other branch as
+    user/private's live winner, which `shift show` and edits then found instead of the published shift. The
+    publish is refused (nothing written) until the conflict is resolved."""
+    node, d = cora
+    await node.when_ready()
+    sid, winner, loser, _ = conflicted(node)
+    before = state(node, sid)
+    cli = node_cli(capsys, d)
+    status, out = await deferToThread(cli, "shift", "publish", sid, "--public")
+    assert status == 1 and f"shiftpeer shift resolve {sid}" in out and loser in out, out
+    assert state(node, sid) == before and node.store.database("user/public").get(sid) is None
+    status, out = await deferToThread(cli, "shift", "resolve", sid)
+    assert status == 0 and out.strip() == winner
+    status, out = await deferToThread(cli, "shift", "publish", sid, "--public", "--json")
+    published = json.loads(out)["rev"]
+    status, out = await deferToThread(cli, "shift", "show", sid, "--json")
+    shown = json.loads(out)
+    assert (shown["rev"], shown["conflicts"], shown["audience"]["public"]) == (published, [], True)
+    assert shown["databases"][0] == "user/public"

@@ -115,10 +115,17 @@ class Publisher:
     def check(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
               to: list[str] = ()) -> tuple[Any, Any, dict]:
         """What publishing would start from, writing nothing: (database, doc, widened audience); FlowError
-        when no target is named, the shift is not this user's, or a name is malformed."""
+        when no target is named, the shift is not this user's, has conflicts, or a name is malformed.
+
+        A conflict is refused: publishing moves or re-signs the winner only, and moving it public left the
+        other live branch as user/private's winner, which `shift show` and edits then found first."""
         if not (public or groups or to):
             raise FlowError("say where to publish: --public, --group NAME or --to USER", "bad_request")
         db, doc = self._own(shift_id)
+        if doc.conflicts:
+            raise FlowError(f"shift {shift_id} has conflicting revisions ({', '.join(doc.conflicts)} beside "
+                            f"{doc.rev}): keep one with 'shiftpeer shift resolve {shift_id} [--keep REV]', "
+                            "then publish", "conflict")
         return db, doc, audience.widen(audience.of(doc.body), public=public, groups=list(groups), to=list(to))
 
     def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
