@@ -42,6 +42,8 @@ class ShiftError(Exception):
     """A request the shift rules refuse; ``status`` is the HTTP status the API answers with."""
 
     status = 400
+    #: The machine-readable ``code`` of the API's error answer (the flow routes' codes), None for none.
+    code: Optional[str] = None
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -52,24 +54,35 @@ class InvalidShift(ShiftError):
     """Bad input: a missing field, a bad URL, content that is not a JSON object."""
 
     status = 400
+    code = "bad_request"
 
 
 class ShiftNotFound(ShiftError):
     """No shift with that id on this node."""
 
     status = 404
+    code = "not_found"
 
 
 class NotAuthor(ShiftError):
     """Only a shift's author may edit or delete it."""
 
     status = 403
+    code = "not_author"
 
 
 class EditConflict(ShiftError):
     """The caller edited an older revision than the current one."""
 
     status = 409
+    code = "conflict"
+
+
+class NoConflicts(ShiftError):
+    """A resolve of a shift that has one live revision: there is nothing to resolve."""
+
+    status = 409
+    code = "no_conflicts"
 
 
 class Signer(Protocol):
@@ -279,10 +292,55 @@ class Shifts:
         """Write a signed tombstone; its body keeps the author so every node can verify it."""
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        body = {"type": doc.body.get("type", "shift"), "author": self.account_id, "modified": self._clock.seconds()}
-        rev = db.put(shift_id, body, parent=doc.rev, deleted=True, sign=self._sign)
+        rev = db.put(shift_id, self._tombstone(doc), parent=doc.rev, deleted=True, sign=self._sign)
         log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
+
+    def resolve(self, shift_id: str, keep: Any = None) -> dict:
+        """End a conflict on the user's own shift: a signed tombstone on every live leaf but ``keep`` (default:
+        the current winner), in one transaction, where the shift lives. The tombstones reach every copy the
+        way an edit does (user/public's replication, the outbox's delivery). Returns the revision that wins."""
+        if keep is not None and not isinstance(keep, str):
+            raise InvalidShift("keep must be a revision string, as 'shift show' lists it")
+        db, doc = self._locate(shift_id)
+        self._check_author(shift_id, doc)
+        elsewhere = self._branches_elsewhere(db, doc)
+        live = [doc.rev, *(doc.conflicts or []), *(d["rev"] for d in elsewhere)]
+        if len(live) == 1:
+            raise NoConflicts(f"shift {shift_id} has no conflicts: {doc.rev} is its only live revision")
+        keep = doc.rev if keep is None else keep
+        if keep not in live:
+            raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "
+                               f"(live: {', '.join(live)})")
+        tomb = self._tombstone(doc)
+        losers = [r for r in live if r != keep]
+        with self._store.write_txn() as txn:
+            if elsewhere:   # the branches only the feed had join the own copy, to be kept or tombstoned there
+                db.bulk_replicated(elsewhere, txn=txn)
+            tombstones = [db.put(shift_id, tomb, parent=r, deleted=True, sign=self._sign, txn=txn) for r in losers]
+        log.info("resolved shift {shift_id} in {db}: kept {keep}, deleted {losers}", shift_id=shift_id, db=db.name,
+                 keep=keep, losers=losers)
+        return {"id": shift_id, "rev": keep, "removed": losers, "tombstones": tombstones, "database": db.name}
+
+    def _branches_elsewhere(self, db: Any, doc: Any) -> list[dict]:
+        """This author's live revisions of the shift that user/feed holds but the own copy (``db``) has never
+        seen: branches made by another copy of the account (or before a restored backup) that came back
+        through the hub. Each must verify under this key; one that descends from a live revision of the own
+        copy is a later edit, not a conflict, and is left alone."""
+        if not self._store.has_database(FEED):
+            return []
+        from shiftpeer.identity.signing import verify_repl_doc
+
+        mine = {doc.rev, *(doc.conflicts or [])}
+        found = [d for d in self._db(FEED).get_repl_docs([(doc.id, None)])
+                 if not d["deleted"] and d["body"].get("author") == self.account_id]
+        unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
+        return [d for d in found if d["rev"] in unknown and not mine.intersection(d["history"])
+                and verify_repl_doc(d)]
+
+    def _tombstone(self, doc: Any) -> dict:
+        """A tombstone's body: it keeps the type and the author, so every node can verify it."""
+        return {"type": doc.body.get("type", "shift"), "author": self.account_id, "modified": self._clock.seconds()}
 
     def _check_author(self, shift_id: str, doc: Any) -> None:
         author = doc.body.get("author")
@@ -290,7 +348,8 @@ class Shifts:
             raise NotAuthor(f"shift {shift_id} is by {author}; only its author may change it")
 
     def show(self, shift_id: str) -> ShiftView:
-        """The shift's winning revision, its conflicts, and every local database that holds it."""
+        """The shift's winning revision, its conflicts, and every local database that holds it. The conflicts
+        of the user's own copy include their branches only user/feed holds (``_branches_elsewhere``)."""
         check_id(shift_id)
         found: list[tuple[str, Any]] = []
         for name in (*OWN_DATABASES, FEED):
@@ -302,12 +361,13 @@ class Shifts:
         if not live:
             raise ShiftNotFound(f"no shift {shift_id} on this node (list shifts with 'shiftpeer feed')")
         name, doc = live[0]
+        elsewhere = [] if name == FEED else self._branches_elsewhere(self._db(name), doc)
         return ShiftView(
             id=doc.id,
             rev=doc.rev,
             deleted=bool(doc.deleted),
             body=dict(doc.body),
-            conflicts=list(doc.conflicts or []),
+            conflicts=[*(doc.conflicts or []), *(d["rev"] for d in elsewhere)],
             databases=[n for n, _ in live],
         )
 

@@ -151,6 +151,20 @@ def shift_delete(req: ApiRequest) -> dict:
     return req.node.shifts.delete(req.params["id"])
 
 
+def shift_resolve(req: ApiRequest) -> dict:
+    """End a conflict on your shift: body ``{"keep": REV}`` (optional; default the current winner)."""
+    return req.node.shifts.resolve(req.params["id"], resolve_keep(req))
+
+
+def resolve_keep(req: ApiRequest) -> Any:
+    """The ``keep`` of a resolve's body (None when not given); 400 for any other field."""
+    body = req.json_object() if req.body is not None else {}
+    unknown = set(body) - {"keep"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} (a resolve takes keep)", "bad_request")
+    return body.get("keep")
+
+
 #: The created-time range of a feed query: ``since <= created < until``.
 TIME_PARAMS = ("since", "until")
 
@@ -183,12 +197,13 @@ def feed(req: ApiRequest) -> dict:
 
 
 def install_core_routes(app: ApiApp) -> None:
-    """Status, shift create/get/edit/delete and the feed query."""
+    """Status, shift create/get/edit/delete/resolve and the feed query."""
     app.add_route("GET", PREFIX + "/status", status)
     app.add_route("POST", PREFIX + "/shifts", shift_create)
     app.add_route("GET", PREFIX + "/shifts/{id}", shift_get)
     app.add_route("PATCH", PREFIX + "/shifts/{id}", shift_edit)
     app.add_route("DELETE", PREFIX + "/shifts/{id}", shift_delete)
+    app.add_route("POST", PREFIX + "/shifts/{id}/resolve", shift_resolve)
     app.add_route("GET", PREFIX + "/feed", feed)
 
 

@@ -96,6 +96,8 @@ class ApiResource(Resource):
                 body["code"] = err.code
         elif isinstance(err, ShiftError):
             status, body = err.status, {"error": err.message}
+            if err.code:
+                body["code"] = err.code
         else:
             self.log.failure(
                 "API {method} {path} failed", failure,

@@ -123,6 +123,13 @@ def cmd_shift_show(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shift_resolve(client: ApiClient, args: argparse.Namespace) -> int:
+    body = {} if args.keep is None else {"keep": args.keep}
+    result = client.call("POST", f"/shifts/{_quote(args.id)}/resolve", body)
+    print_json(result) if args.json else print(result["rev"])
+    return 0
+
+
 def publish_body(args: argparse.Namespace) -> dict:
     """The body of ``shift publish``; a usage error without a target (also the parser's check)."""
     if not (args.public or args.group or args.to):

@@ -9,9 +9,9 @@ from shiftpeer import __version__, times, urls
 from shiftpeer.cli.commands import (COMMENT_USAGE, cmd_backup, cmd_comment, cmd_favorite, cmd_feed, cmd_follow,
                                     cmd_gossip_unban, cmd_group, cmd_init, cmd_invite, cmd_messages, cmd_notice,
                                     cmd_register, cmd_restore, cmd_shift_delete, cmd_shift_edit, cmd_shift_new,
-                                    cmd_shift_publish, cmd_shift_show, cmd_status, cmd_sync_dir, comment_request,
-                                    feed_query, publish_body, shift_edit_body, shift_new_body, status_query,
-                                    unban_body)
+                                    cmd_shift_publish, cmd_shift_resolve, cmd_shift_show, cmd_status, cmd_sync_dir,
+                                    comment_request, feed_query, publish_body, shift_edit_body, shift_new_body,
+                                    status_query, unban_body)
 from shiftpeer.cli.errors import EXIT_USAGE
 
 def page_url(value: str) -> str:
@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = reader(ssub.add_parser("show", help="show a shift, its conflicts and where it lives"))
     show.add_argument("id", metavar="ID")
     show.set_defaults(func=cmd_shift_show)
+    resolve = reader(ssub.add_parser("resolve", help="end a conflict on your shift: delete every other live "
+                                                     "revision (prints the revision that now wins)"))
+    resolve.add_argument("id", metavar="ID")
+    resolve.add_argument("--keep", metavar="REV", help="the revision to keep (default: the current winner; "
+                                                       "'shift show' lists the others as conflicts)")
+    resolve.set_defaults(func=cmd_shift_resolve)
 
     feed = reader(sub.add_parser("feed", help="query your feed, newest first"))
     for name, meta in (("href", "URL"), ("domain", "D"), ("space", "S"), ("author", "U"), ("group", "G")):

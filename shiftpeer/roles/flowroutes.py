@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import maybeDeferred
 
-from shiftpeer.api.app import PREFIX, TIME_PARAMS, ApiError, ApiRequest, time_range
+from shiftpeer.api.app import PREFIX, TIME_PARAMS, ApiError, ApiRequest, resolve_keep, time_range
 from shiftpeer.roles.names import FlowError
 from shiftpeer.shifts import NotAuthor, ShiftNotFound
 
@@ -84,13 +84,15 @@ def install_user_routes(api: Any, role: Any) -> None:
         return flows().from_hub(sid).addCallback(answer)
 
     def change(action: str) -> Callable[[ApiRequest], Any]:
-        """Edit or delete a shift. One this node holds no copy of but the hub shows this user (as `shift
+        """Edit, delete or resolve a shift. One this node holds no copy of but the hub shows this user (as `shift
         show` does) is someone else's: 403 not yours, rather than a 404 for a shift the user can see."""
         def handler(req: ApiRequest) -> Any:
             sid = req.params["id"]
             try:
                 if action == "edit":
                     return req.node.shifts.edit(sid, req.json_object())
+                if action == "resolve":
+                    return req.node.shifts.resolve(sid, resolve_keep(req))
                 return req.node.shifts.delete(sid)
             except ShiftNotFound as e:
                 if not flows().hub_answers:
@@ -182,6 +184,7 @@ def install_user_routes(api: Any, role: Any) -> None:
     routes = [
         ("POST", "/register", register), ("GET", "/shifts/{id}", show), ("POST", "/shifts/{id}/publish", publish),
         ("PATCH", "/shifts/{id}", change("edit")), ("DELETE", "/shifts/{id}", change("delete")),
+        ("POST", "/shifts/{id}/resolve", change("resolve")),
         ("POST", "/shifts/{id}/comments", comment), ("GET", "/shifts/{id}/comments", comments),
         ("PATCH", "/comments/{id}", comment_edit), ("PUT", "/comments/{id}", comment_edit),
         ("DELETE", "/comments/{id}", comment_delete),

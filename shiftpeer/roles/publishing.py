@@ -5,7 +5,8 @@ of the previous revision to ``user/private``; ``user/feed`` then holds one live 
 deleted, and deleted leaves are not conflicts), and ``user/public`` reaches the hub's ``master`` by
 replication. Groups and users: the revision stays where it lives and ``user/outbox`` records each
 target with the last revision it received; every later revision (edit, delete, comment) is delivered
-with the hub's ``deliver`` RPC, now if connected, else on reconnect.
+with the hub's ``deliver`` RPC, now if connected, else on reconnect. A resolved conflict's tombstones
+(deleted losing leaves) go to each target once too, before the winner (``tombs`` in the outbox).
 
 A target the hub refuses (no such user or group, not allowed to publish there) leaves the signed
 audience at once: a new revision without it goes to the other targets, and the outbox keeps the
@@ -99,20 +100,32 @@ class Publisher:
 
     def current(self, shift_id: str) -> dict | None:
         """The revision every target should hold: the winner in user/public if it has the doc, else private."""
+        leaves = self._leaves(shift_id)
+        return leaves[0] if leaves else None
+
+    def _leaves(self, docid: str) -> list[dict]:
+        """Every leaf of the user's copy (user/public if it has the doc, else user/private), winner first."""
         for name in (PUBLIC, PRIVATE):
-            docs = self._store.database(name).get_repl_docs([(shift_id, None)])
+            docs = self._store.database(name).get_repl_docs([(docid, None)])
             if docs:
-                return docs[0]
-        return None
+                return docs
+        return []
 
     # -- publishing ------------------------------------------------------------------------------
     def check(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
               to: list[str] = ()) -> tuple[Any, Any, dict]:
         """What publishing would start from, writing nothing: (database, doc, widened audience); FlowError
-        when no target is named, the shift is not this user's, or a name is malformed."""
+        when no target is named, the shift is not this user's, has conflicts, or a name is malformed.
+
+        A conflict is refused: publishing moves or re-signs the winner only, and moving it public left the
+        other live branch as user/private's winner, which `shift show` and edits then found first."""
         if not (public or groups or to):
             raise FlowError("say where to publish: --public, --group NAME or --to USER", "bad_request")
         db, doc = self._own(shift_id)
+        if doc.conflicts:
+            raise FlowError(f"shift {shift_id} has conflicting revisions ({', '.join(doc.conflicts)} beside "
+                            f"{doc.rev}): keep one with 'shiftpeer shift resolve {shift_id} [--keep REV]', "
+                            "then publish", "conflict")
         return db, doc, audience.widen(audience.of(doc.body), public=public, groups=list(groups), to=list(to))
 
     def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
@@ -221,11 +234,12 @@ class Publisher:
         """(id, current revision, targets still missing it) for every outbox entry with work to do."""
         out = []
         for entry in self._outbox.docs_since(0):
-            cur = self.current(entry.id)
-            if cur is None:
+            leaves = self._leaves(entry.id)
+            if not leaves:
                 continue
-            todo = [t for t, st in entry.body["targets"].items()
-                    if st["rev"] != cur["rev"] and st.get("error_rev") != cur["rev"]]
+            cur, tombs = leaves[0], {d["rev"] for d in _tombstones(leaves)}
+            todo = [t for t, st in entry.body["targets"].items() if st.get("error_rev") != cur["rev"]
+                    and (st["rev"] != cur["rev"] or not tombs <= set(st.get("tombs", ())))]
             if todo:
                 out.append((entry.id, cur, todo))
         return out
@@ -244,6 +258,10 @@ class Publisher:
         for docid, cur, todo in self.pending():
             if only is not None and docid != only:
                 continue
+            try:
+                todo = yield self._send_tombstones(docid, todo)
+            except NotConnected:
+                return
             while todo:  # each round that meets a refusal drops a target, so this ends
                 try:
                     results = yield self._deliver(cur, todo)
@@ -258,6 +276,43 @@ class Publisher:
                 cur = self._narrow(docid, refused)
                 todo = [] if cur is None else list(self.targets(docid))
 
+    @inlineCallbacks
+    def _send_tombstones(self, docid: str, todo: list[str]):
+        """Deliver each tombstone of a resolved conflict (a deleted losing leaf) to the targets that lack it,
+        before the winner: the winner's history names only its own branch, so without the tombstone a
+        target keeps the other branch live. Returns the targets still to get the winner; one whose
+        tombstone failed waits for the next revision (as after a refused call), so nothing loops."""
+        leaves = self._leaves(docid)
+        for tomb in _tombstones(leaves):
+            lacking = [t for t in todo if tomb["rev"] not in self.targets(docid).get(t, {}).get("tombs", ())]
+            if not lacking:
+                continue
+            try:
+                results = yield self._deliver(tomb, lacking)
+            except NotConnected:
+                raise
+            except FlowError as e:
+                results = {t: "error: " + e.message for t in lacking}
+            failed = self._record_tombstone(docid, tomb["rev"], leaves[0]["rev"], results)
+            todo = [t for t in todo if t not in failed]
+        held = self.targets(docid)
+        return [t for t in todo if held.get(t, {}).get("rev") != leaves[0]["rev"]] if leaves else []
+
+    def _record_tombstone(self, docid: str, tomb: str, cur: str, results: dict) -> list[str]:
+        """Note which targets now hold the tombstone ``tomb``; an error keeps the target waiting for a
+        revision after ``cur``. Returns the targets it failed for."""
+        entry = self._outbox.get(docid)
+        known, refused = _outbox_body(entry)
+        failed = [t for t, outcome in results.items() if t in known and outcome != "ok"]
+        for t in failed:
+            log.warn("delivering the tombstone {rev} of {id} to {target} failed: {why}", rev=tomb, id=docid,
+                     target=t, why=results[t])
+            known[t] = {**known[t], "error": str(results[t]), "error_rev": cur}
+        for t in [t for t in results if t in known and t not in failed]:
+            known[t] = {**known[t], "tombs": [*known[t].get("tombs", ()), tomb]}
+        self._outbox.put(docid, {"targets": known, "refused": refused}, parent=entry.rev)
+        return failed
+
     def _record(self, docid: str, rev: str, results: dict, final: bool = True) -> list[str]:
         """Note what each target got; with ``final``, an error is the hub's refusal of that target: it
         leaves the outbox's targets for its refused list. Returns the targets refused."""
@@ -268,7 +323,8 @@ class Publisher:
             if t not in known:
                 continue
             if outcome == "ok":
-                known[t] = {"rev": rev, "error": None}
+                kept = {"tombs": known[t]["tombs"]} if "tombs" in known[t] else {}
+                known[t] = {"rev": rev, "error": None, **kept}
                 continue
             log.warn("delivering {id} to {target} failed: {why}", id=docid, target=t, why=outcome)
             if final:
@@ -295,6 +351,11 @@ class Publisher:
         log.info("left {targets} out of the audience of {id} (refused by the hub), rev {rev}",
                  targets=refused, id=docid, rev=rev)
         return self.current(docid)
+
+
+def _tombstones(leaves: list[dict]) -> list[dict]:
+    """The deleted losing leaves among a document's leaves (winner first): tombstones of resolved conflicts."""
+    return [d for d in leaves[1:] if d["deleted"]]
 
 
 def _outbox_body(entry: Any) -> tuple[dict, dict]:
