@@ -1,6 +1,7 @@
 """`shiftpeer shift show` of a shift with two live revisions (a concurrent edit made on another copy of the
-account, or under a restored backup, and replicated in): the winning revision is shown and the other one
-is named on a `conflicts:` line (docs/api.md: `conflicts` are the other live leaf revisions). A real node
+account, or under a restored backup; nothing replicates into user/private, so the test merges the other
+branch in with `bulk_replicated`): the winning revision is shown and the other one is named on a
+`conflicts:` line (docs/api.md: `conflicts` are the other live leaf revisions). A real node
 in this process, driven by the command line."""
 
 from __future__ import annotations
