@@ -1,0 +1,64 @@
+"""`shiftpeer shift publish` when the hub refuses some targets at delivery, after the precheck passed
+(docs/api.md, Publishing): the targets that worked on standard output, one `not published to TARGET`
+line per refused target and a count on standard error, exit 1, and the refused target is no longer in
+the shift's signed audience. Real hub and user nodes in this process over TLS on 127.0.0.1; the race
+(the group's owner removes the publisher between the precheck and the delivery) is made deterministic
+by running the removal just before the publish writes anything."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.threads import deferToThread
+
+from shiftpeer.cli import EXIT_ERROR
+from tests.test_cli import run
+from tests.test_flows_nodes import _caller, _hub_and_users, nodes  # noqa: F401 (the nodes fixture)
+
+HREF = "https://example.org/partial"
+
+
+def _removed_before_delivery(publisher, remove) -> None:
+    """Make ``publisher.publish`` (called after the hub's precheck said yes) first run ``remove()``."""
+    real = publisher.publish
+
+    def publish(*args, **kw):
+        async def go():
+            await remove()
+            return await real(*args, **kw)
+        return ensureDeferred(go())
+
+    publisher.publish = publish
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_publish_prints_the_targets_the_hub_refused_after_the_precheck(nodes, capsys):
+    hub, _, api = await _hub_and_users(nodes, ("alice", "bob"))
+    call = _caller(api)
+    await call("bob", "POST", "/v1/groups", {"name": "club"})
+    await call("bob", "POST", "/v1/groups/club/invite", {"user": "alice", "level": "publish"})
+    await call("alice", "POST", "/v1/groups/club/join", {})
+    sid = (await call("alice", "POST", "/v1/shifts", {"space": "Notes", "href": HREF}, want=201))["id"]
+    tmp_path, started = nodes
+    alice = next(n for n in started if n.settings.directory == str(tmp_path / "alice"))
+    _removed_before_delivery(alice.role("flows").flows.publisher,
+                             lambda: call("bob", "POST", "/v1/groups/club/remove", {"user": "alice"}))
+    capsys.readouterr()
+
+    status, out, err = await deferToThread(run, capsys, "--data", str(tmp_path / "alice"),
+                                           "shift", "publish", sid, "--group", "club", "--to", "bob")
+
+    assert status == EXIT_ERROR, (out, err)
+    assert out.splitlines() == [f"published {sid}", "  user:bob: ok"], out
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0] == "shiftpeer: not published to group:club: the author may not publish in group club", err
+    assert lines[1] == ("shiftpeer: the hub refused 1 of 2 target(s); they are left out of the shift's "
+                        "audience"), err
+    shown = await call("alice", "GET", f"/v1/shifts/{sid}")
+    assert shown["audience"]["groups"] == [] and shown["audience"]["to"] == ["bob"], shown
+    assert "club" not in json.dumps(shown["audience"])
