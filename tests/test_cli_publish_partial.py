@@ -34,9 +34,12 @@ def _removed_before_delivery(publisher, remove) -> None:
     publisher.publish = publish
 
 
-@pytest_twisted.ensureDeferred
-@pytest.mark.allow_logged_errors
-async def test_publish_prints_the_targets_the_hub_refused_after_the_precheck(nodes, capsys):
+REFUSED = "shiftpeer: not published to group:club: the author may not publish in group club"
+
+
+async def _club_race(nodes) -> tuple:
+    """Bob's club with alice at publish level, a shift of alice's, and bob removing alice from the club
+    between the precheck and the delivery of her next publish: (alice's data dir, shift id, call)."""
     hub, _, api = await _hub_and_users(nodes, ("alice", "bob"))
     call = _caller(api)
     await call("bob", "POST", "/v1/groups", {"name": "club"})
@@ -47,18 +50,43 @@ async def test_publish_prints_the_targets_the_hub_refused_after_the_precheck(nod
     alice = next(n for n in started if n.settings.directory == str(tmp_path / "alice"))
     _removed_before_delivery(alice.role("flows").flows.publisher,
                              lambda: call("bob", "POST", "/v1/groups/club/remove", {"user": "alice"}))
+    return str(tmp_path / "alice"), sid, call
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_publish_prints_the_targets_the_hub_refused_after_the_precheck(nodes, capsys):
+    alice, sid, call = await _club_race(nodes)
     capsys.readouterr()
 
-    status, out, err = await deferToThread(run, capsys, "--data", str(tmp_path / "alice"),
+    status, out, err = await deferToThread(run, capsys, "--data", alice,
                                            "shift", "publish", sid, "--group", "club", "--to", "bob")
 
     assert status == EXIT_ERROR, (out, err)
     assert out.splitlines() == [f"published {sid}", "  user:bob: ok"], out
-    lines = err.splitlines()
-    assert len(lines) == 2, err
-    assert lines[0] == "shiftpeer: not published to group:club: the author may not publish in group club", err
-    assert lines[1] == ("shiftpeer: the hub refused 1 of 2 target(s); they are left out of the shift's "
-                        "audience"), err
+    assert err.splitlines() == [REFUSED, "shiftpeer: the hub refused 1 of 2 target(s); they are left out of "
+                                "the shift's audience"], err
     shown = await call("alice", "GET", f"/v1/shifts/{sid}")
     assert shown["audience"]["groups"] == [] and shown["audience"]["to"] == ["bob"], shown
     assert "club" not in json.dumps(shown["audience"])
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_publish_json_with_its_only_target_refused(nodes, capsys):
+    """--json: the answer on standard output (the refused target's error in it, the narrowed audience),
+    the same lines on standard error, exit 1; nothing says "published" when no target took it."""
+    alice, sid, call = await _club_race(nodes)
+    capsys.readouterr()
+
+    status, out, err = await deferToThread(run, capsys, "--data", alice, "shift", "publish", sid,
+                                           "--group", "club", "--json")
+
+    assert status == EXIT_ERROR, (out, err)
+    answer = json.loads(out)
+    assert answer["targets"] == {"group:club": "error: the author may not publish in group club"}, answer
+    assert answer["audience"]["groups"] == [] and answer["public"] is False, answer
+    assert err.splitlines() == [REFUSED, "shiftpeer: the hub refused 1 of 1 target(s); they are left out of "
+                                "the shift's audience"], err
+    shown = await call("alice", "GET", f"/v1/shifts/{sid}")
+    assert shown["rev"] == answer["rev"] and shown["audience"] == answer["audience"], (shown, answer)
