@@ -49,7 +49,7 @@ async def test_messages_follow_an_edited_then_deleted_comment(nodes, capsys):
 
     def seen(user, want, unread=None):
         return eventually_async(lambda: _messages(capsys, tmp_path, user),
-                                lambda got: got[0] == want and (unread is None or got[1] == unread))
+                                lambda got: got[0] == want and (unread is None or got[1] == unread), timeout=20)
 
     await seen("alice", [("*", "carol", "first")], 1)
     made = await call("bob", "POST", f"/v1/shifts/{sid}/comments", {"text": "v1"})
