@@ -1,9 +1,11 @@
 """Comments, notifications, operator notices, read marks, follows and favorites.
 
 Hub side (``HubSocial``): when a comment reaches ``shared`` for the first time, the shift's author and
-everyone who commented on it before get a notification in ``messages/<user>``; when the comment is
-edited those notifications show the new text (nobody is notified again), and when it is deleted they
-are withdrawn (tombstoned), so a deleted comment's text does not live on in anyone's messages. Who was
+everyone who commented on it before get a notification in ``messages/<user>``, if they may read the
+comment (a notification quotes it: someone removed from the shift's group is not told); when the
+comment is edited those notifications show the new text (nobody is notified again), and when it is
+deleted, or edited after the notified user lost access, they are withdrawn (tombstoned), so its text
+does not live on in, or reach, anyone's messages who may not read it. Who was
 notified of a comment is kept in ``hub/social`` (``N:<comment>``). Operators post notices
 to ``system/messages``; both are signed by the hub's key and replicate into each user's ``user/feed``.
 Follows and favorites are kept in ``hub/social``. User side (``UserSocial``): read marks live in the
@@ -13,7 +15,7 @@ node-local ``user/marks`` (never served) and give the unread count.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 from twisted.logger import Logger
 
@@ -49,6 +51,8 @@ class HubSocial:
         self._key = key
         self._clock = clock
         self._accounts = accounts
+        #: can_see(account id, doc id): may that account read the document in ``shared``? (the hub sets it)
+        self.can_see: Callable[[str, str], bool] = lambda account, docid: True
         self._db = store.create_database(SOCIAL_DB)
         self._shared = store.create_database("shared")
         store.create_database(NOTICES_DB)
@@ -84,7 +88,8 @@ class HubSocial:
             sender = self._accounts.name_of(commenter) or commenter
             for account in sorted(a for a in authors if isinstance(a, str)):
                 user = self._accounts.name_of(account)
-                if user is None or not self._store.has_database(messages_db(user)):
+                if user is None or not self._store.has_database(messages_db(user)) \
+                        or not self.can_see(account, comment["id"]):
                     continue
                 note = {"type": "message", "kind": "comment", "author": self._key.account_id, "to": user,
                         "shift": shift_id, "comment": comment["id"], "from": sender,
@@ -112,12 +117,12 @@ class HubSocial:
                 note = db.get(docid)
                 if note is None or note.deleted:
                     continue
-                if current.deleted:
+                if current.deleted or not self.can_see(self._accounts.id_of(user) or "", comment_id):
                     gone = {"type": "message", "kind": "comment", "author": self._key.account_id, "to": user,
                             "modified": now}
                     self._signed_put(db, docid, gone, parent=note.rev, deleted=True)
-                    log.info("withdrew {user}'s notification of deleted comment {comment}", user=user,
-                             comment=comment_id)
+                    log.info("withdrew {user}'s notification of comment {comment} (deleted, or no longer "
+                             "theirs to read)", user=user, comment=comment_id)
                 elif note.body.get("text") != _excerpt(current.body):
                     self._signed_put(db, docid, {**note.body, "text": _excerpt(current.body), "modified": now},
                                      parent=note.rev)
