@@ -1,0 +1,53 @@
+"""`DELETE /v1/shifts/{id}` (`shift delete`) of a shift with more than one live revision deletes the shift: every
+live revision gets a signed tombstone, so the shift is gone from the user's copy and the feed. Before, only the
+winner was tombstoned; the answer said ``deleted: true`` while the other branch became the winner and the
+shift was still there (the conflicts are made as in tests/test_shift_resolve.py, on a real node)."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from shiftpeer.api.token import read_token
+from shiftpeer.shifts import FEED, PRIVATE
+from tests.helpers_node import ApiTestClient, eventually
+from tests.test_shift_resolve import add_branch, conflicted, cora  # noqa: F401 (the cora fixture)
+
+
+def live_leaves(db, shift_id: str) -> list[str]:
+    return [d["rev"] for d in db.get_repl_docs([(shift_id, None)]) if not d["deleted"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_conflicted_shift_deletes_every_branch(cora):
+    node, _ = cora
+    api = ApiTestClient(await node.when_ready(), read_token(node.settings.directory))
+    sid, winner, loser, _ = conflicted(node)
+    code, answer = await api.request("DELETE", f"/v1/shifts/{sid}")
+    assert code == 200 and answer["deleted"] is True, answer
+    assert live_leaves(node.store.database(PRIVATE), sid) == []
+    code, shown = await api.request("GET", f"/v1/shifts/{sid}")
+    assert code in (404, 200) and (code == 404 or shown["deleted"] is True), shown
+    feed = node.store.database(FEED)
+    await eventually(lambda: live_leaves(feed, sid) == [], timeout=10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_shift_also_deletes_its_branch_only_the_feed_holds(cora):
+    """Another copy of the account made a branch that came back only to user/feed (`shift show` lists it as a
+    conflict): a delete removes it too, instead of leaving it live in the feed, where it then showed as the
+    shift and every change of it was refused as 'only its author may change it' though it is the user's."""
+    node, _ = cora
+    api = ApiTestClient(await node.when_ready(), read_token(node.settings.directory))
+    made = node.shifts.create({"space": "Notes", "href": "https://e.org/f", "summary": "base"})
+    sid = made["id"]
+    mine = node.shifts.edit(sid, {"summary": "here"})["rev"]
+    feed = node.store.database(FEED)
+    await eventually(lambda: feed.get(sid) is not None and feed.get(sid).rev == mine, timeout=10)
+    theirs = add_branch(feed, sid, made["rev"], node.key, summary="from the other copy")
+    assert node.shifts.show(sid).conflicts == [theirs]
+    code, answer = await api.request("DELETE", f"/v1/shifts/{sid}")
+    assert code == 200 and answer["deleted"] is True, answer
+    assert live_leaves(node.store.database(PRIVATE), sid) == []
+    await eventually(lambda: live_leaves(feed, sid) == [], timeout=10)
+    code, shown = await api.request("GET", f"/v1/shifts/{sid}")
+    assert code == 404 or shown["deleted"] is True, shown
