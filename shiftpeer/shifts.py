@@ -291,11 +291,13 @@ class Shifts:
     def delete(self, shift_id: str) -> dict:
         """Write a signed tombstone; its body keeps the author so every node can verify it. A shift with
         conflicts (``show``'s, the feed-only branches too) gets one on every live leaf, in one transaction:
-        a tombstone on the winner alone made the other branch the winner, and the shift stayed."""
+        a tombstone on the winner alone made the other branch the winner, and the shift stayed. So does a
+        later edit only the feed holds (made by another copy of the account): it would win over the tombstone."""
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        elsewhere = self._branches_elsewhere(db, doc)
-        live = [doc.rev, *(doc.conflicts or []), *(d["rev"] for d in elsewhere)]
+        elsewhere = self._branches_elsewhere(db, doc, later=True)
+        merged = {r for d in elsewhere for r in d["history"][1:]}   # own leaves a later edit elsewhere continues
+        live = [r for r in (doc.rev, *(doc.conflicts or [])) if r not in merged] + [d["rev"] for d in elsewhere]
         rev = self._write_tombstones(db, doc, elsewhere, live)[0]
         log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
@@ -331,11 +333,11 @@ class Shifts:
                 db.bulk_replicated(elsewhere, txn=txn)
             return [db.put(doc.id, tomb, parent=r, deleted=True, sign=self._sign, txn=txn) for r in leaves]
 
-    def _branches_elsewhere(self, db: Any, doc: Any) -> list[dict]:
+    def _branches_elsewhere(self, db: Any, doc: Any, later: bool = False) -> list[dict]:
         """This author's live revisions of the shift that user/feed holds but the own copy (``db``) has never
         seen: branches made by another copy of the account (or before a restored backup) that came back
         through the hub. Each must verify under this key; one that descends from a live revision of the own
-        copy is a later edit, not a conflict, and is left alone."""
+        copy is a later edit, not a conflict, and is left alone (``later``: it counts too, for a delete)."""
         if not self._store.has_database(FEED):
             return []
         from shiftpeer.identity.signing import verify_repl_doc
@@ -344,7 +346,7 @@ class Shifts:
         found = [d for d in self._db(FEED).get_repl_docs([(doc.id, None)])
                  if not d["deleted"] and d["body"].get("author") == self.account_id]
         unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
-        return [d for d in found if d["rev"] in unknown and not mine.intersection(d["history"])
+        return [d for d in found if d["rev"] in unknown and (later or not mine.intersection(d["history"]))
                 and verify_repl_doc(d)]
 
     def _tombstone(self, doc: Any) -> dict:

@@ -51,3 +51,23 @@ async def test_deleting_a_shift_also_deletes_its_branch_only_the_feed_holds(cora
     await eventually(lambda: live_leaves(feed, sid) == [], timeout=10)
     code, shown = await api.request("GET", f"/v1/shifts/{sid}")
     assert code == 404 or shown["deleted"] is True, shown
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_shift_also_deletes_a_later_edit_only_the_feed_holds(cora):
+    """Another copy of the account edited the shift on from this copy's revision (not a conflict: `shift show`
+    leaves it alone); a delete here tombstones it too, or it would win over the tombstone everywhere (it is
+    the deeper leaf) and the shift would stay, changeable nowhere."""
+    node, _ = cora
+    api = ApiTestClient(await node.when_ready(), read_token(node.settings.directory))
+    made = node.shifts.create({"space": "Notes", "href": "https://e.org/later", "summary": "base"})
+    sid = made["id"]
+    feed = node.store.database(FEED)
+    await eventually(lambda: feed.get(sid) is not None, timeout=10)
+    later = add_branch(feed, sid, made["rev"], node.key, summary="edited on the other copy")
+    assert feed.get(sid).rev == later and node.shifts.show(sid).conflicts == []
+    code, answer = await api.request("DELETE", f"/v1/shifts/{sid}")
+    assert code == 200 and answer["deleted"] is True, answer
+    await eventually(lambda: live_leaves(feed, sid) == [], timeout=10)
+    code, shown = await api.request("GET", f"/v1/shifts/{sid}")
+    assert code == 404 or shown["deleted"] is True, shown
