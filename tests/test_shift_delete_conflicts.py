@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pytest_twisted
 
+from flowmesh import eventually as mesh_eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.api.token import read_token
 from shiftpeer.shifts import FEED, PRIVATE
 from tests.helpers_node import ApiTestClient, eventually
+from tests.test_flows_resolve import club_conflict
 from tests.test_shift_resolve import add_branch, conflicted, cora  # noqa: F401 (the cora fixture)
 
 
@@ -71,3 +73,23 @@ async def test_deleting_a_shift_also_deletes_a_later_edit_only_the_feed_holds(co
     await eventually(lambda: live_leaves(feed, sid) == [], timeout=10)
     code, shown = await api.request("GET", f"/v1/shifts/{sid}")
     assert code == 404 or shown["deleted"] is True, shown
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_conflicted_group_shift_deletes_it_in_the_group(mesh):
+    """Over a real hub: both branches were in the group; after the delete the outbox delivers each tombstone,
+    so the group, and bob's feed, hold no live revision of it."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid, winner, loser = await club_conflict(mesh)
+    publisher = alice.flows.publisher
+    await mesh_eventually(lambda: publisher.targets(sid)["group:club"]["rev"] == winner, "the winner delivered")
+    losing = alice.store.database(PRIVATE).get_repl_docs([(sid, [loser])])[0]
+    assert await alice.flows.link.deliver(losing, ["group:club"]) == {"group:club": "ok"}
+    club = mesh.hub.db("group/club")
+    assert live_leaves(club, sid) != [] and len(live_leaves(club, sid)) == 2
+    answer = alice.shifts.delete(sid)
+    assert answer["deleted"] is True
+    await mesh_eventually(lambda: live_leaves(club, sid) == [], "the group holds no live revision")
+    await mesh_eventually(lambda: live_leaves(bob.feed(), sid) == [], "nor does bob's feed")
+    await mesh_eventually(lambda: publisher.pending() == [], "nothing left to deliver")
