@@ -25,5 +25,10 @@ def _finite_float(text: str) -> float:
 
 
 def loads(text: str | bytes) -> Any:
-    """``json.loads`` that raises ValueError for NaN, Infinity, -Infinity and overflowing numbers."""
-    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    """``json.loads`` that raises ValueError for NaN, Infinity, -Infinity and overflowing numbers, and for
+    nesting deeper than the parser recurses (json raises RecursionError: a traceback in the CLI, a 500 in
+    the API)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

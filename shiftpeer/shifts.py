@@ -289,10 +289,16 @@ class Shifts:
         return {"id": shift_id, "rev": rev, "database": db.name}
 
     def delete(self, shift_id: str) -> dict:
-        """Write a signed tombstone; its body keeps the author so every node can verify it."""
+        """Write a signed tombstone; its body keeps the author so every node can verify it. A shift with
+        conflicts (``show``'s, the feed-only branches too) gets one on every live leaf, in one transaction:
+        a tombstone on the winner alone made the other branch the winner, and the shift stayed. So does a
+        later edit only the feed holds (made by another copy of the account): it would win over the tombstone."""
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        rev = db.put(shift_id, self._tombstone(doc), parent=doc.rev, deleted=True, sign=self._sign)
+        elsewhere = self._branches_elsewhere(db, doc, later=True)
+        merged = {r for d in elsewhere for r in d["history"][1:]}   # own leaves a later edit elsewhere continues
+        live = [r for r in (doc.rev, *(doc.conflicts or [])) if r not in merged] + [d["rev"] for d in elsewhere]
+        rev = self._write_tombstones(db, doc, elsewhere, live)[0]
         log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
 
@@ -312,21 +318,26 @@ class Shifts:
         if keep not in live:
             raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "
                                f"(live: {', '.join(live)})")
-        tomb = self._tombstone(doc)
         losers = [r for r in live if r != keep]
-        with self._store.write_txn() as txn:
-            if elsewhere:   # the branches only the feed had join the own copy, to be kept or tombstoned there
-                db.bulk_replicated(elsewhere, txn=txn)
-            tombstones = [db.put(shift_id, tomb, parent=r, deleted=True, sign=self._sign, txn=txn) for r in losers]
+        tombstones = self._write_tombstones(db, doc, elsewhere, losers)
         log.info("resolved shift {shift_id} in {db}: kept {keep}, deleted {losers}", shift_id=shift_id, db=db.name,
                  keep=keep, losers=losers)
         return {"id": shift_id, "rev": keep, "removed": losers, "tombstones": tombstones, "database": db.name}
 
-    def _branches_elsewhere(self, db: Any, doc: Any) -> list[dict]:
+    def _write_tombstones(self, db: Any, doc: Any, elsewhere: list[dict], leaves: list[str]) -> list[str]:
+        """In one transaction: the branches only the feed had (``elsewhere``) join the own copy, to be kept or
+        tombstoned there, and each of ``leaves`` gets a signed tombstone. Returns the tombstones' revs."""
+        tomb = self._tombstone(doc)
+        with self._store.write_txn() as txn:
+            if elsewhere:
+                db.bulk_replicated(elsewhere, txn=txn)
+            return [db.put(doc.id, tomb, parent=r, deleted=True, sign=self._sign, txn=txn) for r in leaves]
+
+    def _branches_elsewhere(self, db: Any, doc: Any, later: bool = False) -> list[dict]:
         """This author's live revisions of the shift that user/feed holds but the own copy (``db``) has never
         seen: branches made by another copy of the account (or before a restored backup) that came back
         through the hub. Each must verify under this key; one that descends from a live revision of the own
-        copy is a later edit, not a conflict, and is left alone."""
+        copy is a later edit, not a conflict, and is left alone (``later``: it counts too, for a delete)."""
         if not self._store.has_database(FEED):
             return []
         from shiftpeer.identity.signing import verify_repl_doc
@@ -335,7 +346,7 @@ class Shifts:
         found = [d for d in self._db(FEED).get_repl_docs([(doc.id, None)])
                  if not d["deleted"] and d["body"].get("author") == self.account_id]
         unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
-        return [d for d in found if d["rev"] in unknown and not mine.intersection(d["history"])
+        return [d for d in found if d["rev"] in unknown and (later or not mine.intersection(d["history"]))
                 and verify_repl_doc(d)]
 
     def _tombstone(self, doc: Any) -> dict:

@@ -3,6 +3,7 @@ so each command starts fast)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -81,7 +82,8 @@ class ApiClient:
             raise CliError(self._not_running, EXIT_NOT_RUNNING) from None
         except TimeoutError:
             raise CliError(f"the node at {self.url} did not answer within {TIMEOUT:.0f}s") from None
-        except ValueError:   # an answer that is not JSON: not our node (a killed node's port taken since)
+        except (ValueError, http.client.HTTPException):   # an answer that is not JSON, or not HTTP at all
+            # (BadStatusLine): not our node (a killed node's port taken since)
             raise CliError(f"what answers at {self.url} (from {self.directory}/api.url) is not a shiftpeer node's "
                            "API: if the node was killed, that file is stale; start the node again") from None
 

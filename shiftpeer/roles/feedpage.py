@@ -85,7 +85,8 @@ class Position:
             )
             if not fields_ok:
                 raise ValueError(cursor)
-        except (ValueError, TypeError, RecursionError):  # binascii.Error is a ValueError
+        except (ValueError, TypeError, OverflowError, RecursionError):  # binascii.Error is a ValueError;
+            # OverflowError: an integer ``high`` too large for a float
             raise FlowError(BAD_CURSOR, "bad_request") from None
         return cls(high, skip, tuple(ties), hub, size)
 

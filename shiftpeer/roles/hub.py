@@ -26,7 +26,7 @@ from shiftpeer.roles.policy import HubPolicy
 from shiftpeer.roles.queries import HubQueries
 from shiftpeer.roles.revocation import membership_listener
 from shiftpeer.roles.social import HubSocial
-from shiftpeer.roles.validation import HubRules, check_repl_doc, filtering_store_batch
+from shiftpeer.roles.validation import HubRules, check_repl_doc, filtering_store_batch, held_author
 
 HUB_DATABASES = ("master", "system/messages")
 MAX_TARGETS_PER_CALL = 256
@@ -149,14 +149,18 @@ class Hub:
 
     def deliver_one(self, peer_id: str, target: str, doc: dict) -> str:
         """Store ``doc`` in one target's database after every check; "ok" or a FlowError."""
-        dbname = target_db(target)
+        dbname, (kind, _, name) = target_db(target), target.partition(":")
         if not self.store.has_database(dbname):
-            kind, _, name = target.partition(":")
             raise FlowError(f"there is no {kind} {name!r} on this hub", "no_" + kind)
         db = self.store.database(dbname)
         why = self.rules.check(db, dbname, peer_id, doc)
         if why is not None:
             raise FlowError(why, "refused")
+        if doc["deleted"] and kind == "group" and held_author(db, doc["id"]) is None and \
+                groupmodel.rank(self.groups.level(name, self.accounts.name_of(peer_id))) < groupmodel.RANK["read"]:
+            # a tombstone names no audience, so the rules check no level: one of a shift the group does not
+            # hold comes only from a member (a removed member may still delete what it published there)
+            raise FlowError(f"only members of group {name!r} may deliver to it", "refused")
         db.bulk_replicated([doc])
         return "ok"
 

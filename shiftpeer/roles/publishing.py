@@ -182,11 +182,14 @@ class Publisher:
     def delete_comment(self, docid: str) -> Deferred:
         """A signed tombstone of the user's comment, delivered like any later revision. It keeps
         ``type`` and ``shift`` (the hub's merge and notifications recognise a comment by them) and
-        ``author`` (every node checks the signature and the same author)."""
+        ``author`` (every node checks the signature and the same author). A comment with conflicts gets one
+        on every live revision, in one transaction: on the winner alone the other branch won and stayed."""
         db, doc = self._own(docid, "comment", "delete")
         tomb = {"type": "comment", "shift": doc.body.get("shift"), "author": self._key.account_id,
                 "modified": self._clock.seconds()}
-        rev = db.put(docid, tomb, parent=doc.rev, deleted=True, sign=self._sign)
+        with self._store.write_txn() as txn:
+            rev = [db.put(docid, tomb, parent=r, deleted=True, sign=self._sign, txn=txn)
+                   for r in (doc.rev, *(doc.conflicts or []))][0]
         log.info("deleted comment {id} rev {rev}", id=docid, rev=rev)
         d = self._result(docid, rev, audience.of(doc.body))
         return d.addCallback(lambda result: {**result, "deleted": True})

@@ -15,7 +15,7 @@ from shiftpeer import times
 from shiftpeer.identity import is_account_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
-from shiftpeer.roles.names import FlowError, check_name, is_name
+from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
 from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
@@ -190,11 +190,12 @@ class HubQueries:
 
     def _account(self, who: str) -> str:
         """The account id an ``author`` filter value names: a registered name's account, or the value
-        itself (an account id). A name no one registered is refused with ``no_user``, as a node answering
-        from its own feed refuses it (roles/authors.py): an empty page would read as "no shifts"."""
-        if is_name(who) and not is_account_id(who):   # registration refuses names shaped like account ids
-            account = self._accounts.id_of(who)
-            if account is None:
-                raise FlowError(f"there is no user {who!r} on this hub", "no_user")
-            return account
-        return who
+        itself (an account id). A name no one registered is refused with ``no_user``, and a value that is
+        neither with ``bad_name``, as a node answering from its own feed refuses them (roles/authors.py):
+        an empty page would read as "no shifts"."""
+        if is_account_id(who):   # registration refuses names shaped like account ids
+            return who
+        account = self._accounts.id_of(check_name(who, "author"))
+        if account is None:
+            raise FlowError(f"there is no user {who!r} on this hub", "no_user")
+        return account
