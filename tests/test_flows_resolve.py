@@ -116,7 +116,7 @@ async def test_a_resolve_made_offline_goes_out_on_reconnect(mesh):
     base = private.get(sid).rev
     mine = alice.shifts.edit(sid, {"summary": "here"})["rev"]
     other = add_branch(private, sid, base, alice.key, summary="elsewhere")
-    winner, loser = max(mine, other), min(mine, other)
+    loser = min(mine, other)   # same depth: the lower hash loses
     answer = alice.shifts.resolve(sid, keep=loser)
     publisher = alice.flows.publisher
     assert [p[0] for p in publisher.pending()] == [sid]
