@@ -287,12 +287,13 @@ class Publisher:
         tombstone failed waits for the next revision (as after a refused call), so nothing loops."""
         leaves = self._leaves(docid)
         for tomb in _tombstones(leaves):
-            lacking = [t for t in todo if tomb["rev"] not in self.targets(docid).get(t, {}).get("tombs", ())]
+            held = self.targets(docid)   # one outbox read per tombstone, not one per target
+            lacking = [t for t in todo if tomb["rev"] not in held.get(t, {}).get("tombs", ())]
             if not lacking:
                 continue
             try:
                 results = yield self._deliver(tomb, lacking)
-            except NotConnected:
+            except NotConnected:   # a FlowError too: the caller stops the flush, nothing is recorded
                 raise
             except FlowError as e:
                 results = {t: "error: " + e.message for t in lacking}
