@@ -39,7 +39,7 @@ def rev_depth(rev: str) -> int:
 
 def rev_from_bytes(parent: str | None, deleted: bool, body_bytes: bytes | memoryview) -> str:
     """The revision for `body_bytes` (the canonical CBOR of the body): same bytes as hashing the array."""
-    head = b"\x83" + codec.encode_text(parent or "") + (_TRUE if deleted else _FALSE)
+    head = b"\x83" + cbor2.dumps(parent or "") + (_TRUE if deleted else _FALSE)
     h = blake2b(head, digest_size=16)
     h.update(body_bytes)
     n = rev_depth(parent) + 1 if parent else 1
