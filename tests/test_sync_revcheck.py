@@ -62,6 +62,7 @@ def test_a_stemmed_history_names_no_parent_and_is_not_checked():
     body = _body("one")
     plain = plain_encoder()(body)
     assert replicated_rev_ok("5-" + "0" * 32, ["5-" + "0" * 32], False, plain, body)
+    assert not replicated_rev_ok("5-nothex", ["5-nothex"], False, plain, body)    # not a revision at all
     assert not replicated_rev_ok("1-" + "0" * 32, ["1-" + "0" * 32], False, plain, body)
 
 
@@ -250,3 +251,28 @@ def test_the_rules_refuse_it_outside_a_sync_batch_too():
     assert refusal(None, dict(r2)) is None
     why = refusal(None, dict(r2, history=[r2["rev"], r1b["rev"]]))
     assert why is not None and why.code == "bad_signature" and "revision" in str(why)
+
+
+@pytest.mark.allow_logged_errors
+@pytest_twisted.ensureDeferred
+async def test_a_regrafted_revision_riding_along_with_live_changes_is_refused(tmp_path, monkeypatch):
+    """Live mode sends small batches' documents inline with their changes (no need/docs round trip): the
+    same check refuses a regrafted revision there, after the honest part of the pull was stored."""
+    r1, r2, r1b = _genuine_edit()
+    with Warnings() as w:
+        async with Nodes(tmp_path) as nodes:
+            honest, hostile, rep, _ = await _send(nodes, "pull", [r1, *_bystanders(3)], [])
+            await rep.caught_up
+            dst = honest.store.database("inbox")
+            before = snapshot(dst)
+            assert set(before) == {"s1", "ok0", "ok1", "ok2"}
+            from shiftpeer.sync.puller import Puller
+
+            asked = []
+            real_on_docs = Puller.on_docs
+            monkeypatch.setattr(Puller, "on_docs", lambda self, msg: asked.append(msg) or real_on_docs(self, msg))
+            hostile.store.database("relay").bulk_replicated([r1b, dict(r2, history=[r2["rev"], r1b["rev"]])])
+            await until(lambda: honest.factory.counters["violation.forged"] == 1, what="the refusal")
+            assert snapshot(dst) == before and dst.get("s1", r2["rev"]) is None
+            assert asked == []     # the revision came inline with its change, not in a docs frame
+        assert w.closed(hostile.id, "forged")

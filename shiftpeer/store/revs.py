@@ -93,7 +93,7 @@ def replicated_rev_ok(rev: str, history: Any, deleted: bool, body_bytes: bytes |
     elif rev.startswith("1-"):
         parent = None
     else:
-        return True   # stemmed: nothing to hash against
+        return _REV_RE.fullmatch(rev) is not None   # stemmed: nothing to hash against
     return rev_matches(rev, parent, deleted, body_bytes, body)
 
 
