@@ -139,3 +139,15 @@ def tls_pair(server_creator, client_creator, *, chunk: int | None = None, greeti
 
 
 __all__ = ["NodeKey", "TestPKI", "make_pki", "RecordingProtocol", "TLSPair", "tls_pair", "field"]
+
+
+def signed_doc(key: NodeKey, docid: str, body: dict, deleted: bool = False, parent: str | None = None) -> dict:
+    """A replicated document as its author's node sends it: the real revision of `body` under `parent`
+    (every receiver recomputes it), signed with `key`, and its history."""
+    from shiftpeer.identity.signing import sign_doc
+    from shiftpeer.store.codec import encode_canonical
+    from shiftpeer.store.revs import rev_from_bytes
+
+    rev = rev_from_bytes(parent, deleted, encode_canonical(body))
+    return {"id": docid, "rev": rev, "deleted": deleted, "body": body,
+            "sig": sign_doc(key, docid, rev, body, deleted), "history": [rev] if parent is None else [rev, parent]}

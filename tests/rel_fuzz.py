@@ -151,8 +151,12 @@ def message(fields: dict[str, Any]) -> st.SearchStrategy:
 
 def signed_exchange(fields: dict[str, Any], key: Any) -> st.SearchStrategy:
     """``changes`` then ``docs`` for the target's own pull (rid 1), the documents validly signed, so they get
-    past the signature check into the store with adversarial revisions, histories, ids and bodies."""
+    past the signature check into the store with adversarial revisions, histories, ids and bodies. About half
+    carry the real revision of their body under their history's parent, so they get past the revision hash
+    check too (the rest are refused by it, as forged)."""
     from shiftpeer.identity.signing import sign_doc
+    from shiftpeer.store.codec import encode_canonical
+    from shiftpeer.store.revs import rev_from_bytes
 
     body = st.dictionaries(st.sampled_from(["type", "href", "n", "created", "text"]) | st.text(max_size=4), ANY,
                            max_size=4)
@@ -169,6 +173,12 @@ def signed_exchange(fields: dict[str, Any], key: Any) -> st.SearchStrategy:
             b = {**draw(body), "author": key.account_id}
             history = [rev, *draw(st.lists(st.builds(lambda n, h: f"{n}-{h}", st.integers(0, 5),
                                                      st.text(HEX, min_size=32, max_size=32)), max_size=3))]
+            if draw(st.booleans()):
+                try:
+                    rev = history[0] = rev_from_bytes(history[1] if len(history) > 1 else None, deleted,
+                                                      encode_canonical(b))
+                except (ValueError, TypeError, cbor2.CBOREncodeError):
+                    pass
             docs.append({"id": docid, "rev": rev, "deleted": deleted, "body": b, "history": history,
                          "sig": sign_doc(key, docid, rev, b, deleted)})
         ch = [[d["id"], [d["rev"]]] for d in docs]

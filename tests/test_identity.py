@@ -23,13 +23,13 @@ from shiftpeer.identity import (
 from shiftpeer.identity.signing import sign_doc, signing_payload, verify_repl_doc
 from shiftpeer.identity.verifiers import verify_many
 
+from helpers_identity import signed_doc
+
 
 def make_doc(key: NodeKey, n: int = 0, **over) -> dict:
     body = {"author": key.account_id, "space": "notes", "href": f"http://example.com/{n}",
             "summary": "a note", "content": {"x": 1.5, "tags": ["a", "b"]}}
-    doc = {"id": f"shift-{n}", "rev": f"1-{n:032x}", "deleted": False, "body": body,
-           "history": [f"1-{n:032x}"]}
-    doc["sig"] = sign_doc(key, doc["id"], doc["rev"], body, False)
+    doc = signed_doc(key, f"shift-{n}", body)
     doc.update(over)
     return doc
 
@@ -215,9 +215,7 @@ def test_signature_survives_a_cbor_round_trip(content, deleted):
     import cbor2
 
     body = {"author": _KEY.account_id, "content": content}
-    rev = "1-" + "ab" * 16
-    doc = {"id": "x", "rev": rev, "deleted": deleted, "body": body,
-           "sig": sign_doc(_KEY, "x", rev, body, deleted)}
+    doc = signed_doc(_KEY, "x", body, deleted)
     assert verify_repl_doc(cbor2.loads(cbor2.dumps(doc)))
 
 
@@ -242,8 +240,7 @@ def test_verify_fast_path_checks_the_plain_encoding_once(monkeypatch):
 
     k = NodeKey.generate()
     body = {"author": k.account_id, "n": 3, "content": {"text": "hi", "tags": ["a"]}}
-    doc = {"id": "x", "rev": "1-" + "0" * 32, "deleted": False, "history": ["1-" + "0" * 32]}
-    doc["sig"] = sign_doc(k, "x", doc["rev"], body, False)
+    doc = signed_doc(k, "x", body)
     doc["body"] = cbor2.loads(cbor2.dumps(body, canonical=True))     # key order as on the wire
     calls = _count_verifies(monkeypatch)
     assert verify_repl_doc(doc)

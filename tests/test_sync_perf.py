@@ -18,7 +18,6 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.testing import StringTransport
 
 from shiftpeer.identity import NodeKey
-from shiftpeer.identity.signing import sign_doc
 from shiftpeer.identity.verifiers import VERIFY_THREADS, VerifierGone, verify_many, verify_pool, verify_processes
 from shiftpeer.identity.tls import client_creator, server_creator
 from shiftpeer.store import Store
@@ -29,6 +28,7 @@ from shiftpeer.sync.manager import ReplicationManager
 from shiftpeer.sync.replication import RAMP_FIRST, default_store_batch
 from shiftpeer.sync.testing import MemoryStore, RecordingConnection, accept_all
 
+from helpers_identity import signed_doc
 from test_verifier import SMALL_ORDER_KEY, TRIVIAL_SIGNATURE
 
 
@@ -128,10 +128,7 @@ def _signed_docs(n, key=None):
     key = key or NodeKey.generate()
     out = []
     for i in range(n):
-        body = {"author": key.account_id, "n": i}
-        rev = f"1-{i:032x}"
-        out.append({"id": f"d{i}", "rev": rev, "deleted": False, "body": body,
-                    "sig": sign_doc(key, f"d{i}", rev, body, False), "history": [rev]})
+        out.append(signed_doc(key, f"d{i}", {"author": key.account_id, "n": i}))
     return out
 
 
@@ -178,10 +175,8 @@ async def test_large_batches_are_verified_in_the_reactors_processes():
     assert verify_processes(reactor) is procs and len(procs.procs) == VERIFY_THREADS
     other = NodeKey.generate()
     docs = _signed_docs(300)
-    for d in docs[:100]:                       # a float: the plain payload differs from the canonical one
-        d["body"]["x"] = 1.5
-        d["sig"] = sign_doc(other, d["id"], d["rev"], {**d["body"], "author": other.account_id}, False)
-        d["body"]["author"] = other.account_id
+    for i, d in enumerate(docs[:100]):         # a float: the plain payload differs from the canonical one
+        docs[i] = signed_doc(other, d["id"], {**d["body"], "x": 1.5, "author": other.account_id})
     docs[7]["body"]["x"] = 2.5                 # altered after signing
     docs[150]["body"]["n"] = -1
     docs[151]["sig"] = None
@@ -311,9 +306,8 @@ async def test_the_verification_processes_request_pipes_are_widened():
     procs = verify_processes(reactor)
     key = NodeKey.generate()
     docs = _signed_docs(300, key)
-    for d in docs:                                # ~1.5 MB in all, over one pipe's capacity
-        d["body"]["pad"] = "p" * 5000
-        d["sig"] = sign_doc(key, d["id"], d["rev"], d["body"], False)
+    for i, d in enumerate(docs):                  # ~1.5 MB in all, over one pipe's capacity
+        docs[i] = signed_doc(key, d["id"], {**d["body"], "pad": "p" * 5000})
     docs[5]["body"]["pad"] = "q"
     results = await verify_many(docs)
     assert [i for i, ok in enumerate(results) if not ok] == [5]

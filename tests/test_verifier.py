@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 import shiftpeer.identity.keys as keys
 from shiftpeer.identity import NodeKey, verify
 from shiftpeer.identity.keys import account_id_of_raw, usable_public_key, verify_with_key
-from shiftpeer.identity.signing import sign_doc, verify_repl_doc
+from shiftpeer.identity.signing import verify_repl_doc
+
+from helpers_identity import signed_doc
 
 #: A point of order 2 (y = -1), and a "signature" by it that the cofactored check (ZIP-215) accepts for
 #: any message: R the identity, s = 0, so [8]sB = [8]R + [8]kA holds because [8]A is the identity.
@@ -101,17 +103,13 @@ def test_both_libraries_give_the_same_answers(msg, flip):
 def test_signed_shifts_verify_with_either(verifier):
     k = NodeKey.generate()
     body = {"author": k.account_id, "summary": "s", "content": {"x": 1.5}}
-    doc = {"id": "x", "rev": "1-" + "0" * 32, "deleted": False, "body": body, "history": ["1-" + "0" * 32]}
-    doc["sig"] = sign_doc(k, "x", doc["rev"], body, False)
+    doc = signed_doc(k, "x", body)
     assert verify_repl_doc(doc)
     doc["body"] = dict(body, summary="altered")
     assert not verify_repl_doc(doc)
 
 
-def _signed(k, docid, body, deleted=False, rev="1-" + "0" * 32):
-    doc = {"id": docid, "rev": rev, "deleted": deleted, "body": body, "history": [rev]}
-    doc["sig"] = sign_doc(k, docid, rev, body, deleted)
-    return doc
+_signed = signed_doc
 
 
 @pytest.mark.parametrize("docid", ["x", "shift-" + "a" * 40, "d" * 300, "ünïcødé-☃-id"])
@@ -127,7 +125,7 @@ def test_the_validator_leaves_the_bodys_plain_cbor_for_the_store(docid):
 
     k = NodeKey.generate()
     body = {"author": k.account_id, "summary": "é" * 30, "n": 2**40, "x": 1.5, "list": [1, {"a": None}]}
-    doc = _signed(k, docid, body, deleted=True, rev="12-" + "f" * 32)
+    doc = _signed(k, docid, body, deleted=True, parent="11-" + "f" * 32)
     row = dict(doc)
     assert verify_repl_doc(row) and row == doc
     forged = dict(doc, body=dict(body, summary="forged"))
@@ -184,10 +182,7 @@ def test_the_store_writes_the_checked_bytes_as_it_would_encode_them(tmp_path):
     docs = []
     for i in range(3):
         body = {"author": k.account_id, "summary": f"s{i}", "content": {"x": i + 0.5}}
-        rev = f"1-{i:032x}"
-        d = {"id": f"d{i}", "rev": rev, "deleted": False, "body": body, "history": [rev]}
-        d["sig"] = sign_doc(k, d["id"], rev, body, False)
-        docs.append(d)
+        docs.append(signed_doc(k, f"d{i}", body))
     from shiftpeer.identity.signing import verify_chunk
 
     checked = [dict(d) for d in docs]

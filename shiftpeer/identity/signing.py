@@ -4,10 +4,12 @@ The signed payload (see docs/identity.md) is::
 
     cbor2.dumps([docid, rev, body, deleted, author], canonical=True)
 
-with ``author = body["author"]``, the author's account id. The revision already hashes the parent
-and the body, and the signature covers the revision, so a relay can neither alter a shift nor
-graft someone else's edit onto another history without the author's key. Where batches are checked
-(inline, in threads, in processes) is ``verifiers``.
+with ``author = body["author"]``, the author's account id. The revision hashes the parent
+and the body, and the signature covers the revision; the history a revision travels with is not
+signed, so the receiver checks that the revision hashes its body under the parent the history names
+(``prepare_check``, ``store.revs.replicated_rev_ok``). Together a relay can neither alter a shift nor
+attach an author's revision to another parent without the author's key, and an author cannot send two
+bodies under one revision id. Where batches are checked (inline, in threads, in processes) is ``verifiers``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Optional, Sequence
 import cbor2
 
 from shiftpeer.ids import names_other_author
+from shiftpeer.store import revs
 from shiftpeer.store.codec import PLAIN_BODY, cbor_head_len, encode_text
 
 from .keys import NodeKey, is_account_id, public_key_of, usable_public_key, verify_with_key
@@ -58,7 +61,10 @@ def sign_doc(key: NodeKey, docid: str, rev: str, body: dict, deleted: bool,
 
 def prepare_check(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
     """(author's public key, sig, payload items, plain payload) of a replicated document, or None when it
-    cannot carry a valid signature. Holds the GIL: everything but the signature check itself."""
+    cannot be genuine: it cannot carry a valid signature, or its revision is not the hash of its body under
+    the parent its history names (``revs.replicated_rev_ok``, over the body's bytes in the plain payload:
+    ~4 us for a 1 KB body, and no second encoding unless its keys are out of canonical order). Holds the
+    GIL: everything but the signature check itself."""
     try:
         sig = doc.get("sig")
         body = doc["body"]
@@ -72,8 +78,13 @@ def prepare_check(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
             return None
         if names_other_author(docid, author):   # a bound id names its author: no one else may write under it
             return None
-        items = [docid, rev, body, bool(doc.get("deleted", False)), author]
-        return pk, bytes(sig), items, cbor2.dumps(items)
+        deleted = bool(doc.get("deleted", False))
+        items = [docid, rev, body, deleted, author]
+        plain = cbor2.dumps(items)
+        start, end = _body_span(docid, rev, plain)
+        if not revs.replicated_rev_ok(rev, doc.get("history"), deleted, memoryview(plain)[start:end], body):
+            return None
+        return pk, bytes(sig), items, plain
     except (KeyError, ValueError, TypeError, AttributeError, cbor2.CBOREncodeError):
         return None
 
@@ -90,11 +101,15 @@ def leave_plain_body(doc: Any, prepared: tuple[bytes, bytes, list, bytes]) -> No
     verify_repl_doc leaves what it is given as it was."""
     if type(doc) is not dict:
         return
-    docid, rev = prepared[2][0], prepared[2][1]
     plain = prepared[3]
-    d, r = docid.encode(), rev.encode()
-    start = 1 + cbor_head_len(len(d)) + len(d) + cbor_head_len(len(r)) + len(r)
-    doc[PLAIN_BODY] = plain[start : len(plain) - _PAYLOAD_TAIL]
+    start, end = _body_span(prepared[2][0], prepared[2][1], plain)
+    doc[PLAIN_BODY] = plain[start:end]
+
+
+def _body_span(docid: str, rev: str, plain: bytes) -> tuple[int, int]:
+    """Where the body's bytes are in a plain payload (leave_plain_body says why they are there)."""
+    d, r = len(docid.encode()), len(rev.encode())
+    return 1 + cbor_head_len(d) + d + cbor_head_len(r) + r, len(plain) - _PAYLOAD_TAIL
 
 
 def canonical_retry(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[bytes]:
@@ -112,7 +127,8 @@ check_signature = verify_with_key
 
 
 def verify_repl_doc(doc: dict) -> bool:
-    """True when a replicated document's sig is its author's signature; False for anything else.
+    """True when a replicated document's sig is its author's signature and its revision is the hash of its
+    body under the parent its history names (``prepare_check``); False for anything else.
 
     Fast path: the payload is first encoded *plainly* (cbor2 without ``canonical``, ~4x cheaper, and
     the encoding holds the GIL). A body that reached us from its author keeps the canonical key order

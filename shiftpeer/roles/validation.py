@@ -58,7 +58,8 @@ def refusal(db: Any, doc: dict) -> str | None:
         author = doc["body"].get("author")
         if isinstance(author, str) and isinstance(doc["id"], str) and names_other_author(doc["id"], author):
             return Reason("other_author", "only the shift's author may change it (its id names another author)")
-        return Reason("bad_signature", "the signature does not verify under body.author")
+        return Reason("bad_signature", "the signature does not verify under body.author, or the revision is "
+                                       "not the hash of its body under the parent its history names")
     before = held_author(db, doc["id"])
     if before is not None and before != doc["body"].get("author"):
         return Reason("other_author",

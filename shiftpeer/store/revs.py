@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from hashlib import blake2b
-from typing import Iterable
+from typing import Any, Iterable
 
 import cbor2
 
@@ -37,7 +37,7 @@ def rev_depth(rev: str) -> int:
     return int(rev[: rev.index("-")])
 
 
-def rev_from_bytes(parent: str | None, deleted: bool, body_bytes: bytes) -> str:
+def rev_from_bytes(parent: str | None, deleted: bool, body_bytes: bytes | memoryview) -> str:
     """The revision for `body_bytes` (the canonical CBOR of the body): same bytes as hashing the array."""
     head = b"\x83" + cbor2.dumps(parent or "") + (_TRUE if deleted else _FALSE)
     h = blake2b(head, digest_size=16)
@@ -49,6 +49,52 @@ def rev_from_bytes(parent: str | None, deleted: bool, body_bytes: bytes) -> str:
 def compute_rev(parent: str | None, deleted: bool, body: dict) -> str:
     """The revision of an edit: `N-blake2b128(canonical CBOR [parent or "", deleted, body])`."""
     return rev_from_bytes(parent, deleted, codec.encode_body(body))
+
+
+def rev_matches(rev: str, parent: str | None, deleted: bool, body_bytes: bytes | memoryview,
+                body: Any = None) -> bool:
+    """Is `rev` the revision of this body under `parent`, depth and hash (rev_from_bytes)?
+
+    `body_bytes` is the body's CBOR as the caller has it: a received body's plain encoding, which is the
+    canonical one when its keys are in canonical order (the normal case: the author's store encoded them
+    so, and every decode keeps the order). Only when that does not match and `body` is given is the
+    canonical encoding built and tried, the same plain-then-canonical retry as the signature check's
+    (identity/signing.py `canonical_retry`). False, not an exception, for a parent that is not a revision
+    or a body that does not encode."""
+    try:
+        if rev_from_bytes(parent, deleted, body_bytes) == rev:
+            return True
+        if body is None:
+            return False
+        canonical = codec.encode_canonical(body)
+    except (ValueError, TypeError, cbor2.CBOREncodeError):
+        return False
+    return canonical != body_bytes and rev_from_bytes(parent, deleted, canonical) == rev
+
+
+def replicated_rev_ok(rev: str, history: Any, deleted: bool, body_bytes: bytes | memoryview,
+                      body: Any = None) -> bool:
+    """The receiver's check of a revision from another node: does it hash its body under the parent its
+    `history` names (history[1]; none at depth 1), at the parent's depth + 1? The signature covers the
+    revision but not the history, so without this a relay could attach a genuine revision to another
+    parent, and an author could send two bodies under one revision id. A history of one entry at depth > 1
+    (None is taken as [rev], as the store does) was stemmed by its sender, who no longer knows the parent:
+    its hash cannot be checked and it is accepted (docs/security.md, *Known gaps*). The older entries name
+    revisions whose bodies the receiver may never see, so they are taken as sent (check_history checks
+    only that they are contiguous). `body_bytes` and `body`: rev_matches."""
+    if history is None:
+        history = [rev]
+    elif type(history) is not list or not history or history[0] != rev:
+        return False
+    if len(history) > 1:
+        parent = history[1]
+        if type(parent) is not str:
+            return False
+    elif rev.startswith("1-"):
+        parent = None
+    else:
+        return _REV_RE.fullmatch(rev) is not None   # stemmed: nothing to hash against
+    return rev_matches(rev, parent, deleted, body_bytes, body)
 
 
 def check_history(history: list) -> None:

@@ -118,7 +118,8 @@ class Puller:
             return
         if len(oks) != len(batch.docs) or not all(oks):
             bad = [doc["id"] for doc, ok in zip(batch.docs, oks) if not ok][:5]
-            self.mgr.conn.violation("forged", f"documents failed validation: {bad}", self.remote_db)
+            self.mgr.conn.violation("forged", f"documents failed validation (signature, or revision hash against "
+                                              f"body and parent): {bad}", self.remote_db)
             return
         batch.state = "ready"
         self._advance()
