@@ -25,6 +25,7 @@ from shiftpeer.identity.signing import sign_doc
 from shiftpeer.ids import bound_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.names import FlowError
+from shiftpeer.store import codec
 from shiftpeer.store.revs import compute_rev
 
 PRIVATE, PUBLIC, FEED, OUTBOX = "user/private", "user/public", "user/feed", "user/outbox"
@@ -145,6 +146,7 @@ class Publisher:
     def _move_public(self, doc: Any, body: dict) -> str:
         """The public revision to user/public and a sibling tombstone to user/private, atomically."""
         private, public = self._store.database(PRIVATE), self._store.database(PUBLIC)
+        body = codec.in_canonical_order(body)   # bulk_replicated stores a body's bytes in its key order
         rev = compute_rev(doc.rev, False, body)
         history = private.get_repl_docs([(doc.id, [doc.rev])])[0]["history"]
         live = {"id": doc.id, "rev": rev, "deleted": False, "body": body,

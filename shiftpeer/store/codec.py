@@ -159,6 +159,14 @@ def encode_canonical(obj: Any) -> bytes:
     return _dumps(obj, canonical=True)
 
 
+def in_canonical_order(body: dict) -> dict:
+    """`body` with its maps' keys (nested ones too) in canonical order, the order its bytes are stored in
+    when a database put encodes it. A body built by adding keys (``{**body, "audience": ...}``) and written
+    by ``bulk_replicated`` would otherwise be stored in insertion order: every node that gets it then finds
+    the plain payload differs from the signed canonical one and checks its signature twice."""
+    return _loads(encode_canonical(body))
+
+
 def encode_body(body: dict) -> bytes:
     """Check that `body` is JSON-compatible and return its canonical CBOR."""
     check_json(body)
