@@ -13,6 +13,16 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
+def forget_genuine_payloads():
+    """Each test starts with no signed payload remembered as genuine (identity/genuine.py), so what one
+    test verified never spares another a check."""
+    from shiftpeer.identity.signing import GENUINE
+
+    GENUINE.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def fail_on_logged_errors(request):
     """Fail a test when anything logged an error or failure it did not expect."""
     errors: list[dict] = []

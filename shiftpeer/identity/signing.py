@@ -22,6 +22,7 @@ from shiftpeer.ids import names_other_author
 from shiftpeer.store import revs
 from shiftpeer.store.codec import PLAIN_BODY, cbor_head_len, encode_text
 
+from .genuine import GenuineCache
 from .keys import NodeKey, is_account_id, public_key_of, usable_public_key, verify_with_key
 
 
@@ -125,6 +126,9 @@ def canonical_retry(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[byte
 #: count the checks by replacing it here.
 check_signature = verify_with_key
 
+#: Payloads verify_repl_doc found genuine (not the sync validator's: a pulled document comes once).
+GENUINE = GenuineCache()
+
 
 def verify_repl_doc(doc: dict) -> bool:
     """True when a replicated document's sig is its author's signature and its revision is the hash of its
@@ -136,8 +140,20 @@ def verify_repl_doc(doc: dict) -> bool:
     already the canonical payload. A plain encoding decodes to exactly the values encoded, so if the
     signature verifies over it, the author signed exactly this document. Only when that fails (a
     body with floats, reordered keys, or a forgery) is the canonical payload built and checked.
+
+    A payload found genuine is remembered (``genuine.GenuineCache``, keyed by the signature and a hash of
+    the payload's bytes), so the same row asked for again costs its encoding and a hash, not a check.
     """
-    return _checked(doc) is not None
+    prepared = prepare_check(doc)
+    if prepared is None:
+        return False
+    key = GenuineCache.key(prepared[1], prepared[3])
+    if GENUINE.seen(key):
+        return True
+    if _signature_ok(prepared) is None:
+        return False
+    GENUINE.add(key)
+    return True
 
 
 def checked_by_validator(doc: Any) -> bool:
@@ -148,10 +164,14 @@ def checked_by_validator(doc: Any) -> bool:
 
 
 def _checked(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
-    """verify_repl_doc's check: the prepared payload of a genuine document, else None."""
+    """verify_chunk's check (verify_repl_doc's without the memory): the prepared payload of a genuine
+    document, else None."""
     prepared = prepare_check(doc)
-    if prepared is None:
-        return None
+    return None if prepared is None else _signature_ok(prepared)
+
+
+def _signature_ok(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[tuple[bytes, bytes, list, bytes]]:
+    """`prepared` when its signature verifies over the plain payload, or else the canonical one."""
     pk, sig, _, plain = prepared
     if check_signature(pk, plain, sig):
         return prepared

@@ -1,0 +1,99 @@
+"""A row found genuine is not checked again (identity/genuine.py): a user node asking its hub for the same
+page twice checks each row's signature once, and anything changed in a row, even under the same
+signature, is checked again and refused."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+import shiftpeer.identity.signing as signing
+from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+from shiftpeer.identity.genuine import GenuineCache
+from shiftpeer.identity.keys import NodeKey
+from shiftpeer.identity.signing import verify_repl_doc
+from shiftpeer.store.revs import compute_rev
+from tests.helpers_identity import signed_doc
+
+
+def _count_checks(monkeypatch) -> list[bytes]:
+    calls: list[bytes] = []
+    real = signing.check_signature
+
+    def counting(pk, msg, sig):
+        calls.append(msg)
+        return real(pk, msg, sig)
+
+    monkeypatch.setattr(signing, "check_signature", counting)
+    return calls
+
+
+def test_the_least_recently_used_payload_is_forgotten_first():
+    cache = GenuineCache(size=2)
+    a, b, c = (GenuineCache.key(bytes(64), p) for p in (b"a", b"b", b"c"))
+    cache.add(a)
+    cache.add(b)
+    assert cache.seen(a)            # a is now the most recently used
+    cache.add(c)
+    assert len(cache) == 2 and cache.seen(a) and cache.seen(c) and not cache.seen(b)
+    assert cache.hits == 3
+    with pytest.raises(ValueError):
+        GenuineCache(size=0)
+
+
+def test_the_key_tells_payloads_and_signatures_apart():
+    sig = bytes(range(64))
+    assert GenuineCache.key(sig, b"payload") != GenuineCache.key(sig, b"payloae")
+    assert GenuineCache.key(sig, b"payload") != GenuineCache.key(bytes(64), b"payload")
+
+
+def test_a_genuine_row_seen_again_costs_no_check(monkeypatch):
+    key = NodeKey.generate()
+    doc = signed_doc(key, f"{key.account_id}.one", {"author": key.account_id, "summary": "hi"})
+    calls = _count_checks(monkeypatch)
+    assert verify_repl_doc(doc) and len(calls) == 1
+    assert verify_repl_doc(dict(doc)) and len(calls) == 1          # the same bytes: remembered
+    assert signing.GENUINE.hits == 1
+
+
+def test_a_changed_body_under_the_remembered_signature_is_checked_and_refused(monkeypatch):
+    """The memory is keyed by the payload's bytes, not by id and revision: a row whose body changed (with
+    a revision recomputed to match, so only the signature can tell) is checked again and refused, every
+    time it comes."""
+    key = NodeKey.generate()
+    doc = signed_doc(key, f"{key.account_id}.two", {"author": key.account_id, "summary": "hi"})
+    calls = _count_checks(monkeypatch)
+    assert verify_repl_doc(doc)
+    body = {**doc["body"], "summary": "HACKED"}
+    rev = compute_rev(None, False, body)
+    forged = {**doc, "body": body, "rev": rev, "history": [rev]}
+    assert not verify_repl_doc(forged) and not verify_repl_doc(forged)
+    assert len(calls) >= 3 and signing.GENUINE.hits == 0      # checked each time, never remembered
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_asked_again_checks_no_signature_and_still_drops_what_the_hub_altered(mesh, monkeypatch):
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    kept = alice.new_shift("https://again.example/")
+    altered = alice.new_shift("https://again.example/")
+    for sid in (kept, altered):
+        await alice.publish(sid, public=True)
+    await eventually(lambda: {kept, altered} <= mesh.hub.ids("shared"), "shared")
+    calls = _count_checks(monkeypatch)
+    query = {"filters": {"href": "https://again.example/"}}
+
+    first = [r["id"] for r in (await bob.flows.query(query))["rows"]]
+    assert sorted(first) == sorted([kept, altered]) and len(calls) == 2
+    second = [r["id"] for r in (await bob.flows.query(query))["rows"]]
+    assert second == first and len(calls) == 2                        # both rows remembered
+
+    # The hub now serves the altered shift with a new body under alice's old signature.
+    shared = mesh.hub.db("shared")
+    real = shared.get_repl_docs([(altered, None)])[0]
+    body = {**real["body"], "summary": "HACKED"}
+    rev = compute_rev(real["rev"], False, body)
+    shared.bulk_replicated([{**real, "rev": rev, "body": body, "history": [rev, *real["history"]]}],
+                           vis=list(shared.get(altered).vis))
+    third = [r["id"] for r in (await bob.flows.query(query))["rows"]]
+    assert third == [kept] and len(calls) == 3                        # only the changed row checked
