@@ -295,10 +295,7 @@ class Shifts:
         later edit only the feed holds (made by another copy of the account): it would win over the tombstone."""
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        elsewhere = self._branches_elsewhere(db, doc, later=True)
-        merged = {r for d in elsewhere for r in d["history"][1:]}   # own leaves a later edit elsewhere continues
-        live = [r for r in (doc.rev, *(doc.conflicts or [])) if r not in merged] + [d["rev"] for d in elsewhere]
-        rev = self._write_tombstones(db, doc, elsewhere, live)[0]
+        rev = delete_everywhere(self._store, db, doc, self._tombstone(doc), self._sign)
         log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
 
@@ -310,7 +307,7 @@ class Shifts:
             raise InvalidShift("keep must be a revision string, as 'shift show' lists it")
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        elsewhere = self._branches_elsewhere(db, doc)
+        elsewhere = branches_elsewhere(self._store, db, doc, self.account_id)
         live = [doc.rev, *(doc.conflicts or []), *(d["rev"] for d in elsewhere)]
         if len(live) == 1:
             raise NoConflicts(f"shift {shift_id} has no conflicts: {doc.rev} is its only live revision")
@@ -319,35 +316,10 @@ class Shifts:
             raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "
                                f"(live: {', '.join(live)})")
         losers = [r for r in live if r != keep]
-        tombstones = self._write_tombstones(db, doc, elsewhere, losers)
+        tombstones = write_tombstones(self._store, db, doc, elsewhere, losers, self._tombstone(doc), self._sign)
         log.info("resolved shift {shift_id} in {db}: kept {keep}, deleted {losers}", shift_id=shift_id, db=db.name,
                  keep=keep, losers=losers)
         return {"id": shift_id, "rev": keep, "removed": losers, "tombstones": tombstones, "database": db.name}
-
-    def _write_tombstones(self, db: Any, doc: Any, elsewhere: list[dict], leaves: list[str]) -> list[str]:
-        """In one transaction: the branches only the feed had (``elsewhere``) join the own copy, to be kept or
-        tombstoned there, and each of ``leaves`` gets a signed tombstone. Returns the tombstones' revs."""
-        tomb = self._tombstone(doc)
-        with self._store.write_txn() as txn:
-            if elsewhere:
-                db.bulk_replicated(elsewhere, txn=txn)
-            return [db.put(doc.id, tomb, parent=r, deleted=True, sign=self._sign, txn=txn) for r in leaves]
-
-    def _branches_elsewhere(self, db: Any, doc: Any, later: bool = False) -> list[dict]:
-        """This author's live revisions of the shift that user/feed holds but the own copy (``db``) has never
-        seen: branches made by another copy of the account (or before a restored backup) that came back
-        through the hub. Each must verify under this key; one that descends from a live revision of the own
-        copy is a later edit, not a conflict, and is left alone (``later``: it counts too, for a delete)."""
-        if not self._store.has_database(FEED):
-            return []
-        from shiftpeer.identity.signing import verify_repl_doc
-
-        mine = {doc.rev, *(doc.conflicts or [])}
-        found = [d for d in self._db(FEED).get_repl_docs([(doc.id, None)])
-                 if not d["deleted"] and d["body"].get("author") == self.account_id]
-        unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
-        return [d for d in found if d["rev"] in unknown and (later or not mine.intersection(d["history"]))
-                and verify_repl_doc(d)]
 
     def _tombstone(self, doc: Any) -> dict:
         """A tombstone's body: it keeps the type and the author, so every node can verify it."""
@@ -360,7 +332,7 @@ class Shifts:
 
     def show(self, shift_id: str) -> ShiftView:
         """The shift's winning revision, its conflicts, and every local database that holds it. The conflicts
-        of the user's own copy include their branches only user/feed holds (``_branches_elsewhere``)."""
+        of the user's own copy include their branches only user/feed holds (``branches_elsewhere``)."""
         check_id(shift_id)
         found: list[tuple[str, Any]] = []
         for name in (*OWN_DATABASES, FEED):
@@ -372,7 +344,7 @@ class Shifts:
         if not live:
             raise ShiftNotFound(f"no shift {shift_id} on this node (list shifts with 'shiftpeer feed')")
         name, doc = live[0]
-        elsewhere = [] if name == FEED else self._branches_elsewhere(self._db(name), doc)
+        elsewhere = [] if name == FEED else branches_elsewhere(self._store, self._db(name), doc, self.account_id)
         return ShiftView(
             id=doc.id,
             rev=doc.rev,
@@ -427,6 +399,43 @@ class Shifts:
             ],
             "next_cursor": store_cursor,
         }
+
+
+def branches_elsewhere(store: Any, db: Any, doc: Any, account_id: str, later: bool = False) -> list[dict]:
+    """The author's live revisions of a document that user/feed holds but the own copy (``db``, whose winner is
+    ``doc``) has never seen: branches made by another copy of the account (or before a restored backup) that
+    came back through the hub. Each must verify under the author's key; one that descends from a live revision
+    of the own copy is a later edit, not a conflict, and is left alone (``later``: it counts too, for a delete)."""
+    if not store.has_database(FEED):
+        return []
+    from shiftpeer.identity.signing import verify_repl_doc
+
+    mine = {doc.rev, *(doc.conflicts or [])}
+    found = [d for d in store.database(FEED).get_repl_docs([(doc.id, None)])
+             if not d["deleted"] and d["body"].get("author") == account_id]
+    unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
+    return [d for d in found if d["rev"] in unknown and (later or not mine.intersection(d["history"]))
+            and verify_repl_doc(d)]
+
+
+def write_tombstones(store: Any, db: Any, doc: Any, elsewhere: list[dict], leaves: list[str], tomb: dict,
+                     sign: Signer) -> list[str]:
+    """In one transaction: the branches only the feed had (``elsewhere``) join the own copy ``db``, to be kept
+    or tombstoned there, and each of ``leaves`` gets a signed tombstone ``tomb``. Returns the tombstones' revs."""
+    with store.write_txn() as txn:
+        if elsewhere:
+            db.bulk_replicated(elsewhere, txn=txn)
+        return [db.put(doc.id, tomb, parent=r, deleted=True, sign=sign, txn=txn) for r in leaves]
+
+
+def delete_everywhere(store: Any, db: Any, doc: Any, tomb: dict, sign: Signer) -> str:
+    """Tombstone every live revision of the author's document (winner ``doc`` in its own copy ``db``): its
+    conflicts, and the branches and later edits only user/feed holds (``branches_elsewhere``), which would
+    otherwise win over the tombstone. Returns the first tombstone's rev."""
+    elsewhere = branches_elsewhere(store, db, doc, tomb["author"], later=True)
+    merged = {r for d in elsewhere for r in d["history"][1:]}   # own leaves a later edit elsewhere continues
+    live = [r for r in (doc.rev, *(doc.conflicts or [])) if r not in merged] + [d["rev"] for d in elsewhere]
+    return write_tombstones(store, db, doc, elsewhere, live, tomb, sign)[0]
 
 
 def _renormalize_href(body: dict) -> None:

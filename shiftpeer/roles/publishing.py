@@ -25,6 +25,7 @@ from shiftpeer.identity.signing import sign_doc
 from shiftpeer.ids import bound_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.names import FlowError
+from shiftpeer.shifts import delete_everywhere
 from shiftpeer.store.revs import compute_rev
 
 PRIVATE, PUBLIC, FEED, OUTBOX = "user/private", "user/public", "user/feed", "user/outbox"
@@ -182,14 +183,14 @@ class Publisher:
     def delete_comment(self, docid: str) -> Deferred:
         """A signed tombstone of the user's comment, delivered like any later revision. It keeps
         ``type`` and ``shift`` (the hub's merge and notifications recognise a comment by them) and
-        ``author`` (every node checks the signature and the same author). A comment with conflicts gets one
-        on every live revision, in one transaction: on the winner alone the other branch won and stayed."""
+        ``author`` (every node checks the signature and the same author). Like a shift delete, every live
+        revision gets one, in one transaction: the own copy's conflicts, and the branches and later edits of
+        another copy of the account that only user/feed holds; on the winner alone another revision won and
+        the comment stayed."""
         db, doc = self._own(docid, "comment", "delete")
         tomb = {"type": "comment", "shift": doc.body.get("shift"), "author": self._key.account_id,
                 "modified": self._clock.seconds()}
-        with self._store.write_txn() as txn:
-            rev = [db.put(docid, tomb, parent=r, deleted=True, sign=self._sign, txn=txn)
-                   for r in (doc.rev, *(doc.conflicts or []))][0]
+        rev = delete_everywhere(self._store, db, doc, tomb, self._sign)
         log.info("deleted comment {id} rev {rev}", id=docid, rev=rev)
         d = self._result(docid, rev, audience.of(doc.body))
         return d.addCallback(lambda result: {**result, "deleted": True})
