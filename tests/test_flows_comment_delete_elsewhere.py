@@ -82,6 +82,8 @@ async def test_deleting_a_comment_also_deletes_a_branch_only_the_feed_holds(mesh
     assert len(live_leaves(alice.feed(), cid)) == 2
 
     answer = await alice.flows.delete_comment(cid)
-    assert answer["deleted"] is True
+    # two tombstones: the answer names the one that wins, which the group got (it said pending for the other)
+    assert answer["deleted"] is True and answer["targets"] == {"group:club": "ok"}, answer
+    assert answer["rev"] == alice.store.database("user/private").get(cid).rev
     await assert_gone_everywhere(mesh, cid, sid)
 

@@ -194,7 +194,8 @@ class Publisher:
         db, doc = self._own(docid, "comment", "delete")
         tomb = {"type": "comment", "shift": doc.body.get("shift"), "author": self._key.account_id,
                 "modified": self._clock.seconds()}
-        rev = delete_everywhere(self._store, db, doc, tomb, self._sign)
+        delete_everywhere(self._store, db, doc, tomb, self._sign)
+        rev = self.current(docid)["rev"]   # the winning tombstone: what every target gets, so what it reports
         log.info("deleted comment {id} rev {rev}", id=docid, rev=rev)
         d = self._result(docid, rev, audience.of(doc.body))
         return d.addCallback(lambda result: {**result, "deleted": True})
