@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from shiftpeer.ids import bound_id
 from shiftpeer.store import InvalidDocument
+from shiftpeer.store.revs import compute_rev
 from shiftpeer.urls import BadHref, lookup_forms, normalize_href
 
 PRIVATE = "user/private"
@@ -295,22 +296,21 @@ class Shifts:
         later edit only the feed holds (made by another copy of the account): it would win over the tombstone."""
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        elsewhere = self._branches_elsewhere(db, doc, later=True)
-        merged = {r for d in elsewhere for r in d["history"][1:]}   # own leaves a later edit elsewhere continues
-        live = [r for r in (doc.rev, *(doc.conflicts or [])) if r not in merged] + [d["rev"] for d in elsewhere]
-        rev = self._write_tombstones(db, doc, elsewhere, live)[0]
+        rev = delete_everywhere(self._store, db, doc, self._tombstone(doc), self._sign)
         log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
 
     def resolve(self, shift_id: str, keep: Any = None) -> dict:
         """End a conflict on the user's own shift: a signed tombstone on every live leaf but ``keep`` (default:
         the current winner), in one transaction, where the shift lives. The tombstones reach every copy the
-        way an edit does (user/public's replication, the outbox's delivery). Returns the revision that wins."""
+        way an edit does (user/public's replication, the outbox's delivery). A resolve picks the content, not
+        where the shift is published: when the branches' signed audiences differ, the kept revision gets a
+        new signed revision on top with their union (``_keep_widened``). Returns the revision that wins."""
         if keep is not None and not isinstance(keep, str):
             raise InvalidShift("keep must be a revision string, as 'shift show' lists it")
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        elsewhere = self._branches_elsewhere(db, doc)
+        elsewhere = branches_elsewhere(self._store, db, doc, self.account_id)
         live = [doc.rev, *(doc.conflicts or []), *(d["rev"] for d in elsewhere)]
         if len(live) == 1:
             raise NoConflicts(f"shift {shift_id} has no conflicts: {doc.rev} is its only live revision")
@@ -319,35 +319,53 @@ class Shifts:
             raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "
                                f"(live: {', '.join(live)})")
         losers = [r for r in live if r != keep]
-        tombstones = self._write_tombstones(db, doc, elsewhere, losers)
-        log.info("resolved shift {shift_id} in {db}: kept {keep}, deleted {losers}", shift_id=shift_id, db=db.name,
-                 keep=keep, losers=losers)
-        return {"id": shift_id, "rev": keep, "removed": losers, "tombstones": tombstones, "database": db.name}
+        leaves = {d["rev"]: d for d in (*db.get_repl_docs([(shift_id, None)]), *elsewhere) if not d["deleted"]}
+        # a branch from before a refusal must not bring back a name that left the audience (one who registers
+        # it later would receive the shift): the outbox's refused targets stay out
+        refused = _refused_targets(self._store, shift_id)
+        union = audience_union([leaves[r]["body"] for r in live], refused)
+        if audience_union([leaves[keep]["body"]]) == union and not (union["public"] and db.name == PRIVATE):
+            tombstones = write_tombstones(self._store, db, doc, elsewhere, losers, self._tombstone(doc), self._sign)
+            rev, where = keep, db.name
+        else:
+            tombstones, rev, where = self._keep_widened(db, doc, elsewhere, losers, leaves, keep, union)
+        log.info("resolved shift {shift_id} in {db}: kept {keep} as {rev}, deleted {losers}", shift_id=shift_id,
+                 db=where, keep=keep, rev=rev, losers=losers)
+        return {"id": shift_id, "rev": rev, "removed": losers, "tombstones": tombstones, "database": where}
 
-    def _write_tombstones(self, db: Any, doc: Any, elsewhere: list[dict], leaves: list[str]) -> list[str]:
-        """In one transaction: the branches only the feed had (``elsewhere``) join the own copy, to be kept or
-        tombstoned there, and each of ``leaves`` gets a signed tombstone. Returns the tombstones' revs."""
+    def _keep_widened(self, db: Any, doc: Any, elsewhere: list[dict], losers: list[str], leaves: dict, keep: str,
+                      union: dict) -> tuple[list[str], str, str]:
+        """The resolve when the kept revision names other places than the branches together: in one transaction,
+        the losers' tombstones and a signed revision of ``keep`` whose audience is ``union``. Without it a place
+        the kept revision does not name got the other revision's tombstone and refused the kept one (the shift
+        was gone there), and a place only a losing branch went to kept that branch live (the outbox follows
+        the new audience there). A public union moves a
+        shift that lived in user/private to user/public as publishing does: the new revision there, a sibling
+        tombstone in user/private, and the losers' tombstones in both, so ``master`` drops a public losing
+        branch too. Returns (tombstones, the new revision, the database the shift now lives in)."""
+        body = {**leaves[keep]["body"], "audience": union, "modified": self._clock.seconds()}
         tomb = self._tombstone(doc)
+        if not (union["public"] and db.name == PRIVATE):
+            with self._store.write_txn() as txn:
+                tombstones = write_tombstones(self._store, db, doc, elsewhere, losers, tomb, self._sign)
+                rev = db.put(doc.id, body, parent=keep, sign=self._sign, txn=txn)
+            return tombstones, rev, db.name
+        tombs = [self._signed(doc.id, leaves[r], tomb, deleted=True) for r in losers]
+        moved = self._signed(doc.id, leaves[keep], body, deleted=False)
+        public = self._store.create_database(PUBLIC)
         with self._store.write_txn() as txn:
             if elsewhere:
                 db.bulk_replicated(elsewhere, txn=txn)
-            return [db.put(doc.id, tomb, parent=r, deleted=True, sign=self._sign, txn=txn) for r in leaves]
+            db.bulk_replicated(tombs, txn=txn)
+            db.put(doc.id, tomb, parent=keep, deleted=True, sign=self._sign, txn=txn)
+            public.bulk_replicated([moved, *tombs], txn=txn)
+        return [t["rev"] for t in tombs], moved["rev"], PUBLIC
 
-    def _branches_elsewhere(self, db: Any, doc: Any, later: bool = False) -> list[dict]:
-        """This author's live revisions of the shift that user/feed holds but the own copy (``db``) has never
-        seen: branches made by another copy of the account (or before a restored backup) that came back
-        through the hub. Each must verify under this key; one that descends from a live revision of the own
-        copy is a later edit, not a conflict, and is left alone (``later``: it counts too, for a delete)."""
-        if not self._store.has_database(FEED):
-            return []
-        from shiftpeer.identity.signing import verify_repl_doc
-
-        mine = {doc.rev, *(doc.conflicts or [])}
-        found = [d for d in self._db(FEED).get_repl_docs([(doc.id, None)])
-                 if not d["deleted"] and d["body"].get("author") == self.account_id]
-        unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
-        return [d for d in found if d["rev"] in unknown and (later or not mine.intersection(d["history"]))
-                and verify_repl_doc(d)]
+    def _signed(self, docid: str, parent: dict, body: dict, deleted: bool) -> dict:
+        """A signed revision on ``parent`` (a repl doc) as a repl doc, to write to more than one database."""
+        rev = compute_rev(parent["rev"], deleted, body)
+        return {"id": docid, "rev": rev, "deleted": deleted, "body": body, "sig": self._sign(docid, rev, body, deleted),
+                "history": [rev, *parent["history"]]}
 
     def _tombstone(self, doc: Any) -> dict:
         """A tombstone's body: it keeps the type and the author, so every node can verify it."""
@@ -360,7 +378,7 @@ class Shifts:
 
     def show(self, shift_id: str) -> ShiftView:
         """The shift's winning revision, its conflicts, and every local database that holds it. The conflicts
-        of the user's own copy include their branches only user/feed holds (``_branches_elsewhere``)."""
+        of the user's own copy include their branches only user/feed holds (``branches_elsewhere``)."""
         check_id(shift_id)
         found: list[tuple[str, Any]] = []
         for name in (*OWN_DATABASES, FEED):
@@ -372,7 +390,7 @@ class Shifts:
         if not live:
             raise ShiftNotFound(f"no shift {shift_id} on this node (list shifts with 'shiftpeer feed')")
         name, doc = live[0]
-        elsewhere = [] if name == FEED else self._branches_elsewhere(self._db(name), doc)
+        elsewhere = [] if name == FEED else branches_elsewhere(self._store, self._db(name), doc, self.account_id)
         return ShiftView(
             id=doc.id,
             rev=doc.rev,
@@ -427,6 +445,62 @@ class Shifts:
             ],
             "next_cursor": store_cursor,
         }
+
+
+def branches_elsewhere(store: Any, db: Any, doc: Any, account_id: str, later: bool = False) -> list[dict]:
+    """The author's live revisions of a document that user/feed holds but the own copy (``db``, whose winner is
+    ``doc``) has never seen: branches made by another copy of the account (or before a restored backup) that
+    came back through the hub. Each must verify under the author's key; one that descends from a live revision
+    of the own copy is a later edit, not a conflict, and is left alone (``later``: it counts too, for a delete)."""
+    if not store.has_database(FEED):
+        return []
+    from shiftpeer.identity.signing import verify_repl_doc
+
+    mine = {doc.rev, *(doc.conflicts or [])}
+    found = [d for d in store.database(FEED).get_repl_docs([(doc.id, None)])
+             if not d["deleted"] and d["body"].get("author") == account_id]
+    unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
+    return [d for d in found if d["rev"] in unknown and (later or not mine.intersection(d["history"]))
+            and verify_repl_doc(d)]
+
+
+def write_tombstones(store: Any, db: Any, doc: Any, elsewhere: list[dict], leaves: list[str], tomb: dict,
+                     sign: Signer) -> list[str]:
+    """In one transaction (the caller's, when it has one open): the branches only the feed had (``elsewhere``)
+    join the own copy ``db``, to be kept or tombstoned there, and each of ``leaves`` gets a signed tombstone
+    ``tomb``. Returns the tombstones' revs."""
+    with store.write_txn() as txn:
+        if elsewhere:
+            db.bulk_replicated(elsewhere, txn=txn)
+        return [db.put(doc.id, tomb, parent=r, deleted=True, sign=sign, txn=txn) for r in leaves]
+
+
+def audience_union(bodies: list[dict], refused: Any = ()) -> dict:
+    """The union of the signed audiences of some revisions (roles/audience.py's shape, names sorted), less the
+    ``refused`` targets (``group:<g>``, ``user:<u>``)."""
+    from shiftpeer.roles import audience
+
+    auds = [audience.of(b) for b in bodies]
+    union = {"public": any(a["public"] for a in auds), "groups": sorted({g for a in auds for g in a["groups"]}),
+             "to": sorted({u for a in auds for u in a["to"]})}
+    return audience.without(union, list(refused))
+
+
+def delete_everywhere(store: Any, db: Any, doc: Any, tomb: dict, sign: Signer) -> str:
+    """Tombstone every live revision of the author's document (winner ``doc`` in its own copy ``db``): its
+    conflicts, and the branches and later edits only user/feed holds (``branches_elsewhere``), which would
+    otherwise win over the tombstone. Returns the first tombstone's rev."""
+    elsewhere = branches_elsewhere(store, db, doc, tomb["author"], later=True)
+    merged = {r for d in elsewhere for r in d["history"][1:]}   # own leaves a later edit elsewhere continues
+    live = [r for r in (doc.rev, *(doc.conflicts or [])) if r not in merged] + [d["rev"] for d in elsewhere]
+    return write_tombstones(store, db, doc, elsewhere, live, tomb, sign)[0]
+
+
+def _refused_targets(store: Any, docid: str) -> list[str]:
+    """The targets the hub refused for good for this document, as its outbox holds them (none without one)."""
+    from shiftpeer.roles.publishing import OUTBOX, refused_targets
+
+    return refused_targets(store.database(OUTBOX), docid) if store.has_database(OUTBOX) else []
 
 
 def _renormalize_href(body: dict) -> None:

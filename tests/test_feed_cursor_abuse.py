@@ -20,8 +20,8 @@ def _cursor(raw: str) -> str:
     return PREFIX + base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-#: ``high`` as an integer too large for a float (json.loads gives an int; float() of it overflows).
-HUGE_HIGH = _cursor("[" + "9" * 400 + ',0,[],null,null]')
+#: the time (``at``) as an integer too large for a float (json.loads gives an int; float() of it overflows).
+HUGE_HIGH = _cursor("[" + "9" * 400 + ',[],null,null]')
 
 
 @pytest.mark.parametrize("cursor", [HUGE_HIGH])

@@ -6,7 +6,9 @@ deleted, and deleted leaves are not conflicts), and ``user/public`` reaches the 
 replication. Groups and users: the revision stays where it lives and ``user/outbox`` records each
 target with the last revision it received; every later revision (edit, delete, comment) is delivered
 with the hub's ``deliver`` RPC, now if connected, else on reconnect. A resolved conflict's tombstones
-(deleted losing leaves) go to each target once too, before the winner (``tombs`` in the outbox).
+(deleted losing leaves) go to each target once too, before the winner (``tombs`` in the outbox). The
+outbox follows the signed audience: a target a new revision names that it neither has nor had refused
+joins it (a resolve gives the kept revision the union of its branches' audiences).
 
 A target the hub refuses (no such user or group, not allowed to publish there) leaves the signed
 audience at once: a new revision without it goes to the other targets, and the outbox keeps the
@@ -25,6 +27,7 @@ from shiftpeer.identity.signing import sign_doc
 from shiftpeer.ids import bound_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.names import FlowError
+from shiftpeer.shifts import delete_everywhere
 from shiftpeer.store import codec
 from shiftpeer.store.revs import compute_rev
 
@@ -59,6 +62,8 @@ class Publisher:
         self._unsubscribe = None
         self._lock = DeferredLock()
         self._queued = False
+        #: update_seq of user/private and user/public the outbox has followed the signed audiences up to
+        self._followed = {name: store.database(name).update_seq() for name in (PRIVATE, PUBLIC)}
         #: Why what is not delivered yet waits (None: the hub is connected and this account registered);
         #: the user flows set it from the hub link.
         self.pending_note: Callable[[], str | None] = lambda: None
@@ -184,14 +189,15 @@ class Publisher:
     def delete_comment(self, docid: str) -> Deferred:
         """A signed tombstone of the user's comment, delivered like any later revision. It keeps
         ``type`` and ``shift`` (the hub's merge and notifications recognise a comment by them) and
-        ``author`` (every node checks the signature and the same author). A comment with conflicts gets one
-        on every live revision, in one transaction: on the winner alone the other branch won and stayed."""
+        ``author`` (every node checks the signature and the same author). Like a shift delete, every live
+        revision gets one, in one transaction: the own copy's conflicts, and the branches and later edits of
+        another copy of the account that only user/feed holds; on the winner alone another revision won and
+        the comment stayed."""
         db, doc = self._own(docid, "comment", "delete")
         tomb = {"type": "comment", "shift": doc.body.get("shift"), "author": self._key.account_id,
                 "modified": self._clock.seconds()}
-        with self._store.write_txn() as txn:
-            rev = [db.put(docid, tomb, parent=r, deleted=True, sign=self._sign, txn=txn)
-                   for r in (doc.rev, *(doc.conflicts or []))][0]
+        delete_everywhere(self._store, db, doc, tomb, self._sign)
+        rev = self.current(docid)["rev"]   # the winning tombstone: what every target gets, so what it reports
         log.info("deleted comment {id} rev {rev}", id=docid, rev=rev)
         d = self._result(docid, rev, audience.of(doc.body))
         return d.addCallback(lambda result: {**result, "deleted": True})
@@ -258,8 +264,25 @@ class Publisher:
         """Deliver every pending revision (or only ``only``'s); flushes run one at a time."""
         return self._lock.run(self._flush, only)
 
+    def _follow_audiences(self) -> None:
+        """Add to the outbox the targets that a new revision's signed audience names and the outbox neither
+        has nor had refused: every revision then goes to every place its audience names, not only to those a
+        publish recorded (a resolve gives the kept revision the union of its branches' audiences, and another
+        copy of the account may have published a branch to places this copy never did)."""
+        for name in (PRIVATE, PUBLIC):
+            db = self._store.database(name)
+            since, self._followed[name] = self._followed[name], db.update_seq()
+            if since == self._followed[name]:
+                continue
+            for doc in db.docs_since(since):
+                named = [] if doc.deleted else audience.targets(audience.of(doc.body))
+                if named and doc.body.get("author") == self._key.account_id:
+                    known, refused = _outbox_body(self._outbox.get(doc.id))
+                    self._add_targets(doc.id, [t for t in named if t not in known and t not in refused])
+
     @inlineCallbacks
     def _flush(self, only: str | None):
+        self._follow_audiences()
         for docid, cur, todo in self.pending():
             if only is not None and docid != only:
                 continue
@@ -362,6 +385,11 @@ class Publisher:
 def _tombstones(leaves: list[dict]) -> list[dict]:
     """The deleted losing leaves among a document's leaves (winner first): tombstones of resolved conflicts."""
     return [d for d in leaves[1:] if d["deleted"]]
+
+
+def refused_targets(outbox: Any, docid: str) -> list[str]:
+    """The targets the hub refused for good for ``docid``, from the ``user/outbox`` database."""
+    return list(_outbox_body(outbox.get(docid))[1])
 
 
 def _outbox_body(entry: Any) -> tuple[dict, dict]:

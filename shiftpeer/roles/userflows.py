@@ -235,12 +235,11 @@ class UserFlows:
             else:
                 log.warn("the hub sent a row that does not verify: {id}", id=r.get("id"))
         nxt = answer["next_cursor"]
-        low = feedpage.bucket_low(rows, nxt, pos.high)
-        drafts = [] if low >= pos.high else self._unpublished(
-            q, feedpage.store_range(low, pos.high, q["since"], q["until"]), feedpage.in_bucket(pos, rows, nxt),
-            feedpage.drafts_needed(pos, q["limit"]))
-        page, after = feedpage.merge_page(pos, q["limit"], rows, nxt, drafts,
-                                          own=lambda r: r["body"].get("author") == self.key.account_id)
+        low = feedpage.bucket_low(rows, nxt, pos.at)
+        drafts = [] if low >= pos.at else self._unpublished(
+            q, feedpage.store_range(low, pos.at, q["since"], q["until"]), feedpage.in_bucket(pos, rows, nxt),
+            feedpage.drafts_needed(q["limit"]))
+        page, after = feedpage.merge_page(pos, q["limit"], rows, nxt, drafts)
         return {"rows": page, "next_cursor": None if after is None else after.encode(), "source": "shared"}
 
     def _unpublished(self, q: dict, scan: tuple, keep: Callable[[dict], bool], need: int) -> list[dict]:
