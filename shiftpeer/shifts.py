@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from twisted.logger import Logger
 
 from shiftpeer.ids import bound_id
-from shiftpeer.store import InvalidDocument
+from shiftpeer.store import InvalidDocument, codec
 from shiftpeer.store.revs import compute_rev
 from shiftpeer.urls import BadHref, lookup_forms, normalize_href
 
@@ -362,7 +362,9 @@ class Shifts:
         return [t["rev"] for t in tombs], moved["rev"], PUBLIC
 
     def _signed(self, docid: str, parent: dict, body: dict, deleted: bool) -> dict:
-        """A signed revision on ``parent`` (a repl doc) as a repl doc, to write to more than one database."""
+        """A signed revision on ``parent`` (a repl doc) as a repl doc, to write to more than one database (its
+        body in canonical key order: bulk_replicated stores the bytes in the order it is given)."""
+        body = codec.in_canonical_order(body)
         rev = compute_rev(parent["rev"], deleted, body)
         return {"id": docid, "rev": rev, "deleted": deleted, "body": body, "sig": self._sign(docid, rev, body, deleted),
                 "history": [rev, *parent["history"]]}

@@ -11,10 +11,12 @@ was not public was tombstoned in master."""
 
 from __future__ import annotations
 
+import cbor2
 import pytest_twisted
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.shifts import make_signer
+from shiftpeer.store import codec
 from shiftpeer.store.revs import compute_rev
 
 HREF = "https://example.org/resolve-audience"
@@ -156,6 +158,8 @@ async def test_a_public_branch_elsewhere_makes_the_kept_revision_public(mesh):
     answer = alice.shifts.resolve(sid)
     kept = alice.shifts.show(sid)
     assert kept.rev == answer["rev"] and kept.conflicts == []
+    stored = alice.store.database("user/public").get(sid).body     # stored as a put stores: checked once
+    assert cbor2.dumps(stored) == codec.encode_canonical(stored)   # wherever it goes (test_publish_canonical)
     await everywhere(mesh, sid, {"master": mesh.hub.db("master"), "shared": mesh.hub.db("shared"),
                                  "club": mesh.hub.db("group/club"), "other": mesh.hub.db("group/other"),
                                  "bob's feed": bob.feed(), "carol's feed": carol.feed(),
