@@ -227,13 +227,16 @@ class UserFlows:
         """A page of the hub's ``shared`` merged with this user's unpublished shifts, at most ``limit`` rows
         (``feedpage`` says how the node's cursor keeps each row on exactly one page)."""
         pos = feedpage.Position.decode(q["cursor"])
-        answer = yield self.link.call("query", dict(q, cursor=pos.hub, limit=pos.hub_limit(q["limit"])))
+        answer = yield self.link.call("query", dict(q, cursor=pos.hub, limit=pos.hub_limit(q["limit"]),
+                                                    **{queries.BODY_CBOR: True}))
         rows = []
-        for r in answer["rows"]:
-            if verify_repl_doc(r):
+        for sent in answer["rows"]:
+            r = queries.received_row(sent)
+            if r is not None:
                 rows.append(r)
             else:
-                log.warn("the hub sent a row that does not verify: {id}", id=r.get("id"))
+                log.warn("the hub sent a row that does not verify: {id}",
+                         id=sent.get("id") if isinstance(sent, dict) else None)
         nxt = answer["next_cursor"]
         low = feedpage.bucket_low(rows, nxt, pos.at)
         drafts = [] if low >= pos.at else self._unpublished(
