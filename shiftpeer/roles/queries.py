@@ -13,10 +13,12 @@ from typing import Any, Callable
 
 from shiftpeer import times
 from shiftpeer.identity import is_account_id
+from shiftpeer.identity.signing import verify_repl_doc
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
+from shiftpeer.store.codec import decode_body
 from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
 
@@ -78,9 +80,9 @@ def in_range(body: dict, since: float | None, until: float | None) -> bool:
 
 def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: str | None,
         keep: Callable[[Any], bool] = lambda doc: True, since: float | None = None,
-        until: float | None = None) -> tuple[list[Any], str | None]:
+        until: float | None = None, body_bytes: bool = False) -> tuple[list[Any], str | None]:
     """Page the most selective index of ``db`` newest first within ``[since, until)``, keeping docs
-    that pass every other filter."""
+    that pass every other filter (``body_bytes``: with their stored body bytes, ``stored_row``)."""
     index = next((f for f in INDEXED if f in filters), None)
     values = filters[index] if index else None
     rest = {k: set(v) for k, v in filters.items() if k != index and k != "group"}
@@ -92,7 +94,7 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
         # so a page never holds more than `limit` rows and none is skipped between pages.
         try:
             docs, cursor = db.query(index or "all", values, vis=vis, limit=limit - len(rows), cursor=cursor,
-                                    since=since, until=until)
+                                    since=since, until=until, body_bytes=body_bytes)
         except InvalidDocument:   # check_query checked the rest: a cursor this node never handed out
             raise FlowError(BAD_CURSOR, "bad_request") from None
         for doc in docs:
@@ -114,6 +116,38 @@ def row(doc: Any) -> dict:
     """A query result row: the winning revision with its signature, so the asker can verify it."""
     return {"id": doc.id, "rev": doc.rev, "deleted": bool(doc.deleted), "body": doc.body, "sig": doc.sig,
             "history": [doc.rev]}
+
+
+#: The query argument by which a user node asks the hub for rows with ``body_cbor`` (``stored_row``). A
+#: hub that does not know it sends ``row``s: the asker takes either (``received_row``).
+BODY_CBOR = "body_cbor"
+
+
+def stored_row(doc: Any) -> dict:
+    """A row whose body is the stored CBOR bytes (``Database.query(body_bytes=True)``), under ``body_cbor``:
+    the hub sends them without encoding the body again, and the asker checks the signature over the very
+    bytes it decodes the body from, without encoding it either."""
+    return {"id": doc.id, "rev": doc.rev, "deleted": bool(doc.deleted), BODY_CBOR: doc.body_cbor, "sig": doc.sig,
+            "history": [doc.rev]}
+
+
+def received_row(sent: Any) -> dict | None:
+    """A row a hub answered with (``row`` or ``stored_row``) as a ``row``, if its signature and revision
+    check (identity/signing.py ``verify_repl_doc``); None for anything else."""
+    if type(sent) is not dict:
+        return None
+    raw = sent.get(BODY_CBOR)
+    if raw is None:
+        return sent if verify_repl_doc(sent) else None
+    if type(raw) is not bytes or "body" in sent:
+        return None
+    try:
+        body = decode_body(raw)
+    except Exception:  # noqa: BLE001 - cbor2 raises several types for bad bytes; a bad row is no row
+        return None
+    got = {"id": sent.get("id"), "rev": sent.get("rev"), "deleted": sent.get("deleted", False), "body": body,
+           "sig": sent.get("sig"), "history": sent.get("history")}
+    return got if verify_repl_doc(got, raw) else None
 
 
 class HubQueries:
@@ -158,9 +192,10 @@ class HubQueries:
                 raise FlowError("you are not a reader of that group", "forbidden")
         if q["favorites"]:
             return self._favorites(account_id, user, filters, q)
+        raw = args.get(BODY_CBOR) is True   # the asker takes stored bytes (docs/flows.md, *Queries*)
         docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"],
-                           since=q["since"], until=q["until"])
-        return {"rows": [row(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
+                           since=q["since"], until=q["until"], body_bytes=raw)
+        return {"rows": [(stored_row if raw else row)(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
 
     def get(self, account_id: str, user: str, ids: Any) -> dict:
         """The documents among ``ids`` the caller may see (unknown or hidden ids are left out)."""

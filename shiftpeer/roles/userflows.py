@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import verify_repl_doc
@@ -190,13 +190,20 @@ class UserFlows:
         return self.link.call("favorite", {"id": shift_id, "on": on})
 
     # -- queries ---------------------------------------------------------------------------------
+    def query(self, args: dict) -> Deferred:
+        """Answer a query: locally on a full peer (or offline), else from the hub plus unpublished shifts.
+        Fires with the answer, or fails with FlowError (a bad query included)."""
+        try:
+            q = queries.check_query(args)
+            if not self.full_peer and self.hub_answers:
+                return self._hub_page(q)
+        except Exception:  # noqa: BLE001 - as from the generator it replaces: a failed Deferred, never a raise
+            return fail()
+        return self._feed_page(q)
+
     @inlineCallbacks
-    def query(self, args: dict):
-        """Answer a query: locally on a full peer (or offline), else from the hub plus unpublished shifts."""
-        q = queries.check_query(args)
-        if not self.full_peer and self.hub_answers:
-            answer = yield self._hub_page(q)
-            return answer
+    def _feed_page(self, q: dict):
+        """A page of this node's own ``user/feed`` (follows, favorites and author names asked of the hub)."""
         if q["following"] or q["favorites"]:
             if not self.link.connected:
                 raise FlowError("follows and favorites are kept on the hub, which is not connected",
@@ -222,18 +229,26 @@ class UserFlows:
             q["keep"] = lambda d, k=q.get("keep"): (k is None or k(d)) and d.body.get("author") in followed
         return q
 
-    @inlineCallbacks
-    def _hub_page(self, q: dict):
+    def _hub_page(self, q: dict) -> Deferred:
         """A page of the hub's ``shared`` merged with this user's unpublished shifts, at most ``limit`` rows
-        (``feedpage`` says how the node's cursor keeps each row on exactly one page)."""
+        (``feedpage`` says how the node's cursor keeps each row on exactly one page). One callback on the
+        hub call, not a generator: this runs on every page load of every Space (docs/benchmarks.md).
+        Raises FlowError for a cursor this node did not hand out (``query`` turns it into a failure)."""
         pos = feedpage.Position.decode(q["cursor"])
-        answer = yield self.link.call("query", dict(q, cursor=pos.hub, limit=pos.hub_limit(q["limit"])))
+        d = self.link.call("query", dict(q, cursor=pos.hub, limit=pos.hub_limit(q["limit"]),
+                                         **{queries.BODY_CBOR: True}))
+        return d.addCallback(self._merged_page, q, pos)
+
+    def _merged_page(self, answer: dict, q: dict, pos: feedpage.Position) -> dict:
+        """The page ``_hub_page`` answers with, from the hub's answer (rows whose signature fails are left out)."""
         rows = []
-        for r in answer["rows"]:
-            if verify_repl_doc(r):
+        for sent in answer["rows"]:
+            r = queries.received_row(sent)
+            if r is not None:
                 rows.append(r)
             else:
-                log.warn("the hub sent a row that does not verify: {id}", id=r.get("id"))
+                log.warn("the hub sent a row that does not verify: {id}",
+                         id=sent.get("id") if isinstance(sent, dict) else None)
         nxt = answer["next_cursor"]
         low = feedpage.bucket_low(rows, nxt, pos.at)
         drafts = [] if low >= pos.at else self._unpublished(

@@ -49,6 +49,11 @@ class Doc(NamedTuple):
     seq: int
 
 
+#: A Doc and its body's bytes as stored (`query(body_bytes=True)`), for a sender that passes them on as they
+#: are instead of encoding the decoded body again (the hub's answers to queries, roles/queries.py).
+StoredDoc = NamedTuple("StoredDoc", [*Doc.__annotations__.items(), ("body_cbor", bytes)])
+
+
 class Change(NamedTuple):
     seq: int
     id: str
@@ -378,12 +383,14 @@ class Database:
         cursor: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        body_bytes: bool = False,
     ) -> tuple[list[Doc], str | None]:
         """Live documents by index value(s), newest `created` first, visible to any of `vis`.
 
         `values`: one value or a list (union); None only for "all". `vis`: tokens to union (None: every
         document). `since` <= created < `until` (seconds since the epoch; either may be None) bounds the
-        index scan itself. Returns (docs, next cursor or None when there is no more).
+        index scan itself. Returns (docs, next cursor or None when there is no more). With `body_bytes`
+        each doc is a StoredDoc: the same fields and the body's stored bytes.
         """
         ib = indexes.INDEXES.get(index)
         if ib is None:
@@ -426,12 +433,13 @@ class Database:
                 raw = txn.get(log_get_key(self._dbp, seq), db=st._log_db)
                 if raw is None:
                     continue
-                d = self._doc(seq, codec.decode_record(raw))
+                rec = codec.decode_record(raw)
+                d = self._doc(seq, rec)
                 if d is None or d.deleted or not matches(d.body, ib, want):
                     continue
                 if vis is not None and token_set.isdisjoint(d.vis):
                     continue
-                docs.append(d)
+                docs.append(_new_tuple(StoredDoc, (*d, rec[3][d.rev][1])) if body_bytes else d)
         return docs, nxt
 
     def get_checkpoint(self, peer_id: str, remote_db: str) -> dict | None:
