@@ -23,6 +23,7 @@ from shiftpeer.roles.user import LocalReplication
 from shiftpeer.roles.userflows import UserFlows
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer.store import Store
+from shiftpeer.store.revs import compute_rev
 from shiftpeer.sync import Policy, SyncFactory
 from shiftpeer.sync.client import outgoing
 from tests.helpers_node import eventually as _poll
@@ -56,6 +57,16 @@ class HubParty:
 
     def db(self, name: str) -> Any:
         return self.store.database(name)
+
+    def serve_altered(self, docid: str, **changes: Any) -> None:
+        """Play a compromised hub: a new revision of a shift in ``shared`` with ``changes`` to its body, its
+        revision recomputed (so only the signature, the author's old one, can tell)."""
+        shared = self.db("shared")
+        real = shared.get_repl_docs([(docid, None)])[0]
+        body = {**real["body"], **changes}
+        rev = compute_rev(real["rev"], False, body)
+        shared.bulk_replicated([{**real, "rev": rev, "body": body, "history": [rev, *real["history"]]}],
+                               vis=list(shared.get(docid).vis))
 
     def ids(self, name: str) -> set[str]:
         """Ids of the live documents in one of the hub's databases."""

@@ -151,3 +151,19 @@ def signed_doc(key: NodeKey, docid: str, body: dict, deleted: bool = False, pare
     rev = rev_from_bytes(parent, deleted, encode_canonical(body))
     return {"id": docid, "rev": rev, "deleted": deleted, "body": body,
             "sig": sign_doc(key, docid, rev, body, deleted), "history": [rev] if parent is None else [rev, parent]}
+
+
+def count_signature_checks(monkeypatch: Any) -> list[bytes]:
+    """Count the signature checks from now on (identity/signing.py check_signature, the one check every path
+    calls): the list of payloads each was over."""
+    import shiftpeer.identity.signing as signing
+
+    calls: list[bytes] = []
+    real = signing.check_signature
+
+    def counting(pk: bytes, msg: bytes, sig: bytes) -> bool:
+        calls.append(msg)
+        return real(pk, msg, sig)
+
+    monkeypatch.setattr(signing, "check_signature", counting)
+    return calls

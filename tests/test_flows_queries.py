@@ -9,7 +9,6 @@ from twisted.logger import globalLogPublisher
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.roles.names import FlowError
-from shiftpeer.store.revs import compute_rev
 
 
 async def _ids(user, **q) -> list[str]:
@@ -123,13 +122,8 @@ async def test_rows_a_compromised_hub_altered_are_left_out(mesh):
     for sid in (honest, altered):
         await alice.publish(sid, public=True)
     await eventually(lambda: {honest, altered} <= mesh.hub.ids("shared"), "shared")
-    shared = mesh.hub.db("shared")
-    real = shared.get_repl_docs([(altered, None)])[0]
-    body = {**real["body"], "summary": "HACKED"}
-    rev = compute_rev(real["rev"], False, body)
-    shared.bulk_replicated([{**real, "rev": rev, "body": body, "history": [rev, *real["history"]]}],
-                           vis=list(shared.get(altered).vis))
-    assert shared.get(altered).body["summary"] == "HACKED"
+    mesh.hub.serve_altered(altered, summary="HACKED")
+    assert mesh.hub.db("shared").get(altered).body["summary"] == "HACKED"
     warned: list[str] = []
 
     def observer(event: dict) -> None:

@@ -13,19 +13,7 @@ from shiftpeer.identity.genuine import GenuineCache
 from shiftpeer.identity.keys import NodeKey
 from shiftpeer.identity.signing import verify_repl_doc
 from shiftpeer.store.revs import compute_rev
-from tests.helpers_identity import signed_doc
-
-
-def _count_checks(monkeypatch) -> list[bytes]:
-    calls: list[bytes] = []
-    real = signing.check_signature
-
-    def counting(pk, msg, sig):
-        calls.append(msg)
-        return real(pk, msg, sig)
-
-    monkeypatch.setattr(signing, "check_signature", counting)
-    return calls
+from tests.helpers_identity import count_signature_checks, signed_doc
 
 
 def test_the_least_recently_used_payload_is_forgotten_first():
@@ -50,7 +38,7 @@ def test_the_key_tells_payloads_and_signatures_apart():
 def test_a_genuine_row_seen_again_costs_no_check(monkeypatch):
     key = NodeKey.generate()
     doc = signed_doc(key, f"{key.account_id}.one", {"author": key.account_id, "summary": "hi"})
-    calls = _count_checks(monkeypatch)
+    calls = count_signature_checks(monkeypatch)
     assert verify_repl_doc(doc) and len(calls) == 1
     assert verify_repl_doc(dict(doc)) and len(calls) == 1          # the same bytes: remembered
     assert signing.GENUINE.hits == 1
@@ -62,7 +50,7 @@ def test_a_changed_body_under_the_remembered_signature_is_checked_and_refused(mo
     time it comes."""
     key = NodeKey.generate()
     doc = signed_doc(key, f"{key.account_id}.two", {"author": key.account_id, "summary": "hi"})
-    calls = _count_checks(monkeypatch)
+    calls = count_signature_checks(monkeypatch)
     assert verify_repl_doc(doc)
     body = {**doc["body"], "summary": "HACKED"}
     rev = compute_rev(None, False, body)
@@ -80,7 +68,7 @@ async def test_a_page_asked_again_checks_no_signature_and_still_drops_what_the_h
     for sid in (kept, altered):
         await alice.publish(sid, public=True)
     await eventually(lambda: {kept, altered} <= mesh.hub.ids("shared"), "shared")
-    calls = _count_checks(monkeypatch)
+    calls = count_signature_checks(monkeypatch)
     query = {"filters": {"href": "https://again.example/"}}
 
     first = [r["id"] for r in (await bob.flows.query(query))["rows"]]
@@ -89,11 +77,6 @@ async def test_a_page_asked_again_checks_no_signature_and_still_drops_what_the_h
     assert second == first and len(calls) == 2                        # both rows remembered
 
     # The hub now serves the altered shift with a new body under alice's old signature.
-    shared = mesh.hub.db("shared")
-    real = shared.get_repl_docs([(altered, None)])[0]
-    body = {**real["body"], "summary": "HACKED"}
-    rev = compute_rev(real["rev"], False, body)
-    shared.bulk_replicated([{**real, "rev": rev, "body": body, "history": [rev, *real["history"]]}],
-                           vis=list(shared.get(altered).vis))
+    mesh.hub.serve_altered(altered, summary="HACKED")
     third = [r["id"] for r in (await bob.flows.query(query))["rows"]]
     assert third == [kept] and len(calls) == 3                        # only the changed row checked

@@ -23,7 +23,7 @@ from shiftpeer.identity import (
 from shiftpeer.identity.signing import sign_doc, signing_payload, verify_repl_doc
 from shiftpeer.identity.verifiers import verify_many
 
-from helpers_identity import signed_doc
+from helpers_identity import count_signature_checks, signed_doc
 
 
 def make_doc(key: NodeKey, n: int = 0, **over) -> dict:
@@ -219,20 +219,6 @@ def test_signature_survives_a_cbor_round_trip(content, deleted):
     assert verify_repl_doc(cbor2.loads(cbor2.dumps(doc)))
 
 
-def _count_verifies(monkeypatch):
-    import shiftpeer.identity.signing as signing
-
-    calls = []
-    real = signing.check_signature
-
-    def counting(pk, msg, sig):
-        calls.append(msg)
-        return real(pk, msg, sig)
-
-    monkeypatch.setattr(signing, "check_signature", counting)
-    return calls
-
-
 def test_verify_fast_path_checks_the_plain_encoding_once(monkeypatch):
     """A float-free body in canonical key order (as it arrives from its author) costs one verify, over
     bytes equal to the canonical payload."""
@@ -242,7 +228,7 @@ def test_verify_fast_path_checks_the_plain_encoding_once(monkeypatch):
     body = {"author": k.account_id, "n": 3, "content": {"text": "hi", "tags": ["a"]}}
     doc = signed_doc(k, "x", body)
     doc["body"] = cbor2.loads(cbor2.dumps(body, canonical=True))     # key order as on the wire
-    calls = _count_verifies(monkeypatch)
+    calls = count_signature_checks(monkeypatch)
     assert verify_repl_doc(doc)
     assert calls == [signing_payload("x", doc["rev"], body, False)]
 
@@ -253,7 +239,7 @@ def test_verify_falls_back_to_the_canonical_payload(monkeypatch):
     k = NodeKey.generate()
     doc = make_doc(k)                                   # content has the float 1.5
     doc["body"] = dict(reversed(list(doc["body"].items())))
-    calls = _count_verifies(monkeypatch)
+    calls = count_signature_checks(monkeypatch)
     assert verify_repl_doc(doc) and len(calls) == 2
     doc["body"]["content"] = {"x": 2.5, "tags": ["a", "b"]}
     assert not verify_repl_doc(doc)

@@ -17,7 +17,7 @@ from shiftpeer.roles.names import FlowError
 from shiftpeer.store import Store
 from shiftpeer.store.codec import encode_body
 from shiftpeer.store.revs import compute_rev
-from tests.test_genuine_cache import _count_checks
+from tests.helpers_identity import count_signature_checks
 
 HREF = "https://stored.example.org/page"
 
@@ -50,7 +50,7 @@ def test_a_query_with_body_bytes_finds_the_same_documents_with_their_stored_byte
 def test_a_stored_row_is_received_as_the_row_the_hub_used_to_send(shared, monkeypatch):
     docs, _ = shared.query("href", HREF, vis=["public"], limit=10, body_bytes=True)
     assert len(docs) == 3
-    calls = _count_checks(monkeypatch)
+    calls = count_signature_checks(monkeypatch)
     for d in docs:
         sent = queries.stored_row(d)
         assert "body" not in sent and sent[queries.BODY_CBOR] == d.body_cbor
