@@ -15,7 +15,7 @@ Invariants, once the mesh has settled (polled with a bounded deadline):
 - deletes delete: a deleted shift or comment is not live on the hub nor in any connected reader's feed;
 - settled: each connected author's outbox has nothing left to deliver; a notification of a comment reaches only
   users who may hold that comment;
-- queries: a connected user's query by page URL or domain answers exactly the model's visible set, each once,
+- queries: a connected user's query by page URL, domain, author or group answers exactly the model's visible set, each once,
   newest first, across pages of a small ``limit``.
 
 CI runs 20 sequences of up to 40 steps, the same ones each run (``derandomize``): about 15 s. Hunt longer with
@@ -414,30 +414,46 @@ class FlowModel(RuleBasedStateMachine):
     @rule(u=st.sampled_from(USERS), href=st.sampled_from(HREFS), by=st.sampled_from(("href", "domain")),
           limit=st.integers(1, 3))
     def query(self, u: str, href: str, by: str, limit: int) -> None:
+        value = href if by == "href" else href.split("/")[2]
+        self._paged(u, {by: value}, limit, lambda d: (d.href if by == "href" else d.href.split("/")[2]) == value)
+
+    @rule(u=st.sampled_from(USERS), author=st.sampled_from(USERS), limit=st.integers(1, 3))
+    def query_author(self, u: str, author: str, limit: int) -> None:
+        self._paged(u, {"author": author}, limit, lambda d: d.author == author)
+
+    @precondition(lambda self: self.groups)
+    @rule(data=st.data(), u=st.sampled_from(USERS), limit=st.integers(1, 3))
+    def query_group(self, data: Any, u: str, limit: int) -> None:
+        """A reader's query of one group: the live shifts the hub has in it (the own unpublished ones are not)."""
+        g = data.draw(st.sampled_from(sorted(self.groups)), "group")
+        if not self.reads(g, u):
+            return
+        self._paged(u, {"group": g}, limit,
+                    lambda d: d.hub is not None and not d.hub["deleted"] and g in d.hub["groups"],
+                    lambda s: True)
+
+    def _paged(self, u: str, filters: dict, limit: int, match: Any, visible: Any = None) -> None:
+        """Page through ``u``'s query: each row of the model's visible set once, nothing else, newest first."""
         if not self.online[u]:
             return
         self._tick()
         run(_settled(self.problems))
-        value = href if by == "href" else href.split("/")[2]
-        want = {s for s in self.shifts(lambda d: (d.href if by == "href" else d.href.split("/")[2]) == value)
-                if self.visible(u, s)}
+        visible = visible or (lambda s: self.visible(u, s))
+        want = {s for s in self.shifts(match) if visible(s)}
         rows, cursor = [], None
         for _ in range(50):
-            page = run(self._query(u, {"filters": {by: value}, "limit": limit, "cursor": cursor}))
+            page = run(self.mesh[u].flows.query({"filters": filters, "limit": limit, "cursor": cursor}))
             assert len(page["rows"]) <= limit
             rows += page["rows"]
             cursor = page["next_cursor"]
             if cursor is None:
                 break
         ids = [r["id"] for r in rows]
-        assert len(ids) == len(set(ids)), f"{u}'s query by {by}={value} (limit {limit}) repeats a row: {ids}"
-        assert set(ids) == want, (f"{u}'s query by {by}={value} (limit {limit}): missing {want - set(ids)}, "
+        assert len(ids) == len(set(ids)), f"{u}'s query {filters} (limit {limit}) repeats a row: {ids}"
+        assert set(ids) == want, (f"{u}'s query {filters} (limit {limit}): missing {want - set(ids)}, "
                                   f"unexpected {set(ids) - want}")
         created = [r["body"]["created"] for r in rows]
         assert created == sorted(created, reverse=True), f"{u}'s query is not newest first: {created}"
-
-    async def _query(self, u: str, q: dict) -> dict:
-        return await self.mesh[u].flows.query(q)
 
     # -- the invariant ---------------------------------------------------------------------------
     @invariant()
