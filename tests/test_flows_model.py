@@ -15,8 +15,8 @@ Invariants, once the mesh has settled (polled with a bounded deadline):
 - deletes delete: a deleted shift or comment is not live on the hub nor in any connected reader's feed;
 - settled: each connected author's outbox has nothing left to deliver; a notification of a comment reaches only
   users who may hold that comment;
-- queries: a connected user's query by page URL, domain, author or group answers exactly the model's visible set, each once,
-  newest first, across pages of a small ``limit``.
+- queries: a connected user's query by page URL, domain, author or group answers exactly the model's visible
+  set, each once, newest first, across pages of a small ``limit``.
 
 CI runs 20 sequences of up to 40 steps, the same ones each run (``derandomize``): about 15 s. Hunt longer with
 ``SHIFTPEER_MODEL_EXAMPLES=400 SHIFTPEER_MODEL_STEPS=50 SHIFTPEER_MODEL_RANDOM=1 pytest tests/test_flows_model.py``
@@ -108,6 +108,7 @@ class Doc:
     conflicted: bool = False
     sent: dict = field(default_factory=dict)   # group -> the step it was first sent there
     refused: set = field(default_factory=set)  # groups that refused a revision (the author was no longer allowed)
+    waiting: set = field(default_factory=set)  # groups named while the author was offline, not delivered yet
     hub: dict | None = None       # what the hub has: {public, groups, to, deleted}, as of the author's last link
 
     def targets_ever(self) -> bool:
@@ -245,9 +246,14 @@ class FlowModel(RuleBasedStateMachine):
             self._revised(d)
             d.to.add(to)
         else:
-            if not self.groups or not self.online[d.author]:
-                return  # offline, the hub checks the group on delivery; the model keeps to what it checks at once
+            if not self.groups:
+                return
             g = data.draw(st.sampled_from(sorted(self.groups)), "group")
+            if not self.online[d.author]:   # the hub checks the group when the outbox delivers, on reconnecting
+                run(user.publish(sid, groups=[g]))
+                self._revised(d)
+                d.waiting.add(g)
+                return
             if self.level(g, d.author) < RANK["publish"]:
                 with pytest.raises(FlowError):
                     run(user.publish(sid, groups=[g]))
@@ -409,6 +415,13 @@ class FlowModel(RuleBasedStateMachine):
 
         run(again())
         self.online[u] = True
+        for d in self.docs.values():   # what was published to groups offline: the hub decides now
+            if d.author == u and d.waiting:
+                if not d.deleted:
+                    taken = {g for g in d.waiting if self.level(g, u) >= RANK["publish"]}
+                    d.groups |= taken
+                    d.refused -= taken
+                d.waiting = set()
 
     # -- rules: queries --------------------------------------------------------------------------
     @rule(u=st.sampled_from(USERS), href=st.sampled_from(HREFS), by=st.sampled_from(("href", "domain")),
@@ -533,7 +546,10 @@ class FlowModel(RuleBasedStateMachine):
             for name in sorted(places):
                 s = state(hub.db(name), docid) if name in hub_dbs else None
                 if s != (rev, False):
-                    out.append(f"LOST: the hub's {name} holds {d.kind} {docid} at {s}, not {rev}")
+                    pub = author.flows.publisher
+                    out.append(f"LOST: the hub's {name} holds {d.kind} {docid} at {s}, not {rev} (model {d}; "
+                               f"signed audience {(pub.current(docid) or {}).get('body', {}).get('audience')}, outbox "
+                               f"{pub.targets(docid)}, refused {pub.refused(docid)})")
         for u in USERS:
             if u == d.author or not self.online[u]:
                 continue
