@@ -178,7 +178,8 @@ class FlowModel(RuleBasedStateMachine):
         h = d.hub
         if h is None or h["deleted"]:
             return False
-        return h["public"] or u in h["to"] or any(self.reads(g, u) for g in h["groups"])
+        # a group that refused the later revisions left the signed audience: the hub no longer shows it through it
+        return h["public"] or u in h["to"] or any(self.reads(g, u) for g in h["groups"] - d.refused)
 
     def _tick(self) -> None:
         """After each operation: the hub learns what online authors did; readers' last steps move on."""
@@ -304,8 +305,14 @@ class FlowModel(RuleBasedStateMachine):
             return
         sid = data.draw(st.sampled_from(seen), "shift")
         s = self.docs[sid]
-        # the comment takes the audience of the shift as the commenter finds it: their own, or the hub's
+        # the comment takes the audience of the shift as the commenter finds it: their own, or the hub's; or the
+        # copy in their feed, which is older when it came from a group that refused the later revisions
         aud = {"public": s.public, "groups": set(s.groups), "to": set(s.to)} if s.author == u else s.hub
+        held = self.mesh[u].feed().get(sid)
+        if s.author != u and s.refused and held is not None and not held.deleted:
+            signed = held.body.get("audience", {})
+            aud = {"public": signed.get("public", False), "groups": set(signed.get("groups", ())),
+                   "to": set(signed.get("to", ()))}
         result = run(self.mesh[u].flows.comment(sid, f"comment {self.step}"))
         # a group the commenter cannot read refuses the comment: it leaves the comment's audience
         groups = {g for g in aud["groups"] if self.reads(g, u)}
@@ -442,7 +449,7 @@ class FlowModel(RuleBasedStateMachine):
         if not self.reads(g, u):
             return
         self._paged(u, {"group": g}, limit,
-                    lambda d: d.hub is not None and not d.hub["deleted"] and g in d.hub["groups"],
+                    lambda d: d.hub is not None and not d.hub["deleted"] and g in d.hub["groups"] - d.refused,
                     lambda s: True)
 
     def _paged(self, u: str, filters: dict, limit: int, match: Any, visible: Any = None) -> None:
