@@ -209,10 +209,12 @@ class Publisher:
             return
         entry = self._outbox.get(docid)
         known, refused = _outbox_body(entry)
+        held = dict(entry.body.get("held") or {}) if entry is not None else {}
         for t in targets:
             known.setdefault(t, {"rev": None, "error": None})
             refused.pop(t, None)
-        self._outbox.put(docid, {"targets": known, "refused": refused},
+            held.pop(t, None)
+        self._outbox.put(docid, {"targets": known, "refused": refused, **({"held": held} if held else {})},
                          parent=entry.rev if entry is not None else None)
 
     def targets(self, docid: str) -> dict:
@@ -275,10 +277,21 @@ class Publisher:
             if since == self._followed[name]:
                 continue
             for doc in db.docs_since(since):
+                if doc.deleted:
+                    self._delete_where_held(doc.id)
                 named = [] if doc.deleted else audience.targets(audience.of(doc.body))
                 if named and doc.body.get("author") == self._key.account_id:
                     known, refused = _outbox_body(self._outbox.get(doc.id))
                     self._add_targets(doc.id, [t for t in named if t not in known and t not in refused])
+
+    def _delete_where_held(self, docid: str) -> None:
+        """A deleted document goes back to the refused targets that hold an earlier revision of it (an author
+        removed from a group, whose edit the group then refused): the hub takes a tombstone where the group
+        holds the document, and without it the shift stayed live there for good."""
+        entry = self._outbox.get(docid)
+        cur = self.current(docid)
+        if entry is not None and entry.body.get("held") and cur is not None and cur["deleted"]:
+            self._add_targets(docid, list(entry.body["held"]))
 
     @inlineCallbacks
     def _flush(self, only: str | None):
@@ -339,7 +352,7 @@ class Publisher:
             known[t] = {**known[t], "error": str(results[t]), "error_rev": cur}
         for t in [t for t in results if t in known and t not in failed]:
             known[t] = {**known[t], "tombs": [*known[t].get("tombs", ()), tomb]}
-        self._outbox.put(docid, {"targets": known, "refused": refused}, parent=entry.rev)
+        self._outbox.put(docid, {**entry.body, "targets": known, "refused": refused}, parent=entry.rev)
         return failed
 
     def _record(self, docid: str, rev: str, results: dict, final: bool = True) -> list[str]:
@@ -347,6 +360,7 @@ class Publisher:
         leaves the outbox's targets for its refused list. Returns the targets refused."""
         entry = self._outbox.get(docid)
         known, refused = _outbox_body(entry)
+        held = dict(entry.body.get("held") or {})
         newly = []
         for t, outcome in results.items():
             if t not in known:
@@ -357,12 +371,15 @@ class Publisher:
                 continue
             log.warn("delivering {id} to {target} failed: {why}", id=docid, target=t, why=outcome)
             if final:
+                if known[t]["rev"] is not None:   # the target holds an earlier revision: a delete goes there
+                    held[t] = known[t]["rev"]
                 del known[t]
                 refused[t] = str(outcome)
                 newly.append(t)
             else:
                 known[t] = {**known[t], "error": str(outcome), "error_rev": rev}
-        self._outbox.put(docid, {"targets": known, "refused": refused}, parent=entry.rev)
+        self._outbox.put(docid, {"targets": known, "refused": refused, **({"held": held} if held else {})},
+                         parent=entry.rev)
         return newly
 
     def _narrow(self, docid: str, refused: list[str]) -> dict | None:
