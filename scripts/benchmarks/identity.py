@@ -27,6 +27,7 @@ from twisted.python.threadpool import ThreadPool  # noqa: E402
 from shiftpeer.identity import NodeKey, keys, verify  # noqa: E402
 from shiftpeer.identity.signing import sign_doc, signing_payload, verify_repl_doc  # noqa: E402
 from shiftpeer.identity.verifiers import verify_many  # noqa: E402
+from shiftpeer.store.codec import in_canonical_order  # noqa: E402
 from shiftpeer.store.revs import compute_rev  # noqa: E402
 
 
@@ -38,7 +39,8 @@ def make_docs(n: int) -> list[dict]:
         body = {"type": "shift", "space": "Notes", "href": f"https://www.example.org/page/{i % 997}",
                 "summary": "a short summary of the note " * 2, "author": k.account_id,
                 "content": {"text": "word " * 150, "position": {"x": i % 800, "y": i % 5000}},
-                "created": 1_700_000_000.0 + i}
+                "created": 1_700_000_000.0 + i + 0.25}
+        body = in_canonical_order(body)        # as a body arrives: its author's store encoded it canonically
         rev = compute_rev(None, False, body)   # a real one: every receiver's check recomputes it
         docs.append({"id": f"shift-{i}", "rev": rev, "deleted": False, "body": body,
                      "sig": sign_doc(k, f"shift-{i}", rev, body, False), "history": [rev]})
