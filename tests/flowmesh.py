@@ -208,6 +208,15 @@ class Mesh:
         await eventually(lambda: sid in self[reader].feed_ids(), f"{reader} has the club shift")
         return sid
 
+    async def public_shifts(self, href: str, n: int = 2, owner: str = "alice") -> list[str]:
+        """``owner`` makes ``n`` shifts on the page ``href`` and publishes them; returns their ids once the
+        hub's shared holds them all."""
+        made = [self[owner].new_shift(href) for _ in range(n)]
+        for sid in made:
+            await self[owner].publish(sid, public=True)
+        await eventually(lambda: set(made) <= self.hub.ids("shared"), "shared")
+        return made
+
     async def who_sees(self, docid: str) -> dict[str, set[str]]:
         """Which users hold ``docid`` live in their feed, and which the hub lets find it in shared."""
         feed, hub = set(), set()

@@ -5,7 +5,6 @@ the page code, through the real API of a user node whose feed the hub answers.""
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
 import pytest_twisted

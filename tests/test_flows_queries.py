@@ -116,12 +116,8 @@ async def test_rows_a_compromised_hub_altered_are_left_out(mesh):
     """A hub that serves a revision whose signature does not verify (here: alice's shift with its summary
     changed, under her signature) gets it dropped from feed queries and lookups, never shown as hers."""
     await mesh.start(users=("alice", "bob"))
-    alice, bob = mesh["alice"], mesh["bob"]
-    honest = alice.new_shift("https://forged.example/")
-    altered = alice.new_shift("https://forged.example/")
-    for sid in (honest, altered):
-        await alice.publish(sid, public=True)
-    await eventually(lambda: {honest, altered} <= mesh.hub.ids("shared"), "shared")
+    bob = mesh["bob"]
+    honest, altered = await mesh.public_shifts("https://forged.example/")
     mesh.hub.serve_altered(altered, summary="HACKED")
     assert mesh.hub.db("shared").get(altered).body["summary"] == "HACKED"
     warned: list[str] = []

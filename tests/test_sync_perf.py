@@ -5,7 +5,6 @@ pool."""
 from __future__ import annotations
 
 import collections
-import functools
 import threading
 
 import pytest
