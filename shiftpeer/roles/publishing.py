@@ -214,8 +214,7 @@ class Publisher:
             known.setdefault(t, {"rev": None, "error": None})
             refused.pop(t, None)
             held.pop(t, None)
-        self._outbox.put(docid, {"targets": known, "refused": refused, **({"held": held} if held else {})},
-                         parent=entry.rev if entry is not None else None)
+        self._outbox.put(docid, _entry_body(known, refused, held), parent=entry.rev if entry is not None else None)
 
     def targets(self, docid: str) -> dict:
         """What the outbox knows of each target: the revision it last received and the last error."""
@@ -289,8 +288,10 @@ class Publisher:
         removed from a group, whose edit the group then refused): the hub takes a tombstone where the group
         holds the document, and without it the shift stayed live there for good."""
         entry = self._outbox.get(docid)
+        if entry is None or not entry.body.get("held"):
+            return   # the common case: no read of the document itself
         cur = self.current(docid)
-        if entry is not None and entry.body.get("held") and cur is not None and cur["deleted"]:
+        if cur is not None and cur["deleted"]:
             self._add_targets(docid, list(entry.body["held"]))
 
     @inlineCallbacks
@@ -378,8 +379,7 @@ class Publisher:
                 newly.append(t)
             else:
                 known[t] = {**known[t], "error": str(outcome), "error_rev": rev}
-        self._outbox.put(docid, {"targets": known, "refused": refused, **({"held": held} if held else {})},
-                         parent=entry.rev)
+        self._outbox.put(docid, _entry_body(known, refused, held), parent=entry.rev)
         return newly
 
     def _narrow(self, docid: str, refused: list[str]) -> dict | None:
@@ -407,6 +407,12 @@ def _tombstones(leaves: list[dict]) -> list[dict]:
 def refused_targets(outbox: Any, docid: str) -> list[str]:
     """The targets the hub refused for good for ``docid``, from the ``user/outbox`` database."""
     return list(_outbox_body(outbox.get(docid))[1])
+
+
+def _entry_body(known: dict, refused: dict, held: dict) -> dict:
+    """An outbox entry's body: its targets, the refused ones, and (only when there are any) the refused
+    targets that hold an earlier revision, where a delete still goes."""
+    return {"targets": known, "refused": refused, **({"held": held} if held else {})}
 
 
 def _outbox_body(entry: Any) -> tuple[dict, dict]:
