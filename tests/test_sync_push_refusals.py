@@ -12,6 +12,7 @@ import pytest
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from shiftpeer.roles.validation import filtering_store_batch
+from shiftpeer.sync.messages import FEATURES
 from shiftpeer.sync.refusedrevs import KEEP_REFUSED, MAX_CODE, MAX_REASON, MAX_REFUSED, Reason, RefusedRev
 
 from test_sync_iosim import Env, fill, result_of, settle
@@ -185,10 +186,10 @@ def test_a_peer_that_does_not_name_the_feature_is_never_sent_a_refused_frame():
     bans the sender). Its hello names no "+refused", so the puller keeps its refusals to itself: its own
     Replication records them, the feeder gets only the ack, and the connection stays up."""
     env = Env(store_batch=filtering_store_batch(lambda db, peer, doc: "no" if doc["body"]["n"] == 1 else None))
-    assert env.c.peer_features == frozenset({"refused"}) and env.c.peer_roles == ("user",)
+    assert env.c.peer_features == frozenset(FEATURES) and "refused" in FEATURES and env.c.peer_roles == ("user",)
     env.sf.features = ()    # the serving side stands for an older build
     env.connect()
-    assert env.c.peer_features == frozenset() and env.s.peer_features == frozenset({"refused"})
+    assert env.c.peer_features == frozenset() and env.s.peer_features == frozenset(FEATURES)
     src = fill(env.sstore, "master", 3)
     rep = env.c.pull("master", "feed", live=False)
     settle(env.pump)
