@@ -163,8 +163,9 @@ async def test_a_user_node_leaves_a_hub_row_that_does_not_check_out_of_its_page(
 @pytest_twisted.ensureDeferred
 async def test_a_hub_that_names_no_parents_still_answers_with_signed_rows(mesh, monkeypatch):
     """A hub built before rows named their parent sends every row as [rev] (and no +row_parents in its
-    hello): bob's node takes them with their signature checked, says so once, and still leaves out a row
-    whose signature does not verify or whose named parent is wrong."""
+    hello): bob's node takes them with their signature checked (the stemmed revision the hub holds among
+    them: the residue docs/security.md *Known gaps* names), says so once per connection, and still leaves
+    out a row whose signature does not verify."""
     made, sid, bad = await _hub_holds_a_bad_revision(mesh, "stemmed")
     bob = mesh["bob"]
     bob.flows.link.conn.peer_features = bob.flows.link.conn.peer_features - {queries.ROW_PARENTS}
@@ -174,10 +175,9 @@ async def test_a_hub_that_names_no_parents_still_answers_with_signed_rows(mesh, 
         assert sorted(await _page(bob)) == sorted(made)
     assert len(log.naming(mesh.hub.key.account_id, "built before query rows named their parent")) == 1
     assert bob.factory.counters["bad_revision.query"] == 0
-    forged = mesh.hub.db("shared").get_repl_docs([(made[1], None)])[0]
     monkeypatch.setattr(queries, "stored_row", lambda doc: queries.row(doc) if doc.id != made[1] else
                         {**queries.row(doc), "sig": bytes(64)})
-    assert sorted(await _page(bob)) == sorted([made[0], made[2]]) and forged["id"] == made[1]
+    assert sorted(await _page(bob)) == sorted([made[0], made[2]])
 
 
 @pytest_twisted.ensureDeferred
