@@ -41,25 +41,33 @@ def revisions_refused(n) -> dict:
     return {s.labels["by"]: s.value for s in family.samples if s.name.endswith("_total")}
 
 
+async def refused_by_neighbour(tmp_path, nodes: list, fill) -> tuple:
+    """Full peer A (``fill(a)`` puts what B will refuse into its master, then a public shift "shown" joins
+    it); full peer B dials A and gossips master (both added to ``nodes``, to be stopped). Returns (A, B, B's Gossip) once B holds "shown" and A has
+    been told of a refusal."""
+    pa, pb = free_port(), free_port()
+    a = full_peer(tmp_path / "a", "a", NodeKey.generate(), pa, [])
+    nodes.append(a)
+    await a.when_ready()
+    fill(a)
+    put_shift(a, "shown", public=True)
+    b = full_peer(tmp_path / "b", "b", NodeKey.generate(), pb, [pa])
+    nodes.append(b)
+    gossip = b.role("full-peer").gossip
+    await eventually(lambda: a.account_id in gossip.pulls, timeout=15)
+    await eventually(lambda: "shown" in master_ids(b), timeout=15)
+    await eventually(lambda: a.sync_factory.counters["revs_refused_by_peer"] >= 1, timeout=15)
+    return a, b, gossip
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_full_peer_tells_its_neighbour_which_gossiped_shift_it_refused(tmp_path, started, logged):  # noqa: F811
     """Full peer A's master holds a non-public shift next to a public one; full peer B dials A and gossips
     master: B stores the public shift, leaves the other out, and A (the sender) is told: it logs B's
     refusal with the code and reason and counts it (metric by="peer"); B's gossip pull records it on its
     Replication and in status (metric by="here"); both stay neighbours."""
-    pa, pb = free_port(), free_port()
-    a = full_peer(tmp_path / "a", "a", NodeKey.generate(), pa, [])
-    started.append(a)
-    await a.when_ready()
-    rev = put_shift(a, "hidden", public=False)
-    put_shift(a, "shown", public=True)
-    b = full_peer(tmp_path / "b", "b", NodeKey.generate(), pb, [pa])
-    started.append(b)
-    gossip = b.role("full-peer").gossip
-    await eventually(lambda: a.account_id in gossip.pulls, timeout=15)
-    await eventually(lambda: "shown" in master_ids(b), timeout=15)
-    await eventually(lambda: a.sync_factory.counters["revs_refused_by_peer"] >= 1, timeout=15)
-
+    a, b, gossip = await refused_by_neighbour(tmp_path, started, lambda a: put_shift(a, "hidden", public=False))
+    rev = a.store.database("master").get("hidden").rev
     refused = RefusedRev("hidden", rev, "audience", NOT_PUBLIC)
     rep = gossip.pulls[a.account_id].handle
     assert rep.refused == [refused] and rep.refused_count == 1

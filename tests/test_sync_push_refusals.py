@@ -12,7 +12,8 @@ import pytest
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from shiftpeer.roles.validation import filtering_store_batch
-from shiftpeer.sync.refusedrevs import KEEP_REFUSED, MAX_CODE, MAX_REASON, MAX_REFUSED, Reason, RefusedRev
+from shiftpeer.sync.messages import FEATURES
+from shiftpeer.sync.refusedrevs import KEEP_REFUSED, MAX_CODE, MAX_REASON, MAX_REFUSED, Reason, Refused, RefusedRev
 
 from test_sync_iosim import Env, fill, result_of, settle
 
@@ -185,10 +186,10 @@ def test_a_peer_that_does_not_name_the_feature_is_never_sent_a_refused_frame():
     bans the sender). Its hello names no "+refused", so the puller keeps its refusals to itself: its own
     Replication records them, the feeder gets only the ack, and the connection stays up."""
     env = Env(store_batch=filtering_store_batch(lambda db, peer, doc: "no" if doc["body"]["n"] == 1 else None))
-    assert env.c.peer_features == frozenset({"refused"}) and env.c.peer_roles == ("user",)
+    assert env.c.peer_features == frozenset(FEATURES) and "refused" in FEATURES and env.c.peer_roles == ("user",)
     env.sf.features = ()    # the serving side stands for an older build
     env.connect()
-    assert env.c.peer_features == frozenset() and env.s.peer_features == frozenset({"refused"})
+    assert env.c.peer_features == frozenset() and env.s.peer_features == frozenset(FEATURES)
     src = fill(env.sstore, "master", 3)
     rep = env.c.pull("master", "feed", live=False)
     settle(env.pump)
@@ -197,3 +198,54 @@ def test_a_peer_that_does_not_name_the_feature_is_never_sent_a_refused_frame():
     assert env.s.bytes_in_by_type["ack"] > 0
     assert sorted(env.cstore.database("feed").snapshot()) == ["d0", "d2"]
     assert not env.c._closing and not env.s._closing
+
+
+def _refusing_validator(why: Refused, false_for: frozenset = frozenset()):
+    """A validator answering, per document, `why` for an odd "n" (refused on its own), False for an "n" in
+    `false_for` (a forgery), True for the rest."""
+    from twisted.internet.defer import succeed
+
+    def validate(docs):
+        return succeed([False if d["body"]["n"] in false_for else why if d["body"]["n"] % 2 else True
+                        for d in docs])
+
+    return validate
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_documents_the_validator_refuses_on_their_own_are_told_and_the_rest_stored(live):
+    """A validator's falsy ``Refused`` answer (a genuine signature on a revision that does not check) leaves
+    that document out on its own, over several windowed batches (and live, where documents ride with their
+    changes): the rest is stored and checkpointed, each refusal is counted and told to the pusher with its
+    code, nothing is a violation, the push reaches caught_up and the connection stays up."""
+    why = Refused("bad_revision", "its revision does not check")
+    env = Env(svalidator=_refusing_validator(why), window=2, batch_changes=4)
+    src = fill(env.cstore, "user/public", 0 if live else 10)
+    rep = env.c.push("user/public", "inbox", live=live)
+    settle(env.pump)
+    if live:
+        for i in range(10):
+            src.put(f"d{i}", {"n": i, "author": "x"})
+            settle(env.pump)
+    assert rep.is_caught_up
+    dst = env.sstore.database("inbox")
+    assert sorted(dst.snapshot()) == [f"d{i}" for i in range(0, 10, 2)]
+    assert dst.get_checkpoint("client", "user/public")["seq"] == src.update_seq()
+    assert rep.refused == [RefusedRev(f"d{i}", src.get(f"d{i}").rev, "bad_revision", str(why)) for i in range(1, 10, 2)]
+    assert env.sf.counters["bad_revision.sync"] == 5 and env.sf.counters["revs_refused"] == 5
+    assert env.cf.counters["revs_refused_by_peer"] == 5
+    assert not any(k.startswith("violation.") for k in env.sf.counters)
+    assert not env.c._closing and not env.s._closing
+    assert rep.finished is not live          # a one-shot push ends once caught up; a live one goes on
+
+
+def test_a_forgery_beside_a_document_refused_on_its_own_still_closes_with_forged():
+    """One False answer in the batch (a forgery) is what it always was: nothing from the batch stored,
+    ``forged``, whatever else the batch holds."""
+    env = Env(svalidator=_refusing_validator(Refused("bad_revision", "x"), frozenset({2})), batch_changes=10)
+    fill(env.cstore, "user/public", 5)
+    rep = env.c.push("user/public", "inbox", live=False)
+    settle(env.pump)
+    assert env.sf.counters["violation.forged"] == 1 and env.sf.counters["bad_revision.sync"] == 0
+    assert not env.sstore.has_database("inbox") or env.sstore.database("inbox").snapshot() == {}
+    assert rep.finished and not rep.is_caught_up

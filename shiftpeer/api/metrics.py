@@ -14,6 +14,7 @@
 | `shiftpeer_sync_refused_total` | counter | | replication requests refused (policy, unknown database, limits) |
 | `shiftpeer_sync_revisions_refused_total` | counter | `by` | revisions left out of a stored batch by the receiving side's rules: `peer` (what we pushed or fed), `here` (what we pulled) |
 | `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
+| `shiftpeer_bad_revisions_total` | counter | `via` | genuinely signed documents refused on their own because their revision does not check (docs/protocol.md section 9), by where they came: `sync` (pull, push, live, gossip), `deliver` (the hub's RPC), `query` (a hub's answer on a user node) |
 | `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `total` (all listeners), `block` (per /16 or /48), `network` (per /24 or /64), `address` (per IP), `peer` (per identity) |
 | `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
 | `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
@@ -46,6 +47,9 @@ from twisted.web.server import Site
 from shiftpeer.api.service import url_of
 from shiftpeer.startup import ListeningService
 from shiftpeer.sync.limits import REFUSING_CAPS
+
+#: Where a document refused for its revision came in (``factory.counters["bad_revision.<via>"]``).
+BAD_REVISION_VIAS = ("sync", "deliver", "query")
 
 MAX_DB_SERIES = 50
 MAX_REPLICATION_SERIES = 200
@@ -81,6 +85,8 @@ class NodeCollector:
                                            "Revisions the receiving side's rules left out of a batch", labels=["by"])
         rejected = CounterMetricFamily("shiftpeer_sync_frames_rejected",
                                        "Connections closed on a bad frame, by violation code", labels=["code"])
+        bad_revs = CounterMetricFamily("shiftpeer_bad_revisions", "Genuinely signed documents refused on their "
+                                       "own because their revision does not check", labels=["via"])
         conns_refused = CounterMetricFamily("shiftpeer_sync_connections_refused",
                                             "Sync connections refused by a connection cap", labels=["limit"])
         api_refused = CounterMetricFamily("shiftpeer_api_refused", "Local API requests answered with a 4xx",
@@ -107,6 +113,8 @@ class NodeCollector:
         for name, n in sorted(counters.items()):
             if name.startswith("violation."):
                 rejected.add_metric([name[len("violation."):]], n)
+        for via in BAD_REVISION_VIAS:
+            bad_revs.add_metric([via], counters.get("bad_revision." + via, 0))
         for limit in REFUSING_CAPS:
             conns_refused.add_metric([limit], counters.get("connections_refused." + limit, 0))
         for name, n in sorted(counters.items()):
@@ -152,7 +160,7 @@ class NodeCollector:
             for flow, n in status["replication_lag"].items():
                 local_lag.add_metric([flow], n)
         return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, revs_refused, rejected,
-                conns_refused, rpc_refused, api_refused, gossip_events, n_dbs, n_docs, age, docs, seq, local_lag]
+                bad_revs, conns_refused, rpc_refused, api_refused, gossip_events, n_dbs, n_docs, age, docs, seq, local_lag]
 
 
 def count_rpc_refusals(factory: Any) -> None:

@@ -314,11 +314,13 @@ class GossipPuller(Puller):
     # -- docs: the base Puller checks them (a deferred batch is not "wanting": docs for it are refused)
     def _verified(self, oks: list, batch: _Batch) -> None:
         asked = self._asked.pop(batch.seq, None)
-        if not self.stopped and len(oks) == len(batch.docs) and all(oks):
-            if asked is not None:
-                self.inflight.observe(self.clock.seconds() - asked)
-            self.inflight.verified(self, batch.docs)
-        super()._verified(oks, batch)
+        if self.stopped or not self._genuine(oks, batch):
+            return
+        if asked is not None:
+            self.inflight.observe(self.clock.seconds() - asked)
+        self.inflight.verified(self, batch.docs)   # a document refused on its own is not lent: _genuine left it out
+        batch.state = "ready"
+        self._advance()
 
     def _stored(self, result: Any, take: list, ndocs: int) -> None:
         keys = [(d["id"], d["rev"]) for b in take for d in b.docs]

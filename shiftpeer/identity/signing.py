@@ -10,6 +10,11 @@ signed, so the receiver checks that the revision hashes its body under the paren
 (``prepare_check``, ``store.revs.replicated_rev_ok``). Together a relay can neither alter a shift nor
 attach an author's revision to another parent without the author's key, and an author cannot send two
 bodies under one revision id. Where batches are checked (inline, in threads, in processes) is ``verifiers``.
+
+A revision that does not check, under a well-formed history and a signature that verifies, is not a
+forgery: an honest relay built before the check may hold it (it stored what came), or an honest hub may
+pass on what an author signed. Such a document is refused on its own (``BAD_REVISION``), not as ``forged``:
+every entry point leaves it out, logs and counts it, and keeps the rest (docs/protocol.md section 9).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import cbor2
 from shiftpeer.ids import names_other_author
 from shiftpeer.store import revs
 from shiftpeer.store.codec import PLAIN_BODY, cbor_head_len, encode_text
+from shiftpeer.sync.refusedrevs import Refused
 
 from .genuine import GenuineCache
 from .keys import NodeKey, is_account_id, public_key_of, usable_public_key, verify_with_key
@@ -65,12 +71,44 @@ def sign_doc(key: NodeKey, docid: str, rev: str, body: dict, deleted: bool,
     return key.sign(signing_payload(docid, rev, body, deleted, body_cbor))
 
 
+#: Why a document whose signature verifies is still refused: its revision is not the hash of its body under
+#: the parent its history names; or its history names no parent (one entry at depth > 1), so that cannot be
+#: checked. Falsy (``Refused``): wherever an answer is taken as "genuine or not", it is "not".
+BAD_REVISION = Refused("bad_revision", "its revision is not the hash of its body under the parent its history names")
+STEMMED_HISTORY = Refused("bad_revision", "its history names no parent (one entry at depth > 1), so its revision "
+                                          "cannot be checked")
+
+
+class BadRevision(tuple):
+    """prepare_check's answer for a document whose revision does not check under a well-formed history: the
+    same four items (its signature is still checked, and a bad one is a forgery like any other) and `why`."""
+
+    why: Refused = BAD_REVISION
+
+
+class StemmedHistory(BadRevision):
+    """A BadRevision whose history names no parent."""
+
+    why = STEMMED_HISTORY
+
+
+def _unchecked(rev: str, history: Any, prepared: tuple) -> Optional[BadRevision]:
+    """A revision that failed the check (rare: off the hot path): a BadRevision when its history is well
+    formed, else None (a malformed history is what no store holds or sends)."""
+    fault = revs.rev_fault(rev, history)
+    if fault == revs.MALFORMED:
+        return None
+    return (StemmedHistory if fault == revs.STEMMED else BadRevision)(prepared)
+
+
 def prepare_check(doc: Any, body_cbor: Optional[bytes] = None) -> Optional[tuple[bytes, bytes, list, bytes]]:
     """(author's public key, sig, payload items, plain payload) of a replicated document, or None when it
-    cannot be genuine: it cannot carry a valid signature, or its revision is not the hash of its body under
-    the parent its history names (``revs.replicated_rev_ok``, over the body's bytes in the plain payload:
-    ~4 us for a 1 KB body, and no second encoding unless its keys are out of canonical order). Holds the
-    GIL: everything but the signature check itself.
+    cannot be genuine: it cannot carry a valid signature, or its history is malformed. The revision must be
+    the hash of its body under the parent its history names (``revs.replicated_rev_ok``, over the body's
+    bytes in the plain payload: ~4 us for a 1 KB body, and no second encoding unless its keys are out of
+    canonical order); when it is not, the four items come as a ``BadRevision`` (a tuple subclass: callers
+    tell it by ``type(prepared) is not tuple``), whose signature is still to be checked. Holds the GIL:
+    everything but the signature check itself.
 
     `body_cbor`: the bytes ``doc["body"]`` was decoded from, where the caller received them (a hub's
     answer to a query): spliced into the plain payload instead of encoding the body again (~5 us a 1 KB
@@ -100,7 +138,7 @@ def prepare_check(doc: Any, body_cbor: Optional[bytes] = None) -> Optional[tuple
             return None
         start, end = _body_span(docid, rev, plain)
         if not revs.replicated_rev_ok(rev, doc.get("history"), deleted, memoryview(plain)[start:end], body):
-            return None
+            return _unchecked(rev, doc.get("history"), (pk, bytes(sig), items, plain))
         return pk, bytes(sig), items, plain
     except (KeyError, ValueError, TypeError, AttributeError, cbor2.CBOREncodeError):
         return None
@@ -146,9 +184,11 @@ check_signature = verify_with_key
 GENUINE = GenuineCache()
 
 
-def verify_repl_doc(doc: dict, body_cbor: Optional[bytes] = None) -> bool:
+def verify_repl_doc(doc: dict, body_cbor: Optional[bytes] = None) -> Any:
     """True when a replicated document's sig is its author's signature and its revision is the hash of its
-    body under the parent its history names (``prepare_check``); False for anything else.
+    body under the parent its history names (``prepare_check``). Otherwise a falsy answer: the document's
+    ``BadRevision.why`` (``BAD_REVISION`` or ``STEMMED_HISTORY``) when its signature verifies but its
+    revision does not check, else False (a forgery, or not a document).
 
     Fast path: the payload is first encoded *plainly* (cbor2 without ``canonical``, ~4x cheaper, and
     the encoding holds the GIL). A body that reached us from its author keeps the canonical key order
@@ -164,13 +204,12 @@ def verify_repl_doc(doc: dict, body_cbor: Optional[bytes] = None) -> bool:
     prepared = prepare_check(doc, body_cbor)
     if prepared is None:
         return False
-    key = GenuineCache.key(prepared[1], prepared[3])
-    if GENUINE.seen(key):
-        return True
-    if _signature_ok(prepared) is None:
-        return False
-    GENUINE.add(key)
-    return True
+    key = GenuineCache.key(prepared[1], prepared[3])   # the author signed this payload: the history is not in it
+    if not GENUINE.seen(key):
+        if _signature_ok(prepared) is None:
+            return False
+        GENUINE.add(key)
+    return True if type(prepared) is tuple else prepared.why
 
 
 def checked_by_validator(doc: Any) -> bool:
@@ -181,8 +220,8 @@ def checked_by_validator(doc: Any) -> bool:
 
 
 def _checked(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
-    """verify_chunk's check (verify_repl_doc's without the memory): the prepared payload of a genuine
-    document, else None."""
+    """verify_chunk's check (verify_repl_doc's without the memory): the prepared payload of a document whose
+    signature verifies (a BadRevision when its revision does not check), else None."""
     prepared = prepare_check(doc)
     return None if prepared is None else _signature_ok(prepared)
 
@@ -196,12 +235,17 @@ def _signature_ok(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[tuple[
     return prepared if canonical is not None and check_signature(pk, canonical, sig) else None
 
 
-def verify_chunk(docs: Sequence[dict]) -> list[bool]:
-    """verify_repl_doc over documents on their way to the store, leaving each genuine one its body's bytes."""
-    out = []
+def verify_chunk(docs: Sequence[dict]) -> list[Any]:
+    """verify_repl_doc's answers over documents on their way to the store, leaving each genuine one its
+    body's bytes."""
+    out: list[Any] = []
     for d in docs:
         prepared = _checked(d)
-        if prepared is not None:
+        if prepared is None:
+            out.append(False)
+        elif type(prepared) is tuple:
             leave_plain_body(d, prepared)
-        out.append(prepared is not None)
+            out.append(True)
+        else:
+            out.append(prepared.why)
     return out

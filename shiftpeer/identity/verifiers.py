@@ -324,21 +324,26 @@ def warm_verifiers(reactor: Any, expected: int) -> None:
 
 
 def _check_in_processes(docs: list, procs: VerifyProcesses) -> Deferred:
-    """verify_repl_doc over a batch, the signature checks in `procs`: the plain payloads first, then the
-    canonical ones of the documents that failed and have a different canonical payload."""
+    """verify_chunk over a batch, the signature checks in `procs`: the plain payloads first, then the
+    canonical ones of the documents that failed and have a different canonical payload. A document whose
+    revision does not check (a BadRevision) has its signature checked with the rest: its answer is its `why`
+    when that verifies, else False."""
     prepared = [prepare_check(d) for d in docs]
     todo = [i for i, p in enumerate(prepared) if p is not None]
-    results = [False] * len(docs)
+    results: list[Any] = [False] * len(docs)
 
     def first(oks: list[bool]) -> Any:
         retry: list[int] = []
         payloads: list[tuple[bytes, bytes, Any, bytes]] = []
         for i, ok in zip(todo, oks):
-            if ok:
-                results[i] = True
-                leave_plain_body(docs[i], prepared[i])
-                continue
             p = prepared[i]
+            if ok:
+                if type(p) is tuple:
+                    results[i] = True
+                    leave_plain_body(docs[i], p)
+                else:
+                    results[i] = p.why
+                continue
             canonical = canonical_retry(p)
             if canonical is not None:
                 retry.append(i)
@@ -347,11 +352,16 @@ def _check_in_processes(docs: list, procs: VerifyProcesses) -> Deferred:
             return results
         return _check_payloads(payloads, procs).addCallback(second, retry)
 
-    def second(oks: list[bool], retry: list[int]) -> list[bool]:
+    def second(oks: list[bool], retry: list[int]) -> list[Any]:
         for i, ok in zip(retry, oks):
-            results[i] = ok
-            if ok:
-                leave_plain_body(docs[i], prepared[i])
+            p = prepared[i]
+            if not ok:
+                continue
+            if type(p) is tuple:
+                results[i] = True
+                leave_plain_body(docs[i], p)
+            else:
+                results[i] = p.why
         return results
 
     ready = prepared if len(todo) == len(docs) else [prepared[i] for i in todo]
@@ -371,8 +381,10 @@ def verify_many(
     *,
     reactor: Any = None,
     workers: int = 2,
-) -> "Deferred[list[bool]]":
-    """verify_repl_doc over a batch, without blocking the reactor; results are in input order. Small
+) -> "Deferred[list[Any]]":
+    """verify_repl_doc over a batch, without blocking the reactor; results are in input order: True, False
+    (a forgery) or, for a document whose signature verifies but whose revision does not check, its falsy
+    ``signing.BAD_REVISION``/``STEMMED_HISTORY`` (refused on its own, not as forged: the puller). Small
     batches are verified inline. Large ones go to the reactor's verification processes
     (``verify_processes``), or, given a `threadpool` or where processes cannot run, are split over
     `workers` threads of ``verify_pool(reactor)`` (parallel only with libsodium, which releases the GIL)."""

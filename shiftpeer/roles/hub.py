@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
+from shiftpeer.identity.signing import verify_repl_doc
 from shiftpeer.roles import groups as groupmodel
 from shiftpeer.roles.accounts import Accounts
 from shiftpeer.roles.audience import target_db
@@ -27,6 +28,7 @@ from shiftpeer.roles.queries import HubQueries
 from shiftpeer.roles.revocation import membership_listener
 from shiftpeer.roles.social import HubSocial
 from shiftpeer.roles.validation import HubRules, check_repl_doc, filtering_store_batch, held_author
+from shiftpeer.sync.refusedrevs import Refused, note_refused_alone
 
 HUB_DATABASES = ("master", "system/messages")
 MAX_TARGETS_PER_CALL = 256
@@ -138,6 +140,9 @@ class Hub:
         targets = args.get("targets")
         if not isinstance(targets, list) or not targets or len(targets) > MAX_TARGETS_PER_CALL:
             raise FlowError("targets must be a non-empty list of group:NAME and user:NAME", "bad_request")
+        why = verify_repl_doc(doc)   # remembered when genuine: the rules' check of each target finds it so
+        if isinstance(why, Refused):  # every target refuses it (the rules' bad_revision): logged and counted once
+            note_refused_alone(getattr(self.factory, "counters", None), "deliver", conn.peer_id, doc, why)
         results: dict[str, str] = {}
         for target in targets:
             try:

@@ -21,6 +21,7 @@ from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
 from shiftpeer.store.codec import decode_body
 from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
+from shiftpeer.sync.refusedrevs import Refused
 
 #: Filters that map to a store index, most selective first.
 INDEXED = ("thread", "href", "author", "space", "domain")
@@ -112,10 +113,18 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
     return rows, cursor
 
 
+def history(doc: Any) -> list[str]:
+    """A row's history: its revision and, where `doc` knows it (a ``StoredDoc``), the revision's parent, so
+    that the asker can check the revision (``received_row``); `[rev]` alone for a revision at depth 1, and
+    for rows a node shows only itself (its own feed, its unpublished shifts)."""
+    parent = getattr(doc, "parent", None)
+    return [doc.rev] if parent is None else [doc.rev, parent]
+
+
 def row(doc: Any) -> dict:
     """A query result row: the winning revision with its signature, so the asker can verify it."""
     return {"id": doc.id, "rev": doc.rev, "deleted": bool(doc.deleted), "body": doc.body, "sig": doc.sig,
-            "history": [doc.rev]}
+            "history": history(doc)}
 
 
 #: The query argument by which a user node asks the hub for rows with ``body_cbor`` (``stored_row``). A
@@ -128,26 +137,42 @@ def stored_row(doc: Any) -> dict:
     the hub sends them without encoding the body again, and the asker checks the signature over the very
     bytes it decodes the body from, without encoding it either."""
     return {"id": doc.id, "rev": doc.rev, "deleted": bool(doc.deleted), BODY_CBOR: doc.body_cbor, "sig": doc.sig,
-            "history": [doc.rev]}
+            "history": history(doc)}
+
+
+#: The hello feature (``+row_parents``) of a node whose answers name each row's parent (``history``): a
+#: row without one from a hub that names it is refused; from an older hub, every edited shift's row comes so.
+ROW_PARENTS = "row_parents"
 
 
 def received_row(sent: Any) -> dict | None:
     """A row a hub answered with (``row`` or ``stored_row``) as a ``row``, if its signature and revision
-    check (identity/signing.py ``verify_repl_doc``); None for anything else."""
+    check (identity/signing.py ``verify_repl_doc``); None for anything else (``checked_row`` says why)."""
+    got, ok = checked_row(sent)
+    return got if ok is True else None
+
+
+def checked_row(sent: Any) -> tuple[dict | None, Any]:
+    """(``sent`` as a ``row``, verify_repl_doc's answer for it): True when its signature and revision check;
+    the ``Refused`` that says why when its signature verifies but its revision does not check
+    (``signing.BAD_REVISION``; ``STEMMED_HISTORY`` for a depth > 1 row without its parent); else (None,
+    False) for anything that is not a row or whose signature does not verify."""
     if type(sent) is not dict:
-        return None
+        return None, False
     raw = sent.get(BODY_CBOR)
     if raw is None:
-        return sent if verify_repl_doc(sent) else None
-    if type(raw) is not bytes or "body" in sent:
-        return None
-    try:
-        body = decode_body(raw)
-    except Exception:  # noqa: BLE001 - cbor2 raises several types for bad bytes; a bad row is no row
-        return None
-    got = {"id": sent.get("id"), "rev": sent.get("rev"), "deleted": sent.get("deleted", False), "body": body,
-           "sig": sent.get("sig"), "history": sent.get("history")}
-    return got if verify_repl_doc(got, raw) else None
+        got = sent
+    elif type(raw) is not bytes or "body" in sent:
+        return None, False
+    else:
+        try:
+            body = decode_body(raw)
+        except Exception:  # noqa: BLE001 - cbor2 raises several types for bad bytes; a bad row is no row
+            return None, False
+        got = {"id": sent.get("id"), "rev": sent.get("rev"), "deleted": sent.get("deleted", False), "body": body,
+               "sig": sent.get("sig"), "history": sent.get("history")}
+    ok = verify_repl_doc(got, raw)
+    return (got, ok) if ok is True or isinstance(ok, Refused) else (None, False)
 
 
 class HubQueries:
@@ -194,7 +219,7 @@ class HubQueries:
             return self._favorites(account_id, user, filters, q)
         raw = args.get(BODY_CBOR) is True   # the asker takes stored bytes (docs/flows.md, *Queries*)
         docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"],
-                           since=q["since"], until=q["until"], body_bytes=raw)
+                           since=q["since"], until=q["until"], body_bytes=True)   # StoredDocs: with parents
         return {"rows": [(stored_row if raw else row)(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
 
     def get(self, account_id: str, user: str, ids: Any) -> dict:
@@ -204,7 +229,7 @@ class HubQueries:
         tokens = set(self.tokens(account_id, user))
         out = []
         for docid in ids:
-            doc = self._shared.get(docid)
+            doc = self._shared.get_stored(docid)
             if doc is not None and not doc.deleted and tokens & set(doc.vis):
                 out.append(row(doc))
         return {"rows": out, "next_cursor": None}

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 
-from shiftpeer.identity.signing import verify_repl_doc
+from shiftpeer.identity.signing import STEMMED_HISTORY
 from shiftpeer.roles import feedpage, precheck, queries
 from shiftpeer.roles.authors import AuthorNames
 from shiftpeer.roles.names import FlowError, check_name
@@ -23,6 +23,7 @@ from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
 from shiftpeer.roles.remote import HubLink
 from shiftpeer.roles.social import UserSocial, check_text
 from shiftpeer.roles.validation import filtering_store_batch, refusal
+from shiftpeer.sync.refusedrevs import Refused, note_refused_alone
 
 log = Logger()
 
@@ -52,6 +53,7 @@ class UserFlows:
         self.social = UserSocial(store)
         self.authors = AuthorNames(self.link)
         self.store_batch = filtering_store_batch(lambda db, peer_id, doc: refusal(db, doc))
+        self._told_legacy: Any = None   # the hub connection whose rows without parents were logged
 
     def start(self) -> None:
         self.publisher.start()
@@ -166,8 +168,51 @@ class UserFlows:
         """A document by id from the hub's ``shared``, if this user may see it there (the hub applies the
         visibility rules; a row whose signature does not verify counts as not found)."""
         found = yield self.link.call("get", {"ids": [shift_id]})
-        rows = [r for r in found["rows"] if verify_repl_doc(r)]
+        rows = self._checked_rows(found["rows"], "get")
         return rows[0] if rows else None
+
+    def _checked_rows(self, sent_rows: list, call: str) -> list[dict]:
+        """The rows of the hub's answer to `call` that check (``queries.checked_row``). Each other one is left
+        out and logged naming the hub; one refused for its revision is counted (``bad_revision.query``).
+        A hub built before rows named their parent (no ``+row_parents`` in its hello) sends every edited
+        shift's row without it: those rows are taken with their signature checked, not their revision
+        (said once per connection); from any other hub such rows are refused like the rest, summed up in
+        one line (docs/flows.md, *Queries*)."""
+        conn = self.link.conn
+        hub = getattr(conn, "peer_id", None)
+        counters = getattr(getattr(conn, "factory", None), "counters", None)
+        legacy = queries.ROW_PARENTS not in getattr(conn, "peer_features", ())
+        rows, stemmed = [], []
+        for sent in sent_rows:
+            r, ok = queries.checked_row(sent)
+            if ok is True:
+                rows.append(r)
+            elif ok is STEMMED_HISTORY and legacy:
+                rows.append(r)
+                self._legacy_hub(conn)
+            elif ok is STEMMED_HISTORY:
+                stemmed.append(r["id"])
+                if counters is not None:
+                    counters["bad_revision.query"] += 1
+            elif isinstance(ok, Refused):
+                note_refused_alone(counters, "query", hub, r, ok, f"its answer to {call}")
+            else:
+                log.warn("the hub {hub} sent a row that does not verify: {id}", hub=hub,
+                         id=sent.get("id") if isinstance(sent, dict) else None)
+        if stemmed:
+            log.warn("the hub {hub} sent {n} rows whose history names no parent, left out of its answer to {call} "
+                     "(their revisions cannot be checked): {ids}", hub=hub, n=len(stemmed), call=call,
+                     ids=stemmed[:5])
+        return rows
+
+    def _legacy_hub(self, conn: Any) -> None:
+        """Say once per connection that the hub's rows of edited shifts are taken unchecked."""
+        if self._told_legacy is conn:
+            return
+        self._told_legacy = conn
+        log.warn("the hub {hub} was built before query rows named their parent: rows of edited shifts are "
+                 "shown with their signature checked but not their revision until it is updated",
+                 hub=getattr(conn, "peer_id", None))
 
     def messages(self, *, limit: int = 50, cursor: str | None = None, unread_only: bool = False) -> dict:
         """Notifications and notices in the feed, with read marks and the unread count."""
@@ -241,14 +286,7 @@ class UserFlows:
 
     def _merged_page(self, answer: dict, q: dict, pos: feedpage.Position) -> dict:
         """The page ``_hub_page`` answers with, from the hub's answer (rows whose signature fails are left out)."""
-        rows = []
-        for sent in answer["rows"]:
-            r = queries.received_row(sent)
-            if r is not None:
-                rows.append(r)
-            else:
-                log.warn("the hub sent a row that does not verify: {id}",
-                         id=sent.get("id") if isinstance(sent, dict) else None)
+        rows = self._checked_rows(answer["rows"], "query")
         nxt = answer["next_cursor"]
         low = feedpage.bucket_low(rows, nxt, pos.at)
         drafts = [] if low >= pos.at else self._unpublished(

@@ -21,7 +21,7 @@ from shiftpeer.ids import names_other_author
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, split_db
-from shiftpeer.sync.refusedrevs import Reason
+from shiftpeer.sync.refusedrevs import Reason, Refused
 from shiftpeer.sync.replication import default_store_batch
 
 log = Logger()
@@ -50,16 +50,19 @@ def held_author(db: Any, docid: str) -> str | None:
 
 
 def refusal(db: Any, doc: dict) -> str | None:
-    """Why ``doc`` may not be stored in ``db`` (None: it may): bad signature, or a different author. A
+    """Why ``doc`` may not be stored in ``db`` (None: it may): bad signature, a revision that does not check
+    (``signing.BAD_REVISION``, code ``bad_revision``), or a different author. A
     document the sync validator already found genuine is not checked again (``checked_by_validator``):
     a batch's signatures were checked once, in the verification processes, not a second time here in the
     reactor thread."""
-    if not (checked_by_validator(doc) or verify_repl_doc(doc)):
+    genuine = checked_by_validator(doc) or verify_repl_doc(doc)
+    if not genuine:
+        if isinstance(genuine, Refused):   # signed by its author, but its revision does not check
+            return Reason(genuine.code, str(genuine))   # truthy, as every reason here: callers chain with `or`
         author = doc["body"].get("author")
         if isinstance(author, str) and isinstance(doc["id"], str) and names_other_author(doc["id"], author):
             return Reason("other_author", "only the shift's author may change it (its id names another author)")
-        return Reason("bad_signature", "the signature does not verify under body.author, or the revision is "
-                                       "not the hash of its body under the parent its history names")
+        return Reason("bad_signature", "the signature does not verify under body.author")
     before = held_author(db, doc["id"])
     if before is not None and before != doc["body"].get("author"):
         return Reason("other_author",

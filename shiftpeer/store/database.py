@@ -49,9 +49,16 @@ class Doc(NamedTuple):
     seq: int
 
 
-#: A Doc and its body's bytes as stored (`query(body_bytes=True)`), for a sender that passes them on as they
-#: are instead of encoding the decoded body again (the hub's answers to queries, roles/queries.py).
-StoredDoc = NamedTuple("StoredDoc", [*Doc.__annotations__.items(), ("body_cbor", bytes)])
+#: A Doc, its body's bytes as stored and its revision's parent (None at depth 1) (`query(body_bytes=True)`,
+#: `get_stored`), for a sender that passes the bytes on as they are instead of encoding the decoded body
+#: again, and names the parent so that the receiver can check the revision (the hub's answers to queries,
+#: roles/queries.py).
+StoredDoc = NamedTuple("StoredDoc", [*Doc.__annotations__.items(), ("body_cbor", bytes), ("parent", "str | None")])
+
+
+def _stored_doc(d: Doc, rec: list) -> Any:
+    """`d` as a StoredDoc, from its decoded record `rec` (`[docid, vis, tree, leaves]`)."""
+    return _new_tuple(StoredDoc, (*d, rec[3][d.rev][1], rec[2].get(d.rev)))
 
 
 class Change(NamedTuple):
@@ -242,6 +249,15 @@ class Database:
             found = self._load(txn, docid) if type(docid) is str and docid else None
         return self._doc(found[0], found[1], rev) if found is not None else None
 
+    def get_stored(self, docid: str) -> Any:
+        """The winning revision as a StoredDoc (its body's stored bytes and its parent), or None (unknown)."""
+        with self._reading() as txn:
+            found = self._load(txn, docid) if type(docid) is str and docid else None
+        if found is None:
+            return None
+        d = self._doc(found[0], found[1])
+        return None if d is None else _stored_doc(d, found[1])
+
     def _scan_log(self, since: int, limit: int | None) -> list[tuple[bytes, bytes]]:
         """Raw (log key, record) pairs after `since`, in seq order; decoding is left to the caller, after
         the read transaction has ended."""
@@ -390,7 +406,7 @@ class Database:
         `values`: one value or a list (union); None only for "all". `vis`: tokens to union (None: every
         document). `since` <= created < `until` (seconds since the epoch; either may be None) bounds the
         index scan itself. Returns (docs, next cursor or None when there is no more). With `body_bytes`
-        each doc is a StoredDoc: the same fields and the body's stored bytes.
+        each doc is a StoredDoc: the same fields, the body's stored bytes and the revision's parent.
         """
         ib = indexes.INDEXES.get(index)
         if ib is None:
@@ -439,7 +455,7 @@ class Database:
                     continue
                 if vis is not None and token_set.isdisjoint(d.vis):
                     continue
-                docs.append(_new_tuple(StoredDoc, (*d, rec[3][d.rev][1])) if body_bytes else d)
+                docs.append(_stored_doc(d, rec) if body_bytes else d)
         return docs, nxt
 
     def get_checkpoint(self, peer_id: str, remote_db: str) -> dict | None:

@@ -78,10 +78,11 @@ def replicated_rev_ok(rev: str, history: Any, deleted: bool, body_bytes: bytes |
     `history` names (history[1]; none at depth 1), at the parent's depth + 1? The signature covers the
     revision but not the history, so without this a relay could attach a genuine revision to another
     parent, and an author could send two bodies under one revision id. A history of one entry at depth > 1
-    (None is taken as [rev], as the store does) was stemmed by its sender, who no longer knows the parent:
-    its hash cannot be checked and it is accepted (docs/security.md, *Known gaps*). The older entries name
-    revisions whose bodies the receiver may never see, so they are taken as sent (check_history checks
-    only that they are contiguous). `body_bytes` and `body`: rev_matches."""
+    (None is taken as [rev], as the store does) names no parent, so its hash cannot be checked: it fails
+    (an honest node never sends one: a leaf keeps its parent, docs/store.md *Stemming*). The older entries
+    name revisions whose bodies the receiver may never see, so they are taken as sent (check_history checks
+    only that they are contiguous). `body_bytes` and `body`: rev_matches. Why a revision failed is
+    `rev_fault`'s, asked only then."""
     if history is None:
         history = [rev]
     elif type(history) is not list or not history or history[0] != rev:
@@ -93,8 +94,30 @@ def replicated_rev_ok(rev: str, history: Any, deleted: bool, body_bytes: bytes |
     elif rev.startswith("1-"):
         parent = None
     else:
-        return _REV_RE.fullmatch(rev) is not None   # stemmed: nothing to hash against
+        return False   # stemmed: nothing to hash against
     return rev_matches(rev, parent, deleted, body_bytes, body)
+
+
+#: rev_fault's answers: the revision or its history is not what any store holds; its history names no
+#: parent; its body does not hash to it under the parent named.
+MALFORMED, STEMMED, MISMATCH = "malformed", "stemmed", "mismatch"
+
+
+def rev_fault(rev: Any, history: Any) -> str:
+    """Why replicated_rev_ok refused `rev` (asked only then, off the hot path). MALFORMED: `rev` is not a
+    revision, or `history` not a contiguous list of revisions led by it, which no store holds or sends (only
+    a broken or hostile sender makes one). STEMMED: a history of one entry at depth > 1, which a node built
+    before the check may hold (it stored what came). MISMATCH: a well-formed history whose parent the body
+    does not hash under, which such a node may hold too, or an author may have signed."""
+    if history is None:
+        history = [rev]
+    if type(history) is not list or not history or history[0] != rev:
+        return MALFORMED
+    try:
+        check_history(history)
+    except InvalidDocument:
+        return MALFORMED
+    return STEMMED if len(history) == 1 and not rev.startswith("1-") else MISMATCH
 
 
 def check_history(history: list) -> None:

@@ -131,6 +131,9 @@ class Store:
             from twisted.internet import reactor  # noqa: PLW0621
         self._reactor = reactor
         self.path = path
+        if type(rev_limit) is not int or rev_limit < 2:
+            # a leaf keeps its parent: every receiver checks a revision against it (revs.replicated_rev_ok)
+            raise ValueError(f"rev_limit must be a whole number of at least 2, not {rev_limit!r}")
         self.rev_limit = rev_limit
         self.max_doc_bytes = max_doc_bytes
         #: whether each commit is fsynced (the sync code skips a thread hop for small batches when not)

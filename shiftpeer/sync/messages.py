@@ -19,8 +19,10 @@ PROTOCOL_VERSION = 1
 #: Optional messages this build understands, sent in the hello's `roles` as "+name". A node built before
 #: them treats an unknown message as a protocol violation (it closes the connection, and a gossip neighbour
 #: bans the sender), and an unknown hello field the same way, but keeps any role string: so a feature
-#: rides in `roles`, and a node sends such a message only to a peer that named it (docs/protocol.md).
-FEATURES = ("refused",)
+#: rides in `roles`, and a node sends such a message only to a peer that named it (docs/protocol.md). A
+#: feature may also name what this build's answers carry: `row_parents`, query rows that name their
+#: revision's parent (roles/queries.py ``ROW_PARENTS``).
+FEATURES = ("refused", "row_parents")
 FEATURE_PREFIX = "+"
 
 

@@ -10,7 +10,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from shiftpeer.sync.refusedrevs import frames, refused_revs
+from shiftpeer.sync.refusedrevs import Refused, frames, note_refused_alone, refused_revs
 from shiftpeer.sync.replication import (CATCH_UP_LOG_DOCS, MAX_COMMIT_DOCS, Replication, ReplicationViolation,
                                         SyncError)
 
@@ -21,7 +21,7 @@ log = Logger()
 
 
 class _Batch:
-    __slots__ = ("seq", "want", "docs", "state", "marker")
+    __slots__ = ("seq", "want", "docs", "state", "marker", "refused")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
@@ -29,6 +29,7 @@ class _Batch:
         self.docs: list = []
         self.state = "wanting"              # wanting -> verifying -> ready -> storing
         self.marker = False                 # caught_up arrived right after this batch
+        self.refused: list = []             # (document, why) the validator refused on its own (left out of docs)
 
 
 class Puller:
@@ -114,15 +115,31 @@ class Puller:
         d.addCallbacks(self._verified, self._verify_failed, callbackArgs=(batch,))
 
     def _verified(self, oks: list, batch: _Batch) -> None:
-        if self.stopped:
-            return
-        if len(oks) != len(batch.docs) or not all(oks):
-            bad = [doc["id"] for doc, ok in zip(batch.docs, oks) if not ok][:5]
-            self.mgr.conn.violation("forged", f"documents failed validation (signature, or revision hash against "
-                                              f"body and parent): {bad}", self.remote_db)
-            return
-        batch.state = "ready"
-        self._advance()
+        if not self.stopped and self._genuine(oks, batch):
+            batch.state = "ready"
+            self._advance()
+
+    def _genuine(self, oks: list, batch: _Batch) -> bool:
+        """Is the batch fit to store, once the documents the validator refused on its own (a ``Refused``
+        answer: a genuine signature on a revision that does not check) are left out of it? Each is logged
+        naming the peer, counted, and told to the peer with the batch's ack (``_stored``): an honest relay
+        may hold one, so it is not held against it, and the replication goes on. Any other failure
+        (False: a forged signature) closes the connection with ``forged``, nothing from the batch stored."""
+        docs = batch.docs
+        if len(oks) == len(docs) and all(oks):
+            return True
+        if len(oks) != len(docs) or not all(ok or type(ok) is Refused for ok in oks):
+            bad = [doc["id"] for doc, ok in zip(docs, oks) if not ok and type(ok) is not Refused][:5]
+            self.mgr.conn.violation("forged", f"documents failed validation (a signature that does not verify, or "
+                                              f"a malformed history): {bad}", self.remote_db)
+            return False
+        batch.docs = [doc for doc, ok in zip(docs, oks) if ok]
+        for doc, why in zip(docs, oks):
+            if not why:
+                batch.refused.append((doc, why))
+                note_refused_alone(self.mgr.counters, "sync", self.mgr.conn.peer_id, doc, why,
+                                   f"{self.remote_db} into {self.local_db}")
+        return True
 
     def _verify_failed(self, f: Failure) -> None:
         log.failure("{peer}: the validator failed", f, peer=self.mgr.conn.peer_id)
@@ -182,6 +199,8 @@ class Puller:
         self.storing = False
         self.mgr.counters["docs_in"] += ndocs
         refused = refused_revs(result)   # what store_batch's rules left out, told to the feeder before the ack
+        if any(b.refused for b in take):  # and what the validator refused on its own (_genuine)
+            refused = refused_revs([pair for b in take for pair in b.refused]) + refused
         if refused:
             self.mgr.counters["revs_refused"] += len(refused)
             self.handle._note_refused(refused)

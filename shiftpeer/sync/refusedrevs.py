@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, NamedTuple
 
+from twisted.logger import Logger
+
+log = Logger()
+
 #: Entries in one ``refused`` frame; more are sent in several frames.
 MAX_REFUSED = 100
 #: Characters of a reason code (``audience``, ``other_author``...) and of its text on the wire.
@@ -32,6 +36,29 @@ class Reason(str):
         r = super().__new__(cls, text)
         r.code = code
         return r
+
+
+class Refused(Reason):
+    """A validator's answer for a document it refuses on its own, not as a forgery (its signature verifies,
+    but its revision does not check: identity/signing.py ``BAD_REVISION``). Falsy, like False, so "every
+    answer true" still means "store the whole batch"; the puller leaves such a document out, logs and counts
+    it, tells the peer in a ``refused`` frame and stores the rest of the batch (docs/protocol.md section 9)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def note_refused_alone(counters: Any, via: str, peer: Any, doc: Any, why: Any, where: str = "") -> None:
+    """Log and count one document refused on its own for its revision (a ``Refused``), as every entry point
+    does: the warning names the document, its revision, the peer it came from and where (`via`: ``sync``,
+    ``deliver``, ``query``; `where`: the database or call), and it counts in ``counters["bad_revision.<via>"]``
+    (``shiftpeer_bad_revisions_total``; `counters` None: not counted). Nothing is held against the peer."""
+    if counters is not None:
+        counters["bad_revision." + via] += 1
+    docid, rev = (doc.get("id"), doc.get("rev")) if isinstance(doc, dict) else (None, None)
+    log.warn("refused {doc} {rev} from {peer} ({where}): {why} (the document alone: not held against the peer, "
+             "which may be a node built before the revision check)", doc=docid, rev=rev, peer=peer,
+             where=where or via, why=why)
 
 
 class RefusedRev(NamedTuple):
@@ -66,8 +93,8 @@ def frames(revs: list[RefusedRev]) -> Iterator[list[list[str]]]:
         yield [list(r) for r in revs[i:i + MAX_REFUSED]]
 
 
-__all__ = ["DEFAULT_CODE", "KEEP_REFUSED", "MAX_CODE", "MAX_REASON", "MAX_REFUSED", "Reason", "RefusedRev",
-           "frames", "refused_revs", "sift"]
+__all__ = ["DEFAULT_CODE", "KEEP_REFUSED", "MAX_CODE", "MAX_REASON", "MAX_REFUSED", "Reason", "Refused", "RefusedRev",
+           "frames", "note_refused_alone", "refused_revs", "sift"]
 
 
 def sift(docs: list, why_not: Callable[[dict], Any], note: Callable[[dict, Any], None]) -> tuple[list, list]:
