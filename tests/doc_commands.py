@@ -8,11 +8,14 @@ fails the build instead of a newcomer.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
+#: ``name=$(command)``: a command whose output (an id) the reader's shell keeps in a variable.
+ASSIGNMENT = re.compile(r"^(\w+)=\$\((.*)\)$")
 
 
 def section(markdown: str, heading: str) -> str:
@@ -66,3 +69,13 @@ def commands(block: str) -> list[str]:
         pending = ""
     assert not pending, f"a command ends in a line continuation: {pending!r}"
     return out
+
+
+def words(command: str) -> list[str]:
+    """A command's words for a parser that does not run it: an ``name=$(...)`` assignment is its inner
+    command, ``$(...)`` and ``$name`` are a placeholder word each, optional ``[...]`` parts are left out,
+    and a trailing comment is dropped."""
+    command = ASSIGNMENT.sub(r"\2", command.strip())
+    command = re.sub(r"\$\([^)]*\)|\$\w+", "X", command)
+    command = re.sub(r"\s*\[[^\]]*\]", "", command)
+    return shlex.split(command, comments=True)

@@ -34,14 +34,12 @@ from typing import Callable
 
 import pytest
 
-from tests.doc_commands import ROOT, code_blocks, commands, section
+from tests.doc_commands import ASSIGNMENT, ROOT, code_blocks, commands, section
 from tests.ports import free_port
 from tests.test_cli import _env
 
 #: The port the README's hub listens on; the test gives the hub a free one instead.
 README_PORT = "7701"
-#: ``name=$(command)``: the tour keeps an id the command prints in a shell variable.
-ASSIGNMENT = re.compile(r"^(\w+)=\$\((.*)\)$")
 #: How long an asynchronous outcome may take, and one whole command.
 OUTCOME_DEADLINE = 15.0
 COMMAND_TIMEOUT = 60.0
