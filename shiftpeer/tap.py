@@ -246,5 +246,6 @@ def makeService(options: Options) -> IService:
     settings = settings_from_config(path, config).with_overrides(options.overrides())
     if settings.hub and not settings.tls_cert:
         log.warn("this hub has no certificate (--tls-cert/--tls-key): it presents its self-signed node "
-                 "certificate, which user nodes refuse; only nodes dialling it with --peer can sync with it")
+                 "certificate, which user nodes refuse unless they pin its key (init --hub-id); nodes dialling "
+                 "it with --peer sync with it too")
     return Node(settings, load_key(path, config))

@@ -89,6 +89,29 @@ async def test_the_operator_registers_and_publishes_on_a_hub_without_connect(tmp
     assert (cert == "ecdsa") == (len(hub.own_peer_ids) == 2)
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_operator_registers_without_an_invitation_on_an_invite_only_hub(tmp_path, nodes):  # noqa: F811
+    """On a hub whose hub.json says registration by invitation, the operator's own account registers over
+    the self link with no token (the operator is the one who hands tokens out), using none up; any other
+    key still needs one."""
+    from types import SimpleNamespace
+
+    from shiftpeer.identity import NodeKey
+    from shiftpeer.roles.names import FlowError
+
+    path = init_node_dir(tmp_path / "hub", user="op", hub=True, listen=[LISTEN]).path
+    (tmp_path / "hub" / "hub.json").write_text('{"registration": "invite"}')
+    hub = await _start(nodes, path)
+    flows, hub_role = hub.role("flows").flows, hub.role("hub").hub
+    await eventually(lambda: flows.link.connected, timeout=10)
+    assert (await flows.register())["name"] == "op"
+    assert hub_role.accounts.id_of("op") == hub.account_id
+    stranger = SimpleNamespace(peer_id=NodeKey.generate().account_id)
+    with pytest.raises(FlowError, match="registers by invitation"):
+        hub_role.rpc_register(stranger, {"name": "mallory"})
+    assert hub_role.accounts.id_of("mallory") is None
+
+
 # -- the command line against real twistd processes ---------------------------------------------
 
 

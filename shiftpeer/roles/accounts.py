@@ -46,8 +46,9 @@ class Accounts:
         self._db.put("t:" + _hash(token), {"used_by": None})
         return token
 
-    def register(self, name: Any, account_id: str, token: Any = None) -> dict:
-        """Bind ``name`` to ``account_id``; idempotent for the same pair, refused for a taken name."""
+    def register(self, name: Any, account_id: str, token: Any = None, *, operator: bool = False) -> dict:
+        """Bind ``name`` to ``account_id``; idempotent for the same pair, refused for a taken name.
+        ``operator``: the hub's own key, which needs no token on an invite-only hub (it hands them out)."""
         name = check_name(name, "user name")
         if is_account_id(name):
             # author queries take a name or an account id: a name shaped like an id could pass for
@@ -65,7 +66,7 @@ class Accounts:
                 f"this key is already registered as {current!r}; one account per key", "already_registered"
             )
         token_doc = None
-        if not self.open_registration:
+        if not (self.open_registration or operator):
             if not isinstance(token, str) or not token:
                 raise FlowError("this hub registers by invitation: ask its operator for a token ('shiftpeer "
                                 "invite' on the hub), then run 'shiftpeer register --invite TOKEN'", "invite_required")

@@ -123,8 +123,10 @@ class Hub:
 
     # -- accounts ------------------------------------------------------------------------------
     def rpc_register(self, conn: Any, args: dict) -> dict:
-        """Bind the caller's key to a name; creates ``inbox/<name>`` and ``messages/<name>``."""
-        return self.accounts.register(args.get("name"), conn.peer_id, args.get("token"))
+        """Bind the caller's key to a name; creates ``inbox/<name>`` and ``messages/<name>``. The hub's own
+        key (its operator's account, over the self link) needs no invitation from itself."""
+        return self.accounts.register(args.get("name"), conn.peer_id, args.get("token"),
+                                      operator=conn.peer_id == self.key.account_id)
 
     def rpc_whoami(self, conn: Any, args: dict) -> dict:
         """The caller's name (None when unregistered), groups with levels, and this hub's id."""
