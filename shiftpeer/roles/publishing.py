@@ -162,10 +162,12 @@ class Publisher:
             private.put(doc.id, tomb, parent=doc.rev, deleted=True, sign=self._sign, txn=txn)
         return rev
 
-    def comment(self, shift: dict, text: str) -> Deferred:
+    def comment(self, shift: dict, text: str, *, public: bool = True) -> Deferred:
         """Comment on a shift the user can see: a signed document with the shift's audience, published
-        the way the shift is (public through user/public, else delivered to each target)."""
+        the way the shift is (public through user/public, else delivered to each target); not public when
+        ``public`` is False (the node could not tell that the shift is)."""
         aud = audience.of(shift["body"])
+        aud = aud if public else {**aud, "public": False}
         now = self._clock.seconds()
         body = {"type": "comment", "shift": shift["id"], "text": text, "author": self._key.account_id,
                 "created": now, "modified": now, "audience": aud}

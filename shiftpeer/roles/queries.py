@@ -216,6 +216,11 @@ class HubQueries:
             return False
         return bool(self.get(account_id, user, [shift_id])["rows"])
 
+    def places(self, doc_id: Any) -> set[str]:
+        """The visibility tokens of a live document in ``shared``: the places it went (empty: none)."""
+        doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
+        return set() if doc is None or doc.deleted else set(doc.vis)
+
     def _favorites(self, account_id: str, user: str, filters: dict, q: dict) -> dict:
         rows = self.get(account_id, user, self._social.favorites_of(user)[-MAX_LIMIT:])["rows"]
         rows = [r for r in rows if all(r["body"].get(k) in v for k, v in filters.items() if k != "group")
