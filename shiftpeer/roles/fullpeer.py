@@ -37,7 +37,7 @@ from shiftpeer.gossip.scores import PeerScores, Refusal
 from shiftpeer.roles import audience
 from shiftpeer.roles.intake import KnownAuthors, authors_of
 from shiftpeer.roles.user import LocalReplication
-from shiftpeer.roles.validation import held_author
+from shiftpeer.roles.validation import HUB_WRITES, held_author, hub_writes
 from shiftpeer.selflink import hub_target
 from shiftpeer.shifts import FEED, PUBLIC
 from shiftpeer.sync.refusedrevs import Reason, sift
@@ -64,6 +64,8 @@ def firehose_check(db: Any, doc: dict) -> str | None:
                        "conflict", code="other_author", held=before, offered=body.get("author"))
     if not doc["deleted"] and not audience.admits(audience.of(body), MASTER):
         return Refusal("the signed audience is not public", "rule", code="audience")   # any relay can check it
+    if not doc["deleted"] and body.get("type") in HUB_WRITES:
+        return hub_writes(body)   # a plain reason, no strike: relays of older versions did not check it
     return None
 
 

@@ -67,6 +67,16 @@ def refusal(db: Any, doc: dict) -> str | None:
     return None
 
 
+#: Document types only a hub writes (into ``messages/<u>`` and ``system/messages``, never through these rules):
+#: a user's node lists every one its feed holds as a notification or notice from its hub.
+HUB_WRITES = frozenset(("message", "notice"))
+
+
+def hub_writes(body: dict) -> Reason:
+    """Why a document of a type only hubs write is refused wherever a user or a relay hands it in."""
+    return Reason("hub_only", f"only a hub writes {body.get('type')}s (its own databases, signed by it)")
+
+
 class HubRules:
     """The hub's extra checks for documents written into its own databases."""
 
@@ -107,6 +117,8 @@ class HubRules:
                 return why
         if doc["deleted"]:
             return None  # a tombstone carries no audience; signature and same author were checked
+        if body.get("type") in HUB_WRITES:
+            return hub_writes(body)
         aud = audience.of(body)
         if not audience.admits(aud, dbname):
             return Reason("audience", f"the signed audience does not name {dbname}")
