@@ -150,6 +150,19 @@ def received_row(sent: Any) -> dict | None:
     return got if verify_repl_doc(got, raw) else None
 
 
+def served(doc: Any, tokens: set[str]) -> bool:
+    """May a caller with ``tokens`` be given ``doc`` from ``shared``? One of their tokens must be on the
+    record and, for a shift, name a place the winning revision's signed audience names: the record keeps
+    the tokens of every place the shift ever went, and a later revision may name fewer (a group that
+    refused the author's edit leaves the audience, and keeps the earlier revision). A comment carries the
+    tokens of the shift it answers (docs/flows.md, *Shared and visibility*), so it is served by those."""
+    held = tokens.intersection(doc.vis)
+    if not held or doc.body.get("type") == "comment":
+        return bool(held)
+    aud = audience.of(doc.body)
+    return any(audience.names_token(aud, t) for t in held)
+
+
 class HubQueries:
     """Answers queries from ``shared`` with only what the caller may see."""
 
@@ -193,8 +206,9 @@ class HubQueries:
         if q["favorites"]:
             return self._favorites(account_id, user, filters, q)
         raw = args.get(BODY_CBOR) is True   # the asker takes stored bytes (docs/flows.md, *Queries*)
+        wanted = set(tokens)
         docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"],
-                           since=q["since"], until=q["until"], body_bytes=raw)
+                           keep=lambda doc: served(doc, wanted), since=q["since"], until=q["until"], body_bytes=raw)
         return {"rows": [(stored_row if raw else row)(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
 
     def get(self, account_id: str, user: str, ids: Any) -> dict:
@@ -205,7 +219,7 @@ class HubQueries:
         out = []
         for docid in ids:
             doc = self._shared.get(docid)
-            if doc is not None and not doc.deleted and tokens & set(doc.vis):
+            if doc is not None and not doc.deleted and served(doc, tokens):
                 out.append(row(doc))
         return {"rows": out, "next_cursor": None}
 
