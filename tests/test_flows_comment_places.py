@@ -19,8 +19,8 @@ from flowmesh import eventually as eventually_mesh, mesh  # noqa: F401 (the mesh
 from shiftpeer.ids import bound_id
 from tests.helpers_identity import signed_doc
 from tests.helpers_node import eventually
-from tests.test_gossip_federation import hub_certs, node, registered, started  # noqa: F401 (the fixture)
-from tests.test_gossip_mesh import free_port, master_ids, publish
+from tests.test_gossip_federation import hub_and_full_peer, node, registered, started  # noqa: F401 (the fixture)
+from tests.test_gossip_mesh import master_ids, publish
 
 CLAIMED = {"public": True, "groups": ["club"], "to": ["bob"]}
 
@@ -66,13 +66,9 @@ async def test_a_full_peers_reply_to_a_shift_claiming_public_stays_out_of_its_ma
     """On a full peer a public comment enters the node's own ``master`` locally and is gossiped from there
     to every neighbour, which checks only that it is signed and public: the hub's check never sees it. So
     a full peer makes a comment public only on a shift its ``master`` holds (one the firehose took)."""
-    ph = free_port()
-    certs = hub_certs(tmp_path / "c")
-    ca = str(tmp_path / "c" / "ca.pem")
-    hub = node(tmp_path / "hub", "op", port=ph, hub=True, **certs)
-    bob = node(tmp_path / "bob", "bob", port=free_port(), full_peer=True, connect=f"127.0.0.1:{ph}", ca=ca)
-    carol = node(tmp_path / "carol", "carol", connect=f"127.0.0.1:{ph}", ca=ca)
-    started += [hub, bob, carol]
+    hub, bob, ph, _ = hub_and_full_peer(tmp_path, started, "bob")
+    carol = node(tmp_path / "carol", "carol", connect=f"127.0.0.1:{ph}", ca=str(tmp_path / "c" / "ca.pem"))
+    started.append(carol)
     for n in (bob, carol):
         await registered(n)
     shift = _shift_claiming(carol.key, CLAIMED)
