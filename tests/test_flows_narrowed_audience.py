@@ -48,3 +48,12 @@ async def test_an_edit_left_out_of_a_group_is_not_served_to_that_group(mesh):
         rows = (await carol.flows.link.call("query", args))["rows"]
         assert "inner circle only" not in summaries(rows), args
     assert mesh.hub.db("group/outer").get(sid).body["summary"] == "for both groups"   # outer keeps its revision
+
+    # a comment made since takes the shift's audience (inner alone): outer's readers get no thread of it
+    made = await dave.flows.comment(sid, "inner talk")
+    assert made["audience"]["groups"] == ["inner"], made
+    await eventually(lambda: made["id"] in mesh.hub.ids("shared"), "the comment in shared")
+    assert [r["id"] for r in (await dave.flows.link.call("query", {"filters": {"thread": sid}}))["rows"]] == \
+        [made["id"]]
+    assert (await carol.flows.link.call("query", {"filters": {"thread": sid}}))["rows"] == []
+    assert (await carol.flows.link.call("get", {"ids": [made["id"]]}))["rows"] == []

@@ -152,13 +152,14 @@ def received_row(sent: Any) -> dict | None:
 
 def served(doc: Any, tokens: set[str]) -> bool:
     """May a caller with ``tokens`` be given ``doc`` from ``shared``? One of their tokens must be on the
-    record and, for a shift, name a place the winning revision's signed audience names: the record keeps
-    the tokens of every place the shift ever went, and a later revision may name fewer (a group that
-    refused the author's edit leaves the audience, and keeps the earlier revision). A comment carries the
-    tokens of the shift it answers (docs/flows.md, *Shared and visibility*), so it is served by those."""
+    record and name a place the winning revision's signed audience names (author tokens always do): the
+    record keeps the tokens of every place the document ever went, and a later revision may name fewer (a
+    group that refused the author's edit leaves the audience, and keeps the earlier revision). A comment
+    carries the tokens of its shift's record too, so this also keeps a comment made since, whose audience
+    is the shift's narrower one, from the places the shift left."""
     held = tokens.intersection(doc.vis)
-    if not held or doc.body.get("type") == "comment":
-        return bool(held)
+    if not held:
+        return False
     aud = audience.of(doc.body)
     return any(audience.names_token(aud, t) for t in held)
 
