@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import pytest_twisted
 
 from flowmesh import eventually as eventually_mesh, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.ids import bound_id
+from shiftpeer.roles.names import FlowError
 from tests.helpers_identity import signed_doc
 from tests.helpers_node import eventually
 from tests.test_gossip_federation import hub_and_full_peer, node, registered, started  # noqa: F401 (the fixture)
@@ -82,6 +84,15 @@ async def test_a_full_peers_reply_to_a_shift_claiming_public_stays_out_of_its_ma
     assert made["id"] not in master_ids(bob)
     assert made["audience"]["public"] is False, made
     await eventually(lambda: hub.store.database("inbox/bob").get(made["id"]) is not None, timeout=10)
+
+    # a shift that says it is public alone, but is not in bob's master: no comment, rather than one to nowhere
+    only_public = _shift_claiming(carol.key, {"public": True, "groups": [], "to": []})
+    bob.store.database("user/feed").bulk_replicated([only_public])   # as a hostile hub could hand it over
+    with pytest.raises(FlowError) as refused:
+        await bob.role("flows").flows.comment(only_public["id"], "lost")
+    assert refused.value.code == "not_public_here"
+    assert not [d for d in bob.store.database("user/private").docs_since(0) if d.body.get("type") == "comment"
+                and d.body.get("shift") == only_public["id"]]
 
     # a shift the firehose holds still gets a public reply
     public = await publish(carol, "open")
