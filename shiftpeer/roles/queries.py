@@ -18,6 +18,7 @@ from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
+from shiftpeer.store import indexes
 from shiftpeer.store.codec import decode_body
 from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
@@ -205,7 +206,7 @@ class HubQueries:
                     raise FlowError(f"there is no group {missing[0]!r} on this hub", "no_group")
                 raise FlowError("you are not a reader of that group", "forbidden")
         if q["favorites"]:
-            return self._favorites(account_id, user, filters, q)
+            return self._favorites(user, tokens, filters, q)
         raw = args.get(BODY_CBOR) is True   # the asker takes stored bytes (docs/flows.md, *Queries*)
         wanted = set(tokens)
         docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"],
@@ -236,10 +237,20 @@ class HubQueries:
         doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
         return set() if doc is None or doc.deleted else set(doc.vis)
 
-    def _favorites(self, account_id: str, user: str, filters: dict, q: dict) -> dict:
-        rows = self.get(account_id, user, self._social.favorites_of(user)[-MAX_LIMIT:])["rows"]
-        rows = [r for r in rows if all(r["body"].get(k) in v for k, v in filters.items() if k != "group")
-                and in_range(r["body"], q["since"], q["until"])]
+    def _favorites(self, user: str, tokens: list[str], filters: dict, q: dict) -> dict:
+        """The caller's favorites that ``tokens`` (narrowed to a group by a ``group`` filter) see and the other
+        filters match, the same way ``run`` matches them (``thread`` is the ``shift`` field, shifts by default)."""
+        wanted = set(tokens)
+        types = set(filters.get("type") or (("comment",) if "thread" in filters else ("shift",)))
+        rest = {k: set(v) for k, v in filters.items() if k not in ("group", "type")}
+        rows = []
+        for docid in dict.fromkeys(self._social.favorites_of(user)[-MAX_LIMIT:]):
+            doc = self._shared.get(docid)
+            if doc is None or doc.deleted or not served(doc, wanted) or doc.body.get("type", "shift") not in types:
+                continue
+            if in_range(doc.body, q["since"], q["until"]) and \
+                    all(indexes.matches(doc.body, indexes.INDEXES[k], v) for k, v in rest.items()):
+                rows.append(row(doc))
         rows.sort(key=lambda r: created_seconds(r["body"].get("created")), reverse=True)
         return {"rows": rows[: q["limit"]], "next_cursor": None}
 
