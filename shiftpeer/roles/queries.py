@@ -217,13 +217,16 @@ class HubQueries:
         """The documents among ``ids`` the caller may see (unknown or hidden ids are left out)."""
         if not isinstance(ids, list) or len(ids) > MAX_LIMIT or not all(isinstance(i, str) for i in ids):
             raise FlowError("ids must be a list of document ids", "bad_request")
-        tokens = set(self.tokens(account_id, user))
+        return {"rows": self._visible(ids, set(self.tokens(account_id, user))), "next_cursor": None}
+
+    def _visible(self, ids: Any, tokens: set[str]) -> list[dict]:
+        """Rows of the documents among ``ids`` that ``tokens`` may see, in the order asked."""
         out = []
         for docid in ids:
             doc = self._shared.get(docid)
             if doc is not None and not doc.deleted and served(doc, tokens):
                 out.append(row(doc))
-        return {"rows": out, "next_cursor": None}
+        return out
 
     def can_see(self, account_id: str, shift_id: Any) -> bool:
         """May this account see this document in ``shared``?"""
@@ -240,17 +243,11 @@ class HubQueries:
     def _favorites(self, user: str, tokens: list[str], filters: dict, q: dict) -> dict:
         """The caller's favorites that ``tokens`` (narrowed to a group by a ``group`` filter) see and the other
         filters match, the same way ``run`` matches them (``thread`` is the ``shift`` field, shifts by default)."""
-        wanted = set(tokens)
         types = set(filters.get("type") or (("comment",) if "thread" in filters else ("shift",)))
         rest = {k: set(v) for k, v in filters.items() if k not in ("group", "type")}
-        rows = []
-        for docid in dict.fromkeys(self._social.favorites_of(user)[-MAX_LIMIT:]):
-            doc = self._shared.get(docid)
-            if doc is None or doc.deleted or not served(doc, wanted) or doc.body.get("type", "shift") not in types:
-                continue
-            if in_range(doc.body, q["since"], q["until"]) and \
-                    all(indexes.matches(doc.body, indexes.INDEXES[k], v) for k, v in rest.items()):
-                rows.append(row(doc))
+        rows = [r for r in self._visible(dict.fromkeys(self._social.favorites_of(user)[-MAX_LIMIT:]), set(tokens))
+                if r["body"].get("type", "shift") in types and in_range(r["body"], q["since"], q["until"])
+                and all(indexes.matches(r["body"], indexes.INDEXES[k], v) for k, v in rest.items())]
         rows.sort(key=lambda r: created_seconds(r["body"].get("created")), reverse=True)
         return {"rows": rows[: q["limit"]], "next_cursor": None}
 

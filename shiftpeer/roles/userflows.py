@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import verify_repl_doc
-from shiftpeer.roles import audience, feedpage, precheck, queries
+from shiftpeer.roles import feedpage, precheck, queries
 from shiftpeer.roles.authors import AuthorNames
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.policy import UserPolicy
@@ -111,12 +111,7 @@ class UserFlows:
         shift = yield self.find(shift_id)
         if shift is None:
             raise FlowError(f"no shift {shift_id!r} that you can see", "not_found")
-        public = self._public_here(shift)
-        if not public and not audience.targets(audience.of(shift["body"])):
-            raise FlowError(f"shift {shift_id} says it is public, but this full peer's master does not hold it (yet): "
-                            "a public comment would enter the firehose unchecked; try again once it has arrived",
-                            "not_public_here")
-        result = yield self.publisher.comment(shift, text, public=public)
+        result = yield self.publisher.comment(shift, text, public=self._public_here(shift))
         return result
 
     def _public_here(self, shift: dict) -> bool:
