@@ -133,3 +133,21 @@ async def test_rows_a_compromised_hub_altered_are_left_out(mesh):
         globalLogPublisher.removeObserver(observer)
     assert warned == [altered]
     assert await bob.flows.find(altered) is None and (await bob.flows.find(honest))["id"] == honest
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_or_thread_filter_applies_to_my_favorites_too(mesh):
+    """"My favorites" took the other filters but not ``group`` (a public favorite showed on a club page, and
+    a favorite of a club bob no longer reads would too) nor ``thread`` (no favorite comment was found)."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    club = await mesh.club_shift("https://example.org/club-fav")
+    pub = alice.new_shift("https://example.org/pub-fav")
+    await alice.publish(pub, public=True)
+    await eventually(lambda: pub in mesh.hub.ids("shared"), "the public shift in shared")
+    note = await bob.flows.comment(pub, "nice")
+    for sid in (club, pub, note["id"]):
+        await bob.flows.favorite(sid)
+    assert await _ids(bob, favorites=True, filters={"group": "club"}) == [club]
+    assert await _ids(bob, favorites=True, filters={"thread": pub, "type": "comment"}) == [note["id"]]
+    assert set(await _ids(bob, favorites=True)) == {club, pub}

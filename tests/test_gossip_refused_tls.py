@@ -16,7 +16,7 @@ from shiftpeer.store.revs import compute_rev
 from shiftpeer.sync.refusedrevs import RefusedRev
 from tests.helpers_node import eventually
 from tests.test_fullpeer_intake import Relay, logged  # noqa: F401 (the logged fixture)
-from tests.test_gossip_federation import hub_certs, node, registered, started  # noqa: F401
+from tests.test_gossip_federation import hub_and_full_peer, registered, started  # noqa: F401
 from tests.test_gossip_mesh import free_port, full_peer, master_ids
 
 NOT_PUBLIC = "the signed audience is not public"
@@ -91,12 +91,7 @@ async def test_a_stranger_relaying_into_the_firehose_is_told_unregistered(tmp_pa
     """A key never registered dials a full peer with a hub (or the hub itself) announcing the full-peer role
     and offers a public shift: intake leaves it out, and the stranger's feeder is told, with the code
     "unregistered"; the receiving gossip pull records it; the connection stays up."""
-    ph, p1 = free_port(), free_port()
-    certs = hub_certs(tmp_path / "c")
-    hub = node(tmp_path / "hub", "op", port=ph, hub=True, **certs)
-    fp1 = node(tmp_path / "fp1", "fp1", port=p1, full_peer=True, connect=f"127.0.0.1:{ph}",
-               ca=str(tmp_path / "c" / "ca.pem"))
-    started += [hub, fp1]
+    hub, fp1, ph, p1 = hub_and_full_peer(tmp_path, started)
     await registered(fp1)
     stranger = Relay(tmp_path / "stranger", NodeKey.generate(), "from-a-stranger")
     victim = fp1 if target == "full peer" else hub

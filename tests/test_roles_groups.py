@@ -84,6 +84,18 @@ def test_remove_and_set_level_respect_rank():
     assert club["members"] == {"olga": "owner"}
 
 
+def test_a_user_that_is_not_a_name_is_bad_name_not_an_internal_error():
+    """``group.remove`` and ``group.level`` take the user from the caller's RPC arguments as they come: a list
+    or a map there was an internal ``TypeError: unhashable type``, and the club is unchanged."""
+    club = _club()
+    for user in (["pete"], {"pete": 1}, None, 5):
+        for act in (lambda u: g.remove(club, "olga", u), lambda u: g.set_level(club, "olga", u, "read")):
+            with pytest.raises(FlowError) as refused:
+                act(user)
+            assert refused.value.code == "bad_name"
+    assert club == _club()
+
+
 def test_groups_persist_memberships_and_tell_listeners(store):
     """Groups keeps each user's memberships in step and calls listeners for every level change."""
     groups = g.Groups(store)

@@ -42,6 +42,8 @@ class ApiResource(Resource):
     def __init__(self, app: ApiApp, token: str):
         super().__init__()
         self._app = app
+        if not token.strip():
+            raise ValueError("the API token is empty: an empty bearer would pass")
         self._token = token.encode("ascii")
 
     def render(self, request: Request) -> Any:
@@ -56,7 +58,8 @@ class ApiResource(Resource):
         if isinstance(header, str):
             header = header.encode("latin-1")
         scheme, _, given = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
+        given = given.strip()
+        return scheme.lower() == b"bearer" and bool(given) and hmac.compare_digest(given, self._token)
 
     def _handle(self, request: Request) -> Any:
         if not self._authorised(request):

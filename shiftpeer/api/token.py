@@ -15,15 +15,30 @@ def token_path(directory: str) -> str:
 
 
 def ensure_token(directory: str) -> str:
-    """Read the token, creating it (mode 0600, exclusively) if the directory has none yet."""
+    """Read the token, creating it (mode 0600, exclusively) if the directory has none yet. A file that
+    holds no token (a node killed between creating it and writing it) gets a fresh one: an empty token
+    would let an empty bearer through."""
     path = token_path(directory)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return read_token(directory)
+        token = read_token(directory)
+        return token if token else _replace_token(path)
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
+    return token
+
+
+def _replace_token(path: str) -> str:
+    """Write a fresh token over ``path`` atomically (a new mode-0600 file renamed over it)."""
+    tmp = path + ".tmp"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
     return token
 
 

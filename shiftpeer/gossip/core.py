@@ -67,6 +67,9 @@ class Gossip:
         self.announced: dict[str, str] = {}      # peer id -> "host:port" it opted in with
         self.counters: collections.Counter = collections.Counter()
         self.on_change: list[Callable[[], None]] = []
+        #: may_announce(peer id): may this peer be listed for others to dial? (a hub: its registered users
+        #: and relays; without it any key announcing the role filled the list with addresses of its choice)
+        self.may_announce: Callable[[str], bool] = lambda peer_id: True
         if not store.has_database(dbname):
             store.create_database(dbname)
 
@@ -206,6 +209,9 @@ class Gossip:
         """``gossip.announce {port, host?}``: list the caller as a full peer others may dial."""
         if not self.is_firehose(conn) or self.scores.banned(conn.peer_id):
             raise ValueError("only full peers and hubs may announce themselves")
+        if not self.may_announce(conn.peer_id):
+            log.warn("refused the gossip announcement of {peer}: not registered here", peer=conn.peer_id)
+            raise ValueError("only full peers registered on this hub may announce themselves: register first")
         port = args.get("port")
         host = args.get("host")
         if not isinstance(port, int) or not 0 < port < 65536:

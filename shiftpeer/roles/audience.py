@@ -92,6 +92,19 @@ def vis_token(dbname: str) -> str | None:
     return None
 
 
+def names_token(aud: dict, token: str) -> bool:
+    """Does the signed audience name the place a visibility token stands for (``public``, ``group:<g>``,
+    ``user:<u>``)? Author tokens name no place (an author sees what they wrote wherever it went)."""
+    if token == PUBLIC_TOKEN:
+        return aud["public"]
+    kind, _, name = token.partition(":")
+    if kind == "group":
+        return name in aud["groups"]
+    if kind == "user":
+        return name in aud["to"]
+    return kind == "author"
+
+
 def author_token(account_id: str) -> str:
     """The token that lets an author see everything they wrote, whatever its audience."""
     return f"author:{account_id}"

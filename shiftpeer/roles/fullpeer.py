@@ -37,7 +37,7 @@ from shiftpeer.gossip.scores import PeerScores, Refusal
 from shiftpeer.roles import audience
 from shiftpeer.roles.intake import KnownAuthors, authors_of
 from shiftpeer.roles.user import LocalReplication
-from shiftpeer.roles.validation import held_author
+from shiftpeer.roles.validation import HUB_WRITES, held_author, hub_writes
 from shiftpeer.selflink import hub_target
 from shiftpeer.shifts import FEED, PUBLIC
 from shiftpeer.sync.refusedrevs import Reason, sift
@@ -64,6 +64,8 @@ def firehose_check(db: Any, doc: dict) -> str | None:
                        "conflict", code="other_author", held=before, offered=body.get("author"))
     if not doc["deleted"] and not audience.admits(audience.of(body), MASTER):
         return Refusal("the signed audience is not public", "rule", code="audience")   # any relay can check it
+    if not doc["deleted"] and body.get("type") in HUB_WRITES:
+        return hub_writes(body)   # a plain reason, no strike: relays of older versions did not check it
     return None
 
 
@@ -160,6 +162,8 @@ class FullPeerRole(_GossipRole):
         self.hub_conn: Any = None
         self._tick_call: Any = None
         self.known: KnownAuthors | None = None
+        #: the hub connection whose gossip.announce was refused (not registered yet): announced again
+        self.unlisted: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -225,7 +229,10 @@ class FullPeerRole(_GossipRole):
         try:
             self.neighbours.tick()
             if self.gossip.live() < self.low:
-                self.discover()
+                if self.unlisted is not None and self.unlisted is self.hub_conn:
+                    self._announce(self.hub_conn)
+                else:
+                    self.discover()
         except Exception:
             log.failure("full peer: neighbour step failed")
 
@@ -262,10 +269,17 @@ class FullPeerRole(_GossipRole):
                 return None
             return conn.call("gossip.announce", {"port": port})
 
+        def refused(f: Any) -> None:
+            # the hub lists only its registered users, and a node connects before it registers: the
+            # neighbour steps try again while short of neighbours (logged once per connection)
+            if self.unlisted is not conn:
+                log.info("the hub did not take our gossip announcement: {why}", why=f.getErrorMessage())
+            self.unlisted = conn
+
+        self.unlisted = None
         d = listen_port(self.node).addCallback(announce)
+        d.addErrback(refused)
         d.addCallback(lambda _: self.discover())
-        d.addErrback(lambda f: log.info("the hub did not take our gossip announcement: {why}",
-                                        why=f.getErrorMessage()))
 
     def discover(self) -> None:
         """Ask the hub for full peers that opted in, and dial as many as the neighbour set wants."""
@@ -300,6 +314,8 @@ class FederationRole(_GossipRole):
         # against the peer; its incoming links are also its users' own hub connections: a ban ends
         # gossip, not the link
         self.gossip = self.make_gossip(check, strike_refused=False, close_banned=False)
+        if hub is not None:   # the list full peers dial from: this hub's users and relays only
+            self.gossip.may_announce = lambda peer: hub.accounts.name_of(peer) is not None or peer in hub.rules.relays
 
     def intake(self, peer_id: str, docs: list) -> tuple[list, list]:
         """Only documents by authors registered on this hub, unless ``peer_id`` is a configured relay."""

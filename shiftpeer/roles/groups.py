@@ -94,7 +94,7 @@ def leave(group: dict, user: str) -> None:
 def remove(group: dict, actor: str, user: str) -> None:
     """An admin removes a member of a lower level (the owner removes anyone but itself)."""
     _require(group, actor, "admin", "remove members")
-    target = level_of(group, user)
+    target = level_of(group, check_name(user, "user name"))
     if target is None:
         raise FlowError(f"{user!r} is not a member of {group['name']!r}", "not_member")
     if rank(target) >= rank(level_of(group, actor)):
@@ -107,7 +107,7 @@ def set_level(group: dict, actor: str, user: str, level: str) -> None:
     """Change a member's level: admins below admin, the owner up to admin; never to or from owner."""
     _require(group, actor, "admin", "change levels")
     level = check_level(level)
-    target = level_of(group, user)
+    target = level_of(group, check_name(user, "user name"))
     if target is None or target == "invited":
         raise FlowError(f"{user!r} is not a member of {group['name']!r} (invite them first)", "not_member")
     mine = rank(level_of(group, actor))

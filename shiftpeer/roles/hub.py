@@ -58,6 +58,7 @@ class Hub:
                                    on_revised=self.social.revise_notifications)
         self.queries = HubQueries(store, self.accounts, self.groups, self.social)
         self.rules.can_see = self.queries.can_see
+        self.rules.places = self.queries.places
         self.social.can_see = self.queries.can_see
         self.factory: Any = None
         self.store_batch = filtering_store_batch(

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from shiftpeer.roles import audience
 from shiftpeer.roles.following import CommitFollower, checkpoint_since, save_checkpoint
+from shiftpeer.roles.validation import held_author
 
 SHARED_DB = "shared"
 MERGE_PEER = "merge"
@@ -60,7 +61,7 @@ class SharedMerger(CommitFollower):
         changes = src.changes(since=checkpoint_since(self.shared, MERGE_PEER, src), limit=self._batch)
         if not changes:
             return False
-        docs = src.get_repl_docs([(c.id, list(c.revs)) for c in changes])
+        docs = [d for d in src.get_repl_docs([(c.id, list(c.revs)) for c in changes]) if self._same_author(d, name)]
         token = audience.vis_token(name)
         comments = [d for d in docs if d["body"].get("type") == "comment"]
         held = {d["id"] for d in comments if self.shared.get(d["id"]) is not None}
@@ -79,6 +80,19 @@ class SharedMerger(CommitFollower):
         if revised and self._on_revised is not None:
             self._on_revised(revised)
         return len(changes) >= self._batch
+
+    def _same_author(self, doc: dict, source: str) -> bool:
+        """Is ``doc`` by the author of what ``shared`` holds under its id (or new there)? Each source checks
+        only the revisions it holds itself, and ``shared`` gives one record the tokens of every source: a
+        revision under another author's id (an id made before ids named their author) in a database of its
+        own would give its writer the tokens to read the other author's shift."""
+        held = held_author(self.shared, doc["id"])
+        if held is None or held == doc["body"].get("author"):
+            return True
+        log.warn("not merging {doc} {rev} of {source} into shared: its author {author} is not the author "
+                 "{held} of the revisions shared holds", doc=doc["id"], rev=doc["rev"], source=source,
+                 author=doc["body"].get("author"), held=held)
+        return False
 
     def _tokens(self, token: str, doc: dict) -> list[str]:
         body = doc["body"]

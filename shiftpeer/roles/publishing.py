@@ -162,10 +162,18 @@ class Publisher:
             private.put(doc.id, tomb, parent=doc.rev, deleted=True, sign=self._sign, txn=txn)
         return rev
 
-    def comment(self, shift: dict, text: str) -> Deferred:
+    def comment(self, shift: dict, text: str, *, public: bool = True) -> Deferred:
         """Comment on a shift the user can see: a signed document with the shift's audience, published
-        the way the shift is (public through user/public, else delivered to each target)."""
+        the way the shift is (public through user/public, else delivered to each target); not public when
+        ``public`` is False (the node could not tell that the shift is); refused then when the shift names no
+        other place, rather than written to go nowhere."""
         aud = audience.of(shift["body"])
+        if not public and aud["public"]:
+            aud = {**aud, "public": False}
+            if not audience.targets(aud):
+                raise FlowError(f"shift {shift['id']} says it is public, but this full peer's master does not hold "
+                                "it (yet): a public comment would enter the firehose unchecked; try again once it "
+                                "has arrived", "not_public_here")
         now = self._clock.seconds()
         body = {"type": "comment", "shift": shift["id"], "text": text, "author": self._key.account_id,
                 "created": now, "modified": now, "audience": aud}

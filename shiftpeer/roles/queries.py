@@ -18,6 +18,7 @@ from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
+from shiftpeer.store import indexes
 from shiftpeer.store.codec import decode_body
 from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
@@ -175,6 +176,20 @@ def checked_row(sent: Any) -> tuple[dict | None, Any]:
     return (got, ok) if ok is True or isinstance(ok, Refused) else (None, False)
 
 
+def served(doc: Any, tokens: set[str]) -> bool:
+    """May a caller with ``tokens`` be given ``doc`` from ``shared``? One of their tokens must be on the
+    record and name a place the winning revision's signed audience names (author tokens always do): the
+    record keeps the tokens of every place the document ever went, and a later revision may name fewer (a
+    group that refused the author's edit leaves the audience, and keeps the earlier revision). A comment
+    carries the tokens of its shift's record too, so this also keeps a comment made since, whose audience
+    is the shift's narrower one, from the places the shift left."""
+    held = tokens.intersection(doc.vis)
+    if not held:
+        return False
+    aud = audience.of(doc.body)
+    return any(audience.names_token(aud, t) for t in held)
+
+
 class HubQueries:
     """Answers queries from ``shared`` with only what the caller may see."""
 
@@ -216,23 +231,28 @@ class HubQueries:
                     raise FlowError(f"there is no group {missing[0]!r} on this hub", "no_group")
                 raise FlowError("you are not a reader of that group", "forbidden")
         if q["favorites"]:
-            return self._favorites(account_id, user, filters, q)
+            return self._favorites(user, tokens, filters, q)
         raw = args.get(BODY_CBOR) is True   # the asker takes stored bytes (docs/flows.md, *Queries*)
+        wanted = set(tokens)
         docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"],
-                           since=q["since"], until=q["until"], body_bytes=True)   # StoredDocs: with parents
+                           keep=lambda doc: served(doc, wanted), since=q["since"], until=q["until"],
+                           body_bytes=True)   # StoredDocs: with parents
         return {"rows": [(stored_row if raw else row)(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
 
     def get(self, account_id: str, user: str, ids: Any) -> dict:
         """The documents among ``ids`` the caller may see (unknown or hidden ids are left out)."""
         if not isinstance(ids, list) or len(ids) > MAX_LIMIT or not all(isinstance(i, str) for i in ids):
             raise FlowError("ids must be a list of document ids", "bad_request")
-        tokens = set(self.tokens(account_id, user))
+        return {"rows": self._visible(ids, set(self.tokens(account_id, user))), "next_cursor": None}
+
+    def _visible(self, ids: Any, tokens: set[str]) -> list[dict]:
+        """Rows of the documents among ``ids`` that ``tokens`` may see, in the order asked."""
         out = []
         for docid in ids:
             doc = self._shared.get_stored(docid)
-            if doc is not None and not doc.deleted and tokens & set(doc.vis):
+            if doc is not None and not doc.deleted and served(doc, tokens):
                 out.append(row(doc))
-        return {"rows": out, "next_cursor": None}
+        return out
 
     def can_see(self, account_id: str, shift_id: Any) -> bool:
         """May this account see this document in ``shared``?"""
@@ -241,10 +261,19 @@ class HubQueries:
             return False
         return bool(self.get(account_id, user, [shift_id])["rows"])
 
-    def _favorites(self, account_id: str, user: str, filters: dict, q: dict) -> dict:
-        rows = self.get(account_id, user, self._social.favorites_of(user)[-MAX_LIMIT:])["rows"]
-        rows = [r for r in rows if all(r["body"].get(k) in v for k, v in filters.items() if k != "group")
-                and in_range(r["body"], q["since"], q["until"])]
+    def places(self, doc_id: Any) -> set[str]:
+        """The visibility tokens of a live document in ``shared``: the places it went (empty: none)."""
+        doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
+        return set() if doc is None or doc.deleted else set(doc.vis)
+
+    def _favorites(self, user: str, tokens: list[str], filters: dict, q: dict) -> dict:
+        """The caller's favorites that ``tokens`` (narrowed to a group by a ``group`` filter) see and the other
+        filters match, the same way ``run`` matches them (``thread`` is the ``shift`` field, shifts by default)."""
+        types = set(filters.get("type") or (("comment",) if "thread" in filters else ("shift",)))
+        rest = {k: set(v) for k, v in filters.items() if k not in ("group", "type")}
+        rows = [r for r in self._visible(dict.fromkeys(self._social.favorites_of(user)[-MAX_LIMIT:]), set(tokens))
+                if r["body"].get("type", "shift") in types and in_range(r["body"], q["since"], q["until"])
+                and all(indexes.matches(r["body"], indexes.INDEXES[k], v) for k, v in rest.items())]
         rows.sort(key=lambda r: created_seconds(r["body"].get("created")), reverse=True)
         return {"rows": rows[: q["limit"]], "next_cursor": None}
 

@@ -113,8 +113,20 @@ class UserFlows:
         shift = yield self.find(shift_id)
         if shift is None:
             raise FlowError(f"no shift {shift_id!r} that you can see", "not_found")
-        result = yield self.publisher.comment(shift, text)
+        result = yield self.publisher.comment(shift, text, public=self._public_here(shift))
         return result
+
+    def _public_here(self, shift: dict) -> bool:
+        """May a comment on ``shift`` be public, as far as this node can tell? The shift's audience is what
+        its author signed, not where it went (a shift sent to this user alone may say "public"). A full
+        peer's public comment enters its own ``master`` and is gossiped with no hub in between, so there it
+        needs a shift the node's ``master`` holds (or this user's own); elsewhere the hub, which takes a
+        comment only where its shift is, decides."""
+        if not self.full_peer or shift["body"].get("author") == self.key.account_id \
+                or not self.store.has_database("master"):
+            return True
+        held = self.store.database("master").get(shift["id"])
+        return held is not None and not held.deleted
 
     @inlineCallbacks
     def edit_comment(self, comment_id: str, text: Any, rev: Any = None):

@@ -70,17 +70,31 @@ def refusal(db: Any, doc: dict) -> str | None:
     return None
 
 
+#: Document types only a hub writes (into ``messages/<u>`` and ``system/messages``, never through these rules):
+#: a user's node lists every one its feed holds as a notification or notice from its hub.
+HUB_WRITES = frozenset(("message", "notice"))
+
+
+def hub_writes(body: dict) -> Reason:
+    """Why a document of a type only hubs write is refused wherever a user or a relay hands it in."""
+    return Reason("hub_only", f"only a hub writes {body.get('type')}s (its own databases, signed by it)")
+
+
 class HubRules:
     """The hub's extra checks for documents written into its own databases."""
 
     def __init__(self, accounts: Any, groups: Any, *, relays: Any = (),
-                 can_see: Callable[[str, str], bool] | None = None) -> None:
+                 can_see: Callable[[str, str], bool] | None = None,
+                 places: Callable[[Any], set[str]] | None = None) -> None:
         self._accounts = accounts
         self._groups = groups
         #: peer ids allowed to relay documents by other authors (federated hubs, trusted full peers)
         self.relays = set(relays)
         #: can_see(account id, shift id): may this account see that shift? (comments need it)
         self.can_see = can_see
+        #: places(shift id): the visibility tokens of the places ``shared`` holds that shift in (comments
+        #: need it: a comment goes only where the shift it answers went, not where its audience claims)
+        self.places = places
 
     def unregistered(self, peer_id: str | None, doc: dict) -> str | None:
         """Why ``master`` refuses ``doc`` handed in by ``peer_id``: its author is not registered here
@@ -106,6 +120,8 @@ class HubRules:
                 return why
         if doc["deleted"]:
             return None  # a tombstone carries no audience; signature and same author were checked
+        if body.get("type") in HUB_WRITES:
+            return hub_writes(body)
         aud = audience.of(body)
         if not audience.admits(aud, dbname):
             return Reason("audience", f"the signed audience does not name {dbname}")
@@ -118,9 +134,18 @@ class HubRules:
                               f"the author may not {'comment' if needed == 'read' else 'publish'} in group {name}")
         if kind == "inbox" and self._accounts.id_of(name) is None:
             return Reason("no_user", f"there is no user {name!r} on this hub")
-        if (body.get("type") == "comment" and self.can_see is not None and peer_id not in self.relays
-                and not self.can_see(author, body.get("shift"))):
+        if body.get("type") == "comment" and peer_id not in self.relays:
+            return self._comment_refusal(dbname, author, body.get("shift"))
+        return None
+
+    def _comment_refusal(self, dbname: str, author: Any, shift: Any) -> str | None:
+        """Why a comment may not go into ``dbname``: its author cannot see the shift, or the shift is not
+        there. A comment's audience is the shift's signed one, which its author may claim as they like (a
+        shift sent to bob alone that says "public" made bob's reply public), so the places count."""
+        if self.can_see is not None and not self.can_see(author, shift):
             return Reason("not_visible", "a comment needs a shift its author can see")
+        if self.places is not None and audience.vis_token(dbname) not in self.places(shift):
+            return Reason("not_there", f"a comment goes only where its shift went, and {dbname} does not hold it")
         return None
 
     def check(self, db: Any, dbname: str, peer_id: str | None, doc: dict) -> str | None:
