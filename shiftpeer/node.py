@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, mayb
 from twisted.logger import Logger
 
 from shiftpeer.api.app import ApiApp
+from shiftpeer.api import token as tokens
 from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
 from shiftpeer.endpoints import split_host_port
@@ -172,7 +173,8 @@ class Node(SequentialMultiService):
         if settings.metrics:
             from shiftpeer.api.metrics import MetricsService
 
-            self.metrics_service = MetricsService(self, settings.metrics)
+            self.metrics_service = MetricsService(
+                self, settings.metrics, tokens.ensure_token(settings.directory, tokens.METRICS_TOKEN_FILE))
             self.metrics_service.setServiceParent(self)
 
         for make_role in (role_factories if role_factories is not None else default_roles(settings)):

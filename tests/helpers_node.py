@@ -107,6 +107,13 @@ class _Collect(Protocol):
             self.done.errback(reason)
 
 
+def metrics_headers(directory: str) -> Headers:
+    """The Authorization header a scraper of ``--metrics`` sends: the node directory's metrics token."""
+    from shiftpeer.api.token import METRICS_TOKEN_FILE, read_token
+
+    return Headers({b"authorization": [b"Bearer " + read_token(directory, METRICS_TOKEN_FILE).encode()]})
+
+
 def read_body(response) -> Deferred:
     """The whole response body (readBody warns about transports without abortConnection)."""
     done: Deferred = Deferred()

@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from shiftpeer.api.token import METRICS_TOKEN_FILE, read_token
 from shiftpeer.cli import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_USAGE, ApiClient, CliError, main
 from shiftpeer.identity.makecerts import main as make_certs
 from shiftpeer.store import SCHEMA_VERSION
@@ -237,7 +238,9 @@ def test_metrics_endpoint_of_a_running_hub(registered, capsys):
 
     def scrape() -> dict:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        text = opener.open(url, timeout=5).read().decode()
+        token = read_token(hub, METRICS_TOKEN_FILE)
+        ask = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        text = opener.open(ask, timeout=5).read().decode()
         values = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):

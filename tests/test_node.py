@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from shiftpeer.shifts import FEED, PRIVATE, PUBLIC, InvalidShift, NotAuthor, ShiftNotFound
 from shiftpeer.node import Node
-from tests.helpers_node import eventually, listening_port, make_node
+from tests.helpers_node import eventually, listening_port, make_node, metrics_headers
 
 
 @pytest_twisted.ensureDeferred
@@ -242,7 +242,7 @@ async def test_metrics_endpoint_serves_database_counts(tmp_path):
         node.shifts.create({"space": "Notes", "href": "http://e.org/"})
         port = await listening_port(node.getServiceNamed("metrics"))
         url = f"http://127.0.0.1:{port.getHost().port}/metrics".encode()
-        resp = await Agent(reactor).request(b"GET", url)
+        resp = await Agent(reactor).request(b"GET", url, metrics_headers(node.settings.directory))
         text = (await read_body(resp)).decode()
         assert 'shiftpeer_database_docs{db="user/private"} 1.0' in text
     finally:

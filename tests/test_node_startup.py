@@ -285,7 +285,7 @@ def test_a_metrics_port_that_fails_later_is_logged_once(monkeypatch, fail_on_log
 
     later: Deferred = Deferred()
     monkeypatch.setattr(metrics, "serverFromString", lambda reactor, text: SimpleNamespace(listen=lambda f: later))
-    svc = metrics.MetricsService(SimpleNamespace(reactor=None), "tcp:9101:interface=127.0.0.1")
+    svc = metrics.MetricsService(SimpleNamespace(reactor=None), "tcp:9101:interface=127.0.0.1", "t" * 43)
     svc.startService()
     later.errback(CannotListenError("127.0.0.1", 9101, OSError(98, "Address already in use")))
     assert svc.url is None

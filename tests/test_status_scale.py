@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from shiftpeer.api.token import read_token
+from shiftpeer.api.token import METRICS_TOKEN_FILE, read_token
 from shiftpeer.census import RECENT, TOP, own_databases
 from shiftpeer.store import Store
 from tests.helpers_node import ApiTestClient, eventually, listening_port, make_node, node_cli
@@ -136,7 +136,9 @@ async def test_metrics_of_20000_databases_have_totals_and_few_series(hub_sized):
     port = await listening_port(node.getServiceNamed("metrics"))
     url = f"http://127.0.0.1:{port.getHost().port}/metrics"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    text = await deferToThread(lambda: opener.open(url, timeout=10).read().decode())
+    token = read_token(node.settings.directory, METRICS_TOKEN_FILE)
+    ask = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    text = await deferToThread(lambda: opener.open(ask, timeout=10).read().decode())
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     values = {name: float(v) for name, _, v in (line.rpartition(" ") for line in lines)}
     assert values["shiftpeer_databases"] == node.census.count >= N

@@ -45,6 +45,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from shiftpeer.api.service import url_of
+from shiftpeer.api.token import METRICS_TOKEN_FILE, bearer_matches
 from shiftpeer.startup import ListeningService
 from shiftpeer.sync.limits import REFUSING_CAPS
 
@@ -185,13 +186,32 @@ def count_rpc_refusals(factory: Any) -> None:
 
 
 class MetricsResource(Resource):
-    isLeaf = True
+    """The Prometheus text, for a scraper that sends ``Authorization: Bearer <DIR/metrics.token>``: on a hub
+    the replication labels name group and inbox databases and the peers reading them (who reads which
+    group), so the port is never open to whoever reaches it. The token only reads metrics; the API's is
+    another."""
 
-    def __init__(self, registry: CollectorRegistry):
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, registry: CollectorRegistry, token: str):
         super().__init__()
+        if not token.strip():
+            raise ValueError("the metrics token is empty: an empty bearer would pass")
         self._registry = registry
+        self._token = token.encode("ascii")
+        self.refused = 0
 
     def render_GET(self, request: Any) -> bytes:
+        if not bearer_matches(request, self._token):
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:   # a scraper misconfigured asks every few seconds
+                self.log.warn("refused {n} metrics scrape(s) without the metrics token, the last from {peer}",
+                              n=self.refused, peer=str(request.getClientAddress()))
+            request.setResponseCode(401)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"www-authenticate", b'Bearer realm="shiftpeer metrics"')
+            return f"missing or wrong metrics token: send 'Authorization: Bearer <DIR/{METRICS_TOKEN_FILE}>'\n".encode()
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         return generate_latest(self._registry)
 
@@ -201,10 +221,10 @@ class MetricsService(ListeningService):
 
     log = Logger()
 
-    def __init__(self, node: Any, endpoint: str):
+    def __init__(self, node: Any, endpoint: str, token: str):
         registry = CollectorRegistry()
         registry.register(NodeCollector(node))
-        site = Site(MetricsResource(registry))
+        site = Site(MetricsResource(registry, token))
         site.noisy = False
         super().__init__(serverFromString(node.reactor, endpoint), site, "--metrics", endpoint)
         self.setName("metrics")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,6 +14,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from shiftpeer import jsontext
 from shiftpeer.api.app import ApiApp, ApiError, ApiRequest
+from shiftpeer.api.token import bearer_matches
 from shiftpeer.shifts import ShiftError
 
 MAX_BODY = 2 << 20
@@ -53,16 +53,8 @@ class ApiResource(Resource):
         d.addErrback(lambda f: self.log.failure("writing an API answer failed", f))
         return NOT_DONE_YET
 
-    def _authorised(self, request: Request) -> bool:
-        header = request.getHeader(b"authorization") or b""
-        if isinstance(header, str):
-            header = header.encode("latin-1")
-        scheme, _, given = header.partition(b" ")
-        given = given.strip()
-        return scheme.lower() == b"bearer" and bool(given) and hmac.compare_digest(given, self._token)
-
     def _handle(self, request: Request) -> Any:
-        if not self._authorised(request):
+        if not bearer_matches(request, self._token):
             raise ApiError(401, "missing or wrong API token: send 'Authorization: Bearer <DIR/api.token>'")
         method = request.method.decode("ascii", "replace").upper()
         path = request.path.decode("utf-8", "replace").rstrip("/") or "/"

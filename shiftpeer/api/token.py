@@ -1,28 +1,33 @@
-"""The API token file: a random secret in the node directory, readable only by its owner."""
+"""Bearer-token files: random secrets in the node directory, readable only by its owner. ``api.token`` lets a
+local program drive the node; ``metrics.token`` only lets a scraper read ``--metrics`` (a hub's metrics name
+who reads which group, so they are not open to whoever reaches the port)."""
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
+from typing import Any
 
 TOKEN_FILE = "api.token"
+METRICS_TOKEN_FILE = "metrics.token"
 URL_FILE = "api.url"
 
 
-def token_path(directory: str) -> str:
-    """Where the node directory keeps its API token."""
-    return os.path.join(directory, TOKEN_FILE)
+def token_path(directory: str, name: str = TOKEN_FILE) -> str:
+    """Where the node directory keeps a token (the API's unless ``name`` says another)."""
+    return os.path.join(directory, name)
 
 
-def ensure_token(directory: str) -> str:
+def ensure_token(directory: str, name: str = TOKEN_FILE) -> str:
     """Read the token, creating it (mode 0600, exclusively) if the directory has none yet. A file that
     holds no token (a node killed between creating it and writing it) gets a fresh one: an empty token
     would let an empty bearer through."""
-    path = token_path(directory)
+    path = token_path(directory, name)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        token = read_token(directory)
+        token = read_token(directory, name)
         return token if token else _replace_token(path)
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as f:
@@ -42,10 +47,21 @@ def _replace_token(path: str) -> str:
     return token
 
 
-def read_token(directory: str) -> str:
+def read_token(directory: str, name: str = TOKEN_FILE) -> str:
     """The token as written by ensure_token (OSError when absent)."""
-    with open(token_path(directory)) as f:
+    with open(token_path(directory, name)) as f:
         return f.read().strip()
+
+
+def bearer_matches(request: Any, token: bytes) -> bool:
+    """Does the request carry ``Authorization: Bearer <token>``? ``token`` must not be empty (the callers
+    refuse to start with one): an empty bearer never passes. Constant-time comparison."""
+    header = request.getHeader(b"authorization") or b""
+    if isinstance(header, str):
+        header = header.encode("latin-1")
+    scheme, _, given = header.partition(b" ")
+    given = given.strip()
+    return scheme.lower() == b"bearer" and bool(given) and hmac.compare_digest(given, token)
 
 
 def write_url(directory: str, url: str) -> None:

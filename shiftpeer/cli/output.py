@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
 
+from shiftpeer.api.token import METRICS_TOKEN_FILE
 from shiftpeer.cli.client import ApiClient
 from shiftpeer.cli.errors import CliError
 
@@ -277,7 +279,8 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
     print(f"api:       {st.get('api')}")
     print(f"listen:    {', '.join(st.get('listen', [])) or '-'}")
     if st.get("metrics"):
-        print(f"metrics:   {st['metrics']}")
+        token = os.path.join(st.get("directory") or ".", METRICS_TOKEN_FILE)
+        print(f"metrics:   {st['metrics']} (Authorization: Bearer, the token in {token})")
     print(f"hub:       {hub_line(st.get('hub'))}")
     peers = st.get("peers", [])
     if not peers:
