@@ -161,20 +161,21 @@ def verify_repl_doc(doc: dict, body_cbor: Optional[bytes] = None) -> bool:
     A payload found genuine is remembered (``genuine.GenuineCache``, keyed by the signature and a hash of
     the payload's bytes), so the same row asked for again costs its encoding and a hash, not a check.
     `body_cbor`: the bytes the body was decoded from, if the caller has them (``prepare_check``). Such a row
-    is looked up first by ``row_key``, which covers the revision check too: seen again, it costs one hash.
+    is remembered by ``row_key`` instead, which covers the revision check too: seen again, it costs one hash.
     """
-    row = None if body_cbor is None else row_key(doc, body_cbor)
-    if row is not None and GENUINE.seen(row):
+    key = None if body_cbor is None else row_key(doc, body_cbor)
+    if key is not None and GENUINE.seen(key):
         return True
     prepared = prepare_check(doc, body_cbor)
     if prepared is None:
         return False
-    key = GenuineCache.key(prepared[1], prepared[3])
-    if not GENUINE.seen(key) and _signature_ok(prepared) is None:
+    if key is None:   # one key a row, whichever: the memory's size is a number of rows
+        key = GenuineCache.key(prepared[1], prepared[3])
+        if GENUINE.seen(key):
+            return True
+    if _signature_ok(prepared) is None:
         return False
     GENUINE.add(key)
-    if row is not None:
-        GENUINE.add(row)
     return True
 
 
