@@ -12,6 +12,9 @@ from flowmesh import mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.identity.genuine import GenuineCache
 from shiftpeer.identity.keys import NodeKey
 from shiftpeer.identity.signing import verify_repl_doc
+from shiftpeer.roles import queries
+from shiftpeer.store import revs
+from shiftpeer.store.codec import encode_canonical
 from shiftpeer.store.revs import compute_rev
 from tests.helpers_identity import count_signature_checks, signed_doc
 
@@ -76,3 +79,70 @@ async def test_a_page_asked_again_checks_no_signature_and_still_drops_what_the_h
     mesh.hub.serve_altered(altered, summary="HACKED")
     third = [r["id"] for r in (await bob.flows.query(query))["rows"]]
     assert third == [kept] and len(calls) == 3                        # only the changed row checked
+
+
+def _stored(doc: dict) -> dict:
+    """A row as a hub answers a user node's query: the body as its stored bytes (roles/queries.py)."""
+    sent = {k: v for k, v in doc.items() if k != "body"}
+    return {**sent, queries.BODY_CBOR: encode_canonical(doc["body"])}
+
+
+def _count_revision_checks(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = revs.replicated_rev_ok
+
+    def counting(rev, *args, **kw):
+        calls.append(rev)
+        return real(rev, *args, **kw)
+
+    monkeypatch.setattr(revs, "replicated_rev_ok", counting)
+    return calls
+
+
+def _edited_doc(key: NodeKey, name: str) -> tuple[dict, str]:
+    """A shift's second revision as its author's node sends it (history: it and its parent), and the
+    first revision's id."""
+    body = {"author": key.account_id, "summary": "first"}
+    first = signed_doc(key, f"{key.account_id}.{name}", body)
+    return signed_doc(key, first["id"], {**body, "summary": "edited"}, parent=first["rev"]), first["rev"]
+
+
+def test_a_row_that_came_as_bytes_seen_again_costs_no_signature_and_no_revision_check(monkeypatch):
+    """A hub's answer row found genuine once (signature and revision) is the same answer for the same
+    bytes: a Space asking the page again pays one hash a row (signing.row_key)."""
+    key = NodeKey.generate()
+    doc, _ = _edited_doc(key, "again")
+    sigs, rev_checks = count_signature_checks(monkeypatch), _count_revision_checks(monkeypatch)
+    assert queries.received_row(_stored(doc)) == doc
+    assert len(sigs) == 1 and len(rev_checks) == 1
+    for _ in range(3):
+        assert queries.received_row(_stored(doc)) == doc
+    assert len(sigs) == 1 and len(rev_checks) == 1
+
+
+def test_a_remembered_row_changed_in_anything_its_check_reads_is_checked_again_and_refused(monkeypatch):
+    """The row's key covers the id, revision, deleted flag, signature, body bytes and the parent its history
+    names: a relay that attaches the remembered revision to another parent, or changes anything else, is
+    checked again and refused, every time."""
+    key = NodeKey.generate()
+    doc, parent = _edited_doc(key, "changed")
+    sent = _stored(doc)
+    assert queries.received_row(sent) == doc                         # remembered from here on
+    other_parent = revs.compute_rev(None, False, {"author": key.account_id, "summary": "another first"})
+    body = {**doc["body"], "summary": "HACKED"}
+    forged_rev = revs.compute_rev(parent, False, body)
+    refused = {
+        "another parent": {**sent, "history": [doc["rev"], other_parent]},
+        "another id": {**sent, "id": f"{key.account_id}.other"},
+        "deleted": {**sent, "deleted": True},
+        "another signature": {**sent, "sig": bytes(64)},
+        "another body, its revision to match": {**sent, queries.BODY_CBOR: encode_canonical(body),
+                                                "rev": forged_rev, "history": [forged_rev, parent]},
+    }
+    rev_checks = _count_revision_checks(monkeypatch)
+    for what, row in refused.items():
+        before = len(rev_checks)
+        assert queries.received_row(row) is None, what
+        assert queries.received_row(dict(row)) is None, what
+        assert len(rev_checks) == before + 2, what                   # checked both times: never remembered
+    assert queries.received_row(sent) == doc

@@ -15,9 +15,12 @@ from twisted.logger import Logger
 
 from shiftpeer.ids import new_token
 from shiftpeer.identity.keys import is_account_id
+from shiftpeer.roles.memo import Memo
 from shiftpeer.roles.names import FlowError, check_name, inbox_db, messages_db
 
 ACCOUNTS_DB = "hub/accounts"
+#: Account names remembered (``name_of`` runs on every RPC): ~100 bytes each.
+NAMES_REMEMBERED = 4096
 
 log = Logger()
 
@@ -29,6 +32,9 @@ class Accounts:
         self._store = store
         self.open_registration = open_registration
         self._db = store.create_database(ACCOUNTS_DB)
+        # A registration binds a key to its name for good (nothing unbinds it), so a name once read stays
+        # true; "not registered" is never remembered: it may change any moment.
+        self._names = Memo(NAMES_REMEMBERED)
 
     def id_of(self, name: str) -> str | None:
         """The account id registered under ``name``, or None."""
@@ -37,8 +43,16 @@ class Accounts:
 
     def name_of(self, account_id: str) -> str | None:
         """The name ``account_id`` registered, or None for an unregistered peer."""
-        doc = self._db.get("k:" + account_id) if isinstance(account_id, str) else None
-        return None if doc is None or doc.deleted else doc.body["name"]
+        if not isinstance(account_id, str):
+            return None
+        name = self._names.get(account_id)
+        if name is None:
+            doc = self._db.get("k:" + account_id)
+            if doc is None or doc.deleted:
+                return None
+            name = doc.body["name"]
+            self._names.put(account_id, name)
+        return name
 
     def new_invite(self) -> str:
         """Make a one-use registration token (only its hash is stored)."""

@@ -13,11 +13,14 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
+from shiftpeer.roles.memo import Memo
 from shiftpeer.roles.names import FlowError, check_name
 
 GROUPS_DB = "hub/groups"
 LEVELS = ("invited", "read", "publish", "admin", "owner")
 RANK = {level: i for i, level in enumerate(LEVELS)}
+#: Users whose memberships are remembered (``memberships`` runs on every query and replication check).
+MEMBERSHIPS_REMEMBERED = 4096
 
 log = Logger()
 
@@ -127,6 +130,9 @@ class Groups:
         self._store = store
         self._db = store.create_database(GROUPS_DB)
         self._listeners: list[Listener] = []
+        # Each user's memberships as last read; ``_save``, the only writer of ``u:<user>``, forgets a user's
+        # before its listeners run and before anything else can ask.
+        self._memberships = Memo(MEMBERSHIPS_REMEMBERED)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Hear about every membership change; returns the unsubscribe function."""
@@ -153,8 +159,12 @@ class Groups:
 
     def memberships(self, user: str) -> dict[str, str]:
         """Every group ``user`` belongs to (invitations included), with the level."""
-        doc = self._db.get("u:" + user)
-        return {} if doc is None or doc.deleted else dict(doc.body.get("groups", {}))
+        known = self._memberships.get(user)
+        if known is None:
+            doc = self._db.get("u:" + user)
+            known = {} if doc is None or doc.deleted else dict(doc.body.get("groups", {}))
+            self._memberships.put(user, known)
+        return dict(known)
 
     def create(self, name: Any, owner: str, *, open: bool = False, join_level: str = "publish") -> dict:
         """Create a group owned by ``owner`` and its ``group/<name>`` database; a taken name is refused."""
@@ -179,17 +189,21 @@ class Groups:
         name = group["name"]
         after = group["members"]
         changed = [u for u in set(before) | set(after) if before.get(u) != after.get(u)]
-        with self._store.write_txn() as txn:
-            self._db.put("g:" + name, group, parent=parent, txn=txn)
+        try:
+            with self._store.write_txn() as txn:
+                self._db.put("g:" + name, group, parent=parent, txn=txn)
+                for user in changed:
+                    udoc = self._db.get("u:" + user)
+                    groups = {} if udoc is None or udoc.deleted else dict(udoc.body.get("groups", {}))
+                    if user in after:
+                        groups[name] = after[user]
+                    else:
+                        groups.pop(name, None)
+                    self._db.put("u:" + user, {"groups": groups},
+                                 parent=None if udoc is None else udoc.rev, txn=txn)
+        finally:
             for user in changed:
-                udoc = self._db.get("u:" + user)
-                groups = {} if udoc is None or udoc.deleted else dict(udoc.body.get("groups", {}))
-                if user in after:
-                    groups[name] = after[user]
-                else:
-                    groups.pop(name, None)
-                self._db.put("u:" + user, {"groups": groups},
-                             parent=None if udoc is None else udoc.rev, txn=txn)
+                self._memberships.forget(user)
         for user in changed:
             log.info("group {group}: {user} is now {member_level}", group=name, user=user, member_level=after.get(user))
             for listener in list(self._listeners):
