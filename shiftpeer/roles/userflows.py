@@ -270,7 +270,8 @@ class UserFlows:
         if "author" in q["filters"]:
             authors = yield self.authors.account_ids(q["filters"]["author"])
             q = dict(q, filters={**q["filters"], "author": authors})
-        docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=None, limit=q["limit"],
+        docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=queries.feed_tokens(q["filters"]),
+                                   limit=q["limit"],
                                    cursor=q["cursor"], keep=q.get("keep", lambda d: True), since=q["since"],
                                    until=q["until"])
         return {"rows": [queries.row(d) for d in docs[: q["limit"]]], "next_cursor": cursor, "source": "feed"}
