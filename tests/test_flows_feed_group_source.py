@@ -1,15 +1,22 @@
 """A ``group`` query answered from a node's own ``user/feed`` (a full peer always, any node while its hub is
 away) shows what the hub's ``group/<g>`` brought, not whatever names the group in its signed audience: the
-feed's pull of ``group/<g>`` gives its documents the ``group:<g>`` token (docs/flows.md, *Queries*)."""
+feed's pull of ``group/<g>`` gives its documents the ``group:<g>`` token (docs/flows.md, *Queries*). A full
+peer's ``thread`` query shows a public comment only on a shift its ``master`` holds."""
 
 from __future__ import annotations
+
+import time
 
 import pytest_twisted
 
 import shiftpeer.roles.remote as remote
-from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+from flowmesh import eventually as eventually_mesh, mesh  # noqa: F401 (the mesh fixture)
+from shiftpeer.identity import NodeKey
 from shiftpeer.ids import bound_id
 from tests.helpers_identity import signed_doc
+from tests.helpers_node import eventually
+from tests.test_gossip_federation import hub_and_full_peer, registered, started  # noqa: F401 (the fixture)
+from tests.test_gossip_mesh import master_ids, publish
 
 CLUB = {"public": False, "groups": ["club"], "to": ["bob"]}
 
@@ -23,7 +30,7 @@ async def _group_ids(user, group: str = "club") -> list[str]:
 
 async def _offline(user) -> None:
     user.disconnect()
-    await eventually(lambda: not user.flows.link.connected, f"{user.name} offline")
+    await eventually_mesh(lambda: not user.flows.link.connected, f"{user.name} offline")
 
 
 def _claiming(user, aud: dict) -> dict:
@@ -48,7 +55,7 @@ async def test_an_inbox_shift_claiming_a_group_is_not_in_its_feed_answer(mesh):
     forged = doc["id"]
     result = await carol.flows.link.call("deliver", {"doc": doc, "targets": ["user:bob"]})
     assert result["user:bob"] == "ok"
-    await eventually(lambda: forged in bob.feed_ids(), "the claiming shift in bob's feed")
+    await eventually_mesh(lambda: forged in bob.feed_ids(), "the claiming shift in bob's feed")
     hub_answer = await bob.flows.query({"filters": {"group": "club"}})
     assert hub_answer["source"] == "shared" and [r["id"] for r in hub_answer["rows"]] == [honest]
     await _offline(bob)
@@ -68,7 +75,7 @@ async def test_a_full_peers_public_shift_claiming_a_group_is_not_in_its_answer(m
     carol.flows.publisher.stop()   # a node that skips its checks: nothing narrows the claim the hub refuses
     carol.store.database("user/public").bulk_replicated([doc])   # pushed to the hub's master, then gossiped
     forged = doc["id"]
-    await eventually(lambda: forged in fp.feed_ids(), "the claiming shift in the full peer's feed")
+    await eventually_mesh(lambda: forged in fp.feed_ids(), "the claiming shift in the full peer's feed")
     assert fp.feed().get(forged).body["audience"]["groups"] == ["club"]
     assert await _group_ids(fp) == [honest]
     assert await _group_ids(fp, "other") == []
@@ -85,11 +92,11 @@ async def test_a_group_shift_that_arrived_first_from_the_inbox_shows_once_the_gr
     await alice.flows.group("new", "club")
     sid = alice.new_shift("https://both.example/")
     await alice.publish(sid, groups=["club"], to=["bob"])
-    await eventually(lambda: sid in bob.feed_ids(), "bob has it from his inbox")
+    await eventually_mesh(lambda: sid in bob.feed_ids(), "bob has it from his inbox")
     assert "group:club" not in bob.feed().get(sid).vis
     await alice.flows.group("invite", "club", user="bob", level="read")
     await bob.flows.group("join", "club")
-    await eventually(lambda: "group:club" in bob.feed().get(sid).vis, "the group pull tags the shift bob holds")
+    await eventually_mesh(lambda: "group:club" in bob.feed().get(sid).vis, "the group pull tags the shift bob holds")
     await _offline(bob)
     assert await _group_ids(bob) == [sid]
 
@@ -107,9 +114,45 @@ async def test_a_feed_pulled_before_tokens_were_kept_is_tagged_when_the_group_is
     assert await _group_ids(bob) == []   # fails closed until the group is pulled again
     monkeypatch.undo()
     await bob.connect(mesh.hub)
-    await eventually(lambda: "group:club" in bob.feed().get(sid).vis, "the renewed pull tags the old shift")
+    await eventually_mesh(lambda: "group:club" in bob.feed().get(sid).vis, "the renewed pull tags the old shift")
     pull = bob.flows.link.pulls["group/club"]
-    await eventually(lambda: pull.is_caught_up, "caught up")
+    await eventually_mesh(lambda: pull.is_caught_up, "caught up")
     assert pull.docs == 0
     await _offline(bob)
     assert await _group_ids(bob) == [sid]
+
+
+def _public_comment(key, shift_id: str) -> dict:
+    """A public comment by ``key`` on ``shift_id``, as a gossip neighbour may hand it over (signed, public)."""
+    return signed_doc(key, bound_id(key.account_id, "cm-"), {
+        "type": "comment", "shift": shift_id, "text": "seen it", "author": key.account_id,
+        "created": time.time(), "modified": time.time(), "audience": {"public": True, "groups": [], "to": []}})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_peers_thread_leaves_out_a_public_comment_on_a_shift_its_master_does_not_hold(
+        tmp_path, started):  # noqa: F811
+    """On a full peer a public comment naming bob's club shift arrives through ``master`` (gossip checks only
+    that it is signed and public; the hub would refuse it: its author cannot see the shift). Bob's thread
+    query leaves it out, and still shows his own club comment and a public comment on a public shift."""
+    hub, bob, _, _ = hub_and_full_peer(tmp_path, started, "bob")
+    await registered(bob)
+    flows = bob.role("flows").flows
+    await flows.group("new", "club")
+    club = bob.shifts.create({"space": "Notes", "href": "https://example.org/club", "summary": "club"})["id"]
+    await flows.publish(club, groups=["club"])
+    mine = await flows.comment(club, "club only")
+    stranger = NodeKey.generate()
+    sneaked = _public_comment(stranger, club)
+    bob.store.database("master").bulk_replicated([sneaked])   # as a gossip neighbour hands it over
+    feed = bob.store.database("user/feed")
+    await eventually(lambda: feed.get(sneaked["id"]) is not None and feed.get(mine["id"]) is not None, timeout=10)
+    thread = await flows.query({"filters": {"thread": club}})
+    assert thread["source"] == "feed" and [r["id"] for r in thread["rows"]] == [mine["id"]]
+
+    public = await publish(bob, "open")
+    await eventually(lambda: public in master_ids(bob), timeout=10)
+    open_reply = _public_comment(stranger, public)
+    bob.store.database("master").bulk_replicated([open_reply])
+    await eventually(lambda: feed.get(open_reply["id"]) is not None, timeout=10)
+    assert [r["id"] for r in (await flows.query({"filters": {"thread": public}}))["rows"]] == [open_reply["id"]]
