@@ -143,6 +143,22 @@ def test_add_vis(store):
         db.add_vis("missing", ["x"])
 
 
+def test_add_vis_held_tags_only_the_held_documents_that_lack_the_tokens(store):
+    """A pull's source tokens for offered ids: each held document without them gets them (queries for the
+    token find it); one that has them, an id not held and a bad id are left alone, and none is an error."""
+    db = store.create_database("user/feed")
+    db.put("a", shift("http://a.org/", 1), vis=["user:bob"])
+    db.put("b", shift("http://a.org/", 2), vis=["group:g"])
+    db.put("c", shift("http://a.org/", 3))
+    assert db.add_vis_held(["a", "b", "missing", "", 7, "a"], ["group:g"]) == ["a"]
+    assert db.get("a").vis == ["group:g", "user:bob"] and db.get("b").vis == ["group:g"] and db.get("c").vis == []
+    assert ids(db.query("href", "http://a.org/", vis=["group:g"])) == ["b", "a"]
+    assert db.add_vis_held(["a", "b"], ["group:g"]) == []
+    with pytest.raises(InvalidDocument):
+        db.add_vis_held(["c"], [""])
+    assert db.get("c").vis == []
+
+
 def test_replicated_vis_added(store):
     """When a replicated batch is written with vis, its docs are indexed under those tokens."""
     src = store.create_database("group/climate")

@@ -170,13 +170,13 @@ class Gossip:
         """A SyncFactory ``store_batch`` that checks gossip batches with ``check`` and leaves the rest
         to ``inner`` (the roles' own checks). A gossip batch fires with the (document, why) pairs
         ``check`` left out, so the puller tells the neighbour that sent them (``refused`` frames)."""
-        inner = inner or (lambda store, db, docs, peer_id, remote_db, cp:
-                          default_store_batch(store, db, docs, peer_id, remote_db, cp))
+        inner = inner or default_store_batch
 
-        def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Any:
+        def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict,
+                        **source: Any) -> Any:
             p = self.pulls.get(peer_id)
             if db.name != self.dbname or remote_db != self.dbname or p is None or p.db is not db:
-                return inner(store, db, docs, peer_id, remote_db, cp)
+                return inner(store, db, docs, peer_id, remote_db, cp, **source)   # source: a pull's vis
             accepted, refused = docs, []
             if self.check is not None:
                 with store.read_txn():   # the checks' lookups share it

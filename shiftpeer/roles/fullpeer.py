@@ -129,10 +129,11 @@ class _GossipRole(Service):
         every (document, why) pair left out, intake's first, then ``inner``'s."""
         gossip = self.gossip
 
-        def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Any:
+        def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict,
+                        **source: Any) -> Any:
             pull = gossip.pulls.get(peer_id)
             if db.name != MASTER or remote_db != MASTER or pull is None or pull.db is not db or not docs:
-                return inner(store, db, docs, peer_id, remote_db, cp)
+                return inner(store, db, docs, peer_id, remote_db, cp, **source)   # source: a pull's vis
 
             def store_accepted(sifted: tuple[list, list]) -> Any:
                 accepted, refused = sifted

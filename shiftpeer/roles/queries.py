@@ -4,7 +4,8 @@ each optionally within a created-time range ``[since, until)``.
 One engine, ``run``, pages a store index newest first and applies the remaining filters; ``shared``
 is asked with the caller's visibility tokens (``public``, ``author:<me>``, ``user:<me>``,
 ``group:<g>`` for each group they may read), so the hub never scans all of ``shared``. A full peer
-runs the same engine over its own ``user/feed`` with no tokens.
+runs the same engine over its own ``user/feed`` with no tokens, except ``group:<g>`` for a group
+filter (``feed_tokens``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,16 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
         if len(rows) >= limit or cursor is None:
             break
     return rows, cursor
+
+
+def feed_tokens(filters: dict) -> list[str] | None:
+    """The visibility tokens a query answered from a node's own ``user/feed`` reads: for a ``group`` filter,
+    ``group:<g>``, which only the pull of the hub's ``group/<g>`` gives (roles/remote.py ``feed_source``), so a
+    document that reached the feed another way (an inbox, ``master``) with a group in its signed audience is
+    not taken for that group's; ``run`` still asks the winning revision's audience to name the group, as the
+    hub's ``served`` does. None (every document) for any other query."""
+    groups = filters.get("group")
+    return [f"group:{check_name(g, 'group name')}" for g in groups] if groups else None
 
 
 def history(doc: Any) -> list[str]:

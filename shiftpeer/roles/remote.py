@@ -33,6 +33,14 @@ def flow_error(err: RemoteError) -> FlowError:
     return FlowError(m.group(2), m.group(1))
 
 
+def feed_source(dbname: str) -> dict:
+    """How the feed's pull of the hub's ``dbname`` records where its documents came from: a ``group/<g>``
+    pull gives them ``group:<g>`` (``vis``), which a ``group`` query answered from the feed asks for, since
+    only the hub's ``group/<g>`` vouches that a document's author may publish there; other pulls record
+    nothing (docs/flows.md, *Queries*)."""
+    return {"vis": [f"group:{dbname[len('group/'):]}"]} if dbname.startswith("group/") else {}
+
+
 class HubLink:
     """Tracks the hub connection and keeps this node's replications with it in step with its account."""
 
@@ -153,7 +161,7 @@ class HubLink:
         for name in [n for n, r in self.pulls.items() if n not in wanted or r.finished]:
             self.pulls.pop(name).stop()
         for name in sorted(wanted - set(self.pulls)):
-            self.pulls[name] = conn.pull(name, FEED, live=True)
+            self.pulls[name] = conn.pull(name, FEED, live=True, **feed_source(name))
             self.pulls[name].done.addErrback(self._pull_ended, name)
         if self.push is None or self.push.finished:
             self.push = conn.push(PUBLIC, "master", live=True)

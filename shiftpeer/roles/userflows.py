@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import STEMMED_HISTORY
-from shiftpeer.roles import feedpage, precheck, queries
+from shiftpeer.roles import audience, feedpage, precheck, queries
 from shiftpeer.roles.authors import AuthorNames
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.policy import UserPolicy
@@ -270,10 +270,25 @@ class UserFlows:
         if "author" in q["filters"]:
             authors = yield self.authors.account_ids(q["filters"]["author"])
             q = dict(q, filters={**q["filters"], "author": authors})
-        docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=None, limit=q["limit"],
-                                   cursor=q["cursor"], keep=q.get("keep", lambda d: True), since=q["since"],
+        keep = q.get("keep", lambda d: True)
+        if "thread" in q["filters"]:
+            keep = self._thread_keep(q["filters"]["thread"], keep)
+        docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=queries.feed_tokens(q["filters"]),
+                                   limit=q["limit"], cursor=q["cursor"], keep=keep, since=q["since"],
                                    until=q["until"])
         return {"rows": [queries.row(d) for d in docs[: q["limit"]]], "next_cursor": cursor, "source": "feed"}
+
+    def _thread_keep(self, shifts: list[str], keep: Callable[[Any], bool]) -> Callable[[Any], bool]:
+        """``keep`` for a thread query from a full peer's feed: a public comment there may have come through
+        ``master`` from any neighbour, which checks only that it is signed and public, never (as the hub
+        does, ``not_visible``) that its author can see the shift. So a public comment is shown only on a
+        shift this node's ``master`` holds (public: anyone may see it), as ``_public_here`` lets this node
+        make one; other comments come only from the hub's checked databases (a group, the inbox)."""
+        if not self.full_peer or not self.store.has_database("master"):
+            return keep
+        master = self.store.database("master")
+        public = {s for s in shifts if (held := master.get(s)) is not None and not held.deleted}
+        return lambda d: keep(d) and (not audience.of(d.body)["public"] or d.body.get("shift") in public)
 
     def _localise(self, q: dict, social: dict) -> dict:
         """Turn follows and favorites into filters a full peer can run on its own feed."""

@@ -166,7 +166,8 @@ def filtering_store_batch(check: Check) -> Callable[..., Deferred]:
     fires with the (document, why) pairs left out: the puller tells the peer that sent them.
     """
 
-    def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
+    def store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict,
+                    vis: list | None = None) -> Deferred:
         accepted, refused = [], []
         with store.read_txn():   # the rules' lookups share it
             for doc in docs:
@@ -177,7 +178,7 @@ def filtering_store_batch(check: Check) -> Callable[..., Deferred]:
                     refused.append((doc, why))
                     log.warn("refused {doc} {rev} from {peer} into {db}: {why}", doc=doc["id"], rev=doc["rev"],
                              peer=peer_id, db=db.name, why=why)
-        d = default_store_batch(store, db, accepted, peer_id, remote_db, cp)
+        d = default_store_batch(store, db, accepted, peer_id, remote_db, cp, vis=vis)
         return d.addCallback(lambda _: refused) if refused else d
 
     return store_batch

@@ -703,6 +703,20 @@ class Database:
         return self._store.prepare_and_write(lambda pause: self.prepare_replicated(docs, vis=vis, pause=pause),
                                              self.bulk_replicated)
 
+    def add_vis_held(self, docids: list[str], tokens: list[str]) -> list[str]:
+        """``add_vis`` for each of ``docids`` held here whose record lacks one of ``tokens`` (ids not held are
+        left alone), in one write transaction, opened only when one lacks them; returns the ids tagged. A pull
+        that records its source gives its tokens so to revisions it already had (sync/puller.py)."""
+        add = set(check_vis(tokens))
+        with self._reading() as txn:
+            lacking = [d for d in dict.fromkeys(docids) if type(d) is str and d
+                       and (found := self._load(txn, d)) is not None and not add.issubset(found[1][1])]
+        if lacking:
+            with self._store.write_txn() as w:
+                for docid in lacking:
+                    self.add_vis(docid, sorted(add), txn=w)
+        return lacking
+
     def add_vis(self, docid: str, tokens: list[str], txn: WriteTxn | None = None) -> None:
         """Add visibility tokens (metadata, not the signed body) to a document and re-index it."""
         add = check_vis(tokens)

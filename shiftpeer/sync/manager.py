@@ -51,7 +51,11 @@ class ReplicationManager:
         #: never carry documents inline (set by roles on a connection, e.g. gossip of ``master``)
         self.lazy_feeds: dict[str, Callable[[Any, str, list], list]] = {}
 
-    def store_batch(self, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
+    def store_batch(self, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict,
+                    vis: Optional[list] = None) -> Deferred:
+        """The factory's ``store_batch``; ``vis`` (a pull that records its source) is passed only when set."""
+        if vis:
+            return maybeDeferred(self._store_batch, self.store, db, docs, peer_id, remote_db, cp, vis=vis)
         return maybeDeferred(self._store_batch, self.store, db, docs, peer_id, remote_db, cp)
 
     def _rid(self) -> int:
@@ -59,8 +63,8 @@ class ReplicationManager:
         return rid
 
     # -- starting replications (our side asks)
-    def pull(self, remote_db: str, local_db: str, live: bool = True) -> Replication:
-        p = Puller(self, self._rid(), remote_db, local_db, live)
+    def pull(self, remote_db: str, local_db: str, live: bool = True, vis: Optional[list] = None) -> Replication:
+        p = Puller(self, self._rid(), remote_db, local_db, live, vis=vis)
         self.pullers[p.rid] = p
         p.start()
         return p.handle

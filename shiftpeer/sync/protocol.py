@@ -362,9 +362,10 @@ class SyncProtocol(Protocol):
         self._ready_waiters.append(d)
         return d
 
-    def pull(self, remote_db: str, local_db: str, live: bool = True) -> Replication:
-        """Replicate the peer's ``remote_db`` into our ``local_db``."""
-        return self.replications.pull(remote_db, local_db, live)
+    def pull(self, remote_db: str, local_db: str, live: bool = True, vis: Optional[list] = None) -> Replication:
+        """Replicate the peer's ``remote_db`` into our ``local_db``; ``vis``: visibility tokens that record
+        where the documents came from, on every document the source holds (``Puller``)."""
+        return self.replications.pull(remote_db, local_db, live, vis=vis)
 
     def push(self, local_db: str, remote_db: str, live: bool = True) -> Replication:
         """Replicate our ``local_db`` into the peer's ``remote_db`` (the peer pulls it from us)."""

@@ -36,8 +36,13 @@ class Puller:
     """Receives one source database into a local one; owned by a ReplicationManager."""
 
     def __init__(self, mgr: "ReplicationManager", rid: int, remote_db: str, local_db: str, live: bool,
-                 push: Optional[int] = None, handle: Optional[Replication] = None) -> None:
+                 push: Optional[int] = None, handle: Optional[Replication] = None,
+                 vis: Optional[list] = None) -> None:
         self.mgr = mgr
+        #: visibility tokens that record where documents came from (a user's feed pulling ``group/<g>`` gives
+        #: ``group:<g>``): added to every document stored, and to every document offered that is already
+        #: here (``on_changes``), since the source holds it too; a pull we ask for, never a push
+        self.vis = sorted(vis) if vis else None
         self.rid = rid
         self.remote_db = remote_db
         self.local_db = local_db
@@ -59,6 +64,8 @@ class Puller:
             else store.database(self.local_db)
         cp = self.db.get_checkpoint(self.mgr.conn.peer_id, self.remote_db) or {}
         since, epoch = cp.get("seq", 0), cp.get("epoch")
+        if self.vis is not None and cp.get("vis") != self.vis:
+            since, epoch = 0, None   # checkpointed without these tokens (before they were kept): compare all again
         self.handle.seq = since
         self.handle.remote_seq = since
         self.started = self.mgr.clock.seconds() if self.mgr.clock is not None else None
@@ -80,6 +87,9 @@ class Puller:
         ch = msg["ch"]
         missing = self.db.revs_diff({docid: revs for docid, revs in ch}) if ch else {}
         want = [[docid, revs] for docid, revs in missing.items() if revs]
+        if self.vis is not None and len(want) < len(ch):
+            # offered ids held whole get the tokens now, before this batch's checkpoint: a crash tags them again
+            self.db.add_vis_held([docid for docid, _revs in ch if not missing.get(docid)], self.vis)
         inline = msg.get("docs")
         if inline is not None:
             # live mode: the docs came with the changes; keep only the revisions missing here
@@ -188,7 +198,9 @@ class Puller:
         docs = [doc for b in take for doc in b.docs] if len(take) > 1 else take[0].docs
         seq = take[-1].seq
         cp = {"seq": seq, "epoch": self.epoch}
-        d = self.mgr.store_batch(self.db, docs, self.mgr.conn.peer_id, self.remote_db, cp)
+        if self.vis is not None:
+            cp["vis"] = self.vis
+        d = self.mgr.store_batch(self.db, docs, self.mgr.conn.peer_id, self.remote_db, cp, self.vis)
         d.addCallbacks(self._stored, self._store_failed, callbackArgs=(take, len(docs)))
 
     def _resume_after_rate(self) -> None:

@@ -190,8 +190,10 @@ def _store_fsyncs(store: Any) -> bool:
     return bool(getattr(store, "sync", True))
 
 
-def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict) -> Deferred:
-    """Store the docs and the checkpoint in one transaction, in the store's writer thread.
+def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict, *,
+                        vis: Optional[list] = None) -> Deferred:
+    """Store the docs and the checkpoint in one transaction, in the store's writer thread; ``vis``: the
+    visibility tokens of a pull that records its source (``Puller.vis``), added to every document stored.
 
     A small batch (a live change) for a store that does not fsync is written right here in the reactor
     thread, like a local edit: the write takes well under a millisecond, the two thread hops it saves
@@ -200,7 +202,7 @@ def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db
     def write() -> None:
         with store.write_txn() as txn:
             if docs:
-                db.bulk_replicated(docs, txn=txn)
+                db.bulk_replicated(docs, vis=vis, txn=txn)
             db.set_checkpoint(peer_id, remote_db, cp, txn=txn)
 
     if len(docs) <= INLINE_STORE_DOCS and not _store_fsyncs(store):
