@@ -466,6 +466,15 @@ def branches_elsewhere(store: Any, db: Any, doc: Any, account_id: str, later: bo
             and verify_repl_doc(d)]
 
 
+def later_edit(store: Any, db: Any, doc: Any, account_id: str) -> dict | None:
+    """The author's newest revision that continues the own copy's winner ``doc`` (in ``db``) but only user/feed
+    holds: another copy of the account edited on from it, and every reader now sees that edit. An edit here
+    builds on it; continuing ``doc`` made the two edits sibling branches (a conflict) wherever they met.
+    None when there is none."""
+    return next((d for d in branches_elsewhere(store, db, doc, account_id, later=True) if doc.rev in d["history"][1:]),
+                None)
+
+
 def write_tombstones(store: Any, db: Any, doc: Any, elsewhere: list[dict], leaves: list[str], tomb: dict,
                      sign: Signer) -> list[str]:
     """In one transaction (the caller's, when it has one open): the branches only the feed had (``elsewhere``)

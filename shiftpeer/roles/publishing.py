@@ -27,7 +27,7 @@ from shiftpeer.identity.signing import sign_doc
 from shiftpeer.ids import bound_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.names import FlowError
-from shiftpeer.shifts import delete_everywhere
+from shiftpeer.shifts import delete_everywhere, later_edit
 from shiftpeer.store import codec
 from shiftpeer.store.revs import compute_rev
 
@@ -177,12 +177,19 @@ class Publisher:
 
     def edit_comment(self, docid: str, text: str, rev: str | None = None) -> Deferred:
         """A new revision of the user's comment with new text, where it lives; the outbox (and
-        user/public's replication) takes it to every target the comment went to."""
+        user/public's replication) takes it to every target the comment went to. It builds on the latest
+        revision: a later edit by another copy of the account that only user/feed holds joins the own copy
+        first (``shifts.later_edit``), else the two edits were a conflict wherever they met."""
         db, doc = self._own(docid, "comment", "edit")
-        if rev is not None and rev != doc.rev:
-            raise FlowError(f"comment {docid} is at {doc.rev}, not {rev}: show it again and retry", "conflict")
-        body = {**doc.body, "text": text, "modified": self._clock.seconds()}
-        new = db.put(docid, body, parent=doc.rev, sign=self._sign)
+        later = later_edit(self._store, db, doc, self._key.account_id)
+        parent, base = (later["rev"], later["body"]) if later is not None else (doc.rev, doc.body)
+        if rev is not None and rev != parent:
+            raise FlowError(f"comment {docid} is at {parent}, not {rev}: show it again and retry", "conflict")
+        body = {**base, "text": text, "modified": self._clock.seconds()}
+        with self._store.write_txn() as txn:
+            if later is not None:
+                db.bulk_replicated([later], txn=txn)
+            new = db.put(docid, body, parent=parent, sign=self._sign, txn=txn)
         log.info("edited comment {id} rev {rev}", id=docid, rev=new)
         return self._result(docid, new, audience.of(body))
 
