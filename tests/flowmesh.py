@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
