@@ -27,7 +27,7 @@ from shiftpeer.identity.signing import sign_doc
 from shiftpeer.ids import bound_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.names import FlowError
-from shiftpeer.shifts import delete_everywhere, later_edit
+from shiftpeer.shifts import delete_everywhere, later_edit, put_on_latest
 from shiftpeer.store import codec
 from shiftpeer.store.revs import compute_rev
 
@@ -186,10 +186,7 @@ class Publisher:
         if rev is not None and rev != parent:
             raise FlowError(f"comment {docid} is at {parent}, not {rev}: show it again and retry", "conflict")
         body = {**base, "text": text, "modified": self._clock.seconds()}
-        with self._store.write_txn() as txn:
-            if later is not None:
-                db.bulk_replicated([later], txn=txn)
-            new = db.put(docid, body, parent=parent, sign=self._sign, txn=txn)
+        new = put_on_latest(self._store, db, docid, body, later, parent, self._sign)
         log.info("edited comment {id} rev {rev}", id=docid, rev=new)
         return self._result(docid, new, audience.of(body))
 
