@@ -516,13 +516,12 @@ class FlowModel(RuleBasedStateMachine):
                     f"{u}'s thread of {sid} shows {r['id']} at {r['rev']}, not {latest}: {r['body']} ({c})"
 
     def _may_see(self, u: str, cid: str) -> bool:
-        """May a thread query show ``u`` this comment? Its own audience, or the shift's (a comment takes the
-        shift's visibility on the hub, as it was each time a revision arrived); a delete not sent yet."""
+        """May a thread query show ``u`` this comment? Its own audience, the shift's author and readers
+        (``may_hold``), not the public its shift went to later; a delete not sent yet."""
         c = self.docs[cid]
         if c.deleted and self.online[c.author]:
             return False
-        return c.author == u or c.public or self.docs[c.shift].public or self.may_hold(cid, u) or \
-            self.hub_shows(u, c.shift)
+        return c.author == u or c.public or self.may_hold(cid, u)
 
     def _latest_on_hub(self, c: Doc) -> bool:
         """Does the hub hold the comment at its author's latest revision (some place it went took the edits)?"""
@@ -725,45 +724,55 @@ class Picks:
 def scripted_sequence() -> None:
     """One fixed sequence through the model's rules, its invariant after each step: the flows the random
     sequences of CI's few examples may not line up (swarm testing leaves rules out of each one) — comment
-    edits that land, one the hub refuses (its author lost the shift), threads, a fork and resolve of a public
-    shift, all watched by the full peer."""
+    edits that land, one after its shift went public (the comment stays with the club), ones the hub refuses
+    (its author lost the shift), threads, a fork and resolve of a public shift, all watched by the full peer."""
     m = FlowModel()
+    made: dict[str, str] = {}   # name -> id of what the steps made
 
-    def newest(kind: str, author: str) -> str:
-        return [i for i, d in m.docs.items() if d.kind == kind and d.author == author][-1]
+    def new(kind: str, author: str, name: str) -> None:
+        made[name] = [i for i, d in m.docs.items() if d.kind == kind and d.author == author][-1]
 
-    def assert_frozen(cid: str) -> None:
-        assert m.docs[cid].frozen, f"the sequence meant the hub to refuse the edit of {cid}: {m.docs[cid]}"
+    def frozen(name: str) -> None:
+        assert m.docs[made[name]].frozen, f"the sequence meant the hub to refuse the edit of {name}"
+
+    def club_comment(shift: str, comment: str) -> list:
+        """alice sends a new shift to g1, bob comments and edits the comment, carol and bob ask for the thread."""
+        return [lambda: m.create("alice", HREFS[0]), lambda: new("shift", "alice", shift),
+                lambda: m.publish(Picks(shift=made[shift], group="g1"), "group"),
+                lambda: m.comment(Picks(commenter="bob", shift=made[shift])), lambda: new("comment", "bob", comment),
+                lambda: m.edit_comment(Picks(comment=made[comment])),
+                lambda: m.query_thread(Picks(shift=made[shift]), "carol", 2),
+                lambda: m.query_thread(Picks(shift=made[shift]), "bob", 2)]
 
     try:
         m.some_shifts(list(HREFS))
         m.a_group("read")                                       # g1: alice owns it, bob reads it
         m.mesh_matches_model()
-        public = newest("shift", "alice")
+        new("shift", "alice", "public")
         steps = [
-            lambda: m.publish(Picks(shift=public), "public"),
-            lambda: m.comment(Picks(commenter="bob", shift=public)),
-            lambda: m.edit_comment(Picks(comment=newest("comment", "bob"))),
-            lambda: m.query_thread(Picks(shift=public), "carol", 1),
-            lambda: m.query_thread(Picks(shift=public), PEER, 1),
-            lambda: m.create("alice", HREFS[0]),
-            lambda: m.publish(Picks(shift=newest("shift", "alice"), group="g1"), "group"),
-            lambda: m.comment(Picks(commenter="bob", shift=newest("shift", "alice"))),
-            lambda: m.edit_comment(Picks(comment=newest("comment", "bob"))),
-            lambda: m.query_thread(Picks(shift=newest("shift", "alice")), "carol", 2),
-            lambda: m.query_thread(Picks(shift=newest("shift", "alice")), "bob", 2),
+            lambda: m.publish(Picks(shift=made["public"]), "public"),
+            lambda: m.comment(Picks(commenter="bob", shift=made["public"])), lambda: new("comment", "bob", "on public"),
+            lambda: m.edit_comment(Picks(comment=made["on public"])),
+            lambda: m.query_thread(Picks(shift=made["public"]), "carol", 1),
+            lambda: m.query_thread(Picks(shift=made["public"]), PEER, 1),
+            *club_comment("later public", "club, then public"),
+            lambda: m.publish(Picks(shift=made["later public"]), "public"),
+            lambda: m.edit_comment(Picks(comment=made["club, then public"])),
+            lambda: m.query_thread(Picks(shift=made["later public"]), "carol", 1),
+            lambda: m.query_thread(Picks(shift=made["later public"]), PEER, 1),
+            *club_comment("club", "on club"),
             lambda: m.remove(Picks(member=("g1", "bob"))),
-            lambda: m.edit_comment(Picks(comment=newest("comment", "bob"))),   # bob no longer sees the shift
-            lambda: m.query_thread(Picks(shift=newest("shift", "alice")), "alice", 1),
-            lambda: assert_frozen(newest("comment", "bob")),
-            lambda: m.fork(Picks(shift=public)),
-            lambda: m.resolve(Picks(shift=public)),
-            lambda: m.delete(Picks(shift=public)),
-            lambda: m.edit_comment(Picks(comment=m.comments()[0])),   # on a deleted shift: master keeps the last
-            lambda: assert_frozen(m.comments()[0]),
-            lambda: m.query_thread(Picks(shift=public), "carol", 3),
-            lambda: m.delete_comment(Picks(comment=m.comments()[0])),
-            lambda: m.query_thread(Picks(shift=public), PEER, 3),
+            lambda: m.edit_comment(Picks(comment=made["on club"])),   # bob no longer sees the shift
+            lambda: frozen("on club"),
+            lambda: m.query_thread(Picks(shift=made["club"]), "alice", 1),
+            lambda: m.fork(Picks(shift=made["public"])),
+            lambda: m.resolve(Picks(shift=made["public"])),
+            lambda: m.delete(Picks(shift=made["public"])),
+            lambda: m.edit_comment(Picks(comment=made["on public"])),   # on a deleted shift: master keeps the last
+            lambda: frozen("on public"),
+            lambda: m.query_thread(Picks(shift=made["public"]), "carol", 3),
+            lambda: m.delete_comment(Picks(comment=made["on public"])),
+            lambda: m.query_thread(Picks(shift=made["public"]), PEER, 3),
         ]
         for step in steps:
             step()

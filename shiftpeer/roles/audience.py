@@ -92,6 +92,17 @@ def vis_token(dbname: str) -> str | None:
     return None
 
 
+def admits_token(aud: dict, token: str) -> bool:
+    """Does the signed audience reach those who hold this visibility token? An ``author:`` token always (an
+    author sees what is written on their shifts); ``public``, ``group:<g>``, ``user:<u>`` when it names them."""
+    kind, _, name = token.partition(":")
+    if kind == "author":
+        return True
+    if token == PUBLIC_TOKEN:
+        return aud["public"]
+    return name in aud["groups"] if kind == "group" else kind == "user" and name in aud["to"]
+
+
 def author_token(account_id: str) -> str:
     """The token that lets an author see everything they wrote, whatever its audience."""
     return f"author:{account_id}"
