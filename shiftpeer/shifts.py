@@ -320,7 +320,7 @@ class Shifts:
         elsewhere += [later] if later is not None else []
         live = [first, *(doc.conflicts or []), *(d["rev"] for d in elsewhere if d["rev"] != first)]
         if len(live) == 1:
-            raise NoConflicts(f"shift {shift_id} has no conflicts: {doc.rev} is its only live revision")
+            raise NoConflicts(f"shift {shift_id} has no conflicts: {first} is its only live revision")
         keep = first if keep is None else keep
         if keep not in live:
             raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "

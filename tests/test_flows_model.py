@@ -126,6 +126,7 @@ class Doc:
     sent: dict = field(default_factory=dict)   # group -> the step it was first sent there
     refused: set = field(default_factory=set)  # groups that refused a revision (the author was no longer allowed)
     waiting: set = field(default_factory=set)  # groups named while the author was offline, not delivered yet
+    tombed: set = field(default_factory=set)   # groups named offline that got only the delete (a tombstone)
     hub: dict | None = None       # what the hub has: {public, groups, to, deleted}, as of the author's last link
 
     def targets_ever(self) -> bool:
@@ -187,6 +188,11 @@ class FlowModel(RuleBasedStateMachine):
         if d.kind == "comment" and self.may_hold(d.shift, u):
             return True   # a comment is visible wherever the shift it comments on is
         return any(self.last_read.get(g, {}).get(u, -1) >= at for g, at in d.sent.items())
+
+    def _tombed(self, d: Doc, u: str) -> bool:
+        """Could ``u`` hold the tombstone of ``d`` from a group it was named for offline (and deleted before
+        it went)? The outbox sends a delete to every target it has not confirmed, in case it got the document."""
+        return any(self.last_read.get(g, {}).get(u, -1) >= 0 for g in d.tombed)
 
     def visible(self, u: str, sid: str) -> bool:
         """Does the hub (plus ``u``'s own node) show this shift to ``u`` now?"""
@@ -464,6 +470,8 @@ class FlowModel(RuleBasedStateMachine):
                     taken = {g for g in d.waiting if self.level(g, u) >= RANK["publish"]}
                     d.groups |= taken
                     d.refused -= taken
+                else:   # deleted before it went: the outbox sends the tombstone, which carries no content
+                    d.tombed |= d.waiting
                 d.waiting = set()
 
     # -- rules: queries --------------------------------------------------------------------------
@@ -593,7 +601,8 @@ class FlowModel(RuleBasedStateMachine):
                 if not self.docs[cid].public and not self.may_hold(cid, u):
                     out.append(f"PRIVACY: {u} was notified of comment {cid} ({self.docs[cid]})")
                 held = self.mesh.hub.db("shared").get(cid)   # an edit rewrites the notifications it sent
-                if held is not None and not held.deleted and m.body.get("text") != held.body.get("text"):
+                if self.online[u] and held is not None and not held.deleted and \
+                        m.body.get("text") != held.body.get("text"):
                     out.append(f"STALE: {u}'s notification of {cid} quotes {m.body.get('text')!r}, the comment "
                                f"reads {held.body.get('text')!r}")
         return out
@@ -627,8 +636,9 @@ class FlowModel(RuleBasedStateMachine):
                 continue
             store = self.mesh[u].store
             for name in store.list_databases():
-                if store.database(name).get(docid) is not None and not (name == "user/feed" and
-                                                                        self.may_hold(docid, u)):
+                held = store.database(name).get(docid)
+                if held is not None and not (name == "user/feed" and (self.may_hold(docid, u) or
+                                                                      held.deleted and self._tombed(d, u))):
                     out.append(f"PRIVACY: {u}'s {name} holds {d.kind} {docid} by {d.author} "
                                f"(public {d.public}, groups {d.groups}, to {d.to}, sent {d.sent})")
         allowed = set()
@@ -637,8 +647,10 @@ class FlowModel(RuleBasedStateMachine):
         if d.groups or d.to:
             allowed.add("shared")
         allowed |= {f"group/{g}" for g in d.groups} | {f"inbox/{u}" for u in d.to}
+        tombed = {f"group/{g}" for g in d.tombed} | ({"shared"} if d.tombed else set())
         for name in hub_dbs:
-            if name not in allowed and self.mesh.hub.db(name).get(docid) is not None:
+            held = self.mesh.hub.db(name).get(docid) if name not in allowed else None
+            if held is not None and not (held.deleted and name in tombed):
                 out.append(f"PRIVACY: the hub's {name} holds {d.kind} {docid} by {d.author} "
                            f"(public {d.public}, groups {d.groups}, to {d.to})")
         return out
