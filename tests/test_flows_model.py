@@ -14,7 +14,9 @@ came through, is refused everywhere and the hub keeps the last one it took (``fr
 the author can read it (else that group keeps an older revision, ``refused``).
 
 Invariants, once the mesh has settled (polled with a bounded deadline):
-- privacy: a shift or comment no one was ever sent is on no node but its author's; a group's documents reach
+- privacy: a shift or comment no one was ever sent is on no node but its author's (a tombstone may reach a group
+  it was published to offline and deleted before it went: the outbox sends a delete to every target it has not
+  confirmed); a group's documents reach
   only users who could read the group at or after the time they were sent there; an inbox shift only its
   recipients; the hub holds a document only in the databases its (ever) audience names; the full peer holds
   public documents only;
@@ -23,7 +25,8 @@ Invariants, once the mesh has settled (polled with a bounded deadline):
 - deletes delete: a deleted shift or comment is not live on the hub, in any connected reader's feed, nor in the
   full peer's;
 - settled: each connected author's outbox has nothing left to deliver; a notification of a comment reaches only
-  users who may hold that comment and quotes the text the hub holds (an edit rewrites it);
+  users who may hold that comment and (a connected reader's) quotes the text the hub holds (an edit rewrites
+  it);
 - queries: a connected user's query by page URL, domain, author or group answers exactly the model's visible
   set, each once, newest first, across pages of a small ``limit``; a thread answers every live comment the user
   surely sees (its own, or through the comment's audience on the hub) and none it may not (neither through the
