@@ -747,8 +747,9 @@ def scripted_sequence() -> None:
     def new(kind: str, author: str, name: str) -> None:
         made[name] = [i for i, d in m.docs.items() if d.kind == kind and d.author == author][-1]
 
-    def frozen(name: str) -> None:
-        assert m.docs[made[name]].frozen, f"the sequence meant the hub to refuse the edit of {name}"
+    def meant(name: str, what: str) -> None:
+        """The step before did what the sequence is for (``what``: a Doc flag the model set)."""
+        assert getattr(m.docs[made[name]], what), f"the sequence meant {name} to be {what}: {m.docs[made[name]]}"
 
     def club_comment(shift: str, comment: str) -> list:
         """alice sends a new shift to g1, bob comments and edits the comment, carol and bob ask for the thread."""
@@ -778,13 +779,13 @@ def scripted_sequence() -> None:
             *club_comment("club", "on club"),
             lambda: m.remove(Picks(member=("g1", "bob"))),
             lambda: m.edit_comment(Picks(comment=made["on club"])),   # bob no longer sees the shift
-            lambda: frozen("on club"),
+            lambda: meant("on club", "frozen"),
             lambda: m.query_thread(Picks(shift=made["club"]), "alice", 1),
-            lambda: m.fork(Picks(shift=made["public"])),
+            lambda: m.fork(Picks(shift=made["public"])), lambda: meant("public", "conflicted"),
             lambda: m.resolve(Picks(shift=made["public"])),
             lambda: m.delete(Picks(shift=made["public"])),
             lambda: m.edit_comment(Picks(comment=made["on public"])),   # on a deleted shift: master keeps the last
-            lambda: frozen("on public"),
+            lambda: meant("on public", "frozen"),
             lambda: m.query_thread(Picks(shift=made["public"]), "carol", 3),
             lambda: m.delete_comment(Picks(comment=made["on public"])),
             lambda: m.query_thread(Picks(shift=made["public"]), PEER, 3),
