@@ -63,3 +63,24 @@ async def test_a_resolve_keeps_the_later_edit_in_place_of_the_revision_it_contin
     for name, db in (("the group", mesh.hub.db("group/club")), ("alice's copy", private), ("bob's feed", bob.feed())):
         await eventually(lambda db=db: live_leaves(db, sid) == [later["rev"]], f"{name}: the later edit alone")
     await eventually(lambda: alice.flows.publisher.pending() == [], "nothing left to deliver")
+
+
+@pytest_twisted.ensureDeferred
+async def test_publishing_builds_on_a_later_edit_only_the_feed_holds(mesh):
+    """Publishing writes a revision too: it carries the other copy's later edit (publicly, here) rather than
+    branching beside it from this copy's older revision."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = await mesh.club_shift("https://example.org/publish-elsewhere")
+    mine = alice.store.database("user/private").get_repl_docs([(sid, None)])[0]
+    later = other_copy_revision(alice, mine, summary="edited on the other copy")
+    assert await alice.flows.link.deliver(later, ["group:club"]) == {"group:club": "ok"}
+    await eventually(lambda: later["rev"] in live_leaves(alice.feed(), sid), "alice's feed has the other copy's edit")
+
+    published = await alice.publish(sid, public=True)
+    assert published["targets"] == {"public": "ok", "group:club": "ok"}, published
+    for name, db in (("the group", mesh.hub.db("group/club")), ("alice's feed", alice.feed()),
+                     ("bob's feed", bob.feed())):
+        await eventually(lambda db=db: live_leaves(db, sid) == [published["rev"]], f"{name}: one live revision")
+    await eventually(lambda: live_leaves(mesh.hub.db("master"), sid) == [published["rev"]], "master has it alone")
+    assert mesh.hub.db("master").get(sid).body["summary"] == "edited on the other copy"

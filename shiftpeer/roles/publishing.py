@@ -137,8 +137,14 @@ class Publisher:
     def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
                 to: list[str] = ()) -> Deferred:
         """Widen the audience (earlier targets kept), write the signed revision, deliver; fires with
-        ``{id, rev, audience, public, targets: {target: "ok" | "error: ..." | "pending: ..."}}``."""
+        ``{id, rev, audience, public, targets: {target: "ok" | "error: ..." | "pending: ..."}}``. A later edit
+        by another copy of the account that only user/feed holds joins the own copy first and is the revision
+        published (``shifts.later_edit``): on the older one, the publish was a branch beside it."""
         db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
+        later = later_edit(self._store, db, doc, self._key.account_id)
+        if later is not None:   # another copy's later edit, only in user/feed: publish it, not an older revision
+            db.bulk_replicated([later])
+            db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
         body = {**doc.body, "audience": new, "modified": self._clock.seconds()}
         if new["public"] and db.name == PRIVATE:
             rev = self._move_public(doc, body)
