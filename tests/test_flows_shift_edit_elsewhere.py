@@ -15,15 +15,28 @@ from shiftpeer.shifts import EditConflict
 from test_flows_comment_delete_elsewhere import live_leaves
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_edit_builds_on_a_later_edit_only_the_feed_holds(mesh):
+async def hand_in(alice, later: dict) -> None:
+    """The other copy delivers its revision to the club; alice's feed gets it from there."""
+    assert await alice.flows.link.deliver(later, ["group:club"]) == {"group:club": "ok"}
+    await eventually(lambda: later["rev"] in live_leaves(alice.feed(), later["id"]), "alice's feed has it")
+
+
+async def edited_elsewhere(mesh, href: str) -> tuple[str, dict, dict]:
+    """alice's club shift, which the other copy of her account edited on from her revision: (shift id, her
+    revision, the other copy's), once her feed holds the other copy's."""
     await mesh.start(users=("alice", "bob"))
-    alice, bob = mesh["alice"], mesh["bob"]
-    sid = await mesh.club_shift("https://example.org/shift-edit-elsewhere")
+    alice = mesh["alice"]
+    sid = await mesh.club_shift(href)
     mine = alice.store.database("user/private").get_repl_docs([(sid, None)])[0]
     later = other_copy_revision(alice, mine, summary="edited on the other copy")
-    assert await alice.flows.link.deliver(later, ["group:club"]) == {"group:club": "ok"}
-    await eventually(lambda: later["rev"] in live_leaves(alice.feed(), sid), "alice's feed has the other copy's edit")
+    await hand_in(alice, later)
+    return sid, mine, later
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_edit_builds_on_a_later_edit_only_the_feed_holds(mesh):
+    sid, mine, later = await edited_elsewhere(mesh, "https://example.org/shift-edit-elsewhere")
+    alice, bob = mesh["alice"], mesh["bob"]
 
     shown = alice.shifts.show(sid)
     assert (shown.rev, shown.body["summary"], shown.conflicts) == (later["rev"], "edited on the other copy", [])
@@ -53,8 +66,7 @@ async def test_a_resolve_keeps_the_later_edit_in_place_of_the_revision_it_contin
     private.bulk_replicated([other_copy_revision(alice, parent, summary="a branch here")])
     winner, loser = private.get(sid).rev, private.get(sid).conflicts[0]
     later = other_copy_revision(alice, private.get_repl_docs([(sid, [winner])])[0], summary="later, elsewhere")
-    assert await alice.flows.link.deliver(later, ["group:club"]) == {"group:club": "ok"}
-    await eventually(lambda: later["rev"] in live_leaves(alice.feed(), sid), "alice's feed has the other copy's edit")
+    await hand_in(alice, later)
 
     shown = alice.shifts.show(sid)
     assert (shown.rev, shown.conflicts) == (later["rev"], [loser])
@@ -69,13 +81,8 @@ async def test_a_resolve_keeps_the_later_edit_in_place_of_the_revision_it_contin
 async def test_publishing_builds_on_a_later_edit_only_the_feed_holds(mesh):
     """Publishing writes a revision too: it carries the other copy's later edit (publicly, here) rather than
     branching beside it from this copy's older revision."""
-    await mesh.start(users=("alice", "bob"))
+    sid, _, _ = await edited_elsewhere(mesh, "https://example.org/publish-elsewhere")
     alice, bob = mesh["alice"], mesh["bob"]
-    sid = await mesh.club_shift("https://example.org/publish-elsewhere")
-    mine = alice.store.database("user/private").get_repl_docs([(sid, None)])[0]
-    later = other_copy_revision(alice, mine, summary="edited on the other copy")
-    assert await alice.flows.link.deliver(later, ["group:club"]) == {"group:club": "ok"}
-    await eventually(lambda: later["rev"] in live_leaves(alice.feed(), sid), "alice's feed has the other copy's edit")
 
     published = await alice.publish(sid, public=True)
     assert published["targets"] == {"public": "ok", "group:club": "ok"}, published
