@@ -1,9 +1,9 @@
 """`shift edit` of a shift that another copy of the same account (same key: a copied node directory, a restored
 backup) edited later, over real TLS to a real hub: the other copy's edit reached the group, and from there only
-this node's ``user/feed``. `shift show` shows that latest revision and the edit builds on it: before, `show`
-kept this copy's older revision and the edit continued it, so the two edits were sibling branches (a conflict)
-in the group, every reader's feed and the hub's ``shared`` (as a comment edit was,
-tests/test_flows_comment_edit_elsewhere.py)."""
+this node's ``user/feed``. `shift show` shows that latest revision, and an edit, a publish and a resolve build
+on it: before, `show` kept this copy's older revision and the edit (or publish) continued it, so the two were
+sibling branches (a conflict) in the group, every reader's feed and the hub's ``shared`` (as a comment edit
+was, tests/test_flows_comment_edit_elsewhere.py)."""
 
 from __future__ import annotations
 
