@@ -8,7 +8,9 @@ shift (a branch written by another copy of the author's account, as a restored b
 queries by page, domain, author, group and a shift's comment thread. The full peer (``fp``: registered, in no
 group, sent nothing) only watches: it pulls the public firehose.
 
-The model tracks a comment's latest text. A comment's revision goes only where its author can still see the
+A group that refused a document's later revisions (its author may no longer publish, or read, there) keeps the
+copy it has; the hub shows the document through it only while no other place took a later revision
+(``shown_groups``). The model tracks a comment's latest text. A comment's revision goes only where its author can still see the
 shift on the hub (``hub_shows``): an edit after the shift was deleted, or by a commenter who lost the group it
 came through, is refused everywhere and the hub keeps the last one it took (``frozen``); into a group only while
 the author can read it (else that group keeps an older revision, ``refused``).
@@ -130,6 +132,7 @@ class Doc:
     refused: set = field(default_factory=set)  # groups that refused a revision (the author was no longer allowed)
     waiting: set = field(default_factory=set)  # groups named while the author was offline, not delivered yet
     tombed: set = field(default_factory=set)   # groups named offline that got only the delete (a tombstone)
+    shown: set | None = None      # the groups the hub's winner names when no place took the later revisions
     hub: dict | None = None       # what the hub has: {public, groups, to, deleted}, as of the author's last link
 
     def targets_ever(self) -> bool:
@@ -206,7 +209,21 @@ class FlowModel(RuleBasedStateMachine):
         if h is None or h["deleted"]:
             return False
         # a group that refused the later revisions left the signed audience: the hub no longer shows it through it
-        return h["public"] or u in h["to"] or any(self.reads(g, u) for g in h["groups"] - d.refused)
+        return h["public"] or u in h["to"] or any(self.reads(g, u) for g in self.shown_groups(d) & h["groups"])
+
+    def shown_groups(self, d: Doc) -> set:
+        """The groups through which the hub shows a document: those its winner in ``shared`` names. A group
+        that refused the later revisions left the signed audience, so once another place took one the hub no
+        longer shows it through that group (though the group keeps the older copy); while no place took one,
+        the winner is still the last revision the groups took, and it names them."""
+        return d.groups - d.refused if d.shown is None else d.shown
+
+    def _refuse(self, d: Doc, groups: set) -> None:
+        """``groups`` refuse a new revision of ``d``: each keeps the one it has (see ``shown_groups``)."""
+        before = self.shown_groups(d)
+        d.refused |= groups
+        took = not d.frozen and (d.public or d.to or d.groups - d.refused)
+        d.shown = None if took else before
 
     def hub_shows(self, u: str, sid: str) -> bool:
         """Does the hub's ``shared`` show this shift to ``u`` now (its author included: it checks a comment's
@@ -255,7 +272,7 @@ class FlowModel(RuleBasedStateMachine):
 
     def _revised(self, d: Doc) -> None:
         """A new revision: a group the author may no longer publish in refuses it and keeps the one it has."""
-        d.refused |= {g for g in d.groups if self.level(g, d.author) < RANK["publish"]}
+        self._refuse(d, {g for g in d.groups - d.refused if self.level(g, d.author) < RANK["publish"]})
 
     @precondition(lambda self: self.shifts(lambda d: not d.deleted))
     @rule(data=st.data())
@@ -273,12 +290,13 @@ class FlowModel(RuleBasedStateMachine):
         if how == "public":
             run(user.publish(sid, public=True))
             self._revised(d)
-            d.public = True
+            d.public, d.shown = True, None
         elif how == "user":
             to = data.draw(st.sampled_from([u for u in USERS if u != d.author]), "to")
             run(user.publish(sid, to=[to]))
             self._revised(d)
             d.to.add(to)
+            d.shown = None
         else:
             if not self.groups:
                 return
@@ -296,6 +314,7 @@ class FlowModel(RuleBasedStateMachine):
             self._revised(d)
             d.groups.add(g)
             d.refused.discard(g)
+            d.shown = None
 
     @precondition(lambda self: self.shifts(lambda d: not d.deleted and not d.conflicted))
     @rule(data=st.data())
@@ -361,8 +380,8 @@ class FlowModel(RuleBasedStateMachine):
         run(self.mesh[c.author].flows.edit_comment(cid, c.text))
         if not self.hub_shows(c.author, c.shift):
             c.frozen = c.frozen or c.targets_ever()
-            c.refused |= c.groups
-        c.refused |= {g for g in c.groups if not self.reads(g, c.author)}
+            self._refuse(c, c.groups - c.refused)
+        self._refuse(c, {g for g in c.groups - c.refused if not self.reads(g, c.author)})
 
     @precondition(lambda self: self.comments(lambda d: not d.deleted))
     @rule(data=st.data())
@@ -473,6 +492,7 @@ class FlowModel(RuleBasedStateMachine):
                     taken = {g for g in d.waiting if self.level(g, u) >= RANK["publish"]}
                     d.groups |= taken
                     d.refused -= taken
+                    d.shown = None if taken else d.shown
                 else:   # deleted before it went: the outbox sends the tombstone, which carries no content
                     d.tombed |= d.waiting
                 d.waiting = set()
@@ -495,9 +515,8 @@ class FlowModel(RuleBasedStateMachine):
         g = data.draw(st.sampled_from(sorted(self.groups)), "group")
         if not self.reads(g, u):
             return
-        self._paged(u, {"group": g}, limit,
-                    lambda d: d.hub is not None and not d.hub["deleted"] and g in d.hub["groups"] - d.refused,
-                    lambda s: True)
+        self._paged(u, {"group": g}, limit, lambda d: d.hub is not None and not d.hub["deleted"] and
+                    g in self.shown_groups(d) & d.hub["groups"], lambda s: True)
 
     @precondition(lambda self: self.comments())
     @rule(data=st.data(), u=st.sampled_from((*USERS, PEER)), limit=st.integers(1, 3))
@@ -781,6 +800,12 @@ def scripted_sequence() -> None:
             lambda: m.edit_comment(Picks(comment=made["on club"])),   # bob no longer sees the shift
             lambda: meant("on club", "frozen"),
             lambda: m.query_thread(Picks(shift=made["club"]), "alice", 1),
+            # carol, removed from g1, edits what she sent there: g1 keeps (and the hub shows) the one it has
+            lambda: m.member("g1", "carol", "publish"), lambda: m.create("carol", HREFS[2]),
+            lambda: new("shift", "carol", "carol's"),
+            lambda: m.publish(Picks(shift=made["carol's"], group="g1"), "group"),
+            lambda: m.remove(Picks(member=("g1", "carol"))), lambda: m.edit(Picks(shift=made["carol's"])),
+            lambda: m.query_group(Picks(group="g1"), "alice", 1),
             lambda: m.fork(Picks(shift=made["public"])), lambda: meant("public", "conflicted"),
             lambda: m.resolve(Picks(shift=made["public"])),
             lambda: m.delete(Picks(shift=made["public"])),
