@@ -10,10 +10,11 @@ group, sent nothing) only watches: it pulls the public firehose.
 
 A group that refused a document's later revisions (its author may no longer publish, or read, there) keeps the
 copy it has; the hub shows the document through it only while no other place took a later revision
-(``shown_groups``). The model tracks a comment's latest text. A comment's revision goes only where its author can still see the
-shift on the hub (``hub_shows``): an edit after the shift was deleted, or by a commenter who lost the group it
-came through, is refused everywhere and the hub keeps the last one it took (``frozen``); into a group only while
-the author can read it (else that group keeps an older revision, ``refused``).
+(``shown_groups``); a comment takes the audience of that winner. The model tracks a comment's latest text. A
+comment's revision goes only where its author can still see the shift on the hub (``hub_shows``): an edit after
+the shift was deleted, or by a commenter who lost the group it came through, is refused everywhere and the hub
+keeps the last one it took (``frozen``); into a group only while the author can read it (else that group keeps
+an older revision, ``refused``).
 
 Invariants, once the mesh has settled (polled with a bounded deadline):
 - privacy: a shift or comment no one was ever sent is on no node but its author's (a tombstone may reach a group
@@ -352,14 +353,10 @@ class FlowModel(RuleBasedStateMachine):
             return
         sid = data.draw(st.sampled_from(seen), "shift")
         s = self.docs[sid]
-        # the comment takes the audience of the shift as the commenter finds it: their own, or the hub's; or the
-        # copy in their feed, which is older when it came from a group that refused the later revisions
-        aud = {"public": s.public, "groups": set(s.groups), "to": set(s.to)} if s.author == u else s.hub
-        held = self.mesh[u].feed().get(sid)
-        if s.author != u and s.refused and held is not None and not held.deleted:
-            signed = held.body.get("audience", {})
-            aud = {"public": signed.get("public", False), "groups": set(signed.get("groups", ())),
-                   "to": set(signed.get("to", ()))}
+        # the comment takes the audience of the shift as the commenter finds it: their own, or the hub's winner's
+        # (the groups it names: see shown_groups), not a copy in their feed that may be stale
+        aud = {"public": s.public, "groups": set(s.groups), "to": set(s.to)} if s.author == u else \
+            {"public": s.hub["public"], "groups": self.shown_groups(s) & s.hub["groups"], "to": s.hub["to"]}
         text = f"comment {self.step}"
         result = run(self.mesh[u].flows.comment(sid, text))
         # a group the commenter cannot read refuses the comment: it leaves the comment's audience
