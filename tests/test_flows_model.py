@@ -38,8 +38,8 @@ Invariants, once the mesh has settled (polled with a bounded deadline):
 
 CI runs 20 sequences of up to 40 steps, the same ones each run (``derandomize``), and one scripted sequence
 (``scripted_sequence``: hypothesis' swarm testing leaves some rules out of each of so few sequences, so the
-comment edits, threads and the full peer get a fixed walk through them): about 20 s. Hunt longer with
-``SHIFTPEER_MODEL_EXAMPLES=400 SHIFTPEER_MODEL_STEPS=50 SHIFTPEER_MODEL_RANDOM=1 pytest tests/test_flows_model.py``
+comment edits, threads and the full peer get a fixed walk through them): about 15 s on a quiet machine. Hunt longer
+with ``SHIFTPEER_MODEL_EXAMPLES=400 SHIFTPEER_MODEL_STEPS=50 SHIFTPEER_MODEL_RANDOM=1 pytest tests/test_flows_model.py``
 (``RANDOM``: new sequences each run; ``SHIFTPEER_MODEL_SETTLE=5`` shrinks a failure faster;
 ``SHIFTPEER_MODEL_TRACE=1`` prints each sequence's size, ``=steps`` every step). The mesh is not deterministic
 (real TLS, timers), so a failure that only shows under load may not shrink well: read the failing step's
