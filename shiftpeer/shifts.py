@@ -265,7 +265,9 @@ class Shifts:
         return {"id": shift_id, "rev": rev, "database": PRIVATE}
 
     def edit(self, shift_id: str, fields: dict) -> dict:
-        """Write a new revision of one of the user's shifts where it lives (private or public)."""
+        """Write a new revision of one of the user's shifts where it lives (private or public), on its latest
+        revision: a later edit another copy of the account made, which only user/feed holds, joins the own copy
+        first (``later_edit``), else the two edits were a conflict wherever they met."""
         if not isinstance(fields, dict):
             raise InvalidShift("the request body must be a JSON object")
         unknown = set(fields) - {"summary", "content", "rev"}
@@ -275,17 +277,19 @@ class Shifts:
             raise InvalidShift("nothing to change: give summary and/or content")
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
+        later = later_edit(self._store, db, doc, self.account_id)
+        parent, base = (later["rev"], later["body"]) if later is not None else (doc.rev, doc.body)
         expected = fields.get("rev")
-        if expected is not None and expected != doc.rev:
-            raise EditConflict(f"shift {shift_id} is at {doc.rev}, not {expected}: show it again and retry")
-        body = dict(doc.body)
+        if expected is not None and expected != parent:
+            raise EditConflict(f"shift {shift_id} is at {parent}, not {expected}: show it again and retry")
+        body = dict(base)
         _renormalize_href(body)
         if "summary" in fields:
             body["summary"] = check_summary(fields["summary"])
         if "content" in fields:
             body["content"] = check_content(fields["content"])
         body["modified"] = self._clock.seconds()
-        rev = db.put(shift_id, body, parent=doc.rev, sign=self._sign)
+        rev = put_on_latest(self._store, db, shift_id, body, later, parent, self._sign)
         log.info("edited shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "database": db.name}
 
@@ -311,10 +315,13 @@ class Shifts:
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
         elsewhere = branches_elsewhere(self._store, db, doc, self.account_id)
-        live = [doc.rev, *(doc.conflicts or []), *(d["rev"] for d in elsewhere)]
+        later = later_edit(self._store, db, doc, self.account_id)   # it stands for ``doc``, and joins the copy
+        first = doc.rev if later is None else later["rev"]
+        elsewhere += [later] if later is not None else []
+        live = [first, *(doc.conflicts or []), *(d["rev"] for d in elsewhere if d["rev"] != first)]
         if len(live) == 1:
-            raise NoConflicts(f"shift {shift_id} has no conflicts: {doc.rev} is its only live revision")
-        keep = doc.rev if keep is None else keep
+            raise NoConflicts(f"shift {shift_id} has no conflicts: {first} is its only live revision")
+        keep = first if keep is None else keep
         if keep not in live:
             raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "
                                f"(live: {', '.join(live)})")
@@ -380,7 +387,8 @@ class Shifts:
 
     def show(self, shift_id: str) -> ShiftView:
         """The shift's winning revision, its conflicts, and every local database that holds it. The conflicts
-        of the user's own copy include their branches only user/feed holds (``branches_elsewhere``)."""
+        of the user's own copy include their branches only user/feed holds (``branches_elsewhere``); a later
+        edit only user/feed holds is the revision shown (``later_edit``: the one an edit continues)."""
         check_id(shift_id)
         found: list[tuple[str, Any]] = []
         for name in (*OWN_DATABASES, FEED):
@@ -393,11 +401,12 @@ class Shifts:
             raise ShiftNotFound(f"no shift {shift_id} on this node (list shifts with 'shiftpeer feed')")
         name, doc = live[0]
         elsewhere = [] if name == FEED else branches_elsewhere(self._store, self._db(name), doc, self.account_id)
+        later = None if name == FEED else later_edit(self._store, self._db(name), doc, self.account_id)
         return ShiftView(
             id=doc.id,
-            rev=doc.rev,
+            rev=doc.rev if later is None else later["rev"],
             deleted=bool(doc.deleted),
-            body=dict(doc.body),
+            body=dict(doc.body if later is None else later["body"]),
             conflicts=[*(doc.conflicts or []), *(d["rev"] for d in elsewhere)],
             databases=[n for n, _ in live],
         )
@@ -464,6 +473,25 @@ def branches_elsewhere(store: Any, db: Any, doc: Any, account_id: str, later: bo
     unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
     return [d for d in found if d["rev"] in unknown and (later or not mine.intersection(d["history"]))
             and verify_repl_doc(d)]
+
+
+def later_edit(store: Any, db: Any, doc: Any, account_id: str) -> dict | None:
+    """The author's newest revision that continues the own copy's winner ``doc`` (in ``db``) but only user/feed
+    holds: another copy of the account edited on from it, and every reader now sees that edit. An edit here
+    builds on it; continuing ``doc`` made the two edits sibling branches (a conflict) wherever they met.
+    None when there is none."""
+    return next((d for d in branches_elsewhere(store, db, doc, account_id, later=True) if doc.rev in d["history"][1:]),
+                None)
+
+
+def put_on_latest(store: Any, db: Any, docid: str, body: dict, later: dict | None, parent: str,
+                  sign: Signer) -> str:
+    """Write an edit ``body`` on ``parent`` in ``db``, in one transaction with ``later`` (``later_edit``'s, if
+    any) joining the own copy first, so the parent is there. Returns the new revision."""
+    with store.write_txn() as txn:
+        if later is not None:
+            db.bulk_replicated([later], txn=txn)
+        return db.put(docid, body, parent=parent, sign=sign, txn=txn)
 
 
 def write_tombstones(store: Any, db: Any, doc: Any, elsewhere: list[dict], leaves: list[str], tomb: dict,

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -22,7 +22,7 @@ from shiftpeer.roles.hub import Hub
 from shiftpeer.roles.user import LocalReplication
 from shiftpeer.roles.userflows import UserFlows
 from shiftpeer.shifts import Shifts, make_signer
-from shiftpeer.store import Store
+from shiftpeer.store import Store, codec
 from shiftpeer.store.revs import compute_rev
 from shiftpeer.sync import Policy, SyncFactory
 from shiftpeer.sync.client import outgoing
@@ -37,6 +37,16 @@ async def eventually(check: Callable[[], Any], what: str = "condition", deadline
         return await _poll(check, timeout=deadline, interval=0.005)
     except AssertionError:
         raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def other_copy_revision(user: "UserParty", parent: dict, **changes: Any) -> dict:
+    """The revision another copy of ``user``'s account (same key: a copied node directory, a restored backup)
+    writes on ``parent`` (a repl doc): ``changes`` to its body and ``modified`` one second later, signed by the
+    key, as a repl doc to hand in with ``bulk_replicated`` or the hub's ``deliver``."""
+    body = codec.in_canonical_order({**parent["body"], **changes, "modified": parent["body"]["modified"] + 1})
+    rev = compute_rev(parent["rev"], False, body)
+    return {"id": parent["id"], "rev": rev, "deleted": False, "body": body, "history": [rev, *parent["history"]],
+            "sig": make_signer(user.key)(parent["id"], rev, body, False)}
 
 
 class HubParty:

@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
-from shiftpeer.shifts import make_signer
-from shiftpeer.store.revs import compute_rev
+from flowmesh import eventually, mesh, other_copy_revision  # noqa: F401 (the mesh fixture)
 
 HREF = "https://example.org/comment-elsewhere"
 
 
 def live_leaves(db, docid: str) -> list[str]:
     return [d["rev"] for d in db.get_repl_docs([(docid, None)]) if not d["deleted"]]
-
-
-def edit_elsewhere(user, docid: str, parent: dict, text: str) -> dict:
-    """The revision the other copy of ``user``'s account writes on ``parent`` (a repl doc), signed by the key."""
-    body = {**parent["body"], "text": text, "modified": parent["body"]["modified"] + 1}
-    rev = compute_rev(parent["rev"], False, body)
-    return {"id": docid, "rev": rev, "deleted": False, "body": body, "history": [rev, *parent["history"]],
-            "sig": make_signer(user.key)(docid, rev, body, False)}
 
 
 async def club_comment(mesh) -> tuple[str, str, dict]:
@@ -61,7 +51,7 @@ async def test_deleting_a_comment_also_deletes_a_later_edit_only_the_feed_holds(
     await mesh.start(users=("alice", "bob"))
     alice = mesh["alice"]
     sid, cid, mine = await club_comment(mesh)
-    later = edit_elsewhere(alice, cid, mine, "edited on the other copy")
+    later = other_copy_revision(alice, mine, text="edited on the other copy")
     await hand_in(mesh, later)
     assert alice.feed().get(cid).rev == later["rev"]
     assert alice.store.database("user/private").get(cid).rev == mine["rev"]
@@ -78,7 +68,7 @@ async def test_deleting_a_comment_also_deletes_a_branch_only_the_feed_holds(mesh
     alice = mesh["alice"]
     sid, cid, base = await club_comment(mesh)
     await alice.flows.edit_comment(cid, "edited here")
-    await hand_in(mesh, edit_elsewhere(alice, cid, base, "edited on the other copy"))
+    await hand_in(mesh, other_copy_revision(alice, base, text="edited on the other copy"))
     assert len(live_leaves(alice.feed(), cid)) == 2
 
     answer = await alice.flows.delete_comment(cid)

@@ -93,8 +93,9 @@ def vis_token(dbname: str) -> str | None:
 
 
 def names_token(aud: dict, token: str) -> bool:
-    """Does the signed audience name the place a visibility token stands for (``public``, ``group:<g>``,
-    ``user:<u>``)? Author tokens name no place (an author sees what they wrote wherever it went)."""
+    """Does the signed audience reach those who hold this visibility token: name the place it stands for
+    (``public``, ``group:<g>``, ``user:<u>``)? An ``author:`` token always (an author sees what they wrote,
+    and what is written on their shifts, wherever it went)."""
     if token == PUBLIC_TOKEN:
         return aud["public"]
     kind, _, name = token.partition(":")

@@ -2,9 +2,11 @@
 
 Each source database gives its documents one token (``public``, ``group:<g>``, ``user:<u>``) and every
 document also gets ``author:<account id>``, so ``shared`` answers "what may this user see" with an
-index merge, never a scan. A comment also gets the tokens of the shift it comments on: it goes to
-that shift's audience. Only a comment never seen before notifies anyone; a later revision (an edit)
-or a tombstone of a comment already held updates or withdraws those notifications instead. A
+index merge, never a scan. A comment also gets the tokens of the shift it comments on that its own signed
+audience (the shift's, as its author found it) names, and the shift author's: it goes to that shift's
+audience, not to where the shift went later (an edit of the comment showed it there). Only a comment
+never seen before notifies anyone; a later revision (an edit) or a tombstone of a comment already held
+updates or withdraws those notifications instead. A
 checkpoint per source (in ``shared``) makes the merge resume after a restart; the merge follows
 commits live and runs outside the commit callback.
 """
@@ -101,6 +103,7 @@ class SharedMerger(CommitFollower):
             tokens.add(audience.author_token(body["author"]))
         if body.get("type") == "comment" and isinstance(body.get("shift"), str):
             shift = self.shared.get(body["shift"])
-            if shift is not None:
-                tokens.update(shift.vis)
+            if shift is not None:   # within the comment's signed audience: where the shift went since, it did not
+                aud = audience.of(body)
+                tokens.update(t for t in shift.vis if audience.names_token(aud, t))
         return sorted(tokens)

@@ -27,7 +27,7 @@ from shiftpeer.identity.signing import sign_doc
 from shiftpeer.ids import bound_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.names import FlowError
-from shiftpeer.shifts import delete_everywhere
+from shiftpeer.shifts import delete_everywhere, later_edit, put_on_latest
 from shiftpeer.store import codec
 from shiftpeer.store.revs import compute_rev
 
@@ -137,8 +137,14 @@ class Publisher:
     def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
                 to: list[str] = ()) -> Deferred:
         """Widen the audience (earlier targets kept), write the signed revision, deliver; fires with
-        ``{id, rev, audience, public, targets: {target: "ok" | "error: ..." | "pending: ..."}}``."""
+        ``{id, rev, audience, public, targets: {target: "ok" | "error: ..." | "pending: ..."}}``. A later edit
+        by another copy of the account that only user/feed holds joins the own copy first and is the revision
+        published (``shifts.later_edit``): on the older one, the publish was a branch beside it."""
         db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
+        later = later_edit(self._store, db, doc, self._key.account_id)
+        if later is not None:   # another copy's later edit, only in user/feed: publish it, not an older revision
+            db.bulk_replicated([later])
+            db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
         body = {**doc.body, "audience": new, "modified": self._clock.seconds()}
         if new["public"] and db.name == PRIVATE:
             rev = self._move_public(doc, body)
@@ -185,12 +191,16 @@ class Publisher:
 
     def edit_comment(self, docid: str, text: str, rev: str | None = None) -> Deferred:
         """A new revision of the user's comment with new text, where it lives; the outbox (and
-        user/public's replication) takes it to every target the comment went to."""
+        user/public's replication) takes it to every target the comment went to. It builds on the latest
+        revision: a later edit by another copy of the account that only user/feed holds joins the own copy
+        first (``shifts.later_edit``), else the two edits were a conflict wherever they met."""
         db, doc = self._own(docid, "comment", "edit")
-        if rev is not None and rev != doc.rev:
-            raise FlowError(f"comment {docid} is at {doc.rev}, not {rev}: show it again and retry", "conflict")
-        body = {**doc.body, "text": text, "modified": self._clock.seconds()}
-        new = db.put(docid, body, parent=doc.rev, sign=self._sign)
+        later = later_edit(self._store, db, doc, self._key.account_id)
+        parent, base = (later["rev"], later["body"]) if later is not None else (doc.rev, doc.body)
+        if rev is not None and rev != parent:
+            raise FlowError(f"comment {docid} is at {parent}, not {rev}: show it again and retry", "conflict")
+        body = {**base, "text": text, "modified": self._clock.seconds()}
+        new = put_on_latest(self._store, db, docid, body, later, parent, self._sign)
         log.info("edited comment {id} rev {rev}", id=docid, rev=new)
         return self._result(docid, new, audience.of(body))
 

@@ -108,9 +108,16 @@ class UserFlows:
     # -- comments, messages, social --------------------------------------------------------------
     @inlineCallbacks
     def comment(self, shift_id: str, text: str):
-        """Comment on a shift this user can see; it goes to the shift's audience."""
+        """Comment on a shift this user can see; it goes to the shift's audience: as the hub shows it, when it
+        answers, for someone else's shift. The feed's copy may be stale (from a group the user has left since,
+        while the shift went public): commenting with its audience sent the comment to the group, which
+        refused it, and nowhere else."""
         text = check_text(text)
-        shift = yield self.find(shift_id)
+        shift = None
+        if self.hub_answers and not self.publisher.owns(shift_id):
+            shift = yield self.from_hub(shift_id)
+        if shift is None:   # the hub does not show it (a copy only a group that refused later revisions keeps)
+            shift = yield self.find(shift_id)
         if shift is None:
             raise FlowError(f"no shift {shift_id!r} that you can see", "not_found")
         result = yield self.publisher.comment(shift, text, public=self._public_here(shift))
