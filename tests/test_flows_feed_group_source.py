@@ -5,6 +5,7 @@ peer's ``thread`` query shows a public comment only on a shift its ``master`` ho
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest_twisted
@@ -13,6 +14,7 @@ import shiftpeer.roles.remote as remote
 from flowmesh import eventually as eventually_mesh, mesh  # noqa: F401 (the mesh fixture)
 from shiftpeer.identity import NodeKey
 from shiftpeer.ids import bound_id
+from shiftpeer.store.database import Database
 from tests.helpers_identity import signed_doc
 from tests.helpers_node import eventually
 from tests.test_gossip_federation import hub_and_full_peer, registered, started  # noqa: F401 (the fixture)
@@ -83,10 +85,19 @@ async def test_a_full_peers_public_shift_claiming_a_group_is_not_in_its_answer(m
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_group_shift_that_arrived_first_from_the_inbox_shows_once_the_group_sends_it(mesh):
+async def test_a_group_shift_that_arrived_first_from_the_inbox_shows_once_the_group_sends_it(mesh, monkeypatch):
     """Alice sends a shift to club and to bob before bob joins club: it reaches bob's feed from his inbox
     only. Once he joins, the pull of group/club has nothing to send for it, yet tags it, and his feed's club
-    query shows it."""
+    query shows it. The tagging is a job of the store's writer thread, never a write in the reactor's
+    (which would wait for a commit under way)."""
+    threads: list[str] = []
+    real = Database.add_vis_held
+
+    def recording(self, docids, tokens):
+        threads.append(threading.current_thread().name)
+        return real(self, docids, tokens)
+
+    monkeypatch.setattr(Database, "add_vis_held", recording)
     await mesh.start()
     alice, bob = mesh["alice"], mesh["bob"]
     await alice.flows.group("new", "club")
@@ -97,6 +108,7 @@ async def test_a_group_shift_that_arrived_first_from_the_inbox_shows_once_the_gr
     await alice.flows.group("invite", "club", user="bob", level="read")
     await bob.flows.group("join", "club")
     await eventually_mesh(lambda: "group:club" in bob.feed().get(sid).vis, "the group pull tags the shift bob holds")
+    assert threads and set(threads) == {"shiftpeer-store-writer"}, threads
     await _offline(bob)
     assert await _group_ids(bob) == [sid]
 

@@ -88,8 +88,7 @@ class Puller:
         missing = self.db.revs_diff({docid: revs for docid, revs in ch}) if ch else {}
         want = [[docid, revs] for docid, revs in missing.items() if revs]
         if self.vis is not None and len(want) < len(ch):
-            # offered ids held whole get the tokens now, before this batch's checkpoint: a crash tags them again
-            self.db.add_vis_held([docid for docid, _revs in ch if not missing.get(docid)], self.vis)
+            self._tag_held([docid for docid, _revs in ch if not missing.get(docid)])
         inline = msg.get("docs")
         if inline is not None:
             # live mode: the docs came with the changes; keep only the revisions missing here
@@ -123,6 +122,17 @@ class Puller:
         batch.state = "verifying"
         d = maybeDeferred(self.mgr.validator, batch.docs)
         d.addCallbacks(self._verified, self._verify_failed, callbackArgs=(batch,))
+
+    def _tag_held(self, docids: list) -> None:
+        """Give this pull's tokens to offered ids the database already holds whole (the source holds them
+        too: a group shift that came first from the inbox). A job in the store's writer, queued before this
+        batch's own (the writer runs jobs in order), so it commits no later than the batch's checkpoint and a
+        crash tags them again; not in the reactor thread, which would wait for a commit under way. A failure
+        is logged: the documents stay untagged, and a feed-answered group query leaves them out."""
+        d = self.mgr.store.run_in_writer(self.db.add_vis_held, docids, self.vis)
+        d.addErrback(lambda f: log.failure("{peer}: tagging {n} documents held in {db} with {vis} failed", f,
+                                           peer=self.mgr.conn.peer_id, n=len(docids), db=self.local_db,
+                                           vis=self.vis))
 
     def _verified(self, oks: list, batch: _Batch) -> None:
         if not self.stopped and self._genuine(oks, batch):
