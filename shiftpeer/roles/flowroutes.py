@@ -14,7 +14,8 @@ from shiftpeer.shifts import NotAuthor, ShiftNotFound
 
 STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_registered": 403,
           "not_found": 404, "no_user": 404, "no_group": 404, "name_taken": 409, "already_registered": 409,
-          "already_member": 409, "conflict": 409, "not_public_here": 409}
+          "already_member": 409, "conflict": 409, "not_public_here": 409,
+          "shift_gone": 409}
 FEED_PARAMS = ("href", "domain", "space", "author", "group", "thread", "type")
 MAX_NAMES = 100   # account ids per GET /v1/names (one hub call)
 

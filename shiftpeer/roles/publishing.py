@@ -104,6 +104,10 @@ class Publisher:
             return False
         return True
 
+    def comment_shift(self, docid: str) -> Any:
+        """The shift the user's own live comment ``docid`` answers (its body's ``shift``)."""
+        return self._own(docid, "comment", "edit")[1].body.get("shift")
+
     def current(self, shift_id: str) -> dict | None:
         """The revision every target should hold: the winner in user/public if it has the doc, else private."""
         leaves = self._leaves(shift_id)

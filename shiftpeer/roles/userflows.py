@@ -143,8 +143,26 @@ class UserFlows:
         if rev is not None and not isinstance(rev, str):
             raise FlowError("rev must be the comment's revision string", "bad_request")
         yield self._require_own_comment(comment_id)
+        yield self._require_shift_there(self.publisher.comment_shift(comment_id))
         result = yield self.publisher.edit_comment(comment_id, text, rev)
         return result
+
+    @inlineCallbacks
+    def _require_shift_there(self, shift_id: Any):
+        """Refuse with shift_gone (409) an edit of a comment on a shift deleted, or one the hub no longer shows
+        this user: every place refuses such an edit (a comment needs a shift its author can see) and keeps the
+        text it has, yet the edit of a public comment answered ``public: ok`` (it goes by replication). This
+        node knows from its feed (a tombstone there) or from the hub, when it answers; offline, the edit is
+        written and the refusal shows in ``status`` once the hub sees it."""
+        if not isinstance(shift_id, str) or not shift_id or self.publisher.owns(shift_id):
+            return
+        held = self.store.database(FEED).get(shift_id)
+        gone = held is not None and held.deleted
+        if not gone and self.hub_answers:
+            gone = (yield self.from_hub(shift_id)) is None
+        if gone:
+            raise FlowError(f"the shift {shift_id} this comment answers is deleted, or you may no longer see it: no "
+                            f"place would keep a new text of the comment; delete the comment instead", "shift_gone")
 
     @inlineCallbacks
     def delete_comment(self, comment_id: str):
