@@ -314,8 +314,7 @@ class Shifts:
             raise InvalidShift("keep must be a revision string, as 'shift show' lists it")
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        elsewhere = branches_elsewhere(self._store, db, doc, self.account_id)
-        later = later_edit(self._store, db, doc, self.account_id)   # it stands for ``doc``, and joins the copy
+        elsewhere, later = feed_revisions(self._store, db, doc, self.account_id)   # later stands for ``doc``
         first = doc.rev if later is None else later["rev"]
         elsewhere += [later] if later is not None else []
         live = [first, *(doc.conflicts or []), *(d["rev"] for d in elsewhere if d["rev"] != first)]
@@ -400,8 +399,8 @@ class Shifts:
         if not live:
             raise ShiftNotFound(f"no shift {shift_id} on this node (list shifts with 'shiftpeer feed')")
         name, doc = live[0]
-        elsewhere = [] if name == FEED else branches_elsewhere(self._store, self._db(name), doc, self.account_id)
-        later = None if name == FEED else later_edit(self._store, self._db(name), doc, self.account_id)
+        elsewhere, later = ([], None) if name == FEED else feed_revisions(self._store, self._db(name), doc,
+                                                                           self.account_id)
         return ShiftView(
             id=doc.id,
             rev=doc.rev if later is None else later["rev"],
@@ -480,8 +479,16 @@ def later_edit(store: Any, db: Any, doc: Any, account_id: str) -> dict | None:
     holds: another copy of the account edited on from it, and every reader now sees that edit. An edit here
     builds on it; continuing ``doc`` made the two edits sibling branches (a conflict) wherever they met.
     None when there is none."""
-    return next((d for d in branches_elsewhere(store, db, doc, account_id, later=True) if doc.rev in d["history"][1:]),
-                None)
+    return feed_revisions(store, db, doc, account_id)[1]
+
+
+def feed_revisions(store: Any, db: Any, doc: Any, account_id: str) -> tuple[list[dict], dict | None]:
+    """(``branches_elsewhere``'s branches, ``later_edit``'s revision) from one read of user/feed (and one
+    signature check each), for the callers that need both (``show``, ``resolve``)."""
+    found = branches_elsewhere(store, db, doc, account_id, later=True)
+    mine = {doc.rev, *(doc.conflicts or [])}
+    return ([d for d in found if not mine.intersection(d["history"])],
+            next((d for d in found if doc.rev in d["history"][1:]), None))
 
 
 def put_on_latest(store: Any, db: Any, docid: str, body: dict, later: dict | None, parent: str,

@@ -132,8 +132,12 @@ class UserFlows:
         if not self.full_peer or shift["body"].get("author") == self.key.account_id \
                 or not self.store.has_database("master"):
             return True
-        held = self.store.database("master").get(shift["id"])
-        return held is not None and not held.deleted
+        return bool(self._live_in_master([shift["id"]]))
+
+    def _live_in_master(self, ids: list[str]) -> set[str]:
+        """Those of ``ids`` this node's ``master`` holds live (a full peer's: public, anyone may see them)."""
+        master = self.store.database("master")
+        return {i for i in ids if (held := master.get(i)) is not None and not held.deleted}
 
     @inlineCallbacks
     def edit_comment(self, comment_id: str, text: Any, rev: Any = None):
@@ -311,8 +315,7 @@ class UserFlows:
         make one; other comments come only from the hub's checked databases (a group, the inbox)."""
         if not self.full_peer or not self.store.has_database("master"):
             return keep
-        master = self.store.database("master")
-        public = {s for s in shifts if (held := master.get(s)) is not None and not held.deleted}
+        public = self._live_in_master(shifts)
         return lambda d: keep(d) and (not audience.of(d.body)["public"] or d.body.get("shift") in public)
 
     def _localise(self, q: dict, social: dict) -> dict:
