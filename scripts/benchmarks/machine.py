@@ -9,6 +9,7 @@ The same code takes up to ~1.7x the time from one minute to the next on this VM 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -27,8 +28,12 @@ def loop_seconds(n: int = LOOP_N) -> float:
 
 
 def main(argv: list[str]) -> None:
-    runs = [loop_seconds() for _ in range(1 if "--quick" in argv else 5)]
-    if "--json" not in argv:
+    ap = argparse.ArgumentParser(prog="scripts/bench machine", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one timing of the loop instead of five")
+    ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = ap.parse_args(argv)
+    runs = [loop_seconds() for _ in range(1 if args.quick else 5)]
+    if not args.json:
         print(f"{LOOP_N:,} iterations of a pure-Python loop: " + ", ".join(f"{s:.3f} s" for s in runs))
     print(json.dumps({"loop_n": LOOP_N, "loop_s": runs, "loop_s_min": min(runs), "loop_s_max": max(runs)}))
 

@@ -98,7 +98,8 @@ def install() -> dict:
 def main(argv: list[str]) -> None:
     from sync import scenario_args  # scripts/benchmarks/sync.py: the same scenarios
 
-    _quick, as_json, n, live_n = scenario_args(argv)
+    _quick, as_json, n, live_n, _rules = scenario_args(argv, prog="scripts/bench pouchdb", doc=__doc__,
+                                                    user_rules=False)
     versions = install()
     tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-pouchdb-")
     env = dict(os.environ, BENCH_NODE_DIR=NODE_DIR)

@@ -28,6 +28,7 @@ validator has not checked already), not straight into the store.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -195,25 +196,39 @@ def helper_cpu(source_pid: int) -> dict[int, float]:
     return out
 
 
-def scenario_args(argv: list[str]) -> tuple[bool, bool, int, int]:
-    """(quick, as_json, documents, live writes) from the command line; scripts/bench pouchdb runs the same
-    scenarios, so it reads them here too."""
-    quick = "--quick" in argv
-    n = 10_000 if quick else 100_000
-    if "--docs" in argv:
-        n = int(argv[argv.index("--docs") + 1])
-    return quick, "--json" in argv, n, 100 if quick else 1000
+def scenario_args(argv: list[str], prog: str = "scripts/bench sync", doc: str | None = None,
+                  user_rules: bool = True) -> tuple[bool, bool, int, int, bool]:
+    """(quick, as_json, documents, live writes, user_rules) from the command line; scripts/bench pouchdb
+    runs the same scenarios, so it reads them here too. An unknown flag or ``--help`` stops before any work."""
+    ap = argparse.ArgumentParser(prog=prog, description=(doc or __doc__).splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10,000 shifts and 100 live writes")
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    ap.add_argument("--docs", type=int, metavar="N", help="shifts to pull (default 100,000; 10,000 with --quick)")
+    if user_rules:
+        ap.add_argument("--user-rules", action="store_true",
+                        help="store through a user node's rules, not straight into the store")
+    args = ap.parse_args(argv)
+    n = args.docs if args.docs is not None else (10_000 if args.quick else 100_000)
+    if n < 1:
+        ap.error("--docs must be at least 1")
+    return args.quick, args.json, n, 100 if args.quick else 1000, getattr(args, "user_rules", False)
+
+
+def result_lines(results: dict, targets: dict[str, str]) -> list[str]:
+    """The human-readable table: one line a key, its value (lists as they are) and its target if any."""
+    return [f"{k:34} {v if isinstance(v, (int, float, str)) else json.dumps(v):>12}   {targets.get(k, '')}".rstrip()
+            for k, v in results.items()]
 
 
 def main(argv: list[str]) -> None:
-    quick, as_json, n, live_n = scenario_args(argv)
+    quick, as_json, n, live_n, user_rules = scenario_args(argv)
     loop_before = loop_seconds()
     tmp = tempfile.mkdtemp(prefix="shiftpeer-bench-sync-")
     child = subprocess.Popen([sys.executable, __file__, "--source", tmp, str(n)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, bufsize=1)
     try:
         info = json.loads(child.stdout.readline())
-        results = run_receiver(tmp, info, n, live_n, child, user_rules="--user-rules" in argv)
+        results = run_receiver(tmp, info, n, live_n, child, user_rules=user_rules)
     finally:
         try:
             child.stdin.write("quit\n")
@@ -226,8 +241,7 @@ def main(argv: list[str]) -> None:
     if not as_json:
         targets = {"pull_docs_per_s": ">= 10000", "incremental_1000_s": "<= 0.15", "noop_reconnect_ms": "<= 20",
                    "noop_reconnect_bytes": "<= 2048", "live_p50_ms": "<= 2", "live_p99_ms": "<= 10"}
-        for k, v in results.items():
-            print(f"{k:28} {v:>12}   {targets.get(k, '')}")
+        print("\n".join(result_lines(results, targets)))
     print(json.dumps(results))
 
 
