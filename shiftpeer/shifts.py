@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from shiftpeer.ids import bound_id
 from shiftpeer.store import InvalidDocument, codec
-from shiftpeer.store.revs import compute_rev
+from shiftpeer.store.revs import compute_rev, winner_key
 from shiftpeer.urls import BadHref, lookup_forms, normalize_href
 
 PRIVATE = "user/private"
@@ -266,8 +266,9 @@ class Shifts:
 
     def edit(self, shift_id: str, fields: dict) -> dict:
         """Write a new revision of one of the user's shifts where it lives (private or public), on its latest
-        revision: a later edit another copy of the account made, which only user/feed holds, joins the own copy
-        first (``later_edit``), else the two edits were a conflict wherever they met."""
+        revision (``account_revisions``' ``first``, what ``show`` prints): a later edit another copy of the account
+        made, which only user/feed holds, joins the own copy first (``later_edit``), else the two edits were a
+        conflict wherever they met. Other live branches stay, as ``show``'s conflicts, until a resolve."""
         if not isinstance(fields, dict):
             raise InvalidShift("the request body must be a JSON object")
         unknown = set(fields) - {"summary", "content", "rev"}
@@ -306,21 +307,21 @@ class Shifts:
 
     def resolve(self, shift_id: str, keep: Any = None) -> dict:
         """End a conflict on the user's own shift: a signed tombstone on every live leaf but ``keep`` (default:
-        the current winner), in one transaction, where the shift lives. The tombstones reach every copy the
-        way an edit does (user/public's replication, the outbox's delivery). A resolve picks the content, not
-        where the shift is published: when the branches' signed audiences differ, the kept revision gets a
-        new signed revision on top with their union (``_keep_widened``). Returns the revision that wins."""
+        the revision ``show`` prints), in one transaction, where the shift lives; the revisions only user/feed
+        holds join it first (``account_revisions``: where another copy edited on from a branch, that edit is the
+        leaf, not the branch). The tombstones reach every copy the way an edit does (user/public's replication,
+        the outbox's delivery). A resolve picks the content, not where the shift is published: when the
+        branches' signed audiences differ, the kept revision gets a new signed revision on top with their union
+        (``_keep_widened``). Returns the revision that wins."""
         if keep is not None and not isinstance(keep, str):
             raise InvalidShift("keep must be a revision string, as 'shift show' lists it")
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        elsewhere, later = feed_revisions(self._store, db, doc, self.account_id)   # later stands for ``doc``
-        first = doc.rev if later is None else later["rev"]
-        elsewhere += [later] if later is not None else []
-        live = [first, *(doc.conflicts or []), *(d["rev"] for d in elsewhere if d["rev"] != first)]
+        revs = account_revisions(self._store, db, doc, self.account_id)
+        elsewhere, live = revs.joining, revs.live
         if len(live) == 1:
-            raise NoConflicts(f"shift {shift_id} has no conflicts: {first} is its only live revision")
-        keep = first if keep is None else keep
+            raise NoConflicts(f"shift {shift_id} has no conflicts: {revs.first} is its only live revision")
+        keep = revs.first if keep is None else keep
         if keep not in live:
             raise InvalidShift(f"keep {keep[:100]!r} is not a live revision of shift {shift_id} "
                                f"(live: {', '.join(live)})")
@@ -385,9 +386,10 @@ class Shifts:
             raise NotAuthor(f"shift {shift_id} is by {author}; only its author may change it")
 
     def show(self, shift_id: str) -> ShiftView:
-        """The shift's winning revision, its conflicts, and every local database that holds it. The conflicts
-        of the user's own copy include their branches only user/feed holds (``branches_elsewhere``); a later
-        edit only user/feed holds is the revision shown (``later_edit``: the one an edit continues)."""
+        """The shift's winning revision, its conflicts, and every local database that holds it. For the user's
+        own copy these include the revisions only user/feed holds (``account_revisions``): a later edit of the
+        winner, or a deeper one of a losing branch, is the revision shown (the one an edit continues), and a
+        continued branch is listed at its continuation."""
         check_id(shift_id)
         found: list[tuple[str, Any]] = []
         for name in (*OWN_DATABASES, FEED):
@@ -399,14 +401,14 @@ class Shifts:
         if not live:
             raise ShiftNotFound(f"no shift {shift_id} on this node (list shifts with 'shiftpeer feed')")
         name, doc = live[0]
-        elsewhere, later = ([], None) if name == FEED else feed_revisions(self._store, self._db(name), doc,
-                                                                           self.account_id)
+        revs = AccountRevisions(doc.rev, None, list(doc.conflicts or []), []) if name == FEED else \
+            account_revisions(self._store, self._db(name), doc, self.account_id)
         return ShiftView(
             id=doc.id,
-            rev=doc.rev if later is None else later["rev"],
+            rev=revs.first,
             deleted=bool(doc.deleted),
-            body=dict(doc.body if later is None else later["body"]),
-            conflicts=[*(doc.conflicts or []), *(d["rev"] for d in elsewhere)],
+            body=dict(doc.body if revs.later is None else revs.later["body"]),
+            conflicts=revs.conflicts,
             databases=[n for n, _ in live],
         )
 
@@ -457,38 +459,67 @@ class Shifts:
         }
 
 
-def branches_elsewhere(store: Any, db: Any, doc: Any, account_id: str, later: bool = False) -> list[dict]:
+def feed_only_revisions(store: Any, db: Any, doc: Any, account_id: str) -> list[dict]:
     """The author's live revisions of a document that user/feed holds but the own copy (``db``, whose winner is
-    ``doc``) has never seen: branches made by another copy of the account (or before a restored backup) that
-    came back through the hub. Each must verify under the author's key; one that descends from a live revision
-    of the own copy is a later edit, not a conflict, and is left alone (``later``: it counts too, for a delete)."""
+    ``doc``) has never seen: made by another copy of the account (or before a restored backup) and come back
+    through the hub. Each must verify under the author's key. ``account_revisions`` sorts them out."""
     if not store.has_database(FEED):
         return []
     from shiftpeer.identity.signing import verify_repl_doc
 
-    mine = {doc.rev, *(doc.conflicts or [])}
     found = [d for d in store.database(FEED).get_repl_docs([(doc.id, None)])
              if not d["deleted"] and d["body"].get("author") == account_id]
     unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
-    return [d for d in found if d["rev"] in unknown and (later or not mine.intersection(d["history"]))
-            and verify_repl_doc(d)]
+    return [d for d in found if d["rev"] in unknown and verify_repl_doc(d)]
+
+
+@dataclass
+class AccountRevisions:
+    """Every live revision of the author's document, the own copy's and those only user/feed holds
+    (``account_revisions``): what ``show`` lists, ``resolve`` chooses from and ``delete`` tombstones."""
+
+    #: The revision shown, edited on and kept by default: the store's winner among the own copy's live leaves,
+    #: each taken at its newest continuation in the feed (what every place that holds both now shows).
+    first: str
+    #: ``first``'s repl doc when only the feed holds it (an edit joins it to the own copy first), else None.
+    later: Optional[dict]
+    #: The other live revisions: the own leaves (or their continuations) in losing order, then the branches
+    #: only the feed holds, which descend from no live leaf of the own copy.
+    conflicts: list[str]
+    #: The feed-only revisions among these, to join the own copy before anything is written on them.
+    joining: list[dict]
+
+    @property
+    def live(self) -> list[str]:
+        return [self.first, *self.conflicts]
+
+
+def account_revisions(store: Any, db: Any, doc: Any, account_id: str) -> AccountRevisions:
+    """The live revisions of the author's document (winner ``doc`` in its own copy ``db``) once the feed's
+    revisions of it (``feed_only_revisions``) join the own copy. One that descends from a live leaf of the own
+    copy continues that leaf, which is then no longer live: another copy of the account edited on from it,
+    from the winner (a later edit, not a conflict) or from a losing branch (the copy went on with the branch
+    that lost here; that edit, deeper, may now win everywhere it went: docs/flows.md, *Conflicts*). The others
+    are branches beside the own copy."""
+    found = feed_only_revisions(store, db, doc, account_id)
+    own = [doc.rev, *(doc.conflicts or [])]
+    mine = set(own)
+    onward = [d for d in found if mine.intersection(d["history"])]
+    continued = {r for d in onward for r in d["history"] if r in mine}
+    leaves = sorted([r for r in own if r not in continued] + [d["rev"] for d in onward],
+                    key=lambda r: winner_key(r, False), reverse=True)
+    branches = [d["rev"] for d in found if not mine.intersection(d["history"])]
+    return AccountRevisions(first=leaves[0], later=next((d for d in onward if d["rev"] == leaves[0]), None),
+                            conflicts=[*leaves[1:], *branches], joining=found)
 
 
 def later_edit(store: Any, db: Any, doc: Any, account_id: str) -> dict | None:
-    """The author's newest revision that continues the own copy's winner ``doc`` (in ``db``) but only user/feed
-    holds: another copy of the account edited on from it, and every reader now sees that edit. An edit here
-    builds on it; continuing ``doc`` made the two edits sibling branches (a conflict) wherever they met.
-    None when there is none."""
-    return feed_revisions(store, db, doc, account_id)[1]
-
-
-def feed_revisions(store: Any, db: Any, doc: Any, account_id: str) -> tuple[list[dict], dict | None]:
-    """(``branches_elsewhere``'s branches, ``later_edit``'s revision) from one read of user/feed (and one
-    signature check each), for the callers that need both (``show``, ``resolve``)."""
-    found = branches_elsewhere(store, db, doc, account_id, later=True)
-    mine = {doc.rev, *(doc.conflicts or [])}
-    return ([d for d in found if not mine.intersection(d["history"])],
-            next((d for d in found if doc.rev in d["history"][1:]), None))
+    """The revision an edit of the author's document continues when only user/feed holds it
+    (``account_revisions``' ``first``): another copy of the account edited on from the own copy's winner ``doc``
+    (in ``db``), or from a losing branch, deeper than the winner, and every reader now sees that edit. An edit
+    here builds on it; continuing ``doc`` made the two edits sibling branches (a conflict) wherever they met.
+    None when ``doc`` is that revision."""
+    return account_revisions(store, db, doc, account_id).later
 
 
 def put_on_latest(store: Any, db: Any, docid: str, body: dict, later: dict | None, parent: str,
@@ -524,13 +555,12 @@ def audience_union(bodies: list[dict], refused: Any = ()) -> dict:
 
 
 def delete_everywhere(store: Any, db: Any, doc: Any, tomb: dict, sign: Signer) -> str:
-    """Tombstone every live revision of the author's document (winner ``doc`` in its own copy ``db``): its
-    conflicts, and the branches and later edits only user/feed holds (``branches_elsewhere``), which would
-    otherwise win over the tombstone. Returns the first tombstone's rev."""
-    elsewhere = branches_elsewhere(store, db, doc, tomb["author"], later=True)
-    merged = {r for d in elsewhere for r in d["history"][1:]}   # own leaves a later edit elsewhere continues
-    live = [r for r in (doc.rev, *(doc.conflicts or [])) if r not in merged] + [d["rev"] for d in elsewhere]
-    return write_tombstones(store, db, doc, elsewhere, live, tomb, sign)[0]
+    """Tombstone every live revision of the author's document (winner ``doc`` in its own copy ``db``), in one
+    transaction: its conflicts, and the revisions only user/feed holds (``account_revisions``), branches and
+    continuations of the own leaves, which would otherwise win over the tombstone. Returns the first
+    tombstone's rev."""
+    revs = account_revisions(store, db, doc, tomb["author"])
+    return write_tombstones(store, db, doc, revs.joining, revs.live, tomb, sign)[0]
 
 
 def _refused_targets(store: Any, docid: str) -> list[str]:
