@@ -116,7 +116,8 @@ class Gossip:
             return False
         p = start_gossip_pull(conn, self.dbname, self.dbname, inflight=self.inflight, seen=self.seen,
                               clock=self.clock, timeout=self.timeout, on_strike=self.strike,
-                              lazy=self.lazy, flood=self.flood)
+                              lazy=self.lazy, flood=self.flood,
+                              on_bad_revision=lambda n: self._count("bad_revision", n))
         self.pulls[peer] = p
         p.handle.done.addErrback(lambda f: log.info("gossip pull from {peer} ended: {why}", peer=peer,
                                                     why=f.getErrorMessage()))
@@ -135,11 +136,11 @@ class Gossip:
             self._count("banned")
         self._changed()
 
-    def _count(self, event: str) -> None:
+    def _count(self, event: str, n: int = 1) -> None:
         """Count a gossip event here (status) and in the sync counters (``shiftpeer_gossip_events``)."""
-        self.counters[event] += 1
+        self.counters[event] += n
         if self.sync_counters is not None:
-            self.sync_counters["gossip." + event] += 1
+            self.sync_counters["gossip." + event] += n
 
     def _changed(self) -> None:
         for fn in list(self.on_change):
@@ -279,5 +280,5 @@ class Gossip:
 
     def stats(self) -> dict:
         return {"neighbours": sorted(self.pulls), "banned": dict(self.scores.bans),
-                "refused": 0, "author_conflict": 0, "announce_unproven": 0,
+                "refused": 0, "author_conflict": 0, "bad_revision": 0, "announce_unproven": 0,
                 "inflight": len(self.inflight), **dict(self.inflight.counters), **dict(self.counters)}
