@@ -3,7 +3,9 @@
 ``host``: an unregistered key, one per announcement, filled the list full peers dial from with addresses
 of its choice (its own nodes, or someone else's host). The hub now lists only its registered users and
 configured relays, and logs the refusal; a full peer that connected before registering is listed once it
-has. Real hub and full peer nodes over TLS on 127.0.0.1."""
+has. A registered account could still name someone else's host: the hub now lists an address only once it
+has dialled it and met the announcer's key there (tests/test_gossip_announce_proofs.py has the bounds).
+Real hub and full peer nodes over TLS on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ import pytest_twisted
 from shiftpeer.identity import NodeKey
 from shiftpeer.sync.protocol import RemoteError
 from tests.helpers_node import eventually
-from tests.test_fullpeer_intake import Relay, logged  # noqa: F401 (the logged fixture)
-from tests.test_gossip_federation import hub_and_full_peer, registered, started  # noqa: F401 (the fixture)
+from tests import test_fullpeer_intake, test_gossip_federation
+from tests.test_fullpeer_intake import Relay
+from tests.test_gossip_federation import hub_and_full_peer, node, registered
+
+#: The fixtures these tests use (bound here, not imported by name: a name the tests' arguments shadow).
+logged, started = test_fullpeer_intake.logged, test_gossip_federation.started
 
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.allow_logged_errors
-async def test_only_registered_full_peers_are_listed_for_others_to_dial(tmp_path, started, logged):  # noqa: F811
+async def test_only_registered_full_peers_are_listed_for_others_to_dial(tmp_path, started, logged):
     hub, fp, ph, pf = hub_and_full_peer(tmp_path, started, "fp")
     stranger = Relay(tmp_path / "stranger", NodeKey.generate(), "stranger")
     try:
@@ -34,3 +40,30 @@ async def test_only_registered_full_peers_are_listed_for_others_to_dial(tmp_path
         assert (await stranger.proto.call("gossip.peers", {}))["peers"] == [f"127.0.0.1:{pf}"]
     finally:
         stranger.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_registered_full_peer_naming_another_nodes_address_is_not_listed(tmp_path, started, logged):
+    """Registered full peers fp (listening) and mallory (not listening): mallory announces fp's address as
+    its own. The hub dials it, meets fp's key, and does not list it (logged naming mallory and the address,
+    counted in its gossip status); fp, announcing its own address, is listed after the same check, so the
+    list full peers dial from holds fp's address once, as fp's."""
+    hub, fp, ph, pf = hub_and_full_peer(tmp_path, started, "fp")
+    mallory = node(tmp_path / "mallory", "mallory", full_peer=True, connect=f"127.0.0.1:{ph}",
+                   ca=str(tmp_path / "c" / "ca.pem"))
+    started.append(mallory)
+    await registered(fp)
+    await registered(mallory)
+    gossip = hub.role("federation").gossip
+    await eventually(lambda: fp.account_id in gossip.announced, timeout=15)
+    assert gossip.announced == {fp.account_id: f"127.0.0.1:{pf}"}
+    assert [x for x in logged if "listing" in x and fp.account_id in x and "its key answered there" in x]
+    conn = mallory.role("full-peer").hub_conn
+    answer = await conn.call("gossip.announce", {"port": pf, "host": "127.0.0.1"})
+    assert answer == {"address": f"127.0.0.1:{pf}", "listed": False}
+    await eventually(lambda: gossip.counters["announce_unproven"] == 1, timeout=15)
+    assert gossip.announced == {fp.account_id: f"127.0.0.1:{pf}"}
+    assert (await conn.call("gossip.peers", {}))["peers"] == [f"127.0.0.1:{pf}"]
+    assert [x for x in logged if "not listing" in x and mallory.account_id in x and f"127.0.0.1:{pf}" in x
+            and fp.account_id in x]
+    assert hub.status()["gossip"]["events"]["announce_unproven"] == 1

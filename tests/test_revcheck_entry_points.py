@@ -184,8 +184,8 @@ async def test_a_hub_that_names_no_parents_still_answers_with_signed_rows(mesh, 
 async def test_a_gossip_neighbour_sending_a_revision_that_does_not_check_is_not_banned(tmp_path, started, logged):
     """Full peer A's master holds a public shift whose later revision does not check (A is an older build
     that stored what came) next to a genuine one; full peer B gossips master from A: B stores the genuine
-    shift, refuses the other revision on its own (logged naming A, counted, A told with bad_revision), and
-    neither strikes nor bans A: both stay neighbours."""
+    shift, refuses the other revision on its own (logged naming A, counted, also among the gossip events of
+    B's status, A told with bad_revision), and neither strikes nor bans A: both stay neighbours."""
     bad: dict = {}
 
     def fill(a) -> None:
@@ -199,6 +199,8 @@ async def test_a_gossip_neighbour_sending_a_revision_that_does_not_check_is_not_
     assert [(r.docid, r.rev, r.code) for r in rep.refused] == [("first", bad["rev"], "bad_revision")]
     assert b.store.database("master").get("first", bad["rev"]) is None
     assert b.sync_factory.counters["bad_revision.sync"] == 1
+    assert b.status()["gossip"]["events"]["bad_revision"] == 1            # gossip's own status counts it too
+    assert b.sync_factory.counters["gossip.bad_revision"] == 1            # shiftpeer_gossip_events_total
     assert [x for x in logged if "refused first" in x and a.account_id in x and "not held against" in x]
     assert not gossip.scores.banned(a.account_id) and gossip.scores.score(a.account_id) == 0
     assert a.account_id in gossip.pulls and b.account_id in a.role("full-peer").gossip.pulls

@@ -102,7 +102,8 @@ class NodeCollector:
         seq = GaugeMetricFamily("shiftpeer_database_seq", "Update sequence of the node's own and largest databases",
                                 labels=["db"])
         gossip_events = CounterMetricFamily("shiftpeer_gossip_events", "Gossiped documents refused, author "
-                                            "conflicts (not held against the relay), neighbours banned",
+                                            "conflicts (not held against the relay), bad revisions, "
+                                            "neighbours banned, announced addresses not proven",
                                             labels=["event"])
         local_lag = GaugeMetricFamily("shiftpeer_local_replication_lag", "Changes not yet copied", labels=["flow"])
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 from twisted.logger import Logger
 
 from shiftpeer.gossip.inflight import LAZY_TIMEOUT, InFlight, Seen, start_gossip_pull
+from shiftpeer.gossip.proofs import PROOF_TIMEOUT, AddressProofs, Dial
 from shiftpeer.gossip.scores import PeerScores, strikes_relay
 from shiftpeer.sync.replication import default_store_batch
 from shiftpeer.sync.refusedrevs import sift
@@ -48,7 +49,8 @@ class Gossip:
     def __init__(self, store: Any, clock: Any, *, dbname: str = "master", check: Optional[Check] = None,
                  scores: Optional[PeerScores] = None, timeout: float = LAZY_TIMEOUT, max_pulls: int = 64,
                  lazy: bool = True, flood: bool = False, suppress: bool = True,
-                 strike_refused: bool = True, close_banned: bool = True) -> None:
+                 strike_refused: bool = True, close_banned: bool = True, dial: Optional[Dial] = None,
+                 proof_timeout: float = PROOF_TIMEOUT) -> None:
         self.store = store
         self.clock = clock
         self.dbname = dbname
@@ -64,7 +66,11 @@ class Gossip:
         self.inflight = InFlight()
         self.seen = Seen()
         self.pulls: dict[str, Any] = {}          # peer id -> GossipPuller
-        self.announced: dict[str, str] = {}      # peer id -> "host:port" it opted in with
+        self.announced: dict[str, str] = {}      # peer id -> "host:port" it opted in with, proven its own
+        #: announced addresses are listed only once the node has dialled them and met the announcer's key
+        #: (``dial`` None: this node cannot dial, and lists nobody)
+        self.proofs = AddressProofs(clock, dial, proven=self._proven, unproven=self._unproven,
+                                    timeout=proof_timeout) if dial is not None else None
         self.counters: collections.Counter = collections.Counter()
         self.on_change: list[Callable[[], None]] = []
         #: may_announce(peer id): may this peer be listed for others to dial? (a hub: its registered users
@@ -110,7 +116,8 @@ class Gossip:
             return False
         p = start_gossip_pull(conn, self.dbname, self.dbname, inflight=self.inflight, seen=self.seen,
                               clock=self.clock, timeout=self.timeout, on_strike=self.strike,
-                              lazy=self.lazy, flood=self.flood)
+                              lazy=self.lazy, flood=self.flood,
+                              on_bad_revision=lambda n: self._count("bad_revision", n))
         self.pulls[peer] = p
         p.handle.done.addErrback(lambda f: log.info("gossip pull from {peer} ended: {why}", peer=peer,
                                                     why=f.getErrorMessage()))
@@ -122,18 +129,18 @@ class Gossip:
         p = self.pulls.get(peer)
         if p is not None and p.mgr.conn is conn:
             del self.pulls[peer]
-        if self.announced.get(peer) and not any(c.peer_id == peer for c in conn.factory.connections):
+        if self.announced.get(peer) and not self._still_connected(conn):
             self.announced.pop(peer, None)
         if self.scores.closed(conn):
             self.seen.forget(peer)
             self._count("banned")
         self._changed()
 
-    def _count(self, event: str) -> None:
+    def _count(self, event: str, n: int = 1) -> None:
         """Count a gossip event here (status) and in the sync counters (``shiftpeer_gossip_events``)."""
-        self.counters[event] += 1
+        self.counters[event] += n
         if self.sync_counters is not None:
-            self.sync_counters["gossip." + event] += 1
+            self.sync_counters["gossip." + event] += n
 
     def _changed(self) -> None:
         for fn in list(self.on_change):
@@ -206,23 +213,55 @@ class Gossip:
 
     # -- discovery -------------------------------------------------------------------------------
     def rpc_announce(self, conn: Any, args: dict) -> dict:
-        """``gossip.announce {port, host?}``: list the caller as a full peer others may dial."""
+        """``gossip.announce {port, host?}``: list the caller as a full peer others may dial, once this node
+        has dialled the address and met the caller's key there (``proofs``). Answers at once: ``listed``
+        false while the proof runs (or after one failed: the log says why, the caller is not told)."""
         if not self.is_firehose(conn) or self.scores.banned(conn.peer_id):
             raise ValueError("only full peers and hubs may announce themselves")
         if not self.may_announce(conn.peer_id):
             log.warn("refused the gossip announcement of {peer}: not registered here", peer=conn.peer_id)
             raise ValueError("only full peers registered on this hub may announce themselves: register first")
+        if self.proofs is None:
+            raise ValueError("this node lists no full peers")
         port = args.get("port")
         host = args.get("host")
-        if not isinstance(port, int) or not 0 < port < 65536:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise ValueError("port must be a number from 1 to 65535")
         if host is None:
             host = conn.transport.getPeer().host
         if not isinstance(host, str) or not host or len(host) > 255 or "/" in host:
             raise ValueError("host must be a host name or address")
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.announced[conn.peer_id] = address
-        return {"address": address}
+        peer = conn.peer_id
+        if self.announced.get(peer) != address:
+            started = self.proofs.start(peer, host, port, address)
+            if started == "running":
+                address = self.proofs.running_address(peer) or address   # the proof under way decides
+            elif started == "proving" and peer in self.proofs.running:
+                conn.when_closed().addBoth(lambda _: self._announcer_closed(conn))
+        return {"address": address, "listed": self.announced.get(peer) == address}
+
+    @staticmethod
+    def _still_connected(conn: Any) -> bool:
+        """Has ``conn``'s peer another connection here (``conn`` is closed)?"""
+        return any(c.peer_id == conn.peer_id for c in conn.factory.connections)
+
+    def _announcer_closed(self, conn: Any) -> None:
+        if not self._still_connected(conn):
+            self.proofs.cancel(conn.peer_id)     # gone before its proof ended: not listed
+
+    def _proven(self, peer_id: str, address: str) -> None:
+        self.announced[peer_id] = address
+        log.info("listing {peer} at {address} for full peers to dial (its key answered there)", peer=peer_id,
+                 address=address)
+        self._changed()
+
+    def _unproven(self, peer_id: str, address: str, why: str) -> None:
+        self._count("announce_unproven")
+        log.warn("not listing {address}, announced by {peer}, for full peers to dial: {why} (an address is "
+                 "listed once the node answering there has the announcer's key; none of its announcements is "
+                 "dialled for {rest:g} seconds)", address=address, peer=peer_id, why=why,
+                 rest=self.proofs.retry_after)
 
     def rpc_peers(self, conn: Any, args: dict) -> dict:
         """``gossip.peers``: up to 32 addresses of full peers that opted in (not the caller's own)."""
@@ -241,5 +280,5 @@ class Gossip:
 
     def stats(self) -> dict:
         return {"neighbours": sorted(self.pulls), "banned": dict(self.scores.bans),
-                "refused": 0, "author_conflict": 0,
+                "refused": 0, "author_conflict": 0, "bad_revision": 0, "announce_unproven": 0,
                 "inflight": len(self.inflight), **dict(self.inflight.counters), **dict(self.counters)}

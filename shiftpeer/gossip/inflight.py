@@ -173,15 +173,18 @@ class GossipPuller(Puller):
     """A Puller that asks for a body only when no other puller of the same database is fetching it.
 
     ``on_strike(peer_id, why)`` hears of a neighbour that was too slow ("slow") or that delivered what
-    it was asked for ("delivered"); the rest of the state machine
+    it was asked for ("delivered"); ``on_bad_revision(n)`` of ``n`` genuinely signed documents of a batch
+    refused on their own for their revision (the gossip's status counts them); the rest of the state machine
     (window, in-order group commit, checkpoints, validation) is the ordinary Puller's.
     """
 
     def __init__(self, mgr: Any, rid: int, remote_db: str, local_db: str, live: bool, *,
                  inflight: InFlight, seen: Optional[Seen] = None, clock: Any,
                  timeout: float = LAZY_TIMEOUT, on_strike: Optional[Callable[[str, str], None]] = None,
-                 lazy: bool = True, flood: bool = False) -> None:
+                 lazy: bool = True, flood: bool = False,
+                 on_bad_revision: Optional[Callable[[int], None]] = None) -> None:
         super().__init__(mgr, rid, remote_db, local_db, live)
+        self.on_bad_revision = on_bad_revision
         self.inflight = inflight
         self.seen = seen
         self.clock = clock
@@ -312,6 +315,13 @@ class GossipPuller(Puller):
             self._advance()
 
     # -- docs: the base Puller checks them (a deferred batch is not "wanting": docs for it are refused)
+    def _genuine(self, oks: list, batch: _Batch) -> bool:
+        genuine = super()._genuine(oks, batch)
+        bad = len(oks) - len(batch.docs) if genuine else 0     # the base left out each Refused one
+        if bad and self.on_bad_revision is not None:
+            self.on_bad_revision(bad)
+        return genuine
+
     def _verified(self, oks: list, batch: _Batch) -> None:
         asked = self._asked.pop(batch.seq, None)
         if self.stopped or not self._genuine(oks, batch):

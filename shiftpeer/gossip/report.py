@@ -11,6 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 
+#: The gossip counters status shows (``Gossip._count``; also ``shiftpeer_gossip_events_total{event}``).
+EVENTS = ("refused", "refused_unregistered", "author_conflict", "bad_revision", "banned", "announce_unproven")
+
+
 def _peer_address(conn: Any) -> str | None:
     """HOST:PORT of the other end of a connection (for an incoming one, its ephemeral port)."""
     try:
@@ -78,5 +82,5 @@ def neighbours_report(gossip: Any, neighbours: Any, static: dict[str, Any], dial
         "candidates": len(neighbours.candidates) if neighbours is not None else None,
         "banned": len(scores.bans),
         "bans": scores.listing(),         # every banned peer: peer_id, why, since (bounded by the peers met)
-        "events": {k: gossip.counters.get(k, 0) for k in ("refused", "refused_unregistered", "author_conflict", "banned")},
+        "events": {k: gossip.counters.get(k, 0) for k in EVENTS},
     }

@@ -93,12 +93,20 @@ class _GossipRole(Service):
     def make_gossip(self, check: Any, **kw: Any) -> Gossip:
         path = os.path.join(self.node.settings.directory, BANS_FILE)
         gossip = Gossip(self.node.store, self.node.clock, dbname=MASTER, check=check,
-                        scores=PeerScores(path, now=self.node.clock.seconds), timeout=self.timeout, **kw)
+                        scores=PeerScores(path, now=self.node.clock.seconds), timeout=self.timeout,
+                        dial=self.key_at, **kw)
         hub_id = getattr(self.node.settings, "hub_id", None)
         if hub_id:                    # the pinned hub is protected before it even connects
             gossip.scores.protect(hub_id)
         install_gossip_routes(self.node.api, self)
         return gossip
+
+    def key_at(self, host: str, port: int) -> Deferred:
+        """The peer id answering at HOST:PORT, dialled as this node dials a gossip neighbour (the proof of an
+        announced address, ``gossip/proofs.py``)."""
+        from shiftpeer.sync.client import peer_id_at
+
+        return peer_id_at(self.node.client_endpoint(host, port, "peer"))
 
     def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
         return self.gossip is not None and self.gossip.may_read(peer_id, dbname, conn)
@@ -268,7 +276,12 @@ class FullPeerRole(_GossipRole):
         def announce(port: Any) -> Any:
             if port is None:
                 return None
-            return conn.call("gossip.announce", {"port": port})
+            return conn.call("gossip.announce", {"port": port}).addCallback(told)
+
+        def told(answer: Any) -> None:
+            if isinstance(answer, dict) and answer.get("listed") is False:   # the hub dials us back first
+                log.info("the hub lists us at {address} for full peers to dial once it has reached us there",
+                         address=answer.get("address"))
 
         def refused(f: Any) -> None:
             # the hub lists only its registered users, and a node connects before it registers: the

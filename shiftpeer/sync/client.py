@@ -22,13 +22,13 @@ from typing import Any, Callable, Optional
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shiftpeer.identity.tls import TLSFactory
+from shiftpeer.identity.tls import TLSFactory, peer_id_of_transport
 from shiftpeer.sync.peererrors import why_closed, why_failed
 from shiftpeer.sync.protocol import SyncFactory, SyncProtocol
 
@@ -66,6 +66,56 @@ def tls_server_endpoint(endpoint: Any, creator: Any, clock: Any = None) -> TLSSe
 def tls_client_endpoint(endpoint: Any, creator: Any, clock: Any = None) -> TLSClientEndpoint:
     """Mutual TLS (identity.tls.client_creator) over a connecting endpoint such as ``tcp:host:7780``."""
     return TLSClientEndpoint(endpoint, creator, clock)
+
+
+@implementer(IHandshakeListener)
+class _KeyProbe(Protocol):
+    """Learns which key answers at an address: once TLS is done it reads the peer id and closes; no sync byte
+    is sent (the other side sees a connection that ends before its hello, and logs nothing)."""
+
+    def __init__(self, answer: Deferred) -> None:
+        self.answer = answer
+
+    def handshakeCompleted(self) -> None:
+        if not self.answer.called:
+            try:
+                peer_id = peer_id_of_transport(self.transport)
+            except Exception:
+                self.answer.errback()
+            else:
+                self.answer.callback(peer_id)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if not self.answer.called:
+            self.answer.errback(reason)
+
+
+def peer_id_at(endpoint: Any) -> Deferred:
+    """The peer id of the TLS server ``endpoint`` (a ``tls_client_endpoint``) reaches: a Deferred that fails
+    when the connection or the handshake does (a server whose key the client creator pins fails the
+    handshake). Cancelling it stops the attempt, or aborts the connection made."""
+    probes: list[_KeyProbe] = []
+
+    def cancel(_: Deferred) -> None:
+        connecting.cancel()
+        for probe in probes:
+            if probe.transport is not None:
+                probe.transport.abortConnection()
+
+    answer: Deferred = Deferred(cancel)
+
+    def build() -> _KeyProbe:
+        probes.append(_KeyProbe(answer))
+        return probes[-1]
+
+    def failed(f: Failure) -> None:
+        if not answer.called:
+            answer.errback(f)
+
+    connecting = endpoint.connect(Factory.forProtocol(build))
+    connecting.addErrback(failed)
+    return answer
 
 
 class _Outgoing(Factory):
