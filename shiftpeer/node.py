@@ -382,6 +382,7 @@ class Node(SequentialMultiService):
             "listen": list(self.settings.listen),
             "metrics": getattr(self.metrics_service, "url", None),
             "sync": self.sync_factory is not None,
+            "upload": progress.upload(self),
             "hub": self.hub_status(),
             "peers": progress.peers(self),
             "connections": connections,

@@ -109,6 +109,10 @@ BAD_CONFIG = [
     ({"max_batch": 20000}, "max_batch must be a whole number from 500 to 10,000"),
     ({"max_frame": 1024}, "peers send docs frames of up to about 5 MiB"),
     ({"max_conections_per_peer": 4}, "unknown setting(s) 'max_conections_per_peer'"),
+    ({"max_upload_bytes_per_second": 1000}, "max_upload_bytes_per_second must be a whole number of at least "
+                                            "16,384 (or null/off for no limit)"),
+    ({"max_upload_bytes_per_second": "2MB"}, "max_upload_bytes_per_second must be a whole number"),
+    ({"max_upload_bytes_per_second": 2.5e6}, "max_upload_bytes_per_second must be a whole number"),
     ([8], "sync must be a JSON object"),
 ]
 
@@ -137,6 +141,10 @@ def test_bad_config_values_are_refused_with_a_message(tmp_path, sync, words):
     (("--frame-timeout", "soon"), "--frame-timeout: frame_timeout must be a number above 0, not 'soon'"),
     (("--docs-per-second", "-5"), "(or null/off for no limit)"),
     (("--window", "1.5"), "--window: window must be a whole number"),
+    (("--max-upload-bytes-per-second", "-1"), "--max-upload-bytes-per-second: max_upload_bytes_per_second must "
+                                              "be a whole number of at least 16,384"),
+    (("--max-upload-bytes-per-second", "2M"), "--max-upload-bytes-per-second: max_upload_bytes_per_second must "
+                                              "be a whole number"),
     (("--handshake-timeout", "nan"), "handshake_timeout must be a number above 0"),
 ])
 def test_bad_flag_values_are_refused_with_a_message(tmp_path, argv, words):
@@ -151,6 +159,20 @@ def test_docs_per_second_can_be_turned_off_on_the_command_line(tmp_path):
     path = node_dir(tmp_path, sync={"docs_per_second": 10})
     node = makeService(parse("--data", path, "--docs-per-second", "off"))
     assert node.settings.config.sync == {"docs_per_second": None}
+
+
+def test_the_upload_cap_comes_from_the_file_its_flag_wins_and_off_turns_it_off(tmp_path):
+    """max_upload_bytes_per_second in config.json gives the node's SyncFactory an UploadCap of that rate;
+    --max-upload-bytes-per-second overrides it for the run, and 'off' (null in the file) means no cap."""
+    path = node_dir(tmp_path, sync={"max_upload_bytes_per_second": 250_000})
+    for argv, rate in ((), 250_000), (("--max-upload-bytes-per-second", "2000000"), 2_000_000), \
+            (("--max-upload-bytes-per-second", "off"), None):
+        node = makeService(parse("--data", path, *argv))
+        assert node.settings.config.sync == {"max_upload_bytes_per_second": rate}
+        factory = SyncFactory(None, None, AllowAll(), reactor=Clock(), **node.settings.config.sync)
+        assert (factory.upload_cap.rate if factory.upload_cap else None) == rate
+    assert load_node_dir(node_dir(tmp_path / "null", sync={"max_upload_bytes_per_second": None})).sync == \
+        {"max_upload_bytes_per_second": None}
 
 
 def test_twistd_refuses_to_start_with_a_bad_limit(tmp_path):

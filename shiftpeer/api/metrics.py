@@ -16,6 +16,8 @@
 | `shiftpeer_sync_frames_rejected_total` | counter | `code` | connections closed on a bad frame (protocol violations) |
 | `shiftpeer_bad_revisions_total` | counter | `via` | genuinely signed documents refused on their own because their revision does not check (docs/protocol.md section 9), by where they came: `sync` (pull, push, live, gossip), `deliver` (the hub's RPC), `query` (a hub's answer on a user node) |
 | `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `total` (all listeners), `block` (per /16 or /48), `network` (per /24 or /64), `address` (per IP), `peer` (per identity) |
+| `shiftpeer_sync_upload_paused_seconds_total` | counter | | seconds the upload cap (``max_upload_bytes_per_second``) held sync output back |
+| `shiftpeer_sync_upload_queued_bytes` | gauge | | bytes waiting for the upload cap now |
 | `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
 | `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
 | `shiftpeer_databases` | gauge | | logical databases, as of the last count (``shiftpeer.census``) |
@@ -90,6 +92,9 @@ class NodeCollector:
                                        "own because their revision does not check", labels=["via"])
         conns_refused = CounterMetricFamily("shiftpeer_sync_connections_refused",
                                             "Sync connections refused by a connection cap", labels=["limit"])
+        upload_paused = CounterMetricFamily("shiftpeer_sync_upload_paused_seconds",
+                                            "Seconds the upload cap held sync output back")
+        upload_queued = GaugeMetricFamily("shiftpeer_sync_upload_queued_bytes", "Bytes waiting for the upload cap")
         api_refused = CounterMetricFamily("shiftpeer_api_refused", "Local API requests answered with a 4xx",
                                           labels=["status"])
         rpc_refused = CounterMetricFamily("shiftpeer_rpc_refused", "RPC calls from peers refused or failed",
@@ -128,6 +133,9 @@ class NodeCollector:
         for code, n in sorted(api_counts.items()):
             api_refused.add_metric([str(code)], n)
         conns.add_metric([], len(getattr(factory, "connections", ()) or ()))
+        cap = getattr(factory, "upload_cap", None)
+        upload_paused.add_metric([], cap.paused_seconds() if cap is not None else 0)
+        upload_queued.add_metric([], cap.queued if cap is not None else 0)
 
         if status is not None:
             up.add_metric([status["account"], ",".join(status["roles"])], 1)
@@ -162,7 +170,7 @@ class NodeCollector:
             for flow, n in status["replication_lag"].items():
                 local_lag.add_metric([flow], n)
         return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, revs_refused, rejected,
-                bad_revs, conns_refused, rpc_refused, api_refused, gossip_events, n_dbs, n_docs, age, docs, seq, local_lag]
+                bad_revs, conns_refused, upload_paused, upload_queued, rpc_refused, api_refused, gossip_events, n_dbs, n_docs, age, docs, seq, local_lag]
 
 
 def count_rpc_refusals(factory: Any) -> None:

@@ -131,3 +131,13 @@ def gossip(node: Any) -> dict | None:
             return neighbours_report(g, getattr(role, "neighbours", None), static, _peer_names(node),
                                      node.clock.seconds())
     return None
+
+
+def upload(node: Any) -> dict | None:
+    """The upload cap, when one is set (``max_upload_bytes_per_second``): its rate, the seconds it has held
+    sync output back since the node started, and the bytes waiting for it now; None without a cap."""
+    cap = getattr(getattr(node, "sync_factory", None), "upload_cap", None)
+    if cap is None:
+        return None
+    return {"max_bytes_per_second": int(cap.rate), "paused_seconds": round(cap.paused_seconds(), 3),
+            "queued_bytes": cap.queued}

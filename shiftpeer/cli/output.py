@@ -272,6 +272,12 @@ def hub_line(hub: dict | None) -> str:
     return str(hub.get("address"))
 
 
+def upload_line(up: dict) -> str:
+    """The upload cap of ``status``: its rate, how long it held sync output back, what waits for it now."""
+    return (f"upload cap: {up['max_bytes_per_second']:,} bytes/s; held sync output back "
+            f"{up['paused_seconds']:,.1f} s since start; {up['queued_bytes']:,} bytes waiting")
+
+
 def print_status(st: dict, progress: Progress | None = None, bar: bool = False) -> None:
     """The human view of /v1/status; with ``progress`` (watch), rates, ETAs and bars for what is behind."""
     print(f"account:   {st.get('account')}" + (f" ({st['user']})" if st.get("user") else ""))
@@ -296,6 +302,8 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
     conns = st.get("connections", [])
     if conns:
         print(f"sync connections: {len(conns)}")
+    if st.get("upload"):
+        print(upload_line(st["upload"]))
     print_databases(st)
     print_gossip(st.get("gossip"), st)
     reps = st.get("replications")

@@ -16,6 +16,7 @@ from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
 from shiftpeer.sync.messages import MAX_BATCH
 from shiftpeer.sync.protocol import FRAME_TIMEOUT, HANDSHAKE_TIMEOUT
 from shiftpeer.sync.replication import BATCH_CHANGES, DOCS_FRAME_BYTES, MAX_FEEDERS, WINDOW
+from shiftpeer.sync.uploadcap import MIN_UPLOAD_BYTES_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ LIMITS: tuple[Limit, ...] = (
     Limit("max_replications", int, MAX_FEEDERS, 1, help="replications one peer may open on one connection"),
     Limit("docs_per_second", float, None, 0, can_be_off=True,
           help="documents stored per second from one connection"),
+    Limit("max_upload_bytes_per_second", int, None, MIN_UPLOAD_BYTES_PER_SECOND, can_be_off=True,
+          help="bytes all sync connections together send per second, counted above TLS (shared fairly "
+               "between connections; their feeders wait)",
+          why_minimum="below it one 1 MiB document takes over a minute to send, and peers give a frame 120 s"),
     Limit("max_connections_per_peer", int, MAX_CONNECTIONS_PER_PEER, 1,
           help="connections one peer identity may hold on this node's listeners"),
     Limit("max_connections_per_address", int, MAX_CONNECTIONS_PER_ADDRESS, 1,

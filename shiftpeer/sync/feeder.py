@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from twisted.logger import Logger
 
 from shiftpeer.sync.refusedrevs import RefusedRev
-from shiftpeer.sync.replication import (DOCS_FRAME_BYTES, LIVE_INLINE, RAMP_FIRST, Replication,
-                                        ReplicationViolation, SyncError)
+from shiftpeer.sync.replication import LIVE_INLINE, RAMP_FIRST, Replication, ReplicationViolation, SyncError
 
 if TYPE_CHECKING:
     from shiftpeer.sync.manager import ReplicationManager
@@ -57,7 +56,7 @@ class Feeder:
                 if not chs:
                     if self.caught_up_seq is None:
                         self.caught_up_seq = self.sent
-                        conn.send("caught_up", rid=self.rid, seq=self.sent)
+                        conn.write_frame(conn.encode("caught_up", rid=self.rid, seq=self.sent), self.rid)
                         self._check_push_caught_up()
                     break
                 seq = chs[-1].seq
@@ -68,14 +67,14 @@ class Feeder:
                 if docs is not None:
                     # live and small: the documents ride along, saving the need/docs round trip
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch, docs=docs)
-                    if len(frame) > DOCS_FRAME_BYTES:
+                    if len(frame) > self.mgr.docs_frame_bytes:
                         frame = None
                     else:
                         # not marked answered: a puller that ignores inline docs may still send one need
                         self.mgr.counters["docs_out"] += len(docs)
                 if frame is None:
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch)
-                conn.write_frame(frame)
+                conn.write_frame(frame, self.rid)
                 self.sent = seq
                 self.unacked.append(seq)
                 self.limit = min(self.limit * 2, self.mgr.batch_changes)
@@ -137,6 +136,7 @@ class Feeder:
             return
         self.stopped = True
         self.mgr.feeders.pop(self.rid, None)
+        self.mgr.conn.drop_lane(self.rid)
         if self.handle is not None:
             for prid, (_, h) in list(self.mgr.pushes.items()):
                 if h is self.handle:

@@ -24,7 +24,8 @@ class ReplicationManager:
                  counters: collections.Counter, *, window: int = WINDOW, batch_changes: int = BATCH_CHANGES,
                  store_batch: Optional[Callable[..., Deferred]] = None, backlog_high: Optional[int] = None,
                  max_batch: int = 10000, max_replications: int = MAX_FEEDERS, clock: Any = None,
-                 rate: Optional[RateLimit] = None, expect: Optional[Callable[[int], Any]] = None) -> None:
+                 rate: Optional[RateLimit] = None, expect: Optional[Callable[[int], Any]] = None,
+                 docs_frame_bytes: int = DOCS_FRAME_BYTES) -> None:
         self.conn = conn
         self.store = store
         self.policy = policy
@@ -39,6 +40,9 @@ class ReplicationManager:
         self.rate = rate                           # documents per second stored from this peer
         self.expect = expect                       # expect(n): a pull is about to bring ~n changes (the
                                                    # validator may get ready: SyncFactory starts its processes)
+        #: docs frames are split past this size (smaller under the upload cap, so a frame on its way holds
+        #: back a live change or an RPC reply on this connection for about one of the cap's intervals at most)
+        self.docs_frame_bytes = docs_frame_bytes
         self.pullers: dict[int, Puller] = {}
         self.feeders: dict[int, Feeder] = {}
         self.pushes: dict[int, tuple[str, Replication]] = {}   # our push rid -> (local db, handle)
@@ -113,13 +117,13 @@ class ReplicationManager:
             chunk = pending.pop(0)
             more = bool(pending)
             frame = self.conn.encode("docs", rid=rid, seq=seq, docs=chunk, more=more)
-            if len(frame) > DOCS_FRAME_BYTES and len(chunk) > 1:
+            if len(frame) > self.docs_frame_bytes and len(chunk) > 1:
                 half = len(chunk) // 2
                 pending[0:0] = [chunk[:half], chunk[half:]]
                 continue
             frames.append(frame)
         for frame in frames:
-            self.conn.write_frame(frame)
+            self.conn.write_frame(frame, rid)
 
     # -- live changes
     def _ensure_subscribed(self) -> None:

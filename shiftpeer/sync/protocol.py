@@ -25,7 +25,9 @@ from shiftpeer.sync.limits import (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
                                    ConnectionLimits, address_key)
 from shiftpeer.sync.messages import FEATURE_PREFIX, FEATURES, MAX_BATCH, PROTOCOL_VERSION, ProtocolError
 from shiftpeer.sync.manager import ReplicationManager
-from shiftpeer.sync.replication import BATCH_CHANGES, MAX_FEEDERS, WINDOW, RateLimit, Replication
+from shiftpeer.sync.replication import (BATCH_CHANGES, DOCS_FRAME_BYTES, MAX_FEEDERS, WINDOW, RateLimit,
+                                        Replication)
+from shiftpeer.sync.uploadcap import UploadCap
 
 #: Seconds from the TCP connection to the peer's hello (the TLS handshake included).
 HANDSHAKE_TIMEOUT = 30.0
@@ -67,6 +69,9 @@ class SyncProtocol(Protocol):
         #: count as "changes_docs"
         self.bytes_in_by_type: collections.Counter = collections.Counter()
         self._decoder = FrameDecoder(factory.max_frame)
+        # Under the node's upload cap every frame goes out through this (shiftpeer.sync.uploadcap)
+        cap = factory.upload_cap
+        self._paced = cap.output(self) if cap is not None else None
         # The input for every frame after hello, bound once: automat builds a new bound input (a copied
         # function) on each attribute access, a third of the ~12 us an input costs.
         self._message = self.message
@@ -78,7 +83,7 @@ class SyncProtocol(Protocol):
             window=factory.window, batch_changes=factory.batch_changes, store_batch=factory.store_batch,
             max_batch=factory.max_batch, max_replications=factory.max_replications, clock=factory.reactor,
             rate=RateLimit(factory.docs_per_second, factory.reactor) if factory.docs_per_second else None,
-            expect=factory.expect_docs)
+            expect=factory.expect_docs, docs_frame_bytes=cap.frame_bytes if cap is not None else DOCS_FRAME_BYTES)
         self._hello_timer: Any = None
         self._frame_timer: Any = None
         self._ready: Deferred | None = None
@@ -215,6 +220,8 @@ class SyncProtocol(Protocol):
         self._cancel_timer("_next_slice")
         self._inbox.clear()
         self.factory.connections.discard(self)
+        if self._paced is not None:
+            self._paced.close(flush=False)
         if self.serving:
             self.factory.limits.release(self._peer_slot, self.address)
             self._peer_slot = self.address = None
@@ -247,7 +254,8 @@ class SyncProtocol(Protocol):
     # ---------------------------------------------------------------- transport events
     def connectionMade(self) -> None:
         self._no_delay()
-        self.transport.registerProducer(self, True)
+        # under the upload cap the paced output is the transport's producer, and pauses us in turn
+        self.transport.registerProducer(self._paced or self, True)
         if self.factory.handshake_timeout:
             self._hello_timer = self.factory.reactor.callLater(
                 self.factory.handshake_timeout, self._timed_out,
@@ -399,8 +407,16 @@ class SyncProtocol(Protocol):
     def send(self, t: str, **fields: Any) -> None:
         self._write(messages.encode(t, **fields))
 
-    def write_frame(self, frame: bytes) -> None:
-        self._write(frame)
+    def write_frame(self, frame: bytes, lane: Any = None) -> None:
+        """Write an encoded frame; ``lane``: the rid of the replication this side serves that it belongs to
+        (under the upload cap, its frames keep their order and take turns with the other replications')."""
+        self._write(frame, lane)
+
+    def drop_lane(self, lane: Any) -> None:
+        """The replication we served as ``lane`` ended: under the upload cap, its frames still waiting are
+        dropped (a peer whose access was revoked gets nothing more)."""
+        if self._paced is not None:
+            self._paced.drop(lane)
 
     def violation(self, code: str, text: str, db: Optional[str] = None) -> None:
         self.bad_input(code, text, db)
@@ -432,19 +448,23 @@ class SyncProtocol(Protocol):
                 log.failure("push hook failed")
 
     # ---------------------------------------------------------------- internals
-    def _write(self, frame: bytes) -> None:
+    def _write(self, frame: bytes, lane: Any = None) -> None:
         if self.transport is None or self._closing:
             return
         self.frames_out += 1
         self.bytes_out += len(frame)
-        if self._out is not None:
+        if self._paced is not None:
+            self._paced.put(frame, lane, send=self._out is None)
+        elif self._out is not None:
             self._out.append(frame)
         else:
             self.transport.write(frame)
 
     def _flush_out(self) -> None:
         out, self._out = self._out, None
-        if out and self.transport is not None:
+        if self._paced is not None:
+            self._paced.offer()
+        elif out and self.transport is not None:
             if len(out) == 1:
                 self.transport.write(out[0])
             else:
@@ -468,6 +488,8 @@ class SyncProtocol(Protocol):
     def _close(self) -> None:
         if not self._closing:
             self._flush_out()   # an error frame queued just before must go out before close_notify
+            if self._paced is not None:
+                self._paced.close(flush=True)
             self._closing = True
             if self.transport is not None:
                 if self._read_holds:     # read on (input is ignored now), or the peer's close never arrives
@@ -553,6 +575,7 @@ class SyncFactory(Factory):
                  max_connections_per_network: Optional[int] = MAX_CONNECTIONS_PER_NETWORK,
                  max_connections_per_block: Optional[int] = MAX_CONNECTIONS_PER_BLOCK,
                  max_connections: Optional[int] = MAX_CONNECTIONS,
+                 max_upload_bytes_per_second: Optional[int] = None,
                  features: Iterable[str] = FEATURES) -> None:
         self.store = store
         self.key = key
@@ -585,6 +608,9 @@ class SyncFactory(Factory):
                                        per_address=max_connections_per_address,
                                        per_network=max_connections_per_network,
                                        per_block=max_connections_per_block, total=max_connections, clock=reactor)
+        #: the node-wide cap on what all its sync connections send (None: no cap); docs/operators.md
+        self.upload_cap = UploadCap(max_upload_bytes_per_second, reactor, self.counters) \
+            if max_upload_bytes_per_second else None
 
     def buildProtocol(self, addr: Any) -> Protocol:
         """A connection a listener accepted (the serving side): counted against its address and, after the

@@ -266,8 +266,11 @@ class RecordingConnection:
     def encode(self, t: str, **fields: Any) -> bytes:
         return messages.encode(t, **fields)
 
-    def write_frame(self, frame: bytes) -> None:
+    def write_frame(self, frame: bytes, lane: Any = None) -> None:
         self.sent.append(messages.decode(frame[4:]))
+
+    def drop_lane(self, lane: Any) -> None:
+        pass
 
     def pause_reading(self) -> None:
         self.reading_paused = True
