@@ -1,0 +1,194 @@
+"""The hub's rebuild of the visibility tokens in ``shared`` from the rules its merge applies today.
+
+A record's tokens only grow: every merge adds the tokens of what it merged, and nothing took one off. So the
+tokens an earlier version gave and the merge no longer would stay on the record: a comment's edit took every
+token of its shift's record (*A comment widened by its edit*, docs/security.md), and a revision under another
+author's id gave its writer's tokens to that id's record. Queries ask each record's winning audience
+(``queries.served``), but a hub's rules also read the tokens as they are: a comment goes only where the
+document it answers went (``HubRules.places``), and a comment's tokens come from those of its shift.
+
+The pass takes off every token the merge would not give a document today (``unjustified``), never adding
+one: a place's token (``public``, ``group:<g>``, ``user:<u>``) stays where that place's database holds the
+document by the record's author, or, on a comment, where its shift holds it and a live revision's signed
+audience names it; an ``author:`` token stays for the record's author and, on a comment, its shift's authors.
+It runs once per store, when a hub first opens a store an older version wrote (a checkpoint in ``shared``
+records how far it got and that it finished: ``VERSION``), in the store's writer thread, a chunk of
+documents a transaction, so the hub serves meanwhile and a restart resumes where the last chunk committed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from shiftpeer.roles import audience
+from shiftpeer.roles.merge import SHARED_DB
+from shiftpeer.store.errors import InvalidDocument
+
+#: The checkpoint (peer, remote database) in ``shared`` that records the pass.
+PASS = ("tokens", "rebuild")
+#: The rules the pass applied; a store whose record names another version is rebuilt again.
+VERSION = 1
+#: Documents a transaction: a few milliseconds of the writer, so the reactor's own writes wait little.
+CHUNK = 200
+#: Seconds between progress lines in the log.
+LOG_SECONDS = 10.0
+#: The token kinds the merge gives; any other is left alone.
+AUTHOR, PLACES = "author", ("group", "user")
+
+log = Logger()
+
+
+def progress(shared: Any) -> dict:
+    """How far the pass has got in ``shared``: ``seq`` (documents up to it are checked), ``checked``,
+    ``narrowed``, ``done``; empty when it never ran under this ``VERSION``."""
+    cp = shared.get_checkpoint(*PASS) or {}
+    return cp if cp.get("version") == VERSION else {}
+
+
+def rebuild_chunk(store: Any, limit: int = CHUNK, *, restart: bool = False) -> dict:
+    """Check the next ``limit`` documents of ``shared`` (changes order, from the recorded seq) and take off
+    their unjustified tokens, recording the progress in the same transaction (a chunk that fails writes
+    nothing); returns the progress. Done when a chunk finds fewer than ``limit``: in this transaction nothing
+    else writes, and a document the merge changes since moves past the recorded seq, so none is missed.
+    ``restart``: from the first document again, done or not (the operator's command)."""
+    shared = store.database(SHARED_DB)
+    with store.write_txn() as txn:
+        cp = {} if restart else progress(shared)
+        if cp.get("done"):
+            return cp
+        since = cp.get("seq", 0)
+        docs = shared.docs_since(since, limit)
+        narrowed = 0
+        for doc in docs:
+            drop = unjustified(store, shared, doc)
+            if drop:
+                shared.remove_vis(doc.id, drop, txn=txn)
+                narrowed += 1
+        cp = {"version": VERSION, "seq": docs[-1].seq if docs else since, "checked": cp.get("checked", 0) + len(docs),
+              "narrowed": cp.get("narrowed", 0) + narrowed, "done": len(docs) < limit,
+              "of": shared.update_seq()}
+        shared.set_checkpoint(*PASS, cp, txn=txn)
+    return cp
+
+
+def unjustified(store: Any, shared: Any, doc: Any) -> list[str]:
+    """The tokens of ``doc`` (a document of ``shared``) the merge would not give it today."""
+    keep = justified(store, shared, doc)
+    return [t for t in doc.vis if t not in keep]
+
+
+def justified(store: Any, shared: Any, doc: Any, depth: int = 1) -> set[str]:
+    """Those of ``doc``'s tokens the merge gives it today (roles/merge.py ``SharedMerger._tokens``), and any
+    of a kind it never gives. A comment's shift's tokens are its justified ones too (``depth``: a comment
+    answering a comment takes that one's tokens as they stand)."""
+    body = doc.body if isinstance(doc.body, dict) else {}
+    author = body.get("author") if isinstance(body.get("author"), str) else None
+    keep = {t for t in doc.vis if _kind(t) not in (AUTHOR, *PLACES) and t != audience.PUBLIC_TOKEN}
+    if author is None:   # a record whose winner names no author: its author tokens cannot be judged
+        keep.update(t for t in doc.vis if _kind(t) == AUTHOR)
+    else:
+        keep.add(audience.author_token(author))
+    keep.update(t for t in doc.vis if _held_by_source(store, t, doc.id, author))
+    shift_id = body.get("shift")
+    if body.get("type") == "comment" and isinstance(shift_id, str):
+        shift = shared.get(shift_id)
+        if shift is not None:
+            from_shift = justified(store, shared, shift, depth - 1) if depth > 0 else set(shift.vis)
+            auds = [audience.of(body), *(audience.of(shared.get(doc.id, r).body) for r in doc.conflicts)]
+            keep.update(t for t in from_shift if any(audience.names_token(a, t) for a in auds))
+    return keep & set(doc.vis)
+
+
+def _kind(token: str) -> str:
+    return token.partition(":")[0]
+
+
+def _held_by_source(store: Any, token: str, docid: str, author: str | None) -> bool:
+    """Does the hub database that gives ``token`` hold ``docid`` by ``author`` (the merge takes a source's
+    revisions only from the author of the record, ``SharedMerger._same_author``)?"""
+    dbname = audience.source_db(token)
+    try:
+        if dbname is None or not store.has_database(dbname):
+            return False
+    except InvalidDocument:   # not a database name: no source gave it
+        return False
+    held = store.database(dbname).get(docid)
+    if held is None:
+        return False
+    by = held.body.get("author") if isinstance(held.body, dict) else None
+    return author is None or not isinstance(by, str) or by == author
+
+
+class TokenRebuild:
+    """Runs the pass in the store's writer, a chunk at a time, until ``shared`` records it done."""
+
+    def __init__(self, store: Any, *, chunk: int = CHUNK) -> None:
+        self._store = store
+        self._chunk = chunk
+        self._running = False
+        self._stopped = True
+        self._waiters: list[Deferred] = []
+        self._logged = 0.0
+
+    def start(self) -> Deferred:
+        """Run the pass unless ``shared`` records it done under this ``VERSION`` (a store an older version
+        wrote has no record); fires with the progress when it is done (or stopped)."""
+        return self._run(restart=False)
+
+    def rebuild(self) -> Deferred:
+        """Run the pass again from the first document (on demand: ``shiftpeer rebuild-tokens``); joins a
+        pass already running. Fires with the progress when it is done."""
+        return self._run(restart=True)
+
+    def stop(self) -> None:
+        """Start no more chunks (one running commits or not as a whole); the next start resumes."""
+        self._stopped = True
+
+    def _run(self, *, restart: bool) -> Deferred:
+        self._stopped = False
+        if not self._running:
+            cp = progress(self._store.database(SHARED_DB))
+            if cp.get("done") and not restart:
+                return succeed(cp)
+            self._running = True
+            self._logged = time.monotonic()
+            log.info("rebuilding the visibility tokens of shared from seq {seq} (a store an older shiftpeer wrote, "
+                     "or the operator asked)", seq=0 if restart else cp.get("seq", 0))
+            self._next(restart)
+        d: Deferred = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def _next(self, restart: bool = False) -> None:
+        d = self._store.run_in_writer(rebuild_chunk, self._store, self._chunk, restart=restart)
+        d.addCallbacks(self._chunk_done, self._failed)
+
+    def _chunk_done(self, cp: dict) -> None:
+        if cp.get("done") or self._stopped:
+            if cp.get("done"):
+                log.info("rebuilt the visibility tokens of shared: {checked} documents checked, {narrowed} narrowed",
+                         checked=cp.get("checked", 0), narrowed=cp.get("narrowed", 0))
+            self._finish(cp)
+            return
+        if time.monotonic() - self._logged >= LOG_SECONDS:
+            self._logged = time.monotonic()
+            log.info("rebuilding the visibility tokens of shared: {checked} documents checked, {narrowed} narrowed, "
+                     "at seq {seq} of {of}", checked=cp["checked"], narrowed=cp["narrowed"], seq=cp["seq"], of=cp["of"])
+        self._next()
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("rebuilding the visibility tokens of shared failed; the next start resumes it", failure)
+        self._running = False
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(failure)
+
+    def _finish(self, cp: dict) -> None:
+        self._running = False
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(cp)
