@@ -196,15 +196,15 @@ def test_the_pass_resumes_after_an_interruption(hub, tmp_path, monkeypatch):
     narrowed = [i for i in ids if shared.get(i).vis == keep]
     assert len(narrowed) == 2
 
-    real, calls = tokenrebuild.unjustified, []
+    real, calls = tokenrebuild.Judge.unjustified, []
 
-    def failing(store, shared, doc):
+    def failing(judge, doc):
         calls.append(doc.id)
         if len(calls) == 2:
             raise RuntimeError("killed")
-        return real(store, shared, doc)
+        return real(judge, doc)
 
-    monkeypatch.setattr(tokenrebuild, "unjustified", failing)
+    monkeypatch.setattr(tokenrebuild.Judge, "unjustified", failing)
     with pytest.raises(RuntimeError):
         rebuild_chunk(hub.store, 4)
     assert shared.get(calls[0]).vis != keep, "the failed chunk's first document stays as it was"

@@ -2,12 +2,13 @@
 
 A record's tokens only grow: every merge adds the tokens of what it merged, and nothing took one off. So the
 tokens an earlier version gave and the merge no longer would stay on the record: a comment's edit took every
-token of its shift's record (*A comment widened by its edit*, docs/security.md), and a revision under another
-author's id gave its writer's tokens to that id's record. Queries ask each record's winning audience
+token of its shift's record (docs/security.md, *Bugs this work found*: "An edit of a comment showed it beyond
+its signed audience"), and a revision under another author's old id gave its writer's tokens to that id's
+record ("The hub's `shared` merged a revision into an id's record whoever wrote it"). Queries ask each record's winning audience
 (``queries.served``), but a hub's rules also read the tokens as they are: a comment goes only where the
 document it answers went (``HubRules.places``), and a comment's tokens come from those of its shift.
 
-The pass takes off every token the merge would not give a document today (``unjustified``), never adding
+The pass takes off every token the merge would not give a document today (``Judge``), never adding
 one: a place's token (``public``, ``group:<g>``, ``user:<u>``) stays where that place's database holds the
 document by the record's author, or, on a comment, where its shift holds it and a live revision's signed
 audience names it; an ``author:`` token stays for the record's author and, on a comment, its shift's authors.
@@ -26,13 +27,14 @@ from twisted.logger import Logger
 
 from shiftpeer.roles import audience
 from shiftpeer.roles.merge import SHARED_DB
-from shiftpeer.store.errors import InvalidDocument
+from shiftpeer.store.errors import InvalidDocument, NotFound
 
 #: The checkpoint (peer, remote database) in ``shared`` that records the pass.
 PASS = ("tokens", "rebuild")
 #: The rules the pass applied; a store whose record names another version is rebuilt again.
 VERSION = 1
-#: Documents a transaction: a few milliseconds of the writer, so the reactor's own writes wait little.
+#: Documents a transaction: ~20 ms of the writer (~100 us a document), no longer than the writer's group
+#: commits of replicated batches, so the reactor's own writes wait little behind it.
 CHUNK = 200
 #: Seconds between progress lines in the log.
 LOG_SECONDS = 10.0
@@ -62,9 +64,10 @@ def rebuild_chunk(store: Any, limit: int = CHUNK, *, restart: bool = False) -> d
             return cp
         since = cp.get("seq", 0)
         docs = shared.docs_since(since, limit)
+        judge = Judge(store, shared)
         narrowed = 0
         for doc in docs:
-            drop = unjustified(store, shared, doc)
+            drop = judge.unjustified(doc)
             if drop:
                 shared.remove_vis(doc.id, drop, txn=txn)
                 narrowed += 1
@@ -75,52 +78,66 @@ def rebuild_chunk(store: Any, limit: int = CHUNK, *, restart: bool = False) -> d
     return cp
 
 
-def unjustified(store: Any, shared: Any, doc: Any) -> list[str]:
-    """The tokens of ``doc`` (a document of ``shared``) the merge would not give it today."""
-    keep = justified(store, shared, doc)
-    return [t for t in doc.vis if t not in keep]
+class Judge:
+    """Which of a ``shared`` document's tokens the merge gives it today (roles/merge.py
+    ``SharedMerger._tokens``); for one chunk, keeping the source databases it opened."""
 
+    def __init__(self, store: Any, shared: Any) -> None:
+        self._store = store
+        self._shared = shared
+        self._sources: dict[str, Any] = {}
 
-def justified(store: Any, shared: Any, doc: Any, depth: int = 1) -> set[str]:
-    """Those of ``doc``'s tokens the merge gives it today (roles/merge.py ``SharedMerger._tokens``), and any
-    of a kind it never gives. A comment's shift's tokens are its justified ones too (``depth``: a comment
-    answering a comment takes that one's tokens as they stand)."""
-    body = doc.body if isinstance(doc.body, dict) else {}
-    author = body.get("author") if isinstance(body.get("author"), str) else None
-    keep = {t for t in doc.vis if _kind(t) not in (AUTHOR, *PLACES) and t != audience.PUBLIC_TOKEN}
-    if author is None:   # a record whose winner names no author: its author tokens cannot be judged
-        keep.update(t for t in doc.vis if _kind(t) == AUTHOR)
-    else:
-        keep.add(audience.author_token(author))
-    keep.update(t for t in doc.vis if _held_by_source(store, t, doc.id, author))
-    shift_id = body.get("shift")
-    if body.get("type") == "comment" and isinstance(shift_id, str):
-        shift = shared.get(shift_id)
-        if shift is not None:
-            from_shift = justified(store, shared, shift, depth - 1) if depth > 0 else set(shift.vis)
-            auds = [audience.of(body), *(audience.of(shared.get(doc.id, r).body) for r in doc.conflicts)]
-            keep.update(t for t in from_shift if any(audience.names_token(a, t) for a in auds))
-    return keep & set(doc.vis)
+    def unjustified(self, doc: Any) -> list[str]:
+        """The tokens of ``doc`` the merge would not give it today."""
+        keep = self.justified(doc, set(doc.vis))
+        return [t for t in doc.vis if t not in keep]
 
+    def justified(self, doc: Any, wanted: set[str], depth: int = 1) -> set[str]:
+        """Those of ``wanted`` (tokens of ``doc``) the merge gives it today, and any of a kind it never gives: the
+        author's token; a place's where that place's database holds the document by the author; on a comment,
+        one its shift justifies (``depth``: a comment answering a comment takes that one's tokens as they
+        stand) and a live revision's signed audience names (an author token always)."""
+        body = doc.body if isinstance(doc.body, dict) else {}
+        author = body.get("author") if isinstance(body.get("author"), str) else None
+        keep, rest = set(), set()
+        for t in wanted:
+            kind = t.partition(":")[0]
+            if kind == AUTHOR:   # a record whose winner names no author: its author tokens cannot be judged
+                ok = author is None or t == audience.author_token(author)
+            elif t == audience.PUBLIC_TOKEN or kind in PLACES:
+                ok = self._held_by_source(t, doc.id, author)
+            else:
+                ok = True
+            (keep if ok else rest).add(t)
+        shift_id = body.get("shift")
+        if rest and body.get("type") == "comment" and isinstance(shift_id, str):
+            shift = self._shared.get(shift_id)
+            if shift is not None:
+                auds = [audience.of(body), *(audience.of(self._shared.get(doc.id, r).body) for r in doc.conflicts)]
+                named = {t for t in rest.intersection(shift.vis) if any(audience.names_token(a, t) for a in auds)}
+                keep |= self.justified(shift, named, depth - 1) if named and depth > 0 else named
+        return keep
 
-def _kind(token: str) -> str:
-    return token.partition(":")[0]
-
-
-def _held_by_source(store: Any, token: str, docid: str, author: str | None) -> bool:
-    """Does the hub database that gives ``token`` hold ``docid`` by ``author`` (the merge takes a source's
-    revisions only from the author of the record, ``SharedMerger._same_author``)?"""
-    dbname = audience.source_db(token)
-    try:
-        if dbname is None or not store.has_database(dbname):
+    def _held_by_source(self, token: str, docid: str, author: str | None) -> bool:
+        """Does the hub database that gives ``token`` hold ``docid`` by ``author`` (the merge takes a source's
+        revisions only from the author of the record, ``SharedMerger._same_author``)?"""
+        db = self._source(audience.source_db(token))
+        held = db.get(docid) if db is not None else None
+        if held is None:
             return False
-    except InvalidDocument:   # not a database name: no source gave it
-        return False
-    held = store.database(dbname).get(docid)
-    if held is None:
-        return False
-    by = held.body.get("author") if isinstance(held.body, dict) else None
-    return author is None or not isinstance(by, str) or by == author
+        by = held.body.get("author") if isinstance(held.body, dict) else None
+        return author is None or not isinstance(by, str) or by == author
+
+    def _source(self, dbname: str | None) -> Any:
+        """The source database ``dbname`` (None: there is none, or the name is none)."""
+        if dbname is None:
+            return None
+        if dbname not in self._sources:
+            try:
+                self._sources[dbname] = self._store.database(dbname)
+            except (NotFound, InvalidDocument):
+                self._sources[dbname] = None
+        return self._sources[dbname]
 
 
 class TokenRebuild:
