@@ -2,11 +2,12 @@
 
 A record's tokens only grow: every merge adds the tokens of what it merged, and nothing took one off. So the
 tokens an earlier version gave and the merge no longer would stay on the record: a comment's edit took every
-token of its shift's record (docs/security.md, *Bugs this work found*: "An edit of a comment showed it beyond
-its signed audience"), and a revision under another author's old id gave its writer's tokens to that id's
-record ("The hub's `shared` merged a revision into an id's record whoever wrote it"). Queries ask each record's winning audience
-(``queries.served``), but a hub's rules also read the tokens as they are: a comment goes only where the
-document it answers went (``HubRules.places``), and a comment's tokens come from those of its shift.
+token of its shift's record (docs/security.md, *Bugs this work found*: "An edit of a comment showed it
+beyond its signed audience"), and a revision under another author's old id gave its writer's tokens to that
+id's record ("The hub's `shared` merged a revision into an id's record whoever wrote it"). Queries ask each
+record's winning audience (``queries.served``), but not of an ``author:`` token, and a hub's rules read the
+tokens as they are: a comment goes only where the document it answers went (``HubRules.places``), and a
+comment's tokens come from those of its shift.
 
 The pass takes off every token the merge would not give a document today (``Judge``), never adding
 one: a place's token (``public``, ``group:<g>``, ``user:<u>``) stays where that place's database holds the
