@@ -174,8 +174,8 @@ class TokenRebuild:
                 return succeed(cp)
             self._running = True
             self._logged = time.monotonic()
-            log.info("rebuilding the visibility tokens of shared from seq {seq} (a store an older shiftpeer wrote, "
-                     "or the operator asked)", seq=0 if restart else cp.get("seq", 0))
+            log.info("rebuilding the visibility tokens of shared from seq {seq} of {of}",
+                     seq=0 if restart else cp.get("seq", 0), of=self._store.database(SHARED_DB).update_seq())
             self._next(restart)
         d: Deferred = Deferred()
         self._waiters.append(d)
