@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -112,6 +113,28 @@ def test_register_needs_an_invitation_from_the_operator(mesh, capsys):
     assert err == ("shiftpeer: only a hub's operator can make invitations: run 'shiftpeer --data HUB_DIR invite' "
                    "with the hub's node directory\n")
     assert cli_json(capsys, "--data", hub, "invite")["token"]
+
+
+def _hub_log(mesh) -> str:
+    with open(os.path.join(mesh["base"], "hub.log")) as f:
+        return f.read()
+
+
+def test_the_hub_rebuilds_its_tokens_once_by_itself_and_again_on_demand(registered, capsys):
+    """A hub's first start on a store runs the rebuild of its visibility tokens and logs that it did;
+    `shiftpeer rebuild-tokens` on the hub runs it again (answering at once, the log telling when it is done),
+    and on a user node it fails with one line naming who can (exit 1)."""
+    hub, alice = registered["dirs"]["hub"], registered["dirs"]["alice"]
+    done = "rebuilt the visibility tokens of shared: "
+    wait_for(lambda: done in _hub_log(registered), timeout=20)
+    status, out, err = run(capsys, "--data", hub, "rebuild-tokens")
+    assert status == 0 and out.startswith("rebuilding the visibility tokens of shared from the first document"), err
+    wait_for(lambda: _hub_log(registered).count(done) == 2, timeout=20)
+    assert len(re.findall(done + r"\d+ documents checked, 0 narrowed", _hub_log(registered))) == 2
+    status, out, err = run(capsys, "--data", alice, "rebuild-tokens")
+    assert status == EXIT_ERROR and out == ""
+    assert err == ("shiftpeer: only a hub rebuilds the visibility tokens of shared: run 'shiftpeer --data HUB_DIR "
+                   "rebuild-tokens' with the hub's node directory\n")
 
 
 def test_sync_wait_and_status_show_peers_and_caught_up_replications(registered, capsys):

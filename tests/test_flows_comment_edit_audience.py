@@ -17,16 +17,25 @@ async def thread(user, sid: str) -> list[tuple[str, str]]:
     return [(r["id"], r["body"]["text"]) for r in answer["rows"]]
 
 
+async def club_comment_then_public(net, href: str) -> tuple[str, dict]:
+    """bob's comment for the club on alice's club shift, which alice then publishes; (shift id, the comment
+    as made) once ``shared`` has both."""
+    alice, bob = net["alice"], net["bob"]
+    sid = await net.club_shift(href)
+    made = await bob.flows.comment(sid, "for the club")
+    shared = net.hub.db("shared")
+    await eventually(lambda: shared.get(made["id"]) is not None, "the comment in shared")
+    await alice.publish(sid, public=True)
+    await eventually(lambda: "public" in shared.get(sid).vis, "the shift is public")
+    return sid, made
+
+
 @pytest_twisted.ensureDeferred
 async def test_an_edit_does_not_show_a_club_comment_to_the_public_the_shift_went_to_later(mesh):
     await mesh.start()
     alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
-    sid = await mesh.club_shift("https://example.org/comment-edit-audience")
-    made = await bob.flows.comment(sid, "for the club")
+    sid, made = await club_comment_then_public(mesh, "https://example.org/comment-edit-audience")
     shared = mesh.hub.db("shared")
-    await eventually(lambda: shared.get(made["id"]) is not None, "the comment in shared")
-    await alice.publish(sid, public=True)
-    await eventually(lambda: "public" in shared.get(sid).vis, "the shift is public")
     assert await thread(carol, sid) == []
 
     await bob.flows.edit_comment(made["id"], "for the club, typo fixed")

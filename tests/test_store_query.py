@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shiftpeer.store import InvalidDocument, NotFound, Store
+from shiftpeer.store import InvalidDocument, NotFound, Store, indexes
 
 
 @pytest.fixture
@@ -141,6 +141,70 @@ def test_add_vis(store):
     assert db.get("a").vis == ["group:g", "user:bob"] and db.update_seq() == seq
     with pytest.raises(NotFound):
         db.add_vis("missing", ["x"])
+
+
+def index_entries(store) -> int:
+    """How many index entries the store holds (every list of every database)."""
+    with store.env.begin() as txn:
+        return txn.stat(store._idx_db)["entries"]
+
+
+def test_remove_vis_takes_tokens_and_their_index_entries_off(store):
+    """remove_vis takes tokens off a document: queries for them no longer find it, the other tokens and the
+    unfiltered lists still do, exactly its entries under those tokens leave the index, its seq stays, and a
+    token it lacks (or a second call) changes nothing."""
+    db = store.create_database("shared")
+    db.put("a", shift("http://a.org/", 1), vis=["public", "group:g", "user:bob"])
+    db.put("b", shift("http://a.org/", 2), vis=["public"])
+    seq, entries = db.update_seq(), index_entries(store)
+    per_token = len(indexes.value_hashes(db.get("a").body))
+    assert db.remove_vis("a", ["public", "group:other"]) is True
+    assert db.get("a").vis == ["group:g", "user:bob"] and db.update_seq() == seq
+    assert ids(db.query("href", "http://a.org/", vis=["public"])) == ["b"]
+    assert ids(db.query("all", vis=["public"])) == ["b"]
+    assert ids(db.query("href", "http://a.org/", vis=["group:g"])) == ["a"]
+    assert ids(db.query("href", "http://a.org/")) == ["b", "a"]
+    assert index_entries(store) == entries - per_token
+    assert db.remove_vis("a", ["public"]) is False and db.remove_vis("a", []) is False
+    assert index_entries(store) == entries - per_token
+
+
+def test_remove_vis_is_part_of_its_transaction(store):
+    """A removal in a write transaction that fails is rolled back with it (tokens and index entries both);
+    one in a transaction that also added the token leaves no entry behind; a deleted document has no
+    entries, and losing a token writes none."""
+    db = store.create_database("shared")
+    db.put("a", shift("http://a.org/", 1), vis=["public"])
+    entries = index_entries(store)
+    with pytest.raises(RuntimeError):
+        with store.write_txn() as txn:
+            db.remove_vis("a", ["public"], txn=txn)
+            assert db.get("a").vis == []   # read your own writes
+            raise RuntimeError("interrupted")
+    assert db.get("a").vis == ["public"] and index_entries(store) == entries
+    assert ids(db.query("href", "http://a.org/", vis=["public"])) == ["a"]
+    with store.write_txn() as txn:
+        db.add_vis("a", ["group:g"], txn=txn)
+        db.remove_vis("a", ["group:g"], txn=txn)
+    assert db.get("a").vis == ["public"] and index_entries(store) == entries
+    assert ids(db.query("href", "http://a.org/", vis=["group:g"])) == []
+    rev = db.get("a").rev
+    db.put("a", {}, parent=rev, deleted=True)
+    assert db.remove_vis("a", ["public"]) is True and db.get("a").vis == []
+
+
+def test_remove_vis_refuses_bad_input_and_changes_nothing(store):
+    """An unknown document is NotFound; a bad token is InvalidDocument, and the document keeps its tokens."""
+    db = store.create_database("shared")
+    db.put("a", shift("http://a.org/", 1), vis=["public"])
+    with pytest.raises(NotFound):
+        db.remove_vis("missing", ["public"])
+    with pytest.raises(InvalidDocument):
+        db.remove_vis("a", ["public", ""])
+    with pytest.raises(InvalidDocument):
+        db.remove_vis("a", "public")
+    assert db.get("a").vis == ["public"]
+    assert ids(db.query("href", "http://a.org/", vis=["public"])) == ["a"]
 
 
 def test_add_vis_held_tags_only_the_held_documents_that_lack_the_tokens(store):

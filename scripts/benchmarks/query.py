@@ -13,8 +13,8 @@ client's CPU never shares the node's GIL:
        href_rps_8 (8 keep-alive connections at once, one thread each),
        node_cpu_us_per_req / node_cpu_us_per_req_8: the node process's CPU (utime + stime from
        /proc/PID/stat) per answered request in each phase: the figure to compare across runs on a noisy VM.
-(b) a user node with a hub (--no-hub leaves it out): the same N shifts in the hub's ``shared`` under the
-    ``public`` visibility token; the user node forwards each ask to the hub over its TLS sync connection,
+(b) a user node with a hub (--no-hub leaves it out): the same N shifts in the hub's ``master`` and
+    ``shared`` (under the ``public`` visibility token), as its merge leaves them, its tokens' rebuild done; the user node forwards each ask to the hub over its TLS sync connection,
     checks every row's signature and merges its unpublished shifts (``source: shared``).
     -> hub_href_p50_ms / hub_href_p99_ms, hub_href_rps_8, hub_user_cpu_us_per_req and
        hub_hub_cpu_us_per_req (the two node processes' CPU per request, sequential phase).
@@ -65,9 +65,11 @@ def page_urls(n: int) -> list[str]:
     return [f"https://www.site{i % max(1, n // 20)}.example.org/articles/{i}/a-page-title.html" for i in range(n)]
 
 
-def fill(store_path: str, database: str, n: int, urls: list[str], vis: list[str] | None, seed: int = 1) -> float:
+def fill(store_path: str, database: str, n: int, urls: list[str], vis: list[str] | None, seed: int = 1,
+         also: tuple[str, ...] = ()) -> float:
     """Write `n` public shifts by AUTHORS authors, each signed by its author, round-robin over `urls`, into
-    `database` of the store at `store_path` (the node is not running); returns seconds."""
+    `database` of the store at `store_path` (the node is not running), and the same documents into each
+    database of `also`, without tokens; returns seconds."""
     from shiftpeer.identity import NodeKey
     from shiftpeer.identity.signing import sign_doc
     from shiftpeer.shifts import domain_of, new_shift_id
@@ -80,8 +82,10 @@ def fill(store_path: str, database: str, n: int, urls: list[str], vis: list[str]
     store = Store(store_path, sync=False)
     try:
         db = store.create_database(database)
+        copies = [store.create_database(name) for name in also]
         for start in range(0, n, FILL_BATCH):
             with store.write_txn() as txn:
+                ids = []
                 for i in range(start, min(n, start + FILL_BATCH)):
                     a = rng.randrange(AUTHORS)
                     href = urls[i % len(urls)]
@@ -91,7 +95,10 @@ def fill(store_path: str, database: str, n: int, urls: list[str], vis: list[str]
                             "content": {"text": TEXT, "x": rng.randrange(2000), "y": rng.randrange(8000)},
                             "author": keys[a].account_id, "created": created, "modified": created,
                             "audience": {"public": True, "groups": [], "to": []}}
-                    db.put(new_shift_id(keys[a].account_id), body, sign=signers[a], vis=vis, txn=txn)
+                    ids.append(new_shift_id(keys[a].account_id))
+                    db.put(ids[-1], body, sign=signers[a], vis=vis, txn=txn)
+                for copy in copies:
+                    copy.bulk_replicated(db.get_repl_docs([(i, None) for i in ids]), txn=txn)
     finally:
         store.close()
     return time.perf_counter() - t
@@ -257,6 +264,30 @@ def full_peer(demo: Demo, n: int, urls: list[str], counts: tuple[int, int], say)
     return out
 
 
+def as_a_hub_left_it(store_path: str) -> float:
+    """Record in a filled hub store what a hub of this version running on it would have: ``master`` merged
+    into ``shared`` (the merge's checkpoint) and the rebuild of ``shared``'s tokens done
+    (roles/tokenrebuild.py, run here), so the hub starts with nothing to catch up and the measurement has the
+    machine to itself; returns seconds."""
+    from shiftpeer.roles import tokenrebuild
+    from shiftpeer.roles.following import save_checkpoint
+    from shiftpeer.roles.merge import MERGE_PEER, SHARED_DB
+    from shiftpeer.store import Store
+
+    t = time.perf_counter()
+    store = Store(store_path, sync=False)
+    try:
+        master, shared = store.database("master"), store.database(SHARED_DB)
+        with store.write_txn() as txn:
+            save_checkpoint(shared, MERGE_PEER, master, master.update_seq(), txn)
+        for _ in range(10_000_000):
+            if tokenrebuild.rebuild_chunk(store, 1000)["done"]:
+                break
+    finally:
+        store.close()
+    return time.perf_counter() - t
+
+
 def hub_and_user(demo: Demo, n: int, urls: list[str], counts: tuple[int, int], say) -> dict:
     """A hub whose ``shared`` holds the shifts, and a registered user node asking it (scripts/demo's mesh)."""
     from shiftpeer.identity.makecerts import main as make_certs
@@ -275,8 +306,10 @@ def hub_and_user(demo: Demo, n: int, urls: list[str], counts: tuple[int, int], s
          "--api", "tcp:0:interface=127.0.0.1")
     from shiftpeer.roles.audience import PUBLIC_TOKEN
 
-    fill_s = fill(os.path.join(hub, "store"), "shared", n, urls, vis=[PUBLIC_TOKEN], seed=2)
-    say(f"hub: {n:,} signed shifts written into shared (token {PUBLIC_TOKEN!r}) in {fill_s:.1f}s")
+    fill_s = fill(os.path.join(hub, "store"), "shared", n, urls, vis=[PUBLIC_TOKEN], seed=2, also=("master",))
+    say(f"hub: {n:,} signed shifts written into master and shared (token {PUBLIC_TOKEN!r}) in {fill_s:.1f}s")
+    left_s = as_a_hub_left_it(os.path.join(hub, "store"))
+    say(f"hub: the merge's checkpoint and the tokens' rebuild recorded in {left_s:.1f}s")
     for name in ("hub", "alice"):
         demo.start(name)
     for name in ("hub", "alice"):

@@ -306,6 +306,12 @@ def cmd_invite(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild_tokens(client: ApiClient, args: argparse.Namespace) -> int:
+    result = client.call("POST", "/hub/tokens/rebuild", {})
+    print_json(result) if args.json else print(result["message"])
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """Put a backup back as the node's store; refused while a node runs on the directory. The directory's
     lock (shiftpeer.nodelock) is held throughout, so no node can start on a half-restored store."""

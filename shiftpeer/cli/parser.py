@@ -8,10 +8,10 @@ import os
 from shiftpeer import __version__, times, urls
 from shiftpeer.cli.commands import (COMMENT_USAGE, cmd_backup, cmd_comment, cmd_favorite, cmd_feed, cmd_follow,
                                     cmd_gossip_unban, cmd_group, cmd_init, cmd_invite, cmd_messages, cmd_notice,
-                                    cmd_register, cmd_restore, cmd_shift_delete, cmd_shift_edit, cmd_shift_new,
-                                    cmd_shift_publish, cmd_shift_resolve, cmd_shift_show, cmd_status, cmd_sync_dir,
-                                    comment_request, feed_query, publish_body, shift_edit_body, shift_new_body,
-                                    status_query, unban_body)
+                                    cmd_rebuild_tokens, cmd_register, cmd_restore, cmd_shift_delete, cmd_shift_edit,
+                                    cmd_shift_new, cmd_shift_publish, cmd_shift_resolve, cmd_shift_show, cmd_status,
+                                    cmd_sync_dir, comment_request, feed_query, publish_body, shift_edit_body,
+                                    shift_new_body, status_query, unban_body)
 from shiftpeer.cli.errors import EXIT_USAGE
 
 def page_url(value: str) -> str:
@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     invite_token = reader(sub.add_parser("invite", help="hub operators: make a one-use registration token"))
     invite_token.set_defaults(func=cmd_invite)
+    rebuild = reader(sub.add_parser("rebuild-tokens", help="hub operators: rebuild the visibility tokens of shared "
+                                    "(a hub does it by itself once after an upgrade)"))
+    rebuild.set_defaults(func=cmd_rebuild_tokens)
 
     backup = reader(sub.add_parser("backup", help="copy the node's store to OUTFILE (running or stopped)"))
     backup.add_argument("outfile", metavar="OUTFILE")

@@ -92,6 +92,16 @@ def vis_token(dbname: str) -> str | None:
     return None
 
 
+def source_db(token: str) -> str | None:
+    """The hub database that gives its documents ``token`` in ``shared`` (``vis_token`` the other way round;
+    None for a token no database gives, such as ``author:``)."""
+    if token == PUBLIC_TOKEN:
+        return "master"
+    kind, _, name = token.partition(":")
+    prefix = {"group": "group/", "user": "inbox/"}.get(kind)
+    return prefix + name if prefix is not None and name else None
+
+
 def names_token(aud: dict, token: str) -> bool:
     """Does the signed audience reach those who hold this visibility token: name the place it stands for
     (``public``, ``group:<g>``, ``user:<u>``)? An ``author:`` token always (an author sees what they wrote,

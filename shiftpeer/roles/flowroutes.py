@@ -194,6 +194,7 @@ def install_user_routes(api: Any, role: Any) -> None:
         ("GET", "/feed", feed), ("GET", "/names", names),
         ("GET", "/messages", messages), ("POST", "/messages/read", mark_read),
         ("POST", "/notices", notice), ("POST", "/hub/invites", hub_invite),
+        ("POST", "/hub/tokens/rebuild", hub_rebuild_tokens),
     ]
     routes += [("POST", f"/groups/{{name}}/{a}", group_action(a)) for a in ("invite", "join", "leave", "remove", "level")]
     for method, template, handler in routes:
@@ -210,9 +211,25 @@ def hub_invite(req: ApiRequest) -> dict:
     return {"token": role.hub.accounts.new_invite()}
 
 
+def hub_rebuild_tokens(req: ApiRequest) -> dict:
+    """Run the rebuild of the visibility tokens in ``shared`` again from the first document
+    (roles/tokenrebuild.py; a hub runs it by itself once, on a store an older version wrote). It answers at
+    once: on a big hub the pass takes minutes, and the hub's log says when it is done."""
+    role = req.node.role("hub")
+    if role is None or role.hub is None:
+        raise FlowError("only a hub rebuilds the visibility tokens of shared: run 'shiftpeer --data HUB_DIR "
+                        "rebuild-tokens' with the hub's node directory", "forbidden")
+    role.hub.tokens.rebuild().addErrback(lambda _: None)   # a failure is logged by the pass
+    return {"rebuilding": True,
+            "message": "rebuilding the visibility tokens of shared from the first document: the hub's log shows "
+                       "its progress, and 'rebuilt the visibility tokens of shared: ...' when it is done"}
+
+
 def install_hub_routes(api: Any, role: Any) -> None:
-    """Hub operator routes: registration invitations (every user node answers the route too)."""
+    """Hub operator routes: registration invitations and the tokens' rebuild (every user node answers the
+    routes too, with who may use them)."""
     api.add_route("POST", PREFIX + "/hub/invites", _guard(hub_invite))
+    api.add_route("POST", PREFIX + "/hub/tokens/rebuild", _guard(hub_rebuild_tokens))
 
 
 def _members_list(group: dict) -> dict:

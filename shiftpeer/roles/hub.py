@@ -27,6 +27,7 @@ from shiftpeer.roles.policy import HubPolicy
 from shiftpeer.roles.queries import HubQueries
 from shiftpeer.roles.revocation import membership_listener
 from shiftpeer.roles.social import HubSocial
+from shiftpeer.roles.tokenrebuild import TokenRebuild
 from shiftpeer.roles.validation import HubRules, check_repl_doc, filtering_store_batch, held_author
 from shiftpeer.sync.refusedrevs import Refused, note_refused_alone
 
@@ -57,6 +58,7 @@ class Hub:
         self.merger = SharedMerger(store, clock, on_new=self.social.notify_comments,
                                    on_revised=self.social.revise_notifications)
         self.queries = HubQueries(store, self.accounts, self.groups, self.social)
+        self.tokens = TokenRebuild(store)
         self.rules.can_see = self.queries.can_see
         self.rules.places = self.queries.places
         self.social.can_see = self.queries.can_see
@@ -68,12 +70,15 @@ class Hub:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start merging into ``shared`` (catching up first)."""
+        """Start merging into ``shared`` (catching up first), and rebuild its visibility tokens in the store's
+        writer if an older version wrote the store (roles/tokenrebuild.py; a failure is logged there)."""
         self.merger.start()
+        self.tokens.start().addErrback(lambda _: None)
 
     def stop(self) -> None:
-        """Stop merging; the store stays open (the node owns it)."""
+        """Stop merging and rebuilding; the store stays open (the node owns it)."""
         self.merger.stop()
+        self.tokens.stop()
 
     def install(self, factory: Any) -> None:
         """Make ``factory`` serve as this hub: its Policy, its write checks, its RPC methods."""

@@ -720,6 +720,20 @@ class Database:
     def add_vis(self, docid: str, tokens: list[str], txn: WriteTxn | None = None) -> None:
         """Add visibility tokens (metadata, not the signed body) to a document and re-index it."""
         add = check_vis(tokens)
+        self._change_vis(docid, lambda vis: vis if set(add).issubset(vis) else sorted(set(vis).union(add)), txn)
+
+    def remove_vis(self, docid: str, tokens: list[str], txn: WriteTxn | None = None) -> bool:
+        """Take visibility tokens off a document; its index entries under them leave in the same transaction,
+        so no query for those tokens finds it after the commit. Tokens it lacks are ignored; True when it had
+        one. Tokens otherwise only grow (every write adds): this is how a hub takes off those an older version
+        gave (roles/tokenrebuild.py). Like ``add_vis``, it keeps the document's seq: tokens are not replicated."""
+        drop = set(check_vis(tokens))
+        return self._change_vis(docid, lambda vis: [t for t in vis if t not in drop], txn)
+
+    def _change_vis(self, docid: str, change: Callable[[list[str]], list[str]], txn: WriteTxn | None) -> bool:
+        """Give a document the tokens ``change(its tokens)`` (sorted, as stored), rewriting its record in place
+        and adding and deleting just the index entries of the tokens that came and went; False (nothing
+        written) when they are the same. NotFound for a document not held."""
         st = self._store
         with st._writing(txn) as w:
             self._alive(w.txn)
@@ -727,11 +741,16 @@ class Database:
             if found is None:
                 raise NotFound(f"no document {docid!r} in {self.name!r}")
             seq, old = found
-            if set(add).issubset(old[1]):
-                return
-            new = [old[0], sorted(set(old[1]).union(add)), old[2], old[3]]
+            vis = change(old[1])
+            if vis == old[1]:
+                return False
+            new = [old[0], vis, old[2], old[3]]
             win = revs.pick_winner(new[3])
-            body = None if new[3][win][0] else codec.decode_body(new[3][win][1])
-            old_keys = set(indexes.index_keys(self._dbp, seq, body, old[1]))  # entries it already has
-            w.idx_add([k for k in indexes.index_keys(self._dbp, seq, body, new[1]) if k not in old_keys])
+            if not new[3][win][0]:   # a deleted winner has no index entries
+                body = codec.decode_body(new[3][win][1])
+                old_keys = set(indexes.index_keys(self._dbp, seq, body, old[1]))
+                new_keys = set(indexes.index_keys(self._dbp, seq, body, vis))
+                w.idx_delete(sorted(old_keys - new_keys))
+                w.idx_add(sorted(new_keys - old_keys))
             w.txn.put(keys.log_key(self._dbp, seq), codec.encode_record(new), db=st._log_db)
+            return True

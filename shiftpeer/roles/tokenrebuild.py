@@ -1,0 +1,212 @@
+"""The hub's rebuild of the visibility tokens in ``shared`` from the rules its merge applies today.
+
+A record's tokens only grow: every merge adds the tokens of what it merged, and nothing took one off. So the
+tokens an earlier version gave and the merge no longer would stay on the record: a comment's edit took every
+token of its shift's record (docs/security.md, *Bugs this work found*: "An edit of a comment showed it
+beyond its signed audience"), and a revision under another author's old id gave its writer's tokens to that
+id's record ("The hub's `shared` merged a revision into an id's record whoever wrote it"). Queries ask each
+record's winning audience (``queries.served``), but not of an ``author:`` token, and a hub's rules read the
+tokens as they are: a comment goes only where the document it answers went (``HubRules.places``), and a
+comment's tokens come from those of its shift.
+
+The pass takes off every token the merge would not give a document today (``Judge``), never adding
+one: a place's token (``public``, ``group:<g>``, ``user:<u>``) stays where that place's database holds the
+document by the record's author, or, on a comment, where its shift holds it and a live revision's signed
+audience names it; an ``author:`` token stays for the record's author and, on a comment, its shift's authors.
+It runs once per store, when a hub first opens a store an older version wrote (a checkpoint in ``shared``
+records how far it got and that it finished: ``VERSION``), in the store's writer thread, a chunk of
+documents a transaction, so the hub serves meanwhile and a restart resumes where the last chunk committed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from shiftpeer.roles import audience
+from shiftpeer.roles.merge import SHARED_DB
+from shiftpeer.store.errors import InvalidDocument, NotFound
+
+#: The checkpoint (peer, remote database) in ``shared`` that records the pass.
+PASS = ("tokens", "rebuild")
+#: The rules the pass applied; a store whose record names another version is rebuilt again.
+VERSION = 1
+#: Documents a transaction: ~20 ms of the writer (~100 us a document), no longer than the writer's group
+#: commits of replicated batches, so the reactor's own writes wait little behind it.
+CHUNK = 200
+#: Seconds between progress lines in the log.
+LOG_SECONDS = 10.0
+#: The token kinds the merge gives; any other is left alone.
+AUTHOR, PLACES = "author", ("group", "user")
+
+log = Logger()
+
+
+def progress(shared: Any) -> dict:
+    """How far the pass has got in ``shared``: ``seq`` (documents up to it are checked), ``checked``,
+    ``narrowed``, ``done``; empty when it never ran under this ``VERSION``."""
+    cp = shared.get_checkpoint(*PASS) or {}
+    return cp if cp.get("version") == VERSION else {}
+
+
+def rebuild_chunk(store: Any, limit: int = CHUNK, *, restart: bool = False) -> dict:
+    """Check the next ``limit`` documents of ``shared`` (changes order, from the recorded seq) and take off
+    their unjustified tokens, recording the progress in the same transaction (a chunk that fails writes
+    nothing); returns the progress. Done when a chunk finds fewer than ``limit``: in this transaction nothing
+    else writes, and a document the merge changes since moves past the recorded seq, so none is missed.
+    ``restart``: from the first document again, done or not (the operator's command)."""
+    shared = store.database(SHARED_DB)
+    with store.write_txn() as txn:
+        cp = {} if restart else progress(shared)
+        if cp.get("done"):
+            return cp
+        since = cp.get("seq", 0)
+        docs = shared.docs_since(since, limit)
+        judge = Judge(store, shared)
+        narrowed = 0
+        for doc in docs:
+            drop = judge.unjustified(doc)
+            if drop:
+                shared.remove_vis(doc.id, drop, txn=txn)
+                narrowed += 1
+        cp = {"version": VERSION, "seq": docs[-1].seq if docs else since, "checked": cp.get("checked", 0) + len(docs),
+              "narrowed": cp.get("narrowed", 0) + narrowed, "done": len(docs) < limit,
+              "of": shared.update_seq()}
+        shared.set_checkpoint(*PASS, cp, txn=txn)
+    return cp
+
+
+class Judge:
+    """Which of a ``shared`` document's tokens the merge gives it today (roles/merge.py
+    ``SharedMerger._tokens``); for one chunk, keeping the source databases it opened."""
+
+    def __init__(self, store: Any, shared: Any) -> None:
+        self._store = store
+        self._shared = shared
+        self._sources: dict[str, Any] = {}
+
+    def unjustified(self, doc: Any) -> list[str]:
+        """The tokens of ``doc`` the merge would not give it today."""
+        keep = self.justified(doc, set(doc.vis))
+        return [t for t in doc.vis if t not in keep]
+
+    def justified(self, doc: Any, wanted: set[str], depth: int = 1) -> set[str]:
+        """Those of ``wanted`` (tokens of ``doc``) the merge gives it today, and any of a kind it never gives: the
+        author's token; a place's where that place's database holds the document by the author; on a comment,
+        one its shift justifies (``depth``: a comment answering a comment takes that one's tokens as they
+        stand) and a live revision's signed audience names (an author token always)."""
+        body = doc.body if isinstance(doc.body, dict) else {}
+        author = body.get("author") if isinstance(body.get("author"), str) else None
+        keep, rest = set(), set()
+        for t in wanted:
+            kind = t.partition(":")[0]
+            if kind == AUTHOR:   # a record whose winner names no author: its author tokens cannot be judged
+                ok = author is None or t == audience.author_token(author)
+            elif t == audience.PUBLIC_TOKEN or kind in PLACES:
+                ok = self._held_by_source(t, doc.id, author)
+            else:
+                ok = True
+            (keep if ok else rest).add(t)
+        shift_id = body.get("shift")
+        if rest and body.get("type") == "comment" and isinstance(shift_id, str):
+            shift = self._shared.get(shift_id)
+            if shift is not None:
+                auds = [audience.of(body), *(audience.of(self._shared.get(doc.id, r).body) for r in doc.conflicts)]
+                named = {t for t in rest.intersection(shift.vis) if any(audience.names_token(a, t) for a in auds)}
+                keep |= self.justified(shift, named, depth - 1) if named and depth > 0 else named
+        return keep
+
+    def _held_by_source(self, token: str, docid: str, author: str | None) -> bool:
+        """Does the hub database that gives ``token`` hold ``docid`` by ``author`` (the merge takes a source's
+        revisions only from the author of the record, ``SharedMerger._same_author``)?"""
+        db = self._source(audience.source_db(token))
+        held = db.get(docid) if db is not None else None
+        if held is None:
+            return False
+        by = held.body.get("author") if isinstance(held.body, dict) else None
+        return author is None or not isinstance(by, str) or by == author
+
+    def _source(self, dbname: str | None) -> Any:
+        """The source database ``dbname`` (None: there is none, or the name is none)."""
+        if dbname is None:
+            return None
+        if dbname not in self._sources:
+            try:
+                self._sources[dbname] = self._store.database(dbname)
+            except (NotFound, InvalidDocument):
+                self._sources[dbname] = None
+        return self._sources[dbname]
+
+
+class TokenRebuild:
+    """Runs the pass in the store's writer, a chunk at a time, until ``shared`` records it done."""
+
+    def __init__(self, store: Any, *, chunk: int = CHUNK) -> None:
+        self._store = store
+        self._chunk = chunk
+        self._running = False
+        self._stopped = True
+        self._waiters: list[Deferred] = []
+        self._logged = 0.0
+
+    def start(self) -> Deferred:
+        """Run the pass unless ``shared`` records it done under this ``VERSION`` (a store an older version
+        wrote has no record); fires with the progress when it is done (or stopped)."""
+        return self._run(restart=False)
+
+    def rebuild(self) -> Deferred:
+        """Run the pass again from the first document (on demand: ``shiftpeer rebuild-tokens``); joins a
+        pass already running. Fires with the progress when it is done."""
+        return self._run(restart=True)
+
+    def stop(self) -> None:
+        """Start no more chunks (one running commits or not as a whole); the next start resumes."""
+        self._stopped = True
+
+    def _run(self, *, restart: bool) -> Deferred:
+        self._stopped = False
+        if not self._running:
+            cp = progress(self._store.database(SHARED_DB))
+            if cp.get("done") and not restart:
+                return succeed(cp)
+            self._running = True
+            self._logged = time.monotonic()
+            log.info("rebuilding the visibility tokens of shared from seq {seq} of {of}",
+                     seq=0 if restart else cp.get("seq", 0), of=self._store.database(SHARED_DB).update_seq())
+            self._next(restart)
+        d: Deferred = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def _next(self, restart: bool = False) -> None:
+        d = self._store.run_in_writer(rebuild_chunk, self._store, self._chunk, restart=restart)
+        d.addCallbacks(self._chunk_done, self._failed)
+
+    def _chunk_done(self, cp: dict) -> None:
+        if cp.get("done") or self._stopped:
+            if cp.get("done"):
+                log.info("rebuilt the visibility tokens of shared: {checked} documents checked, {narrowed} narrowed",
+                         checked=cp.get("checked", 0), narrowed=cp.get("narrowed", 0))
+            self._finish(cp)
+            return
+        if time.monotonic() - self._logged >= LOG_SECONDS:
+            self._logged = time.monotonic()
+            log.info("rebuilding the visibility tokens of shared: {checked} documents checked, {narrowed} narrowed, "
+                     "at seq {seq} of {of}", checked=cp["checked"], narrowed=cp["narrowed"], seq=cp["seq"], of=cp["of"])
+        self._next()
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("rebuilding the visibility tokens of shared failed; the next start resumes it", failure)
+        self._running = False
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(failure)
+
+    def _finish(self, cp: dict) -> None:
+        self._running = False
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(cp)

@@ -1,0 +1,64 @@
+"""What the tokens an older hub gave a widened comment still open, over real TLS to a real hub, and the
+rebuild that takes them off (roles/tokenrebuild.py).
+
+An older hub gave each revision of a comment every token of its shift's record, so bob's edit of a comment
+he wrote for the club, on a shift alice had since made public, left ``public`` on the comment's record in
+``shared`` (docs/security.md, *Bugs this work found*). The hub's queries no longer serve a document under a
+token its winning audience does not name (``queries.served``), so carol still cannot read the comment. But
+the hub's rule that a comment goes only where the document it answers went reads the tokens as they are:
+a reply to the club comment, signed as public, entered ``master`` (and so every full peer's firehose), and
+the hub showed it to carol in the comment's thread. After the rebuild the hub refuses it (``not_there``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest_twisted
+
+import flowmesh
+from flowmesh import eventually
+from shiftpeer.ids import bound_id
+from tests.helpers_identity import signed_doc
+from tests.test_flows_comment_edit_audience import club_comment_then_public, thread
+
+PUBLIC = {"public": True, "groups": [], "to": []}
+mesh = flowmesh.mesh   # the fixture
+
+
+def public_reply(user, comment_id: str) -> dict:
+    """A reply to ``comment_id`` that ``user`` signed as public (their own node would give it the club's
+    audience; any node may sign what it likes)."""
+    now = time.time()
+    return signed_doc(user.key, bound_id(user.account, "cm-"), {
+        "type": "comment", "shift": comment_id, "text": "to everyone", "author": user.account, "created": now,
+        "modified": now, "audience": PUBLIC})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_widened_comments_stale_token_let_a_reply_where_the_comment_never_went_until_rebuilt(mesh):
+    await mesh.start()
+    alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
+    sid, made = await club_comment_then_public(mesh, "https://example.org/widened-comment")
+    shared, master = mesh.hub.db("shared"), mesh.hub.db("master")
+    await bob.flows.edit_comment(made["id"], "for the club, typo fixed")
+    await eventually(lambda: shared.get(made["id"]).body["text"].endswith("typo fixed"), "the edit in shared")
+    shared.add_vis(made["id"], ["public"])   # what an older hub's merge gave that edit
+
+    # the stale token serves nothing: carol reads neither the comment nor its shift's thread
+    assert (await carol.flows.link.call("get", {"ids": [made["id"]]}))["rows"] == []
+    assert await thread(carol, sid) == []
+    # but a comment goes only where what it answers went, and the token says the comment went public
+    rules = mesh.hub.hub.rules
+    reply = public_reply(bob, made["id"])
+    assert rules.check(master, "master", bob.account, reply) is None
+
+    cp = await mesh.hub.hub.tokens.rebuild()
+    assert cp["narrowed"] == 1 and "public" not in shared.get(made["id"]).vis
+    assert rules.check(master, "master", bob.account, reply).code == "not_there"
+    bob.store.database("user/public").bulk_replicated([reply])   # bob's node pushes user/public to master
+    marker = bob.new_shift("https://example.org/after-the-reply")  # user/public reaches master in order
+    await bob.publish(marker, public=True)
+    await eventually(lambda: marker in mesh.hub.ids("master"), "bob's later public shift in master")
+    assert reply["id"] not in mesh.hub.ids("master")
+    assert await thread(carol, made["id"]) == []
+    assert [i for i, _ in await thread(alice, sid)] == [made["id"]]   # the club comment is where it was
