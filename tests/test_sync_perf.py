@@ -60,13 +60,14 @@ class CountingTransport(StringTransport):
 
 
 def test_frames_answering_one_read_go_out_in_one_write():
-    """Everything sent while handling received bytes (accept, changes, caught_up) is one transport write."""
+    """Everything sent while handling received bytes (accept, changes, caught_up) is one transport write.
+    (A Clock, so no handling slice ends midway: on a loaded machine the real one's 2 ms could.)"""
     store = MemoryStore()
     db = store.create_database("src")
     for i in range(3):
         db.put(f"d{i}", {"i": i})
-    factory = SyncFactory(store, None, AllowAll(), reactor=reactor, validator=accept_all,
-                          peer_id_of=lambda transport: "peer")
+    factory = SyncFactory(store, None, AllowAll(), reactor=Clock(), validator=accept_all,
+                          peer_id_of=lambda transport: "peer", handshake_timeout=None, frame_timeout=None)
     proto = factory.buildProtocol(None)
     transport = CountingTransport()
     proto.makeConnection(transport)
