@@ -267,12 +267,62 @@ def init_node_dir(
     }
     if hub_id is not None:
         doc["hub_id"] = hub_id
-    tmp = base / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, base / CONFIG_FILE)
+    _write_config(base, doc)
     log.info("node directory {path} created for {user} ({account})", path=str(base), user=user,
              account=key.account_id)
     return load_node_dir(base)
+
+
+def _write_config(base: Path, doc: dict) -> None:
+    """Write config.json whole or not at all (a temporary file renamed over it, synced first), so a crash
+    never leaves half a config; an existing file's mode is kept."""
+    path, tmp = base / CONFIG_FILE, base / (CONFIG_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if path.exists():
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+    os.replace(tmp, path)
+
+
+def presented_peer_id(material: NodeKey | CertMaterial) -> str:
+    """The peer id others see for what a node presents in TLS (its certificate's key, or its node key)."""
+    return getattr(material, "peer_id", None) or material.account_id
+
+
+def refresh_tls_peer_id(config: NodeConfig) -> str | None:
+    """Keep config.json's ``tls_peer_id`` true to the certificate the directory holds now: the operator
+    may have replaced DIR/tls/ with a certificate for a new key since ``init`` wrote it. When it changed,
+    rewrite that one field (atomically) and return the old id, else None. ``config`` gets the new id."""
+    current = presented_peer_id(config.tls_material())
+    if current == config.tls_peer_id:
+        return None
+    base = Path(config.path)
+    doc = json.loads((base / CONFIG_FILE).read_text())
+    doc["tls_peer_id"] = current
+    _write_config(base, doc)
+    old, config.tls_peer_id = config.tls_peer_id, current
+    return old
+
+
+def note_tls_peer_id(config: NodeConfig, presented: str) -> None:
+    """At a node's start: refresh config.json's tls_peer_id, and say in one line when the id peers see is
+    not the one users may have pinned (``presented``: the id of what this run presents, which
+    ``--tls-cert`` may have overridden). Failing to record it is a warning: the node runs either way."""
+    try:
+        old = refresh_tls_peer_id(config)
+    except (OSError, ValueError, CertificateError, KeyFileError) as e:   # e.g. DIR/tls/ removed, run with flags
+        log.warn("could not check the TLS peer id in {cfg}: {why}", cfg=str(Path(config.path) / CONFIG_FILE),
+                 why=str(e))
+        return
+    if old is not None:
+        log.warn("the TLS key changed: peer id {old} -> {new}; users who pinned {old} with --hub-id must pin "
+                 "{new} (config.json tls_peer_id updated)", old=old, new=config.tls_peer_id)
+    if presented != config.tls_peer_id:
+        log.warn("this run presents the certificate given with --tls-cert: peer id {new}, not the directory's "
+                 "{old}; users who pinned {old} with --hub-id are refused while it runs", old=config.tls_peer_id,
+                 new=presented)
 
 
 _FIELD_TYPES = {
@@ -400,5 +450,8 @@ __all__ = [
     "load_ca_file",
     "load_tls_files",
     "init_node_dir",
+    "note_tls_peer_id",
+    "presented_peer_id",
+    "refresh_tls_peer_id",
     "load_node_dir",
 ]
