@@ -21,12 +21,12 @@ import json
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.logger import Logger
 
 from shiftpeer.endpoints import EndpointError, check_api_endpoint, check_host_port, check_server_endpoint
 from shiftpeer.identity import KeyFileError, NodeKey
@@ -40,7 +40,17 @@ from shiftpeer.identity.certs import (
 from shiftpeer.identity.keys import _write_private, is_peer_id
 from shiftpeer.nodesettings import DEFAULT_API  # loopback only, a port the OS picks (bound URL in DIR/api.url)
 
-log = Logger()
+class _LazyLogger:
+    """This module's twisted Logger, made when first used: ``shiftpeer init`` imports no other Twisted, and
+    importing twisted.logger for it was a fifth of the command's time."""
+
+    def __getattr__(self, level: str) -> Any:
+        from twisted.logger import Logger
+
+        return getattr(Logger(namespace=__name__), level)
+
+
+log = _LazyLogger()
 
 CONFIG_FILE = "config.json"
 CONFIG_VERSION = 1
@@ -268,8 +278,9 @@ def init_node_dir(
     if hub_id is not None:
         doc["hub_id"] = hub_id
     _write_config(base, doc)
-    log.info("node directory {path} created for {user} ({account})", path=str(base), user=user,
-             account=key.account_id)
+    if "twisted.logger" in sys.modules:   # a Twisted process: someone may observe it (shiftpeer init: no one)
+        log.info("node directory {path} created for {user} ({account})", path=str(base), user=user,
+                 account=key.account_id)
     return load_node_dir(base)
 
 
@@ -358,6 +369,16 @@ def _check_addresses(prefix: str, *, listen: list, api: str, connect: str | None
         check_host_port(peer, name("--peer", "peers"))
 
 
+def _check_sync(value: Any) -> dict[str, Any]:
+    """config.json's "sync" object, checked (shiftpeer.sync.config); none, as init writes it, is no limits
+    set, without importing the sync package (it would double what ``shiftpeer init`` takes)."""
+    if isinstance(value, dict) and not value:
+        return {}
+    from shiftpeer.sync.config import check_sync_config
+
+    return check_sync_config(value)
+
+
 def load_node_dir(path: str | os.PathLike) -> NodeConfig:
     """Read a node directory's config; NodeDirError says what is wrong and how to fix it."""
     base = Path(path).absolute()
@@ -392,9 +413,7 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         raise ConfigValueError(f'{cfg}: "roles": unknown role {json.dumps(unknown[0])[:60]}; '
                                f'the roles are {", ".join(json.dumps(r) for r in ROLES)}')
     try:
-        from shiftpeer.sync.config import check_sync_config
-
-        sync = check_sync_config(doc.get("sync", {}))
+        sync = _check_sync(doc.get("sync", {}))
     except ValueError as e:
         raise ConfigValueError(f'{cfg}: "sync": {e}') from None
     try:
