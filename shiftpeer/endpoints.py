@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from shiftpeer.nodesettings import DEFAULT_API
+
 
 class EndpointError(ValueError):
     """An endpoint string or HOST:PORT that the node could not (or must not) use."""
@@ -55,7 +57,10 @@ def check_api_endpoint(description: str, name: str = "--api") -> str:
     ``tcp``/``tcp6`` on a loopback ``interface=``, or ``unix:PATH``; anything else is refused.
 
     The interface is read from the endpoint Twisted parsed (escapes and repeats resolved as Twisted
-    resolves them), not from the string."""
+    resolves them), not from the string. The default is known to pass: it skips the parse, and with it
+    importing twisted.internet.endpoints, most of what ``shiftpeer init`` took."""
+    if description == DEFAULT_API:
+        return description
     from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
 
     endpoint = parse_server_endpoint(description, name)

@@ -23,7 +23,7 @@ from shiftpeer.api.service import ApiService
 from shiftpeer.census import DatabaseCensus, counts
 from shiftpeer.endpoints import split_host_port
 from shiftpeer.nodesettings import DEFAULT_API, NodeSettings, default_roles, load_key, settings_from_config
-from shiftpeer.selflink import (SELF, RecordingServerEndpoint, SelfEndpoint, hub_target, own_peer_ids,
+from shiftpeer.selflink import (SELF, RecordingServerEndpoint, SelfEndpoint, hub_target,
                                 self_link_creator)
 from shiftpeer.shifts import Shifts, make_signer
 from shiftpeer import startup
@@ -198,12 +198,21 @@ class Node(SequentialMultiService):
         try:
             self._starting(super().startService)
             startup.started()
+            self._note_tls_peer_id()
         except StartupError:
             # undo what did start (ports, the store and the directory's lock); api.url at once, as the rest
             # may need the reactor to finish and under twistd the process exits next
             self.api_service.forget_url()
             self.stopService().addErrback(lambda f: self.log.failure("stopping the node that could not start", f))
             raise
+
+    def _note_tls_peer_id(self) -> None:
+        """Once started (the directory locked), keep config.json's tls_peer_id true and say when the id peers
+        see changed, since users who pinned the old one with --hub-id are refused (shiftpeer.nodedir)."""
+        from shiftpeer.nodedir import NodeConfig, note_tls_peer_id
+
+        if isinstance(self.settings.config, NodeConfig):
+            note_tls_peer_id(self.settings.config, self.tls_peer_id)
 
     def _starting(self, start: Callable[[], None]) -> None:
         """Log why the node cannot start (the log may be a file nobody watches), then raise it."""
@@ -282,10 +291,17 @@ class Node(SequentialMultiService):
         return services
 
     @cached_property
+    def tls_peer_id(self) -> str:
+        """The peer id others see for this node in TLS (what ``--hub-id`` pins); read once, as the TLS files
+        are (a new certificate takes a restart)."""
+        from shiftpeer.nodedir import presented_peer_id
+
+        return presented_peer_id(tls_material(self))
+
+    @cached_property
     def own_peer_ids(self) -> frozenset[str]:
-        """The peer ids of the node's own connections (the self link's two ends); read once, as the TLS
-        files are (a new certificate takes a restart)."""
-        return own_peer_ids(self, tls_material(self))
+        """The peer ids of the node's own connections (the self link's two ends)."""
+        return frozenset({self.account_id, self.tls_peer_id})
 
     def hub_status(self) -> dict | None:
         """Where the node's user side finds its hub, for status: its address, whether it is this node itself
@@ -375,6 +391,7 @@ class Node(SequentialMultiService):
         ]
         return {
             "account": self.account_id,
+            "tls_peer_id": self.tls_peer_id,
             "user": self.settings.user,
             "directory": self.settings.directory,
             "roles": [getattr(r, "name", type(r).__name__) for r in self.roles],

@@ -21,12 +21,12 @@ import json
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.logger import Logger
 
 from shiftpeer.endpoints import EndpointError, check_api_endpoint, check_host_port, check_server_endpoint
 from shiftpeer.identity import KeyFileError, NodeKey
@@ -40,7 +40,17 @@ from shiftpeer.identity.certs import (
 from shiftpeer.identity.keys import _write_private, is_peer_id
 from shiftpeer.nodesettings import DEFAULT_API  # loopback only, a port the OS picks (bound URL in DIR/api.url)
 
-log = Logger()
+class _LazyLogger:
+    """This module's twisted Logger, made when first used: ``shiftpeer init`` imports no other Twisted, and
+    importing twisted.logger for it was a fifth of the command's time."""
+
+    def __getattr__(self, level: str) -> Any:
+        from twisted.logger import Logger
+
+        return getattr(Logger(namespace=__name__), level)
+
+
+log = _LazyLogger()
 
 CONFIG_FILE = "config.json"
 CONFIG_VERSION = 1
@@ -267,12 +277,63 @@ def init_node_dir(
     }
     if hub_id is not None:
         doc["hub_id"] = hub_id
-    tmp = base / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, base / CONFIG_FILE)
-    log.info("node directory {path} created for {user} ({account})", path=str(base), user=user,
-             account=key.account_id)
+    _write_config(base, doc)
+    if "twisted.logger" in sys.modules:   # a Twisted process: someone may observe it (shiftpeer init: no one)
+        log.info("node directory {path} created for {user} ({account})", path=str(base), user=user,
+                 account=key.account_id)
     return load_node_dir(base)
+
+
+def _write_config(base: Path, doc: dict) -> None:
+    """Write config.json whole or not at all (a temporary file renamed over it, synced first), so a crash
+    never leaves half a config; an existing file's mode is kept."""
+    path, tmp = base / CONFIG_FILE, base / (CONFIG_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if path.exists():
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+    os.replace(tmp, path)
+
+
+def presented_peer_id(material: NodeKey | CertMaterial) -> str:
+    """The peer id others see for what a node presents in TLS (its certificate's key, or its node key)."""
+    return getattr(material, "peer_id", None) or material.account_id
+
+
+def refresh_tls_peer_id(config: NodeConfig) -> str | None:
+    """Keep config.json's ``tls_peer_id`` true to the certificate the directory holds now: the operator
+    may have replaced DIR/tls/ with a certificate for a new key since ``init`` wrote it. When it changed,
+    rewrite that one field (atomically) and return the old id, else None. ``config`` gets the new id."""
+    current = presented_peer_id(config.tls_material())
+    if current == config.tls_peer_id:
+        return None
+    base = Path(config.path)
+    doc = json.loads((base / CONFIG_FILE).read_text())
+    doc["tls_peer_id"] = current
+    _write_config(base, doc)
+    old, config.tls_peer_id = config.tls_peer_id, current
+    return old
+
+
+def note_tls_peer_id(config: NodeConfig, presented: str) -> None:
+    """At a node's start: refresh config.json's tls_peer_id, and say in one line when the id peers see is
+    not the one users may have pinned (``presented``: the id of what this run presents, which
+    ``--tls-cert`` may have overridden). Failing to record it is a warning: the node runs either way."""
+    try:
+        old = refresh_tls_peer_id(config)
+    except (OSError, ValueError, CertificateError, KeyFileError) as e:   # e.g. DIR/tls/ removed, run with flags
+        log.warn("could not check the TLS peer id in {cfg}: {why}", cfg=str(Path(config.path) / CONFIG_FILE),
+                 why=str(e))
+        return
+    if old is not None:
+        log.warn("the TLS key changed: peer id {old} -> {new}; users who pinned {old} with --hub-id must pin "
+                 "{new} (config.json tls_peer_id updated)", old=old, new=config.tls_peer_id)
+    if presented != config.tls_peer_id:
+        log.warn("this run presents the certificate given with --tls-cert: peer id {new}, not the directory's "
+                 "{old}; users who pinned {old} with --hub-id are refused while it runs", old=config.tls_peer_id,
+                 new=presented)
 
 
 _FIELD_TYPES = {
@@ -306,6 +367,16 @@ def _check_addresses(prefix: str, *, listen: list, api: str, connect: str | None
         check_host_port(connect, name("--connect", "connect"))
     for peer in peers:
         check_host_port(peer, name("--peer", "peers"))
+
+
+def _check_sync(value: Any) -> dict[str, Any]:
+    """config.json's "sync" object, checked (shiftpeer.sync.config); none, as init writes it, is no limits
+    set, without importing the sync package (it would double what ``shiftpeer init`` takes)."""
+    if isinstance(value, dict) and not value:
+        return {}
+    from shiftpeer.sync.config import check_sync_config
+
+    return check_sync_config(value)
 
 
 def load_node_dir(path: str | os.PathLike) -> NodeConfig:
@@ -342,9 +413,7 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         raise ConfigValueError(f'{cfg}: "roles": unknown role {json.dumps(unknown[0])[:60]}; '
                                f'the roles are {", ".join(json.dumps(r) for r in ROLES)}')
     try:
-        from shiftpeer.sync.config import check_sync_config
-
-        sync = check_sync_config(doc.get("sync", {}))
+        sync = _check_sync(doc.get("sync", {}))
     except ValueError as e:
         raise ConfigValueError(f'{cfg}: "sync": {e}') from None
     try:
@@ -400,5 +469,8 @@ __all__ = [
     "load_ca_file",
     "load_tls_files",
     "init_node_dir",
+    "note_tls_peer_id",
+    "presented_peer_id",
+    "refresh_tls_peer_id",
     "load_node_dir",
 ]

@@ -145,11 +145,5 @@ def self_link_creator(node: Any, material: Any) -> Any:
     return client_creator(node.key, expected_peer_id=own)
 
 
-def own_peer_ids(node: Any, material: Any) -> frozenset[str]:
-    """The ids a node's own connections carry: its account (the self link's client side) and the peer id
-    of what it presents in TLS (the server side; the same unless the hub's certificate is not Ed25519)."""
-    return frozenset({node.account_id, getattr(material, "peer_id", None) or material.account_id})
-
-
 __all__ = ["SELF", "ListenerNotBound", "RecordingServerEndpoint", "SelfEndpoint", "hub_target",
-           "loopback_endpoint", "own_peer_ids", "self_link_creator", "describe"]
+           "loopback_endpoint", "self_link_creator", "describe"]

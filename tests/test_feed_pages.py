@@ -4,7 +4,8 @@ shifts (some of them also on the hub, as a shift sent to a group is), paged with
 page, give exactly the merged set, each row once, newest first, never more than `limit` rows a page; with no
 unpublished shifts the hub is asked once a page for `limit` rows and never twice for the same page; shifts
 deleted and published on the hub (and made or deleted on the node) between pages skip no row that stayed and
-show none twice; a cursor the node did not hand out is bad_request. The hub pages as its store does: its
+show none twice; a cursor the node did not hand out is bad_request, one it handed out before (`f2.`) pages on;
+500 rows of one `created` page with a cursor that keeps one hub page of ids at most. The hub pages as its store does: its
 cursor is the (created, seq) position of the last row it returned."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shiftpeer.roles.feedpage import PREFIX, Position, drafts_needed, in_bucket, merge_page
+from shiftpeer.roles.feedpage import OLD_PREFIX, PREFIX, Position, drafts_needed, in_bucket, merge_page
 from shiftpeer.roles.names import FlowError
 from shiftpeer.shifts import BAD_CURSOR
 
@@ -101,7 +102,7 @@ def node_page(world: World, cursor: str | None, limit: int) -> tuple[list[dict],
     rows = [r for r in answer if r["id"] not in world.bad]
     keep = in_bucket(pos, rows, nxt)
     drafts = [r for r in world.private if keep(r)][: drafts_needed(limit)]
-    page, after = merge_page(pos, limit, rows, nxt, drafts)
+    page, after = merge_page(pos, limit, rows, nxt, drafts, ME)
     return page, None if after is None else after.encode(), pos, size
 
 
@@ -166,21 +167,25 @@ def test_a_shift_on_the_hub_and_in_user_private_at_a_page_edge_shows_once():
     assert [r["id"] for r in page_through(world, lambda: 2)] == ["a", "m", "b"]
 
 
-def _cursor(fields) -> str:
-    return PREFIX + base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+def _cursor(fields, prefix: str = PREFIX) -> str:
+    return prefix + base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
 
 
 def _old_cursor(fields) -> str:
     """A cursor of the kind this node handed out before, ``f1.`` (it counted the rows shown)."""
-    return "f1." + base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+    return _cursor(fields, "f1.")
 
 
 @pytest.mark.parametrize("cursor", [
     "garbage", "1.5|garbage", "1.5|", "", "x" * 2000, PREFIX, PREFIX + "!!!", PREFIX + "e30",
-    _cursor(["nan", [], None, None]), _cursor(["1.0", [], None, 501]), _cursor(["1.0", [], None, 0]),
-    _cursor(["1.0", [], None, True]), _cursor(["1.0", [], None, 2.0]), _cursor(["1.0", "ab", None, None]),
-    _cursor(["1.0", [3], None, None]), _cursor(["1.0", [], 7, None]), _cursor(["x", [], None, None]),
+    _cursor(["nan", [], None, None, []]), _cursor(["1.0", [], None, 501, []]), _cursor(["1.0", [], None, 0, []]),
+    _cursor(["1.0", [], None, True, []]), _cursor(["1.0", [], None, 2.0, []]), _cursor(["1.0", "ab", None, None, []]),
+    _cursor(["1.0", [3], None, None, []]), _cursor(["1.0", [], 7, None, []]), _cursor(["x", [], None, None, []]),
+    _cursor(["1.0", [], None, None, "ab"]), _cursor(["1.0", [], None, None, [3]]), _cursor(["1.0", [], None, None]),
     _cursor([1.0, []]), _cursor(["1.0", 0, [], None, None]), _cursor({"at": 1}), _cursor("[" * 5000),
+    _cursor({"1.0": 0, "a": 0, "b": 0, "c": 0, "d": 0}),
+    _cursor(["1.0", [], None, None], OLD_PREFIX + "x"), _cursor(["1.0", [], None, 501], OLD_PREFIX),
+    _cursor(["1.0", [3], None, None], OLD_PREFIX), _cursor(["1.0", [], None, None, []], OLD_PREFIX),
     _old_cursor(["1.0", 2, [], None, 5]), _old_cursor(["inf", 0, [], None, None]),
 ])
 def test_a_cursor_the_node_did_not_hand_out_is_bad_request(cursor):
@@ -201,7 +206,8 @@ def test_any_string_is_a_position_or_bad_request(cursor):
 
 @settings(max_examples=500, deadline=None, database=None)
 @given(st.builds(Position, st.floats(allow_nan=False), st.lists(st.text(max_size=40), max_size=5).map(tuple),
-                 st.none() | st.text(max_size=60), st.none() | st.integers(1, 500)))
+                 st.none() | st.text(max_size=60), st.none() | st.integers(1, 500),
+                 st.lists(st.text(max_size=40), max_size=5).map(tuple)))
 def test_a_position_survives_its_cursor(pos):
     assert Position.decode(pos.encode()) == pos
 
@@ -253,3 +259,57 @@ def test_rows_changing_between_pages_skip_nothing_that_stayed_and_show_nothing_t
     assert stayed <= set(ids), stayed - set(ids)
     times = [r["body"]["created"] for r in shown]
     assert times == sorted(times, reverse=True)
+
+
+def _as_f2(cursor: str | None, shown: list[dict]) -> str | None:
+    """The ``f2.`` cursor the node handed out before for the same place: the ids of every row shown created
+    at ``at`` (of any author, from any page), the hub cursor and the hub page's size."""
+    if cursor is None:
+        return None
+    pos = Position.decode(cursor)
+    at_ids = [r["id"] for r in shown if r["body"]["created"] == pos.at]
+    return _cursor([repr(pos.at), at_ids, pos.hub, pos.size], OLD_PREFIX)
+
+
+@FAST
+@given(worlds(), st.data())
+def test_an_f2_cursor_handed_out_before_still_pages_on(world, data):
+    """A client holding a cursor of the form before this one (``f2.``) goes on from where it stood: every
+    row once, newest first."""
+    switch = data.draw(st.integers(0, 8), label="page whose cursor is the old kind")
+    shown, cursor = [], None
+    for n in range(len(world.hub) + len(world.private) + 5):
+        page, cursor, _, _ = node_page(world, cursor, data.draw(st.integers(1, 6), label="limit"))
+        shown += page
+        if n == switch:
+            cursor = _as_f2(cursor, shown)
+        if cursor is None:
+            break
+    ids = [r["id"] for r in shown]
+    assert Counter(ids) == Counter(world.expected()) and len(set(ids)) == len(ids)
+    times = [r["body"]["created"] for r in shown]
+    assert times == sorted(times, reverse=True)
+
+
+def test_500_rows_of_one_created_page_once_each_and_the_cursor_keeps_a_page_of_ids_at_most():
+    """500 hub rows created at one time (40 of them mine, 20 of those also in user/private, sent to a group)
+    and 10 unpublished ones of that time, paged 50 at a time: each of the 510 once, and the cursor holds
+    at most one hub page of the others' ids plus my 50 rows of that time, never every id shown at it
+    (which an ``f2.`` cursor did: its length grew with every page)."""
+    hub = [_row(f"{'mine' if i % 12 == 0 else 'hub'}-{i:03d}-{'x' * 40}", 1.0, ME if i % 12 == 0 else OTHER)
+           for i in range(500)]
+    copies = [r for r in hub if r["body"]["author"] == ME][::2]
+    drafts = [_row(f"draft-{i}-{'x' * 40}", 1.0, ME) for i in range(10)]
+    world = World(hub=hub, bad=set(), private=copies + drafts, empty_last=False)
+    shown, cursor, positions = [], None, []
+    for _ in range(30):
+        page, cursor, _, _ = node_page(world, cursor, 50)
+        shown += page
+        if cursor is None:
+            break
+        positions.append(Position.decode(cursor))
+    ids = [r["id"] for r in shown]
+    assert cursor is None and len(ids) == len(set(ids)) == 510 and set(ids) == set(world.expected())
+    assert len(positions) >= 10 and all(len(p.seen) <= 50 and len(p.mine) <= 50 for p in positions)
+    longest = max(len(p.encode()) for p in positions)
+    assert longest < len(_as_f2(positions[-1].encode(), shown[:-1])) / 2

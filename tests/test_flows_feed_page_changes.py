@@ -3,13 +3,15 @@ real TLS to a real hub: when the node's merged page holds more than ``limit`` (u
 hub's rows) its next cursor asks the hub for the same page again. That page skipped a count of rows, so a
 shift deleted on the hub in between made it skip a row the user never saw, and a shift published in between
 made it show one twice. The node now skips what it showed (keyed by the last row it showed), as the hub's own
-cursor does."""
+cursor does. Many rows of one ``created`` page with a cursor that does not grow with the pages read."""
 
 from __future__ import annotations
 
 import pytest_twisted
+from twisted.internet import task
 
 from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+from shiftpeer.shifts import Shifts, make_signer
 
 HREF = "https://example.org/changing-pages"
 
@@ -78,3 +80,37 @@ async def test_a_shift_published_between_two_pages_shows_nothing_twice(mesh):
     assert [name.get(i, "p0") for i in later] == ["d2", "p2", "p3"]
     again, _ = await page(alice, None)   # a fresh first page shows it
     assert again == [new, made["p1"]]
+
+
+#: The longest next_cursor paging 500 rows of one ``created`` may give: a hub page's ids at most, never all
+#: the ids shown at that time (an ``f2.`` cursor grew by 50 ids a page, to 24,000 characters on the last).
+CURSOR_BOUND = 6000
+
+
+@pytest_twisted.ensureDeferred
+async def test_500_rows_of_one_created_page_once_each_with_a_bounded_cursor(mesh):
+    """bob publishes 500 shifts all created at one instant (a stopped clock), alice has 10 unpublished ones
+    from that same instant: paged 50 at a time every one of the 510 comes exactly once, and no next_cursor
+    grows with the pages read."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    clock = task.Clock()
+    clock.advance(1_790_000_000.0)
+    for user in (alice, bob):
+        user.shifts = Shifts(user.store, user.account, make_signer(user.key), clock)
+    published = [bob.new_shift(HREF) for _ in range(500)]
+    for sid in published:
+        await bob.publish(sid, public=True)
+    drafts = {alice.new_shift(HREF) for _ in range(10)}
+    await eventually(lambda: set(published) <= mesh.hub.ids("shared"), "bob's 500 shifts in shared")
+    shown, cursor, sizes = [], None, []
+    for _ in range(20):
+        answer = await alice.flows.query({"filters": {"href": HREF}, "limit": 50, "cursor": cursor})
+        assert len(answer["rows"]) <= 50 and answer["source"] == "shared"
+        shown += [r["id"] for r in answer["rows"]]
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            break
+        sizes.append(len(cursor))
+    assert cursor is None and sorted(shown) == sorted(set(published) | drafts)
+    assert max(sizes) <= CURSOR_BOUND, sizes

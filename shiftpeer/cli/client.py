@@ -1,17 +1,18 @@
 """Talking to a running node: its local HTTP API, found through the node directory (urllib, no Twisted,
-so each command starts fast)."""
+so each command starts fast; urllib.request and http.client are imported by the first client, not by
+``shiftpeer init``, which talks to no node)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import urllib.error
 
 from shiftpeer.cli.errors import EXIT_NOT_RUNNING, EXIT_USAGE, CliError
 
@@ -56,11 +57,17 @@ class ApiClient:
             raise CliError(f"cannot read the node's API files in {directory}: {e.strerror}") from None
         if not self.url.startswith("http"):
             raise CliError(f"the node's API listens on {self.url}; this command needs a tcp API endpoint")
+        import urllib.request
+
         # Never send the token through a proxy: the API is on loopback.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def call(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
         """Send one request and return the decoded JSON answer, or raise CliError with the node's message."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
         url = self.url + "/v1" + path
         if query:
             url += "?" + urllib.parse.urlencode(query, doseq=True)

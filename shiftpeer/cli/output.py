@@ -281,6 +281,8 @@ def upload_line(up: dict) -> str:
 def print_status(st: dict, progress: Progress | None = None, bar: bool = False) -> None:
     """The human view of /v1/status; with ``progress`` (watch), rates, ETAs and bars for what is behind."""
     print(f"account:   {st.get('account')}" + (f" ({st['user']})" if st.get("user") else ""))
+    if st.get("tls_peer_id") not in (None, st.get("account")):   # a hub certificate's key: what --hub-id pins
+        print(f"tls id:    {st['tls_peer_id']}")
     print(f"roles:     {', '.join(st.get('roles', []))}")
     print(f"api:       {st.get('api')}")
     print(f"listen:    {', '.join(st.get('listen', [])) or '-'}")

@@ -347,7 +347,7 @@ class UserFlows:
         drafts = [] if low >= pos.at else self._unpublished(
             q, feedpage.store_range(low, pos.at, q["since"], q["until"]), feedpage.in_bucket(pos, rows, nxt),
             feedpage.drafts_needed(q["limit"]))
-        page, after = feedpage.merge_page(pos, q["limit"], rows, nxt, drafts)
+        page, after = feedpage.merge_page(pos, q["limit"], rows, nxt, drafts, self.key.account_id)
         return {"rows": page, "next_cursor": None if after is None else after.encode(), "source": "shared"}
 
     def _unpublished(self, q: dict, scan: tuple, keep: Callable[[dict], bool], need: int) -> list[dict]:
