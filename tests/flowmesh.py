@@ -49,6 +49,17 @@ def other_copy_revision(user: "UserParty", parent: dict, **changes: Any) -> dict
             "sig": make_signer(user.key)(parent["id"], rev, body, False)}
 
 
+def other_copy_tombstone(user: "UserParty", parent: dict) -> dict:
+    """The tombstone another copy of ``user``'s account writes on ``parent`` (a repl doc) by its ``shift delete``
+    or ``shift resolve``: the body a delete writes (type, author, ``modified`` one second later), signed by the
+    key, as a repl doc to hand in with the hub's ``deliver``."""
+    body = codec.in_canonical_order({"type": parent["body"].get("type", "shift"), "author": user.account,
+                                     "modified": parent["body"]["modified"] + 1})
+    rev = compute_rev(parent["rev"], True, body)
+    return {"id": parent["id"], "rev": rev, "deleted": True, "body": body, "history": [rev, *parent["history"]],
+            "sig": make_signer(user.key)(parent["id"], rev, body, True)}
+
+
 class HubParty:
     """A hub: store, key, Hub role and a TLS listener on 127.0.0.1."""
 
