@@ -216,3 +216,28 @@ async def test_the_api_says_deleted_and_refuses_changes_with_shift_gone(nodes):
         assert (await call("alice", method, path, body, want=409))["code"] == "shift_gone"
     assert "already deleted" in (await call("alice", "DELETE", f"/v1/shifts/{sid}", want=404))["error"]
     assert private.update_seq() == seq
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_comment_the_other_copy_deleted_is_not_edited_or_deleted_again(mesh):
+    """A comment the other copy deleted (its tombstone in the group, and alice's feed) is gone here as one deleted
+    here is: an edit or a delete of it is not_found (404) and writes nothing, and the thread no longer lists it.
+    Before, the edit continued the own copy's revision, bringing the comment back in the group and bob's feed."""
+    await mesh.start(users=("alice", "bob"))
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = await mesh.club_shift("https://example.org/comment-other-copy-deleted")
+    cid = (await alice.flows.comment(sid, "to be deleted elsewhere"))["id"]
+    await eventually(lambda: live_leaves(bob.feed(), cid), "bob has the comment")
+    private = alice.store.database("user/private")
+    await tombstone_in(alice, other_copy_tombstone(alice, private.get_repl_docs([(cid, None)])[0]))
+    seq = private.update_seq()
+
+    for change in (lambda: alice.flows.edit_comment(cid, "edited after"), lambda: alice.flows.delete_comment(cid)):
+        with pytest.raises(FlowError) as refused:
+            await change()
+        assert refused.value.code == "not_found" and cid in refused.value.message
+    assert private.update_seq() == seq
+    thread = await alice.flows.query({"filters": {"thread": sid}})
+    assert cid not in [r["id"] for r in thread["rows"]]
+    await eventually(lambda: not live_leaves(bob.feed(), cid), "bob's feed: the comment deleted")
+    assert not live_leaves(mesh.hub.db("group/club"), cid)
