@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 from urllib.parse import urlsplit
 
@@ -63,6 +63,27 @@ class ShiftNotFound(ShiftError):
 
     status = 404
     code = "not_found"
+
+
+class ShiftDeleted(ShiftNotFound):
+    """The user's own shift is deleted: here, or by another copy of the account (its tombstones, which only
+    user/feed holds, end every live revision of the own copy). Still a 404 ``not_found`` (what a shift deleted
+    here has always been), saying so; the flow routes answer it as it is, rather than asking the hub."""
+
+
+class ShiftGone(ShiftError):
+    """An edit, publish or resolve of the user's own shift that another copy of the account deleted (its
+    tombstones, only in user/feed, end every live revision of the own copy): refused at once, nothing written,
+    as a comment edit on a shift gone is. Written, the edit would bring the shift back where it went."""
+
+    status = 409
+    code = "shift_gone"
+
+
+def gone_message(shift_id: str, what: str = "shift") -> str:
+    """Why a change of the user's own document another copy of the account deleted is refused."""
+    return (f"{what} {shift_id} is deleted: another copy of your account deleted it (its tombstones reached this "
+            f"node through the hub); nothing was written")
 
 
 class NotAuthor(ShiftError):
@@ -267,8 +288,9 @@ class Shifts:
     def edit(self, shift_id: str, fields: dict) -> dict:
         """Write a new revision of one of the user's shifts where it lives (private or public), on its latest
         revision (``account_revisions``' ``first``, what ``show`` prints): a later edit another copy of the account
-        made, which only user/feed holds, joins the own copy first (``later_edit``), else the two edits were a
-        conflict wherever they met. Other live branches stay, as ``show``'s conflicts, until a resolve."""
+        made, which only user/feed holds, joins the own copy first (``catch_up``, with that copy's tombstones),
+        else the two edits were a conflict wherever they met, and a branch it tombstoned came back. Other live
+        branches stay, as ``show``'s conflicts, until a resolve. A shift that copy deleted is ``ShiftGone``."""
         if not isinstance(fields, dict):
             raise InvalidShift("the request body must be a JSON object")
         unknown = set(fields) - {"summary", "content", "rev"}
@@ -278,8 +300,10 @@ class Shifts:
             raise InvalidShift("nothing to change: give summary and/or content")
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
-        later = later_edit(self._store, db, doc, self.account_id)
-        parent, base = (later["rev"], later["body"]) if later is not None else (doc.rev, doc.body)
+        revs = account_revisions(self._store, db, doc, self.account_id)
+        if revs.first is None:
+            raise ShiftGone(gone_message(shift_id))
+        parent, base = revs.first, revs.body
         expected = fields.get("rev")
         if expected is not None and expected != parent:
             raise EditConflict(f"shift {shift_id} is at {parent}, not {expected}: show it again and retry")
@@ -290,7 +314,7 @@ class Shifts:
         if "content" in fields:
             body["content"] = check_content(fields["content"])
         body["modified"] = self._clock.seconds()
-        rev = put_on_latest(self._store, db, shift_id, body, later, parent, self._sign)
+        rev = put_on_latest(self._store, db, shift_id, body, revs.catch_up, parent, self._sign)
         log.info("edited shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "database": db.name}
 
@@ -298,10 +322,15 @@ class Shifts:
         """Write a signed tombstone; its body keeps the author so every node can verify it. A shift with
         conflicts (``show``'s, the feed-only branches too) gets one on every live leaf, in one transaction:
         a tombstone on the winner alone made the other branch the winner, and the shift stayed. So does a
-        later edit only the feed holds (made by another copy of the account): it would win over the tombstone."""
+        later edit only the feed holds (made by another copy of the account): it would win over the tombstone.
+        A shift that copy deleted (its tombstones end every live revision here) is already deleted: 404, as for
+        one deleted here, and nothing is written."""
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
         rev = delete_everywhere(self._store, db, doc, self._tombstone(doc), self._sign)
+        if rev is None:   # as for a shift deleted here: nothing to delete
+            raise ShiftDeleted(f"no shift {shift_id} on this node: it is already deleted, by another copy of your "
+                               "account (its tombstones reached this node through the hub)")
         log.info("deleted shift {shift_id} rev {rev} in {db}", shift_id=shift_id, rev=rev, db=db.name)
         return {"id": shift_id, "rev": rev, "deleted": True, "database": db.name}
 
@@ -309,16 +338,19 @@ class Shifts:
         """End a conflict on the user's own shift: a signed tombstone on every live leaf but ``keep`` (default:
         the revision ``show`` prints), in one transaction, where the shift lives; the revisions only user/feed
         holds join it first (``account_revisions``: where another copy edited on from a branch, that edit is the
-        leaf, not the branch). The tombstones reach every copy the way an edit does (user/public's replication,
-        the outbox's delivery). A resolve picks the content, not where the shift is published: when the
-        branches' signed audiences differ, the kept revision gets a new signed revision on top with their union
-        (``_keep_widened``). Returns the revision that wins."""
+        leaf, not the branch; a branch it tombstoned is no leaf, and its tombstone joins too). The tombstones
+        reach every copy the way an edit does (user/public's replication, the outbox's delivery). A resolve picks
+        the content, not where the shift is published: when the branches' signed audiences differ, the kept
+        revision gets a new signed revision on top with their union (``_keep_widened``). Returns the revision
+        that wins. A shift that copy deleted is ``ShiftGone``."""
         if keep is not None and not isinstance(keep, str):
             raise InvalidShift("keep must be a revision string, as 'shift show' lists it")
         db, doc = self._locate(shift_id)
         self._check_author(shift_id, doc)
         revs = account_revisions(self._store, db, doc, self.account_id)
-        elsewhere, live = revs.joining, revs.live
+        if revs.first is None:
+            raise ShiftGone(gone_message(shift_id))
+        elsewhere, live = [*revs.joining, *revs.ending], revs.live
         if len(live) == 1:
             raise NoConflicts(f"shift {shift_id} has no conflicts: {revs.first} is its only live revision")
         keep = revs.first if keep is None else keep
@@ -388,8 +420,9 @@ class Shifts:
     def show(self, shift_id: str) -> ShiftView:
         """The shift's winning revision, its conflicts, and every local database that holds it. For the user's
         own copy these include the revisions only user/feed holds (``account_revisions``): a later edit of the
-        winner, or a deeper one of a losing branch, is the revision shown (the one an edit continues), and a
-        continued branch is listed at its continuation."""
+        winner, or a deeper one of a losing branch, is the revision shown (the one an edit continues), a
+        continued branch is listed at its continuation, and a leaf that copy tombstoned (its resolve) is not
+        listed. A shift deleted, here or by that copy, is ``ShiftDeleted`` (404)."""
         check_id(shift_id)
         found: list[tuple[str, Any]] = []
         for name in (*OWN_DATABASES, FEED):
@@ -398,16 +431,21 @@ class Shifts:
                 if doc is not None:
                     found.append((name, doc))
         live = [(n, d) for n, d in found if not d.deleted]
+        if not live and any(n in OWN_DATABASES for n, _ in found):
+            raise ShiftDeleted(f"no shift {shift_id} on this node: it is deleted (list shifts with 'shiftpeer feed')")
         if not live:
             raise ShiftNotFound(f"no shift {shift_id} on this node (list shifts with 'shiftpeer feed')")
         name, doc = live[0]
-        revs = AccountRevisions(doc.rev, None, list(doc.conflicts or []), []) if name == FEED else \
+        revs = AccountRevisions(doc.rev, None, list(doc.conflicts or []), [], body=doc.body) if name == FEED else \
             account_revisions(self._store, self._db(name), doc, self.account_id)
+        if revs.first is None:
+            raise ShiftDeleted(f"no shift {shift_id} on this node: it is deleted, by another copy of your account "
+                               "(its tombstones reached this node through the hub)")
         return ShiftView(
             id=doc.id,
             rev=revs.first,
             deleted=bool(doc.deleted),
-            body=dict(doc.body if revs.later is None else revs.later["body"]),
+            body=dict(revs.body),
             conflicts=revs.conflicts,
             databases=[n for n, _ in live],
         )
@@ -460,15 +498,15 @@ class Shifts:
 
 
 def feed_only_revisions(store: Any, db: Any, doc: Any, account_id: str) -> list[dict]:
-    """The author's live revisions of a document that user/feed holds but the own copy (``db``, whose winner is
-    ``doc``) has never seen: made by another copy of the account (or before a restored backup) and come back
-    through the hub. Each must verify under the author's key. ``account_revisions`` sorts them out."""
+    """The author's leaves of a document, live ones and tombstones, that user/feed holds but the own copy
+    (``db``, whose winner is ``doc``) has never seen: written by another copy of the account (or before a
+    restored backup; a tombstone by its delete or resolve) and come back through the hub. Each must verify under
+    the author's key. ``account_revisions`` sorts them out."""
     if not store.has_database(FEED):
         return []
     from shiftpeer.identity.signing import verify_repl_doc
 
-    found = [d for d in store.database(FEED).get_repl_docs([(doc.id, None)])
-             if not d["deleted"] and d["body"].get("author") == account_id]
+    found = [d for d in store.database(FEED).get_repl_docs([(doc.id, None)]) if d["body"].get("author") == account_id]
     unknown = set(db.revs_diff({doc.id: [d["rev"] for d in found]}).get(doc.id, ()))
     return [d for d in found if d["rev"] in unknown and verify_repl_doc(d)]
 
@@ -479,19 +517,34 @@ class AccountRevisions:
     (``account_revisions``): what ``show`` lists, ``resolve`` chooses from and ``delete`` tombstones."""
 
     #: The revision shown, edited on and kept by default: the store's winner among the own copy's live leaves,
-    #: each taken at its newest continuation in the feed (what every place that holds both now shows).
-    first: str
+    #: each taken at its newest continuation in the feed (what every place that holds both now shows); when
+    #: another copy of the account tombstoned all of those (its resolve), the first branch only the feed holds.
+    #: None when nothing is live: that copy deleted the document.
+    first: Optional[str]
     #: ``first``'s repl doc when only the feed holds it (an edit joins it to the own copy first), else None.
     later: Optional[dict]
     #: The other live revisions: the own leaves (or their continuations) in losing order, then the branches
     #: only the feed holds, which descend from no live leaf of the own copy.
     conflicts: list[str]
-    #: The feed-only revisions among these, to join the own copy before anything is written on them.
+    #: The feed-only live revisions among these, to join the own copy before anything is written on them.
     joining: list[dict]
+    #: The feed-only tombstones that end a live leaf of the own copy (the other copy's delete or resolve), to
+    #: join the own copy before anything is written, so that it holds what that copy decided.
+    ending: list[dict] = field(default_factory=list)
+    #: The own copy's live leaves as they are once the feed's revisions join it (winner first): what a publish,
+    #: which moves or re-signs one revision, needs to be alone.
+    own: list[str] = field(default_factory=list)
+    #: ``first``'s body (None with ``first``).
+    body: Optional[dict] = None
 
     @property
     def live(self) -> list[str]:
-        return [self.first, *self.conflicts]
+        return [] if self.first is None else [self.first, *self.conflicts]
+
+    @property
+    def catch_up(self) -> list[dict]:
+        """What joins the own copy before an edit of ``first``: ``later`` (its parent) and the tombstones."""
+        return [*([self.later] if self.later is not None else []), *self.ending]
 
 
 def account_revisions(store: Any, db: Any, doc: Any, account_id: str) -> AccountRevisions:
@@ -499,36 +552,36 @@ def account_revisions(store: Any, db: Any, doc: Any, account_id: str) -> Account
     revisions of it (``feed_only_revisions``) join the own copy. One that descends from a live leaf of the own
     copy continues that leaf, which is then no longer live: another copy of the account edited on from it,
     from the winner (a later edit, not a conflict) or from a losing branch (the copy went on with the branch
-    that lost here; that edit, deeper, may now win everywhere it went: docs/flows.md, *Conflicts*). The others
+    that lost here; that edit, deeper, may now win everywhere it went: docs/flows.md, *Conflicts*), or wrote a
+    tombstone on it (its resolve, or its delete), which ends it. The live ones that descend from no own leaf
     are branches beside the own copy."""
     found = feed_only_revisions(store, db, doc, account_id)
     own = [doc.rev, *(doc.conflicts or [])]
     mine = set(own)
     onward = [d for d in found if mine.intersection(d["history"])]
     continued = {r for d in onward for r in d["history"] if r in mine}
-    leaves = sorted([r for r in own if r not in continued] + [d["rev"] for d in onward],
+    leaves = sorted([r for r in own if r not in continued] + [d["rev"] for d in onward if not d["deleted"]],
                     key=lambda r: winner_key(r, False), reverse=True)
-    branches = [d["rev"] for d in found if not mine.intersection(d["history"])]
-    return AccountRevisions(first=leaves[0], later=next((d for d in onward if d["rev"] == leaves[0]), None),
-                            conflicts=[*leaves[1:], *branches], joining=found)
+    branches = [d["rev"] for d in found if not d["deleted"] and not mine.intersection(d["history"])]
+    live = [*leaves, *branches]   # the own leaves first, even when a branch beside them would win
+    if not live:
+        return AccountRevisions(first=None, later=None, conflicts=[], joining=[],
+                                ending=[d for d in onward if d["deleted"]])
+    later = next((d for d in found if d["rev"] == live[0]), None)
+    body = later["body"] if later is not None else doc.body if live[0] == doc.rev else db.get(doc.id, rev=live[0]).body
+    return AccountRevisions(first=live[0], later=later, conflicts=live[1:],
+                            joining=[d for d in found if not d["deleted"]],
+                            ending=[d for d in onward if d["deleted"]], own=leaves, body=body)
 
 
-def later_edit(store: Any, db: Any, doc: Any, account_id: str) -> dict | None:
-    """The revision an edit of the author's document continues when only user/feed holds it
-    (``account_revisions``' ``first``): another copy of the account edited on from the own copy's winner ``doc``
-    (in ``db``), or from a losing branch, deeper than the winner, and every reader now sees that edit. An edit
-    here builds on it; continuing ``doc`` made the two edits sibling branches (a conflict) wherever they met.
-    None when ``doc`` is that revision."""
-    return account_revisions(store, db, doc, account_id).later
-
-
-def put_on_latest(store: Any, db: Any, docid: str, body: dict, later: dict | None, parent: str,
+def put_on_latest(store: Any, db: Any, docid: str, body: dict, joining: list[dict], parent: str,
                   sign: Signer) -> str:
-    """Write an edit ``body`` on ``parent`` in ``db``, in one transaction with ``later`` (``later_edit``'s, if
-    any) joining the own copy first, so the parent is there. Returns the new revision."""
+    """Write an edit ``body`` on ``parent`` in ``db``, in one transaction with ``joining`` (``account_revisions``'
+    ``catch_up``: the parent when only the feed holds it, and the tombstones another copy of the account wrote)
+    joining the own copy first. Returns the new revision."""
     with store.write_txn() as txn:
-        if later is not None:
-            db.bulk_replicated([later], txn=txn)
+        if joining:
+            db.bulk_replicated(joining, txn=txn)
         return db.put(docid, body, parent=parent, sign=sign, txn=txn)
 
 
@@ -554,13 +607,16 @@ def audience_union(bodies: list[dict], refused: Any = ()) -> dict:
     return audience.without(union, list(refused))
 
 
-def delete_everywhere(store: Any, db: Any, doc: Any, tomb: dict, sign: Signer) -> str:
+def delete_everywhere(store: Any, db: Any, doc: Any, tomb: dict, sign: Signer) -> str | None:
     """Tombstone every live revision of the author's document (winner ``doc`` in its own copy ``db``), in one
     transaction: its conflicts, and the revisions only user/feed holds (``account_revisions``), branches and
-    continuations of the own leaves, which would otherwise win over the tombstone. Returns the first
-    tombstone's rev."""
+    continuations of the own leaves, which would otherwise win over the tombstone; the tombstones another copy of
+    the account wrote join too. Returns the first tombstone's rev; None, writing nothing, when that copy's
+    tombstones left nothing live (it deleted the document)."""
     revs = account_revisions(store, db, doc, tomb["author"])
-    return write_tombstones(store, db, doc, revs.joining, revs.live, tomb, sign)[0]
+    if revs.first is None:
+        return None
+    return write_tombstones(store, db, doc, [*revs.joining, *revs.ending], revs.live, tomb, sign)[0]
 
 
 def _refused_targets(store: Any, docid: str) -> list[str]:

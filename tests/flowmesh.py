@@ -49,6 +49,18 @@ def other_copy_revision(user: "UserParty", parent: dict, **changes: Any) -> dict
             "sig": make_signer(user.key)(parent["id"], rev, body, False)}
 
 
+def other_copy_tombstone(user: "UserParty", parent: dict) -> dict:
+    """The tombstone another copy of ``user``'s account writes on ``parent`` (a repl doc) by its ``shift delete``
+    or ``shift resolve`` (or ``comment delete``): the body a delete writes (type, a comment's shift, author,
+    ``modified`` one second later), signed by the key, as a repl doc to hand in with the hub's ``deliver``."""
+    kept = {k: parent["body"][k] for k in ("type", "shift") if k in parent["body"]}
+    body = codec.in_canonical_order({"type": "shift", **kept, "author": user.account,
+                                     "modified": parent["body"]["modified"] + 1})
+    rev = compute_rev(parent["rev"], True, body)
+    return {"id": parent["id"], "rev": rev, "deleted": True, "body": body, "history": [rev, *parent["history"]],
+            "sig": make_signer(user.key)(parent["id"], rev, body, True)}
+
+
 class HubParty:
     """A hub: store, key, Hub role and a TLS listener on 127.0.0.1."""
 

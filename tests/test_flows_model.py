@@ -4,7 +4,9 @@ model of who should hold and see what.
 
 Operations: create, edit and delete a shift; publish it publicly, to a group, to a user; comment, edit a comment
 and delete one; make a group, invite, join, leave, remove; disconnect a user from the hub and reconnect; fork a
-shift (a branch written by another copy of the author's account, as a restored backup does) and resolve it;
+shift (a branch written by another copy of the author's account, as a restored backup does) and resolve it; that
+other copy deletes a group shift (its tombstones reach the author's feed through the groups, and the author's node
+then counts the shift deleted: ``other_copy_deletes``);
 queries by page, domain, author, group and a shift's comment thread. The full peer (``fp``: registered, in no
 group, sent nothing) only watches: it pulls the public firehose.
 
@@ -72,9 +74,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from flowmesh import Mesh, other_copy_revision
+from flowmesh import Mesh, other_copy_revision, other_copy_tombstone
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError
+from shiftpeer.shifts import ShiftDeleted, ShiftGone
 from tests.helpers_node import eventually as _poll
 
 USERS = ("alice", "bob", "carol")
@@ -359,6 +362,34 @@ class FlowModel(RuleBasedStateMachine):
         targets = [f"group:{g}" for g in sorted(d.groups - d.refused)]
         assert run(user.flows.link.deliver(later, targets)) == {t: "ok" for t in targets}
         run(_settled(lambda: [] if user.feed().get(sid).rev == later["rev"] else ["the author's feed lacks it"]))
+
+    def _deletable_elsewhere(self, d: Doc) -> bool:
+        """Would the author's feed get another copy's tombstone of this shift? Sent to groups only (a user node's
+        feed takes neither ``master`` nor another user's inbox), each of which took its latest revision and the
+        author still publishes in, the author online."""
+        return d.kind == "shift" and not (d.deleted or d.conflicted or d.public or d.to or d.waiting or d.refused) \
+            and bool(d.groups) and self.online[d.author] \
+            and all(self.level(g, d.author) >= RANK["publish"] for g in d.groups)
+
+    @precondition(lambda self: self.shifts(self._deletable_elsewhere))
+    @rule(data=st.data())
+    def other_copy_deletes(self, data: Any) -> None:
+        """Another copy of the author's account deletes a group shift: its tombstone of the revision the groups hold
+        goes to each of them, and the author's feed has it from there. The author's node then counts the shift
+        deleted, though its own copy still holds that revision: `shift show` says so, an edit is refused at once
+        (``shift_gone``), and the author's queries no longer list it."""
+        sid = data.draw(st.sampled_from(self.shifts(self._deletable_elsewhere)), "shift")
+        d = self.docs[sid]
+        user = self.mesh[d.author]
+        tomb = other_copy_tombstone(user, user.flows.publisher.current(sid))
+        targets = [f"group:{g}" for g in sorted(d.groups)]
+        assert run(user.flows.link.deliver(tomb, targets)) == {t: "ok" for t in targets}
+        run(_settled(lambda: [] if user.feed().get(sid).deleted else ["the author's feed lacks the tombstone"]))
+        with pytest.raises(ShiftDeleted):
+            user.shifts.show(sid)
+        with pytest.raises(ShiftGone):
+            user.shifts.edit(sid, {"summary": f"after the other copy's delete {self.step}"})
+        d.deleted = True
 
     # -- rules: comments -------------------------------------------------------------------------
     @precondition(lambda self: self.shifts(lambda d: not d.deleted))
@@ -701,8 +732,11 @@ class FlowModel(RuleBasedStateMachine):
         out = []
         hub = self.mesh.hub
         author = self.mesh[d.author]
-        if state(author.feed(), docid) is None or state(author.feed(), docid)[0] != rev:
-            out.append(f"LOST: {d.author}'s own feed holds {docid} at {state(author.feed(), docid)}, not {rev}")
+        mine = state(author.feed(), docid)
+        if d.deleted and mine is not None and not mine[1]:   # deleted here, or by another copy of the account
+            out.append(f"UNDELETED: {d.author}'s own feed holds deleted {d.kind} {docid} live")
+        elif not d.deleted and (mine is None or mine[0] != rev):
+            out.append(f"LOST: {d.author}'s own feed holds {docid} at {mine}, not {rev}")
         if d.deleted:
             for name in hub_dbs:
                 s = state(hub.db(name), docid)
@@ -779,7 +813,7 @@ def scripted_sequence() -> None:
     sequences of CI's few examples may not line up (swarm testing leaves rules out of each one) — comment
     edits that land, one after its shift went public (the comment stays with the club), ones refused because
     their author lost the shift, threads, a fork and resolve of a public shift, all watched by the full peer, and
-    a group shift whose losing branch another copy of the account edited on, resolved."""
+    a group shift whose losing branch another copy of the account edited on, resolved, then deleted by that copy."""
     m = FlowModel()
     made: dict[str, str] = {}   # name -> id of what the steps made
 
@@ -831,6 +865,9 @@ def scripted_sequence() -> None:
             lambda: m.fork(Picks(shift=made["club"])), lambda: meant("club", "conflicted"),
             lambda: (m.continue_losing_branch(Picks(shift=made["club"])), m.resolve(Picks(shift=made["club"]))),
             lambda: m.edit(Picks(shift=made["club"])),
+            # then that other copy deletes it: alice's node counts it deleted, refuses an edit, lists it nowhere
+            lambda: m.other_copy_deletes(Picks(shift=made["club"])), lambda: meant("club", "deleted"),
+            lambda: m.query_author("alice", "alice", 2),
             lambda: m.fork(Picks(shift=made["public"])), lambda: meant("public", "conflicted"),
             lambda: m.resolve(Picks(shift=made["public"])),
             lambda: m.delete(Picks(shift=made["public"])),

@@ -10,7 +10,7 @@ from twisted.internet.defer import maybeDeferred
 
 from shiftpeer.api.app import PREFIX, TIME_PARAMS, ApiError, ApiRequest, resolve_keep, time_range
 from shiftpeer.roles.names import FlowError
-from shiftpeer.shifts import NotAuthor, ShiftNotFound
+from shiftpeer.shifts import NotAuthor, ShiftDeleted, ShiftNotFound
 
 STATUS = {"not_connected": 503, "forbidden": 403, "not_author": 403, "not_registered": 403,
           "not_found": 404, "no_user": 404, "no_group": 404, "name_taken": 409, "already_registered": 409,
@@ -68,10 +68,14 @@ def install_user_routes(api: Any, role: Any) -> None:
                                groups=body.get("groups") or [], to=body.get("to") or [])
 
     def show(req: ApiRequest) -> Any:
-        """The local copy with its conflicts and databases; else what this user can see on the hub."""
+        """The local copy with its conflicts and databases; else what this user can see on the hub. The user's own
+        shift deleted (here, or by another copy of the account) is not asked of the hub, which may still hold it
+        where the tombstone has not gone yet: it is deleted, and the answer says so."""
         sid = req.params["id"]
         try:
             return req.node.shifts.show(sid).to_json()
+        except ShiftDeleted:
+            raise
         except ShiftNotFound:
             if not flows().hub_answers:
                 raise
@@ -95,6 +99,8 @@ def install_user_routes(api: Any, role: Any) -> None:
                 if action == "resolve":
                     return req.node.shifts.resolve(sid, resolve_keep(req))
                 return req.node.shifts.delete(sid)
+            except ShiftDeleted:
+                raise
             except ShiftNotFound as e:
                 if not flows().hub_answers:
                     raise

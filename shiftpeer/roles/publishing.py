@@ -27,7 +27,7 @@ from shiftpeer.identity.signing import sign_doc
 from shiftpeer.ids import bound_id
 from shiftpeer.roles import audience
 from shiftpeer.roles.names import FlowError
-from shiftpeer.shifts import delete_everywhere, later_edit, put_on_latest
+from shiftpeer.shifts import ShiftGone, account_revisions, delete_everywhere, gone_message, put_on_latest
 from shiftpeer.store import codec
 from shiftpeer.store.revs import compute_rev
 
@@ -128,13 +128,19 @@ class Publisher:
         when no target is named, the shift is not this user's, has conflicts, or a name is malformed.
 
         A conflict is refused: publishing moves or re-signs the winner only, and moving it public left the
-        other live branch as user/private's winner, which `shift show` and edits then found first."""
+        other live branch as user/private's winner, which `shift show` and edits then found first. The own copy's
+        leaves are taken as ``shifts.account_revisions`` sees them: a leaf another copy of the account tombstoned
+        is none, and a shift that copy deleted is ``ShiftGone`` (409), refused before the hub is asked."""
         if not (public or groups or to):
             raise FlowError("say where to publish: --public, --group NAME or --to USER", "bad_request")
         db, doc = self._own(shift_id)
-        if doc.conflicts:
-            raise FlowError(f"shift {shift_id} has conflicting revisions ({', '.join(doc.conflicts)} beside "
-                            f"{doc.rev}): keep one with 'shiftpeer shift resolve {shift_id} [--keep REV]', "
+        revs = account_revisions(self._store, db, doc, self._key.account_id)
+        if revs.first is None:
+            raise ShiftGone(gone_message(shift_id))
+        own = revs.own
+        if len(own) > 1:
+            raise FlowError(f"shift {shift_id} has conflicting revisions ({', '.join(own[1:])} beside "
+                            f"{own[0]}): keep one with 'shiftpeer shift resolve {shift_id} [--keep REV]', "
                             "then publish", "conflict")
         return db, doc, audience.widen(audience.of(doc.body), public=public, groups=list(groups), to=list(to))
 
@@ -143,11 +149,12 @@ class Publisher:
         """Widen the audience (earlier targets kept), write the signed revision, deliver; fires with
         ``{id, rev, audience, public, targets: {target: "ok" | "error: ..." | "pending: ..."}}``. A later edit
         by another copy of the account that only user/feed holds joins the own copy first and is the revision
-        published (``shifts.later_edit``): on the older one, the publish was a branch beside it."""
+        published (``shifts.account_revisions``' ``catch_up``, with that copy's tombstones): on the older one, the
+        publish was a branch beside it, and a leaf it tombstoned came back."""
         db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
-        later = later_edit(self._store, db, doc, self._key.account_id)
-        if later is not None:   # another copy's later edit, only in user/feed: publish it, not an older revision
-            db.bulk_replicated([later])
+        catch_up = account_revisions(self._store, db, doc, self._key.account_id).catch_up
+        if catch_up:   # another copy's later edit or tombstones, only in user/feed: publish on what it decided
+            db.bulk_replicated(catch_up)
             db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
         body = {**doc.body, "audience": new, "modified": self._clock.seconds()}
         if new["public"] and db.name == PRIVATE:
@@ -197,14 +204,17 @@ class Publisher:
         """A new revision of the user's comment with new text, where it lives; the outbox (and
         user/public's replication) takes it to every target the comment went to. It builds on the latest
         revision: a later edit by another copy of the account that only user/feed holds joins the own copy
-        first (``shifts.later_edit``), else the two edits were a conflict wherever they met."""
+        first (``shifts.account_revisions``' ``catch_up``), else the two edits were a conflict wherever they met.
+        A comment that copy deleted is not found (404), as one deleted here is: nothing is written."""
         db, doc = self._own(docid, "comment", "edit")
-        later = later_edit(self._store, db, doc, self._key.account_id)
-        parent, base = (later["rev"], later["body"]) if later is not None else (doc.rev, doc.body)
+        revs = account_revisions(self._store, db, doc, self._key.account_id)
+        if revs.first is None:
+            raise FlowError(gone_message(docid, "comment"), "not_found")
+        parent, base = revs.first, revs.body
         if rev is not None and rev != parent:
             raise FlowError(f"comment {docid} is at {parent}, not {rev}: show it again and retry", "conflict")
         body = {**base, "text": text, "modified": self._clock.seconds()}
-        new = put_on_latest(self._store, db, docid, body, later, parent, self._sign)
+        new = put_on_latest(self._store, db, docid, body, revs.catch_up, parent, self._sign)
         log.info("edited comment {id} rev {rev}", id=docid, rev=new)
         return self._result(docid, new, audience.of(body))
 
@@ -218,7 +228,9 @@ class Publisher:
         db, doc = self._own(docid, "comment", "delete")
         tomb = {"type": "comment", "shift": doc.body.get("shift"), "author": self._key.account_id,
                 "modified": self._clock.seconds()}
-        delete_everywhere(self._store, db, doc, tomb, self._sign)
+        if delete_everywhere(self._store, db, doc, tomb, self._sign) is None:   # as for one deleted here
+            raise FlowError(f"no comment {docid!r} of yours on this node: another copy of your account deleted it",
+                            "not_found")
         rev = self.current(docid)["rev"]   # the winning tombstone: what every target gets, so what it reports
         log.info("deleted comment {id} rev {rev}", id=docid, rev=rev)
         d = self._result(docid, rev, audience.of(doc.body))

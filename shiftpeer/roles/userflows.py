@@ -157,11 +157,13 @@ class UserFlows:
         this user: every place refuses such an edit (a comment needs a shift its author can see) and keeps the
         text it has, yet the edit of a public comment answered ``public: ok`` (it goes by replication). This
         node knows from its feed (a tombstone there) or from the hub, when it answers; offline, the edit is
-        written and the refusal shows in ``status`` once the hub sees it."""
-        if not isinstance(shift_id, str) or not shift_id or self.publisher.owns(shift_id):
+        written and the refusal shows in ``status`` once the hub sees it. The user's own shift counts as gone too
+        when another copy of the account deleted it (its tombstones in the feed), though the own copy holds it."""
+        if not isinstance(shift_id, str) or not shift_id:
             return
-        held = self.store.database(FEED).get(shift_id)
-        gone = held is not None and held.deleted
+        gone = self._deleted_in_feed(shift_id)
+        if not gone and self.publisher.owns(shift_id):
+            return
         if not gone and self.hub_answers:
             gone = (yield self.from_hub(shift_id)) is None
         if gone:
@@ -187,13 +189,22 @@ class UserFlows:
                             "not_author")
         raise FlowError(f"no comment {comment_id!r} that you can see", "not_found")
 
+    def _deleted_in_feed(self, docid: str) -> bool:
+        """Does ``user/feed`` hold ``docid`` with no live revision? Only its author's tombstones end one there: for
+        the user's own document, one this copy deleted or another copy of the account did (its tombstones come
+        back through the hub, while the own copy still holds the revisions they end: ``shifts.account_revisions``)."""
+        held = self.store.database(FEED).get(docid)
+        return held is not None and held.deleted
+
     @inlineCallbacks
     def find(self, shift_id: str):
-        """A visible shift (or comment) by id: from this node's databases, else from the hub."""
-        for name in (FEED, PUBLIC, PRIVATE):
-            doc = self.store.database(name).get(shift_id)
-            if doc is not None and not doc.deleted:
-                return queries.row(doc)
+        """A visible shift (or comment) by id: from this node's databases, else from the hub. The user's own copy
+        does not count when the feed holds the document deleted (another copy of the account deleted it)."""
+        if not self._deleted_in_feed(shift_id):
+            for name in (FEED, PUBLIC, PRIVATE):
+                doc = self.store.database(name).get(shift_id)
+                if doc is not None and not doc.deleted:
+                    return queries.row(doc)
         if not self.link.connected:
             return None
         found = yield self.from_hub(shift_id)
@@ -352,7 +363,8 @@ class UserFlows:
 
     def _unpublished(self, q: dict, scan: tuple, keep: Callable[[dict], bool], need: int) -> list[dict]:
         """This user's unpublished shifts matching the query, created in the ``scan`` range [since, until),
-        that ``keep`` takes, newest first: the first ``need`` of them, or all."""
+        that ``keep`` takes, newest first: the first ``need`` of them, or all. One the feed holds deleted is left
+        out (another copy of the account deleted it: ``_deleted_in_feed``)."""
         if q["following"] or q["favorites"] or "group" in q["filters"]:
             return []
         filters = dict(q["filters"])
@@ -364,7 +376,8 @@ class UserFlows:
         for _ in range(MAX_DRAFT_ROUNDS):  # each round reads on from the last: only filters that drop rows loop
             docs, cursor = queries.run(self.store.database(PRIVATE), filters, vis=None, limit=need, cursor=cursor,
                                        since=scan[0], until=scan[1])
-            found += [r for r in map(queries.row, docs) if keep(r)]
+            # a shift another copy of the account deleted is no draft: its tombstones are in the feed
+            found += [r for r in map(queries.row, docs) if keep(r) and not self._deleted_in_feed(r["id"])]
             if len(found) >= need or cursor is None:
                 return found
         log.warn("unpublished shifts: gave up after {rounds} rounds", rounds=MAX_DRAFT_ROUNDS)
