@@ -76,7 +76,9 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from flowmesh import Mesh, other_copy_revision, other_copy_tombstone
 from shiftpeer.roles.groups import RANK
+from shiftpeer.roles.merge import SHARED_DB
 from shiftpeer.roles.names import FlowError
+from shiftpeer.roles.tokenrebuild import Judge
 from shiftpeer.shifts import ShiftDeleted, ShiftGone
 from tests.helpers_node import eventually as _poll
 
@@ -653,6 +655,7 @@ class FlowModel(RuleBasedStateMachine):
                 out.append(f"PENDING: {u}'s outbox has deliveries to make")
         out += self._notifications()
         out += self._full_peer()
+        out += self._tokens_as_merged()
         for docid, d in self.docs.items():
             out += self._privacy(docid, d, hub_dbs)
             if not self.online[d.author]:
@@ -700,6 +703,15 @@ class FlowModel(RuleBasedStateMachine):
                 if have != (rev, False):
                     out.append(f"LOST: the full peer's feed holds {d.kind} {docid} at {have}, not {rev}")
         return out
+
+    def _tokens_as_merged(self) -> list[str]:
+        """Every token today's merge gave in the hub's ``shared`` is one the tokens' rebuild keeps: else a hub
+        rebuilding its tokens (once per store, or ``shiftpeer rebuild-tokens``) would hide what it should show."""
+        store = self.mesh.hub.store
+        shared = store.database(SHARED_DB)
+        judge = Judge(store, shared)
+        return [f"REBUILD: would take {judge.unjustified(doc)} off {doc.id} ({doc.body.get('type')}, vis {doc.vis})"
+                for doc in shared.docs_since(0) if judge.unjustified(doc)]
 
     def _privacy(self, docid: str, d: Doc, hub_dbs: list[str]) -> list[str]:
         out = []
