@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from shiftpeer.sync.framing import FrameDecoder, encode_frame
 from shiftpeer.sync.testing import MemoryStore, connect_pair
-from shiftpeer.sync.uploadcap import INTERVAL, UploadCap
+from shiftpeer.sync.uploadcap import INTERVAL, MIN_UPLOAD_BYTES_PER_SECOND, UploadCap
 from test_sync_iosim import Env, fill, make_factory, result_of, settle
 
 RATE = 100_000            # bytes a second
@@ -194,6 +194,30 @@ def test_the_connections_of_one_peer_take_turns_within_its_share():
         assert abs(sent(s) - total / 8) <= 0.02 * total, [sent(m) for m in mine]
         for start in [i * 0.5 for i in range(20)]:
             assert sent(s, start=start, end=start + 0.5) > 0.5 * RATE / 16, (start, [sent(m) for m in mine])
+
+
+def test_a_reply_on_one_connection_of_a_busy_peer_is_not_starved_by_its_other_connections():
+    """At the lowest cap, with a peer keeping seven connections busy and another peer one, an RPC reply on
+    an eighth connection of the first peer goes out within two refills (its peer's turn comes every other
+    refill, and a connection with only a small frame waiting goes before its peer's busy ones), wherever in
+    the rotation it arrives."""
+    clock = Clock()
+    cap = UploadCap(MIN_UPLOAD_BYTES_PER_SECOND, clock)
+    busy = [Sender(cap, clock, total=10_000_000, peer_id="greedy") for _ in range(7)]
+    busy.append(Sender(cap, clock, total=10_000_000, peer_id="other"))
+    for s in busy:
+        s.pump()
+    run(clock, 1)
+    waits = []
+    for i in range(40):
+        reply = Sender(cap, clock, peer_id="greedy")
+        start = clock.seconds()
+        reply.out.put(encode_frame(b"result %d" % i))
+        run(clock, 5, step=0.005, until=lambda: reply.transport.data)
+        waits.append(clock.seconds() - start)
+        reply.out.close(flush=False)
+        run(clock, 0.013 * (i % 7 + 1), step=0.001)     # arrive at another point of the rotation
+    assert max(waits) <= 2 * INTERVAL + 0.005, waits
 
 
 def test_small_frames_do_not_wait_behind_bulk_on_their_connection():
