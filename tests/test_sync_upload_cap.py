@@ -1,7 +1,7 @@
 """The node-wide upload cap (``max_upload_bytes_per_second``, shiftpeer.sync.uploadcap), deterministically:
 a simulated clock, fake connections and transports. What is sent per simulated second stays within the cap
-plus one burst, the senders are paused instead of buffered and resumed when tokens return, connections share
-fairly, and small frames do not wait behind bulk. The protocol's own use of it runs over in-memory TLS with
+plus one burst, the senders are paused instead of buffered and resumed when tokens return, peers share it
+fairly (however many connections each holds), and small frames do not wait behind bulk. The protocol's own use of it runs over in-memory TLS with
 the same clock; the real-TLS pull between two nodes is in tests/test_sync_upload_cap_network.py."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 
 from shiftpeer.sync.framing import FrameDecoder, encode_frame
-from shiftpeer.sync.uploadcap import INTERVAL, UploadCap
-from test_sync_iosim import Env, fill, result_of, settle
+from shiftpeer.sync.testing import MemoryStore, connect_pair
+from shiftpeer.sync.uploadcap import INTERVAL, MIN_UPLOAD_BYTES_PER_SECOND, UploadCap
+from test_sync_iosim import Env, fill, make_factory, result_of, settle
 
 RATE = 100_000            # bytes a second
 BURST = 2 * RATE * INTERVAL   # what the bucket holds
@@ -43,8 +44,10 @@ class Sender:
     """Stands in for a SyncProtocol: writes ``frame`` after ``frame`` while not paused (its feeders), up to
     ``total`` bytes, like ``Feeder.pump`` on ``resumeProducing``."""
 
-    def __init__(self, cap: UploadCap, clock: Clock, frame_size: int = 10_000, total: int = 0, lane=1) -> None:
+    def __init__(self, cap: UploadCap, clock: Clock, frame_size: int = 10_000, total: int = 0, lane=1,
+                 peer_id=None) -> None:
         self.transport = Wire(clock)
+        self.peer_id = peer_id     # None: no hello yet, a share of its own
         self.out = cap.output(self)
         self.paused = False
         self.resumes = 0
@@ -126,6 +129,95 @@ def test_two_busy_connections_share_the_cap_fairly():
     c.out.put(encode_frame(b"reply"))
     run(clock, 1, step=0.005, until=lambda: c.transport.data)
     assert c.transport.frames() == [b"reply"] and clock.seconds() - start <= INTERVAL + 0.005
+
+
+def sent(*senders: Sender, start: float = 0, end: float = 1e9) -> int:
+    return sum(s.transport.sent_between(start, end) for s in senders)
+
+
+def four_connections_and_one_busy_for_ten_seconds() -> tuple[list[Sender], Sender]:
+    """Peer "greedy" with four connections and peer "other" with one, all with plenty to send, after 10
+    simulated seconds under the cap."""
+    clock = Clock()
+    cap = UploadCap(RATE, clock)
+    greedy = [Sender(cap, clock, total=10_000_000, peer_id="greedy") for _ in range(4)]
+    other = Sender(cap, clock, total=10_000_000, peer_id="other")
+    for s in [*greedy, other]:
+        s.pump()
+    run(clock, 10)
+    return greedy, other
+
+
+def test_a_peer_with_four_busy_connections_gets_the_same_share_as_a_peer_with_one():
+    """The cap is shared per peer, not per connection: over 10 simulated seconds a neighbour holding four
+    busy connections gets about half of it, like the neighbour with one (not four fifths), and together they
+    get the whole cap."""
+    greedy, other = four_connections_and_one_busy_for_ten_seconds()
+    total = 10 * RATE
+    assert abs(sent(*greedy) - total / 2) <= 0.03 * total, (sent(*greedy), sent(other))
+    assert abs(sent(other) - total / 2) <= 0.03 * total, (sent(*greedy), sent(other))
+    assert 0.97 * total <= sent(*greedy, other) <= total + BURST
+
+
+def test_a_share_one_peer_does_not_need_goes_to_the_other_peers_in_equal_parts():
+    """A peer that needs a tenth of the cap (a trickle of live changes) gets all of it, each 5 kB change out
+    at a third of the cap (its share while three peers send) plus an interval; the rest goes to the two busy
+    peers in equal parts per peer, however many connections each holds, and none of the cap is left unused."""
+    clock = Clock()
+    cap = UploadCap(RATE, clock)
+    greedy = [Sender(cap, clock, total=10_000_000, peer_id="greedy") for _ in range(4)]
+    busy = Sender(cap, clock, total=10_000_000, peer_id="busy")
+    trickle = Sender(cap, clock, peer_id="trickle")
+    for s in [*greedy, busy]:
+        s.pump()
+    waits = []
+    for i in range(20):                        # 5 kB every half second: a tenth of the cap
+        start = clock.seconds()
+        trickle.out.put(encode_frame(b"%02d" % i + b"c" * 4_994), lane=i)
+        run(clock, 0.5, step=0.005, until=lambda: len(trickle.transport.frames()) > i)
+        waits.append(clock.seconds() - start)
+        run(clock, start + 0.5 - clock.seconds(), step=0.005)
+    assert len(trickle.transport.frames()) == 20 and max(waits) <= 5_000 / (RATE / 3) + INTERVAL + 0.01, waits
+    total, rest = 10 * RATE, 10 * RATE - sent(trickle)
+    assert abs(sent(*greedy) - rest / 2) <= 0.03 * total, (sent(*greedy), sent(busy), sent(trickle))
+    assert abs(sent(busy) - rest / 2) <= 0.03 * total, (sent(*greedy), sent(busy), sent(trickle))
+    assert sent(*greedy, busy, trickle) >= 0.97 * total
+
+
+def test_the_connections_of_one_peer_take_turns_within_its_share():
+    """Within a peer's share its busy connections take turns: over 10 s each of four gets about an eighth of
+    the cap (half of it shared four ways), and each sends something in every half second: none of them waits
+    for the others to finish."""
+    mine, _ = four_connections_and_one_busy_for_ten_seconds()
+    total = 10 * RATE
+    for s in mine:
+        assert abs(sent(s) - total / 8) <= 0.02 * total, [sent(m) for m in mine]
+        for start in [i * 0.5 for i in range(20)]:
+            assert sent(s, start=start, end=start + 0.5) > 0.5 * RATE / 16, (start, [sent(m) for m in mine])
+
+
+def test_a_reply_on_one_connection_of_a_busy_peer_is_not_starved_by_its_other_connections():
+    """At the lowest cap, with a peer keeping seven connections busy and another peer one, an RPC reply on
+    an eighth connection of the first peer goes out within two refills (its peer's turn comes every other
+    refill, and a connection with only a small frame waiting goes before its peer's busy ones), wherever in
+    the rotation it arrives."""
+    clock = Clock()
+    cap = UploadCap(MIN_UPLOAD_BYTES_PER_SECOND, clock)
+    busy = [Sender(cap, clock, total=10_000_000, peer_id="greedy") for _ in range(7)]
+    busy.append(Sender(cap, clock, total=10_000_000, peer_id="other"))
+    for s in busy:
+        s.pump()
+    run(clock, 1)
+    waits = []
+    for i in range(40):
+        reply = Sender(cap, clock, peer_id="greedy")
+        start = clock.seconds()
+        reply.out.put(encode_frame(b"result %d" % i))
+        run(clock, 5, step=0.005, until=lambda: reply.transport.data)
+        waits.append(clock.seconds() - start)
+        reply.out.close(flush=False)
+        run(clock, 0.013 * (i % 7 + 1), step=0.001)     # arrive at another point of the rotation
+    assert max(waits) <= 2 * INTERVAL + 0.005, waits
 
 
 def test_small_frames_do_not_wait_behind_bulk_on_their_connection():
@@ -237,6 +329,32 @@ def test_a_pull_from_a_capped_node_over_tls_is_paced_and_complete():
     src.put("fresh", {"n": -1, "author": "x"})
     settle(env.pump)
     assert env.cstore.database("feed").get("fresh") is not None
+
+
+def test_a_capped_node_shares_its_cap_per_authenticated_peer_over_tls():
+    """Over in-memory TLS, a capped node serves three pulls: two on connections from the same peer (one
+    certificate), one from another peer. Each connection counts as its peer once the hello is in, so the two
+    peers get about the same bytes, the two connections of the first about half each of its part."""
+    clock = Clock()
+    server = make_factory(clock, MemoryStore(), max_upload_bytes_per_second=RATE)
+    src = server.store.create_database("master")
+    for i in range(300):
+        src.put(f"d{i}", {"n": i, "author": "x", "text": "t" * 2_000})
+    pairs = [connect_pair(make_factory(clock), server, clock, client_name=name)
+             for name in ("greedy", "greedy", "other")]
+    for pair in pairs:
+        settle(pair.pump)
+        pair.client.pull("master", "feed", live=False)
+    assert [p.server.peer_id for p in pairs] == ["greedy", "greedy", "other"]
+    assert pairs[0].server._paced.sharer() == pairs[1].server._paced.sharer() == "greedy"
+    for _ in range(300):                   # 3 simulated seconds: none of the pulls is done
+        for pair in pairs:
+            settle(pair.pump)
+        clock.advance(0.01)
+    out = [p.server.bytes_out - p.server._paced.pending for p in pairs]
+    assert abs(out[0] + out[1] - out[2]) <= 0.05 * sum(out), out
+    assert abs(out[0] - out[1]) <= 0.05 * sum(out), out
+    assert 2.8 * RATE <= sum(out) <= 3 * RATE + BURST, out
 
 
 def test_without_a_cap_nothing_is_paced():

@@ -62,7 +62,7 @@ LIMITS: tuple[Limit, ...] = (
           help="documents stored per second from one connection"),
     Limit("max_upload_bytes_per_second", int, None, MIN_UPLOAD_BYTES_PER_SECOND, can_be_off=True,
           help="bytes all sync connections together send per second, counted above TLS (shared fairly "
-               "between connections; their feeders wait)",
+               "between peers, each peer's connections taking turns; their feeders wait)",
           why_minimum="below it one 1 MiB document takes over a minute to send, and peers give a frame 120 s"),
     Limit("max_connections_per_peer", int, MAX_CONNECTIONS_PER_PEER, 1,
           help="connections one peer identity may hold on this node's listeners"),

@@ -1,5 +1,5 @@
 """The node-wide upload cap (``max_upload_bytes_per_second``): what all sync connections together send, paced
-by one token bucket, shared fairly between them, with backpressure on the feeders instead of a growing buffer.
+by one token bucket, shared fairly between their peers, with backpressure on the feeders instead of a growing buffer.
 
 Each connection writes its frames into a ``PacedOutput`` that sits between ``SyncProtocol`` and its TLS
 transport (so the cap counts the bytes above TLS: frames with their length prefix; TLS records and TCP/IP
@@ -9,14 +9,21 @@ pauses the protocol (``pauseProducing``: its feeders stop sending new batches) w
 queue is what the protocol answers regardless: the docs of batches already announced (the feeder's ``window``
 bounds them, as it bounds the transport's buffer without a cap) and small replies.
 
-``UploadCap`` refills every ``interval`` (50 ms) and shares the tokens between the connections that have
-bytes waiting, equal shares, the rest of a share that one did not need going to the others, so none starves
-and a busy one cannot take the whole uplink. Within a connection, frames that are not a served replication's
-bulk (hello, RPC calls and results, acks, needs, errors) go first, and the replications it serves take turns
-frame by frame, one with nothing queued (a live change) first: a small frame waits at most for the frame
-already on its way, which the cap keeps to about one interval's worth of bytes (``frame_bytes``: docs frames
-are split that small; one document is never split), so about one interval while the connection has the cap
-to itself and a few when it shares it. With nothing waiting, a frame goes out at once if the bucket holds enough: an idle node adds no delay.
+``UploadCap`` refills every ``interval`` (50 ms) and shares the tokens between the *peers* that have bytes
+waiting, equal shares, and each peer's share between its connections, equal parts taken in turns; the rest of
+a share that one did not need goes to the others (of the same peer first), so none starves and a busy one
+cannot take the whole uplink; at each refill a peer, and within a peer a connection, with only a small amount
+waiting (about a kilobyte: a reply, a live change) goes before the busy ones. A peer is the authenticated id
+of a connection (``conn.peer_id``), so a peer holding several connections (``max_connections_per_peer`` on a
+listener, more if we dial it too) gets one share, not one per connection. A connection whose hello has not
+arrived yet has no peer id and takes a share of its own: all it can carry is our hello and an error frame, and
+``max_connections_per_address`` and the handshake timeout bound how many there are. Within a connection,
+frames that are not a served replication's bulk (hello, RPC calls and results, acks, needs, errors) go first,
+and the replications it serves take turns frame by frame, one with nothing queued (a live change) first: a
+small frame waits at most for the frame already on its way, which the cap keeps to about one interval's worth
+of bytes (``frame_bytes``: docs frames are split that small; one document is never split), so about one
+interval while the connection has the cap to itself and a few when it shares it. With nothing waiting, a frame
+goes out at once if the bucket holds enough: an idle node adds no delay.
 
 Twisted's ``ThrottlingFactory`` (twisted.protocols.policies) was the first candidate and does not fit: it
 counts writes after they went through, once a second, then pauses every producer for the excess, so it lets
@@ -27,7 +34,7 @@ not fair between connections, and its resume overrides the transport's own pause
 from __future__ import annotations
 
 import collections
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -67,7 +74,8 @@ class UploadCap:
         #: bytes waiting in all outputs
         self.queued = 0
         self._waiting: dict[PacedOutput, None] = {}   # outputs with bytes queued, in arrival order
-        self._turn = 0                                 # rotates who is served first at a refill
+        self._turn = 0                                 # rotates which peer is served first at a refill
+        self._turns: dict[Any, int] = {}               # per peer: rotates which of its connections goes first
         self._tick: Any = None
         self._serving = False
         self._held_since: Optional[float] = None
@@ -108,7 +116,7 @@ class UploadCap:
         try:
             for _ in range(3):     # again only when a connection resumed by this round wrote more
                 self._refill()
-                ready = [o for o in self._waiting if o.pending and not o.transport_paused]
+                ready = [o for o in self._waiting if _wants(o)]
                 if not ready or self.tokens < 1:
                     break
                 self._share(ready)
@@ -127,26 +135,56 @@ class UploadCap:
             self._tick = self.clock.callLater(self.interval, self._serve)
 
     def _share(self, ready: list["PacedOutput"]) -> None:
-        """Spend the tokens on ``ready`` in equal shares, starting with a different one each time; what one
-        did not need goes round again to the others."""
-        start = self._turn % len(ready)
+        """Spend the tokens on the peers of ``ready`` in equal shares, and each peer's share on its
+        connections in equal parts, starting with a different peer and connection each time; what one did not
+        need goes round again to the others (of the same peer first, then to the other peers)."""
+        peers: dict[Any, list[PacedOutput]] = {}
+        for out in ready:
+            peers.setdefault(out.sharer(), []).append(out)
+        # each peer rotates its own connections: one count for all would, with few tokens and two peers taking
+        # turns, start a peer's round at every other connection only and starve the rest
+        self._turns = {peer: self._turns.get(peer, 0) for peer in {o.sharer() for o in self._waiting}}
+
+        def give(peer: Any, n: int) -> int:
+            self._turns[peer] += 1
+            return _spread(peers[peer], self._turns[peer], n, PacedOutput.send, _wants,
+                           lambda out: out.pending <= MIN_QUANTUM)
+
+        spent = _spread(list(peers), self._turn, int(self.tokens), give,
+                        lambda peer: any(map(_wants, peers[peer])),
+                        lambda peer: sum(out.pending for out in peers[peer]) <= MIN_QUANTUM)
         self._turn += 1
-        order = ready[start:] + ready[:start]
-        budget = int(self.tokens)
-        spent = 0
-        for _ in range(len(ready) + 1):
-            share = max((budget - spent) // len(order), MIN_QUANTUM)
-            left = []
-            for out in order:
-                if spent >= budget:
-                    break
-                spent += out.send(min(share, budget - spent))
-                if out.pending and not out.transport_paused:
-                    left.append(out)
-            if spent >= budget or not left or len(left) == len(order):
-                break
-            order = left
         self.tokens -= spent
+
+
+def _spread(members: list, turn: int, budget: int, give: Callable[[Any, int], int],
+            wants: Callable[[Any], bool], small: Callable[[Any], bool]) -> int:
+    """Give ``budget`` to ``members`` in equal parts (``give(member, n)`` spends up to ``n``, returns how much
+    it did), starting at the ``turn``-th, but those with only a ``small`` amount waiting (a reply, a live
+    change) before the busy ones, as fq_codel favours sparse flows; what some did not take goes round again
+    to those that still ``want``. Returns what was spent."""
+    start = turn % len(members)
+    order = members[start:] + members[:start]
+    order.sort(key=lambda member: not small(member))
+    spent = 0
+    for _ in range(len(members) + 1):
+        share = max((budget - spent) // len(order), MIN_QUANTUM)
+        left = []
+        for member in order:
+            if spent >= budget:
+                break
+            spent += give(member, min(share, budget - spent))
+            if wants(member):
+                left.append(member)
+        if spent >= budget or not left or len(left) == len(order):
+            break
+        order = left
+    return spent
+
+
+def _wants(out: "PacedOutput") -> bool:
+    """``out`` could send more now."""
+    return bool(out.pending) and not out.transport_paused
 
 
 @implementer(IPushProducer)
@@ -195,6 +233,12 @@ class PacedOutput:
         """Send what the cap allows of the frames queued with ``send=False``."""
         if self.pending and not self._closed:
             self.cap.wake(self)
+
+    def sharer(self) -> Any:
+        """Who this connection shares the cap as: its peer's authenticated id, so all the connections of one
+        peer take one share; before the hello it has none and takes a share of its own (it can carry only
+        the hello and an error frame)."""
+        return getattr(self.conn, "peer_id", None) or self
 
     def send(self, budget: int) -> int:
         """Write up to ``budget`` bytes to the transport; how many were written."""
