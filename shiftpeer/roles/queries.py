@@ -294,12 +294,17 @@ class HubQueries:
             return False
         return bool(self.get(account_id, user, [shift_id])["rows"])
 
+    def held(self, doc_id: Any) -> Any:
+        """The live document ``shared`` holds under ``doc_id`` (its winning revision), or None."""
+        doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
+        return None if doc is None or doc.deleted else doc
+
     def places(self, doc_id: Any) -> set[str]:
         """The places a live document in ``shared`` went, as its winning revision stands today (``Judge.places``:
         its signed audience names them and their databases hold it by its author; empty: none). Not its tokens
         as they are: an older merge left some that say it went where it never did."""
-        doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
-        return set() if doc is None or doc.deleted else Judge(self._store, self._shared).places(doc)
+        doc = self.held(doc_id)
+        return set() if doc is None else Judge(self._store, self._shared).places(doc)
 
     def author_judge(self) -> Callable[[Any, str], bool]:
         """``served``'s judge for one query: does the merge give a comment this ``author:`` token today (its
