@@ -34,9 +34,16 @@ def bound_id(author: str, prefix: str = "") -> str:
     return f"{prefix}{author[:AUTHOR_TAG_CHARS]}.{new_token(12)}"
 
 
+def author_tag(docid: str) -> str | None:
+    """The author tag of a bound id (the first 16 characters of its author's account id); None for an id that
+    is not bound. Every node refuses a revision under it by anyone else, so the tag says who wrote it."""
+    if "." not in docid:
+        return None
+    m = _BOUND_RE.match(docid)
+    return m.group(1) if m is not None else None
+
+
 def names_other_author(docid: str, author: str) -> bool:
     """True when ``docid`` is a bound id whose author tag is not ``author``'s (ids that are not bound: False)."""
-    if "." not in docid:
-        return False
-    m = _BOUND_RE.match(docid)
-    return m is not None and not author.startswith(m.group(1))
+    tag = author_tag(docid)
+    return tag is not None and not author.startswith(tag)

@@ -78,7 +78,7 @@ from flowmesh import Mesh, other_copy_revision, other_copy_tombstone
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.merge import SHARED_DB
 from shiftpeer.roles.names import FlowError
-from shiftpeer.roles.tokenrebuild import Judge
+from shiftpeer.roles.tokenjudge import Judge
 from shiftpeer.shifts import ShiftDeleted, ShiftGone
 from tests.helpers_node import eventually as _poll
 

@@ -1,13 +1,15 @@
-"""What the tokens an older hub gave a widened comment still open, over real TLS to a real hub, and the
-rebuild that takes them off (roles/tokenrebuild.py).
+"""What the tokens an older hub gave a widened comment opened, over real TLS to a real hub, and the rebuild
+that takes them off (roles/tokenrebuild.py).
 
 An older hub gave each revision of a comment every token of its shift's record, so bob's edit of a comment
 he wrote for the club, on a shift alice had since made public, left ``public`` on the comment's record in
-``shared`` (docs/security.md, *Bugs this work found*). The hub's queries no longer serve a document under a
-token its winning audience does not name (``queries.served``), so carol still cannot read the comment. But
-the hub's rule that a comment goes only where the document it answers went reads the tokens as they are:
-a reply to the club comment, signed as public, entered ``master`` (and so every full peer's firehose), and
-the hub showed it to carol in the comment's thread. After the rebuild the hub refuses it (``not_there``)."""
+``shared`` (docs/security.md, *Bugs this work found*). The hub's queries do not serve a document under a
+token its winning audience does not name (``queries.served``), so carol cannot read the comment. The hub's
+rule that a comment goes only where the document it answers went read the tokens as they are: a reply to the
+club comment, signed as public, entered ``master`` (and so every full peer's firehose), and the hub showed it
+to carol in the comment's thread. That rule now asks where the comment went as its winning revision stands
+(``HubQueries.places``), so the reply is refused (``not_there``) with the stale token still on the record,
+as after the rebuild takes it off."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def public_reply(user, comment_id: str) -> dict:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_widened_comments_stale_token_let_a_reply_where_the_comment_never_went_until_rebuilt(mesh):
+async def test_a_widened_comments_stale_token_lets_no_reply_where_the_comment_never_went(mesh):
     await mesh.start()
     alice, bob, carol = mesh["alice"], mesh["bob"], mesh["carol"]
     sid, made = await club_comment_then_public(mesh, "https://example.org/widened-comment")
@@ -47,10 +49,10 @@ async def test_a_widened_comments_stale_token_let_a_reply_where_the_comment_neve
     # the stale token serves nothing: carol reads neither the comment nor its shift's thread
     assert (await carol.flows.link.call("get", {"ids": [made["id"]]}))["rows"] == []
     assert await thread(carol, sid) == []
-    # but a comment goes only where what it answers went, and the token says the comment went public
+    # nor does it say where the comment went: master never held it
     rules = mesh.hub.hub.rules
     reply = public_reply(bob, made["id"])
-    assert rules.check(master, "master", bob.account, reply) is None
+    assert rules.check(master, "master", bob.account, reply).code == "not_there"
 
     cp = await mesh.hub.hub.tokens.rebuild()
     assert cp["narrowed"] == 1 and "public" not in shared.get(made["id"]).vis

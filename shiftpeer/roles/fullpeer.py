@@ -37,7 +37,7 @@ from shiftpeer.gossip.scores import PeerScores, Refusal
 from shiftpeer.roles import audience
 from shiftpeer.roles.intake import KnownAuthors, authors_of
 from shiftpeer.roles.user import LocalReplication
-from shiftpeer.roles.validation import HUB_WRITES, held_author, hub_writes
+from shiftpeer.roles.validation import HUB_WRITES, held_author, hub_writes, not_a_shift
 from shiftpeer.selflink import hub_target
 from shiftpeer.shifts import FEED, PUBLIC
 from shiftpeer.sync.refusedrevs import Reason, sift
@@ -66,6 +66,9 @@ def firehose_check(db: Any, doc: dict) -> str | None:
         return Refusal("the signed audience is not public", "rule", code="audience")   # any relay can check it
     if not doc["deleted"] and body.get("type") in HUB_WRITES:
         return hub_writes(body)   # a plain reason, no strike: relays of older versions did not check it
+    if not doc["deleted"] and body.get("type") == "comment" and isinstance(body.get("shift"), str):
+        # no strike either (relays of older versions did not check it); None when master lacks what it answers
+        return not_a_shift(body["shift"], getattr(db.get(body["shift"]), "body", None))
     return None
 
 

@@ -15,9 +15,11 @@ from typing import Any, Callable
 from shiftpeer import times
 from shiftpeer.identity import is_account_id
 from shiftpeer.identity.signing import verify_repl_doc
+from shiftpeer.ids import author_tag
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name
+from shiftpeer.roles.tokenjudge import Judge
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
 from shiftpeer.store import indexes
 from shiftpeer.store.codec import decode_body
@@ -187,24 +189,44 @@ def checked_row(sent: Any) -> tuple[dict | None, Any]:
     return (got, ok) if ok is True or isinstance(ok, Refused) else (None, False)
 
 
-def served(doc: Any, tokens: set[str]) -> bool:
+def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool] | None = None) -> bool:
     """May a caller with ``tokens`` be given ``doc`` from ``shared``? One of their tokens must be on the
-    record and name a place the winning revision's signed audience names (author tokens always do): the
-    record keeps the tokens of every place the document ever went, and a later revision may name fewer (a
-    group that refused the author's edit leaves the audience, and keeps the earlier revision). A comment
-    carries the tokens of its shift's record too, so this also keeps a comment made since, whose audience
-    is the shift's narrower one, from the places the shift left."""
+    record and name a place the winning revision's signed audience names: the record keeps the tokens of
+    every place the document ever went, and a later revision may name fewer (a group that refused the
+    author's edit leaves the audience, and keeps the earlier revision). A comment carries the tokens of its
+    shift's record too, so this also keeps a comment made since, whose audience is the shift's narrower
+    one, from the places the shift left. An ``author:`` token counts for the record's author, and where
+    ``judge(doc, token)`` (roles/tokenjudge.py) says the merge gives it today (a comment's shift's author):
+    an older merge left some on records their holder never wrote. Checked last and cheapest first: this
+    runs on every row of a page."""
     held = tokens.intersection(doc.vis)
     if not held:
         return False
-    aud = audience.of(doc.body)
-    return any(audience.names_token(aud, t) for t in held)
+    body = doc.body
+    aud = audience.of(body)
+    authors = []
+    for t in held:
+        if t.startswith(AUTHOR_PREFIX):
+            authors.append(t)
+        elif audience.names_token(aud, t):
+            return True
+    if not authors:
+        return False
+    author = body.get("author")
+    if isinstance(author, str) and AUTHOR_PREFIX + author in authors:
+        return True
+    return judge is not None and any(judge(doc, t) for t in authors)
+
+
+#: The prefix of an ``author:<account>`` token (``audience.author_token``).
+AUTHOR_PREFIX = audience.author_token("")
 
 
 class HubQueries:
     """Answers queries from ``shared`` with only what the caller may see."""
 
     def __init__(self, store: Any, accounts: Any, groups: Any, social: Any) -> None:
+        self._store = store
         self._shared = store.create_database("shared")
         self._accounts = accounts
         self._groups = groups
@@ -244,9 +266,9 @@ class HubQueries:
         if q["favorites"]:
             return self._favorites(user, tokens, filters, q)
         raw = args.get(BODY_CBOR) is True   # the asker takes stored bytes (docs/flows.md, *Queries*)
-        wanted = set(tokens)
+        wanted, judge = set(tokens), self.author_judge()
         docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"],
-                           keep=lambda doc: served(doc, wanted), since=q["since"], until=q["until"],
+                           keep=lambda doc: served(doc, wanted, judge), since=q["since"], until=q["until"],
                            body_bytes=True)   # StoredDocs: with parents
         return {"rows": [(stored_row if raw else row)(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
 
@@ -258,10 +280,10 @@ class HubQueries:
 
     def _visible(self, ids: Any, tokens: set[str]) -> list[dict]:
         """Rows of the documents among ``ids`` that ``tokens`` may see, in the order asked."""
-        out = []
+        out, judge = [], self.author_judge()
         for docid in ids:
             doc = self._shared.get_stored(docid)
-            if doc is not None and not doc.deleted and served(doc, tokens):
+            if doc is not None and not doc.deleted and served(doc, tokens, judge):
                 out.append(row(doc))
         return out
 
@@ -272,10 +294,38 @@ class HubQueries:
             return False
         return bool(self.get(account_id, user, [shift_id])["rows"])
 
-    def places(self, doc_id: Any) -> set[str]:
-        """The visibility tokens of a live document in ``shared``: the places it went (empty: none)."""
+    def held(self, doc_id: Any) -> Any:
+        """The live document ``shared`` holds under ``doc_id`` (its winning revision), or None."""
         doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
-        return set() if doc is None or doc.deleted else set(doc.vis)
+        return None if doc is None or doc.deleted else doc
+
+    def places(self, doc_id: Any) -> set[str]:
+        """The places a live document in ``shared`` went, as its winning revision stands today (``Judge.places``:
+        its signed audience names them and their databases hold it by its author; empty: none). Not its tokens
+        as they are: an older merge left some that say it went where it never did."""
+        doc = self.held(doc_id)
+        return set() if doc is None else Judge(self._store, self._shared).places(doc)
+
+    def author_judge(self) -> Callable[[Any, str], bool]:
+        """``served``'s judge for one query: does the merge give a comment this ``author:`` token today (its
+        shift's author's; ``served`` checked the comment's own)? That depends on the shift alone: a bound id
+        names its author (every node refuses anyone else's revision under it), and a shift with an older id
+        is looked up once a query (a thread's rows share one; ~40 us a row when each row asked ``Judge``)."""
+        judge, known = Judge(self._store, self._shared), {}
+
+        def justifies(doc: Any, token: str) -> bool:
+            body = doc.body
+            shift = body.get("shift") if body.get("type") == "comment" else None
+            if not isinstance(shift, str):
+                return False
+            ok = known.get((shift, token))
+            if ok is None:
+                tag = author_tag(shift)
+                ok = known[shift, token] = token.startswith(AUTHOR_PREFIX + tag) if tag is not None \
+                    else judge.justifies(doc, token)
+            return ok
+
+        return justifies
 
     def _favorites(self, user: str, tokens: list[str], filters: dict, q: dict) -> dict:
         """The caller's favorites that ``tokens`` (narrowed to a group by a ``group`` filter) see and the other

@@ -4,10 +4,10 @@ A record's tokens only grow: every merge adds the tokens of what it merged, and 
 tokens an earlier version gave and the merge no longer would stay on the record: a comment's edit took every
 token of its shift's record (docs/security.md, *Bugs this work found*: "An edit of a comment showed it
 beyond its signed audience"), and a revision under another author's old id gave its writer's tokens to that
-id's record ("The hub's `shared` merged a revision into an id's record whoever wrote it"). Queries ask each
-record's winning audience (``queries.served``), but not of an ``author:`` token, and a hub's rules read the
-tokens as they are: a comment goes only where the document it answers went (``HubRules.places``), and a
-comment's tokens come from those of its shift.
+id's record ("The hub's `shared` merged a revision into an id's record whoever wrote it"). What decides no
+longer reads them as they are (roles/tokenjudge.py: a comment goes only where the document it answers went,
+``HubQueries.places``; an ``author:`` token counts for the record's author, ``queries.served``), but a
+comment's tokens come from those of its shift, and they stay in the index every query pages.
 
 The pass takes off every token the merge would not give a document today (``Judge``), never adding
 one: a place's token (``public``, ``group:<g>``, ``user:<u>``) stays where that place's database holds the
@@ -26,9 +26,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from shiftpeer.roles import audience
 from shiftpeer.roles.merge import SHARED_DB
-from shiftpeer.store.errors import InvalidDocument, NotFound
+from shiftpeer.roles.tokenjudge import Judge
 
 #: The checkpoint (peer, remote database) in ``shared`` that records the pass.
 PASS = ("tokens", "rebuild")
@@ -39,8 +38,6 @@ VERSION = 1
 CHUNK = 200
 #: Seconds between progress lines in the log.
 LOG_SECONDS = 10.0
-#: The token kinds the merge gives; any other is left alone.
-AUTHOR, PLACES = "author", ("group", "user")
 
 log = Logger()
 
@@ -77,68 +74,6 @@ def rebuild_chunk(store: Any, limit: int = CHUNK, *, restart: bool = False) -> d
               "of": shared.update_seq()}
         shared.set_checkpoint(*PASS, cp, txn=txn)
     return cp
-
-
-class Judge:
-    """Which of a ``shared`` document's tokens the merge gives it today (roles/merge.py
-    ``SharedMerger._tokens``); for one chunk, keeping the source databases it opened."""
-
-    def __init__(self, store: Any, shared: Any) -> None:
-        self._store = store
-        self._shared = shared
-        self._sources: dict[str, Any] = {}
-
-    def unjustified(self, doc: Any) -> list[str]:
-        """The tokens of ``doc`` the merge would not give it today."""
-        keep = self.justified(doc, set(doc.vis))
-        return [t for t in doc.vis if t not in keep]
-
-    def justified(self, doc: Any, wanted: set[str], depth: int = 1) -> set[str]:
-        """Those of ``wanted`` (tokens of ``doc``) the merge gives it today, and any of a kind it never gives: the
-        author's token; a place's where that place's database holds the document by the author; on a comment,
-        one its shift justifies (``depth``: a comment answering a comment takes that one's tokens as they
-        stand) and a live revision's signed audience names (an author token always)."""
-        body = doc.body if isinstance(doc.body, dict) else {}
-        author = body.get("author") if isinstance(body.get("author"), str) else None
-        keep, rest = set(), set()
-        for t in wanted:
-            kind = t.partition(":")[0]
-            if kind == AUTHOR:   # a record whose winner names no author: its author tokens cannot be judged
-                ok = author is None or t == audience.author_token(author)
-            elif t == audience.PUBLIC_TOKEN or kind in PLACES:
-                ok = self._held_by_source(t, doc.id, author)
-            else:
-                ok = True
-            (keep if ok else rest).add(t)
-        shift_id = body.get("shift")
-        if rest and body.get("type") == "comment" and isinstance(shift_id, str):
-            shift = self._shared.get(shift_id)
-            if shift is not None:
-                auds = [audience.of(body), *(audience.of(self._shared.get(doc.id, r).body) for r in doc.conflicts)]
-                named = {t for t in rest.intersection(shift.vis) if any(audience.names_token(a, t) for a in auds)}
-                keep |= self.justified(shift, named, depth - 1) if named and depth > 0 else named
-        return keep
-
-    def _held_by_source(self, token: str, docid: str, author: str | None) -> bool:
-        """Does the hub database that gives ``token`` hold ``docid`` by ``author`` (the merge takes a source's
-        revisions only from the author of the record, ``SharedMerger._same_author``)?"""
-        db = self._source(audience.source_db(token))
-        held = db.get(docid) if db is not None else None
-        if held is None:
-            return False
-        by = held.body.get("author") if isinstance(held.body, dict) else None
-        return author is None or not isinstance(by, str) or by == author
-
-    def _source(self, dbname: str | None) -> Any:
-        """The source database ``dbname`` (None: there is none, or the name is none)."""
-        if dbname is None:
-            return None
-        if dbname not in self._sources:
-            try:
-                self._sources[dbname] = self._store.database(dbname)
-            except (NotFound, InvalidDocument):
-                self._sources[dbname] = None
-        return self._sources[dbname]
 
 
 class TokenRebuild:

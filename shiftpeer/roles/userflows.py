@@ -22,7 +22,7 @@ from shiftpeer.roles.policy import UserPolicy
 from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
 from shiftpeer.roles.remote import HubLink
 from shiftpeer.roles.social import UserSocial, check_text
-from shiftpeer.roles.validation import filtering_store_batch, refusal
+from shiftpeer.roles.validation import filtering_store_batch, not_a_shift, refusal
 from shiftpeer.sync.refusedrevs import Refused, note_refused_alone
 
 log = Logger()
@@ -32,6 +32,14 @@ MAX_DRAFT_ROUNDS = 1000
 
 GROUP_METHODS = {"new": "group.create", "invite": "group.invite", "join": "group.join", "leave": "group.leave",
                  "remove": "group.remove", "level": "group.level", "members": "group.members"}
+
+
+def _require_a_shift(answered: dict, instead: str) -> None:
+    """Refuse with not_a_shift (400), before anything is written, a comment on a document that is no shift:
+    every place would refuse it (``validation.not_a_shift``)."""
+    why = not_a_shift(answered["id"], answered["body"])
+    if why is not None:
+        raise FlowError(f"{why}: {instead}", why.code)
 
 
 class UserFlows:
@@ -120,6 +128,7 @@ class UserFlows:
             shift = yield self.find(shift_id)
         if shift is None:
             raise FlowError(f"no shift {shift_id!r} that you can see", "not_found")
+        _require_a_shift(shift, "comment on the shift it answers")
         result = yield self.publisher.comment(shift, text, public=self._public_here(shift))
         return result
 
@@ -162,13 +171,18 @@ class UserFlows:
         if not isinstance(shift_id, str) or not shift_id:
             return
         gone = self._deleted_in_feed(shift_id)
-        if not gone and self.publisher.owns(shift_id):
+        if not gone and self.publisher.owns(shift_id, "shift"):
             return
+        held = None if gone else self.store.database(FEED).get(shift_id)
+        answered = None if held is None or held.deleted else queries.row(held)
         if not gone and self.hub_answers:
-            gone = (yield self.from_hub(shift_id)) is None
+            answered = yield self.from_hub(shift_id)
+            gone = answered is None
         if gone:
             raise FlowError(f"the shift {shift_id} this comment answers is deleted, or you may no longer see it: no "
                             f"place would keep a new text of the comment; delete the comment instead", "shift_gone")
+        if answered is not None:
+            _require_a_shift(answered, "no place would keep a new text of this comment; delete it instead")
 
     @inlineCallbacks
     def delete_comment(self, comment_id: str):

@@ -80,12 +80,24 @@ def hub_writes(body: dict) -> Reason:
     return Reason("hub_only", f"only a hub writes {body.get('type')}s (its own databases, signed by it)")
 
 
+def not_a_shift(docid: Any, body: Any) -> Reason | None:
+    """Why a comment may not answer ``docid``, whose body as this node holds it is ``body`` (None: a shift,
+    or one this node does not hold). Comments answer shifts (``comment SHIFT_ID``, a shift's thread, the
+    shift author's notification); one answering a comment was in no thread of its shift and notified that
+    comment's author alone, so every place refuses it, as the local API does before writing."""
+    kind = body.get("type", "shift") if isinstance(body, dict) else "shift"
+    if kind == "shift":
+        return None
+    return Reason("not_a_shift", f"a comment answers a shift, and {docid} is a {kind}")
+
+
 class HubRules:
     """The hub's extra checks for documents written into its own databases."""
 
     def __init__(self, accounts: Any, groups: Any, *, relays: Any = (),
                  can_see: Callable[[str, str], bool] | None = None,
-                 places: Callable[[Any], set[str]] | None = None) -> None:
+                 places: Callable[[Any], set[str]] | None = None,
+                 held: Callable[[Any], Any] | None = None) -> None:
         self._accounts = accounts
         self._groups = groups
         #: peer ids allowed to relay documents by other authors (federated hubs, trusted full peers)
@@ -95,6 +107,8 @@ class HubRules:
         #: places(shift id): the visibility tokens of the places ``shared`` holds that shift in (comments
         #: need it: a comment goes only where the shift it answers went, not where its audience claims)
         self.places = places
+        #: held(id): the live document ``shared`` holds under an id, or None (a comment answers a shift)
+        self.held = held
 
     def unregistered(self, peer_id: str | None, doc: dict) -> str | None:
         """Why ``master`` refuses ``doc`` handed in by ``peer_id``: its author is not registered here
@@ -134,19 +148,21 @@ class HubRules:
                               f"the author may not {'comment' if needed == 'read' else 'publish'} in group {name}")
         if kind == "inbox" and self._accounts.id_of(name) is None:
             return Reason("no_user", f"there is no user {name!r} on this hub")
-        if body.get("type") == "comment" and peer_id not in self.relays:
-            return self._comment_refusal(dbname, author, body.get("shift"))
+        if body.get("type") == "comment":
+            return self._comment_refusal(dbname, author, body.get("shift"), relayed=peer_id in self.relays)
         return None
 
-    def _comment_refusal(self, dbname: str, author: Any, shift: Any) -> str | None:
-        """Why a comment may not go into ``dbname``: its author cannot see the shift, or the shift is not
-        there. A comment's audience is the shift's signed one, which its author may claim as they like (a
-        shift sent to bob alone that says "public" made bob's reply public), so the places count."""
-        if self.can_see is not None and not self.can_see(author, shift):
+    def _comment_refusal(self, dbname: str, author: Any, shift: Any, *, relayed: bool) -> str | None:
+        """Why a comment may not go into ``dbname``: its author cannot see the shift, the shift is not
+        there (neither asked of a comment a relay hands in: its users are not ours), or what it answers is no
+        shift (asked of every comment). A comment's audience is the shift's signed one, which its author may
+        claim as they like (a shift sent to bob alone that says "public" made bob's reply public), so the
+        places count."""
+        if not relayed and self.can_see is not None and not self.can_see(author, shift):
             return Reason("not_visible", "a comment needs a shift its author can see")
-        if self.places is not None and audience.vis_token(dbname) not in self.places(shift):
+        if not relayed and self.places is not None and audience.vis_token(dbname) not in self.places(shift):
             return Reason("not_there", f"a comment goes only where its shift went, and {dbname} does not hold it")
-        return None
+        return not_a_shift(shift, getattr(self.held(shift), "body", None)) if self.held is not None else None
 
     def check(self, db: Any, dbname: str, peer_id: str | None, doc: dict) -> str | None:
         """Both layers: the universal refusal, then the hub's rules."""
