@@ -25,13 +25,13 @@ PUBLIC = {"public": True, "groups": [], "to": []}
 mesh = flowmesh.mesh   # the fixture
 
 
-def public_reply(user, comment_id: str) -> dict:
-    """A reply to ``comment_id`` that ``user`` signed as public (their own node would give it the club's
-    audience; any node may sign what it likes)."""
+def signed_reply(user, comment_id: str, aud: dict = PUBLIC) -> dict:
+    """A reply to ``comment_id`` that ``user`` signed for ``aud`` (their own node would give it the
+    comment's audience; any node may sign what it likes)."""
     now = time.time()
     return signed_doc(user.key, bound_id(user.account, "cm-"), {
-        "type": "comment", "shift": comment_id, "text": "to everyone", "author": user.account, "created": now,
-        "modified": now, "audience": PUBLIC})
+        "type": "comment", "shift": comment_id, "text": "a reply", "author": user.account, "created": now,
+        "modified": now, "audience": aud})
 
 
 @pytest_twisted.ensureDeferred
@@ -49,7 +49,7 @@ async def test_a_widened_comments_stale_token_let_a_reply_where_the_comment_neve
     assert await thread(carol, sid) == []
     # but a comment goes only where what it answers went, and the token says the comment went public
     rules = mesh.hub.hub.rules
-    reply = public_reply(bob, made["id"])
+    reply = signed_reply(bob, made["id"])
     assert rules.check(master, "master", bob.account, reply) is None
 
     cp = await mesh.hub.hub.tokens.rebuild()
