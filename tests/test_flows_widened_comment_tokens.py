@@ -27,13 +27,13 @@ PUBLIC = {"public": True, "groups": [], "to": []}
 mesh = flowmesh.mesh   # the fixture
 
 
-def public_reply(user, comment_id: str) -> dict:
-    """A reply to ``comment_id`` that ``user`` signed as public (their own node would give it the club's
-    audience; any node may sign what it likes)."""
+def signed_reply(user, comment_id: str, aud: dict = PUBLIC) -> dict:
+    """A reply to ``comment_id`` that ``user`` signed for ``aud`` (their own node would give it the
+    comment's audience; any node may sign what it likes)."""
     now = time.time()
     return signed_doc(user.key, bound_id(user.account, "cm-"), {
-        "type": "comment", "shift": comment_id, "text": "to everyone", "author": user.account, "created": now,
-        "modified": now, "audience": PUBLIC})
+        "type": "comment", "shift": comment_id, "text": "a reply", "author": user.account, "created": now,
+        "modified": now, "audience": aud})
 
 
 @pytest_twisted.ensureDeferred
@@ -51,7 +51,7 @@ async def test_a_widened_comments_stale_token_lets_no_reply_where_the_comment_ne
     assert await thread(carol, sid) == []
     # nor does it say where the comment went: master never held it
     rules = mesh.hub.hub.rules
-    reply = public_reply(bob, made["id"])
+    reply = signed_reply(bob, made["id"])
     assert rules.check(master, "master", bob.account, reply).code == "not_there"
 
     cp = await mesh.hub.hub.tokens.rebuild()

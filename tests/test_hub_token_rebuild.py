@@ -168,6 +168,30 @@ def test_a_store_todays_merge_wrote_is_left_as_it_is(hub):
     assert again["narrowed"] == 0 and tokens(hub) == before
 
 
+def test_the_merge_takes_off_a_place_a_comments_later_revision_leaves_out(hub):
+    """carol's comment on alice's shift (public, in the club, sent to bob) named the club, which refused her
+    (she cannot read it); her node's next revision leaves the club out. The first revision took the club's
+    token from the shift's record: the merge of the second takes it off, and again when ``inbox/bob`` hands
+    in the first one late, so the pass finds nothing to take off."""
+    alice, carol = Party("alice"), Party("carol")
+    shift = alice.shift({"public": True, "groups": ["club"], "to": ["bob"]})
+    for dbname in ("group/club", "master", "inbox/bob"):
+        hand_in(hub, dbname, shift)
+    first = carol.comment(shift, shift["body"]["audience"], "from outside the club")
+    hand_in(hub, "master", first)
+    shared = hub.store.database("shared")
+    assert "group:club" in shared.get(first["id"]).vis
+    narrowed = carol.edit(first, audience={"public": True, "groups": [], "to": ["bob"]})
+    hand_in(hub, "master", narrowed)
+    today = sorted(["public", "user:bob", f"author:{alice.account}", f"author:{carol.account}"])
+    assert shared.get(first["id"]).vis == today
+    assert shared.query("thread", shift["id"], vis=["group:club"])[0] == []
+    hand_in(hub, "inbox/bob", first)   # a source that took the first revision merges it after the second
+    assert shared.get(first["id"]).vis == today
+    hand_in(hub, "inbox/bob", narrowed)
+    assert run_pass(hub.store)["narrowed"] == 0 and shared.get(first["id"]).vis == today
+
+
 def index_entries(store) -> int:
     with store.env.begin() as txn:
         return txn.stat(store._idx_db)["entries"]
