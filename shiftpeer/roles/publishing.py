@@ -131,6 +131,11 @@ class Publisher:
         other live branch as user/private's winner, which `shift show` and edits then found first. The own copy's
         leaves are taken as ``shifts.account_revisions`` sees them: a leaf another copy of the account tombstoned
         is none, and a shift that copy deleted is ``ShiftGone`` (409), refused before the hub is asked."""
+        return self._checked(shift_id, public=public, groups=groups, to=to)[:3]
+
+    def _checked(self, shift_id: str, *, public: bool, groups: list[str],
+                 to: list[str]) -> tuple[Any, Any, dict, Any]:
+        """``check``'s answer and the ``account_revisions`` it read them from (one read of user/feed)."""
         if not (public or groups or to):
             raise FlowError("say where to publish: --public, --group NAME or --to USER", "bad_request")
         db, doc = self._own(shift_id)
@@ -142,7 +147,7 @@ class Publisher:
             raise FlowError(f"shift {shift_id} has conflicting revisions ({', '.join(own[1:])} beside "
                             f"{own[0]}): keep one with 'shiftpeer shift resolve {shift_id} [--keep REV]', "
                             "then publish", "conflict")
-        return db, doc, audience.widen(audience.of(doc.body), public=public, groups=list(groups), to=list(to))
+        return db, doc, audience.widen(audience.of(doc.body), public=public, groups=list(groups), to=list(to)), revs
 
     def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (),
                 to: list[str] = ()) -> Deferred:
@@ -151,11 +156,10 @@ class Publisher:
         by another copy of the account that only user/feed holds joins the own copy first and is the revision
         published (``shifts.account_revisions``' ``catch_up``, with that copy's tombstones): on the older one, the
         publish was a branch beside it, and a leaf it tombstoned came back."""
-        db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
-        catch_up = account_revisions(self._store, db, doc, self._key.account_id).catch_up
-        if catch_up:   # another copy's later edit or tombstones, only in user/feed: publish on what it decided
-            db.bulk_replicated(catch_up)
-            db, doc, new = self.check(shift_id, public=public, groups=groups, to=to)
+        db, doc, new, revs = self._checked(shift_id, public=public, groups=groups, to=to)
+        if revs.catch_up:   # another copy's later edit or tombstones, only in user/feed: publish on what it decided
+            db.bulk_replicated(revs.catch_up)
+            db, doc, new, _ = self._checked(shift_id, public=public, groups=groups, to=to)
         body = {**doc.body, "audience": new, "modified": self._clock.seconds()}
         if new["public"] and db.name == PRIVATE:
             rev = self._move_public(doc, body)

@@ -170,11 +170,11 @@ class UserFlows:
         when another copy of the account deleted it (its tombstones in the feed), though the own copy holds it."""
         if not isinstance(shift_id, str) or not shift_id:
             return
-        gone = self._deleted_in_feed(shift_id)
+        held = self.store.database(FEED).get(shift_id)   # deleted there: ``_deleted_in_feed``
+        gone = held is not None and held.deleted
         if not gone and self.publisher.owns(shift_id, "shift"):
             return
-        held = None if gone else self.store.database(FEED).get(shift_id)
-        answered = None if held is None or held.deleted else queries.row(held)
+        answered = None if held is None or gone else queries.row(held)
         if not gone and self.hub_answers:
             answered = yield self.from_hub(shift_id)
             gone = answered is None
@@ -214,8 +214,11 @@ class UserFlows:
     def find(self, shift_id: str):
         """A visible shift (or comment) by id: from this node's databases, else from the hub. The user's own copy
         does not count when the feed holds the document deleted (another copy of the account deleted it)."""
-        if not self._deleted_in_feed(shift_id):
-            for name in (FEED, PUBLIC, PRIVATE):
+        held = self.store.database(FEED).get(shift_id)   # deleted there: ``_deleted_in_feed``
+        if held is not None and not held.deleted:
+            return queries.row(held)
+        if held is None:
+            for name in (PUBLIC, PRIVATE):
                 doc = self.store.database(name).get(shift_id)
                 if doc is not None and not doc.deleted:
                     return queries.row(doc)
