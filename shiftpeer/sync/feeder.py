@@ -21,8 +21,12 @@ class Feeder:
     """Serves one of our databases to a peer's puller, within a window of unacknowledged batches."""
 
     def __init__(self, mgr: "ReplicationManager", rid: int, db: Any, since: int, live: bool,
-                 handle: Optional[Replication] = None) -> None:
+                 handle: Optional[Replication] = None, eager: bool = False) -> None:
         self.mgr = mgr
+        #: the puller asked for each catch-up batch's documents with its changes (it expects to lack nearly all
+        #: of them: its database is empty, or the last pull found so): one scan of the log reads both, and the
+        #: need/docs round trip goes (docs/protocol.md section 5)
+        self.eager = eager
         self.rid = rid
         self.db = db
         self.name = db.name
@@ -51,6 +55,9 @@ class Feeder:
                     # live: a small batch's documents ride along, read in the same scan as its changes
                     chs, docs = self.db.changes_with_docs(since=self.sent, limit=self.limit,
                                                           docs_up_to=LIVE_INLINE)
+                elif lazy is None and self.eager:
+                    # catching up a puller that asked for them: every batch's documents ride along
+                    chs, docs = self.db.changes_with_docs(since=self.sent, limit=self.limit)
                 else:
                     chs, docs = self.db.changes(since=self.sent, limit=self.limit), None
                 if not chs:
@@ -65,13 +72,15 @@ class Feeder:
                     ch = lazy(conn, self.name, ch)
                 frame = None
                 if docs is not None:
-                    # live and small: the documents ride along, saving the need/docs round trip
+                    # live and small, or eager: the documents ride along, saving the need/docs round trip
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch, docs=docs)
                     if len(frame) > self.mgr.docs_frame_bytes:
-                        frame = None
+                        frame = None   # too large for one frame (or the upload cap's slices): need, then docs
                     else:
                         # not marked answered: a puller that ignores inline docs may still send one need
                         self.mgr.counters["docs_out"] += len(docs)
+                        if self.handle is not None:
+                            self.handle.docs += len(docs)
                 if frame is None:
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch)
                 conn.write_frame(frame, self.rid)

@@ -236,7 +236,7 @@ class ReplicationManager:
             return self._refuse(rid, "not_found", name, "no such database")
         db = self.store.database(name)
         since = msg["since"] if msg["epoch"] == db.epoch else 0
-        f = Feeder(self, rid, db, since, msg["live"], handle)
+        f = Feeder(self, rid, db, since, msg["live"], handle, eager=msg.get("eager", False))
         self.feeders[rid] = f
         self.conn.send("accept", rid=rid, epoch=db.epoch, since=since, head=db.update_seq())
         if msg["live"]:

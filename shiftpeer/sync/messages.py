@@ -21,8 +21,9 @@ PROTOCOL_VERSION = 1
 #: bans the sender), and an unknown hello field the same way, but keeps any role string: so a feature
 #: rides in `roles`, and a node sends such a message only to a peer that named it (docs/protocol.md). A
 #: feature may also name what this build's answers carry: `row_parents`, query rows that name their
-#: revision's parent (roles/queries.py ``ROW_PARENTS``).
-FEATURES = ("refused", "row_parents")
+#: revision's parent (roles/queries.py ``ROW_PARENTS``); `eager`, a pull's optional `eager` field (the feeder
+#: sends each catch-up batch's documents with its changes, sync/feeder.py).
+FEATURES = ("refused", "row_parents", "eager")
 FEATURE_PREFIX = "+"
 
 
@@ -170,7 +171,7 @@ SCHEMAS: dict[str, dict[str, tuple[Checker, bool]]] = {
     "result": {"id": (_int, True), "ok": (_bool, True), "value": (_any, False), "error": (_opt(_str(MAX_TEXT)), False)},
     # replication, puller -> feeder
     "pull": {"rid": (_int, True), "db": (_name, True), "since": (_int, True), "epoch": (_opt(_str(MAX_NAME)), True),
-             "live": (_bool, True), "push": (_opt(_int), False)},
+             "live": (_bool, True), "push": (_opt(_int), False), "eager": (_bool, False)},
     "need": {"rid": (_int, True), "seq": (_int, True), "want": (_id_revs_list, True)},
     "ack": {"rid": (_int, True), "seq": (_int, True)},
     # the revisions of batches up to seq that the rules here left out; sent just before that ack

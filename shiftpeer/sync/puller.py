@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+#: A pull asks the next one to be ``eager`` when at least this share of the ids it was offered were missing
+#: here, once it was offered at least EAGER_AFTER (Puller._note_offered).
+EAGER_SHARE = 0.9
+EAGER_AFTER = 100
+
 
 class _Batch:
     __slots__ = ("seq", "want", "docs", "state", "marker", "refused")
@@ -57,6 +62,10 @@ class Puller:
         self.db: Any = None
         self.delayed: Any = None       # a timer while the documents-per-second limit holds a batch back
         self.started: Optional[float] = None   # when start() asked for the pull (the manager's clock)
+        #: ids the source offered and ids of them missing here, this pull: whether the next pull asks for the
+        #: documents with the changes (``eager``, kept in the checkpoint)
+        self.offered = self.missing = 0
+        self.eager_next: Optional[bool] = None
 
     def start(self) -> None:
         store = self.mgr.store
@@ -69,8 +78,12 @@ class Puller:
         self.handle.seq = since
         self.handle.remote_seq = since
         self.started = self.mgr.clock.seconds() if self.mgr.clock is not None else None
+        self.eager_next = cp.get("eager")
+        extra = {}
+        if "eager" in self.mgr.conn.peer_features and (self.eager_next or self.db.update_seq() == 0):
+            extra["eager"] = True
         self.mgr.conn.send("pull", rid=self.rid, db=self.remote_db, since=since, epoch=epoch, live=self.live,
-                           push=self.push)
+                           push=self.push, **extra)
 
     # -- messages from the feeder
     def on_accept(self, msg: dict) -> None:
@@ -87,6 +100,7 @@ class Puller:
         ch = msg["ch"]
         missing = self.db.revs_diff({docid: revs for docid, revs in ch}) if ch else {}
         want = [[docid, revs] for docid, revs in missing.items() if revs]
+        self._note_offered(len(ch), len(want))
         if self.vis is not None and len(want) < len(ch):
             self._tag_held([docid for docid, _revs in ch if not missing.get(docid)])
         inline = msg.get("docs")
@@ -106,6 +120,17 @@ class Puller:
                 return
         batch.state = "ready"
         self._advance()
+
+    def _note_offered(self, offered: int, missing: int) -> None:
+        """Count what a batch offered and what of it was missing here. The next pull asks for the documents
+        with the changes (``eager``) when at least EAGER_SHARE of what this one was offered was missing: a
+        source whose changes are nearly all new here (a hub's group or inbox feeding a user, a first sync);
+        not one whose changes mostly came from elsewhere first, where the documents would travel for
+        nothing. Decided once EAGER_AFTER ids were offered; before that the last pull's answer stands."""
+        self.offered += offered
+        self.missing += missing
+        if self.offered >= EAGER_AFTER:
+            self.eager_next = self.missing >= self.offered * EAGER_SHARE
 
     def on_docs(self, msg: dict) -> None:
         batch = next((b for b in self.queue if b.seq == msg["seq"]), None)
@@ -210,6 +235,8 @@ class Puller:
         cp = {"seq": seq, "epoch": self.epoch}
         if self.vis is not None:
             cp["vis"] = self.vis
+        if self.eager_next:
+            cp["eager"] = True
         d = self.mgr.store_batch(self.db, docs, self.mgr.conn.peer_id, self.remote_db, cp, self.vis)
         d.addCallbacks(self._stored, self._store_failed, callbackArgs=(take, len(docs)))
 
