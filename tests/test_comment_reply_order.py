@@ -21,13 +21,14 @@ from shiftpeer.roles.fullpeer import MASTER, firehose_check
 from shiftpeer.roles.tokenjudge import Judge
 from tests.helpers_identity import signed_doc
 from tests.helpers_node import eventually
-from tests import test_hub_token_rebuild
+from tests import test_gossip_federation, test_hub_token_rebuild
 from tests.test_comment_answers_a_shift import reply_to
-from tests.test_gossip_federation import hub_and_full_peer, registered, started  # noqa: F401 (the fixture)
+from tests.test_gossip_federation import hub_and_full_peer, registered
 from tests.test_gossip_mesh import publish
 from tests.test_hub_token_rebuild import PUBLIC, Party, hand_in, run_pass
 
 hub = test_hub_token_rebuild.hub   # the fixture: a hub on a real store, not started
+started = test_gossip_federation.started   # the fixture: nodes stopped with the test
 EMPTY = {"rows": [], "next_cursor": None}
 
 
@@ -58,7 +59,7 @@ def ids(answer: dict) -> list[str]:
 
 @pytest_twisted.ensureDeferred
 async def test_a_reply_gossiped_before_the_comment_it_answers_shows_in_no_answer_once_it_arrives(
-        tmp_path, started):  # noqa: F811
+        tmp_path, started):
     """carol's public reply to dave's comment reaches bob's full peer first: the gossip check takes it (its
     master does not hold the comment yet). Once the comment arrives, bob's thread of the comment is empty, as
     the hub answers, his thread of the shift has the comment alone, and a query for comments leaves the reply
