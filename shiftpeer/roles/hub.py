@@ -61,7 +61,7 @@ class Hub:
         self.tokens = TokenRebuild(store)
         self.rules.can_see = self.queries.can_see
         self.rules.places = self.queries.places
-        self.rules.held = self.queries.held
+        self.rules.held = self.queries.held_any
         self.social.can_see = self.queries.can_see
         self.factory: Any = None
         self.store_batch = filtering_store_batch(

@@ -7,7 +7,9 @@ audience (the shift's, as its author found it) names, and the shift author's: it
 audience, not to where the shift went later (an edit of the comment showed it there). A write only adds
 tokens, so after merging a comment the merge takes off those no live revision of it names any more (its
 author's node leaves a group that refused it out of a later revision): the rule of the tokens' rebuild
-(``tokenjudge.Judge``), so a hub's rebuild finds nothing the merge left. Only a comment
+(``tokenjudge.Judge``), so a hub's rebuild finds nothing the merge left. A comment answering a comment (a
+relay's, handed in before that comment arrived) has no place: its author's token alone, and merging the
+comment takes the places off replies merged before it. Only a comment
 never seen before notifies anyone; a later revision (an edit) or a tombstone of a comment already held
 updates or withdraws those notifications instead. A
 checkpoint per source (in ``shared``) makes the merge resume after a restart; the merge follows
@@ -24,11 +26,13 @@ from twisted.logger import Logger
 from shiftpeer.roles import audience
 from shiftpeer.roles.following import CommitFollower, checkpoint_since, save_checkpoint
 from shiftpeer.roles.tokenjudge import Judge
-from shiftpeer.roles.validation import held_author
+from shiftpeer.roles.validation import answers_no_shift, held_author
 
 SHARED_DB = "shared"
 MERGE_PEER = "merge"
 BATCH = 500
+#: Pages of replies a newly merged comment looks for (``_replies_before``).
+REPLY_PAGES = 4
 
 log = Logger()
 
@@ -79,7 +83,8 @@ class SharedMerger(CommitFollower):
         with self._store.write_txn() as txn:
             for tokens, group in by_tokens.items():
                 self.shared.bulk_replicated(group, vis=list(tokens), txn=txn)
-            self._narrow([i for i, n in Counter(d["id"] for d in comments).items() if n > 1 or i in held], txn)
+            self._narrow([i for i, n in Counter(d["id"] for d in comments).items() if n > 1 or i in held]
+                         + self._replies_before({d["id"] for d in comments} - held), txn)
             save_checkpoint(self.shared, MERGE_PEER, src, changes[-1].seq, txn)
         log.debug("merged {count} docs of {source} into shared", count=len(docs), source=name)
         if fresh and self._on_new is not None:
@@ -113,8 +118,25 @@ class SharedMerger(CommitFollower):
             if drop:
                 self.shared.remove_vis(docid, drop, txn=txn)
 
+    def _replies_before(self, comment_ids: set[str]) -> list[str]:
+        """The live comments ``shared`` holds that answer one of these comments, merged before it (each place
+        refuses a reply to a comment it holds, ``not_a_shift``, but a relay's could arrive first): once the
+        comment is here they have no place (``_tokens``, ``Judge``), so ``_narrow`` takes theirs off. At most
+        ``REPLY_PAGES`` pages a comment; queries leave out any beyond (``queries.answers_shifts``)."""
+        found = []
+        for cid in sorted(comment_ids):
+            cursor = None
+            for _ in range(REPLY_PAGES):
+                docs, cursor = self.shared.query("thread", cid, limit=self._batch, cursor=cursor)
+                found += [d.id for d in docs]
+                if cursor is None:
+                    break
+        return found
+
     def _tokens(self, token: str, doc: dict) -> list[str]:
         body = doc["body"]
+        if answers_no_shift(self.shared, body):   # no place: its author's token alone (``Judge.justified``)
+            return [audience.author_token(body["author"])] if isinstance(body.get("author"), str) else []
         tokens = {token}
         if isinstance(body.get("author"), str):
             tokens.add(audience.author_token(body["author"]))

@@ -20,6 +20,7 @@ from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.tokenjudge import Judge
+from shiftpeer.roles.validation import answers_no_shift, holds_no_shift
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
 from shiftpeer.store import indexes
 from shiftpeer.store.codec import decode_body
@@ -125,6 +126,37 @@ def feed_tokens(filters: dict) -> list[str] | None:
     hub's ``served`` does. None (every document) for any other query."""
     groups = filters.get("group")
     return [f"group:{check_name(g, 'group name')}" for g in groups] if groups else None
+
+
+def answers_shifts(db: Any) -> Callable[[Any], bool]:
+    """``keep`` for one query answered from ``db``: leave out a comment that answers what ``db`` holds as a
+    comment (``validation.answers_no_shift``: taken before what it answers arrived, or by an older version), so
+    it shows nowhere, whatever order things arrived in. Asked of comments only, once a query for each
+    document they answer (a thread's rows answer one)."""
+    known: dict[str, bool] = {}
+
+    def keep(doc: Any) -> bool:
+        body = doc.body
+        answered = body.get("shift") if body.get("type") == "comment" else None
+        if not isinstance(answered, str):
+            return True
+        ok = known.get(answered)
+        if ok is None:
+            ok = known[answered] = not answers_no_shift(db, body)
+        return ok
+
+    return keep
+
+
+def thread_of_shifts(db: Any, filters: dict) -> dict | None:
+    """``filters`` with the ``thread`` ids ``db`` holds as no shift left out: a comment's thread is empty (a
+    comment answers a shift), for whoever asks, on the hub and on a node answering from its feed alike. None
+    when no thread id is left (an empty page, without paging the replies ``answers_shifts`` would drop)."""
+    thread = filters.get("thread")
+    if not thread:
+        return filters
+    shifts = [t for t in thread if not holds_no_shift(db, t)]
+    return None if not shifts else filters if len(shifts) == len(thread) else {**filters, "thread": shifts}
 
 
 def history(doc: Any) -> list[str]:
@@ -265,11 +297,13 @@ class HubQueries:
                 raise FlowError("you are not a reader of that group", "forbidden")
         if q["favorites"]:
             return self._favorites(user, tokens, filters, q)
+        filters = thread_of_shifts(self._shared, filters)
+        if filters is None:
+            return {"rows": [], "next_cursor": None}
         raw = args.get(BODY_CBOR) is True   # the asker takes stored bytes (docs/flows.md, *Queries*)
-        wanted, judge = set(tokens), self.author_judge()
-        docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"],
-                           keep=lambda doc: served(doc, wanted, judge), since=q["since"], until=q["until"],
-                           body_bytes=True)   # StoredDocs: with parents
+        shown = self._shown(set(tokens))
+        docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"], keep=shown,
+                           since=q["since"], until=q["until"], body_bytes=True)   # StoredDocs: with parents
         return {"rows": [(stored_row if raw else row)(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
 
     def get(self, account_id: str, user: str, ids: Any) -> dict:
@@ -280,12 +314,18 @@ class HubQueries:
 
     def _visible(self, ids: Any, tokens: set[str]) -> list[dict]:
         """Rows of the documents among ``ids`` that ``tokens`` may see, in the order asked."""
-        out, judge = [], self.author_judge()
+        out, shown = [], self._shown(tokens)
         for docid in ids:
             doc = self._shared.get_stored(docid)
-            if doc is not None and not doc.deleted and served(doc, tokens, judge):
+            if doc is not None and not doc.deleted and shown(doc):
                 out.append(row(doc))
         return out
+
+    def _shown(self, tokens: set[str]) -> Callable[[Any], bool]:
+        """``keep`` for one query or ``get`` with ``tokens``: ``served``, and no comment answering a comment
+        (``answers_shifts``: its author's token alone would still serve it to them)."""
+        judge, answers = self.author_judge(), answers_shifts(self._shared)
+        return lambda doc: served(doc, tokens, judge) and answers(doc)
 
     def can_see(self, account_id: str, shift_id: Any) -> bool:
         """May this account see this document in ``shared``?"""
@@ -298,6 +338,11 @@ class HubQueries:
         """The live document ``shared`` holds under ``doc_id`` (its winning revision), or None."""
         doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
         return None if doc is None or doc.deleted else doc
+
+    def held_any(self, doc_id: Any) -> Any:
+        """The winning revision ``shared`` holds under ``doc_id``, live or deleted, or None: a deleted comment is
+        still no shift (``HubRules``' ``not_a_shift``, as a full peer's ``firehose_check`` asks its master)."""
+        return self._shared.get(doc_id) if isinstance(doc_id, str) else None
 
     def places(self, doc_id: Any) -> set[str]:
         """The places a live document in ``shared`` went, as its winning revision stands today (``Judge.places``:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from shiftpeer.roles import audience
+from shiftpeer.roles.validation import answers_no_shift
 from shiftpeer.store.errors import InvalidDocument, NotFound
 
 #: The token kinds the merge gives; any other is left alone.
@@ -30,8 +31,10 @@ class Judge:
         """The places (``public``, ``group:<g>``, ``user:<u>``) of ``doc``'s record where it went as it stands
         today: its winning revision's signed audience names the place, and that place's database holds it by
         the record's author. A place its author's later revision left (a group that refused the edit keeps
-        the earlier one) or a token an older merge gave is none."""
+        the earlier one) or a token an older merge gave is none, and a comment answering a comment has none."""
         body = doc.body if isinstance(doc.body, dict) else {}
+        if answers_no_shift(self._shared, body):
+            return set()
         author = body.get("author") if isinstance(body.get("author"), str) else None
         aud = audience.of(body)
         return {t for t in doc.vis if (t == audience.PUBLIC_TOKEN or t.partition(":")[0] in PLACES)
@@ -49,22 +52,25 @@ class Judge:
     def justified(self, doc: Any, wanted: set[str], depth: int = 1) -> set[str]:
         """Those of ``wanted`` (tokens of ``doc``) the merge gives it today, and any of a kind it never gives: the
         author's token; a place's where that place's database holds the document by the author; on a comment,
-        one its shift justifies (``depth``: a comment answering a comment takes that one's tokens as they
-        stand) and a live revision's signed audience names (an author token always)."""
+        one its shift justifies (``depth`` stops there: the shift's own tokens are judged as a shift's) and a
+        live revision's signed audience names (an author token always). A comment answering
+        what ``shared`` holds as a comment (``validation.answers_no_shift``: one taken before what it answers
+        arrived, or by an older version) has no place: its author's token alone."""
         body = doc.body if isinstance(doc.body, dict) else {}
         author = body.get("author") if isinstance(body.get("author"), str) else None
+        stray = answers_no_shift(self._shared, body)
         keep, rest = set(), set()
         for t in wanted:
             kind = t.partition(":")[0]
             if kind == AUTHOR:   # a record whose winner names no author: its author tokens cannot be judged
                 ok = author is None or t == audience.author_token(author)
             elif t == audience.PUBLIC_TOKEN or kind in PLACES:
-                ok = self._held_by_source(t, doc.id, author)
+                ok = not stray and self._held_by_source(t, doc.id, author)
             else:
                 ok = True
             (keep if ok else rest).add(t)
         shift_id = body.get("shift")
-        if rest and body.get("type") == "comment" and isinstance(shift_id, str):
+        if rest and not stray and body.get("type") == "comment" and isinstance(shift_id, str):
             shift = self._shared.get(shift_id)
             if shift is not None:
                 auds = [audience.of(body), *(audience.of(self._shared.get(doc.id, r).body) for r in doc.conflicts)]

@@ -13,6 +13,8 @@ The pass takes off every token the merge would not give a document today (``Judg
 one: a place's token (``public``, ``group:<g>``, ``user:<u>``) stays where that place's database holds the
 document by the record's author, or, on a comment, where its shift holds it and a live revision's signed
 audience names it; an ``author:`` token stays for the record's author and, on a comment, its shift's authors.
+A comment answering a comment (taken before what it answers arrived, or by an older version) keeps its author's
+token alone.
 It runs once per store, when a hub first opens a store an older version wrote (a checkpoint in ``shared``
 records how far it got and that it finished: ``VERSION``), in the store's writer thread, a chunk of
 documents a transaction, so the hub serves meanwhile and a restart resumes where the last chunk committed.
@@ -31,8 +33,9 @@ from shiftpeer.roles.tokenjudge import Judge
 
 #: The checkpoint (peer, remote database) in ``shared`` that records the pass.
 PASS = ("tokens", "rebuild")
-#: The rules the pass applied; a store whose record names another version is rebuilt again.
-VERSION = 1
+#: The rules the pass applied; a store whose record names another version is rebuilt again (2: a comment
+#: answering a comment has no place, ``Judge.justified``).
+VERSION = 2
 #: Documents a transaction: ~20 ms of the writer (~100 us a document), no longer than the writer's group
 #: commits of replicated batches, so the reactor's own writes wait little behind it.
 CHUNK = 200

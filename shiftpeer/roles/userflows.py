@@ -141,12 +141,14 @@ class UserFlows:
         if not self.full_peer or shift["body"].get("author") == self.key.account_id \
                 or not self.store.has_database("master"):
             return True
-        return bool(self._live_in_master([shift["id"]]))
+        return bool(self._live_shifts_in_master([shift["id"]]))
 
-    def _live_in_master(self, ids: list[str]) -> set[str]:
-        """Those of ``ids`` this node's ``master`` holds live (a full peer's: public, anyone may see them)."""
+    def _live_shifts_in_master(self, ids: list[str]) -> set[str]:
+        """Those of ``ids`` this node's ``master`` holds live as shifts (a full peer's: public, anyone may see
+        them; a comment there is no shift a comment may answer, ``not_a_shift``)."""
         master = self.store.database("master")
-        return {i for i in ids if (held := master.get(i)) is not None and not held.deleted}
+        return {i for i in ids if (held := master.get(i)) is not None and not held.deleted
+                and not_a_shift(i, held.body) is None}
 
     @inlineCallbacks
     def edit_comment(self, comment_id: str, text: Any, rev: Any = None):
@@ -327,11 +329,15 @@ class UserFlows:
         if "author" in q["filters"]:
             authors = yield self.authors.account_ids(q["filters"]["author"])
             q = dict(q, filters={**q["filters"], "author": authors})
-        keep = q.get("keep", lambda d: True)
-        if "thread" in q["filters"]:
-            keep = self._thread_keep(q["filters"]["thread"], keep)
-        docs, cursor = queries.run(self.store.database(FEED), q["filters"], vis=queries.feed_tokens(q["filters"]),
-                                   limit=q["limit"], cursor=q["cursor"], keep=keep, since=q["since"],
+        feed = self.store.database(FEED)
+        filters = queries.thread_of_shifts(feed, q["filters"])   # a comment's thread is empty, as on the hub
+        if filters is None:
+            return {"rows": [], "next_cursor": None, "source": "feed"}
+        keep, answers = q.get("keep", lambda d: True), queries.answers_shifts(feed)
+        if "thread" in filters:
+            keep = self._thread_keep(filters["thread"], keep)
+        docs, cursor = queries.run(feed, filters, vis=queries.feed_tokens(filters), limit=q["limit"],
+                                   cursor=q["cursor"], keep=lambda d: answers(d) and keep(d), since=q["since"],
                                    until=q["until"])
         return {"rows": [queries.row(d) for d in docs[: q["limit"]]], "next_cursor": cursor, "source": "feed"}
 
@@ -343,7 +349,7 @@ class UserFlows:
         make one; other comments come only from the hub's checked databases (a group, the inbox)."""
         if not self.full_peer or not self.store.has_database("master"):
             return keep
-        public = self._live_in_master(shifts)
+        public = self._live_shifts_in_master(shifts)
         return lambda d: keep(d) and (not audience.of(d.body)["public"] or d.body.get("shift") in public)
 
     def _localise(self, q: dict, social: dict) -> dict:

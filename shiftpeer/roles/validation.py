@@ -91,6 +91,22 @@ def not_a_shift(docid: Any, body: Any) -> Reason | None:
     return Reason("not_a_shift", f"a comment answers a shift, and {docid} is a {kind}")
 
 
+def answers_no_shift(db: Any, body: Any) -> bool:
+    """Is ``body`` a comment whose ``shift`` ``db`` holds, live or deleted, as no shift (``not_a_shift``)? Every
+    place refuses such a reply once it holds what it answers, but one that arrived first was taken (as a
+    comment whose shift has not arrived is), and older versions took any: whatever serves comments leaves it
+    out, so no answer depends on the order things arrived in."""
+    if not isinstance(body, dict) or body.get("type") != "comment" or not isinstance(body.get("shift"), str):
+        return False
+    return holds_no_shift(db, body["shift"])
+
+
+def holds_no_shift(db: Any, docid: str) -> bool:
+    """Does ``db`` hold ``docid``, live or deleted, as something a comment may not answer (``not_a_shift``)?"""
+    held = db.get(docid)
+    return held is not None and not_a_shift(docid, held.body) is not None
+
+
 class HubRules:
     """The hub's extra checks for documents written into its own databases."""
 
@@ -107,7 +123,8 @@ class HubRules:
         #: places(shift id): the visibility tokens of the places ``shared`` holds that shift in (comments
         #: need it: a comment goes only where the shift it answers went, not where its audience claims)
         self.places = places
-        #: held(id): the live document ``shared`` holds under an id, or None (a comment answers a shift)
+        #: held(id): the document ``shared`` holds under an id, live or deleted, or None (a comment answers a
+        #: shift)
         self.held = held
 
     def unregistered(self, peer_id: str | None, doc: dict) -> str | None:
