@@ -155,3 +155,48 @@ def test_a_pull_whose_eager_is_not_a_bool_is_refused(value):
     with pytest.raises(messages.ProtocolError):
         messages.validate({"t": "pull", "rid": 1, "db": "master", "since": 0, "epoch": None, "live": False,
                            "eager": value})
+
+
+def recording_manager():
+    import collections
+
+    from shiftpeer.sync.manager import ReplicationManager
+    from shiftpeer.sync.testing import RecordingConnection
+
+    store, conn = MemoryStore(), RecordingConnection(features=messages.FEATURES)
+    mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), window=2, batch_changes=10)
+    return store, conn, mgr
+
+
+def test_a_missing_revision_that_did_not_come_along_is_asked_for_and_stored_before_the_checkpoint():
+    """A changes batch whose documents came along only in part (a feeder that sends some) gets a `need` for
+    the rest, and its checkpoint is written only once they are stored: nothing the batch listed is skipped."""
+    source = MemoryStore().create_database("master")
+    fill(source, 0, 3)
+    docs = source.get_repl_docs([(f"d{i}", [source.get(f"d{i}").rev]) for i in range(3)])
+    store, conn, mgr = recording_manager()
+    rep = mgr.pull("master", "feed", live=False)
+    assert conn.sent[-1]["t"] == "pull" and conn.sent[-1]["eager"] is True
+    mgr.handle({"t": "accept", "rid": 1, "epoch": source.epoch, "since": 0, "head": 3})
+    ch = [[d["id"], [d["rev"]]] for d in docs]
+    mgr.handle({"t": "changes", "rid": 1, "seq": 3, "ch": ch, "docs": docs[:2]})
+    need = [m for m in conn.sent if m["t"] == "need"]
+    assert need == [{"t": "need", "rid": 1, "seq": 3, "want": [["d2", [docs[2]["rev"]]]]}]
+    feed = store.database("feed")
+    assert feed.get_checkpoint("peer", "master") is None and not [m for m in conn.sent if m["t"] == "ack"]
+    mgr.handle({"t": "docs", "rid": 1, "seq": 3, "docs": docs[2:], "more": False})
+    assert [feed.get(f"d{i}").rev for i in range(3)] == [d["rev"] for d in docs]
+    assert feed.get_checkpoint("peer", "master")["seq"] == 3 and rep.seq == 3
+
+
+def test_docs_for_one_batch_are_split_below_the_entries_a_message_may_hold():
+    """A batch's documents (many leaves of many ids) are sent in frames of at most MAX_BATCH entries each, which
+    the receiving side's schema refuses past: never one frame it would close the connection on."""
+    store, conn, mgr = recording_manager()
+    docs = [{"id": f"x{i}", "rev": "1-a", "deleted": False, "body": {}, "sig": None, "history": ["1-a"]}
+            for i in range(messages.MAX_BATCH + 5)]
+    mgr.send_docs(7, 1, docs)
+    frames = [m for m in conn.sent if m["t"] == "docs"]
+    assert len(frames) == 2 and all(len(f["docs"]) <= messages.MAX_BATCH for f in frames)
+    assert [d["id"] for f in frames for d in f["docs"]] == [d["id"] for d in docs]
+    assert [f["more"] for f in frames] == [True, False]

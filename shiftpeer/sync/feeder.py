@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.logger import Logger
 
+from shiftpeer.sync.messages import MAX_BATCH
 from shiftpeer.sync.refusedrevs import RefusedRev
 from shiftpeer.sync.replication import LIVE_INLINE, RAMP_FIRST, Replication, ReplicationViolation, SyncError
 
@@ -71,7 +72,7 @@ class Feeder:
                 if lazy is not None:         # gossip: announce only what the peer may lack, never inline docs
                     ch = lazy(conn, self.name, ch)
                 frame = None
-                if docs is not None:
+                if docs is not None and len(docs) <= MAX_BATCH:
                     # live and small, or eager: the documents ride along, saving the need/docs round trip
                     frame = conn.encode("changes", rid=self.rid, seq=seq, ch=ch, docs=docs)
                     if len(frame) > self.mgr.docs_frame_bytes:

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from shiftpeer.sync.feeder import Feeder
+from shiftpeer.sync.messages import MAX_BATCH
 from shiftpeer.sync.puller import Puller
 from shiftpeer.sync.replication import (BATCH_CHANGES, DOCS_FRAME_BYTES, MAX_FEEDERS, WINDOW, RateLimit, Replication,
                                         ReplicationViolation, SyncError, default_store_batch)
@@ -116,8 +117,8 @@ class ReplicationManager:
         while pending:
             chunk = pending.pop(0)
             more = bool(pending)
-            frame = self.conn.encode("docs", rid=rid, seq=seq, docs=chunk, more=more)
-            if len(frame) > self.docs_frame_bytes and len(chunk) > 1:
+            frame = None if len(chunk) > MAX_BATCH else self.conn.encode("docs", rid=rid, seq=seq, docs=chunk, more=more)
+            if (frame is None or len(frame) > self.docs_frame_bytes) and len(chunk) > 1:
                 half = len(chunk) // 2
                 pending[0:0] = [chunk[:half], chunk[half:]]
                 continue

@@ -105,9 +105,16 @@ class Puller:
             self._tag_held([docid for docid, _revs in ch if not missing.get(docid)])
         inline = msg.get("docs")
         if inline is not None:
-            # live mode: the docs came with the changes; keep only the revisions missing here
+            # live or eager: the docs came with the changes; keep only the revisions missing here
             wanted = {(docid, rev) for docid, revs in want for rev in revs}
             batch.docs = [d for d in inline if (d["id"], d["rev"]) in wanted]
+            if len(batch.docs) < len(wanted):
+                # some missing revision did not come along (a leaf written between the feeder's reads, or a
+                # feeder that sends only some): ask for those, so the checkpoint never passes them
+                rest = wanted - {(d["id"], d["rev"]) for d in batch.docs}
+                if rest:
+                    self._need(batch, rest)
+                    return
             if batch.docs:
                 batch.state = "verifying"
                 d = maybeDeferred(self.mgr.validator, batch.docs)
@@ -120,6 +127,14 @@ class Puller:
                 return
         batch.state = "ready"
         self._advance()
+
+    def _need(self, batch: _Batch, revs: set) -> None:
+        """Ask for these (id, rev) of a batch that came with some of its documents (kept in ``batch.docs``)."""
+        by_id: dict = {}
+        for docid, rev in sorted(revs):
+            by_id.setdefault(docid, []).append(rev)
+        batch.want = set(revs)
+        self.mgr.conn.send("need", rid=self.rid, seq=batch.seq, want=[[i, r] for i, r in by_id.items()])
 
     def _note_offered(self, offered: int, missing: int) -> None:
         """Count what a batch offered and what of it was missing here. The next pull asks for the documents
