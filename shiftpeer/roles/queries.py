@@ -32,6 +32,8 @@ INDEXED = ("thread", "href", "author", "space", "domain")
 FILTERS = frozenset(INDEXED) | {"group", "type"}
 MAX_LIMIT = 500
 MAX_PAGES = 64
+#: Bounds the leaves of one document a ``revisions`` answer carries (each a live branch or a tombstone).
+MAX_OWN_LEAVES = 100
 
 
 def check_query(args: Any) -> dict:
@@ -286,6 +288,16 @@ class HubQueries:
             if doc is not None and not doc.deleted and served(doc, tokens, judge):
                 out.append(row(doc))
         return out
+
+    def own_revisions(self, account_id: str, docid: Any) -> list[dict]:
+        """Every leaf, live or a tombstone, of the document ``docid`` in ``shared`` that ``account_id`` wrote, with
+        its history and signature (``roles/othercopies.py``: what another copy of the account wrote on it where it
+        went). ``shared`` merges ``master``, the groups and the inboxes, so this is every place the hub holds; a
+        revision by anyone else is left out, so the caller learns nothing it did not write itself."""
+        if not isinstance(docid, str) or not docid or len(docid) > 200:
+            raise FlowError("id must be a document id", "bad_request")
+        leaves = self._shared.get_repl_docs([(docid, None)])
+        return [d for d in leaves if d["body"].get("author") == account_id][:MAX_OWN_LEAVES]
 
     def can_see(self, account_id: str, shift_id: Any) -> bool:
         """May this account see this document in ``shared``?"""
