@@ -22,7 +22,7 @@ from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.tokenjudge import Judge
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
 from shiftpeer.store import indexes
-from shiftpeer.store.codec import decode_body
+from shiftpeer.store.codec import decode_body, encode_body
 from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
 from shiftpeer.sync.refusedrevs import Refused
@@ -32,8 +32,10 @@ INDEXED = ("thread", "href", "author", "space", "domain")
 FILTERS = frozenset(INDEXED) | {"group", "type"}
 MAX_LIMIT = 500
 MAX_PAGES = 64
-#: Bounds the leaves of one document a ``revisions`` answer carries (each a live branch or a tombstone).
+#: Bounds the leaves of one document a ``revisions`` answer carries (each a live branch or a tombstone), and
+#: their bodies' bytes (a document may weigh 1 MiB: the store's ``max_doc_bytes``; a frame 16 MiB).
 MAX_OWN_LEAVES = 100
+MAX_OWN_BYTES = 4 << 20
 
 
 def check_query(args: Any) -> dict:
@@ -296,8 +298,15 @@ class HubQueries:
         revision by anyone else is left out, so the caller learns nothing it did not write itself."""
         if not isinstance(docid, str) or not docid or len(docid) > 200:
             raise FlowError("id must be a document id", "bad_request")
-        leaves = self._shared.get_repl_docs([(docid, None)])
-        return [d for d in leaves if d["body"].get("author") == account_id][:MAX_OWN_LEAVES]
+        out, size = [], 0
+        for d in self._shared.get_repl_docs([(docid, None)]):   # live leaves first, the winner first
+            if d["body"].get("author") != account_id:
+                continue
+            size += len(encode_body(d["body"]))
+            if len(out) == MAX_OWN_LEAVES or size > MAX_OWN_BYTES and out:
+                break   # within one frame (sync/framing.py MAX_FRAME), whatever the bodies weigh
+            out.append(d)
+        return out
 
     def can_see(self, account_id: str, shift_id: Any) -> bool:
         """May this account see this document in ``shared``?"""
