@@ -291,6 +291,18 @@ class HubQueries:
                 out.append(row(doc))
         return out
 
+    def can_see(self, account_id: str, shift_id: Any) -> bool:
+        """May this account see this document in ``shared``?"""
+        user = self._accounts.name_of(account_id)
+        if user is None or not isinstance(shift_id, str):
+            return False
+        return bool(self.get(account_id, user, [shift_id])["rows"])
+
+    def held(self, doc_id: Any) -> Any:
+        """The live document ``shared`` holds under ``doc_id`` (its winning revision), or None."""
+        doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
+        return None if doc is None or doc.deleted else doc
+
     def own_revisions(self, account_id: str, docid: Any) -> list[dict]:
         """Every leaf, live or a tombstone, of the document ``docid`` in ``shared`` that ``account_id`` wrote, with
         its history and signature (``roles/othercopies.py``: what another copy of the account wrote on it where it
@@ -307,18 +319,6 @@ class HubQueries:
                 break   # within one frame (sync/framing.py MAX_FRAME), whatever the bodies weigh
             out.append(d)
         return out
-
-    def can_see(self, account_id: str, shift_id: Any) -> bool:
-        """May this account see this document in ``shared``?"""
-        user = self._accounts.name_of(account_id)
-        if user is None or not isinstance(shift_id, str):
-            return False
-        return bool(self.get(account_id, user, [shift_id])["rows"])
-
-    def held(self, doc_id: Any) -> Any:
-        """The live document ``shared`` holds under ``doc_id`` (its winning revision), or None."""
-        doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
-        return None if doc is None or doc.deleted else doc
 
     def places(self, doc_id: Any) -> set[str]:
         """The places a live document in ``shared`` went, as its winning revision stands today (``Judge.places``:
