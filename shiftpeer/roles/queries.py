@@ -303,6 +303,13 @@ class HubQueries:
         doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
         return None if doc is None or doc.deleted else doc
 
+    def places(self, doc_id: Any) -> set[str]:
+        """The places a live document in ``shared`` went, as its winning revision stands today (``Judge.places``:
+        its signed audience names them and their databases hold it by its author; empty: none). Not its tokens
+        as they are: an older merge left some that say it went where it never did."""
+        doc = self.held(doc_id)
+        return set() if doc is None else Judge(self._store, self._shared).places(doc)
+
     def own_revisions(self, account_id: str, docid: Any) -> list[dict]:
         """Every leaf, live or a tombstone, of the document ``docid`` in ``shared`` that ``account_id`` wrote, with
         its history and signature (``roles/othercopies.py``: what another copy of the account wrote on it where it
@@ -319,13 +326,6 @@ class HubQueries:
                 break   # within one frame (sync/framing.py MAX_FRAME), whatever the bodies weigh
             out.append(d)
         return out
-
-    def places(self, doc_id: Any) -> set[str]:
-        """The places a live document in ``shared`` went, as its winning revision stands today (``Judge.places``:
-        its signed audience names them and their databases hold it by its author; empty: none). Not its tokens
-        as they are: an older merge left some that say it went where it never did."""
-        doc = self.held(doc_id)
-        return set() if doc is None else Judge(self._store, self._shared).places(doc)
 
     def author_judge(self) -> Callable[[Any, str], bool]:
         """``served``'s judge for one query: does the merge give a comment this ``author:`` token today (its
