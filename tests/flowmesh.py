@@ -100,10 +100,11 @@ class HubParty:
 class UserParty:
     """A user node: store, key, local replications private/public -> feed, UserFlows, a hub connection."""
 
-    def __init__(self, path: Any, name: str, *, full_peer: bool = False, roles: tuple = ("user",)) -> None:
+    def __init__(self, path: Any, name: str, *, full_peer: bool = False, roles: tuple = ("user",),
+                 key: Any = None) -> None:
         self.name = name
         self.store = Store(str(path))
-        self.key = NodeKey.generate()
+        self.key = key or NodeKey.generate()
         self.shifts = Shifts(self.store, self.key.account_id, make_signer(self.key), reactor)
         self.flows = UserFlows(self.store, self.key, reactor, user=name, full_peer=full_peer)
         self.local = [LocalReplication(self.store, s, "user/feed", reactor) for s in ("user/private", "user/public")]
@@ -211,6 +212,25 @@ class Mesh:
         self.users[name] = user
         await user.join_hub(self.hub, register=register)
         return user
+
+    async def other_copy(self, name: str) -> UserParty:
+        """A second node of ``name``'s account (same key), holding what ``name``'s node holds now in its own
+        databases (as a copied node directory, or a backup restored elsewhere, would), connected to the hub
+        (the account is registered already); torn down with the mesh as ``<name>-copy``."""
+        user = self[name]
+        copy = UserParty(self.tmp / f"{name}-copy", name, key=user.key)
+        for db in ("user/private", "user/public"):
+            src = user.store.database(db)
+            docs = src.get_repl_docs([(c.id, None) for c in src.changes()])
+            if docs:
+                copy.store.database(db).bulk_replicated(docs)
+        outbox = copy.store.database("user/outbox")
+        for entry in user.store.database("user/outbox").docs_since(0):
+            outbox.put(entry.id, entry.body)
+        self.users[f"{name}-copy"] = copy
+        await copy.join_hub(self.hub, register=False)
+        await copy.flows.link.when_ready()
+        return copy
 
     async def stranger(self, name: str, roles: tuple = ("user",), port: Any = None, peer_id: str = "") -> Stranger:
         """A bare peer connected to the hub (or to ``port`` of ``peer_id``)."""

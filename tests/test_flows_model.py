@@ -5,8 +5,9 @@ model of who should hold and see what.
 Operations: create, edit and delete a shift; publish it publicly, to a group, to a user; comment, edit a comment
 and delete one; make a group, invite, join, leave, remove; disconnect a user from the hub and reconnect; fork a
 shift (a branch written by another copy of the author's account, as a restored backup does) and resolve it; that
-other copy deletes a group shift (its tombstones reach the author's feed through the groups, and the author's node
-then counts the shift deleted: ``other_copy_deletes``);
+other copy deletes a shift (its tombstones reach the author's feed through the groups, or from the hub's ``master``
+and inboxes when the author's node asks before a show or change, and the author's node then counts the shift
+deleted: ``other_copy_deletes``);
 queries by page, domain, author, group and a shift's comment thread. The full peer (``fp``: registered, in no
 group, sent nothing) only watches: it pulls the public firehose.
 
@@ -366,31 +367,37 @@ class FlowModel(RuleBasedStateMachine):
         run(_settled(lambda: [] if user.feed().get(sid).rev == later["rev"] else ["the author's feed lacks it"]))
 
     def _deletable_elsewhere(self, d: Doc) -> bool:
-        """Would the author's feed get another copy's tombstone of this shift? Sent to groups only (a user node's
-        feed takes neither ``master`` nor another user's inbox), each of which took its latest revision and the
-        author still publishes in, the author online."""
-        return d.kind == "shift" and not (d.deleted or d.conflicted or d.public or d.to or d.waiting or d.refused) \
-            and bool(d.groups) and self.online[d.author] \
+        """Would every place the shift went take another copy's tombstone of it? Sent somewhere (publicly, to
+        users, to groups the author still publishes in), each place holding its latest revision, the author
+        online."""
+        return d.kind == "shift" and not (d.deleted or d.conflicted or d.waiting or d.refused) \
+            and d.targets_ever() and self.online[d.author] \
             and all(self.level(g, d.author) >= RANK["publish"] for g in d.groups)
 
     @precondition(lambda self: self.shifts(self._deletable_elsewhere))
     @rule(data=st.data())
     def other_copy_deletes(self, data: Any) -> None:
-        """Another copy of the author's account deletes a group shift: its tombstone of the revision the groups hold
-        goes to each of them, and the author's feed has it from there. The author's node then counts the shift
-        deleted, though its own copy still holds that revision: `shift show` says so, an edit is refused at once
-        (``shift_gone``), and the author's queries no longer list it."""
+        """Another copy of the author's account deletes a shift: its tombstone of the revision the places hold goes
+        to each group and inbox, and (a public shift) to ``master``, as that copy's push of user/public takes it.
+        The author's feed gets it from the groups, or from the hub when the author's node asks before a show or
+        change (roles/othercopies.py). The author's node then counts the shift deleted, though its own copy still
+        holds that revision: `shift show` says so, an edit is refused at once (``shift_gone``), and the author's
+        queries no longer list it."""
         sid = data.draw(st.sampled_from(self.shifts(self._deletable_elsewhere)), "shift")
         d = self.docs[sid]
         user = self.mesh[d.author]
         tomb = other_copy_tombstone(user, user.flows.publisher.current(sid))
-        targets = [f"group:{g}" for g in sorted(d.groups)]
-        assert run(user.flows.link.deliver(tomb, targets)) == {t: "ok" for t in targets}
-        run(_settled(lambda: [] if user.feed().get(sid).deleted else ["the author's feed lacks the tombstone"]))
+        targets = [f"group:{g}" for g in sorted(d.groups)] + [f"user:{u}" for u in sorted(d.to)]
+        if targets:
+            assert run(user.flows.link.deliver(tomb, targets)) == {t: "ok" for t in targets}
+        if d.public:
+            self.mesh.hub.db("master").bulk_replicated([tomb])
+        shared = self.mesh.hub.db(SHARED_DB)
+        run(_settled(lambda: [] if shared.get(sid).deleted else ["the hub's shared lacks the tombstone"]))
         with pytest.raises(ShiftDeleted):
-            user.shifts.show(sid)
+            run(user.flows.on_latest(sid, lambda: user.shifts.show(sid)))
         with pytest.raises(ShiftGone):
-            user.shifts.edit(sid, {"summary": f"after the other copy's delete {self.step}"})
+            run(user.flows.on_latest(sid, lambda: user.shifts.edit(sid, {"summary": f"after the delete {self.step}"})))
         d.deleted = True
 
     # -- rules: comments -------------------------------------------------------------------------
@@ -825,7 +832,8 @@ def scripted_sequence() -> None:
     sequences of CI's few examples may not line up (swarm testing leaves rules out of each one) — comment
     edits that land, one after its shift went public (the comment stays with the club), ones refused because
     their author lost the shift, threads, a fork and resolve of a public shift, all watched by the full peer, and
-    a group shift whose losing branch another copy of the account edited on, resolved, then deleted by that copy."""
+    a group shift whose losing branch another copy of the account edited on, resolved, then deleted by that copy,
+    and a public shift sent to a user too that such a copy deletes."""
     m = FlowModel()
     made: dict[str, str] = {}   # name -> id of what the steps made
 
@@ -880,6 +888,13 @@ def scripted_sequence() -> None:
             # then that other copy deletes it: alice's node counts it deleted, refuses an edit, lists it nowhere
             lambda: m.other_copy_deletes(Picks(shift=made["club"])), lambda: meant("club", "deleted"),
             lambda: m.query_author("alice", "alice", 2),
+            # a shift of bob's, public and sent to carol, that another copy of his account deletes: through
+            # master and carol's inbox, which bob's node reads only by asking the hub
+            lambda: m.create("bob", HREFS[1]), lambda: new("shift", "bob", "bob's"),
+            lambda: m.publish(Picks(shift=made["bob's"]), "public"),
+            lambda: m.publish(Picks(shift=made["bob's"], to="carol"), "user"),
+            lambda: m.other_copy_deletes(Picks(shift=made["bob's"])), lambda: meant("bob's", "deleted"),
+            lambda: m.query_author("bob", "bob", 2),
             lambda: m.fork(Picks(shift=made["public"])), lambda: meant("public", "conflicted"),
             lambda: m.resolve(Picks(shift=made["public"])),
             lambda: m.delete(Picks(shift=made["public"])),

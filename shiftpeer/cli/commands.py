@@ -108,18 +108,30 @@ def shift_edit_body(args: argparse.Namespace) -> dict:
 def cmd_shift_edit(client: ApiClient, args: argparse.Namespace) -> int:
     result = client.call("PATCH", f"/shifts/{_quote(args.id)}", shift_edit_body(args))
     print_json(result) if args.json else print(result["rev"])
+    say_note(result, args)
     return 0
+
+
+def say_note(result: Any, args: argparse.Namespace) -> None:
+    """The ``note`` a node adds to a shift's answer when its hub could not be asked what another copy of the
+    account wrote on it (roles/othercopies.py), on standard error: the answer stands, on what the node holds.
+    With ``--json`` the note is in the answer printed, and standard error stays as it was."""
+    note = result.get("note") if isinstance(result, dict) else None
+    if note and not args.json:
+        sys.stderr.write(f"shiftpeer: note: {note}\n")
 
 
 def cmd_shift_delete(client: ApiClient, args: argparse.Namespace) -> int:
     result = client.call("DELETE", f"/shifts/{_quote(args.id)}")
     print_json(result) if args.json else print(f"deleted {result['id']}")
+    say_note(result, args)
     return 0
 
 
 def cmd_shift_show(client: ApiClient, args: argparse.Namespace) -> int:
     result = client.call("GET", f"/shifts/{_quote(args.id)}")
     print_json(result) if args.json else print_shift(result)
+    say_note(result, args)
     return 0
 
 
@@ -127,6 +139,7 @@ def cmd_shift_resolve(client: ApiClient, args: argparse.Namespace) -> int:
     body = {} if args.keep is None else {"keep": args.keep}
     result = client.call("POST", f"/shifts/{_quote(args.id)}/resolve", body)
     print_json(result) if args.json else print(result["rev"])
+    say_note(result, args)
     return 0
 
 
@@ -139,6 +152,7 @@ def publish_body(args: argparse.Namespace) -> dict:
 
 def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
     result = client.call("POST", f"/shifts/{_quote(args.id)}/publish", publish_body(args))
+    say_note(result, args)
     targets = result.get("targets") or {}
     failed = {t: o for t, o in targets.items() if str(o).startswith("error")}
     if args.json:

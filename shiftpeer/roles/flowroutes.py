@@ -4,6 +4,7 @@ API error whose status says what kind of problem it is."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from twisted.internet.defer import maybeDeferred
@@ -68,10 +69,15 @@ def install_user_routes(api: Any, role: Any) -> None:
                                groups=body.get("groups") or [], to=body.get("to") or [])
 
     def show(req: ApiRequest) -> Any:
-        """The local copy with its conflicts and databases; else what this user can see on the hub. The user's own
-        shift deleted (here, or by another copy of the account) is not asked of the hub, which may still hold it
-        where the tombstone has not gone yet: it is deleted, and the answer says so."""
+        """The local copy with its conflicts and databases, once what another copy of the account wrote on the
+        user's own shift that the hub holds joined it (``UserFlows.on_latest``); else what this user can see on
+        the hub. The user's own shift deleted (here, or by another copy of the account) is not asked of the hub's
+        ``get``, which may still hold it where the tombstone has not gone yet: it is deleted, and the answer says
+        so."""
         sid = req.params["id"]
+        return flows().on_latest(sid, lambda: shown(req, sid))
+
+    def shown(req: ApiRequest, sid: str) -> Any:
         try:
             return req.node.shifts.show(sid).to_json()
         except ShiftDeleted:
@@ -89,16 +95,23 @@ def install_user_routes(api: Any, role: Any) -> None:
         return flows().from_hub(sid).addCallback(answer)
 
     def change(action: str) -> Callable[[ApiRequest], Any]:
-        """Edit, delete or resolve a shift. One this node holds no copy of but the hub shows this user (as `shift
+        """Edit, delete or resolve a shift, once what another copy of the account wrote on it that the hub holds
+        joined it (``UserFlows.on_latest``). One this node holds no copy of but the hub shows this user (as `shift
         show` does) is someone else's: 403 not yours, rather than a 404 for a shift the user can see."""
         def handler(req: ApiRequest) -> Any:
-            sid = req.params["id"]
+            sid, shifts = req.params["id"], req.node.shifts
+            # the body is read first: one that is no JSON object is refused before the hub is asked
+            if action == "edit":
+                run = functools.partial(shifts.edit, sid, req.json_object())
+            elif action == "resolve":
+                run = functools.partial(shifts.resolve, sid, resolve_keep(req))
+            else:
+                run = functools.partial(shifts.delete, sid)
+            return flows().on_latest(sid, lambda: changed(req, sid, run))
+
+        def changed(req: ApiRequest, sid: str, run: Callable[[], Any]) -> Any:
             try:
-                if action == "edit":
-                    return req.node.shifts.edit(sid, req.json_object())
-                if action == "resolve":
-                    return req.node.shifts.resolve(sid, resolve_keep(req))
-                return req.node.shifts.delete(sid)
+                return run()
             except ShiftDeleted:
                 raise
             except ShiftNotFound as e:

@@ -7,7 +7,7 @@ document by document, and the RPC methods below, which act for ``conn.peer_id`` 
 
 RPC methods: ``register``, ``whoami``, ``deliver``, ``group.create``, ``group.invite``, ``group.join``,
 ``group.leave``, ``group.remove``, ``group.level``, ``group.members``, ``notice``, ``query``, ``get``,
-``follow``, ``favorite``, ``social``, ``accounts`` (docs/flows.md lists their arguments and results).
+``revisions``, ``follow``, ``favorite``, ``social``, ``accounts`` (docs/flows.md lists their arguments and results).
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ class Hub:
             "notice": self.rpc_notice,
             "query": self.rpc_query,
             "get": self.rpc_get,
+            "revisions": self.rpc_revisions,
             "follow": self.rpc_follow,
             "favorite": self.rpc_favorite,
             "social": self.rpc_social,
@@ -239,6 +240,13 @@ class Hub:
     def rpc_get(self, conn: Any, args: dict) -> dict:
         """Documents by id, those the caller may see."""
         return self.queries.get(conn.peer_id, self.user_of(conn), args.get("ids"))
+
+    def rpc_revisions(self, conn: Any, args: dict) -> dict:
+        """Every leaf (live or a tombstone) the hub holds of one of the caller's own documents, with history and
+        signature, so that its node sees what another copy of the account wrote where the node does not read
+        (``master``, other users' inboxes: roles/othercopies.py). Only the caller's revisions."""
+        self.user_of(conn)
+        return {"rows": self.queries.own_revisions(conn.peer_id, args.get("id"))}
 
     def rpc_follow(self, conn: Any, args: dict) -> dict:
         """Follow (or with ``on: false`` unfollow) a registered user."""

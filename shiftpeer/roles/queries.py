@@ -23,7 +23,7 @@ from shiftpeer.roles.tokenjudge import Judge
 from shiftpeer.roles.validation import answers_no_shift, holds_no_shift
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
 from shiftpeer.store import indexes
-from shiftpeer.store.codec import decode_body
+from shiftpeer.store.codec import decode_body, encode_body
 from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
 from shiftpeer.sync.refusedrevs import Refused
@@ -33,6 +33,10 @@ INDEXED = ("thread", "href", "author", "space", "domain")
 FILTERS = frozenset(INDEXED) | {"group", "type"}
 MAX_LIMIT = 500
 MAX_PAGES = 64
+#: Bounds the leaves of one document a ``revisions`` answer carries (each a live branch or a tombstone), and
+#: their bodies' bytes (a document may weigh 1 MiB: the store's ``max_doc_bytes``; a frame 16 MiB).
+MAX_OWN_LEAVES = 100
+MAX_OWN_BYTES = 4 << 20
 
 
 def check_query(args: Any) -> dict:
@@ -350,6 +354,23 @@ class HubQueries:
         as they are: an older merge left some that say it went where it never did."""
         doc = self.held(doc_id)
         return set() if doc is None else Judge(self._store, self._shared).places(doc)
+
+    def own_revisions(self, account_id: str, docid: Any) -> list[dict]:
+        """Every leaf, live or a tombstone, of the document ``docid`` in ``shared`` that ``account_id`` wrote, with
+        its history and signature (``roles/othercopies.py``: what another copy of the account wrote on it where it
+        went). ``shared`` merges ``master``, the groups and the inboxes, so this is every place the hub holds; a
+        revision by anyone else is left out, so the caller learns nothing it did not write itself."""
+        if not isinstance(docid, str) or not docid or len(docid) > 200:
+            raise FlowError("id must be a document id", "bad_request")
+        out, size = [], 0
+        for d in self._shared.get_repl_docs([(docid, None)]):   # live leaves first, the winner first
+            if d["body"].get("author") != account_id:
+                continue
+            size += len(encode_body(d["body"]))
+            if len(out) == MAX_OWN_LEAVES or size > MAX_OWN_BYTES and out:
+                break   # within one frame (sync/framing.py MAX_FRAME), whatever the bodies weigh
+            out.append(d)
+        return out
 
     def author_judge(self) -> Callable[[Any, str], bool]:
         """``served``'s judge for one query: does the merge give a comment this ``author:`` token today (its

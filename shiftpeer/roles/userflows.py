@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
 from shiftpeer.identity.signing import STEMMED_HISTORY
 from shiftpeer.roles import audience, feedpage, precheck, queries
 from shiftpeer.roles.authors import AuthorNames
 from shiftpeer.roles.names import FlowError, check_name
+from shiftpeer.roles.othercopies import OtherCopies, with_note
 from shiftpeer.roles.policy import UserPolicy
 from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
 from shiftpeer.roles.remote import HubLink
@@ -57,6 +58,7 @@ class UserFlows:
         self.link = HubLink(store, policy=self.policy, full_peer=full_peer, clock=clock, connect_wait=connect_wait)
         self.publisher = Publisher(store, key, clock, self.link.deliver)
         self.link.publisher = self.publisher
+        self.other_copies = OtherCopies(store, key.account_id, self.link, clock)
         self.publisher.pending_note = self._pending_note
         self.social = UserSocial(store)
         self.authors = AuthorNames(self.link)
@@ -87,12 +89,25 @@ class UserFlows:
     @inlineCallbacks
     def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (), to: list[str] = ()):
         """Publish publicly, to groups and to users at once; fires with a status per target. A connected
-        hub is asked first, and a target it would refuse refuses the publish before anything is written."""
+        hub is asked first, and a target it would refuse refuses the publish before anything is written. Before
+        that, what another copy of the account wrote on the shift where it went joins it (``on_latest``)."""
         groups, to = list(groups), list(to)
+        note = yield self.other_copies.catch_up(shift_id)   # first: that copy may have resolved a conflict here
         self.publisher.check(shift_id, public=public, groups=groups, to=to)
         yield precheck.check_targets(self.link, sorted(set(groups)), sorted(set(to)))
         result = yield self.publisher.publish(shift_id, public=public, groups=groups, to=to)
-        return result
+        return with_note(result, note)
+
+    @inlineCallbacks
+    def on_latest(self, docid: str, action: Callable[[], Any]):
+        """Run ``action`` (a show, edit, delete or resolve of the user's own ``docid``; it may return a Deferred)
+        once the revisions another copy of the account wrote on it that the hub holds are in ``user/feed``
+        (roles/othercopies.py: ``master`` and other users' inboxes reach this node nowhere else), so that it
+        builds on them, or is refused when that copy deleted it. Its answer carries a ``note`` when the hub could
+        not be asked for a document that went out; it goes on with what this node holds then."""
+        note = yield self.other_copies.catch_up(docid)
+        result = yield maybeDeferred(action)
+        return with_note(result, note)
 
     def _pending_note(self) -> str | None:
         """Why undelivered targets wait, for the publish result (None: the hub is up for this account)."""
@@ -119,8 +134,10 @@ class UserFlows:
         """Comment on a shift this user can see; it goes to the shift's audience: as the hub shows it, when it
         answers, for someone else's shift. The feed's copy may be stale (from a group the user has left since,
         while the shift went public): commenting with its audience sent the comment to the group, which
-        refused it, and nowhere else."""
+        refused it, and nowhere else. The user's own shift is taken as another copy of the account left it at the
+        hub (``other_copies``): a shift that copy deleted takes no comment."""
         text = check_text(text)
+        note = yield self.other_copies.catch_up(shift_id)   # nothing asked for someone else's shift
         shift = None
         if self.hub_answers and not self.publisher.owns(shift_id):
             shift = yield self.from_hub(shift_id)
@@ -130,7 +147,7 @@ class UserFlows:
             raise FlowError(f"no shift {shift_id!r} that you can see", "not_found")
         _require_a_shift(shift, "comment on the shift it answers")
         result = yield self.publisher.comment(shift, text, public=self._public_here(shift))
-        return result
+        return with_note(result, note)
 
     def _public_here(self, shift: dict) -> bool:
         """May a comment on ``shift`` be public, as far as this node can tell? The shift's audience is what
@@ -153,14 +170,18 @@ class UserFlows:
     @inlineCallbacks
     def edit_comment(self, comment_id: str, text: Any, rev: Any = None):
         """Change the text of one of this user's comments (``rev``: the revision edited, else 409);
-        the new revision goes everywhere the comment went."""
+        the new revision goes everywhere the comment went. What another copy of the account wrote on the comment,
+        and on the user's own shift it answers, that the hub holds joins first (``other_copies``)."""
         text = check_text(text)
         if rev is not None and not isinstance(rev, str):
             raise FlowError("rev must be the comment's revision string", "bad_request")
+        note = yield self.other_copies.catch_up(comment_id)
         yield self._require_own_comment(comment_id)
-        yield self._require_shift_there(self.publisher.comment_shift(comment_id))
+        shift = self.publisher.comment_shift(comment_id)
+        note = (yield self.other_copies.catch_up(shift)) or note
+        yield self._require_shift_there(shift)
         result = yield self.publisher.edit_comment(comment_id, text, rev)
-        return result
+        return with_note(result, note)
 
     @inlineCallbacks
     def _require_shift_there(self, shift_id: Any):
@@ -188,10 +209,12 @@ class UserFlows:
 
     @inlineCallbacks
     def delete_comment(self, comment_id: str):
-        """Delete one of this user's comments everywhere it went (a signed tombstone)."""
+        """Delete one of this user's comments everywhere it went (a signed tombstone), with what another copy of
+        the account wrote on it that the hub holds (``other_copies``): its later edit, else left live there."""
+        note = yield self.other_copies.catch_up(comment_id)
         yield self._require_own_comment(comment_id)
         result = yield self.publisher.delete_comment(comment_id)
-        return result
+        return with_note(result, note)
 
     @inlineCallbacks
     def _require_own_comment(self, comment_id: str):
