@@ -52,6 +52,24 @@ def _is_loopback(interface: Any) -> bool:
         return False
 
 
+def listens_on_loopback_only(listen: list[str]) -> bool:
+    """Do the sync listeners ``listen`` (endpoint strings) all bind a loopback interface (and is there one)?
+    A wildcard (``tcp:7701``, no ``interface=``) listens beyond this machine; a UNIX socket never does."""
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
+
+    def loopback(description: str) -> bool:
+        try:
+            endpoint = parse_server_endpoint(description, "listen")
+        except EndpointError:
+            return False
+        if isinstance(endpoint, UNIXServerEndpoint):
+            return True
+        return isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)) and \
+            _is_loopback(getattr(endpoint, "_interface", None))
+
+    return bool(listen) and all(loopback(d) for d in listen)
+
+
 def check_api_endpoint(description: str, name: str = "--api") -> str:
     """The local API must not be reachable from other machines (its token is the only protection):
     ``tcp``/``tcp6`` on a loopback ``interface=``, or ``unix:PATH``; anything else is refused.

@@ -29,6 +29,7 @@ from typing import Any, Iterable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from shiftpeer.endpoints import EndpointError, check_api_endpoint, check_host_port, check_server_endpoint
+from shiftpeer.gossip.settings import check_gossip_config
 from shiftpeer.identity import KeyFileError, NodeKey
 from shiftpeer.identity.certs import (
     CertMaterial,
@@ -101,6 +102,8 @@ class NodeConfig:
     hub_id: str | None = None
     #: config.json's optional "sync" object, checked: SyncFactory arguments (shiftpeer.sync.config)
     sync: dict[str, Any] = field(default_factory=dict)
+    #: config.json's optional "gossip" object, checked (shiftpeer.gossip.settings)
+    gossip: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hub(self) -> bool:
@@ -417,6 +420,10 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
     except ValueError as e:
         raise ConfigValueError(f'{cfg}: "sync": {e}') from None
     try:
+        gossip = check_gossip_config(doc.get("gossip", {}))
+    except ValueError as e:
+        raise ConfigValueError(f'{cfg}: "gossip": {e}') from None
+    try:
         check_hub_id(doc.get("hub_id"), doc["connect"], f'{cfg}: "hub_id"')
     except NodeDirArgumentError as e:
         raise ConfigValueError(str(e)) from None
@@ -454,6 +461,7 @@ def load_node_dir(path: str | os.PathLike) -> NodeConfig:
         tls_peer_id=doc["tls_peer_id"],
         hub_id=doc.get("hub_id"),
         sync=sync,
+        gossip=gossip,
     )
 
 

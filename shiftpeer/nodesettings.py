@@ -39,6 +39,11 @@ class NodeSettings:
     ca: str | None = None
     hub_id: str | None = None  # the hub's peer id, pinned: its certificate is checked by key, not by CA
     user: str | None = None
+    #: may the node dial non-global addresses accounts announce (True: any; False: none; None: loopback
+    #: ones when it listens on loopback only); config.json "gossip" (shiftpeer.gossip.settings)
+    private_addresses: bool | None = None
+    #: seconds between proofs of a listed announced address (None: gossip.core.REPROVE_EVERY)
+    reprove_every: float | None = None
     config: Any = None  # the NodeConfig it came from, for roles that need more
 
     def with_overrides(self, overrides: dict) -> "NodeSettings":
@@ -90,6 +95,7 @@ def settings_from_config(directory: str, config: Any) -> NodeSettings:
             return []
         return [v] if isinstance(v, str) else list(v)
 
+    gossip = config_field(config, "gossip", default={})
     store_path = config_field(config, "store_path", "store_dir", "store",
                               default=os.path.join(directory, "store"))
     return NodeSettings(
@@ -107,6 +113,8 @@ def settings_from_config(directory: str, config: Any) -> NodeSettings:
         ca=config_field(config, "ca"),
         hub_id=config_field(config, "hub_id"),
         user=config_field(config, "user", "user_name", "name"),
+        private_addresses=gossip.get("private_addresses"),
+        reprove_every=gossip.get("reprove_every"),
         config=config,
     )
 

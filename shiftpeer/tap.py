@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from shiftpeer import endpoints
+from shiftpeer.gossip.settings import check_gossip_setting
 from shiftpeer.nodedir import (
     CONFIG_FILE,
     NodeConfig,
@@ -132,6 +133,11 @@ class Options(usage.Options):
         ["ca", None, None, "Trust root (PEM) for the hub's certificate, instead of the directory's."],
         ["hub-id", None, None, "Pin the hub's key (its TLS peer id) instead of the directory's pin."],
         *(_limit_option(limit) for limit in LIMITS),
+        ["gossip-private-addresses", None, None,
+         "yes: prove (and so list) announced full-peer addresses that are not global, e.g. a LAN's; no: never "
+         "(default: global ones, and loopback ones when every --listen is on loopback)."],
+        ["gossip-reprove-every", None, None,
+         "Seconds between proofs of a listed full peer's address while it stays connected (default 600)."],
     ]
     optFlags = [
         ["full-peer", None, "Run as a full peer: replicate the public firehose (master) and gossip it."],
@@ -186,6 +192,13 @@ class Options(usage.Options):
         peers_from = "--peer" if self["peer"] else f'{os.path.join(config.path, CONFIG_FILE)}: "peers"'
         _usage(check_peers_gossip, self["peer"] or config.peers, self["full-peer"] or config.full_peer,
                hub, peers_from)
+        for name in ("private_addresses", "reprove_every"):
+            flag = "gossip-" + name.replace("_", "-")
+            if self[flag] is not None:
+                try:
+                    self[flag] = check_gossip_setting(name, self[flag])
+                except ValueError as e:
+                    raise usage.UsageError(f"--{flag}: {e}") from None
         for limit in LIMITS:
             if self[limit.flag] is not None:
                 try:
@@ -216,6 +229,8 @@ class Options(usage.Options):
             "tls_key": self["tls-key"],
             "ca": self["ca"],
             "hub_id": self["hub-id"],
+            "private_addresses": self["gossip-private-addresses"],
+            "reprove_every": self["gossip-reprove-every"],
         }
         if self["full-peer"]:
             out["full_peer"] = True

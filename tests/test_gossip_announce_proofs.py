@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from shiftpeer.gossip.core import Gossip
+from shiftpeer.gossip.dialable import PRIVATE_ALL
 from shiftpeer.gossip.proofs import PROOF_TIMEOUT, RETRY_AFTER
 from shiftpeer.gossip.report import neighbours_report
 from shiftpeer.identity import NodeKey
@@ -59,15 +60,22 @@ class _Dials:
         self.calls[-1][2].callback(peer_id)
 
 
-@pytest.fixture
-def hub():
-    """A Gossip serving the RPCs with a Clock and a fake dial; ``.conn(peer)`` connects a full peer."""
+def make_hub(**gossip):
+    """A Gossip serving the RPCs with a Clock and a fake dial (``gossip``: more Gossip arguments);
+    ``.conn(peer)`` connects a full peer."""
     clock, dials = Clock(), _Dials()
     factory = SimpleNamespace(connections=set(), counters=__import__("collections").Counter())
-    g = Gossip(MemoryStore(), clock, dial=dials)
+    g = Gossip(MemoryStore(), clock, dial=dials, **gossip)
     g.sync_counters = factory.counters
     return SimpleNamespace(gossip=g, clock=clock, dials=dials, factory=factory,
                            conn=lambda peer, **kw: _Conn(factory, peer, **kw))
+
+
+@pytest.fixture
+def hub():
+    """``make_hub`` dialling private addresses too (``PRIVATE_ALL``): the tests name documentation
+    addresses, and are about the proof; tests/test_gossip_announce_private.py has the check of the address."""
+    return make_hub(private=PRIVATE_ALL)
 
 
 def _peers(hub, asker: str = CAROL) -> list[str]:

@@ -53,12 +53,13 @@ def hub_certs(directory) -> dict:
     return {"tls_cert": str(directory / "127.0.0.1.pem"), "tls_key": str(directory / "127.0.0.1.key")}
 
 
-def hub_and_full_peer(tmp_path, started: list, name: str = "fp1") -> tuple[Node, Node, int, int]:
-    """A hub (CA certificate for 127.0.0.1) and a full peer ``name`` listening and connected to it, both
-    started and stopped with the test (``started``); returns (hub, full peer, hub port, full peer port)."""
+def hub_and_full_peer(tmp_path, started: list, name: str = "fp1", **hub_settings) -> tuple[Node, Node, int, int]:
+    """A hub (CA certificate for 127.0.0.1; more NodeSettings in ``hub_settings``) and a full peer ``name``
+    listening and connected to it, both started and stopped with the test (``started``); returns (hub, full
+    peer, hub port, full peer port)."""
     ph, pf = free_port(), free_port()
     certs = hub_certs(tmp_path / "c")
-    hub = node(tmp_path / "hub", "op", port=ph, hub=True, **certs)
+    hub = node(tmp_path / "hub", "op", port=ph, hub=True, **certs, **hub_settings)
     fp = node(tmp_path / name, name, port=pf, full_peer=True, connect=f"127.0.0.1:{ph}",
               ca=str(tmp_path / "c" / "ca.pem"))
     started += [hub, fp]

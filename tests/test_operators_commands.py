@@ -91,18 +91,22 @@ def test_the_twistd_commands_parse(hub_dir):
 
 
 def test_every_flag_in_the_tables_is_a_flag_of_twistd_shiftpeer():
-    """The flags the *Starting it* and *Sync limits* tables list are all options of `twistd shiftpeer`."""
+    """The flags the *Starting it*, *Sync limits* and *Announced full-peer addresses* tables list are all
+    options of `twistd shiftpeer`."""
     from shiftpeer.tap import Options
 
     known = {opt.rstrip("=") for opt in Options().longOpt}
     text = PAGE.read_text()
-    tables = section(text, "## Starting it") + section(text, "## Sync limits")
+    tables = section(text, "## Starting it") + section(text, "## Sync limits") + \
+        section(text, "## Announced full-peer addresses")
     flags = {f for row in tables.splitlines() if row.startswith("| ") for f in re.findall(r"`--([a-z-]+)", row)}
     assert len(flags) >= 20 and not flags - known, f"not flags of twistd shiftpeer: {sorted(flags - known)}"
 
 
 def test_the_json_examples_are_read_as_the_page_says(tmp_path):
-    """hub.json's example is a valid hub.json (invite-only); config.json's `sync` example is valid limits."""
+    """hub.json's example is a valid hub.json (invite-only); config.json's `sync` example is valid limits,
+    its `gossip` example valid gossip settings."""
+    from shiftpeer.gossip.settings import check_gossip_config
     from shiftpeer.roles.flowroles import load_hub_config
     from shiftpeer.sync.config import check_sync_config
 
@@ -113,6 +117,8 @@ def test_the_json_examples_are_read_as_the_page_says(tmp_path):
     (tmp_path / "hub.json").write_text(json.dumps(hub[0]))
     assert load_hub_config(str(tmp_path))["registration"] == "invite"
     assert check_sync_config(config[0]["sync"]) == config[0]["sync"]
+    [gossip] = [e["gossip"] for e in examples if "gossip" in e]
+    assert check_gossip_config(gossip) == gossip
 
 
 def test_the_metrics_listed_are_the_ones_the_node_exports():

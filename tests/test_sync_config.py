@@ -30,13 +30,18 @@ def node_dir(tmp_path, sync=None, **init) -> str:
     """A node directory made by `shiftpeer init`, with ``sync`` written into its config.json."""
     path = init_node_dir(str(tmp_path / "node"), user="op", **init).path
     if sync is not None:
-        cfg = os.path.join(path, "config.json")
-        with open(cfg) as f:
-            doc = json.load(f)
-        doc["sync"] = sync
-        with open(cfg, "w") as f:
-            json.dump(doc, f)
+        set_config(path, "sync", sync)
     return path
+
+
+def set_config(path: str, field: str, value) -> None:
+    """Write ``field`` into the config.json of the node directory ``path``, as an operator edits it."""
+    cfg = os.path.join(path, "config.json")
+    with open(cfg) as f:
+        doc = json.load(f)
+    doc[field] = value
+    with open(cfg, "w") as f:
+        json.dump(doc, f)
 
 
 def test_every_limit_has_a_flag_and_a_checked_default():

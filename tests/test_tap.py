@@ -28,6 +28,7 @@ def test_every_flag_is_parsed(node_dir):
         "--data", node_dir, "--listen", "tcp:7701", "--listen", "tcp6:7702", "--api", "tcp:7780:interface=127.0.0.1",
         "--connect", "hub.example.org:7701", "--peer", "10.0.0.2:7701", "--peer", "[::1]:7703",
         "--full-peer", "--metrics", "tcp:9101:interface=127.0.0.1", "--hub-id", "c" * 52,
+        "--gossip-private-addresses", "no", "--gossip-reprove-every", "300",
     )
     assert o.overrides() == {
         "listen": ["tcp:7701", "tcp6:7702"],
@@ -40,6 +41,8 @@ def test_every_flag_is_parsed(node_dir):
         "tls_key": None,
         "ca": None,
         "hub_id": "c" * 52,
+        "private_addresses": False,
+        "reprove_every": 300.0,
     }
 
 
@@ -62,6 +65,8 @@ def test_no_flags_override_nothing(node_dir):
         (("--connect", "hub:99999"), "port must be a number"),
         (("--peer", ":7701"), "no host"),
         (("--peer", "::1:7701"), "[ADDRESS]:PORT"),
+        (("--gossip-private-addresses", "maybe"), "--gossip-private-addresses: private_addresses must be true"),
+        (("--gossip-reprove-every", "0.5"), "--gossip-reprove-every: reprove_every must be a number of seconds"),
     ],
 )
 def test_bad_values_raise_usage_error(node_dir, argv, words):
@@ -98,7 +103,7 @@ def test_help_documents_every_option(capsys):
         parse("--help")
     out = capsys.readouterr().out
     for flag in ("--data", "--listen", "--api", "--connect", "--peer", "--full-peer", "--metrics", "--hub",
-                 "--tls-cert", "--tls-key", "--ca"):
+                 "--tls-cert", "--tls-key", "--ca", "--gossip-private-addresses", "--gossip-reprove-every"):
         assert flag in out
     assert "shiftpeer.logs.json_observer" in out
 

@@ -12,6 +12,11 @@ The node's own hub link (``connected(conn, "hub")``) is protected: never struck 
 carries the node's own flows (publishing, inbox, messages). A ban stops gossip with the peer; its
 connection is closed only when ``close_banned`` (a full peer, whose other links carry gossip alone; a
 hub's incoming links are its users' own hub connections and stay up without gossip).
+
+Addresses announced for full peers to dial (``gossip.announce``) are listed once proven the announcer's
+(``proofs``: the node dials them itself, global addresses only unless ``private`` says otherwise,
+``dialable``), and proven again about every ``reprove_every`` seconds while the announcer stays connected:
+one that no longer answers with its key is unlisted.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any, Callable, Optional
 
 from twisted.logger import Logger
 
+from shiftpeer.endpoints import split_host_port
+from shiftpeer.gossip.dialable import PRIVATE_NONE, Resolve, checked_dial
 from shiftpeer.gossip.inflight import LAZY_TIMEOUT, InFlight, Seen, start_gossip_pull
 from shiftpeer.gossip.proofs import PROOF_TIMEOUT, AddressProofs, Dial
 from shiftpeer.gossip.scores import PeerScores, strikes_relay
@@ -34,6 +41,10 @@ log = Logger()
 FIREHOSE_ROLES = frozenset({"full-peer", "full_peer", "hub"})
 #: At most this many addresses answer one ``gossip.peers`` call.
 PEERS_PER_ANSWER = 32
+#: Seconds between proofs of a listed address while its announcer stays connected (config.json
+#: "gossip" "reprove_every"); each wait is drawn within REPROVE_JITTER of it, so proofs do not bunch up.
+REPROVE_EVERY = 600.0
+REPROVE_JITTER = 0.2
 
 #: check(db, doc) -> why the document is refused, or None
 Check = Callable[[Any, dict], "str | None"]
@@ -50,7 +61,8 @@ class Gossip:
                  scores: Optional[PeerScores] = None, timeout: float = LAZY_TIMEOUT, max_pulls: int = 64,
                  lazy: bool = True, flood: bool = False, suppress: bool = True,
                  strike_refused: bool = True, close_banned: bool = True, dial: Optional[Dial] = None,
-                 proof_timeout: float = PROOF_TIMEOUT) -> None:
+                 proof_timeout: float = PROOF_TIMEOUT, resolve: Optional[Resolve] = None,
+                 private: str = PRIVATE_NONE, reprove_every: float = REPROVE_EVERY) -> None:
         self.store = store
         self.clock = clock
         self.dbname = dbname
@@ -68,9 +80,12 @@ class Gossip:
         self.pulls: dict[str, Any] = {}          # peer id -> GossipPuller
         self.announced: dict[str, str] = {}      # peer id -> "host:port" it opted in with, proven its own
         #: announced addresses are listed only once the node has dialled them and met the announcer's key
-        #: (``dial`` None: this node cannot dial, and lists nobody)
-        self.proofs = AddressProofs(clock, dial, proven=self._proven, unproven=self._unproven,
-                                    timeout=proof_timeout) if dial is not None else None
+        #: (``dial`` None: this node cannot dial, and lists nobody); only addresses ``private`` allows
+        #: are dialled, a host name resolved by ``resolve`` and the address checked dialled
+        self.proofs = AddressProofs(clock, checked_dial(dial, resolve, private), proven=self._proven,
+                                    unproven=self._unproven, timeout=proof_timeout) if dial is not None else None
+        self.reprove_every = reprove_every
+        self._reproofs: dict[str, Any] = {}      # peer id -> the timer of its listed address's next proof
         self.counters: collections.Counter = collections.Counter()
         self.on_change: list[Callable[[], None]] = []
         #: may_announce(peer id): may this peer be listed for others to dial? (a hub: its registered users
@@ -130,7 +145,9 @@ class Gossip:
         if p is not None and p.mgr.conn is conn:
             del self.pulls[peer]
         if self.announced.get(peer) and not self._still_connected(conn):
-            self.announced.pop(peer, None)
+            self._unlist(peer)
+            if self.proofs is not None:
+                self.proofs.cancel(peer)         # a re-proof under way: nobody to list any more
         if self.scores.closed(conn):
             self.seen.forget(peer)
             self._count("banned")
@@ -251,17 +268,63 @@ class Gossip:
             self.proofs.cancel(conn.peer_id)     # gone before its proof ended: not listed
 
     def _proven(self, peer_id: str, address: str) -> None:
+        again = self.announced.get(peer_id) == address
         self.announced[peer_id] = address
-        log.info("listing {peer} at {address} for full peers to dial (its key answered there)", peer=peer_id,
-                 address=address)
-        self._changed()
+        self._reprove_later(peer_id)
+        if not again:
+            log.info("listing {peer} at {address} for full peers to dial (its key answered there)",
+                     peer=peer_id, address=address)
+            self._changed()
 
-    def _unproven(self, peer_id: str, address: str, why: str) -> None:
-        self._count("announce_unproven")
+    def _unproven(self, peer_id: str, address: str, why: str, refused: bool) -> None:
+        self._count("announce_undialable" if refused else "announce_unproven")
+        if self.announced.get(peer_id) == address:     # the listed address, proven again, failed
+            self._unlist(peer_id)
+            self._count("announce_unlisted")
+            log.warn("no longer listing {address}, announced by {peer}, for full peers to dial: {why} (proven "
+                     "again while it stays connected; none of its announcements is dialled for {rest:g} "
+                     "seconds)", address=address, peer=peer_id, why=why, rest=self.proofs.retry_after)
+            self._changed()
+            return
         log.warn("not listing {address}, announced by {peer}, for full peers to dial: {why} (an address is "
                  "listed once the node answering there has the announcer's key; none of its announcements is "
                  "dialled for {rest:g} seconds)", address=address, peer=peer_id, why=why,
                  rest=self.proofs.retry_after)
+
+    def _unlist(self, peer_id: str) -> None:
+        self.announced.pop(peer_id, None)
+        self._no_reproof(peer_id)
+
+    def _no_reproof(self, peer_id: str) -> None:
+        timer = self._reproofs.pop(peer_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _reprove_later(self, peer_id: str, after: Optional[float] = None) -> None:
+        """Prove ``peer_id``'s listed address again in about ``reprove_every`` seconds (or ``after``)."""
+        self._no_reproof(peer_id)
+        if after is None:
+            after = self.reprove_every * random.uniform(1 - REPROVE_JITTER, 1 + REPROVE_JITTER)
+        self._reproofs[peer_id] = self.clock.callLater(after, self._reprove, peer_id)
+
+    def _reprove(self, peer_id: str) -> None:
+        """Dial the listed address again (no rest: the node chose it, having proven it before); a failure
+        unlists it (``_unproven``), a success keeps it and schedules the next proof (``_proven``)."""
+        self._reproofs.pop(peer_id, None)
+        address = self.announced.get(peer_id)
+        if address is None:
+            return
+        host, port = split_host_port(address)
+        if self.proofs.start(peer_id, host, port, address, rest=False) == "running":
+            self._reprove_later(peer_id, self.proofs.timeout)   # a new announcement's proof first
+
+    def stop(self) -> None:
+        """Cancel the timers and proofs (the node stops)."""
+        for peer_id in list(self._reproofs):
+            self._no_reproof(peer_id)
+        if self.proofs is not None:
+            for peer_id in list(self.proofs.running):
+                self.proofs.cancel(peer_id)
 
     def rpc_peers(self, conn: Any, args: dict) -> dict:
         """``gossip.peers``: up to 32 addresses of full peers that opted in (not the caller's own)."""
@@ -281,4 +344,5 @@ class Gossip:
     def stats(self) -> dict:
         return {"neighbours": sorted(self.pulls), "banned": dict(self.scores.bans),
                 "refused": 0, "author_conflict": 0, "bad_revision": 0, "announce_unproven": 0,
+                "announce_undialable": 0, "announce_unlisted": 0,
                 "inflight": len(self.inflight), **dict(self.inflight.counters), **dict(self.counters)}

@@ -13,7 +13,13 @@ Bounded, since an announcer chooses the address the node dials:
 * after a failed (or cancelled) proof the announcer gets no new one for ``retry_after`` seconds, whatever
   address it names, so a node re-announcing in a loop costs at most one dial per ``retry_after``;
 * what a failure was (refused, timed out, another key) is logged here, never told to the announcer: it would
-  make the node a port scanner of whatever it can reach.
+  make the node a port scanner of whatever it can reach;
+* the dial the node is given checks the address first (``dialable.checked_dial``: global addresses only,
+  unless configured otherwise): a refusal (``Undialable``) fails the proof without a dial, rests like any
+  failure, and is reported apart (``unproven(..., refused=True)``).
+
+A listed address is proven again from time to time (``Gossip`` calls ``start(..., rest=False)``: the
+address is one the node proved before, not one the announcer picks now, so a rest does not put it off).
 
 No reactor: ``dial(host, port)`` (a Deferred firing with the peer id presented there; the real one is
 ``sync.client.peer_id_at``) and ``clock`` are injected.
@@ -28,6 +34,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from shiftpeer.gossip.dialable import Dial, Undialable
+
 log = Logger()
 
 #: Seconds a proof may take (TCP connect and TLS handshake) before it counts as failed.
@@ -37,8 +45,8 @@ RETRY_AFTER = 60.0
 #: Announcers whose failed proof is remembered at once (the oldest is forgotten first).
 MAX_REMEMBERED = 4096
 
-#: dial(host, port) -> Deferred firing with the peer id of the TLS server answering there
-Dial = Callable[[str, int], Deferred]
+
+__all__ = ["AddressProofs", "Dial", "PROOF_TIMEOUT", "RETRY_AFTER"]
 
 
 class _Proof:
@@ -59,11 +67,12 @@ class AddressProofs:
     ``start(peer_id, host, port, address)`` says what happens to an announcement: "proving" (a proof
     started), "running" (one was already running: it decides), or "resting" (a proof failed less than
     ``retry_after`` seconds ago). ``proven(peer_id, address)`` is called when the key at the address is the
-    announcer's; ``unproven(peer_id, address, why)`` when it is not (``why`` for the log and nobody else).
+    announcer's; ``unproven(peer_id, address, why, refused)`` when it is not (``why`` for the log and nobody
+    else; ``refused`` when the dial refused the address without dialling it, ``Undialable``).
     """
 
     def __init__(self, clock: Any, dial: Dial, *, proven: Callable[[str, str], None],
-                 unproven: Callable[[str, str, str], None], timeout: float = PROOF_TIMEOUT,
+                 unproven: Callable[[str, str, str, bool], None], timeout: float = PROOF_TIMEOUT,
                  retry_after: float = RETRY_AFTER) -> None:
         self.clock = clock
         self.dial = dial
@@ -74,11 +83,12 @@ class AddressProofs:
         self.running: dict[str, _Proof] = {}      # announcer -> its proof in flight
         self.resting: dict[str, float] = {}       # announcer -> until when a failed proof keeps it waiting
 
-    def start(self, peer_id: str, host: str, port: int, address: str) -> str:
-        """Prove ``address`` (HOST:PORT as listed) is ``peer_id``'s, unless a proof of it runs or rests."""
+    def start(self, peer_id: str, host: str, port: int, address: str, *, rest: bool = True) -> str:
+        """Prove ``address`` (HOST:PORT as listed) is ``peer_id``'s, unless a proof of it runs or (``rest``)
+        rests."""
         if peer_id in self.running:
             return "running"
-        if self.resting.get(peer_id, 0.0) > self.clock.seconds():
+        if rest and self.resting.get(peer_id, 0.0) > self.clock.seconds():
             return "resting"
         self.resting.pop(peer_id, None)
         proof = self.running[peer_id] = _Proof(address)
@@ -115,6 +125,9 @@ class AddressProofs:
         self._rest(peer_id)
         if proof.cancelled and not proof.timed_out:
             return        # the announcer went away: no failure of its address, but a rest all the same
+        if isinstance(result, Failure) and result.check(Undialable):
+            self.unproven(peer_id, proof.address, result.getErrorMessage(), True)
+            return
         if isinstance(result, str):
             why = f"the node answering there has another key ({result})"
         elif proof.timed_out:
@@ -123,7 +136,7 @@ class AddressProofs:
             why = f"dialling it failed: {result.getErrorMessage()}"
         else:
             why = f"no key learnt ({result!r})"
-        self.unproven(peer_id, proof.address, why)
+        self.unproven(peer_id, proof.address, why, False)
 
     def _rest(self, peer_id: str) -> None:
         self.resting.pop(peer_id, None)

@@ -12,7 +12,8 @@ from typing import Any
 
 
 #: The gossip counters status shows (``Gossip._count``; also ``shiftpeer_gossip_events_total{event}``).
-EVENTS = ("refused", "refused_unregistered", "author_conflict", "bad_revision", "banned", "announce_unproven")
+EVENTS = ("refused", "refused_unregistered", "author_conflict", "bad_revision", "banned", "announce_unproven",
+          "announce_undialable", "announce_unlisted")
 
 
 def _peer_address(conn: Any) -> str | None:

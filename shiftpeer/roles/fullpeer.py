@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, suc
 from twisted.logger import Logger
 
 from shiftpeer.gossip.core import Gossip
+from shiftpeer.gossip.dialable import private_mode, resolver
 from shiftpeer.gossip.inflight import LAZY_TIMEOUT
 from shiftpeer.gossip.neighbours import DEAD_AFTER, HIGH, LOW, NeighbourSet
 from shiftpeer.gossip.routes import install_gossip_routes
@@ -94,10 +95,14 @@ class _GossipRole(Service):
         self.replications: list[LocalReplication] = []
 
     def make_gossip(self, check: Any, **kw: Any) -> Gossip:
-        path = os.path.join(self.node.settings.directory, BANS_FILE)
+        settings = self.node.settings
+        path = os.path.join(settings.directory, BANS_FILE)
+        if getattr(settings, "reprove_every", None) is not None:
+            kw.setdefault("reprove_every", settings.reprove_every)
         gossip = Gossip(self.node.store, self.node.clock, dbname=MASTER, check=check,
                         scores=PeerScores(path, now=self.node.clock.seconds), timeout=self.timeout,
-                        dial=self.key_at, **kw)
+                        dial=self.key_at, resolve=resolver(self.node.reactor),
+                        private=private_mode(getattr(settings, "private_addresses", None), settings.listen), **kw)
         hub_id = getattr(self.node.settings, "hub_id", None)
         if hub_id:                    # the pinned hub is protected before it even connects
             gossip.scores.protect(hub_id)
@@ -113,6 +118,11 @@ class _GossipRole(Service):
 
     def may_read(self, peer_id: str, dbname: str, conn: Any) -> bool:
         return self.gossip is not None and self.gossip.may_read(peer_id, dbname, conn)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.gossip is not None:
+            self.gossip.stop()      # re-proof timers and proofs under way
 
     def install_sync(self, factory: Any) -> None:
         """Gossip RPCs (``gossip.announce``, ``gossip.peers``) and the checks on gossiped documents."""
