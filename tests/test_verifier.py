@@ -115,13 +115,14 @@ _signed = signed_doc
 @pytest.mark.parametrize("docid", ["x", "shift-" + "a" * 40, "d" * 300, "ünïcødé-☃-id"])
 def test_the_validator_leaves_the_bodys_plain_cbor_for_the_store(docid):
     """The sync validator encodes [docid, rev, body, deleted, author] anyway; the slice it leaves on a
-    genuine document is exactly the body's plain CBOR, whatever the lengths of the id and revision (one-,
-    two- and three-byte heads, non-ASCII ids). verify_repl_doc, which the roles call on rows they show,
-    leaves its document as it was."""
+    genuine document is exactly the body's bytes in the payload that verified, whatever the lengths of the
+    id and revision (one-, two- and three-byte heads, non-ASCII ids): here the canonical one (the keys are out
+    of canonical order and a float is wider plainly), the bytes the store writes for its own edits.
+    verify_repl_doc, which the roles call on rows they show, leaves its document as it was."""
     import cbor2
 
     from shiftpeer.identity.signing import verify_chunk
-    from shiftpeer.store.codec import PLAIN_BODY, plain_encoder
+    from shiftpeer.store.codec import PLAIN_BODY, encode_canonical, plain_encoder
 
     k = NodeKey.generate()
     body = {"author": k.account_id, "summary": "é" * 30, "n": 2**40, "x": 1.5, "list": [1, {"a": None}]}
@@ -130,21 +131,26 @@ def test_the_validator_leaves_the_bodys_plain_cbor_for_the_store(docid):
     assert verify_repl_doc(row) and row == doc
     forged = dict(doc, body=dict(body, summary="forged"))
     assert verify_chunk([doc, forged]) == [True, False]
-    assert doc[PLAIN_BODY] == plain_encoder()(body) and cbor2.loads(doc[PLAIN_BODY]) == body
+    assert doc[PLAIN_BODY] == encode_canonical(body) != plain_encoder()(body)
+    assert cbor2.loads(doc[PLAIN_BODY]) == body
     assert PLAIN_BODY not in forged
 
 
 @pytest_twisted.ensureDeferred
 async def test_batches_checked_in_the_verification_processes_carry_their_bytes_too():
     from shiftpeer.identity.verifiers import verify_many
-    from shiftpeer.store.codec import PLAIN_BODY, plain_encoder
+    from shiftpeer.store.codec import PLAIN_BODY, encode_canonical, plain_encoder
 
     k = NodeKey.generate()
-    docs = [_signed(k, f"d{i}", {"author": k.account_id, "n": i, "f": i + 0.25}) for i in range(80)]
+    docs = [_signed(k, f"d{i}", {"author": k.account_id, "n": i, "f": i + 0.25}) for i in range(40)]
+    docs += [_signed(k, f"c{i}", {"n": i, "s": "t", "author": k.account_id}) for i in range(40)]
     docs[7]["sig"] = docs[8]["sig"]
     oks = await verify_many(docs)
     assert oks == [i != 7 for i in range(80)]
-    assert all(d[PLAIN_BODY] == plain_encoder()(d["body"]) for i, d in enumerate(docs) if i != 7)
+    # the bytes whose payload verified: the canonical ones for keys out of canonical order and floats wider
+    # plainly (checked again), the plain ones, which are the same, for keys in that order and no float
+    assert all(d[PLAIN_BODY] == encode_canonical(d["body"]) for i, d in enumerate(docs) if i != 7)
+    assert all(d[PLAIN_BODY] == plain_encoder()(d["body"]) for d in docs[40:])
     assert PLAIN_BODY not in docs[7]
 
 

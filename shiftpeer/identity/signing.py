@@ -267,12 +267,21 @@ def _checked(doc: Any) -> Optional[tuple[bytes, bytes, list, bytes]]:
 
 
 def _signature_ok(prepared: tuple[bytes, bytes, list, bytes]) -> Optional[tuple[bytes, bytes, list, bytes]]:
-    """`prepared` when its signature verifies over the plain payload, or else the canonical one."""
+    """`prepared` when its signature verifies over the plain payload; when it verifies over the canonical
+    one instead, `prepared` with that payload in the plain one's place (of the same type: a BadRevision stays
+    one), so that the body's bytes left for the store are those its author signed (``leave_plain_body``)."""
     pk, sig, _, plain = prepared
     if check_signature(pk, plain, sig):
         return prepared
     canonical = canonical_retry(prepared)
-    return prepared if canonical is not None and check_signature(pk, canonical, sig) else None
+    if canonical is None or not check_signature(pk, canonical, sig):
+        return None
+    return with_payload(prepared, canonical)
+
+
+def with_payload(prepared: tuple, payload: bytes) -> tuple:
+    """`prepared` (prepare_check's answer, a tuple or a BadRevision) with `payload` as its payload."""
+    return type(prepared)((prepared[0], prepared[1], prepared[2], payload))
 
 
 def verify_chunk(docs: Sequence[dict]) -> list[Any]:

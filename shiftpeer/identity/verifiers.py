@@ -24,7 +24,7 @@ except ImportError:   # not POSIX: no verification processes either
 from shiftpeer.tuning import tune_interpreter
 
 from . import signing
-from .signing import canonical_retry, leave_plain_body, prepare_check, verify_chunk
+from .signing import canonical_retry, leave_plain_body, prepare_check, verify_chunk, with_payload
 
 log = Logger()
 
@@ -350,16 +350,16 @@ def _check_in_processes(docs: list, procs: VerifyProcesses) -> Deferred:
                 payloads.append((p[0], p[1], None, canonical))
         if not retry:
             return results
-        return _check_payloads(payloads, procs).addCallback(second, retry)
+        return _check_payloads(payloads, procs).addCallback(second, retry, payloads)
 
-    def second(oks: list[bool], retry: list[int]) -> list[Any]:
-        for i, ok in zip(retry, oks):
+    def second(oks: list[bool], retry: list[int], payloads: list) -> list[Any]:
+        for i, ok, payload in zip(retry, oks, payloads):
             p = prepared[i]
             if not ok:
                 continue
             if type(p) is tuple:
                 results[i] = True
-                leave_plain_body(docs[i], p)
+                leave_plain_body(docs[i], with_payload(p, payload[3]))   # the bytes its author signed
             else:
                 results[i] = p.why
         return results
