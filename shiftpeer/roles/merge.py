@@ -2,32 +2,31 @@
 
 Each source database gives its documents one token (``public``, ``group:<g>``, ``user:<u>``) and every
 document also gets ``author:<account id>``, so ``shared`` answers "what may this user see" with an
-index merge, never a scan. A comment also gets the tokens of the shift it comments on that its own signed
-audience (the shift's, as its author found it) names, and the shift author's: it goes to that shift's
-audience, not to where the shift went later (an edit of the comment showed it there). A write only adds
-tokens, so after merging a comment the merge takes off those no live revision of it names any more (its
-author's node leaves a group that refused it out of a later revision): the rule of the tokens' rebuild
-(``tokenjudge.Judge``), so a hub's rebuild finds nothing the merge left. Only a comment
-never seen before notifies anyone; a later revision (an edit) or a tombstone of a comment already held
-updates or withdraws those notifications instead. A
-checkpoint per source (in ``shared``) makes the merge resume after a restart; the merge follows
-commits live and runs outside the commit callback.
+index merge, never a scan. A comment gets the ``author:`` tokens of the shift it comments on too (the shift's
+author sees what is written on it), but no place of the shift's: it reaches only the places that took it,
+each giving its own token, so a group that refused its author (who cannot read it) shows it to no one, whatever
+the comment's signed audience names and whether or not its author's node ever writes a revision that leaves
+the group out. The tokens' rebuild (``tokenjudge.Judge``) applies the same rule, so it finds nothing the merge
+gave. Only a comment never seen before notifies anyone; a later revision (an edit) or a tombstone of a comment
+already held updates or withdraws those notifications instead. A checkpoint per source (in ``shared``) makes the
+merge resume after a restart; the merge follows commits live and runs outside the commit callback.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any, Callable
 
 from twisted.logger import Logger
 
 from shiftpeer.roles import audience
 from shiftpeer.roles.following import CommitFollower, checkpoint_since, save_checkpoint
-from shiftpeer.roles.tokenjudge import Judge
 from shiftpeer.roles.validation import held_author
 
 SHARED_DB = "shared"
 MERGE_PEER = "merge"
+#: The prefix of an ``author:<account>`` token.
+AUTHOR_PREFIX = audience.author_token("")
 BATCH = 500
 
 log = Logger()
@@ -79,7 +78,6 @@ class SharedMerger(CommitFollower):
         with self._store.write_txn() as txn:
             for tokens, group in by_tokens.items():
                 self.shared.bulk_replicated(group, vis=list(tokens), txn=txn)
-            self._narrow([i for i, n in Counter(d["id"] for d in comments).items() if n > 1 or i in held], txn)
             save_checkpoint(self.shared, MERGE_PEER, src, changes[-1].seq, txn)
         log.debug("merged {count} docs of {source} into shared", count=len(docs), source=name)
         if fresh and self._on_new is not None:
@@ -101,18 +99,6 @@ class SharedMerger(CommitFollower):
                  author=doc["body"].get("author"), held=held)
         return False
 
-    def _narrow(self, ids: list[str], txn: Any) -> None:
-        """Take off the tokens no live revision of these comments (held before, or merged in more than one
-        revision) gives them any more. A comment takes those of its shift's record its signed audience names,
-        and a later revision may name fewer (its author's node leaves out a group that refused it), but a
-        write only adds: the group's token stayed under a winner that no longer names it. The rule is the
-        tokens' rebuild's (``tokenjudge.Judge``), so the two agree."""
-        judge = Judge(self._store, self.shared)
-        for docid in ids:
-            drop = judge.unjustified(self.shared.get(docid))   # read in ``txn``: what this batch wrote
-            if drop:
-                self.shared.remove_vis(docid, drop, txn=txn)
-
     def _tokens(self, token: str, doc: dict) -> list[str]:
         body = doc["body"]
         tokens = {token}
@@ -120,7 +106,6 @@ class SharedMerger(CommitFollower):
             tokens.add(audience.author_token(body["author"]))
         if body.get("type") == "comment" and isinstance(body.get("shift"), str):
             shift = self.shared.get(body["shift"])
-            if shift is not None:   # within the comment's signed audience: where the shift went since, it did not
-                aud = audience.of(body)
-                tokens.update(t for t in shift.vis if audience.names_token(aud, t))
+            if shift is not None:   # its author's, not its places: a comment reaches only those that take it
+                tokens.update(t for t in shift.vis if t.startswith(AUTHOR_PREFIX))
         return sorted(tokens)

@@ -48,27 +48,30 @@ class Judge:
 
     def justified(self, doc: Any, wanted: set[str], depth: int = 1) -> set[str]:
         """Those of ``wanted`` (tokens of ``doc``) the merge gives it today, and any of a kind it never gives: the
-        author's token; a place's where that place's database holds the document by the author; on a comment,
-        one its shift justifies (``depth``: a comment answering a comment takes that one's tokens as they
-        stand) and a live revision's signed audience names (an author token always)."""
+        author's token; a place's where that place's database holds the document by the author (on a comment
+        too: it reaches only the places that took it, not every place of its shift's); on a comment, an
+        ``author:`` token its shift justifies (``depth``: a comment answering a comment takes that one's as they
+        stand)."""
         body = doc.body if isinstance(doc.body, dict) else {}
         author = body.get("author") if isinstance(body.get("author"), str) else None
-        keep, rest = set(), set()
+        keep, authors = set(), set()
         for t in wanted:
             kind = t.partition(":")[0]
             if kind == AUTHOR:   # a record whose winner names no author: its author tokens cannot be judged
                 ok = author is None or t == audience.author_token(author)
+                if not ok:
+                    authors.add(t)
             elif t == audience.PUBLIC_TOKEN or kind in PLACES:
                 ok = self._held_by_source(t, doc.id, author)
             else:
                 ok = True
-            (keep if ok else rest).add(t)
+            if ok:
+                keep.add(t)
         shift_id = body.get("shift")
-        if rest and body.get("type") == "comment" and isinstance(shift_id, str):
+        if authors and body.get("type") == "comment" and isinstance(shift_id, str):
             shift = self._shared.get(shift_id)
             if shift is not None:
-                auds = [audience.of(body), *(audience.of(self._shared.get(doc.id, r).body) for r in doc.conflicts)]
-                named = {t for t in rest.intersection(shift.vis) if any(audience.names_token(a, t) for a in auds)}
+                named = authors.intersection(shift.vis)
                 keep |= self.justified(shift, named, depth - 1) if named and depth > 0 else named
         return keep
 
