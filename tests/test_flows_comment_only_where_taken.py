@@ -99,3 +99,38 @@ async def test_club_readers_never_see_a_comment_the_club_refused(mesh):
     assert (await mesh.who_sees(doc["id"]))["hub"] == {"alice", "carol"}
     cp = await mesh.hub.hub.tokens.rebuild()
     assert cp["narrowed"] == 0, cp
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_commenters_node_leaves_out_a_group_it_may_not_comment_in_before_it_signs(mesh):
+    sid = await public_club_shift(mesh, "https://example.org/narrowed-before-signing")
+    alice, bob, carol, shared = mesh["alice"], mesh["bob"], mesh["carol"], mesh.hub.db("shared")
+
+    made = await carol.flows.comment(sid, "from outside the club")
+    assert made["audience"] == {"public": True, "groups": [], "to": []}, made
+    assert made["targets"]["group:club"].startswith("error:") and "club" in made["targets"]["group:club"], made
+    own = carol.store.database("user/public").get_repl_docs([(made["id"], None)])
+    assert [d["history"] for d in own] == [[made["rev"]]]   # one revision: nothing was refused, nothing narrowed
+    assert carol.flows.publisher.targets(made["id"]) == {} and carol.flows.publisher.refused(made["id"]) == {}
+    await eventually(lambda: getattr(shared.get(made["id"]), "rev", None) == made["rev"], "the comment in shared")
+    for user in (alice, bob, carol):
+        assert await thread(user, sid) == [(made["id"], "from outside the club")], user.name
+
+    # bob reads the club: his comment names it, as the shift does
+    his = await bob.flows.comment(sid, "from the club")
+    assert his["audience"] == {"public": True, "groups": ["club"], "to": []}, his
+    assert his["targets"] == {"public": "ok", "group:club": "ok"}, his
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_thinks_it_left_a_group_asks_the_hub_before_leaving_it_out(mesh):
+    """What the node last heard of its groups may be old (another copy of the account joined since): a group
+    it does not know it reads is asked about again, not left out on that word."""
+    await mesh.start()
+    alice, bob = mesh["alice"], mesh["bob"]
+    sid = await mesh.club_shift("https://example.org/stale-memberships")
+    bob.flows.link.account = {**bob.flows.link.account, "groups": {}}   # as before he joined
+    made = await bob.flows.comment(sid, "from the club")
+    assert made["audience"] == {"public": False, "groups": ["club"], "to": []}, made
+    assert made["targets"] == {"group:club": "ok"}, made
+    assert await thread(alice, sid) == [(made["id"], "from the club")]
