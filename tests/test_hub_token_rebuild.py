@@ -175,7 +175,7 @@ def test_a_comment_takes_no_place_of_its_shifts_that_did_not_take_it(hub):
     (she cannot read it): only the places that took it give it their tokens, whether her node's next revision
     leaves the club out or (an older or a hostile node) never does. The merge gave the first revision the club's
     token from the shift's record, and kept it until her node narrowed it: a store that merge wrote loses it to
-    the pass (version 2)."""
+    the pass (version 3)."""
     alice, carol = Party("alice"), Party("carol")
     shift = alice.shift({"public": True, "groups": ["club"], "to": ["bob"]})
     for dbname in ("group/club", "master", "inbox/bob"):
@@ -195,13 +195,13 @@ def test_a_comment_takes_no_place_of_its_shifts_that_did_not_take_it(hub):
     assert shared.get(first["id"]).vis == today
     assert run_pass(hub.store)["narrowed"] == 0
 
-    shared.add_vis(first["id"], ["group:club"])   # what the merge before version 2 gave the first revision
+    shared.add_vis(first["id"], ["group:club"])   # what the merge before version 3 gave the first revision
     cp = run_pass(hub.store, restart=True)
     assert cp["narrowed"] == 1 and shared.get(first["id"]).vis == today
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_store_an_older_pass_finished_is_rebuilt_under_version_2(hub):
+async def test_a_store_an_older_pass_finished_is_rebuilt_under_this_version(hub):
     """A hub whose store the pass of version 1 finished runs it again: that pass kept a comment's club token
     (the comment's audience named the club, and the shift is there) though the club never took it."""
     alice, carol = Party("alice"), Party("carol")
@@ -211,7 +211,7 @@ async def test_a_store_an_older_pass_finished_is_rebuilt_under_version_2(hub):
     comment = carol.comment(shift, shift["body"]["audience"], "from outside the club")
     hand_in(hub, "master", comment)
     shared = hub.store.database("shared")
-    shared.add_vis(comment["id"], ["group:club"])   # the merge before version 2
+    shared.add_vis(comment["id"], ["group:club"])   # the merge before version 3
     shared.set_checkpoint(*tokenrebuild.PASS, {"version": 1, "seq": shared.update_seq(), "checked": 2,
                                                "narrowed": 0, "done": True, "of": shared.update_seq()})
     assert progress(shared) == {}

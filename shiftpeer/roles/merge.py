@@ -2,31 +2,32 @@
 
 Each source database gives its documents one token (``public``, ``group:<g>``, ``user:<u>``) and every
 document also gets ``author:<account id>``, so ``shared`` answers "what may this user see" with an
-index merge, never a scan. A comment gets the ``author:`` tokens of the shift it comments on too (the shift's
-author sees what is written on it), but no place of the shift's: it reaches only the places that took it,
-each giving its own token, so a group that refused its author (who cannot read it) shows it to no one, whatever
-the comment's signed audience names and whether or not its author's node ever writes a revision that leaves
-the group out. The tokens' rebuild (``tokenjudge.Judge``) applies the same rule, so it finds nothing the merge
-gave. Only a comment never seen before notifies anyone; a later revision (an edit) or a tombstone of a comment
-already held updates or withdraws those notifications instead. A checkpoint per source (in ``shared``) makes the
-merge resume after a restart; the merge follows commits live and runs outside the commit callback.
+index merge, never a scan. A comment also gets the ``author:`` tokens of the shift it comments on (the shift's
+author sees what is written on it), and no place of the shift's: it reaches only the places that took it, each
+giving its own token, so a group that refused its author (who cannot read it) shows it to no one, whatever its
+signed audience names and whether or not its author's node ever writes a revision that leaves the group out. A
+write only adds tokens, so after merging a comment the merge takes off those the tokens' rebuild would
+(``tokenjudge.Judge``), so a hub's rebuild finds nothing the merge left. Only a comment
+never seen before notifies anyone; a later revision (an edit) or a tombstone of a comment already held
+updates or withdraws those notifications instead. A
+checkpoint per source (in ``shared``) makes the merge resume after a restart; the merge follows
+commits live and runs outside the commit callback.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Callable
 
 from twisted.logger import Logger
 
 from shiftpeer.roles import audience
 from shiftpeer.roles.following import CommitFollower, checkpoint_since, save_checkpoint
+from shiftpeer.roles.tokenjudge import Judge
 from shiftpeer.roles.validation import held_author
 
 SHARED_DB = "shared"
 MERGE_PEER = "merge"
-#: The prefix of an ``author:<account>`` token.
-AUTHOR_PREFIX = audience.author_token("")
 BATCH = 500
 
 log = Logger()
@@ -78,6 +79,7 @@ class SharedMerger(CommitFollower):
         with self._store.write_txn() as txn:
             for tokens, group in by_tokens.items():
                 self.shared.bulk_replicated(group, vis=list(tokens), txn=txn)
+            self._narrow([i for i, n in Counter(d["id"] for d in comments).items() if n > 1 or i in held], txn)
             save_checkpoint(self.shared, MERGE_PEER, src, changes[-1].seq, txn)
         log.debug("merged {count} docs of {source} into shared", count=len(docs), source=name)
         if fresh and self._on_new is not None:
@@ -99,6 +101,17 @@ class SharedMerger(CommitFollower):
                  author=doc["body"].get("author"), held=held)
         return False
 
+    def _narrow(self, ids: list[str], txn: Any) -> None:
+        """Take off the tokens the merge no longer gives these comments (held before, or merged in more than one
+        revision): a write only adds, and the merge before a comment reached only the places that took it gave
+        one the places of its shift's record its signed audience named, a group that refused its author among
+        them. The rule is the tokens' rebuild's (``tokenjudge.Judge``), so the two agree."""
+        judge = Judge(self._store, self.shared)
+        for docid in ids:
+            drop = judge.unjustified(self.shared.get(docid))   # read in ``txn``: what this batch wrote
+            if drop:
+                self.shared.remove_vis(docid, drop, txn=txn)
+
     def _tokens(self, token: str, doc: dict) -> list[str]:
         body = doc["body"]
         tokens = {token}
@@ -107,5 +120,5 @@ class SharedMerger(CommitFollower):
         if body.get("type") == "comment" and isinstance(body.get("shift"), str):
             shift = self.shared.get(body["shift"])
             if shift is not None:   # its author's, not its places: a comment reaches only those that take it
-                tokens.update(t for t in shift.vis if t.startswith(AUTHOR_PREFIX))
+                tokens.update(t for t in shift.vis if t.startswith(audience.author_token("")))
         return sorted(tokens)

@@ -50,28 +50,25 @@ class Judge:
         """Those of ``wanted`` (tokens of ``doc``) the merge gives it today, and any of a kind it never gives: the
         author's token; a place's where that place's database holds the document by the author (on a comment
         too: it reaches only the places that took it, not every place of its shift's); on a comment, an
-        ``author:`` token its shift justifies (``depth``: a comment answering a comment takes that one's as they
-        stand)."""
+        ``author:`` token its shift justifies (``depth``: a comment answering a comment takes that one's as
+        they stand)."""
         body = doc.body if isinstance(doc.body, dict) else {}
         author = body.get("author") if isinstance(body.get("author"), str) else None
-        keep, authors = set(), set()
+        keep, rest = set(), set()
         for t in wanted:
             kind = t.partition(":")[0]
             if kind == AUTHOR:   # a record whose winner names no author: its author tokens cannot be judged
                 ok = author is None or t == audience.author_token(author)
-                if not ok:
-                    authors.add(t)
             elif t == audience.PUBLIC_TOKEN or kind in PLACES:
                 ok = self._held_by_source(t, doc.id, author)
             else:
                 ok = True
-            if ok:
-                keep.add(t)
+            (keep if ok else rest).add(t)
         shift_id = body.get("shift")
-        if authors and body.get("type") == "comment" and isinstance(shift_id, str):
+        if rest and body.get("type") == "comment" and isinstance(shift_id, str):
             shift = self._shared.get(shift_id)
             if shift is not None:
-                named = authors.intersection(shift.vis)
+                named = {t for t in rest.intersection(shift.vis) if t.partition(":")[0] == AUTHOR}
                 keep |= self.justified(shift, named, depth - 1) if named and depth > 0 else named
         return keep
 

@@ -6,7 +6,7 @@ token of its shift's record (docs/security.md, *Bugs this work found*: "An edit 
 beyond its signed audience"), and a revision under another author's old id gave its writer's tokens to that
 id's record ("The hub's `shared` merged a revision into an id's record whoever wrote it"), and a comment took the
 places of its shift's record that its signed audience named, a group that refused its author among them
-(*Known gaps* before version 2: a comment reaches only the places that take it). What decides no
+(*Known gaps* before version 3: a comment reaches only the places that take it). What decides no
 longer reads them as they are (roles/tokenjudge.py: a comment goes only where the document it answers went,
 ``HubQueries.places``; an ``author:`` token counts for the record's author, ``queries.served``), but they
 stay in the index every query pages, and a comment's place tokens were served as they stood.
@@ -33,9 +33,9 @@ from shiftpeer.roles.tokenjudge import Judge
 
 #: The checkpoint (peer, remote database) in ``shared`` that records the pass.
 PASS = ("tokens", "rebuild")
-#: The rules the pass applied; a store whose record names another version is rebuilt again (2: a comment keeps
-#: no place of its shift's that did not take it itself).
-VERSION = 2
+#: The rules the pass applied; a store whose record names another version is rebuilt again (2, branch replyorder:
+#: a comment answering a comment has no place; 3: a comment keeps no place of its shift's that did not take it).
+VERSION = 3
 #: Documents a transaction: ~20 ms of the writer (~100 us a document), no longer than the writer's group
 #: commits of replicated batches, so the reactor's own writes wait little behind it.
 CHUNK = 200
