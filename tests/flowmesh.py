@@ -7,6 +7,7 @@ deadline instead of sleeping.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import pytest
@@ -17,6 +18,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from shiftpeer.identity import NodeKey
+from shiftpeer.ids import bound_id
 from shiftpeer.identity.tls import client_creator, server_creator
 from shiftpeer.roles.hub import Hub
 from shiftpeer.roles.user import LocalReplication
@@ -26,6 +28,7 @@ from shiftpeer.store import Store, codec
 from shiftpeer.store.revs import compute_rev
 from shiftpeer.sync import Policy, SyncFactory
 from shiftpeer.sync.client import outgoing
+from tests.helpers_identity import signed_doc
 from tests.helpers_node import eventually as _poll
 
 DEADLINE = 10.0
@@ -59,6 +62,16 @@ def other_copy_tombstone(user: "UserParty", parent: dict) -> dict:
     rev = compute_rev(parent["rev"], True, body)
     return {"id": parent["id"], "rev": rev, "deleted": True, "body": body, "history": [rev, *parent["history"]],
             "sig": make_signer(user.key)(parent["id"], rev, body, True)}
+
+
+def signed_comment(user: "UserParty", shift_id: str, aud: dict, text: str = "a comment") -> dict:
+    """A first revision of a comment on ``shift_id`` that ``user`` signed for ``aud``, as a repl doc: what an older
+    or a hostile node may write (``user``'s own node takes the shift's audience, less the groups it may not
+    comment in); hand it in with ``bulk_replicated`` into ``user/public`` or the hub's ``deliver``."""
+    now = time.time()
+    return signed_doc(user.key, bound_id(user.account, "cm-"), {
+        "type": "comment", "shift": shift_id, "text": text, "author": user.account, "created": now,
+        "modified": now, "audience": aud})
 
 
 class HubParty:

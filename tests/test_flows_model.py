@@ -37,8 +37,9 @@ Invariants, once the mesh has settled (polled with a bounded deadline):
 - queries: a connected user's query by page URL, domain, author or group answers exactly the model's visible
   set, each once, newest first, across pages of a small ``limit``; a thread answers every live comment the user
   surely sees (its own, or through the comment's audience on the hub) and none it may not (neither through the
-  comment's audience nor the shift's), each once, at its latest revision; the full peer's thread, the live
-  public comments.
+  places that took the comment nor as the shift's author: a comment reaches only the places that take it, not
+  every reader of its shift's), each once, at its latest revision; the full peer's thread, the live public
+  comments.
 
 CI runs 20 sequences of up to 40 steps, the same ones each run (``derandomize``), and one scripted sequence
 (``scripted_sequence``: hypothesis' swarm testing leaves some rules out of each of so few sequences, so the
@@ -200,8 +201,8 @@ class FlowModel(RuleBasedStateMachine):
         d = self.docs[docid]
         if u == d.author or u in d.to:
             return True
-        if d.kind == "comment" and self.may_hold(d.shift, u):
-            return True   # a comment is visible wherever the shift it comments on is
+        if d.kind == "comment" and u == self.docs[d.shift].author:
+            return True   # the shift's author sees what is written on it; its readers, only where the comment went
         return any(self.last_read.get(g, {}).get(u, -1) >= at for g, at in d.sent.items())
 
     def _tombed(self, d: Doc, u: str) -> bool:
@@ -605,8 +606,9 @@ class FlowModel(RuleBasedStateMachine):
                     f"{u}'s thread of {sid} shows {r['id']} at {r['rev']}, not {latest}: {r['body']} ({c})"
 
     def _may_see(self, u: str, cid: str) -> bool:
-        """May a thread query show ``u`` this comment? Its own audience, the shift's author and readers
-        (``may_hold``), not the public its shift went to later; a delete not sent yet."""
+        """May a thread query show ``u`` this comment? Its own places and the shift's author (``may_hold``): a
+        comment reaches only the places that take it, not every reader of its shift's (a group that refused its
+        author), nor the public its shift went to later; a delete not sent yet."""
         c = self.docs[cid]
         if c.deleted and self.online[c.author]:
             return False

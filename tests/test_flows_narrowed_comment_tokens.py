@@ -1,14 +1,15 @@
-"""A comment whose author's node narrowed its audience after the hub refused a group keeps no token of that
-group in the hub's ``shared``, over real TLS to a real hub.
+"""A comment whose author cannot read a group of its shift's keeps no token of that group in the hub's
+``shared``, over real TLS to a real hub.
 
-alice's shift is public and in the club; carol, outside the club, comments. Her node signs the shift's
-audience (public and the club), the club refuses her (she cannot read it), and her node writes a revision
-that leaves the club out. The hub's merge gave the first revision the club's token through the shift's
-record (its signed audience named the club), and a merge only added tokens, so the record kept it under a
-winner that names the club no more: the tokens' rebuild (roles/tokenrebuild.py) took it off, and until then
-the hub's rule that a comment goes only where the document it answers went let a club member's reply to
-carol's comment into the club, where carol's comment never went. The merge now takes off the tokens a
-comment's live revisions no longer name (roles/merge.py)."""
+alice's shift is public and in the club; carol, outside the club, comments. Her node signed the shift's audience
+(public and the club), the club refused her, and her node wrote a revision that leaves the club out. The hub's
+merge gave the first revision the club's token through the shift's record (its signed audience named the club),
+and a merge only added tokens, so the record kept it under a winner that names the club no more: the tokens'
+rebuild (roles/tokenrebuild.py) took it off, and until then the hub's rule that a comment goes only where the
+document it answers went let a club member's reply to carol's comment into the club, where carol's comment never
+went. The merge then took off the tokens a comment's live revisions no longer named; now a comment reaches only
+the places that take it (roles/merge.py, tests/test_flows_comment_only_where_taken.py), and carol's node leaves
+the club out of the first revision it signs."""
 
 from __future__ import annotations
 

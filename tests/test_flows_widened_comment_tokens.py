@@ -13,14 +13,10 @@ as after the rebuild takes it off."""
 
 from __future__ import annotations
 
-import time
-
 import pytest_twisted
 
 import flowmesh
 from flowmesh import eventually
-from shiftpeer.ids import bound_id
-from tests.helpers_identity import signed_doc
 from tests.test_flows_comment_edit_audience import club_comment_then_public, thread
 
 PUBLIC = {"public": True, "groups": [], "to": []}
@@ -30,10 +26,7 @@ mesh = flowmesh.mesh   # the fixture
 def signed_reply(user, comment_id: str, aud: dict = PUBLIC) -> dict:
     """A reply to ``comment_id`` that ``user`` signed for ``aud`` (their own node would give it the
     comment's audience; any node may sign what it likes)."""
-    now = time.time()
-    return signed_doc(user.key, bound_id(user.account, "cm-"), {
-        "type": "comment", "shift": comment_id, "text": "a reply", "author": user.account, "created": now,
-        "modified": now, "audience": aud})
+    return flowmesh.signed_comment(user, comment_id, aud, "a reply")
 
 
 @pytest_twisted.ensureDeferred

@@ -101,3 +101,32 @@ def test_a_shifts_author_still_reads_every_comment_on_it_by_the_author_token(hub
     shared.add_vis(comment["id"], [f"author:{carol.account}"])   # a token nothing justifies
     assert hub.queries.query(carol.account, "carol", {"filters": {"thread": shift["id"]}})["rows"] == []
     assert hub.queries.get(carol.account, "carol", [comment["id"]])["rows"] == []
+
+
+def test_a_club_token_an_older_merge_gave_a_comment_the_club_refused_shows_it_to_no_club_reader(hub):
+    """alice's shift went to the club and to carol; carol (not in the club) signed her comment for both, the
+    club refused it and her inbox took it. The merge before a comment reached only the places that took it gave
+    the comment the club's token from the shift's record (its audience names the club): a comment's place token
+    now counts in queries only where that place holds it, so bob, who reads the club, finds the comment
+    neither by ``get`` nor in the thread; alice (the shift's) and carol (her own) still do."""
+    alice, bob, carol = Party("alice"), Party("bob"), Party("carol")
+    registered(hub, alice, bob, carol)
+    hub.groups.create("club", "alice")
+    hub.groups.update("club", lambda grp: groupmodel.invite(grp, "alice", "bob", "read"))
+    hub.groups.update("club", lambda grp: groupmodel.join(grp, "bob"))
+    shift = alice.shift({"public": False, "groups": ["club"], "to": ["carol"]})
+    hand_in(hub, "group/club", shift)
+    hand_in(hub, "inbox/carol", shift)
+    comment = carol.comment(shift, shift["body"]["audience"], "between us")
+    assert hub.rules.check(hub.store.database("group/club"), "group/club", carol.account, comment).code == \
+        "group_level"
+    hand_in(hub, "inbox/carol", comment)
+    shared = hub.store.database("shared")
+    shared.add_vis(comment["id"], ["group:club"])   # the older merge
+    assert progress(shared) == {}
+
+    ask = {"filters": {"thread": shift["id"]}}
+    assert hub.queries.get(bob.account, "bob", [comment["id"]])["rows"] == []
+    assert hub.queries.query(bob.account, "bob", ask)["rows"] == []
+    for who, party in (("alice", alice), ("carol", carol)):
+        assert [r["id"] for r in hub.queries.query(party.account, who, ask)["rows"]] == [comment["id"]], who

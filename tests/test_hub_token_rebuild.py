@@ -143,8 +143,10 @@ def test_a_store_todays_merge_wrote_is_left_as_it_is(hub):
     shift, comment = club_thread(hub, alice, bob)
     edited = bob.edit(comment, text="typo fixed")
     hand_in(hub, "group/club", edited)
-    everywhere = bob.comment(shift, shift["body"]["audience"], "to all")   # so far only master holds it: its
-    hand_in(hub, "master", everywhere)                                      # groups' tokens come from the shift
+    everywhere = bob.comment(shift, shift["body"]["audience"], "to all")   # so far only master holds it: no
+    hand_in(hub, "master", everywhere)                                      # group's token (none took it yet)
+    assert "group:other" not in hub.store.database("shared").get(everywhere["id"]).vis
+    hand_in(hub, "group/other", everywhere)
     assert "group:other" in hub.store.database("shared").get(everywhere["id"]).vis
     public = alice.shift(PUBLIC, "https://example.org/q")
     hand_in(hub, "master", public)
@@ -168,11 +170,12 @@ def test_a_store_todays_merge_wrote_is_left_as_it_is(hub):
     assert again["narrowed"] == 0 and tokens(hub) == before
 
 
-def test_the_merge_takes_off_a_place_a_comments_later_revision_leaves_out(hub):
-    """carol's comment on alice's shift (public, in the club, sent to bob) named the club, which refused her
-    (she cannot read it); her node's next revision leaves the club out. The first revision took the club's
-    token from the shift's record: the merge of the second takes it off, and again when ``inbox/bob`` hands
-    in the first one late, so the pass finds nothing to take off."""
+def test_a_comment_takes_no_place_of_its_shifts_that_did_not_take_it(hub):
+    """carol's comment on alice's shift (public, in the club, sent to bob) names the club, which refused her
+    (she cannot read it): only the places that took it give it their tokens, whether her node's next revision
+    leaves the club out or (an older or a hostile node) never does. The merge gave the first revision the club's
+    token from the shift's record, and kept it until her node narrowed it: a store that merge wrote loses it to
+    the pass (version 3)."""
     alice, carol = Party("alice"), Party("carol")
     shift = alice.shift({"public": True, "groups": ["club"], "to": ["bob"]})
     for dbname in ("group/club", "master", "inbox/bob"):
@@ -180,16 +183,40 @@ def test_the_merge_takes_off_a_place_a_comments_later_revision_leaves_out(hub):
     first = carol.comment(shift, shift["body"]["audience"], "from outside the club")
     hand_in(hub, "master", first)
     shared = hub.store.database("shared")
-    assert "group:club" in shared.get(first["id"]).vis
-    narrowed = carol.edit(first, audience={"public": True, "groups": [], "to": ["bob"]})
-    hand_in(hub, "master", narrowed)
-    today = sorted(["public", "user:bob", f"author:{alice.account}", f"author:{carol.account}"])
+    authors = [f"author:{alice.account}", f"author:{carol.account}"]
+    assert shared.get(first["id"]).vis == sorted(["public", *authors])
+    hand_in(hub, "inbox/bob", first)   # bob's inbox takes it: its token, still not the club's
+    today = sorted(["public", "user:bob", *authors])
     assert shared.get(first["id"]).vis == today
     assert shared.query("thread", shift["id"], vis=["group:club"])[0] == []
-    hand_in(hub, "inbox/bob", first)   # a source that took the first revision merges it after the second
-    assert shared.get(first["id"]).vis == today
+    narrowed = carol.edit(first, audience={"public": True, "groups": [], "to": ["bob"]})
+    hand_in(hub, "master", narrowed)
     hand_in(hub, "inbox/bob", narrowed)
-    assert run_pass(hub.store)["narrowed"] == 0 and shared.get(first["id"]).vis == today
+    assert shared.get(first["id"]).vis == today
+    assert run_pass(hub.store)["narrowed"] == 0
+
+    shared.add_vis(first["id"], ["group:club"])   # what the merge before version 3 gave the first revision
+    cp = run_pass(hub.store, restart=True)
+    assert cp["narrowed"] == 1 and shared.get(first["id"]).vis == today
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_an_older_pass_finished_is_rebuilt_under_this_version(hub):
+    """A hub whose store the pass of version 1 finished runs it again: that pass kept a comment's club token
+    (the comment's audience named the club, and the shift is there) though the club never took it."""
+    alice, carol = Party("alice"), Party("carol")
+    shift = alice.shift({"public": True, "groups": ["club"], "to": []})
+    for dbname in ("group/club", "master"):
+        hand_in(hub, dbname, shift)
+    comment = carol.comment(shift, shift["body"]["audience"], "from outside the club")
+    hand_in(hub, "master", comment)
+    shared = hub.store.database("shared")
+    shared.add_vis(comment["id"], ["group:club"])   # the merge before version 3
+    shared.set_checkpoint(*tokenrebuild.PASS, {"version": 1, "seq": shared.update_seq(), "checked": 2,
+                                               "narrowed": 0, "done": True, "of": shared.update_seq()})
+    assert progress(shared) == {}
+    cp = await TokenRebuild(hub.store).start()
+    assert cp["done"] and cp["narrowed"] == 1 and "group:club" not in shared.get(comment["id"]).vis
 
 
 def index_entries(store) -> int:

@@ -2,11 +2,11 @@
 
 Each source database gives its documents one token (``public``, ``group:<g>``, ``user:<u>``) and every
 document also gets ``author:<account id>``, so ``shared`` answers "what may this user see" with an
-index merge, never a scan. A comment also gets the tokens of the shift it comments on that its own signed
-audience (the shift's, as its author found it) names, and the shift author's: it goes to that shift's
-audience, not to where the shift went later (an edit of the comment showed it there). A write only adds
-tokens, so after merging a comment the merge takes off those no live revision of it names any more (its
-author's node leaves a group that refused it out of a later revision): the rule of the tokens' rebuild
+index merge, never a scan. A comment also gets the ``author:`` tokens of the shift it comments on (the shift's
+author sees what is written on it), and no place of the shift's: it reaches only the places that took it, each
+giving its own token, so a group that refused its author (who cannot read it) shows it to no one, whatever its
+signed audience names and whether or not its author's node ever writes a revision that leaves the group out. A
+write only adds tokens, so after merging a comment the merge takes off those the tokens' rebuild would
 (``tokenjudge.Judge``), so a hub's rebuild finds nothing the merge left. A comment answering a comment (a
 relay's, handed in before that comment arrived) has no place: its author's token alone, and merging the
 comment takes the places off replies merged before it. Only a comment
@@ -107,11 +107,10 @@ class SharedMerger(CommitFollower):
         return False
 
     def _narrow(self, ids: list[str], txn: Any) -> None:
-        """Take off the tokens no live revision of these comments (held before, or merged in more than one
-        revision) gives them any more. A comment takes those of its shift's record its signed audience names,
-        and a later revision may name fewer (its author's node leaves out a group that refused it), but a
-        write only adds: the group's token stayed under a winner that no longer names it. The rule is the
-        tokens' rebuild's (``tokenjudge.Judge``), so the two agree."""
+        """Take off the tokens the merge no longer gives these comments (held before, or merged in more than one
+        revision): a write only adds, and the merge before a comment reached only the places that took it gave
+        one the places of its shift's record its signed audience named, a group that refused its author among
+        them. The rule is the tokens' rebuild's (``tokenjudge.Judge``), so the two agree."""
         judge = Judge(self._store, self.shared)
         for docid in ids:
             drop = judge.unjustified(self.shared.get(docid))   # read in ``txn``: what this batch wrote
@@ -142,7 +141,6 @@ class SharedMerger(CommitFollower):
             tokens.add(audience.author_token(body["author"]))
         if body.get("type") == "comment" and isinstance(body.get("shift"), str):
             shift = self.shared.get(body["shift"])
-            if shift is not None:   # within the comment's signed audience: where the shift went since, it did not
-                aud = audience.of(body)
-                tokens.update(t for t in shift.vis if audience.names_token(aud, t))
+            if shift is not None:   # its author's, not its places: a comment reaches only those that take it
+                tokens.update(t for t in shift.vis if t.startswith(audience.author_token("")))
         return sorted(tokens)

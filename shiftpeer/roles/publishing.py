@@ -183,12 +183,15 @@ class Publisher:
             private.put(doc.id, tomb, parent=doc.rev, deleted=True, sign=self._sign, txn=txn)
         return rev
 
-    def comment(self, shift: dict, text: str, *, public: bool = True) -> Deferred:
+    def comment(self, shift: dict, text: str, *, public: bool = True, closed: dict | None = None) -> Deferred:
         """Comment on a shift the user can see: a signed document with the shift's audience, published
         the way the shift is (public through user/public, else delivered to each target); not public when
         ``public`` is False (the node could not tell that the shift is); refused then when the shift names no
-        other place, rather than written to go nowhere."""
-        aud = audience.of(shift["body"])
+        other place, rather than written to go nowhere. ``closed``: the targets the hub would refuse, with why
+        (groups this user cannot read): left out of the first revision, so no place is asked to take a
+        revision it refuses, and reported as refused."""
+        closed = closed or {}
+        aud = audience.without(audience.of(shift["body"]), list(closed))
         if not public and aud["public"]:
             aud = {**aud, "public": False}
             if not audience.targets(aud):
@@ -202,7 +205,11 @@ class Publisher:
         db = self._store.database(PUBLIC if aud["public"] else PRIVATE)
         rev = db.put(docid, body, sign=self._sign)
         self._add_targets(docid, audience.targets(aud))
-        return self._result(docid, rev, aud)
+        if closed:
+            log.info("left {targets} out of the audience of comment {id}: the hub would refuse them",
+                     targets=sorted(closed), id=docid)
+        d = self._result(docid, rev, aud)
+        return d.addCallback(lambda result: {**result, "targets": {**result["targets"], **closed}}) if closed else d
 
     def edit_comment(self, docid: str, text: str, rev: str | None = None) -> Deferred:
         """A new revision of the user's comment with new text, where it lives; the outbox (and

@@ -233,19 +233,26 @@ def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool] | None 
     shift's record too, so this also keeps a comment made since, whose audience is the shift's narrower
     one, from the places the shift left. An ``author:`` token counts for the record's author, and where
     ``judge(doc, token)`` (roles/tokenjudge.py) says the merge gives it today (a comment's shift's author):
-    an older merge left some on records their holder never wrote. Checked last and cheapest first: this
+    an older merge left some on records their holder never wrote. A comment's place token counts only where
+    ``judge`` says so too (that place took it): an older merge gave a comment the places of its shift's that
+    its audience named, a group that refused its author among them. Checked last and cheapest first: this
     runs on every row of a page."""
     held = tokens.intersection(doc.vis)
     if not held:
         return False
     body = doc.body
     aud = audience.of(body)
-    authors = []
+    comment = judge is not None and body.get("type") == "comment"
+    authors, places = [], []
     for t in held:
         if t.startswith(AUTHOR_PREFIX):
             authors.append(t)
         elif audience.names_token(aud, t):
-            return True
+            if not comment:
+                return True
+            places.append(t)
+    if any(judge(doc, t) for t in places):
+        return True
     if not authors:
         return False
     author = body.get("author")
@@ -373,13 +380,16 @@ class HubQueries:
         return out
 
     def author_judge(self) -> Callable[[Any, str], bool]:
-        """``served``'s judge for one query: does the merge give a comment this ``author:`` token today (its
-        shift's author's; ``served`` checked the comment's own)? That depends on the shift alone: a bound id
-        names its author (every node refuses anyone else's revision under it), and a shift with an older id
-        is looked up once a query (a thread's rows share one; ~40 us a row when each row asked ``Judge``)."""
+        """``served``'s judge for one query: does the merge give a comment this token today? A place's when that
+        place's database holds the comment (one read). An ``author:`` token (its shift's author's; ``served``
+        checked the comment's own) depends on the shift alone: a bound id names its author (every node refuses
+        anyone else's revision under it), and a shift with an older id is looked up once a query (a thread's
+        rows share one; ~40 us a row when each row asked ``Judge``)."""
         judge, known = Judge(self._store, self._shared), {}
 
         def justifies(doc: Any, token: str) -> bool:
+            if not token.startswith(AUTHOR_PREFIX):
+                return judge.justifies(doc, token)
             body = doc.body
             shift = body.get("shift") if body.get("type") == "comment" else None
             if not isinstance(shift, str):

@@ -51,11 +51,11 @@ class Judge:
 
     def justified(self, doc: Any, wanted: set[str], depth: int = 1) -> set[str]:
         """Those of ``wanted`` (tokens of ``doc``) the merge gives it today, and any of a kind it never gives: the
-        author's token; a place's where that place's database holds the document by the author; on a comment,
-        one its shift justifies (``depth`` stops there: the shift's own tokens are judged as a shift's) and a
-        live revision's signed audience names (an author token always). A comment answering
-        what ``shared`` holds as a comment (``validation.answers_no_shift``: one taken before what it answers
-        arrived, or by an older version) has no place: its author's token alone."""
+        author's token; a place's where that place's database holds the document by the author (on a comment
+        too: it reaches only the places that took it, not every place of its shift's); on a comment, an
+        ``author:`` token its shift justifies (``depth`` stops there: the shift's own tokens are judged as a
+        shift's). A comment answering what ``shared`` holds as a comment (``validation.answers_no_shift``: one
+        taken before what it answers arrived, or by an older version) has no place: its author's token alone."""
         body = doc.body if isinstance(doc.body, dict) else {}
         author = body.get("author") if isinstance(body.get("author"), str) else None
         stray = answers_no_shift(self._shared, body)
@@ -73,8 +73,7 @@ class Judge:
         if rest and not stray and body.get("type") == "comment" and isinstance(shift_id, str):
             shift = self._shared.get(shift_id)
             if shift is not None:
-                auds = [audience.of(body), *(audience.of(self._shared.get(doc.id, r).body) for r in doc.conflicts)]
-                named = {t for t in rest.intersection(shift.vis) if any(audience.names_token(a, t) for a in auds)}
+                named = {t for t in rest.intersection(shift.vis) if t.partition(":")[0] == AUTHOR}
                 keep |= self.justified(shift, named, depth - 1) if named and depth > 0 else named
         return keep
 

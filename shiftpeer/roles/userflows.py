@@ -17,10 +17,11 @@ from twisted.logger import Logger
 from shiftpeer.identity.signing import STEMMED_HISTORY
 from shiftpeer.roles import audience, feedpage, precheck, queries
 from shiftpeer.roles.authors import AuthorNames
+from shiftpeer.roles.groups import RANK, rank
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.othercopies import OtherCopies, with_note
 from shiftpeer.roles.policy import UserPolicy
-from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, Publisher
+from shiftpeer.roles.publishing import FEED, PRIVATE, PUBLIC, NotConnected, Publisher
 from shiftpeer.roles.remote import HubLink
 from shiftpeer.roles.social import UserSocial, check_text
 from shiftpeer.roles.validation import filtering_store_batch, not_a_shift, refusal
@@ -146,8 +147,29 @@ class UserFlows:
         if shift is None:
             raise FlowError(f"no shift {shift_id!r} that you can see", "not_found")
         _require_a_shift(shift, "comment on the shift it answers")
-        result = yield self.publisher.comment(shift, text, public=self._public_here(shift))
+        closed = yield self._closed_groups(audience.of(shift["body"])["groups"])
+        result = yield self.publisher.comment(shift, text, public=self._public_here(shift), closed=closed)
         return with_note(result, note)
+
+    @inlineCallbacks
+    def _closed_groups(self, groups: list[str]):
+        """The groups among ``groups`` the hub says this user cannot read, so may not comment in, as the targets
+        the publisher leaves out of a comment's first revision (``{"group:<g>": "error: ..."}``): a group refuses
+        such a comment, and a node that signed it for the group anyway wrote a revision only to narrow it at once.
+        What the node last heard (``whoami``) may be old (another copy of the account joined since): a group it
+        does not know it reads is asked about again. Offline, or unregistered, none: the hub's refusal at
+        delivery leaves them out (``Publisher._narrow``)."""
+        if not groups or not self.hub_answers:
+            return {}
+        closed = [g for g in groups if rank(self.link.account.get("groups", {}).get(g)) < RANK["read"]]
+        if closed:
+            try:
+                info = yield self.link.call("whoami", {})
+            except NotConnected:
+                return {}
+            closed = [g for g in closed if rank(info.get("groups", {}).get(g)) < RANK["read"]]
+        return {f"group:{g}": f"error: you may not comment in group {g!r} (you cannot read it): left out of the "
+                              "comment's audience" for g in closed}
 
     def _public_here(self, shift: dict) -> bool:
         """May a comment on ``shift`` be public, as far as this node can tell? The shift's audience is what
