@@ -185,7 +185,7 @@ class FullPeerRole(_GossipRole):
         self.gossip = self.make_gossip(firehose_check)
         flows = node.role("flows")
         if hub_target(node.settings) and flows is not None and getattr(flows, "flows", None) is not None:
-            self.known = KnownAuthors(flows.flows.authors, own=[node.account_id])
+            self.known = KnownAuthors(flows.flows.authors, own=[node.account_id], held=self._master_holds)
         self.replications = [LocalReplication(store, PUBLIC, MASTER, node.clock),
                              LocalReplication(store, MASTER, FEED, node.clock)]
         for r in self.replications:
@@ -198,6 +198,10 @@ class FullPeerRole(_GossipRole):
                                        dead_after=self.dead_after, own=node.settings.peers)
         self._tick_call = node.clock.callLater(self.tick_interval, self._tick)
         log.info("full peer: gossiping master (neighbours {low}-{high})", low=self.low, high=self.high)
+
+    def _master_holds(self, author: str) -> bool:
+        """Whether ``master`` holds a live document by ``author`` (it came from the hub, or passed intake)."""
+        return bool(self.node.store.database(MASTER).query("author", author, limit=1)[0])
 
     def stopService(self) -> Deferred:
         super().stopService()
