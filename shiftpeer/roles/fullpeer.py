@@ -286,6 +286,7 @@ class FullPeerRole(_GossipRole):
             return conn.call("gossip.announce", {"port": port}).addCallback(told)
 
         def told(answer: Any) -> None:
+            self.unlisted = None
             if isinstance(answer, dict) and answer.get("listed") is False:   # the hub dials us back first
                 log.info("the hub lists us at {address} for full peers to dial once it has reached us there",
                          address=answer.get("address"))
@@ -297,7 +298,6 @@ class FullPeerRole(_GossipRole):
                 log.info("the hub did not take our gossip announcement: {why}", why=f.getErrorMessage())
             self.unlisted = conn
 
-        self.unlisted = None
         d = listen_port(self.node).addCallback(announce)
         d.addErrback(refused)
         d.addCallback(lambda _: self.discover())
