@@ -34,6 +34,7 @@ import pytest
 from tests.doc_commands import ROOT, code_blocks, commands, page_commands, section, words
 from tests.ports import free_port
 from tests.test_cli import _answers, _env, stop_node
+from tests.test_cli_status_gossip import _gossip_lines as gossip_lines
 from tests.test_operators_commands import _parse_cli
 
 PAGE = ROOT / "docs" / "fullpeer.md"
@@ -134,9 +135,9 @@ def foreground(argv: list[str], walker: Walker) -> None:
     """`twistd -n ...` as typed in its own terminal: the node runs until the walk stops it; returns once its
     API answers (bounded)."""
     assert argv[:3] == ["twistd", "-n", "--pidfile="], argv
-    log = open(walker.dir.parent / f"{walker.name}.log", "ab")
-    walker.proc = subprocess.Popen([str(BIN / "twistd"), *argv[1:]], env=_env(), stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=walker.dir.parent)
+    with open(walker.dir.parent / f"{walker.name}.log", "ab") as log:   # the node keeps its own copy
+        walker.proc = subprocess.Popen([str(BIN / "twistd"), *argv[1:]], env=_env(), stdout=log,
+                                       stderr=subprocess.STDOUT, cwd=walker.dir.parent)
     eventually(lambda: walker.proc.poll() is not None or _answers(str(walker.dir)), f"{walker.name}'s API answers")
     assert walker.proc.poll() is None, f"{shlex.join(argv)} exited {walker.proc.returncode}:\n{walker.log()}"
 
@@ -178,14 +179,6 @@ def stop_hub(tmp: Path) -> None:
     except ProcessLookupError:
         return
     eventually(lambda: not Path(f"/proc/{pid}").exists(), "the hub stops")
-
-
-def gossip_lines(status: str) -> list[str]:
-    """The `gossip:` line and the lines under it of `shiftpeer status`."""
-    lines = status.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("gossip:"))
-    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
-    return lines[start:end]
 
 
 def neighbour_lines(walker: Walker) -> list[list[str]]:
