@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 _FENCE = re.compile(r"^```(\w*)\s*$")
 #: ``name=$(command)``: a command whose output (an id) the reader's shell keeps in a variable.
 ASSIGNMENT = re.compile(r"^(\w+)=\$\((.*)\)$")
+#: A command in the text: a backticked span that starts like one (not an error line `twistd shiftpeer: ...`).
+INLINE = re.compile(r"`((?:shiftpeer|twistd) (?!shiftpeer:)[^`]*)`")
 
 
 def section(markdown: str, heading: str) -> str:
@@ -79,3 +81,13 @@ def words(command: str) -> list[str]:
     command = re.sub(r"\$\([^)]*\)|\$\w+", "X", command)
     command = re.sub(r"\s*\[[^\]]*\]", "", command)
     return shlex.split(command, comments=True)
+
+
+def page_commands(page: Path, program: str) -> list[str]:
+    """Every ``program`` command on a page: code-block lines (also ``id=$(...)``) and spans in the text
+    (those of more than two words: `shiftpeer init` names a command, it does not give one)."""
+    text = page.read_text()
+    found = [c for block in code_blocks(text) for c in commands(block)]
+    spans = [" ".join(span.split()) for span in INLINE.findall(text)]
+    found += [span for span in spans if len(span.split()) > 2]
+    return [c for c in found if words(c)[:1] == [program]]

@@ -58,3 +58,17 @@ async def test_status_lists_the_dialled_neighbour(tmp_path, started, capsys):
     assert summary.startswith("gossip:    1 live neighbour(s)"), out
     address, direction, state, peer = line.split()
     assert address.startswith("127.0.0.1:") and (direction, state, peer) == ("in", "live", a.account_id[:12]), out
+
+
+def test_status_shows_the_gossip_events_counted(capsys):
+    """The gossip events docs/fullpeer.md says `shiftpeer status` counts (refused documents, author
+    conflicts, unproven addresses...) are on a line of their own when any happened, none when none did."""
+    from shiftpeer.cli.output import print_gossip
+
+    gossip = {"live": 1, "low": 4, "high": 8, "candidates": 0, "banned": 0, "neighbours": [], "bans": [],
+              "events": {"refused": 0, "refused_unregistered": 1200, "author_conflict": 2, "announce_unproven": 0}}
+    print_gossip(gossip)
+    assert "  events since start: author_conflict 2, refused_unregistered 1,200" in capsys.readouterr().out.splitlines()
+    gossip["events"] = dict.fromkeys(gossip["events"], 0)
+    print_gossip(gossip)
+    assert "events" not in capsys.readouterr().out

@@ -29,6 +29,15 @@ from tests.test_gossip_federation import hub_certs, node, registered, shared_ids
 from tests.test_gossip_mesh import free_port, master_ids
 
 
+def public_shift(key: NodeKey, doc_id: str, summary: str) -> dict:
+    """A public shift on https://example.org/SUMMARY signed by ``key``, as replication carries it."""
+    body = {"type": "shift", "space": "Notes", "href": f"https://example.org/{summary}", "summary": summary,
+            "author": key.account_id, "created": time.time(), "audience": {"public": True, "groups": [], "to": []}}
+    rev = compute_rev(None, False, body)
+    return {"id": doc_id, "rev": rev, "deleted": False, "body": body,
+            "sig": sign_doc(key, doc_id, rev, body, False), "history": [rev]}
+
+
 class Relay:
     """A bare peer announcing the full-peer role whose ``master`` holds one public shift by ``key``."""
 
@@ -36,14 +45,8 @@ class Relay:
         self.key = key
         self.store = Store(str(path))
         self.factory = SyncFactory(self.store, key, AllowAll(), reactor=reactor, roles=("full-peer",))
-        body = {"type": "shift", "space": "Notes", "href": f"https://example.org/{summary}", "summary": summary,
-                "author": key.account_id, "created": time.time(),
-                "audience": {"public": True, "groups": [], "to": []}}
         self.id = f"intake-{summary}"
-        rev = compute_rev(None, False, body)
-        self.store.create_database("master").bulk_replicated(
-            [{"id": self.id, "rev": rev, "deleted": False, "body": body,
-              "sig": sign_doc(key, self.id, rev, body, False), "history": [rev]}])
+        self.store.create_database("master").bulk_replicated([public_shift(key, self.id, summary)])
         self.proto = None
 
     async def dial(self, port: int) -> None:

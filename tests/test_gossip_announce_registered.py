@@ -67,3 +67,26 @@ async def test_a_registered_full_peer_naming_another_nodes_address_is_not_listed
     assert [x for x in logged if "not listing" in x and mallory.account_id in x and f"127.0.0.1:{pf}" in x
             and fp.account_id in x]
     assert hub.status()["gossip"]["events"]["announce_unproven"] == 1
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.allow_logged_errors
+async def test_an_unregistered_full_peer_logs_the_refused_announcement_once_per_connection(tmp_path, started, logged):
+    """A full peer that has not registered announces again at each neighbour step; the hub refuses each
+    time, but the full peer says so once for the connection, not every 5 s until someone registers it.
+    Once registered, it is listed."""
+    hub, fp, ph, pf = hub_and_full_peer(tmp_path, started, "fp")
+    role = fp.role("full-peer")
+    refused_here = lambda: [x for x in logged if "the hub did not take our gossip announcement" in x]  # noqa: E731
+    refused_at_hub = lambda: [x for x in logged if "refused the gossip announcement of " + fp.account_id in x]  # noqa: E731
+    await eventually(lambda: refused_here() and role.unlisted is role.hub_conn, timeout=15)
+    for step in range(2, 4):   # the neighbour steps the clock would run, 5 s apart
+        role._tick_call.cancel()
+        role._tick()
+        await eventually(lambda n=step: len(refused_at_hub()) >= n, timeout=15)
+    assert len(refused_here()) == 1, refused_here()
+    await registered(fp)
+    role._tick_call.cancel()
+    role._tick()
+    await eventually(lambda: fp.account_id in hub.role("federation").gossip.announced, timeout=15)
+    assert role.unlisted is None and len(refused_here()) == 1

@@ -190,3 +190,34 @@ async def test_while_the_hub_is_down_a_new_authors_shift_waits_for_the_hub(tmp_p
     started.append(hub)
     await eventually(lambda: late in master_ids(hub) and late in master_ids(fp0), timeout=30)
     assert not gossip.scores.bans
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_peer_restarted_while_its_hub_is_down_still_takes_the_authors_it_holds(tmp_path, started):
+    """fp0 holds fp1's shift (its hub vouched for fp1). The hub stops and fp0 restarts: fp1's next shift,
+    gossiped, still reaches fp0, whose master holds documents by fp1. Before, the authors a full peer knew
+    lived only in memory: restarted while its hub was down, it refused every author it held (logged
+    `its author is not known to be registered on our hub`), so gossip carried nothing until the hub came
+    back (docs/fullpeer.md promises the shifts of authors it already knows)."""
+    ph, p0, p1 = free_port(), free_port(), free_port()
+    certs = hub_certs(tmp_path / "c")
+    ca = str(tmp_path / "c" / "ca.pem")
+    hub = node(tmp_path / "hub", "op", port=ph, hub=True, **certs)
+    fp1 = node(tmp_path / "fp1", "fp1", port=p1, full_peer=True, connect=f"127.0.0.1:{ph}", ca=ca)
+    fp0_settings = dict(port=p0, full_peer=True, connect=f"127.0.0.1:{ph}", ca=ca, peers=[f"127.0.0.1:{p1}"])
+    fp0 = node(tmp_path / "fp0", "fp0", **fp0_settings)
+    started += [fp0, fp1, hub]
+    for fp in (fp0, fp1):
+        await registered(fp)
+    first = await publish(fp1, "before-the-restart")
+    await eventually(lambda: first in master_ids(fp0), timeout=15)
+    await hub.stopService()
+    await fp0.stopService()
+
+    fp0 = node(tmp_path / "fp0", "fp0", key=fp0.key, **fp0_settings)
+    started.append(fp0)
+    gossip = fp0.role("full-peer").gossip
+    await eventually(lambda: fp1.account_id in gossip.pulls, timeout=15)
+    late = await publish(fp1, "after-the-restart")
+    await eventually(lambda: late in master_ids(fp0) or gossip.counters["refused_unregistered"], timeout=15)
+    assert late in master_ids(fp0) and not gossip.counters["refused_unregistered"]

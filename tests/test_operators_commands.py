@@ -18,20 +18,15 @@ from io import StringIO
 
 import pytest
 
-from tests.doc_commands import ROOT, code_blocks, commands, section, words
+from tests import doc_commands
+from tests.doc_commands import ROOT, code_blocks, section, words
 
 PAGE = ROOT / "docs" / "operators.md"
-#: A command in the text: a backticked span that starts like one (not an error line `twistd shiftpeer: ...`).
-INLINE = re.compile(r"`((?:shiftpeer|twistd) (?!shiftpeer:)[^`]*)`")
 
 
 def page_commands(program: str) -> list[str]:
     """Every ``program`` command on the page: code-block lines (also ``id=$(...)``) and spans in the text."""
-    text = PAGE.read_text()
-    found = [c for block in code_blocks(text) for c in commands(block)]
-    spans = [" ".join(span.split()) for span in INLINE.findall(text)]
-    found += [span for span in spans if len(span.split()) > 2]   # `shiftpeer init` names a command
-    return [c for c in found if words(c)[:1] == [program]]
+    return doc_commands.page_commands(PAGE, program)
 
 
 def _parse_cli(argv: list[str]) -> str | None:

@@ -84,6 +84,18 @@ def test_known_authors_without_an_answer_leave_ids_unknown_and_do_not_fail():
     assert done == [None] and stranger not in known
 
 
+def test_known_authors_held_in_master_are_known_without_the_hub():
+    """An author master holds documents by is known with the hub down (a restart forgets what the hub
+    said), and is not asked about; the others are still asked, and stay unknown without an answer."""
+    held, stranger = _ids(2)
+    names = FakeNames(error=FlowError("not connected", "not_connected"))
+    known = KnownAuthors(names, held=lambda author: author == held)
+    done = []
+    known.prefetch([held, stranger]).addCallback(done.append)
+    assert done == [None] and held in known and stranger not in known
+    assert names.calls == [[stranger]]
+
+
 def test_authors_of_lists_each_author_once_in_order():
     a, b = _ids(2)
     docs = [{"body": {"author": a}}, {"body": {"author": b}}, {"body": {"author": a}}, {"body": {}}]

@@ -239,8 +239,9 @@ def print_databases(st: dict) -> None:
 
 
 def print_gossip(gossip: dict | None, st: dict | None = None) -> None:
-    """A full peer's gossip neighbours, then its banned peers with why and since when (full ids, for
-    'shiftpeer gossip unban'); nothing on a node that does not gossip."""
+    """A full peer's gossip neighbours, the gossip events counted since start (those not zero), then its
+    banned peers with why and since when (full ids, for 'shiftpeer gossip unban'); nothing on a node that
+    does not gossip."""
     if gossip is None:
         return
     keeps = f" (keeps {gossip['low']}-{gossip['high']})" if gossip.get("low") is not None else ""
@@ -254,6 +255,9 @@ def print_gossip(gossip: dict | None, st: dict | None = None) -> None:
             extra.append(f"down {_duration(n['down_for'])}")
         print(f"  {n.get('address') or '-':<24} {n.get('direction', ''):<3} {n.get('state', ''):<10} "
               f"{_short(n.get('peer_id'))}" + (f"  ({', '.join(extra)})" if extra else ""))
+    events = {name: n for name, n in (gossip.get("events") or {}).items() if n}
+    if events:   # what docs/fullpeer.md says status counts: refusals, author conflicts, bans, unproven addresses
+        print("  events since start: " + ", ".join(f"{name} {n:,}" for name, n in sorted(events.items())))
     for b in gossip.get("bans", []):
         since = "since before this node kept ban times" if b.get("since") is None \
             else f"since {when_text(b['since'])} ({_ago(st or {}, b['since'])})"

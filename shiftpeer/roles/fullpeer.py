@@ -195,7 +195,7 @@ class FullPeerRole(_GossipRole):
         self.gossip = self.make_gossip(firehose_check)
         flows = node.role("flows")
         if hub_target(node.settings) and flows is not None and getattr(flows, "flows", None) is not None:
-            self.known = KnownAuthors(flows.flows.authors, own=[node.account_id])
+            self.known = KnownAuthors(flows.flows.authors, own=[node.account_id], held=self._master_holds)
         self.replications = [LocalReplication(store, PUBLIC, MASTER, node.clock),
                              LocalReplication(store, MASTER, FEED, node.clock)]
         for r in self.replications:
@@ -208,6 +208,10 @@ class FullPeerRole(_GossipRole):
                                        dead_after=self.dead_after, own=node.settings.peers)
         self._tick_call = node.clock.callLater(self.tick_interval, self._tick)
         log.info("full peer: gossiping master (neighbours {low}-{high})", low=self.low, high=self.high)
+
+    def _master_holds(self, author: str) -> bool:
+        """Whether ``master`` holds a live document by ``author`` (it came from the hub, or passed intake)."""
+        return bool(self.node.store.database(MASTER).query("author", author, limit=1)[0])
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -292,6 +296,7 @@ class FullPeerRole(_GossipRole):
             return conn.call("gossip.announce", {"port": port}).addCallback(told)
 
         def told(answer: Any) -> None:
+            self.unlisted = None
             if isinstance(answer, dict) and answer.get("listed") is False:   # the hub dials us back first
                 log.info("the hub lists us at {address} for full peers to dial once it has reached us there",
                          address=answer.get("address"))
@@ -303,7 +308,6 @@ class FullPeerRole(_GossipRole):
                 log.info("the hub did not take our gossip announcement: {why}", why=f.getErrorMessage())
             self.unlisted = conn
 
-        self.unlisted = None
         d = listen_port(self.node).addCallback(announce)
         d.addErrback(refused)
         d.addCallback(lambda _: self.discover())
