@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import random
+import weakref
 from typing import Any, Callable, Optional
 
 from twisted.logger import Logger
@@ -87,6 +88,8 @@ class Gossip:
         self.reprove_every = reprove_every
         self._reproofs: dict[str, Any] = {}      # peer id -> the timer of its listed address's next proof
         self.counters: collections.Counter = collections.Counter()
+        #: connections whose unregistered announcement was logged at warning level (``rpc_announce``)
+        self._refused_announcers: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self.on_change: list[Callable[[], None]] = []
         #: may_announce(peer id): may this peer be listed for others to dial? (a hub: its registered users
         #: and relays; without it any key announcing the role filled the list with addresses of its choice)
@@ -236,7 +239,13 @@ class Gossip:
         if not self.is_firehose(conn) or self.scores.banned(conn.peer_id):
             raise ValueError("only full peers and hubs may announce themselves")
         if not self.may_announce(conn.peer_id):
-            log.warn("refused the gossip announcement of {peer}: not registered here", peer=conn.peer_id)
+            # an unregistered full peer announces again at every neighbour step (5 s) while it is short of
+            # neighbours: said once per connection, then only at debug level
+            first = conn not in self._refused_announcers
+            self._refused_announcers.add(conn)
+            (log.warn if first else log.debug)("refused the gossip announcement of {peer}: not registered here"
+                                               "{again}", peer=conn.peer_id,
+                                               again="" if first else " (again on this connection)")
             raise ValueError("only full peers registered on this hub may announce themselves: register first")
         if self.proofs is None:
             raise ValueError("this node lists no full peers")
