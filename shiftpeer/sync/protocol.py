@@ -27,6 +27,7 @@ from shiftpeer.sync.messages import FEATURE_PREFIX, FEATURES, MAX_BATCH, PROTOCO
 from shiftpeer.sync.manager import ReplicationManager
 from shiftpeer.sync.replication import (BATCH_CHANGES, DOCS_FRAME_BYTES, MAX_FEEDERS, WINDOW, RateLimit,
                                         Replication)
+from shiftpeer.sync.refusallog import RefusalLog
 from shiftpeer.sync.uploadcap import UploadCap
 
 #: Seconds from the TCP connection to the peer's hello (the TLS handshake included).
@@ -38,6 +39,10 @@ FRAME_TIMEOUT = 120.0
 HANDLE_SLICE = 0.002
 
 log = Logger()
+
+#: The summary line of the violations a peer (or address) went on with after its first was logged.
+VIOLATION_SUMMARY = ("closed {more:,} more sync connections with {what} on protocol violations in the last "
+                     "{interval:g} s ({why})")
 
 _REPLICATION_TYPES = frozenset(("pull", "need", "ack", "refused", "accept", "changes", "docs", "caught_up", "push",
                                 "stop"))
@@ -204,8 +209,10 @@ class SyncProtocol(Protocol):
         self.close_reason = {"code": code, "msg": text, "db": db}
         self.factory.counters["violations"] += 1
         self.factory.counters["violation." + code] += 1
-        log.warn("closing the connection to {peer}: {code}: {text}", peer=self.peer_id or self._address(),
-                 code=code, text=text, db=db)
+        # one line for the first violation of a peer (an address before the hello), then summed up
+        who = "peer " + self.peer_id if self.peer_id else self.address or self._host()
+        self.factory.violation_log.refused(who, who, code, "closing the connection to {peer}: {code}: {text}",
+                                           peer=self.peer_id or self._address(), code=code, text=text, db=db)
         self._write(messages.encode("error", code=code, msg=text, db=db))
         self._close()
 
@@ -505,6 +512,13 @@ class SyncProtocol(Protocol):
         except Exception:
             return "?"
 
+    def _host(self) -> str:
+        """The peer's IP address without the port (a dialled connection's; a served one has ``address``)."""
+        try:
+            return address_key(self.transport.getPeer()) or self._address()
+        except Exception:
+            return "?"
+
     def _on_call(self, msg: dict) -> None:
         cid, method = msg["id"], msg["method"]
         handler = self.factory.rpc_handlers.get(method)
@@ -608,6 +622,8 @@ class SyncFactory(Factory):
                                        per_address=max_connections_per_address,
                                        per_network=max_connections_per_network,
                                        per_block=max_connections_per_block, total=max_connections, clock=reactor)
+        #: logs connections closed on a violation: the first per peer (or address), then a summary a minute
+        self.violation_log = RefusalLog(reactor, log, summary=VIOLATION_SUMMARY)
         #: the node-wide cap on what all its sync connections send (None: no cap); docs/operators.md
         self.upload_cap = UploadCap(max_upload_bytes_per_second, reactor, self.counters) \
             if max_upload_bytes_per_second else None
