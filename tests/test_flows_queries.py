@@ -146,6 +146,9 @@ async def test_a_group_or_thread_filter_applies_to_my_favorites_too(mesh):
     await alice.publish(pub, public=True)
     await eventually(lambda: pub in mesh.hub.ids("shared"), "the public shift in shared")
     note = await bob.flows.comment(pub, "nice")
+    # a public comment reaches shared by bob's push and the hub's merge, after the answer: favoriting it asks
+    # the hub whether bob may see it (a race the full suite under load lost now and then)
+    await eventually(lambda: note["id"] in mesh.hub.ids("shared"), "bob's comment in shared")
     for sid in (club, pub, note["id"]):
         await bob.flows.favorite(sid)
     assert await _ids(bob, favorites=True, filters={"group": "club"}) == [club]
