@@ -147,3 +147,26 @@ async def test_over_tls_a_peer_sending_bad_frames_is_logged_once_and_counted_eac
     assert len(lines) == 2, lines
     assert lines[0].startswith(f"closing the connection to {alice.key.account_id}: bad_cbor")
     assert lines[1].startswith(f"closing the connection to {bob.key.account_id}: bad_cbor")
+
+
+def test_a_peer_whose_rpc_calls_fail_at_wire_speed_is_logged_once_then_summed_up(warnings):
+    """A failing RPC needs no new connection: 50 calls a handler refuses (a bad argument, say) give one
+    warning, then one summary by method at the interval's end; every caller still gets its error answer."""
+    from test_sync_iosim import Env, result_of
+
+    env = Env()
+
+    def refuse(conn, args):
+        raise ValueError("no such group")
+
+    env.sf.rpc_handlers["refuse"] = refuse
+    env.sf.rpc_handlers["boom"] = lambda conn, args: 1 / 0
+    answers = [result_of(env.c.call("refuse", {})) for _ in range(50)] + [result_of(env.c.call("boom", {}))]
+    settle(env.pump)
+    assert all(a and "no such group" in str(a[0].value) for a in answers[:50])
+    assert "ZeroDivisionError" in str(answers[50][0].value)
+    failed = [w for w in warnings if w.startswith("RPC ")]
+    assert failed == ["RPC refuse from client failed: no such group; more like it are summed up every 60 s"], failed
+    env.clock.advance(INTERVAL)
+    assert [w for w in warnings if "more RPC calls" in w] == [
+        "50 more RPC calls from peer client failed in the last 60 s (refuse 49, boom 1)"]

@@ -44,6 +44,8 @@ log = Logger()
 VIOLATION_SUMMARY = ("closed {more:,} more sync connections with {what} on protocol violations in the last "
                      "{interval:g} s ({why})")
 
+RPC_FAILURE_SUMMARY = "{more:,} more RPC calls from {what} failed in the last {interval:g} s ({why})"
+
 _REPLICATION_TYPES = frozenset(("pull", "need", "ack", "refused", "accept", "changes", "docs", "caught_up", "push",
                                 "stop"))
 
@@ -535,8 +537,11 @@ class SyncProtocol(Protocol):
                 self.send("result", id=cid, ok=False, error="unencodable result")
 
         def failed(f: Failure) -> None:
-            log.warn("RPC {method} from {peer} failed: {err}", method=method, peer=self.peer_id,
-                     err=f.getErrorMessage())
+            # a peer may make a handler refuse at wire speed on one connection: the first failure of a peer is
+            # logged in full, the rest summed up (``SyncFactory.rpc_failure_log``)
+            who = "peer " + self.peer_id if self.peer_id else self.address or self._host()
+            self.factory.rpc_failure_log.refused(who, who, method, "RPC {method} from {peer} failed: {err}",
+                                                 method=method, peer=self.peer_id, err=f.getErrorMessage())
             self.send("result", id=cid, ok=False, error=f"{f.type.__name__}: {f.getErrorMessage()}"[:4000])
 
         d.addCallbacks(ok, failed)
@@ -624,6 +629,8 @@ class SyncFactory(Factory):
                                        per_block=max_connections_per_block, total=max_connections, clock=reactor)
         #: logs connections closed on a violation: the first per peer (or address), then a summary a minute
         self.violation_log = RefusalLog(reactor, log, summary=VIOLATION_SUMMARY)
+        #: failed RPC calls, logged the same way: the first of a peer, then a summary a minute by method
+        self.rpc_failure_log = RefusalLog(reactor, log, summary=RPC_FAILURE_SUMMARY)
         #: the node-wide cap on what all its sync connections send (None: no cap); docs/operators.md
         self.upload_cap = UploadCap(max_upload_bytes_per_second, reactor, self.counters) \
             if max_upload_bytes_per_second else None
