@@ -231,34 +231,36 @@ def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool] | None 
     every place the document ever went, and a later revision may name fewer (a group that refused the
     author's edit leaves the audience, and keeps the earlier revision). A comment carries the tokens of its
     shift's record too, so this also keeps a comment made since, whose audience is the shift's narrower
-    one, from the places the shift left. An ``author:`` token counts for the record's author, and where
-    ``judge(doc, token)`` (roles/tokenjudge.py) says the merge gives it today (a comment's shift's author):
-    an older merge left some on records their holder never wrote. A comment's place token counts only where
-    ``judge`` says so too (that place took it): an older merge gave a comment the places of its shift's that
-    its audience named, a group that refused its author among them. Checked last and cheapest first: this
-    runs on every row of a page."""
+    one, from the places the shift left. A place's token other than ``public`` counts only where
+    ``judge(doc, token)`` (``HubQueries.author_judge``) says that place holds the winning revision: a node
+    that never leaves a group that refused its author out of the audience (an older or a hostile one) signs
+    the refused edit still naming the group, and another place takes it. ``public`` on a shift asks no
+    judge (no read for the rows anyone may see): a revision signed public is its author's to show anyone. An ``author:`` token counts for the
+    record's author, and where ``judge`` says the merge gives it today (a comment's shift's author): an older
+    merge left some on records their holder never wrote. A comment's place token counts only where ``judge``
+    says so too (that place took it): an older merge gave a comment the places of its shift's that its
+    audience named, a group that refused its author among them. Checked last and cheapest first: this runs
+    on every row of a page, and only a row no cheaper token serves reads a place's database."""
     held = tokens.intersection(doc.vis)
     if not held:
         return False
     body = doc.body
     aud = audience.of(body)
-    comment = judge is not None and body.get("type") == "comment"
+    comment = body.get("type") == "comment"
     authors, places = [], []
     for t in held:
         if t.startswith(AUTHOR_PREFIX):
             authors.append(t)
         elif audience.names_token(aud, t):
-            if not comment:
+            if judge is None or t == audience.PUBLIC_TOKEN and not comment:
                 return True
             places.append(t)
-    if any(judge(doc, t) for t in places):
-        return True
-    if not authors:
-        return False
     author = body.get("author")
     if isinstance(author, str) and AUTHOR_PREFIX + author in authors:
         return True
-    return judge is not None and any(judge(doc, t) for t in authors)
+    if judge is None:
+        return False
+    return any(judge(doc, t) for t in places) or any(judge(doc, t) for t in authors)
 
 
 #: The prefix of an ``author:<account>`` token (``audience.author_token``).
@@ -380,17 +382,19 @@ class HubQueries:
         return out
 
     def author_judge(self) -> Callable[[Any, str], bool]:
-        """``served``'s judge for one query: does the merge give a comment this token today? A place's when that
-        place's database holds the comment (one read). An ``author:`` token (its shift's author's; ``served``
-        checked the comment's own) depends on the shift alone: a bound id names its author (every node refuses
-        anyone else's revision under it), and a shift with an older id is looked up once a query (a thread's
-        rows share one; ~40 us a row when each row asked ``Judge``)."""
+        """``served``'s judge for one query: does this token serve the winning revision? A place's when that
+        place's database holds the winning revision (``Judge.holds_winner``, one read) and, on a comment, the
+        merge gives it the place today (``Judge.justifies``: that place took the comment). An ``author:`` token
+        (its shift's author's; ``served`` checked the comment's own) depends on the shift alone: a bound id
+        names its author (every node refuses anyone else's revision under it), and a shift with an older id is
+        looked up once a query (a thread's rows share one; ~40 us a row when each row asked ``Judge``)."""
         judge, known = Judge(self._store, self._shared), {}
 
         def justifies(doc: Any, token: str) -> bool:
-            if not token.startswith(AUTHOR_PREFIX):
-                return judge.justifies(doc, token)
             body = doc.body
+            if not token.startswith(AUTHOR_PREFIX):
+                return judge.holds_winner(doc, token) and (body.get("type") != "comment"
+                                                           or judge.justifies(doc, token))
             shift = body.get("shift") if body.get("type") == "comment" else None
             if not isinstance(shift, str):
                 return False

@@ -77,6 +77,16 @@ class Judge:
                 keep |= self.justified(shift, named, depth - 1) if named and depth > 0 else named
         return keep
 
+    def holds_winner(self, doc: Any, token: str) -> bool:
+        """Does the place that gives ``token`` hold ``doc``'s winning revision (in its revision tree: a later one
+        it took and ``shared`` has yet to merge counts)? Not a token's judgement: a record keeps the token of a
+        place that refused its author's later revision (the place holds the document, at the revision it took),
+        and a node that never leaves that place out of its audience signs the refused revision still naming it,
+        so what the record's token grants there is the revision the place holds, not the winner
+        (``queries.served``)."""
+        db = self._source(audience.source_db(token))
+        return db is not None and not db.revs_diff({doc.id: [doc.rev]})
+
     def _held_by_source(self, token: str, docid: str, author: str | None) -> bool:
         """Does the hub database that gives ``token`` hold ``docid`` by ``author`` (the merge takes a source's
         revisions only from the author of the record, ``SharedMerger._same_author``)?"""
