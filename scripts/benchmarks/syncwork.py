@@ -9,12 +9,14 @@ store's write with its indexes, checkpoints, acks) except the Ed25519 check itse
 that is a fixed ~60 us a document in the verification processes (``scripts/bench identity``). Store
 writes are inline and without fsync.
 
-What it reports is CPU per document, not wall time: ``scripts/bench sync`` measures the real thing over
+What it reports is work per document, not wall time: ``scripts/bench sync`` measures the real thing over
 real sockets, but this VM's speed swings by up to 3x between minutes (docs/benchmarks.md), so a change of
-10% in the code's work is lost in it. ``cpu_us_per_doc`` is process CPU time over two pull sizes (their
-difference, so imports and setup cancel out); with ``--callgrind`` (valgrind installed) it also counts the
-instructions a document costs (``instructions_per_doc``), the same number on a busy machine as on an idle
-one. ``--need`` pulls the way a peer built before eager pulls does (changes, need, docs).
+10% in the code's work is lost in it. ``instructions_per_doc`` (``--callgrind``, valgrind installed) counts
+the instructions a document costs over two pull sizes (their difference, so imports and setup cancel out):
+the same number on a busy machine as on an idle one, to within a fraction of a percent, and the figure to
+compare two versions by. ``cpu_us_per_doc`` is the process CPU time the same way, and swings with the
+machine as much as wall time does (56 to 88 us for the same code in one hour): a rough size only.
+``--need`` pulls the way a peer built before eager pulls does (changes, need, docs).
 """
 
 from __future__ import annotations
