@@ -179,7 +179,7 @@ def test_a_missing_revision_that_did_not_come_along_is_asked_for_and_stored_befo
     assert conn.sent[-1]["t"] == "pull" and conn.sent[-1]["eager"] is True
     mgr.handle({"t": "accept", "rid": 1, "epoch": source.epoch, "since": 0, "head": 3})
     ch = [[d["id"], [d["rev"]]] for d in docs]
-    mgr.handle({"t": "changes", "rid": 1, "seq": 3, "ch": ch, "docs": docs[:2]})
+    mgr.handle({"t": "changes", "rid": 1, "seq": 3, "ch": ch, "docs": docs[:2] + docs[:1]})   # d0 twice, no d2
     need = [m for m in conn.sent if m["t"] == "need"]
     assert need == [{"t": "need", "rid": 1, "seq": 3, "want": [["d2", [docs[2]["rev"]]]]}]
     feed = store.database("feed")

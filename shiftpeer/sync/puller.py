@@ -108,13 +108,12 @@ class Puller:
             # live or eager: the docs came with the changes; keep only the revisions missing here
             wanted = {(docid, rev) for docid, revs in want for rev in revs}
             batch.docs = [d for d in inline if (d["id"], d["rev"]) in wanted]
-            if len(batch.docs) < len(wanted):
-                # some missing revision did not come along (a leaf written between the feeder's reads, or a
-                # feeder that sends only some): ask for those, so the checkpoint never passes them
-                rest = wanted - {(d["id"], d["rev"]) for d in batch.docs}
-                if rest:
-                    self._need(batch, rest)
-                    return
+            # a missing revision that did not come along (a feeder that sends only some, or one twice in its
+            # place): ask for those, so the checkpoint never passes them
+            rest = wanted.difference([(d["id"], d["rev"]) for d in batch.docs])
+            if rest:
+                self._need(batch, rest)
+                return
             if batch.docs:
                 batch.state = "verifying"
                 d = maybeDeferred(self.mgr.validator, batch.docs)
