@@ -254,3 +254,43 @@ def test_documents_per_second_limit():
     assert counts[0] <= 100
     assert all(n <= 100 + 100 * t for t, n in enumerate(counts)), counts
     assert counts[-1] == 1000 and rep.is_caught_up
+
+
+def test_documents_per_second_are_one_budget_for_all_connections_of_a_peer():
+    """Two connections of one peer pushing at once share its documents-per-second budget (more connections
+    buy no faster storing); another peer has a budget of its own."""
+    clock = Clock()
+    hub_store = MemoryStore()
+    sf = SyncFactory(hub_store, None, AllowAll(), reactor=clock, validator=accept_all, peer_id_of=peer_id_of,
+                     docs_per_second=100, batch_changes=50)
+    pushes = []
+    for name, db in (("alice", "a1"), ("alice", "a2"), ("bob", "b1")):
+        store = MemoryStore()
+        fill(store, db, 300)
+        cf = SyncFactory(store, None, AllowAll(), reactor=clock, validator=accept_all, peer_id_of=peer_id_of,
+                         batch_changes=50)
+        pair = connect_pair(cf, sf, clock, client_name=name)
+        settle(pair.pump)
+        pushes.append((pair, pair.client.push(db, db, live=False)))
+
+    def stored(*dbs):
+        return sum(hub_store.database(d).doc_count() for d in dbs if hub_store.has_database(d))
+
+    alice, bob = [], []
+    for _ in range(12):   # twelve simulated seconds, bounded
+        for pair, _ in pushes:
+            settle(pair.pump)
+        alice.append(stored("a1", "a2"))
+        bob.append(stored("b1"))
+        clock.advance(1)
+    assert all(n <= 100 + 100 * t for t, n in enumerate(alice)), alice      # one budget for both connections
+    assert alice[-1] == 600 and alice[2] <= 300, alice                      # (alone each would have 600 by then)
+    assert all(b >= min(300, 100 * (t + 1)) for t, b in enumerate(bob)), bob   # bob's own budget, not alice's
+    for pair, _ in pushes:
+        settle(pair.pump)
+    clock.advance(10)
+    for _ in range(3):
+        for pair, _ in pushes:
+            settle(pair.pump)
+        clock.advance(1)
+    assert stored("a1", "a2") == 600 and stored("b1") == 300

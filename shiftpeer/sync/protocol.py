@@ -8,6 +8,7 @@ docs/protocol.md), answers RPCs, and hands replication messages to a ``Replicati
 from __future__ import annotations
 
 import collections
+import weakref
 from typing import Any, Callable, Iterable, Optional
 
 from automat import MethodicalMachine
@@ -160,6 +161,8 @@ class SyncProtocol(Protocol):
                 return
             self._peer_slot = peer_id
         self.peer_id = peer_id
+        if self.replications.rate is not None:   # one documents-per-second budget per peer, not per connection
+            self.replications.rate = self.factory.rate_for(peer_id)
         self.peer_roles, self.peer_features = messages.split_roles(msg["roles"])
         self._cancel_timer("_hello_timer")
         self.factory.connections.add(self)
@@ -617,6 +620,8 @@ class SyncFactory(Factory):
         self.max_batch = max_batch
         self.max_replications = max_replications
         self.docs_per_second = docs_per_second
+        #: the documents-per-second bucket of each authenticated peer with a connection here (``rate_for``)
+        self._rates: "weakref.WeakValueDictionary[str, RateLimit]" = weakref.WeakValueDictionary()
         self.rpc_handlers: dict[str, Callable[[SyncProtocol, dict], Any]] = {}
         self.on_connected: list[Callable[[SyncProtocol], Any]] = []
         self.on_pushed: list[Callable[[SyncProtocol, Replication], Any]] = []
@@ -634,6 +639,14 @@ class SyncFactory(Factory):
         #: the node-wide cap on what all its sync connections send (None: no cap); docs/operators.md
         self.upload_cap = UploadCap(max_upload_bytes_per_second, reactor, self.counters) \
             if max_upload_bytes_per_second else None
+
+    def rate_for(self, peer_id: str) -> RateLimit:
+        """The ``docs_per_second`` bucket of ``peer_id``: one for all its connections (several connections of one
+        account store no faster than one), kept while any of them holds it."""
+        rate = self._rates.get(peer_id)
+        if rate is None:
+            rate = self._rates[peer_id] = RateLimit(self.docs_per_second, self.reactor)
+        return rate
 
     def buildProtocol(self, addr: Any) -> Protocol:
         """A connection a listener accepted (the serving side): counted against its address and, after the
