@@ -170,3 +170,28 @@ def test_a_peer_whose_rpc_calls_fail_at_wire_speed_is_logged_once_then_summed_up
     env.clock.advance(INTERVAL)
     assert [w for w in warnings if "more RPC calls" in w] == [
         "50 more RPC calls from peer client failed in the last 60 s (refuse 49, boom 1)"]
+
+
+def test_a_peer_closing_connection_after_connection_with_an_error_is_logged_once_then_summed_up(warnings):
+    """A peer that answers every connection with an error frame (as a violation costs it, a handshake each)
+    is named once in full, then summed up by code at the interval's end; each connection still closes."""
+    from twisted.internet.task import Clock
+
+    from shiftpeer.sync.testing import connect_pair
+    from test_sync_iosim import make_factory
+
+    clock = Clock()
+    ours, theirs = make_factory(clock), make_factory(clock)
+    pairs = []
+    for i in range(5):
+        pair = connect_pair(ours, theirs, clock)
+        settle(pair.pump)
+        pair.server.send("error", code="busy" if i < 4 else "gone", msg="come back later", db=None)
+        settle(pair.pump)
+        pairs.append(pair)
+    assert all(p.client.peer_error is not None for p in pairs)
+    closed = [w for w in warnings if " closed the connection: " in w]
+    assert closed == ["server closed the connection: busy: come back later; more like it are summed up every 60 s"]
+    clock.advance(INTERVAL)
+    assert [w for w in warnings if "more sync connections with an error" in w] == [
+        "peer server closed 4 more sync connections with an error in the last 60 s (busy 3, gone 1)"]

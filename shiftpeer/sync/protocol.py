@@ -46,6 +46,7 @@ VIOLATION_SUMMARY = ("closed {more:,} more sync connections with {what} on proto
                      "{interval:g} s ({why})")
 
 RPC_FAILURE_SUMMARY = "{more:,} more RPC calls from {what} failed in the last {interval:g} s ({why})"
+PEER_ERROR_SUMMARY = "{what} closed {more:,} more sync connections with an error in the last {interval:g} s ({why})"
 
 _REPLICATION_TYPES = frozenset(("pull", "need", "ack", "refused", "accept", "changes", "docs", "caught_up", "push",
                                 "stop"))
@@ -568,8 +569,11 @@ class SyncProtocol(Protocol):
                 d.errback(RemoteError(msg["msg"]))
             return
         self.peer_error = msg
-        log.warn("{peer} closed the connection: {code}: {text}", peer=self.peer_id or self._address(),
-                 code=msg["code"], text=msg["msg"])
+        # a peer can send one each time it connects, as a violation costs it: the first of a peer is logged in
+        # full, the rest summed up (``SyncFactory.peer_error_log``)
+        who = "peer " + self.peer_id if self.peer_id else self.address or self._host()
+        self.factory.peer_error_log.refused(who, who, msg["code"], "{peer} closed the connection: {code}: {text}",
+                                            peer=self.peer_id or self._address(), code=msg["code"], text=msg["msg"])
         self._close()
 
 
@@ -636,6 +640,8 @@ class SyncFactory(Factory):
         self.violation_log = RefusalLog(reactor, log, summary=VIOLATION_SUMMARY)
         #: failed RPC calls, logged the same way: the first of a peer, then a summary a minute by method
         self.rpc_failure_log = RefusalLog(reactor, log, summary=RPC_FAILURE_SUMMARY)
+        #: connections a peer closed with an error frame, the same way, by its error code
+        self.peer_error_log = RefusalLog(reactor, log, summary=PEER_ERROR_SUMMARY)
         #: the node-wide cap on what all its sync connections send (None: no cap); docs/operators.md
         self.upload_cap = UploadCap(max_upload_bytes_per_second, reactor, self.counters) \
             if max_upload_bytes_per_second else None
