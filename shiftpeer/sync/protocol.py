@@ -91,7 +91,6 @@ class SyncProtocol(Protocol):
             self, factory.store, factory.policy, factory.validator, factory.counters,
             window=factory.window, batch_changes=factory.batch_changes, store_batch=factory.store_batch,
             max_batch=factory.max_batch, max_replications=factory.max_replications, clock=factory.reactor,
-            rate=RateLimit(factory.docs_per_second, factory.reactor) if factory.docs_per_second else None,
             expect=factory.expect_docs, docs_frame_bytes=cap.frame_bytes if cap is not None else DOCS_FRAME_BYTES)
         self._hello_timer: Any = None
         self._frame_timer: Any = None
@@ -162,7 +161,7 @@ class SyncProtocol(Protocol):
                 return
             self._peer_slot = peer_id
         self.peer_id = peer_id
-        if self.replications.rate is not None:   # one documents-per-second budget per peer, not per connection
+        if self.factory.docs_per_second:   # one documents-per-second budget per peer, not per connection
             self.replications.rate = self.factory.rate_for(peer_id)
         self.peer_roles, self.peer_features = messages.split_roles(msg["roles"])
         self._cancel_timer("_hello_timer")
@@ -216,7 +215,7 @@ class SyncProtocol(Protocol):
         self.factory.counters["violations"] += 1
         self.factory.counters["violation." + code] += 1
         # one line for the first violation of a peer (an address before the hello), then summed up
-        who = "peer " + self.peer_id if self.peer_id else self.address or self._host()
+        who = self._log_key()
         self.factory.violation_log.refused(who, who, code, "closing the connection to {peer}: {code}: {text}",
                                            peer=self.peer_id or self._address(), code=code, text=text, db=db)
         self._write(messages.encode("error", code=code, msg=text, db=db))
@@ -518,6 +517,10 @@ class SyncProtocol(Protocol):
         except Exception:
             return "?"
 
+    def _log_key(self) -> str:
+        """Who a summed-up log line is about (``refusallog``): the peer once known, else its IP address."""
+        return "peer " + self.peer_id if self.peer_id else self.address or self._host()
+
     def _host(self) -> str:
         """The peer's IP address without the port (a dialled connection's; a served one has ``address``)."""
         try:
@@ -543,7 +546,7 @@ class SyncProtocol(Protocol):
         def failed(f: Failure) -> None:
             # a peer may make a handler refuse at wire speed on one connection: the first failure of a peer is
             # logged in full, the rest summed up (``SyncFactory.rpc_failure_log``)
-            who = "peer " + self.peer_id if self.peer_id else self.address or self._host()
+            who = self._log_key()
             self.factory.rpc_failure_log.refused(who, who, method, "RPC {method} from {peer} failed: {err}",
                                                  method=method, peer=self.peer_id, err=f.getErrorMessage())
             self.send("result", id=cid, ok=False, error=f"{f.type.__name__}: {f.getErrorMessage()}"[:4000])
@@ -571,7 +574,7 @@ class SyncProtocol(Protocol):
         self.peer_error = msg
         # a peer can send one each time it connects, as a violation costs it: the first of a peer is logged in
         # full, the rest summed up (``SyncFactory.peer_error_log``)
-        who = "peer " + self.peer_id if self.peer_id else self.address or self._host()
+        who = self._log_key()
         self.factory.peer_error_log.refused(who, who, msg["code"], "{peer} closed the connection: {code}: {text}",
                                             peer=self.peer_id or self._address(), code=msg["code"], text=msg["msg"])
         self._close()
