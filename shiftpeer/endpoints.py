@@ -55,17 +55,12 @@ def _is_loopback(interface: Any) -> bool:
 def listens_on_loopback_only(listen: list[str]) -> bool:
     """Do the sync listeners ``listen`` (endpoint strings) all bind a loopback interface (and is there one)?
     A wildcard (``tcp:7701``, no ``interface=``) listens beyond this machine; a UNIX socket never does."""
-    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
-
     def loopback(description: str) -> bool:
         try:
-            endpoint = parse_server_endpoint(description, "listen")
+            check_api_endpoint(description, "listen")   # the local API's test: it stays on this machine
         except EndpointError:
             return False
-        if isinstance(endpoint, UNIXServerEndpoint):
-            return True
-        return isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)) and \
-            _is_loopback(getattr(endpoint, "_interface", None))
+        return True
 
     return bool(listen) and all(loopback(d) for d in listen)
 

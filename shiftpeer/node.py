@@ -212,7 +212,7 @@ class Node(SequentialMultiService):
         from shiftpeer.nodedir import NodeConfig, note_tls_peer_id
 
         if isinstance(self.settings.config, NodeConfig):
-            note_tls_peer_id(self.settings.config, self.tls_peer_id)
+            note_tls_peer_id(self.settings.config, self.tls_peer_id, key=self.key)
 
     def _starting(self, start: Callable[[], None]) -> None:
         """Log why the node cannot start (the log may be a file nobody watches), then raise it."""

@@ -262,7 +262,7 @@ def init_node_dir(
     if ca_chain is not None:
         (base / CA_FILE).write_bytes(cert_pem(*ca_chain))
         rel_ca = CA_FILE
-    tls_peer_id = material.peer_id if material is not None else key.account_id
+    tls_peer_id = presented_peer_id(material or key)
     doc = {
         "version": CONFIG_VERSION,
         "user": user,
@@ -305,11 +305,11 @@ def presented_peer_id(material: NodeKey | CertMaterial) -> str:
     return getattr(material, "peer_id", None) or material.account_id
 
 
-def refresh_tls_peer_id(config: NodeConfig) -> str | None:
+def refresh_tls_peer_id(config: NodeConfig, key: NodeKey | None = None) -> str | None:
     """Keep config.json's ``tls_peer_id`` true to the certificate the directory holds now: the operator
     may have replaced DIR/tls/ with a certificate for a new key since ``init`` wrote it. When it changed,
     rewrite that one field (atomically) and return the old id, else None. ``config`` gets the new id."""
-    current = presented_peer_id(config.tls_material())
+    current = presented_peer_id(config.tls_material(key))
     if current == config.tls_peer_id:
         return None
     base = Path(config.path)
@@ -320,12 +320,12 @@ def refresh_tls_peer_id(config: NodeConfig) -> str | None:
     return old
 
 
-def note_tls_peer_id(config: NodeConfig, presented: str) -> None:
+def note_tls_peer_id(config: NodeConfig, presented: str, key: NodeKey | None = None) -> None:
     """At a node's start: refresh config.json's tls_peer_id, and say in one line when the id peers see is
     not the one users may have pinned (``presented``: the id of what this run presents, which
     ``--tls-cert`` may have overridden). Failing to record it is a warning: the node runs either way."""
     try:
-        old = refresh_tls_peer_id(config)
+        old = refresh_tls_peer_id(config, key)   # `key`: the node key already loaded, not read again
     except (OSError, ValueError, CertificateError, KeyFileError) as e:   # e.g. DIR/tls/ removed, run with flags
         log.warn("could not check the TLS peer id in {cfg}: {why}", cfg=str(Path(config.path) / CONFIG_FILE),
                  why=str(e))

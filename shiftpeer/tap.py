@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from shiftpeer import endpoints
-from shiftpeer.gossip.settings import check_gossip_setting
+from shiftpeer.gossip.settings import KEYS as GOSSIP_KEYS, check_gossip_setting
 from shiftpeer.nodedir import (
     CONFIG_FILE,
     NodeConfig,
@@ -192,7 +192,7 @@ class Options(usage.Options):
         peers_from = "--peer" if self["peer"] else f'{os.path.join(config.path, CONFIG_FILE)}: "peers"'
         _usage(check_peers_gossip, self["peer"] or config.peers, self["full-peer"] or config.full_peer,
                hub, peers_from)
-        for name in ("private_addresses", "reprove_every"):
+        for name in GOSSIP_KEYS:
             flag = "gossip-" + name.replace("_", "-")
             if self[flag] is not None:
                 try:

@@ -111,15 +111,8 @@ def checked_dial(dial: Dial, resolve: Optional[Resolve], private: str = PRIVATE_
             return _dial_checked([literal], None, port)
         if resolve is None:
             raise Undialable(f"{host} is a host name and this node resolves none")
-        stage: list[Deferred] = [resolve(host)]
-        answer: Deferred = Deferred(lambda _: stage[-1].cancel())
-
-        def resolved(addresses: list) -> Deferred:
-            stage.append(maybeDeferred(_dial_checked, addresses, host, port))
-            return stage[-1]
-
-        stage[0].addCallback(resolved).chainDeferred(answer)
-        return answer
+        # cancelling it cancels the resolution, or the dial a callback returned (Twisted chains the cancel)
+        return resolve(host).addCallback(_dial_checked, host, port)
 
     def _dial_checked(addresses: list, name: Optional[str], port: int) -> Deferred:
         if not addresses:

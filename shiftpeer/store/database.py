@@ -720,7 +720,7 @@ class Database:
     def add_vis(self, docid: str, tokens: list[str], txn: WriteTxn | None = None) -> None:
         """Add visibility tokens (metadata, not the signed body) to a document and re-index it."""
         add = check_vis(tokens)
-        self._change_vis(docid, lambda vis: vis if set(add).issubset(vis) else sorted(set(vis).union(add)), txn)
+        self._change_vis(docid, lambda vis: sorted(set(vis).union(add)), txn)   # unchanged: nothing written
 
     def remove_vis(self, docid: str, tokens: list[str], txn: WriteTxn | None = None) -> bool:
         """Take visibility tokens off a document; its index entries under them leave in the same transaction,
