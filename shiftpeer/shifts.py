@@ -350,7 +350,7 @@ class Shifts:
         revs = account_revisions(self._store, db, doc, self.account_id)
         if revs.first is None:
             raise ShiftGone(gone_message(shift_id))
-        elsewhere, live = [*revs.joining, *revs.ending], revs.live
+        elsewhere, live = revs.joins, revs.live
         if len(live) == 1:
             raise NoConflicts(f"shift {shift_id} has no conflicts: {revs.first} is its only live revision")
         keep = revs.first if keep is None else keep
@@ -542,6 +542,11 @@ class AccountRevisions:
         return [] if self.first is None else [self.first, *self.conflicts]
 
     @property
+    def joins(self) -> list[dict]:
+        """What a resolve or delete writes over beside the own copy's leaves: the joining and ending revisions."""
+        return [*self.joining, *self.ending]
+
+    @property
     def catch_up(self) -> list[dict]:
         """What joins the own copy before an edit of ``first``: ``later`` (its parent) and the tombstones."""
         return [*([self.later] if self.later is not None else []), *self.ending]
@@ -616,7 +621,7 @@ def delete_everywhere(store: Any, db: Any, doc: Any, tomb: dict, sign: Signer) -
     revs = account_revisions(store, db, doc, tomb["author"])
     if revs.first is None:
         return None
-    return write_tombstones(store, db, doc, [*revs.joining, *revs.ending], revs.live, tomb, sign)[0]
+    return write_tombstones(store, db, doc, revs.joins, revs.live, tomb, sign)[0]
 
 
 def _refused_targets(store: Any, docid: str) -> list[str]:

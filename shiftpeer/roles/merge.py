@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from shiftpeer.roles import audience
 from shiftpeer.roles.following import CommitFollower, checkpoint_since, save_checkpoint
 from shiftpeer.roles.tokenjudge import Judge
-from shiftpeer.roles.validation import answers_no_shift, held_author
+from shiftpeer.roles.validation import held_author, not_a_shift
 
 SHARED_DB = "shared"
 MERGE_PEER = "merge"
@@ -134,13 +134,14 @@ class SharedMerger(CommitFollower):
 
     def _tokens(self, token: str, doc: dict) -> list[str]:
         body = doc["body"]
-        if answers_no_shift(self.shared, body):   # no place: its author's token alone (``Judge.justified``)
+        comment = body.get("type") == "comment" and isinstance(body.get("shift"), str)
+        shift = self.shared.get(body["shift"]) if comment else None   # read once, for both questions
+        if shift is not None and not_a_shift(body["shift"], shift.body) is not None:
+            # a comment answering a comment (``answers_no_shift``): no place, its author's token alone
             return [audience.author_token(body["author"])] if isinstance(body.get("author"), str) else []
         tokens = {token}
         if isinstance(body.get("author"), str):
             tokens.add(audience.author_token(body["author"]))
-        if body.get("type") == "comment" and isinstance(body.get("shift"), str):
-            shift = self.shared.get(body["shift"])
-            if shift is not None:   # its author's, not its places: a comment reaches only those that take it
-                tokens.update(t for t in shift.vis if t.startswith(audience.author_token("")))
+        if shift is not None:   # its author's, not its places: a comment reaches only those that take it
+            tokens.update(t for t in shift.vis if t.startswith(audience.author_token("")))
         return sorted(tokens)

@@ -22,9 +22,10 @@ from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.logger import Logger
 
 from shiftpeer.roles.names import FlowError
+from shiftpeer.roles.publishing import FEED, OUTBOX, PRIVATE, PUBLIC
 from shiftpeer.roles.validation import check_repl_doc, refusal
+from shiftpeer.shifts import InvalidShift, check_id
 
-PRIVATE, PUBLIC, FEED, OUTBOX = "user/private", "user/public", "user/feed", "user/outbox"
 #: How long a show or change waits for the hub's answer before going on with what the node holds.
 ASK_TIMEOUT = 5.0
 
@@ -70,7 +71,9 @@ class OtherCopies:
 
     def _own_live(self, docid: Any) -> bool:
         """Does user/private or user/public hold ``docid`` live, by this account?"""
-        if not isinstance(docid, str) or not docid or len(docid) > 200 or "/" in docid:
+        try:
+            check_id(docid)
+        except InvalidShift:
             return False
         for name in (PUBLIC, PRIVATE):
             doc = self._store.database(name).get(docid)

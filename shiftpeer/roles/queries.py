@@ -338,7 +338,7 @@ class HubQueries:
         """``keep`` for one query or ``get`` with ``tokens``: ``served``, and no comment answering a comment
         (``answers_shifts``: its author's token alone would still serve it to them)."""
         judge, answers = self.author_judge(), answers_shifts(self._shared)
-        return lambda doc: served(doc, tokens, judge) and answers(doc)
+        return lambda doc: answers(doc) and served(doc, tokens, judge)   # the check cached per shift first
 
     def can_see(self, account_id: str, shift_id: Any) -> bool:
         """May this account see this document in ``shared``?"""

@@ -25,7 +25,7 @@ documents a transaction, so the hub serves meanwhile and a restart resumes where
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -140,13 +140,14 @@ class TokenRebuild:
 
     def _failed(self, failure: Any) -> None:
         log.failure("rebuilding the visibility tokens of shared failed; the next start resumes it", failure)
-        self._running = False
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.errback(failure)
+        self._settle(lambda d: d.errback(failure))
 
     def _finish(self, cp: dict) -> None:
+        self._settle(lambda d: d.callback(cp))
+
+    def _settle(self, fire: Callable[[Deferred], Any]) -> None:
+        """The pass is over: fire every waiter with its outcome."""
         self._running = False
         waiters, self._waiters = self._waiters, []
         for d in waiters:
-            d.callback(cp)
+            fire(d)
