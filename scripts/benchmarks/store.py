@@ -14,7 +14,7 @@ process are printed beside each, and the load average, so I/O waits and contenti
   `write_serial_docs_per_s` is one synchronous `bulk_replicated` call per batch into a second store: one
   transaction and one fsync each, nothing overlapped.
 * read: every document back in changes order through `docs_since` pages of READ_PAGE (100): each record and
-  the winning body decoded once (cbor2's C decoder), as full `Doc`s. `read_docs_per_s_page_1000` is the same
+  the winning body decoded once (libipld's decoder, cbor2 for what it refuses), as full `Doc`s. `read_docs_per_s_page_1000` is the same
   read in pages of 1,000: a page of 1,000 decoded documents (~1.7 MB) no longer fits a core's L2 cache
   (512 KB here), and every document then costs ~1.5-2x the CPU (docs/store.md, *Reading in pages*).
 * href lookup: 10,000 `query("href", url)` calls for random page URLs (about 10 documents each, every one
@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from machine import loop_seconds  # noqa: E402  (scripts/benchmarks/machine.py: the VM's speed now)
 from shiftpeer.store import Store  # noqa: E402
+from shiftpeer.store.codec import in_canonical_order  # noqa: E402
 from shiftpeer.store.revs import compute_rev  # noqa: E402
 from shiftpeer.tuning import tune_interpreter  # noqa: E402
 from shiftpeer.sync.replication import WINDOW  # noqa: E402  (a pull keeps this many batches in flight)
@@ -77,6 +78,7 @@ def make_docs(n: int, rng: random.Random) -> tuple[list[dict], list[str]]:
             "created": t0 + i * 0.5 + rng.random(),
             "modified": t0 + i * 0.5 + rng.random(),
         }
+        body = in_canonical_order(body)  # as a put stores it, and every node it replicates to
         rev = compute_rev(None, False, body)
         docs.append({"id": secrets.token_urlsafe(16), "rev": rev, "deleted": False, "body": body,
                      "sig": secrets.token_bytes(64), "history": [rev]})
@@ -144,8 +146,10 @@ def main() -> None:
     args = ap.parse_args()
     import cbor2
 
-    # The decoder must be cbor2's compiled one (cbor2 >= 6: cbor2._cbor2; 5.x: the _cbor2 module).
+    # cbor2 must be its compiled decoder (cbor2 >= 6: cbor2._cbor2; 5.x: the _cbor2 module), and stored bodies are
+    # read with libipld's where it is installed (shiftpeer/store/codec.py decode_body).
     c_cbor = getattr(cbor2.loads, "__module__", "") in ("cbor2._cbor2", "_cbor2")
+    from shiftpeer.store.codec import BODY_DECODER as decoder
     n = 10_000 if args.quick else 100_000
     loop_before = loop_seconds()
     vis = ["public"] if args.vis else None
@@ -236,6 +240,7 @@ def main() -> None:
         "loadavg": [round(load_before, 2), round(load_after, 2)],
         "machine_loop_s": [loop_before, loop_seconds()],
         "cbor2_c": c_cbor,
+        "body_decoder": decoder,
     }
     print(f"documents:          {n:,} (avg body {avg_body:.0f} bytes CBOR + 64-byte sig), batches of {batch}")
     tokens = '"*" and "public"' if vis else '"*"'
@@ -246,7 +251,7 @@ def main() -> None:
     print(f"write, serial:      {result['write_serial_docs_per_s']:,} docs/s (one bulk_replicated call, "
           f"transaction and fsync per batch, nothing overlapped)")
     print(f"read (changes):     {result['read_docs_per_s']:,} docs/s (docs_since, record + body decoded once each, "
-          f"pages of {READ_PAGE}, cbor2 C decoder: {'yes' if c_cbor else 'NO'}); CPU {read_cpu:.2f} s of {read_s:.2f} s")
+          f"pages of {READ_PAGE}, bodies by {decoder}, cbor2 C decoder: {'yes' if c_cbor else 'NO'}); CPU {read_cpu:.2f} s of {read_s:.2f} s")
     print(f"  pages of 1,000:   {result['read_docs_per_s_page_1000']:,} docs/s; CPU {read_big_cpu:.2f} s of "
           f"{read_big_s:.2f} s")
     print(f"href lookup:        p50 {p50:.3f} ms, p99 {p99:.3f} ms over 10,000 lookups ({found / 10_000:.1f} docs each, "

@@ -436,7 +436,8 @@ class Database:
         nxt = None
         if not prefixes:
             return docs, None
-        log_get_key = keys.log_key
+        log_get_key, seq_at, log_db, dbp = keys.log_key, keys.U64_AT, st._log_db, self._dbp
+        load_record, decode_body, new = codec.load_record, codec.decode_body, _new_tuple
         matches = indexes.matcher(ib)
         last = b""  # the sort key scanned last: the next page starts after it (set before any doc is kept)
         with self._reading() as txn:
@@ -445,11 +446,21 @@ class Database:
                     nxt = indexes.encode_cursor(last)
                     break
                 last = sk
-                seq = keys.read_u64(sk, 8)  # sk: created (8) | seq (8)
-                raw = txn.get(log_get_key(self._dbp, seq), db=st._log_db)
+                (seq,) = seq_at(sk, 8)  # sk: created (8) | seq (8)
+                raw = txn.get(log_get_key(dbp, seq), db=log_db)
                 if raw is None:
                     continue
-                rec = codec.decode_record(raw)
+                rec = load_record(raw)
+                if len(rec) == 6:  # compact (one revision, the common case): no maps built, as docs_since
+                    docid, dvis, rev, deleted, body_cbor, sig = rec
+                    if deleted or (vis is not None and token_set.isdisjoint(dvis)):
+                        continue
+                    body = decode_body(body_cbor)
+                    if not matches(body, ib, want):
+                        continue
+                    row = (docid, rev, False, body, sig, [], dvis, seq)
+                    docs.append(new(StoredDoc, (*row, body_cbor, None)) if body_bytes else new(Doc, row))
+                    continue
                 d = self._doc(seq, rec)
                 if d is None or d.deleted or not matches(d.body, ib, want):
                     continue

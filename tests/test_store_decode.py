@@ -1,0 +1,96 @@
+"""The store decodes stored bodies with libipld's DAG-CBOR decoder where it can, and cbor2 where it cannot:
+whatever the bytes, a reader gets exactly what cbor2 would give (same values, same types, same key order)."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiftpeer.store import Store, codec
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**64, 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=60),
+    lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=12), kids, max_size=5),
+    max_leaves=25,
+)
+_BODY = st.dictionaries(st.text(max_size=12), _JSON, max_size=8)
+
+
+def _same(a, b) -> bool:
+    """Equal, of the same types all the way down, with dict keys in the same order (-0.0 is not 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    return a == b
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=_BODY)
+def test_canonical_and_plain_bodies_decode_as_cbor2_does(body):
+    """A body stored canonically (what a put writes: the fast decoder takes it unless a float fits 16 bits)
+    and one stored in its insertion order (keys out of DAG order: cbor2 decodes it) both come back as
+    cbor2 decodes them."""
+    for data in (codec.encode_body(body), codec.plain_encoder()(body)):
+        assert _same(codec.decode_body(data), cbor2.loads(data))
+
+
+def test_the_fast_decoder_takes_a_canonical_shift():
+    """The speed-up is real: a shift's canonical bytes decode without cbor2 (the fallback is never called)."""
+    body = codec.in_canonical_order({"type": "shift", "href": "https://example.org/a", "created": 1700000000.25,
+                                     "content": {"text": "hello", "position": {"x": 3, "y": 4}}})
+    data = codec.encode_body(body)
+    assert codec.BODY_DECODER == "libipld", "libipld is a dependency (setup.cfg); it must be installed"
+    assert _same(codec._dag_loads(data), cbor2.loads(data))
+
+
+@pytest.mark.parametrize("data", [
+    cbor2.dumps({"b": 1, "a": 2}),                    # keys out of DAG order
+    cbor2.dumps({"a": 1.5}, canonical=True),           # a half-width float
+    cbor2.dumps({"a": [1, 2]}) + b"",                  # plain and in order: either decoder
+    cbor2.dumps({1: "integer key"}),                   # not JSON, but what cbor2 reads it reads here too
+    cbor2.dumps(2**70),                                # a bignum tag
+    bytes.fromhex("a2616101616102"),                   # a duplicated key: cbor2 keeps the last
+])
+def test_bytes_the_fast_decoder_refuses_go_to_cbor2(data):
+    assert _same(codec.decode_body(data), cbor2.loads(data))
+
+
+@pytest.mark.parametrize("data", [b"", bytes.fromhex("a16161"), bytes.fromhex("62c328"), b"\x81" * 100_000])
+def test_broken_bytes_raise_what_cbor2_raises(data):
+    """Truncated, bad UTF-8, nested past the recursion limit: the error is cbor2's, as before."""
+    with pytest.raises(Exception) as fast:
+        codec.decode_body(data)
+    with pytest.raises(Exception) as slow:
+        cbor2.loads(data)
+    assert type(fast.value) is type(slow.value)
+
+
+def test_a_store_reads_back_plain_and_canonical_bodies_alike():
+    """Through the store's read paths: a replicated body in insertion order and a put's canonical one."""
+    from shiftpeer.store.revs import compute_rev
+
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(os.path.join(d, "s"))
+        db = store.create_database("shared")
+        plain = {"zeta": 1, "alpha": {"y": 0.5, "x": [1.0, "two"]}, "href": "https://e.org/p"}
+        rev = compute_rev(None, False, plain)
+        db.bulk_replicated([{"id": "plain", "rev": rev, "deleted": False, "body": plain, "history": [rev]}])
+        db.put("canon", {"zeta": 2, "alpha": {"y": 1e300}, "href": "https://e.org/p"})
+        got = {d.id: d.body for d in db.docs_since(0)}
+        assert _same(got["plain"], plain)
+        assert _same(got["canon"], codec.in_canonical_order({"zeta": 2, "alpha": {"y": 1e300},
+                                                             "href": "https://e.org/p"}))
+        assert _same(db.get("plain").body, plain)
+        store.close()
