@@ -263,18 +263,25 @@ except ImportError:  # pragma: no cover - every platform CI runs on has the whee
 BODY_DECODER = "cbor2" if _dag_loads is _loads else "libipld"
 
 
-def decode_body(data: bytes) -> Any:
-    """A stored body (or record), decoded: what `cbor2.loads` returns, in about a third of its time.
+def loads(data: bytes) -> Any:
+    """CBOR bytes decoded: what `cbor2.loads` returns, in about a third of its time for DAG-CBOR bytes.
 
-    Stored bytes are our own canonical CBOR, which is DAG-CBOR too (maps keyed by text in the same order, no
-    tags) unless a float fits 16 bits: libipld decodes those bodies ~3x faster than cbor2 (~1.6 against
-    ~4.7 us for a 1 KB shift, most of a bulk read), and refuses with an error everything it does not take
-    (a half-width float, keys out of DAG order, a tag), which cbor2 then decodes. So the result is cbor2's
-    for every input but one: a tag-42 link, which no stored value holds (bodies are checked JSON)."""
+    Stored bodies and records are DAG-CBOR almost always (maps keyed by text in length-then-bytes order,
+    no tags): a put encodes canonically, which is that order, and replication keeps the order it came in.
+    Sync frames are sent in that order too (sync/messages.py). libipld decodes those ~3x faster than cbor2
+    (~1.6 against ~4.7 us for a 1 KB shift, most of a bulk read), and refuses with an error everything it
+    does not take (a 16-bit float, keys in another order, a tag), which cbor2 then decodes. So the result
+    is cbor2's for every input but one: a tag-42 link, which libipld gives as its bytes, where cbor2 gives
+    a CBORTag (no stored value holds one: bodies are checked JSON; in a frame it is what a peer could send
+    as plain bytes)."""
     try:
         return _dag_loads(data)
     except Exception:
         return _loads(data)
+
+
+#: A stored body, decoded (`loads`).
+decode_body = loads
 
 
 def encode_record(record: list) -> bytes:
@@ -293,14 +300,14 @@ def encode_record(record: list) -> bytes:
 def decode_record(data: bytes) -> list:
     """A document record as `[docid, vis, tree, leaves]`, whichever form it is stored in. (Hot loops that
     can use the compact form as it is check `len(rec) == 6` and decode with `cbor2.loads` themselves.)"""
-    rec = decode_body(data)
+    rec = loads(data)
     if len(rec) == 6:
         docid, vis, rev, deleted, body, sig = rec
         return [docid, vis, {rev: None}, {rev: [deleted, body, sig]}]
     return rec
 
 
-load_record = decode_body  # the stored form as it is (compact or not; a compact record is DAG-CBOR too)
+load_record = loads  # the stored form as it is (compact or not; a compact record is DAG-CBOR too)
 
 
 def encode_value(value: Any) -> bytes:
