@@ -94,3 +94,36 @@ def test_a_store_reads_back_plain_and_canonical_bodies_alike():
                                                              "href": "https://e.org/p"}))
         assert _same(db.get("plain").body, plain)
         store.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=_BODY)
+def test_the_fast_payload_encoding_decodes_to_the_same_values_in_canonical_order(body):
+    """codec.dumps_sorted (the payload a received shift's signature is first checked over): cbor2 decodes it
+    to the same values; its keys are in canonical order, so without floats it is the canonical encoding
+    itself (what the author signed), and with any it differs only in the floats' widths."""
+    data = codec.dumps_sorted(body)
+    assert cbor2.loads(data) == body
+    canonical = cbor2.dumps(body, canonical=True)
+    assert list(codec.loads(data)) == list(cbor2.loads(canonical))
+    if not _has_float(body):
+        assert data == canonical
+
+
+def _has_float(v) -> bool:
+    if isinstance(v, dict):
+        return any(map(_has_float, v.values()))
+    if isinstance(v, list):
+        return any(map(_has_float, v))
+    return type(v) is float
+
+
+@pytest.mark.parametrize("value", [{"big": 2**70}, {1: "integer key"}, {"s": "\ud800"}, {"nan": float("nan")}])
+def test_what_the_fast_encoder_refuses_gets_cbor2s_plain_encoding_or_error(value):
+    try:
+        expected = cbor2.dumps(value)
+    except Exception as e:
+        with pytest.raises(type(e)):
+            codec.dumps_sorted(value)
+        return
+    assert codec.dumps_sorted(value) == expected
