@@ -4,7 +4,7 @@ today, not as they stand, so an older hub's leftovers decide nothing even before
 The rebuild (roles/tokenrebuild.py) takes those tokens off once per store, but an operator who ran an older
 version after the pass brings them back (docs/operators.md, *Upgrades*). Each store here is built as in
 ``tests/test_hub_token_rebuild.py`` (the real merge, then the older hub's leftovers through the store API)
-and the rebuild is never run: the comment rule (``HubRules.places``) takes a place only where the winning
+and the rebuild is never run: the comment rule (``HubQueries.places_of``) takes a place only where the winning
 revision's signed audience names it and that place's database holds the document by its author, and
 queries honour an ``author:`` token only for the record's author (on a comment, also its shift's)."""
 

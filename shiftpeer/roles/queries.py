@@ -340,17 +340,14 @@ class HubQueries:
         judge, answers = self.author_judge(), answers_shifts(self._shared)
         return lambda doc: answers(doc) and served(doc, tokens, judge)   # the check cached per shift first
 
-    def can_see(self, account_id: str, shift_id: Any) -> bool:
-        """May this account see this document in ``shared``?"""
+    def sees(self, account_id: Any, doc: Any) -> bool:
+        """May this account see ``doc``, what ``shared`` holds under an id (``held_any``; None: nothing), as
+        ``get`` would give it to them? Never a deleted one. Takes the document read once by the caller, who asks
+        more of it (``HubRules``' comment checks; ``HubSocial``'s notifications, one read for every reader)."""
         user = self._accounts.name_of(account_id)
-        if user is None or not isinstance(shift_id, str):
+        if user is None or doc is None or doc.deleted:
             return False
-        return bool(self.get(account_id, user, [shift_id])["rows"])
-
-    def held(self, doc_id: Any) -> Any:
-        """The live document ``shared`` holds under ``doc_id`` (its winning revision), or None."""
-        doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
-        return None if doc is None or doc.deleted else doc
+        return self._shown(set(self.tokens(account_id, user)))(doc)
 
     def held_any(self, doc_id: Any) -> Any:
         """The winning revision ``shared`` holds under ``doc_id``, live or deleted, or None: a deleted comment is
@@ -358,11 +355,15 @@ class HubQueries:
         return self._shared.get(doc_id) if isinstance(doc_id, str) else None
 
     def places(self, doc_id: Any) -> set[str]:
-        """The places a live document in ``shared`` went, as its winning revision stands today (``Judge.places``:
-        its signed audience names them and their databases hold it by its author; empty: none). Not its tokens
-        as they are: an older merge left some that say it went where it never did."""
-        doc = self.held(doc_id)
-        return set() if doc is None else Judge(self._store, self._shared).places(doc)
+        """The places the live document ``shared`` holds under ``doc_id`` went (``places_of``)."""
+        return self.places_of(self.held_any(doc_id))
+
+    def places_of(self, doc: Any) -> set[str]:
+        """The places ``doc`` (``held_any``'s answer) went, as its winning revision stands today (``Judge.places``:
+        its signed audience names them and their databases hold it by its author; empty: none, or ``doc`` is
+        None or deleted). Not its tokens as they are: an older merge left some that say it went where it never
+        did."""
+        return set() if doc is None or doc.deleted else Judge(self._store, self._shared).places(doc)
 
     def own_revisions(self, account_id: str, docid: Any) -> list[dict]:
         """Every leaf, live or a tombstone, of the document ``docid`` in ``shared`` that ``account_id`` wrote, with

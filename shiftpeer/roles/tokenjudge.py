@@ -3,7 +3,7 @@
 A record's tokens only grow, so an older hub's merge may have left some the merge today would not give
 (roles/tokenrebuild.py takes them off once per store). Whatever reads tokens to decide who sees or where a
 document went asks this judgement rather than the tokens as they stand: the rebuild, the comment rule
-(``HubQueries.places``) and an ``author:`` token in queries (``queries.served``).
+(``HubQueries.places_of``) and an ``author:`` token in queries (``queries.served``).
 """
 
 from __future__ import annotations
