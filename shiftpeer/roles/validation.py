@@ -96,15 +96,27 @@ def answers_no_shift(db: Any, body: Any) -> bool:
     place refuses such a reply once it holds what it answers, but one that arrived first was taken (as a
     comment whose shift has not arrived is), and older versions took any: whatever serves comments leaves it
     out, so no answer depends on the order things arrived in."""
-    if not isinstance(body, dict) or body.get("type") != "comment" or not isinstance(body.get("shift"), str):
-        return False
-    return holds_no_shift(db, body["shift"])
+    return no_shift(answered(db, body))
 
 
 def holds_no_shift(db: Any, docid: str) -> bool:
     """Does ``db`` hold ``docid``, live or deleted, as something a comment may not answer (``not_a_shift``)?"""
-    held = db.get(docid)
-    return held is not None and not_a_shift(docid, held.body) is not None
+    return no_shift(db.get(docid))
+
+
+def answered(db: Any, body: Any) -> Any:
+    """What ``db`` holds, live or deleted, under the id the comment ``body`` answers (its ``shift``); None when
+    ``body`` is no comment naming one, or ``db`` holds nothing there. For a caller that asks more of it than
+    whether it is a shift (``no_shift``): one read for both."""
+    if not isinstance(body, dict) or body.get("type") != "comment" or not isinstance(body.get("shift"), str):
+        return None
+    return db.get(body["shift"])
+
+
+def no_shift(held: Any) -> bool:
+    """Is ``held`` (a document as a database holds it, or None) something a comment may not answer
+    (``not_a_shift``)?"""
+    return held is not None and not_a_shift(held.id, held.body) is not None
 
 
 class HubRules:
