@@ -225,7 +225,7 @@ def checked_row(sent: Any) -> tuple[dict | None, Any]:
     return (got, ok) if ok is True or isinstance(ok, Refused) else (None, False)
 
 
-def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool] | None = None) -> bool:
+def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool]) -> bool:
     """May a caller with ``tokens`` be given ``doc`` from ``shared``? One of their tokens must be on the
     record and name a place the winning revision's signed audience names: the record keeps the tokens of
     every place the document ever went, and a later revision may name fewer (a group that refused the
@@ -252,14 +252,12 @@ def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool] | None 
         if t.startswith(AUTHOR_PREFIX):
             authors.append(t)
         elif audience.names_token(aud, t):
-            if judge is None or t == audience.PUBLIC_TOKEN and not comment:
+            if t == audience.PUBLIC_TOKEN and not comment:
                 return True
             places.append(t)
     author = body.get("author")
     if isinstance(author, str) and AUTHOR_PREFIX + author in authors:
         return True
-    if judge is None:
-        return False
     return any(judge(doc, t) for t in places) or any(judge(doc, t) for t in authors)
 
 
