@@ -95,9 +95,9 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
     that pass every other filter (``body_bytes``: with their stored body bytes, ``stored_row``)."""
     index = next((f for f in INDEXED if f in filters), None)
     values = filters[index] if index else None
-    rest = {k: set(v) for k, v in filters.items() if k != index and k != "group"}
+    rest = {k: set(v) for k, v in filters.items() if k not in (index, "group", "type")}
     groups = set(filters.get("group", ()))
-    wanted_types = rest.pop("type", None) or ({"comment"} if index == "thread" else {"shift"})
+    types = wanted_types(filters)
     rows: list[Any] = []
     for _ in range(MAX_PAGES):
         # Ask only for what is still missing: the store's cursor is just past the last row it returned,
@@ -109,7 +109,7 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
             raise FlowError(BAD_CURSOR, "bad_request") from None
         for doc in docs:
             body = doc.body
-            if body.get("type", "shift") not in wanted_types:
+            if body.get("type", "shift") not in types:
                 continue
             if any(body.get(k) not in allowed for k, allowed in rest.items()):
                 continue
@@ -120,6 +120,12 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
         if len(rows) >= limit or cursor is None:
             break
     return rows, cursor
+
+
+def wanted_types(filters: dict) -> set[str]:
+    """The document types a query with ``filters`` answers: those of its ``type`` filter, else a thread's
+    comments, else shifts."""
+    return set(filters.get("type") or (("comment",) if "thread" in filters else ("shift",)))
 
 
 def feed_tokens(filters: dict) -> list[str] | None:
@@ -409,7 +415,7 @@ class HubQueries:
     def _favorites(self, user: str, tokens: list[str], filters: dict, q: dict) -> dict:
         """The caller's favorites that ``tokens`` (narrowed to a group by a ``group`` filter) see and the other
         filters match, the same way ``run`` matches them (``thread`` is the ``shift`` field, shifts by default)."""
-        types = set(filters.get("type") or (("comment",) if "thread" in filters else ("shift",)))
+        types = wanted_types(filters)
         rest = {k: set(v) for k, v in filters.items() if k not in ("group", "type")}
         rows = [r for r in self._visible(dict.fromkeys(self._social.favorites_of(user)[-MAX_LIMIT:]), set(tokens))
                 if r["body"].get("type", "shift") in types and in_range(r["body"], q["since"], q["until"])
