@@ -174,6 +174,29 @@ async def test_with_the_hub_away_a_change_goes_on_and_says_so(mesh):
 
 
 @pytest_twisted.ensureDeferred
+async def test_with_the_hub_away_a_comment_and_a_comments_delete_go_on_and_say_so(mesh):
+    """As a publish does: with the hub not connected, a comment on alice's own shift that went out and the delete
+    of her comment that went out are written on what this node holds, and their answers say the hub was not
+    asked; connected, they carry no note."""
+    await mesh.start(users=("alice", "bob"))
+    alice = mesh["alice"]
+    sid = alice.new_shift("https://example.org/hub-away-comments", summary="first")
+    await alice.publish(sid, public=True)
+    await eventually(lambda: sid in mesh.hub.ids("shared"), "the shift went out")
+    made = await alice.flows.comment(sid, "while connected")
+    assert "note" not in made
+    alice.disconnect()
+    await eventually(lambda: not alice.flows.link.connected, "alice's hub connection closed")
+
+    offline = await alice.flows.comment(sid, "while away")
+    assert "not checked with the hub (the hub is not connected)" in offline["note"]
+    deleted = await alice.flows.delete_comment(made["id"])
+    assert "not checked with the hub (the hub is not connected)" in deleted["note"]
+    assert alice.store.database("user/public").get(made["id"]).deleted
+    assert not alice.store.database("user/public").get(offline["id"]).deleted
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_hub_gives_only_the_callers_own_revisions(mesh):
     """``revisions`` answers every leaf of the caller's own document, tombstones too, and nothing of anyone else's:
     bob asking for alice's public shift gets no row, an id that is not one is refused."""

@@ -8,7 +8,7 @@ token its winning audience does not name (``queries.served``), so carol cannot r
 rule that a comment goes only where the document it answers went read the tokens as they are: a reply to the
 club comment, signed as public, entered ``master`` (and so every full peer's firehose), and the hub showed it
 to carol in the comment's thread. That rule now asks where the comment went as its winning revision stands
-(``HubQueries.places``), so the reply is refused (``not_there``) with the stale token still on the record,
+(``HubQueries.places_of``), so the reply is refused (``not_there``) with the stale token still on the record,
 as after the rebuild takes it off."""
 
 from __future__ import annotations

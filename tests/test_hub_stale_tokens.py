@@ -4,7 +4,7 @@ today, not as they stand, so an older hub's leftovers decide nothing even before
 The rebuild (roles/tokenrebuild.py) takes those tokens off once per store, but an operator who ran an older
 version after the pass brings them back (docs/operators.md, *Upgrades*). Each store here is built as in
 ``tests/test_hub_token_rebuild.py`` (the real merge, then the older hub's leftovers through the store API)
-and the rebuild is never run: the comment rule (``HubRules.places``) takes a place only where the winning
+and the rebuild is never run: the comment rule (``HubQueries.places_of``) takes a place only where the winning
 revision's signed audience names it and that place's database holds the document by its author, and
 queries honour an ``author:`` token only for the record's author (on a comment, also its shift's)."""
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from shiftpeer.roles import groups as groupmodel
+from shiftpeer.roles.tokenjudge import Judge
 from shiftpeer.roles.tokenrebuild import progress
 from tests.helpers_identity import signed_doc
 from tests import test_hub_token_rebuild
@@ -130,3 +131,30 @@ def test_a_club_token_an_older_merge_gave_a_comment_the_club_refused_shows_it_to
     assert hub.queries.query(bob.account, "bob", ask)["rows"] == []
     for who, party in (("alice", alice), ("carol", carol)):
         assert [r["id"] for r in hub.queries.query(party.account, who, ask)["rows"]] == [comment["id"]], who
+
+
+def test_a_comment_on_an_old_id_shift_keeps_its_shift_authors_token_and_no_leftover_of_its_record(hub):
+    """bob's club comment on alice's club shift under an old id (no author in it, so a query asks ``Judge``):
+    the comment's record carries alice's ``author:`` token, which the shift justifies, and carol's, a leftover
+    of the shift's record (her tombstone under that id, which an older merge gave every comment the record's
+    tokens). Only the shift's author's counts: alice reads the comment in her shift's thread, carol does not,
+    and the rebuild would take off carol's token alone."""
+    alice, bob, carol = Party("alice"), Party("bob"), Party("carol")
+    club = alice.shift(CLUB, docid=LEGACY_ID)
+    hand_in(hub, "group/club", club)
+    comment = bob.comment(club, CLUB, "for the club")
+    hand_in(hub, "group/club", comment)
+    squat = signed_doc(carol.key, LEGACY_ID, {"type": "shift", "author": carol.account, "modified": time.time()},
+                       deleted=True)
+    shared = hub.store.database("shared")
+    shared.bulk_replicated([squat], vis=[f"author:{carol.account}"])   # the older hub's merge of the squat
+    shared.add_vis(comment["id"], [f"author:{carol.account}"])        # and of the comment after it
+    assert shared.get(LEGACY_ID).body["author"] == alice.account
+
+    held = shared.get(comment["id"])
+    assert Judge(hub.store, shared).unjustified(held) == [f"author:{carol.account}"]
+    ask = {"filters": {"thread": LEGACY_ID}}
+    assert [r["id"] for r in hub.queries.query(alice.account, "alice", ask)["rows"]] == [comment["id"]]
+    assert [r["id"] for r in hub.queries.get(alice.account, "alice", [comment["id"]])["rows"]] == [comment["id"]]
+    assert hub.queries.query(carol.account, "carol", ask)["rows"] == []
+    assert hub.queries.get(carol.account, "carol", [comment["id"]])["rows"] == []

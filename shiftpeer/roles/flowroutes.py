@@ -187,10 +187,10 @@ def install_user_routes(api: Any, role: Any) -> None:
         return flows().mark_read(body.get("ids"))
 
     def notice(req: ApiRequest) -> Any:
-        hub = req.node.role("hub")
+        hub = running_hub(req)
         text = req.json_object().get("text")
-        if hub is not None and hub.hub is not None:
-            return hub.hub.social.post_notice(text)
+        if hub is not None:
+            return hub.social.post_notice(text)
         return flows().notice(text)
 
     def follow(req: ApiRequest) -> Any:
@@ -220,25 +220,30 @@ def install_user_routes(api: Any, role: Any) -> None:
         api.add_route(method, PREFIX + template, _guard(handler))
 
 
+def running_hub(req: ApiRequest) -> Any:
+    """The node's started ``Hub`` (its hub role's), or None: no hub role, or one not started."""
+    return getattr(req.node.role("hub"), "hub", None)
+
+
 def hub_invite(req: ApiRequest) -> dict:
     """A one-use registration token; a node without the hub role says who can make one (403), rather
     than that the route does not exist."""
-    role = req.node.role("hub")
-    if role is None or role.hub is None:
+    hub = running_hub(req)
+    if hub is None:
         raise FlowError("only a hub's operator can make invitations: run 'shiftpeer --data HUB_DIR invite' "
                         "with the hub's node directory", "forbidden")
-    return {"token": role.hub.accounts.new_invite()}
+    return {"token": hub.accounts.new_invite()}
 
 
 def hub_rebuild_tokens(req: ApiRequest) -> dict:
     """Run the rebuild of the visibility tokens in ``shared`` again from the first document
     (roles/tokenrebuild.py; a hub runs it by itself once, on a store an older version wrote). It answers at
     once: on a big hub the pass takes minutes, and the hub's log says when it is done."""
-    role = req.node.role("hub")
-    if role is None or role.hub is None:
+    hub = running_hub(req)
+    if hub is None:
         raise FlowError("only a hub rebuilds the visibility tokens of shared: run 'shiftpeer --data HUB_DIR "
                         "rebuild-tokens' with the hub's node directory", "forbidden")
-    role.hub.tokens.rebuild().addErrback(lambda _: None)   # a failure is logged by the pass
+    hub.tokens.rebuild().addErrback(lambda _: None)   # a failure is logged by the pass
     return {"rebuilding": True,
             "message": "rebuilding the visibility tokens of shared from the first document: the hub's log shows "
                        "its progress, and 'rebuilt the visibility tokens of shared: ...' when it is done"}

@@ -59,10 +59,8 @@ class Hub:
                                    on_revised=self.social.revise_notifications)
         self.queries = HubQueries(store, self.accounts, self.groups, self.social)
         self.tokens = TokenRebuild(store)
-        self.rules.can_see = self.queries.can_see
-        self.rules.places = self.queries.places
-        self.rules.held = self.queries.held_any
-        self.social.can_see = self.queries.can_see
+        self.rules.shared = self.queries
+        self.social.sees = self.queries.sees
         self.factory: Any = None
         self.store_batch = filtering_store_batch(
             lambda db, peer_id, doc: self.rules.check(db, db.name, peer_id, doc))

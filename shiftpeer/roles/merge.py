@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from shiftpeer.roles import audience
 from shiftpeer.roles.following import CommitFollower, checkpoint_since, save_checkpoint
 from shiftpeer.roles.tokenjudge import Judge
-from shiftpeer.roles.validation import held_author, not_a_shift
+from shiftpeer.roles.validation import answered, held_author, no_shift
 
 SHARED_DB = "shared"
 MERGE_PEER = "merge"
@@ -134,9 +134,8 @@ class SharedMerger(CommitFollower):
 
     def _tokens(self, token: str, doc: dict) -> list[str]:
         body = doc["body"]
-        comment = body.get("type") == "comment" and isinstance(body.get("shift"), str)
-        shift = self.shared.get(body["shift"]) if comment else None   # read once, for both questions
-        if shift is not None and not_a_shift(body["shift"], shift.body) is not None:
+        shift = answered(self.shared, body)   # read once, for both questions
+        if no_shift(shift):
             # a comment answering a comment (``answers_no_shift``): no place, its author's token alone
             return [audience.author_token(body["author"])] if isinstance(body.get("author"), str) else []
         tokens = {token}

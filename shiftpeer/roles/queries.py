@@ -95,9 +95,9 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
     that pass every other filter (``body_bytes``: with their stored body bytes, ``stored_row``)."""
     index = next((f for f in INDEXED if f in filters), None)
     values = filters[index] if index else None
-    rest = {k: set(v) for k, v in filters.items() if k != index and k != "group"}
+    rest = {k: set(v) for k, v in filters.items() if k not in (index, "group", "type")}
     groups = set(filters.get("group", ()))
-    wanted_types = rest.pop("type", None) or ({"comment"} if index == "thread" else {"shift"})
+    types = wanted_types(filters)
     rows: list[Any] = []
     for _ in range(MAX_PAGES):
         # Ask only for what is still missing: the store's cursor is just past the last row it returned,
@@ -109,7 +109,7 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
             raise FlowError(BAD_CURSOR, "bad_request") from None
         for doc in docs:
             body = doc.body
-            if body.get("type", "shift") not in wanted_types:
+            if body.get("type", "shift") not in types:
                 continue
             if any(body.get(k) not in allowed for k, allowed in rest.items()):
                 continue
@@ -120,6 +120,12 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
         if len(rows) >= limit or cursor is None:
             break
     return rows, cursor
+
+
+def wanted_types(filters: dict) -> set[str]:
+    """The document types a query with ``filters`` answers: those of its ``type`` filter, else a thread's
+    comments, else shifts."""
+    return set(filters.get("type") or (("comment",) if "thread" in filters else ("shift",)))
 
 
 def feed_tokens(filters: dict) -> list[str] | None:
@@ -225,7 +231,7 @@ def checked_row(sent: Any) -> tuple[dict | None, Any]:
     return (got, ok) if ok is True or isinstance(ok, Refused) else (None, False)
 
 
-def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool] | None = None) -> bool:
+def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool]) -> bool:
     """May a caller with ``tokens`` be given ``doc`` from ``shared``? One of their tokens must be on the
     record and name a place the winning revision's signed audience names: the record keeps the tokens of
     every place the document ever went, and a later revision may name fewer (a group that refused the
@@ -252,14 +258,12 @@ def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool] | None 
         if t.startswith(AUTHOR_PREFIX):
             authors.append(t)
         elif audience.names_token(aud, t):
-            if judge is None or t == audience.PUBLIC_TOKEN and not comment:
+            if t == audience.PUBLIC_TOKEN and not comment:
                 return True
             places.append(t)
     author = body.get("author")
     if isinstance(author, str) and AUTHOR_PREFIX + author in authors:
         return True
-    if judge is None:
-        return False
     return any(judge(doc, t) for t in places) or any(judge(doc, t) for t in authors)
 
 
@@ -340,17 +344,14 @@ class HubQueries:
         judge, answers = self.author_judge(), answers_shifts(self._shared)
         return lambda doc: answers(doc) and served(doc, tokens, judge)   # the check cached per shift first
 
-    def can_see(self, account_id: str, shift_id: Any) -> bool:
-        """May this account see this document in ``shared``?"""
+    def sees(self, account_id: Any, doc: Any) -> bool:
+        """May this account see ``doc``, what ``shared`` holds under an id (``held_any``; None: nothing), as
+        ``get`` would give it to them? Never a deleted one. Takes the document read once by the caller, who asks
+        more of it (``HubRules``' comment checks; ``HubSocial``'s notifications, one read for every reader)."""
         user = self._accounts.name_of(account_id)
-        if user is None or not isinstance(shift_id, str):
+        if user is None or doc is None or doc.deleted:
             return False
-        return bool(self.get(account_id, user, [shift_id])["rows"])
-
-    def held(self, doc_id: Any) -> Any:
-        """The live document ``shared`` holds under ``doc_id`` (its winning revision), or None."""
-        doc = self._shared.get(doc_id) if isinstance(doc_id, str) else None
-        return None if doc is None or doc.deleted else doc
+        return self._shown(set(self.tokens(account_id, user)))(doc)
 
     def held_any(self, doc_id: Any) -> Any:
         """The winning revision ``shared`` holds under ``doc_id``, live or deleted, or None: a deleted comment is
@@ -358,11 +359,15 @@ class HubQueries:
         return self._shared.get(doc_id) if isinstance(doc_id, str) else None
 
     def places(self, doc_id: Any) -> set[str]:
-        """The places a live document in ``shared`` went, as its winning revision stands today (``Judge.places``:
-        its signed audience names them and their databases hold it by its author; empty: none). Not its tokens
-        as they are: an older merge left some that say it went where it never did."""
-        doc = self.held(doc_id)
-        return set() if doc is None else Judge(self._store, self._shared).places(doc)
+        """The places the live document ``shared`` holds under ``doc_id`` went (``places_of``)."""
+        return self.places_of(self.held_any(doc_id))
+
+    def places_of(self, doc: Any) -> set[str]:
+        """The places ``doc`` (``held_any``'s answer) went, as its winning revision stands today (``Judge.places``:
+        its signed audience names them and their databases hold it by its author; empty: none, or ``doc`` is
+        None or deleted). Not its tokens as they are: an older merge left some that say it went where it never
+        did."""
+        return set() if doc is None or doc.deleted else Judge(self._store, self._shared).places(doc)
 
     def own_revisions(self, account_id: str, docid: Any) -> list[dict]:
         """Every leaf, live or a tombstone, of the document ``docid`` in ``shared`` that ``account_id`` wrote, with
@@ -410,7 +415,7 @@ class HubQueries:
     def _favorites(self, user: str, tokens: list[str], filters: dict, q: dict) -> dict:
         """The caller's favorites that ``tokens`` (narrowed to a group by a ``group`` filter) see and the other
         filters match, the same way ``run`` matches them (``thread`` is the ``shift`` field, shifts by default)."""
-        types = set(filters.get("type") or (("comment",) if "thread" in filters else ("shift",)))
+        types = wanted_types(filters)
         rest = {k: set(v) for k, v in filters.items() if k not in ("group", "type")}
         rows = [r for r in self._visible(dict.fromkeys(self._social.favorites_of(user)[-MAX_LIMIT:]), set(tokens))
                 if r["body"].get("type", "shift") in types and in_range(r["body"], q["since"], q["until"])

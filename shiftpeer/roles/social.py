@@ -51,8 +51,9 @@ class HubSocial:
         self._key = key
         self._clock = clock
         self._accounts = accounts
-        #: can_see(account id, doc id): may that account read the document in ``shared``? (the hub sets it)
-        self.can_see: Callable[[str, str], bool] = lambda account, docid: True
+        #: sees(account id, doc): may that account read ``doc``, as ``shared`` holds it? (the hub sets it:
+        #: ``HubQueries.sees``)
+        self.sees: Callable[[str, Any], bool] = lambda account, doc: True
         self._db = store.create_database(SOCIAL_DB)
         self._shared = store.create_database("shared")
         store.create_database(NOTICES_DB)
@@ -86,10 +87,11 @@ class HubSocial:
             authors.update(d.body.get("author") for d in earlier)
             authors.discard(commenter)
             sender = self._accounts.name_of(commenter) or commenter
+            held = self._shared.get(comment["id"]) if authors else None   # once, for every reader asked
             for account in sorted(a for a in authors if isinstance(a, str)):
                 user = self._accounts.name_of(account)
                 if user is None or not self._store.has_database(messages_db(user)) \
-                        or not self.can_see(account, comment["id"]):
+                        or not self.sees(account, held):
                     continue
                 note = {"type": "message", "kind": "comment", "author": self._key.account_id, "to": user,
                         "shift": shift_id, "comment": comment["id"], "from": sender,
@@ -117,7 +119,7 @@ class HubSocial:
                 note = db.get(docid)
                 if note is None or note.deleted:
                     continue
-                if current.deleted or not self.can_see(self._accounts.id_of(user) or "", comment_id):
+                if current.deleted or not self.sees(self._accounts.id_of(user) or "", current):
                     gone = {"type": "message", "kind": "comment", "author": self._key.account_id, "to": user,
                             "modified": now}
                     self._signed_put(db, docid, gone, parent=note.rev, deleted=True)

@@ -3,7 +3,7 @@
 A record's tokens only grow, so an older hub's merge may have left some the merge today would not give
 (roles/tokenrebuild.py takes them off once per store). Whatever reads tokens to decide who sees or where a
 document went asks this judgement rather than the tokens as they stand: the rebuild, the comment rule
-(``HubQueries.places``) and an ``author:`` token in queries (``queries.served``).
+(``HubQueries.places_of``) and an ``author:`` token in queries (``queries.served``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from shiftpeer.roles import audience
-from shiftpeer.roles.validation import answers_no_shift
+from shiftpeer.roles.validation import answered, answers_no_shift, no_shift
 from shiftpeer.store.errors import InvalidDocument, NotFound
 
 #: The token kinds the merge gives; any other is left alone.
@@ -35,7 +35,7 @@ class Judge:
         body = doc.body if isinstance(doc.body, dict) else {}
         if answers_no_shift(self._shared, body):
             return set()
-        author = body.get("author") if isinstance(body.get("author"), str) else None
+        author = _author(body)
         aud = audience.of(body)
         return {t for t in doc.vis if (t == audience.PUBLIC_TOKEN or t.partition(":")[0] in PLACES)
                 and audience.names_token(aud, t) and self._held_by_source(t, doc.id, author)}
@@ -49,32 +49,33 @@ class Judge:
         keep = self.justified(doc, set(doc.vis))
         return [t for t in doc.vis if t not in keep]
 
-    def justified(self, doc: Any, wanted: set[str], depth: int = 1) -> set[str]:
+    def justified(self, doc: Any, wanted: set[str]) -> set[str]:
         """Those of ``wanted`` (tokens of ``doc``) the merge gives it today, and any of a kind it never gives: the
         author's token; a place's where that place's database holds the document by the author (on a comment
         too: it reaches only the places that took it, not every place of its shift's); on a comment, an
-        ``author:`` token its shift justifies (``depth`` stops there: the shift's own tokens are judged as a
-        shift's). A comment answering what ``shared`` holds as a comment (``validation.answers_no_shift``: one
-        taken before what it answers arrived, or by an older version) has no place: its author's token alone."""
+        ``author:`` token of its shift's record that the shift's author's is (the merge gives a comment its
+        shift's author's token, never its places). A comment answering what ``shared`` holds as a comment
+        (``validation.answers_no_shift``: one taken before what it answers arrived, or by an older version) has
+        no place: its author's token alone."""
         body = doc.body if isinstance(doc.body, dict) else {}
-        author = body.get("author") if isinstance(body.get("author"), str) else None
-        stray = answers_no_shift(self._shared, body)
-        keep, rest = set(), set()
+        author = _author(body)
+        shift = answered(self._shared, body)   # read once: whether it is a shift, and its author's token
+        stray = no_shift(shift)
+        keep = set()
         for t in wanted:
             kind = t.partition(":")[0]
-            if kind == AUTHOR:   # a record whose winner names no author: its author tokens cannot be judged
-                ok = author is None or t == audience.author_token(author)
+            if kind == AUTHOR:
+                ok = _authors(author, t)
             elif t == audience.PUBLIC_TOKEN or kind in PLACES:
                 ok = not stray and self._held_by_source(t, doc.id, author)
             else:
                 ok = True
-            (keep if ok else rest).add(t)
-        shift_id = body.get("shift")
-        if rest and not stray and body.get("type") == "comment" and isinstance(shift_id, str):
-            shift = self._shared.get(shift_id)
-            if shift is not None:
-                named = {t for t in rest.intersection(shift.vis) if t.partition(":")[0] == AUTHOR}
-                keep |= self.justified(shift, named, depth - 1) if named and depth > 0 else named
+            if ok:
+                keep.add(t)
+        if shift is not None and not stray:   # a comment on a shift: its shift's author's token too
+            shift_author = _author(shift.body if isinstance(shift.body, dict) else {})
+            keep.update(t for t in wanted.intersection(shift.vis)
+                        if t.partition(":")[0] == AUTHOR and _authors(shift_author, t))
         return keep
 
     def holds_winner(self, doc: Any, token: str) -> bool:
@@ -107,3 +108,15 @@ class Judge:
             except (NotFound, InvalidDocument):
                 self._sources[dbname] = None
         return self._sources[dbname]
+
+
+def _author(body: dict) -> str | None:
+    """The author a record's winning revision names (None: none, or not a string)."""
+    author = body.get("author")
+    return author if isinstance(author, str) else None
+
+
+def _authors(author: str | None, token: str) -> bool:
+    """Does the merge give ``token``, an ``author:`` one, to a record by ``author``? Its author's; any, when the
+    winner names no author (its author tokens cannot be judged)."""
+    return author is None or token == audience.author_token(author)

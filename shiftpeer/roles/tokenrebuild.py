@@ -8,7 +8,7 @@ id's record ("The hub's `shared` merged a revision into an id's record whoever w
 places of its shift's record that its signed audience named, a group that refused its author among them
 (*Known gaps* before version 3: a comment reaches only the places that take it). What decides no
 longer reads them as they are (roles/tokenjudge.py: a comment goes only where the document it answers went,
-``HubQueries.places``; an ``author:`` token counts for the record's author, ``queries.served``), but they
+``HubQueries.places_of``; an ``author:`` token counts for the record's author, ``queries.served``), but they
 stay in the index every query pages, and a comment's place tokens were served as they stood.
 
 The pass takes off every token the merge would not give a document today (``Judge``), never adding

@@ -87,17 +87,20 @@ class UserFlows:
         name = check_name(name or self.user, "user name")
         return self.link.register(name, token)
 
-    @inlineCallbacks
-    def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (), to: list[str] = ()):
+    def publish(self, shift_id: str, *, public: bool = False, groups: list[str] = (), to: list[str] = ()) -> Deferred:
         """Publish publicly, to groups and to users at once; fires with a status per target. A connected
         hub is asked first, and a target it would refuse refuses the publish before anything is written. Before
-        that, what another copy of the account wrote on the shift where it went joins it (``on_latest``)."""
-        groups, to = list(groups), list(to)
-        note = yield self.other_copies.catch_up(shift_id)   # first: that copy may have resolved a conflict here
+        that, what another copy of the account wrote on the shift where it went joins it (``on_latest``: that
+        copy may have resolved a conflict here)."""
+        return self.on_latest(shift_id, lambda: self._publish(shift_id, public, list(groups), list(to)))
+
+    @inlineCallbacks
+    def _publish(self, shift_id: str, public: bool, groups: list[str], to: list[str]):
+        """``publish`` on the shift as the other copies left it: checked here, then by the hub, then written."""
         self.publisher.check(shift_id, public=public, groups=groups, to=to)
         yield precheck.check_targets(self.link, sorted(set(groups)), sorted(set(to)))
         result = yield self.publisher.publish(shift_id, public=public, groups=groups, to=to)
-        return with_note(result, note)
+        return result
 
     @inlineCallbacks
     def on_latest(self, docid: str, action: Callable[[], Any]):
@@ -130,15 +133,19 @@ class UserFlows:
         return result
 
     # -- comments, messages, social --------------------------------------------------------------
-    @inlineCallbacks
-    def comment(self, shift_id: str, text: str):
+    def comment(self, shift_id: str, text: str) -> Deferred:
         """Comment on a shift this user can see; it goes to the shift's audience: as the hub shows it, when it
         answers, for someone else's shift. The feed's copy may be stale (from a group the user has left since,
         while the shift went public): commenting with its audience sent the comment to the group, which
         refused it, and nowhere else. The user's own shift is taken as another copy of the account left it at the
-        hub (``other_copies``): a shift that copy deleted takes no comment."""
-        text = check_text(text)
-        note = yield self.other_copies.catch_up(shift_id)   # nothing asked for someone else's shift
+        hub (``on_latest``; nothing is asked for someone else's): a shift that copy deleted takes no comment. A
+        bad text is refused before anything is asked."""
+        return maybeDeferred(check_text, text).addCallback(
+            lambda text: self.on_latest(shift_id, lambda: self._comment(shift_id, text)))
+
+    @inlineCallbacks
+    def _comment(self, shift_id: str, text: str):
+        """``comment`` on the shift as this user can see it, after the other copies joined the own one."""
         shift = None
         if self.hub_answers and not self.publisher.owns(shift_id):
             shift = yield self.from_hub(shift_id)
@@ -149,7 +156,7 @@ class UserFlows:
         _require_a_shift(shift, "comment on the shift it answers")
         closed = yield self._closed_groups(audience.of(shift["body"])["groups"])
         result = yield self.publisher.comment(shift, text, public=self._public_here(shift), closed=closed)
-        return with_note(result, note)
+        return result
 
     @inlineCallbacks
     def _closed_groups(self, groups: list[str]):
@@ -229,14 +236,11 @@ class UserFlows:
         if answered is not None:
             _require_a_shift(answered, "no place would keep a new text of this comment; delete it instead")
 
-    @inlineCallbacks
-    def delete_comment(self, comment_id: str):
+    def delete_comment(self, comment_id: str) -> Deferred:
         """Delete one of this user's comments everywhere it went (a signed tombstone), with what another copy of
-        the account wrote on it that the hub holds (``other_copies``): its later edit, else left live there."""
-        note = yield self.other_copies.catch_up(comment_id)
-        yield self._require_own_comment(comment_id)
-        result = yield self.publisher.delete_comment(comment_id)
-        return with_note(result, note)
+        the account wrote on it that the hub holds (``on_latest``): its later edit, else left live there."""
+        return self.on_latest(comment_id, lambda: self._require_own_comment(comment_id).addCallback(
+            lambda _: self.publisher.delete_comment(comment_id)))
 
     @inlineCallbacks
     def _require_own_comment(self, comment_id: str):

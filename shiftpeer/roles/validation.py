@@ -96,36 +96,43 @@ def answers_no_shift(db: Any, body: Any) -> bool:
     place refuses such a reply once it holds what it answers, but one that arrived first was taken (as a
     comment whose shift has not arrived is), and older versions took any: whatever serves comments leaves it
     out, so no answer depends on the order things arrived in."""
-    if not isinstance(body, dict) or body.get("type") != "comment" or not isinstance(body.get("shift"), str):
-        return False
-    return holds_no_shift(db, body["shift"])
+    return no_shift(answered(db, body))
 
 
 def holds_no_shift(db: Any, docid: str) -> bool:
     """Does ``db`` hold ``docid``, live or deleted, as something a comment may not answer (``not_a_shift``)?"""
-    held = db.get(docid)
-    return held is not None and not_a_shift(docid, held.body) is not None
+    return no_shift(db.get(docid))
+
+
+def answered(db: Any, body: Any) -> Any:
+    """What ``db`` holds, live or deleted, under the id the comment ``body`` answers (its ``shift``); None when
+    ``body`` is no comment naming one, or ``db`` holds nothing there. For a caller that asks more of it than
+    whether it is a shift (``no_shift``): one read for both."""
+    if not isinstance(body, dict) or body.get("type") != "comment" or not isinstance(body.get("shift"), str):
+        return None
+    return db.get(body["shift"])
+
+
+def no_shift(held: Any) -> bool:
+    """Is ``held`` (a document as a database holds it, or None) something a comment may not answer
+    (``not_a_shift``)?"""
+    return held is not None and not_a_shift(held.id, held.body) is not None
 
 
 class HubRules:
     """The hub's extra checks for documents written into its own databases."""
 
-    def __init__(self, accounts: Any, groups: Any, *, relays: Any = (),
-                 can_see: Callable[[str, str], bool] | None = None,
-                 places: Callable[[Any], set[str]] | None = None,
-                 held: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, accounts: Any, groups: Any, *, relays: Any = (), shared: Any = None) -> None:
         self._accounts = accounts
         self._groups = groups
         #: peer ids allowed to relay documents by other authors (federated hubs, trusted full peers)
         self.relays = set(relays)
-        #: can_see(account id, shift id): may this account see that shift? (comments need it)
-        self.can_see = can_see
-        #: places(shift id): the visibility tokens of the places ``shared`` holds that shift in (comments
-        #: need it: a comment goes only where the shift it answers went, not where its audience claims)
-        self.places = places
-        #: held(id): the document ``shared`` holds under an id, live or deleted, or None (a comment answers a
-        #: shift)
-        self.held = held
+        #: What a comment's checks ask of ``shared`` (the hub's ``HubQueries``; None: no comment checks):
+        #: ``held_any(id)``, the document it holds under an id, live or deleted, or None (a comment answers a
+        #: shift); ``sees(account id, doc)``, may that account see it; ``places_of(doc)``, the visibility tokens
+        #: of the places it went (a comment goes only where the shift it answers went, not where its audience
+        #: claims). The answered document is read once and handed to the other two.
+        self.shared = shared
 
     def unregistered(self, peer_id: str | None, doc: dict) -> str | None:
         """Why ``master`` refuses ``doc`` handed in by ``peer_id``: its author is not registered here
@@ -175,11 +182,14 @@ class HubRules:
         shift (asked of every comment). A comment's audience is the shift's signed one, which its author may
         claim as they like (a shift sent to bob alone that says "public" made bob's reply public), so the
         places count."""
-        if not relayed and self.can_see is not None and not self.can_see(author, shift):
+        if self.shared is None:
+            return None
+        held = self.shared.held_any(shift)   # one read for the three checks, in this order (what the author is told)
+        if not relayed and not self.shared.sees(author, held):
             return Reason("not_visible", "a comment needs a shift its author can see")
-        if not relayed and self.places is not None and audience.vis_token(dbname) not in self.places(shift):
+        if not relayed and audience.vis_token(dbname) not in self.shared.places_of(held):
             return Reason("not_there", f"a comment goes only where its shift went, and {dbname} does not hold it")
-        return not_a_shift(shift, getattr(self.held(shift), "body", None)) if self.held is not None else None
+        return not_a_shift(shift, getattr(held, "body", None))
 
     def check(self, db: Any, dbname: str, peer_id: str | None, doc: dict) -> str | None:
         """Both layers: the universal refusal, then the hub's rules."""
