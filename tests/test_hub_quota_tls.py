@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from flowmesh import eventually, mesh  # noqa: F401 (the mesh fixture)
+import flowmesh
+from flowmesh import eventually
 from shiftpeer.roles.quota import DAY
+
+mesh = flowmesh.mesh   # the fixture
 
 HREF = "https://example.org/quota"
 QUOTA = {"docs_per_day": 2}
