@@ -287,7 +287,7 @@ def quota_line(q: dict) -> str:
     limits = [f"{q[key]:,} {what}" for key, what in (("docs_per_day", "documents"), ("bytes_per_day", "bytes"))
               if q.get(key) is not None]
     return (f"quota:     {' and '.join(limits)} a day per account; today ({q.get('day')} UTC) "
-            f"{q.get('accounts_today', 0):,} accounts stored, {q.get('refused_today', 0):,} documents refused")
+            f"{q.get('accounts_today', 0):,} accounts counted, {q.get('refused_today', 0):,} documents refused")
 
 
 def print_status(st: dict, progress: Progress | None = None, bar: bool = False) -> None:
