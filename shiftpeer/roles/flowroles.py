@@ -62,7 +62,8 @@ def load_hub_config(directory: str) -> dict:
         raise ValueError(f'{path}: "registration" must be "open" or "invite", not {json.dumps(registration)}')
     return {"registration": registration,
             "operators": _ids(path, doc, "operators", is_account_id, "account ids (as 'shiftpeer init' prints)"),
-            "relays": _ids(path, doc, "relays", is_peer_id, "peer ids"), "quota": _quota(path, doc["quota"]) if "quota" in doc else {}}
+            "relays": _ids(path, doc, "relays", is_peer_id, "peer ids"),
+            "quota": _quota(path, doc["quota"]) if "quota" in doc else {}}
 
 
 def _quota(path: str, doc: Any) -> dict:

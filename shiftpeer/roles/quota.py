@@ -179,7 +179,8 @@ class DailyQuota:
         if self.counters is not None:
             self.counters["quota_refused." + limit] += 1
         cap = f"{limit}_per_day {getattr(self, limit + '_per_day'):,}"
-        self.log.refused("quota " + author, author, cap, "refused {doc} {rev} by {author} from {peer} into {db}: {reason}",
+        self.log.refused("quota " + author, author, cap,
+                         "refused {doc} {rev} by {author} from {peer} into {db}: {reason}",
                          doc=doc["id"], rev=doc["rev"], author=author, peer=peer_id, db=db.name, reason=why)
 
     def record(self, charge: Charge, txn: Any) -> None:

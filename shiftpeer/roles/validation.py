@@ -190,7 +190,8 @@ class HubRules:
 Check = Callable[[Any, str, dict], "str | None"]
 
 
-def filtering_store_batch(check: Check, write: Callable[..., Deferred] = default_store_batch) -> Callable[..., Deferred]:
+def filtering_store_batch(check: Check,
+                          write: Callable[..., Deferred] = default_store_batch) -> Callable[..., Deferred]:
     """A SyncFactory ``store_batch`` that stores only the documents ``check`` accepts, with ``write`` (a
     ``default_store_batch``, or one that leaves out more: a hub's quota, roles/quota.py).
 
