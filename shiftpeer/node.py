@@ -400,6 +400,7 @@ class Node(SequentialMultiService):
             "metrics": getattr(self.metrics_service, "url", None),
             "sync": self.sync_factory is not None,
             "upload": progress.upload(self),
+            "quota": progress.quota(self),
             "hub": self.hub_status(),
             "peers": progress.peers(self),
             "connections": connections,

@@ -77,9 +77,9 @@ def signed_comment(user: "UserParty", shift_id: str, aud: dict, text: str = "a c
 class HubParty:
     """A hub: store, key, Hub role and a TLS listener on 127.0.0.1."""
 
-    def __init__(self, path: Any, **hub_args: Any) -> None:
+    def __init__(self, path: Any, key: Any = None, **hub_args: Any) -> None:
         self.store = Store(str(path))
-        self.key = NodeKey.generate()
+        self.key = key or NodeKey.generate()
         self.factory = SyncFactory(self.store, self.key, Policy(), reactor=reactor, roles=("hub",))
         self.hub = Hub(self.store, self.key, reactor, **hub_args)
         self.hub.install(self.factory)
@@ -285,6 +285,27 @@ class Mesh:
 
     def __getitem__(self, name: str) -> UserParty:
         return self.users[name]
+
+    async def restart_hub(self, **hub_args: Any) -> HubParty:
+        """Stop the hub (its connections, its listener, its store) and start it again on the same store and key,
+        listening on a new port; every user connects again (its registration is in the store)."""
+        old = self.hub
+        for user in self.users.values():
+            user.disconnect()
+        await old.port.stopListening()
+        for conn in list(old.factory.connections):
+            conn.transport.abortConnection()
+        await eventually(lambda: not old.factory.connections, "the hub's connections to close")
+        old.hub.stop()
+        await task.deferLater(reactor, 0, lambda: None)
+        old.store.close()
+        self.hub = HubParty(self.tmp / "hub", key=old.key, **hub_args)
+        await self.hub.listen()
+        for user in self.users.values():
+            await user.connect(self.hub)
+            await eventually(lambda: user.flows.link.push is not None and not user.flows.link.push.finished,
+                             f"{user.name} pushes to the hub again")
+        return self.hub
 
     async def stop(self) -> None:
         for user in self.users.values():

@@ -114,6 +114,9 @@ def test_the_json_examples_are_read_as_the_page_says(tmp_path):
     assert check_sync_config(config[0]["sync"]) == config[0]["sync"]
     [gossip] = [e["gossip"] for e in examples if "gossip" in e]
     assert check_gossip_config(gossip) == gossip
+    [quota] = [e for e in examples if "quota" in e]
+    (tmp_path / "hub.json").write_text(json.dumps(quota))
+    assert load_hub_config(str(tmp_path))["quota"] == quota["quota"]
 
 
 def test_the_metrics_listed_are_the_ones_the_node_exports():

@@ -88,7 +88,7 @@ def test_hub_config_file(tmp_path):
     assert load_hub_config(str(tmp_path))["registration"] == "open"
     op = "a" * 52
     (tmp_path / "hub.json").write_text('{"registration": "invite", "operators": ["%s"]}' % op)
-    assert load_hub_config(str(tmp_path)) == {"registration": "invite", "operators": [op], "relays": []}
+    assert load_hub_config(str(tmp_path)) == {"registration": "invite", "operators": [op], "relays": [], "quota": {}}
     (tmp_path / "hub.json").write_text('{"registration": "maybe"}')
     with pytest.raises(ValueError, match="open"):
         load_hub_config(str(tmp_path))

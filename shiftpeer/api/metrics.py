@@ -18,6 +18,7 @@
 | `shiftpeer_sync_connections_refused_total` | counter | `limit` | connections refused by a cap: `total` (all listeners), `block` (per /16 or /48), `network` (per /24 or /64), `address` (per IP), `peer` (per identity) |
 | `shiftpeer_sync_upload_paused_seconds_total` | counter | | seconds the upload cap (``max_upload_bytes_per_second``) held sync output back |
 | `shiftpeer_sync_upload_queued_bytes` | gauge | | bytes waiting for the upload cap now |
+| `shiftpeer_quota_refused_total` | counter | `limit` | documents a hub refused because their author had used up a quota by day (hub.json `quota`): `docs` (`docs_per_day`), `bytes` (`bytes_per_day`) |
 | `shiftpeer_rpc_refused_total` | counter | `method` | RPC calls from peers refused (e.g. a hub's "not a member") or failed |
 | `shiftpeer_api_refused_total` | counter | `status` | local API requests answered with a 4xx |
 | `shiftpeer_databases` | gauge | | logical databases, as of the last count (``shiftpeer.census``) |
@@ -53,6 +54,8 @@ from shiftpeer.sync.limits import REFUSING_CAPS
 
 #: Where a document refused for its revision came in (``factory.counters["bad_revision.<via>"]``).
 BAD_REVISION_VIAS = ("sync", "deliver", "query")
+#: Which limit of a hub's quota by day refused a document (``factory.counters["quota_refused.<limit>"]``).
+QUOTA_LIMITS = ("docs", "bytes")
 
 MAX_DB_SERIES = 50
 MAX_REPLICATION_SERIES = 200
@@ -95,6 +98,8 @@ class NodeCollector:
         upload_paused = CounterMetricFamily("shiftpeer_sync_upload_paused_seconds",
                                             "Seconds the upload cap held sync output back")
         upload_queued = GaugeMetricFamily("shiftpeer_sync_upload_queued_bytes", "Bytes waiting for the upload cap")
+        quota_refused = CounterMetricFamily("shiftpeer_quota_refused", "Documents refused over their author's quota "
+                                            "by day", labels=["limit"])
         api_refused = CounterMetricFamily("shiftpeer_api_refused", "Local API requests answered with a 4xx",
                                           labels=["status"])
         rpc_refused = CounterMetricFamily("shiftpeer_rpc_refused", "RPC calls from peers refused or failed",
@@ -122,6 +127,8 @@ class NodeCollector:
                 rejected.add_metric([name[len("violation."):]], n)
         for via in BAD_REVISION_VIAS:
             bad_revs.add_metric([via], counters.get("bad_revision." + via, 0))
+        for limit in QUOTA_LIMITS:
+            quota_refused.add_metric([limit], counters.get("quota_refused." + limit, 0))
         for limit in REFUSING_CAPS:
             conns_refused.add_metric([limit], counters.get("connections_refused." + limit, 0))
         for name, n in sorted(counters.items()):
@@ -170,7 +177,7 @@ class NodeCollector:
             for flow, n in status["replication_lag"].items():
                 local_lag.add_metric([flow], n)
         return [up, conns, peers, peer_up, docs_in, docs_out, lag, caught, behind, refused, revs_refused, rejected,
-                bad_revs, conns_refused, upload_paused, upload_queued, rpc_refused, api_refused, gossip_events, n_dbs, n_docs, age, docs, seq, local_lag]
+                bad_revs, conns_refused, upload_paused, upload_queued, quota_refused, rpc_refused, api_refused, gossip_events, n_dbs, n_docs, age, docs, seq, local_lag]
 
 
 def count_rpc_refusals(factory: Any) -> None:

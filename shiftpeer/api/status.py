@@ -141,3 +141,10 @@ def upload(node: Any) -> dict | None:
         return None
     return {"max_bytes_per_second": int(cap.rate), "paused_seconds": round(cap.paused_seconds(), 3),
             "queued_bytes": cap.queued}
+
+
+def quota(node: Any) -> dict | None:
+    """A hub's quota by day (hub.json ``quota``, roles/quota.py) and today's use of it; None without one."""
+    hub = getattr(getattr(node, "role", lambda name: None)("hub"), "hub", None)
+    q = getattr(hub, "quota", None)
+    return q.status() if q is not None and q.on else None

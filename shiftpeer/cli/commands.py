@@ -166,8 +166,17 @@ def cmd_shift_publish(client: ApiClient, args: argparse.Namespace) -> int:
         return 0
     for target, outcome in sorted(failed.items()):
         sys.stderr.write(f"shiftpeer: not published to {target}: {str(outcome).removeprefix('error: ')}\n")
-    sys.stderr.write(f"shiftpeer: the hub refused {len(failed)} of {len(targets)} target(s); "
-                     "they are left out of the shift's audience\n")
+    # a target refused for good leaves the signed audience; one refused for now (the whole delivery: the author's
+    # quota by day on the hub) stays in it and gets the shift's next revision
+    aud = result.get("audience") or {}
+    named = {f"group:{g}" for g in aud.get("groups", ())} | {f"user:{u}" for u in aud.get("to", ())}
+    dropped = [t for t in failed if t not in named]
+    if dropped:
+        sys.stderr.write(f"shiftpeer: the hub refused {len(dropped)} of {len(targets)} target(s); "
+                         "they are left out of the shift's audience\n")
+    if len(dropped) < len(failed):
+        sys.stderr.write(f"shiftpeer: the hub refused {len(failed) - len(dropped)} of {len(targets)} target(s) for "
+                         "now; they stay in the shift's audience and get its next revision\n")
     return EXIT_ERROR
 
 

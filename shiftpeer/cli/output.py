@@ -282,6 +282,14 @@ def upload_line(up: dict) -> str:
             f"{up['paused_seconds']:,.1f} s since start; {up['queued_bytes']:,} bytes waiting")
 
 
+def quota_line(q: dict) -> str:
+    """A hub's quota by day in ``status``: its limits and what today (UTC) brought."""
+    limits = [f"{q[key]:,} {what}" for key, what in (("docs_per_day", "documents"), ("bytes_per_day", "bytes"))
+              if q.get(key) is not None]
+    return (f"quota:     {' and '.join(limits)} a day per account; today ({q.get('day')} UTC) "
+            f"{q.get('accounts_today', 0):,} accounts counted, {q.get('refused_today', 0):,} documents refused")
+
+
 def print_status(st: dict, progress: Progress | None = None, bar: bool = False) -> None:
     """The human view of /v1/status; with ``progress`` (watch), rates, ETAs and bars for what is behind."""
     print(f"account:   {st.get('account')}" + (f" ({st['user']})" if st.get("user") else ""))
@@ -310,6 +318,8 @@ def print_status(st: dict, progress: Progress | None = None, bar: bool = False) 
         print(f"sync connections: {len(conns)}")
     if st.get("upload"):
         print(upload_line(st["upload"]))
+    if st.get("quota"):
+        print(quota_line(st["quota"]))
     print_databases(st)
     print_gossip(st.get("gossip"), st)
     reps = st.get("replications")

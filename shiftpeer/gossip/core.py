@@ -34,7 +34,7 @@ from shiftpeer.gossip.inflight import LAZY_TIMEOUT, InFlight, Seen, start_gossip
 from shiftpeer.gossip.proofs import PROOF_TIMEOUT, AddressProofs, Dial
 from shiftpeer.gossip.scores import PeerScores, strikes_relay
 from shiftpeer.sync.replication import default_store_batch
-from shiftpeer.sync.refusedrevs import sift
+from shiftpeer.sync.refusedrevs import sift, with_refused
 
 log = Logger()
 
@@ -94,6 +94,9 @@ class Gossip:
         #: may_announce(peer id): may this peer be listed for others to dial? (a hub: its registered users
         #: and relays; without it any key announcing the role filled the list with addresses of its choice)
         self.may_announce: Callable[[str], bool] = lambda peer_id: True
+        #: how a checked gossip batch is stored (a hub: under its quota, roles/quota.py); it may fire with more
+        #: (document, why) pairs it left out
+        self.write_batch: Callable[..., Any] = default_store_batch
         if not store.has_database(dbname):
             store.create_database(dbname)
 
@@ -209,8 +212,8 @@ class Gossip:
                 with store.read_txn():   # the checks' lookups share it
                     accepted, refused = sift(docs, lambda doc: self.check(db, doc),
                                              lambda doc, why: self.refused(peer_id, doc, why))
-            d = default_store_batch(store, db, accepted, peer_id, remote_db, cp)
-            return d.addCallback(lambda _: refused) if refused else d
+            d = self.write_batch(store, db, accepted, peer_id, remote_db, cp)
+            return d.addCallback(with_refused, refused) if refused else d
 
         return store_batch
 

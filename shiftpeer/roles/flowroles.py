@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from shiftpeer.identity.keys import is_account_id, is_peer_id
 from shiftpeer.roles.hub import Hub
+from shiftpeer.roles.quota import check_quota_config
 from shiftpeer.roles.userflows import UserFlows
 from shiftpeer.roles.validation import filtering_store_batch, refusal
 from shiftpeer.selflink import hub_target
@@ -32,13 +33,15 @@ HUB_CONFIG = "hub.json"
 CONNECT_WAIT = 10.0
 
 
-_HUB_FIELDS = '"registration" ("open" or "invite"), "operators" (account ids) and "relays" (peer ids)'
+_HUB_FIELDS = ('"registration" ("open" or "invite"), "operators" (account ids), "relays" (peer ids) and "quota" '
+               '({"docs_per_day": N, "bytes_per_day": N})')
 
 
 def load_hub_config(directory: str) -> dict:
     """The hub's flow settings from ``DIR/hub.json`` (optional): ``registration`` ("open" or "invite"),
-    ``operators`` (account ids that may post notices besides the hub) and ``relays`` (peer ids that may
-    hand in documents by other authors: federated hubs, trusted full peers). Every field is checked, and
+    ``operators`` (account ids that may post notices besides the hub), ``relays`` (peer ids that may
+    hand in documents by other authors: federated hubs, trusted full peers) and ``quota`` (documents and
+    bytes a day each account may have the hub store, roles/quota.py; none by default). Every field is checked, and
     an unknown one refused (a misspelt "registration" would silently leave registration open); the
     ValueError names the file, the field and what it may hold."""
     path = os.path.join(directory, HUB_CONFIG)
@@ -46,12 +49,12 @@ def load_hub_config(directory: str) -> dict:
         with open(path) as f:
             doc = json.load(f)
     except FileNotFoundError:
-        return {"registration": "open", "operators": [], "relays": []}
+        return {"registration": "open", "operators": [], "relays": [], "quota": {}}
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} is unreadable or not JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path} must hold a JSON object with {_HUB_FIELDS}")
-    unknown = sorted(set(doc) - {"registration", "operators", "relays"})
+    unknown = sorted(set(doc) - {"registration", "operators", "relays", "quota"})
     if unknown:
         raise ValueError(f"{path}: unknown field {unknown[0]!r}; the fields are {_HUB_FIELDS}")
     registration = doc.get("registration", "open")
@@ -59,7 +62,15 @@ def load_hub_config(directory: str) -> dict:
         raise ValueError(f'{path}: "registration" must be "open" or "invite", not {json.dumps(registration)}')
     return {"registration": registration,
             "operators": _ids(path, doc, "operators", is_account_id, "account ids (as 'shiftpeer init' prints)"),
-            "relays": _ids(path, doc, "relays", is_peer_id, "peer ids")}
+            "relays": _ids(path, doc, "relays", is_peer_id, "peer ids"),
+            "quota": _quota(path, doc["quota"]) if "quota" in doc else {}}
+
+
+def _quota(path: str, doc: Any) -> dict:
+    try:
+        return check_quota_config(doc)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _ids(path: str, doc: dict, field: str, valid: Any, what: str) -> list[str]:
@@ -89,7 +100,7 @@ class HubRole(Service):
         except ValueError as e:
             raise StartupError(str(e)) from None
         self.hub = Hub(node.store, node.key, node.clock, open_registration=config["registration"] == "open",
-                       relays=config["relays"], operators=config["operators"])
+                       relays=config["relays"], operators=config["operators"], quota=config["quota"])
         self.hub.start()
         from shiftpeer.roles.flowroutes import install_hub_routes
 
@@ -112,10 +123,11 @@ class HubRole(Service):
         """RPC methods, live revocation, and the hub's checks on every document received."""
         hub = self.hub
         hub.factory = factory
+        hub.quota.counters = factory.counters
         factory.rpc_handlers.update(hub.handlers())
         factory.store_batch = filtering_store_batch(
             lambda db, peer_id, doc: (hub.rules.check(db, db.name, peer_id, doc) if _hub_db(db.name)
-                                      else refusal(db, doc)))
+                                      else refusal(db, doc)), write=hub.quota.store_batch)
 
 
 def _hub_db(dbname: str) -> bool:

@@ -41,7 +41,7 @@ from shiftpeer.roles.user import LocalReplication
 from shiftpeer.roles.validation import HUB_WRITES, held_author, hub_writes, not_a_shift
 from shiftpeer.selflink import hub_target
 from shiftpeer.shifts import FEED, PUBLIC
-from shiftpeer.sync.refusedrevs import Reason, sift
+from shiftpeer.sync.refusedrevs import Reason, sift, with_refused
 
 log = Logger()
 
@@ -71,11 +71,6 @@ def firehose_check(db: Any, doc: dict) -> str | None:
         # no strike either (relays of older versions did not check it); None when master lacks what it answers
         return not_a_shift(body["shift"], getattr(db.get(body["shift"]), "body", None))
     return None
-
-
-def _with_refused(result: Any, refused: list) -> list:
-    """``refused`` followed by the (document, why) pairs an inner ``store_batch`` fired with, if any."""
-    return refused + result if type(result) is list else refused
 
 
 def listen_port(node: Any) -> Deferred:
@@ -159,7 +154,7 @@ class _GossipRole(Service):
             def store_accepted(sifted: tuple[list, list]) -> Any:
                 accepted, refused = sifted
                 d = maybeDeferred(inner, store, db, accepted, peer_id, remote_db, cp)
-                return d.addCallback(_with_refused, refused) if refused else d
+                return d.addCallback(with_refused, refused) if refused else d
 
             return maybeDeferred(self.intake, peer_id, docs).addCallback(store_accepted)
 
@@ -345,6 +340,8 @@ class FederationRole(_GossipRole):
         # against the peer; its incoming links are also its users' own hub connections: a ban ends
         # gossip, not the link
         self.gossip = self.make_gossip(check, strike_refused=False, close_banned=False)
+        if hub is not None:   # its users' shifts a full peer hands in count against their quota like their own push
+            self.gossip.write_batch = hub.quota.store_batch
         if hub is not None:   # the list full peers dial from: this hub's users and relays only
             self.gossip.may_announce = lambda peer: hub.accounts.name_of(peer) is not None or peer in hub.rules.relays
 

@@ -25,6 +25,7 @@ from shiftpeer.roles.merge import SharedMerger
 from shiftpeer.roles.names import FlowError, check_name
 from shiftpeer.roles.policy import HubPolicy
 from shiftpeer.roles.queries import HubQueries
+from shiftpeer.roles.quota import DailyQuota
 from shiftpeer.roles.revocation import membership_listener
 from shiftpeer.roles.social import HubSocial
 from shiftpeer.roles.tokenrebuild import TokenRebuild
@@ -43,7 +44,7 @@ class Hub:
     name = "hub"
 
     def __init__(self, store: Any, key: Any, clock: Any, *, open_registration: bool = True,
-                 relays: Any = (), operators: Any = ()) -> None:
+                 relays: Any = (), operators: Any = (), quota: Any = None) -> None:
         self.store = store
         self.key = key
         self.clock = clock
@@ -62,8 +63,12 @@ class Hub:
         self.rules.shared = self.queries
         self.social.sees = self.queries.sees
         self.factory: Any = None
+        #: documents and bytes a day per registered author (hub.json "quota"; none by default); the hub's own
+        #: account has none
+        self.quota = DailyQuota(store, clock, **(quota or {}), counted=lambda author: author != key.account_id
+                                and self.accounts.name_of(author) is not None)
         self.store_batch = filtering_store_batch(
-            lambda db, peer_id, doc: self.rules.check(db, db.name, peer_id, doc))
+            lambda db, peer_id, doc: self.rules.check(db, db.name, peer_id, doc), write=self.quota.store_batch)
         self._unsubscribe_groups = self.groups.subscribe(
             membership_listener(lambda: self.factory, self.policy, self.accounts))
 
@@ -82,6 +87,7 @@ class Hub:
     def install(self, factory: Any) -> None:
         """Make ``factory`` serve as this hub: its Policy, its write checks, its RPC methods."""
         self.factory = factory
+        self.quota.counters = factory.counters
         factory.policy = self.policy
         factory.store_batch = self.store_batch
         factory.rpc_handlers.update(self.handlers())
@@ -152,16 +158,31 @@ class Hub:
         if isinstance(why, Refused):  # every target refuses it (the rules' bad_revision): logged and counted once
             note_refused_alone(getattr(self.factory, "counters", None), "deliver", conn.peer_id, doc, why)
         results: dict[str, str] = {}
-        for target in targets:
-            try:
-                results[str(target)] = self.deliver_one(conn.peer_id, str(target), doc)
-            except FlowError as e:
-                results[str(target)] = "error: " + e.message
+        taken: list[tuple[str, Any]] = []
+        with self.store.read_txn():   # the rules' lookups share it
+            for target in targets:
+                try:
+                    taken.append((str(target), self.deliverable(conn.peer_id, str(target), doc)))
+                except FlowError as e:
+                    results[str(target)] = "error: " + e.message
+        # past the author's quota the whole call is refused, nothing stored, so no target is refused for good
+        charge = self.quota.charge_copies([db for _, db in taken], doc, conn.peer_id)
+        try:
+            with self.store.write_txn() as txn:   # every copy and the quota's count, together
+                for target, db in taken:
+                    db.bulk_replicated([doc], txn=txn)
+                    results[target] = "ok"
+                if charge:
+                    self.quota.record(charge, txn)
+        except BaseException:
+            self.quota.refund(charge)
+            raise
         log.info("deliver {doc} from {peer}: {results}", doc=doc["id"], peer=conn.peer_id, results=results)
         return results
 
-    def deliver_one(self, peer_id: str, target: str, doc: dict) -> str:
-        """Store ``doc`` in one target's database after every check; "ok" or a FlowError."""
+    def deliverable(self, peer_id: str, target: str, doc: dict) -> Any:
+        """The database of one target that takes ``doc`` after every check (the caller stores it there), or a
+        FlowError saying why that target refuses it."""
         dbname, (kind, _, name) = target_db(target), target.partition(":")
         if not self.store.has_database(dbname):
             raise FlowError(f"there is no {kind} {name!r} on this hub", "no_" + kind)
@@ -174,8 +195,7 @@ class Hub:
             # a tombstone names no audience, so the rules check no level: one of a shift the group does not
             # hold comes only from a member (a removed member may still delete what it published there)
             raise FlowError(f"only members of group {name!r} may deliver to it", "refused")
-        db.bulk_replicated([doc])
-        return "ok"
+        return db
 
     # -- groups --------------------------------------------------------------------------------
     def rpc_group_create(self, conn: Any, args: dict) -> dict:

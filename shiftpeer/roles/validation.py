@@ -21,7 +21,7 @@ from shiftpeer.ids import names_other_author
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, split_db
-from shiftpeer.sync.refusedrevs import Reason, Refused
+from shiftpeer.sync.refusedrevs import Reason, Refused, with_refused
 from shiftpeer.sync.replication import default_store_batch
 
 log = Logger()
@@ -200,8 +200,10 @@ class HubRules:
 Check = Callable[[Any, str, dict], "str | None"]
 
 
-def filtering_store_batch(check: Check) -> Callable[..., Deferred]:
-    """A SyncFactory ``store_batch`` that stores only the documents ``check`` accepts.
+def filtering_store_batch(check: Check,
+                          write: Callable[..., Deferred] = default_store_batch) -> Callable[..., Deferred]:
+    """A SyncFactory ``store_batch`` that stores only the documents ``check`` accepts, with ``write`` (a
+    ``default_store_batch``, or one that leaves out more: a hub's quota, roles/quota.py).
 
     The signatures were verified by the sync validator; this adds the rules that need the target
     database and the peer (same author, the signed audience, membership). A refused document is
@@ -221,7 +223,7 @@ def filtering_store_batch(check: Check) -> Callable[..., Deferred]:
                     refused.append((doc, why))
                     log.warn("refused {doc} {rev} from {peer} into {db}: {why}", doc=doc["id"], rev=doc["rev"],
                              peer=peer_id, db=db.name, why=why)
-        d = default_store_batch(store, db, accepted, peer_id, remote_db, cp, vis=vis)
-        return d.addCallback(lambda _: refused) if refused else d
+        d = write(store, db, accepted, peer_id, remote_db, cp, vis=vis)
+        return d.addCallback(with_refused, refused) if refused else d
 
     return store_batch

@@ -18,6 +18,8 @@ _SIGN = 0x8000000000000000
 
 SCHEMA_KEY = b"schema"
 NEXT_DBID_KEY = b"next_dbid"
+#: Before the names of the small values roles keep in `meta` (`Store.put_meta`), apart from the store's own keys.
+META_PREFIX = b"m:"
 
 # Strings inside index keys: NUL escaped as 00 01 and terminated by 00 00, so the byte order of the keys is
 # the order of the strings and no value is a prefix of another. Long ones are replaced by a hash, marked by a

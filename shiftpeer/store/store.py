@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import threadable
 
-from . import keys, migrate
+from . import codec, keys, migrate
 from .errors import InvalidDocument, NotFound, SchemaVersionError, StoreError
 from .writer import GroupWriter
 
@@ -219,6 +219,29 @@ class Store:
     def schema_version(self) -> int:
         with self.env.begin() as txn:
             return int(txn.get(keys.SCHEMA_KEY, db=self._meta_db))
+
+    # -- small values a role keeps beside its databases ------------------------------------------------
+    def get_meta(self, name: str) -> Any:
+        """The value ``put_meta`` last stored under ``name``, or None. Read in this thread's transaction when
+        there is one (a ``read_txn`` loop, or a write transaction: its own writes)."""
+        key = keys.META_PREFIX + name.encode()
+        local = self._local
+        txn = getattr(getattr(local, "txn", None), "txn", None) or getattr(local, "rtxn", None)
+        if txn is not None:
+            raw = txn.get(key, db=self._meta_db)
+        else:
+            if self._closed:
+                raise StoreError("store is closed")
+            with self.env.begin() as own:
+                raw = own.get(key, db=self._meta_db)
+        return codec.decode_value(raw) if raw is not None else None
+
+    def put_meta(self, name: str, value: Any, txn: WriteTxn | None = None) -> None:
+        """Keep a small CBOR value under ``name`` (not a document: no revisions, no changes feed, never
+        replicated); with ``txn``, in that transaction, e.g. beside the batch it counts (roles/quota.py)."""
+        data = codec.encode_value(value)
+        with self._writing(txn) as w:
+            w.txn.put(keys.META_PREFIX + name.encode(), data, db=self._meta_db)
 
     # -- transactions ------------------------------------------------------------------------------
     @contextmanager

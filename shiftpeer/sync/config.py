@@ -59,7 +59,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit("window", int, WINDOW, 1, help="unacknowledged batches per replication this node sends"),
     Limit("max_replications", int, MAX_FEEDERS, 1, help="replications one peer may open on one connection"),
     Limit("docs_per_second", float, None, 0, can_be_off=True,
-          help="documents stored per second from one connection"),
+          help="documents stored per second from one peer, all its connections together"),
     Limit("max_upload_bytes_per_second", int, None, MIN_UPLOAD_BYTES_PER_SECOND, can_be_off=True,
           help="bytes all sync connections together send per second, counted above TLS (shared fairly "
                "between peers, each peer's connections taking turns; their feeders wait)",
@@ -81,10 +81,15 @@ BY_NAME = {limit.name: limit for limit in LIMITS}
 
 
 def check_limit(name: str, value: Any) -> Optional[float]:
-    """``value`` for the limit ``name`` as the SyncFactory wants it; ValueError saying what is allowed.
+    """``value`` for the limit ``name`` as the SyncFactory wants it; ValueError saying what is allowed."""
+    return check_value(BY_NAME[name], value)
 
-    Strings (command-line flags) are parsed; JSON values must already be numbers (booleans are not)."""
-    limit = BY_NAME[name]
+
+def check_value(limit: Limit, value: Any) -> Optional[float]:
+    """``value`` for ``limit`` (a sync limit, or another setting described the same way: a hub's quota); ValueError
+    naming it and saying what is allowed. Strings (command-line flags) are parsed; JSON values must already be
+    numbers (booleans are not)."""
+    name = limit.name
     if limit.kind is float:
         allowed = f"a number above {_show(limit.minimum)}"
     elif limit.maximum is not None:
@@ -126,4 +131,4 @@ def _show(n: float) -> str:
     return f"{n:,}" if isinstance(n, int) else f"{n:g}"
 
 
-__all__ = ["LIMITS", "Limit", "check_limit", "check_sync_config"]
+__all__ = ["LIMITS", "Limit", "check_limit", "check_sync_config", "check_value"]

@@ -94,7 +94,7 @@ def frames(revs: list[RefusedRev]) -> Iterator[list[list[str]]]:
 
 
 __all__ = ["DEFAULT_CODE", "KEEP_REFUSED", "MAX_CODE", "MAX_REASON", "MAX_REFUSED", "Reason", "Refused", "RefusedRev",
-           "frames", "note_refused_alone", "refused_revs", "sift"]
+           "frames", "note_refused_alone", "refused_revs", "sift", "with_refused"]
 
 
 def sift(docs: list, why_not: Callable[[dict], Any], note: Callable[[dict, Any], None]) -> tuple[list, list]:
@@ -110,3 +110,9 @@ def sift(docs: list, why_not: Callable[[dict], Any], note: Callable[[dict, Any],
             note(doc, why)
             refused.append((doc, why))
     return accepted, refused
+
+
+def with_refused(result: Any, refused: list) -> list:
+    """``refused`` followed by the (document, why) pairs an inner ``store_batch`` fired with (``result``), if any:
+    what a layer of checks left out and what the layers under it did, for the puller to tell the peer."""
+    return refused + result if type(result) is list else refused

@@ -191,9 +191,10 @@ def _store_fsyncs(store: Any) -> bool:
 
 
 def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db: str, cp: dict, *,
-                        vis: Optional[list] = None) -> Deferred:
+                        vis: Optional[list] = None, also: Optional[Callable[[Any], None]] = None) -> Deferred:
     """Store the docs and the checkpoint in one transaction, in the store's writer thread; ``vis``: the
-    visibility tokens of a pull that records its source (``Puller.vis``), added to every document stored.
+    visibility tokens of a pull that records its source (``Puller.vis``), added to every document stored;
+    ``also(txn)``: one more write that must commit with the batch or not at all (a hub's quota count).
 
     A small batch (a live change) for a store that does not fsync is written right here in the reactor
     thread, like a local edit: the write takes well under a millisecond, the two thread hops it saves
@@ -204,6 +205,8 @@ def default_store_batch(store: Any, db: Any, docs: list, peer_id: str, remote_db
             if docs:
                 db.bulk_replicated(docs, vis=vis, txn=txn)
             db.set_checkpoint(peer_id, remote_db, cp, txn=txn)
+            if also is not None:
+                also(txn)
 
     if len(docs) <= INLINE_STORE_DOCS and not _store_fsyncs(store):
         return maybeDeferred(write)
