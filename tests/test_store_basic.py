@@ -135,14 +135,17 @@ def test_put_get_and_revision(store):
     assert (d.id, d.rev, d.deleted, d.body, d.conflicts, d.seq) == ("s1", rev, False, body, [], 1)
 
 
-def test_rev_hash_is_canonical_array(store):
-    """When a revision is computed, it is blake2b-128 over canonical CBOR of [parent or "", deleted, body]."""
+@pytest.mark.parametrize("parent", [None, "1-" + "a" * 32, "12-" + "b" * 32])
+@pytest.mark.parametrize("deleted", [False, True])
+def test_rev_hash_is_canonical_array(store, parent, deleted):
+    """When a revision is computed, it is blake2b-128 over canonical CBOR of [parent or "", deleted, body]
+    (rev_from_bytes assembles that array's head from parts: each case of its head is pinned here)."""
     from hashlib import blake2b
 
     body = {"b": 1, "a": [1.5, "x", None]}
-    parent = "1-" + "a" * 32
-    want = blake2b(codec.encode_canonical([parent, True, body]), digest_size=16).hexdigest()
-    assert compute_rev(parent, True, body) == "2-" + want
+    want = blake2b(codec.encode_canonical([parent or "", deleted, body]), digest_size=16).hexdigest()
+    depth = 1 if parent is None else int(parent.split("-")[0]) + 1
+    assert compute_rev(parent, deleted, body) == f"{depth}-{want}"
 
 
 def test_same_edit_same_rev(tmp_path):

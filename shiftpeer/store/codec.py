@@ -190,16 +190,17 @@ def _head(major: int, n: int) -> bytes:
     return _HEAD32.pack(major | 26, n)
 
 
-def encode_text(s: str) -> bytes:
-    """A text string's CBOR item (the same bytes canonical or not), for payloads assembled from parts."""
-    b = s.encode()
-    return _head(0x60, len(b)) + b
-
-
 # Heads of text and byte strings shorter than 256 bytes (ids, revisions, signatures, most bodies' lengths
 # fall here or one table lookup from it): a lookup instead of a call on the write hot path.
 _TEXT_HEADS = tuple(_head(0x60, n) for n in range(256))
 _BYTES_HEADS = tuple(_head(0x40, n) for n in range(256))
+
+
+def encode_text(s: str) -> bytes:
+    """A text string's CBOR item (the same bytes canonical or not), for payloads assembled from parts."""
+    b = s.encode()
+    n = len(b)
+    return (_TEXT_HEADS[n] if n < 256 else _head(0x60, n)) + b
 
 
 def encode_vis(vis: list[str]) -> bytes:
