@@ -127,3 +127,26 @@ def test_what_the_fast_encoder_refuses_gets_cbor2s_plain_encoding_or_error(value
             codec.dumps_sorted(value)
         return
     assert codec.dumps_sorted(value) == expected
+
+
+def test_a_panic_in_libipld_is_decided_by_cbor2(monkeypatch):
+    """pyo3 surfaces a Rust panic as PanicException, a BaseException: a libipld that panics on some input
+    (3.0 did on a non-text key) must not break a read, a frame or a payload; cbor2 decides instead. An
+    interrupt is still an interrupt."""
+    PanicException = type("PanicException", (BaseException,), {})
+
+    def panics(_):
+        raise PanicException("called `Result::unwrap()` on an `Err` value")
+
+    monkeypatch.setattr(codec, "_dag_loads", panics)
+    monkeypatch.setattr(codec, "_dag_dumps", panics)
+    data = cbor2.dumps({"a": [1, 2]})
+    assert codec.loads(data) == {"a": [1, 2]}
+    assert codec.dumps_sorted({"b": 1, "a": 2}) == cbor2.dumps({"b": 1, "a": 2})
+
+    def interrupted(_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(codec, "_dag_loads", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        codec.loads(data)

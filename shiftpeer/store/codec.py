@@ -280,6 +280,16 @@ def loads(data: bytes) -> Any:
         return _dag_loads(data)
     except Exception:
         return _loads(data)
+    except BaseException as e:  # a panic in libipld (pyo3's PanicException is not an Exception): cbor2 decides
+        if not _rust_panic(e):
+            raise
+        return _loads(data)
+
+
+def _rust_panic(e: BaseException) -> bool:
+    """Is `e` a Rust panic surfaced by pyo3 (none was found fuzzing libipld 3.5 with 300,000 inputs; 3.0
+    panicked on a non-text map key)?"""
+    return type(e).__name__ == "PanicException"
 
 
 #: A stored body, decoded (`loads`).
@@ -298,6 +308,9 @@ def dumps_sorted(obj: Any) -> bytes:
             return _dag_dumps(obj)
         except Exception:
             pass
+        except BaseException as e:
+            if not _rust_panic(e):
+                raise
     return _dumps(obj)
 
 
