@@ -138,17 +138,31 @@ def test_check_json_accepts_nested():
     codec.check_json({"a": [1, 2.5, -0.0, None, True, "x", {"b": [[], {}]}], "c": {"d": {"e": 1e300}}})
 
 
-@pytest.mark.parametrize("bad", [{1: 2}, float("inf"), b"x", (1,)])
-def test_check_json_follows_nesting_deeper_than_the_stack(bad):
-    """Past its recursion bound the check walks on iteratively: 5,000 levels of maps and lists (deeper
-    than Python's recursion limit) are accepted, and one bad value at the bottom is still refused."""
+def _nested_maps_and_lists(pairs: int) -> tuple[dict, dict]:
+    """A body of 1 + 2 * `pairs` levels (a list and a map each pair) and its innermost map."""
     body = inner = {}
-    for _ in range(5000):
+    for _ in range(pairs):
         inner["a"] = [{}]
         inner = inner["a"][0]
+    return body, inner
+
+
+@pytest.mark.parametrize("bad", [{1: 2}, float("inf"), b"x", (1,)])
+def test_check_json_follows_nesting_past_its_recursion_bound(bad):
+    """Past its recursion bound (32 levels) the check walks on iteratively: 127 levels of maps and lists
+    are accepted, and one bad value at the bottom is still refused."""
+    body, inner = _nested_maps_and_lists(63)
     codec.check_json(body)
     inner["b"] = bad
     with pytest.raises(InvalidDocument):
+        codec.check_json(body)
+
+
+def test_check_json_refuses_nesting_deeper_than_the_stack_without_exhausting_it():
+    """5,000 levels (deeper than Python's recursion limit) are refused for their depth (at most
+    codec.MAX_DEPTH, 128), not by a RecursionError."""
+    body, _ = _nested_maps_and_lists(2500)
+    with pytest.raises(InvalidDocument, match="at most 128 levels"):
         codec.check_json(body)
 
 

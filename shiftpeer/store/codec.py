@@ -80,6 +80,10 @@ _STR_ONLY = frozenset((str,))
 #: Nesting the recursive check follows before it hands a subtree to the iterative one (Python's recursion
 #: limit is ~1,000 frames; a shift is a few levels deep).
 _RECURSE_DEPTH = 32
+#: Maps and lists a body may nest, itself included. Every body stored must reach any node: cbor2 decodes
+#: at most 400 levels, a `docs` frame wraps a body in 3, and libipld (which takes ~1,000) is not on every
+#: node; a real shift nests a few levels.
+MAX_DEPTH = 128
 _isfinite = math.isfinite
 
 
@@ -119,22 +123,25 @@ def _check_other(v: Any, t: type, depth: int) -> None:
     elif t is not dict and t is not list:
         raise InvalidDocument(f"document values must be JSON-compatible, not {t.__name__}")
     elif depth >= _RECURSE_DEPTH:
-        _check_iteratively(v)
+        _check_iteratively(v, depth + 2)
     elif t is dict:
         _check_map(v, depth + 1)
     else:
         _check_values(v, depth + 1)
 
 
-def _check_iteratively(root: Any) -> None:
-    """check_json's walk of a deep subtree (a dict or list) with its own stack instead of recursion; the
-    values that are not containers get ``_check_other``'s checks."""
-    stack: list = [root]
+def _check_iteratively(root: Any, level: int) -> None:
+    """check_json's walk of a deep subtree (a dict or list, `level` containers down counting the body as 1)
+    with its own stack instead of recursion; the values that are not containers get ``_check_other``'s
+    checks, and nothing may nest past MAX_DEPTH."""
+    stack: list = [(root, level)]
     pop = stack.pop
     push = stack.append
     scalars = _SCALARS
     while stack:
-        o = pop()
+        o, level = pop()
+        if level > MAX_DEPTH:
+            raise InvalidDocument(f"document bodies may nest at most {MAX_DEPTH} levels of maps and lists")
         if type(o) is dict:
             if not _STR_ONLY.issuperset(map(type, o)):
                 _refuse_key(next(k for k in o if type(k) is not str))
@@ -146,7 +153,7 @@ def _check_iteratively(root: Any) -> None:
             if t in scalars:
                 continue
             if t is dict or t is list:
-                push(v)
+                push((v, level + 1))
             else:
                 _check_other(v, t, 0)
 
@@ -273,9 +280,10 @@ def loads(data: bytes) -> Any:
     Sync frames are sent in that order too (sync/messages.py). libipld decodes those ~3x faster than cbor2
     (~1.6 against ~4.7 us for a 1 KB shift, most of a bulk read), and refuses with an error everything it
     does not take (a 16-bit float, keys in another order, a tag), which cbor2 then decodes. So the result
-    is cbor2's for every input but one: a tag-42 link, which libipld gives as its bytes, where cbor2 gives
+    is cbor2's for every input but two: a tag-42 link, which libipld gives as its bytes, where cbor2 gives
     a CBORTag (no stored value holds one: bodies are checked JSON; in a frame it is what a peer could send
-    as plain bytes)."""
+    as plain bytes); and nesting of 401 to ~1,000 levels, which cbor2 refuses and libipld decodes (the
+    store refuses a body nested past check_json's MAX_DEPTH, 128, so no such value is stored or served)."""
     try:
         return _dag_loads(data)
     except Exception:
@@ -301,17 +309,27 @@ def dumps_sorted(obj: Any) -> bytes:
     DAG-CBOR encoder (~1 us for a 1 KB shift's payload, cbor2's plain encoding ~5.5), which writes map keys
     in canonical order and floats in 64 bits, so for a body without a float that fits fewer bits it gives
     the canonical payload itself, whatever order the keys came in. What libipld refuses (an int past 64
-    bits, a key that is not text, NaN, a lone surrogate) gets cbor2's plain encoding, keys as they are, or
-    cbor2's error."""
+    bits, a key that is not text, NaN, a lone surrogate), and anything with a zero float (libipld loses
+    -0.0's sign), gets cbor2's plain encoding, keys as they are, or cbor2's error."""
     if _dag_dumps is not None:
         try:
-            return _dag_dumps(obj)
+            data = _dag_dumps(obj)
         except Exception:
             pass
         except BaseException as e:
             if not _rust_panic(e):
                 raise
+        else:
+            if _F64_ZERO not in data:
+                return data
+            # libipld 3.5 writes -0.0 as +0.0: with a zero float anywhere, cbor2 keeps the sign (and such a
+            # payload is not the canonical one anyway: canonical CBOR writes a zero in 16 bits)
     return _dumps(obj)
+
+
+#: A 64-bit float zero as libipld writes both 0.0 and -0.0 (0xf5-0xff never occur in UTF-8 text, so text
+#: cannot hold it; bytes can, and then cbor2 encodes: slower, the same meaning).
+_F64_ZERO = b"\xfb" + bytes(8)
 
 
 def encode_record(record: list) -> bytes:
