@@ -104,27 +104,27 @@ def test_the_fast_payload_encoding_decodes_to_the_same_values_in_canonical_order
     itself (what the author signed), and with any it differs only in the floats' widths."""
     data = codec.dumps_sorted(body)
     canonical = cbor2.dumps(body, canonical=True)
-    assert _same(_in_canonical_order(cbor2.loads(data)), cbor2.loads(canonical))   # values, types, -0.0's sign
+    # values, types and keys' order; the sign of a zero float is lost (libipld; the next test says why it may)
+    assert _same(_unsigned_zeros(cbor2.loads(data)), _unsigned_zeros(cbor2.loads(canonical)))
     if not _has_float(body):
-        assert data == canonical   # keys' order too
+        assert data == canonical
 
 
-def _in_canonical_order(v):
-    """`v` with every map's keys in canonical order (a zero float makes dumps_sorted fall back to cbor2's
-    plain encoding, keys as they came)."""
+def _unsigned_zeros(v):
     if isinstance(v, dict):
-        return {k: _in_canonical_order(v[k]) for k in sorted(v, key=lambda k: (len(k.encode()), k.encode()))}
+        return {k: _unsigned_zeros(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_in_canonical_order(x) for x in v]
-    return v
+        return [_unsigned_zeros(x) for x in v]
+    return 0.0 if type(v) is float and v == 0 else v
 
 
-@pytest.mark.parametrize("value", [-0.0, [0.0, -0.0], {"z": {"y": -0.0}}])
-def test_the_fast_payload_encoding_keeps_the_sign_of_zero(value):
-    """libipld 3.5 writes -0.0 as +0.0: a payload with a zero float is cbor2's, so a body whose only
-    difference is a zero's sign never has the plain payload of another."""
-    body = {"v": value}
-    assert _same(cbor2.loads(codec.dumps_sorted(body)), body)
+def test_a_zeros_sign_is_the_one_value_the_fast_payload_encoding_loses():
+    """libipld 3.5 writes -0.0 as 0.0 (64 bits). Such a payload is never a canonical one (canonical CBOR
+    writes a zero in 16 bits), so no honest signature is over it: tests/test_signing_zero.py shows the
+    canonical retry deciding, and the signature memory keyed by what verified."""
+    data = codec.dumps_sorted({"v": -0.0})
+    assert data == codec.dumps_sorted({"v": 0.0}) == cbor2.dumps({"v": 0.0})
+    assert data != cbor2.dumps({"v": -0.0}, canonical=True) and data != cbor2.dumps({"v": 0.0}, canonical=True)
 
 
 def _has_float(v) -> bool:

@@ -210,14 +210,20 @@ def verify_repl_doc(doc: dict, body_cbor: Optional[bytes] = None) -> Any:
     if prepared is None:
         return False
     good_rev = type(prepared) is tuple
-    if key is None or not good_rev:   # one key a row, whichever: the memory's size is a number of rows; a row
+    by_payload = key is None or not good_rev
+    if by_payload:   # one key a row, whichever: the memory's size is a number of rows; a row
         # whose revision does not check is never remembered by its row key (that would answer True next time),
         # only by its payload's: the author signed that payload, and the history is not in it
         key = GenuineCache.key(prepared[1], prepared[3])
         if GENUINE.seen(key):
             return True if good_rev else prepared.why
-    if _signature_ok(prepared) is None:
+    verified = _signature_ok(prepared)
+    if verified is None:
         return False
+    if by_payload and verified[3] is not prepared[3]:
+        # it verified over the canonical payload, not the plain one: remember what the author signed (two
+        # bodies can share a plain payload: libipld writes -0.0 as 0.0; never two a canonical one)
+        key = GenuineCache.key(verified[1], verified[3])
     GENUINE.add(key)
     return True if good_rev else prepared.why
 
