@@ -194,8 +194,9 @@ def verify_repl_doc(doc: dict, body_cbor: Optional[bytes] = None) -> Any:
     Fast path: the payload is first encoded *plainly* (``codec.dumps_sorted``: libipld's encoder, keys in
     canonical order, floats in 64 bits; ~5x cheaper than cbor2's canonical encoding, and the encoding
     holds the GIL), so for bodies without a float that fits fewer bits the plain bytes are already the
-    canonical payload. A plain encoding decodes to exactly the values encoded, so if the signature
-    verifies over it, the author signed exactly this document. Only when that fails (a short float, a
+    canonical payload. A plain encoding decodes to exactly the values encoded (a zero's sign aside, which
+    no honest signature is over: ``codec.dumps_sorted``), so if the signature verifies over it, the author
+    signed exactly this document. Only when that fails (a short float, a
     value libipld refuses, or a forgery) is the canonical payload built and checked.
 
     A payload found genuine is remembered (``genuine.GenuineCache``, keyed by the signature and a hash of

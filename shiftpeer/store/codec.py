@@ -305,10 +305,10 @@ decode_body = loads
 
 
 def dumps_sorted(obj: Any) -> bytes:
-    """CBOR of `obj` that decodes to exactly its values, for a payload a signature is checked over: libipld's
-    DAG-CBOR encoder (~1 us for a 1 KB shift's payload, cbor2's plain encoding ~5.5), which writes map keys
-    in canonical order and floats in 64 bits, so for a body without a float that fits fewer bits it gives
-    the canonical payload itself, whatever order the keys came in. What libipld refuses (an int past 64
+    """CBOR of `obj` that decodes to its values (a zero's sign aside, below), for a payload a signature is
+    checked over: libipld's DAG-CBOR encoder (~1 us for a 1 KB shift's payload, cbor2's plain encoding
+    ~5.5), which writes map keys in canonical order and floats in 64 bits, so for a body without a float
+    that fits fewer bits it gives the canonical payload itself, whatever order the keys came in. What libipld refuses (an int past 64
     bits, a key that is not text, NaN, a lone surrogate) gets cbor2's plain encoding, keys as they are, or
     cbor2's error.
 
@@ -343,7 +343,7 @@ def encode_record(record: list) -> bytes:
 
 def decode_record(data: bytes) -> list:
     """A document record as `[docid, vis, tree, leaves]`, whichever form it is stored in. (Hot loops that
-    can use the compact form as it is check `len(rec) == 6` and decode with `cbor2.loads` themselves.)"""
+    can use the compact form as it is check `len(rec) == 6` and decode with `load_record` themselves.)"""
     rec = loads(data)
     if len(rec) == 6:
         docid, vis, rev, deleted, body, sig = rec
