@@ -12,13 +12,14 @@ queries by page, domain, author, group and a shift's comment thread. The full pe
 group, sent nothing) only watches: it pulls the public firehose.
 
 A group that refused a document's later revisions (its author may no longer publish, or read, there) keeps the
-copy it has; the hub shows the document through it only while no other place took a later revision
-(``shown_groups``); a comment takes the audience of that winner. The model tracks a comment's latest text. A
-comment's revision goes only where its author can still see the shift on the hub (``hub_shows``): an edit after
-the shift was deleted, or by a commenter who lost the group it came through, is refused by the commenter's node
-at once (``shift_gone``, ``edit_refused``: it asks the hub first), and were it written, every place would refuse
-it and the hub keep the last one it took (``frozen``); into a group only while the author can read it (else that
-group keeps an older revision, ``refused``).
+copy it has; the hub shows the winner through it only while no other place took a later revision
+(``shown_groups``), and after that serves the group's readers the copy it keeps (``shows``, ``held_groups``); a
+comment takes the audience of that winner, and goes only to the groups it names (``goes_to``). The model tracks a
+comment's latest text. A comment's revision goes only where its author can still see the shift on the hub
+(``hub_shows``): an edit after the shift was deleted, or by a commenter who lost the group it came through, is
+refused by the commenter's node at once (``shift_gone``, ``edit_refused``: it asks the hub first), and were it
+written, every place would refuse it and the hub keep the last one it took (``frozen``); into a group only while
+the author can read it (else that group keeps an older revision, ``refused``).
 
 Invariants, once the mesh has settled (polled with a bounded deadline):
 - privacy: a shift or comment no one was ever sent is on no node but its author's (a tombstone may reach a group
@@ -221,6 +222,19 @@ class FlowModel(RuleBasedStateMachine):
         # a group that refused the later revisions left the signed audience: the hub no longer shows it through it
         return h["public"] or u in h["to"] or any(self.reads(g, u) for g in self.shown_groups(d) & h["groups"])
 
+    def shows(self, u: str, sid: str) -> bool:
+        """Does the hub show this shift to ``u`` now at some revision: its winner (``visible``), or the copy a group
+        ``u`` reads keeps of it, having refused its later revisions (``held_groups``: the hub serves that group's
+        readers the revision it holds, ``HubQueries._shown``)?"""
+        d, h = self.docs[sid], self.docs[sid].hub
+        return self.visible(u, sid) or h is not None and not h["deleted"] and \
+            any(self.reads(g, u) for g in self.held_groups(d) & h["groups"])
+
+    def held_groups(self, d: Doc) -> set:
+        """The groups that keep an earlier revision of ``d``, having refused its later ones: their readers are
+        served that one where the winner does not name the group (a shift's record keeps the group's token)."""
+        return d.refused & d.groups if d.kind == "shift" else set()
+
     def shown_groups(self, d: Doc) -> set:
         """The groups through which the hub shows a document: those its winner in ``shared`` names. A group
         that refused the later revisions left the signed audience, so once another place took one the hub no
@@ -236,10 +250,16 @@ class FlowModel(RuleBasedStateMachine):
         d.shown = None if took else before
 
     def hub_shows(self, u: str, sid: str) -> bool:
-        """Does the hub's ``shared`` show this shift to ``u`` now (its author included: it checks a comment's
-        author can see the shift there)?"""
+        """Does the hub show this shift to ``u`` now at some revision (its author included: it checks a comment's
+        author can see the shift there, ``HubQueries.sees_a_revision``)?"""
         d, h = self.docs[sid], self.docs[sid].hub
-        return h is not None and not h["deleted"] and (u == d.author or self.visible(u, sid))
+        return h is not None and not h["deleted"] and (u == d.author or self.shows(u, sid))
+
+    def goes_to(self, sid: str, g: str) -> bool:
+        """Does the shift go to group ``g`` as the hub's winner stands (its audience names ``g``, which holds it)?
+        A comment goes only there (``HubQueries.places_of``)."""
+        d = self.docs[sid]
+        return d.hub is not None and g in self.shown_groups(d) & d.hub["groups"]
 
     def _tick(self) -> None:
         """After each operation: the hub learns what online authors did; readers' last steps move on."""
@@ -441,7 +461,8 @@ class FlowModel(RuleBasedStateMachine):
         if not self.hub_shows(c.author, c.shift):
             c.frozen = c.frozen or c.targets_ever()
             self._refuse(c, c.groups - c.refused)
-        self._refuse(c, {g for g in c.groups - c.refused if not self.reads(g, c.author)})
+        self._refuse(c, {g for g in c.groups - c.refused
+                         if not self.reads(g, c.author) or not self.goes_to(c.shift, g)})
 
     @precondition(lambda self: self.comments(lambda d: not d.deleted))
     @rule(data=st.data())
@@ -576,7 +597,7 @@ class FlowModel(RuleBasedStateMachine):
         if not self.reads(g, u):
             return
         self._paged(u, {"group": g}, limit, lambda d: d.hub is not None and not d.hub["deleted"] and
-                    g in self.shown_groups(d) & d.hub["groups"], lambda s: True)
+                    g in (self.shown_groups(d) | self.held_groups(d)) & d.hub["groups"], lambda s: True)
 
     @precondition(lambda self: self.comments())
     @rule(data=st.data(), u=st.sampled_from((*USERS, PEER)), limit=st.integers(1, 3))
@@ -622,7 +643,7 @@ class FlowModel(RuleBasedStateMachine):
         """Page through ``u``'s query: each row of the model's visible set once, nothing else, newest first."""
         if not self.online[u]:
             return
-        visible = visible or (lambda s: self.visible(u, s))
+        visible = visible or (lambda s: self.shows(u, s))
         rows = self._pages(u, filters, limit)
         ids = {r["id"] for r in rows}
         want = {s for s in self.shifts(match) if visible(s)}

@@ -7,7 +7,8 @@ club. bob's inbox takes the edit, the club refuses it and keeps the earlier revi
 winner is now the edit, keeps the club's token (the club holds the document), and the winner's audience names
 the club, so the hub served the club's readers the edit by query and ``get``: a post into a group that removed
 him. A place's token now serves a row only while that place's database holds the winning revision
-(``queries.served``, ``Judge.holds_winner``); the club's readers keep the club's revision in their feeds, bob
+(``queries.served``, ``Judge.holds_winner``); the club's readers are served the revision the club holds, as
+their feeds hold it, and may comment on it (``HubQueries._shown``: tests/test_hub_place_revision_served.py), bob
 (whose inbox took the edit) finds the edit, and a public row is served as before, with no read of a place.
 """
 
@@ -80,12 +81,18 @@ async def test_a_shift_edit_the_club_refused_is_not_served_to_club_readers(mesh)
 
     await edit_still_naming_the_club(mesh, sid, ["group:club", "user:bob"], summary=EDIT)
 
-    # carol reads the club: the edit by id nowhere, by page, by author or by group filter
-    assert (await carol.flows.link.call("get", {"ids": [sid]}))["rows"] == []
+    # carol reads the club: the edit nowhere, the club's revision (as in her feed) by id, by page, by author and
+    # by group filter; and she may comment on it, in the club
+    held = mesh.hub.db("group/club").get(sid).rev
+    assert [r["rev"] for r in (await carol.flows.link.call("get", {"ids": [sid]}))["rows"]] == [held]
     for filters in ({"href": HREF}, {"author": "dave"}, {"group": "club"}):
         got = summaries(await carol.flows.link.call("query", {"filters": filters}))
-        assert EDIT not in got, (filters, got)
+        assert EDIT not in got and "for the club and bob" in got, (filters, got)
     assert carol.feed().get(sid).body["summary"] == "for the club and bob"   # the club's revision, in her feed
+    made = await carol.flows.comment(sid, "on what the club holds")
+    assert made["targets"].get("group:club") == "ok", made
+    await eventually(lambda: made["id"] in mesh.hub.ids("shared"), "the comment in shared")
+    assert await thread(carol, sid) == [(made["id"], "on what the club holds")]
 
     # bob, whose inbox took the edit, finds it
     assert summaries(await bob.flows.link.call("get", {"ids": [sid]})) == [EDIT]
@@ -123,9 +130,10 @@ async def test_a_comment_edit_the_club_refused_is_not_served_to_club_readers(mes
     targets = sorted(made["targets"])
     await edit_still_naming_the_club(mesh, made["id"], targets, text=EDIT)
 
-    assert await thread(carol, sid) == []
-    assert (await carol.flows.link.call("get", {"ids": [made["id"]]}))["rows"] == []
-    assert carol.feed().get(made["id"]).body["text"] == "for the club"   # the club's revision, in her feed
+    assert await thread(carol, sid) == [(made["id"], "for the club")]   # the club's revision, as in her feed
+    rows = (await carol.flows.link.call("get", {"ids": [made["id"]]}))["rows"]
+    assert [r["body"]["text"] for r in rows] == ["for the club"]
+    assert carol.feed().get(made["id"]).body["text"] == "for the club"
     for user in (alice, bob):   # the shift's author; bob's inbox took the edit
         assert await thread(user, sid) == [(made["id"], EDIT)], user.name
 

@@ -19,13 +19,14 @@ from shiftpeer.ids import author_tag
 from shiftpeer.roles import audience
 from shiftpeer.roles.groups import RANK
 from shiftpeer.roles.names import FlowError, check_name
-from shiftpeer.roles.tokenjudge import Judge
+from shiftpeer.roles.tokenjudge import PLACES, Judge
 from shiftpeer.roles.validation import answers_no_shift, holds_no_shift
 from shiftpeer.shifts import BAD_CURSOR, InvalidShift, check_type, href_lookups
 from shiftpeer.store import indexes
 from shiftpeer.store.codec import decode_body, encode_body
 from shiftpeer.store.errors import InvalidDocument
 from shiftpeer.store.keys import created_seconds
+from shiftpeer.store.revs import parse_rev
 from shiftpeer.sync.refusedrevs import Refused
 
 #: Filters that map to a store index, most selective first.
@@ -88,11 +89,27 @@ def in_range(body: dict, since: float | None, until: float | None) -> bool:
     return (since is None or since <= t) and (until is None or t < until)
 
 
+def matches(body: dict, filters: dict, since: float | None, until: float | None) -> bool:
+    """Does ``body`` match every filter of a query and lie within ``[since, until)``, as ``run`` matches the
+    rows it pages? For rows no index paged by their own body: favorites, a place's revision (``run``'s
+    ``stand_in``)."""
+    if body.get("type", "shift") not in wanted_types(filters) or not in_range(body, since, until):
+        return False
+    groups = filters.get("group")
+    if groups and not set(groups) & set(audience.of(body)["groups"]):
+        return False
+    return all(indexes.matches(body, indexes.INDEXES[k], set(v)) for k, v in filters.items()
+               if k not in ("group", "type"))
+
+
 def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: str | None,
         keep: Callable[[Any], bool] = lambda doc: True, since: float | None = None,
-        until: float | None = None, body_bytes: bool = False) -> tuple[list[Any], str | None]:
+        until: float | None = None, body_bytes: bool = False,
+        stand_in: Callable[[Any], Any] | None = None) -> tuple[list[Any], str | None]:
     """Page the most selective index of ``db`` newest first within ``[since, until)``, keeping docs
-    that pass every other filter (``body_bytes``: with their stored body bytes, ``stored_row``)."""
+    that pass every other filter (``body_bytes``: with their stored body bytes, ``stored_row``). A doc
+    ``keep`` refuses gives way to ``stand_in(doc)`` (another revision of it, or None) when that matches the
+    filters too (``HubQueries``: the revision a place of the caller's holds)."""
     index = next((f for f in INDEXED if f in filters), None)
     values = filters[index] if index else None
     rest = {k: set(v) for k, v in filters.items() if k not in (index, "group", "type")}
@@ -117,6 +134,10 @@ def run(db: Any, filters: dict, *, vis: list[str] | None, limit: int, cursor: st
                 continue
             if keep(doc):
                 rows.append(doc)
+            elif stand_in is not None:
+                other = stand_in(doc)
+                if other is not None and matches(other.body, filters, since, until):
+                    rows.append(other)
         if len(rows) >= limit or cursor is None:
             break
     return rows, cursor
@@ -178,7 +199,8 @@ def history(doc: Any) -> list[str]:
 
 
 def row(doc: Any) -> dict:
-    """A query result row: the winning revision with its signature, so the asker can verify it."""
+    """A query result row: the winning revision (on the hub, or the one a place of the asker's holds:
+    ``HubQueries._shown``) with its signature, so the asker can verify it."""
     return {"id": doc.id, "rev": doc.rev, "deleted": bool(doc.deleted), "body": doc.body, "sig": doc.sig,
             "history": history(doc)}
 
@@ -240,7 +262,8 @@ def served(doc: Any, tokens: set[str], judge: Callable[[Any, str], bool]) -> boo
     one, from the places the shift left. A place's token other than ``public`` counts only where
     ``judge(doc, token)`` (``HubQueries.author_judge``) says that place holds the winning revision: a node
     that never leaves a group that refused its author out of the audience (an older or a hostile one) signs
-    the refused edit still naming the group, and another place takes it. ``public`` on a shift asks no
+    the refused edit still naming the group, and another place takes it (its readers are served the revision
+    the group holds instead: ``HubQueries._shown``). ``public`` on a shift asks no
     judge (no read for the rows anyone may see): a revision signed public is its author's to show anyone. An ``author:`` token counts for the
     record's author, and where ``judge`` says the merge gives it today (a comment's shift's author): an older
     merge left some on records their holder never wrote. A comment's place token counts only where ``judge``
@@ -318,9 +341,10 @@ class HubQueries:
         if filters is None:
             return {"rows": [], "next_cursor": None}
         raw = args.get(BODY_CBOR) is True   # the asker takes stored bytes (docs/flows.md, *Queries*)
-        shown = self._shown(set(tokens))
+        shown, stand_in = self._shown(set(tokens))
         docs, cursor = run(self._shared, filters, vis=tokens, limit=q["limit"], cursor=q["cursor"], keep=shown,
-                           since=q["since"], until=q["until"], body_bytes=True)   # StoredDocs: with parents
+                           since=q["since"], until=q["until"], body_bytes=True,   # StoredDocs: with parents
+                           stand_in=stand_in)
         return {"rows": [(stored_row if raw else row)(d) for d in docs[: q["limit"]]], "next_cursor": cursor}
 
     def get(self, account_id: str, user: str, ids: Any) -> dict:
@@ -330,28 +354,56 @@ class HubQueries:
         return {"rows": self._visible(ids, set(self.tokens(account_id, user))), "next_cursor": None}
 
     def _visible(self, ids: Any, tokens: set[str]) -> list[dict]:
-        """Rows of the documents among ``ids`` that ``tokens`` may see, in the order asked."""
-        out, shown = [], self._shown(tokens)
+        """Rows of the documents among ``ids`` that ``tokens`` may see, in the order asked: the winning
+        revision, or the one a place of theirs holds (``_shown``)."""
+        out, show = [], self._show(tokens)
         for docid in ids:
-            doc = self._shared.get_stored(docid)
-            if doc is not None and not doc.deleted and shown(doc):
+            doc = show(self._shared.get_stored(docid))
+            if doc is not None:
                 out.append(row(doc))
         return out
 
-    def _shown(self, tokens: set[str]) -> Callable[[Any], bool]:
-        """``keep`` for one query or ``get`` with ``tokens``: ``served``, and no comment answering a comment
-        (``answers_shifts``: its author's token alone would still serve it to them)."""
+    def _show(self, tokens: set[str]) -> Callable[[Any], Any]:
+        """For one ``get`` or comment check with ``tokens``: the revision of a document ``shared`` holds (live)
+        that they are served (``_shown``), or None."""
+        shown, stand_in = self._shown(tokens)
+        return lambda doc: None if doc is None or doc.deleted else doc if shown(doc) else stand_in(doc)
+
+    def _shown(self, tokens: set[str]) -> tuple[Callable[[Any], bool], Callable[[Any], Any]]:
+        """``keep`` and ``stand_in`` for one query or ``get`` with ``tokens``. ``keep``: ``served``, and no comment
+        answering a comment (``answers_shifts``: its author's token alone would still serve it to them).
+        ``stand_in``, asked only of a row ``keep`` refused (public rows and those a token serves read nothing
+        more): the revision a place of the caller's (a group they read, their inbox) holds, whose token the
+        record carries, when the place holds no revision ``served`` gives them (it refused the winner, or the
+        winner's audience left it out; ``Judge.place_revision``): what its readers' feeds hold. The newest of
+        them if several places hold one; None if none does, or it answers no shift."""
         judge, answers = self.author_judge(), answers_shifts(self._shared)
-        return lambda doc: answers(doc) and served(doc, tokens, judge)   # the check cached per shift first
+        places, sources = {t for t in tokens if t.partition(":")[0] in PLACES}, Judge(self._store, self._shared)
+
+        def stand_in(doc: Any) -> Any:
+            held = [r for t in doc.vis if t in places and (r := sources.place_revision(doc, t)) is not None]
+            best = max(held, key=lambda d: parse_rev(d.rev), default=None)
+            return best if best is not None and answers(best) else None
+
+        return (lambda doc: answers(doc) and served(doc, tokens, judge)), stand_in   # answers cached per shift
 
     def sees(self, account_id: Any, doc: Any) -> bool:
-        """May this account see ``doc``, what ``shared`` holds under an id (``held_any``; None: nothing), as
-        ``get`` would give it to them? Never a deleted one. Takes the document read once by the caller, who asks
-        more of it (``HubRules``' comment checks; ``HubSocial``'s notifications, one read for every reader)."""
+        """May this account see ``doc``, what ``shared`` holds under an id (``held_any``; None: nothing), at the
+        winning revision? Never a deleted one. Takes the document read once by the caller, who asks more of it
+        (``HubSocial``'s notifications, one read for every reader, which quote the winner)."""
         user = self._accounts.name_of(account_id)
         if user is None or doc is None or doc.deleted:
             return False
-        return self._shown(set(self.tokens(account_id, user)))(doc)
+        return self._shown(set(self.tokens(account_id, user)))[0](doc)
+
+    def sees_a_revision(self, account_id: Any, doc: Any) -> bool:
+        """May this account see ``doc`` (as ``sees``) at some revision, as ``get`` gives it to them: the winner,
+        or the one a place of theirs holds (``_shown``)? ``HubRules``' comment checks: a group's reader may
+        comment on the shift the group holds, though it refused the author's later revision."""
+        user = self._accounts.name_of(account_id)
+        if user is None:
+            return False
+        return self._show(set(self.tokens(account_id, user)))(doc) is not None
 
     def held_any(self, doc_id: Any) -> Any:
         """The winning revision ``shared`` holds under ``doc_id``, live or deleted, or None: a deleted comment is
@@ -415,11 +467,8 @@ class HubQueries:
     def _favorites(self, user: str, tokens: list[str], filters: dict, q: dict) -> dict:
         """The caller's favorites that ``tokens`` (narrowed to a group by a ``group`` filter) see and the other
         filters match, the same way ``run`` matches them (``thread`` is the ``shift`` field, shifts by default)."""
-        types = wanted_types(filters)
-        rest = {k: set(v) for k, v in filters.items() if k not in ("group", "type")}
         rows = [r for r in self._visible(dict.fromkeys(self._social.favorites_of(user)[-MAX_LIMIT:]), set(tokens))
-                if r["body"].get("type", "shift") in types and in_range(r["body"], q["since"], q["until"])
-                and all(indexes.matches(r["body"], indexes.INDEXES[k], v) for k, v in rest.items())]
+                if matches(r["body"], filters, q["since"], q["until"])]
         rows.sort(key=lambda r: created_seconds(r["body"].get("created")), reverse=True)
         return {"rows": rows[: q["limit"]], "next_cursor": None}
 

@@ -88,6 +88,24 @@ class Judge:
         db = self._source(audience.source_db(token))
         return db is not None and not db.revs_diff({doc.id: [doc.rev]})
 
+    def place_revision(self, doc: Any, token: str) -> Any:
+        """The live revision the place that gives ``token`` (a group's, an inbox's) holds of ``doc``, as a
+        ``StoredDoc`` (its winner there), when the record's author wrote it (the merge takes a source's revisions
+        from that author alone) and its signed audience names the place; else None. What that place's readers
+        are served where ``shared``'s winner is not theirs to see (``HubQueries``: the place refused a later
+        revision, or its author's node left the place out of it): the place took this one, so it is theirs, and
+        a revision the place refused is never in its database."""
+        if token.partition(":")[0] not in PLACES:
+            return None
+        db = self._source(audience.source_db(token))
+        held = db.get_stored(doc.id) if db is not None else None
+        if held is None or held.deleted or not isinstance(held.body, dict):
+            return None
+        author = _author(doc.body if isinstance(doc.body, dict) else {})
+        if author is None or held.body.get("author") != author:
+            return None
+        return held if audience.names_token(audience.of(held.body), token) else None
+
     def _held_by_source(self, token: str, docid: str, author: str | None) -> bool:
         """Does the hub database that gives ``token`` hold ``docid`` by ``author`` (the merge takes a source's
         revisions only from the author of the record, ``SharedMerger._same_author``)?"""

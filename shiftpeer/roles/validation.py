@@ -129,7 +129,8 @@ class HubRules:
         self.relays = set(relays)
         #: What a comment's checks ask of ``shared`` (the hub's ``HubQueries``; None: no comment checks):
         #: ``held_any(id)``, the document it holds under an id, live or deleted, or None (a comment answers a
-        #: shift); ``sees(account id, doc)``, may that account see it; ``places_of(doc)``, the visibility tokens
+        #: shift); ``sees_a_revision(account id, doc)``, may that account see it (at the winning revision or
+        #: the one a place of theirs holds); ``places_of(doc)``, the visibility tokens
         #: of the places it went (a comment goes only where the shift it answers went, not where its audience
         #: claims). The answered document is read once and handed to the other two.
         self.shared = shared
@@ -185,7 +186,7 @@ class HubRules:
         if self.shared is None:
             return None
         held = self.shared.held_any(shift)   # one read for the three checks, in this order (what the author is told)
-        if not relayed and not self.shared.sees(author, held):
+        if not relayed and not self.shared.sees_a_revision(author, held):
             return Reason("not_visible", "a comment needs a shift its author can see")
         if not relayed and audience.vis_token(dbname) not in self.shared.places_of(held):
             return Reason("not_there", f"a comment goes only where its shift went, and {dbname} does not hold it")
