@@ -64,7 +64,13 @@ def counted_db(name: str) -> bool:
 def body_bytes(doc: dict) -> int:
     """The size of a document's body as the store keeps it (its CBOR; the signature check's copy when it made one)."""
     data = doc.get(codec.PLAIN_BODY)
-    return len(data) if type(data) is bytes else len(codec.plain_encoder()(doc["body"]))
+    if type(data) is bytes:
+        return len(data)
+    try:
+        return len(codec.plain_encoder()(doc["body"]))
+    except BaseException:
+        codec.reset_encoders()   # a failed encode may leave the thread's encoder mid-way (plain_encoder)
+        raise
 
 
 def _held(db: Any, doc: dict) -> bool:
