@@ -391,19 +391,22 @@ class HubQueries:
         """May this account see ``doc``, what ``shared`` holds under an id (``held_any``; None: nothing), at the
         winning revision? Never a deleted one. Takes the document read once by the caller, who asks more of it
         (``HubSocial``'s notifications, one read for every reader, which quote the winner)."""
-        user = self._accounts.name_of(account_id)
-        if user is None or doc is None or doc.deleted:
+        tokens = self._tokens_of(account_id)
+        if tokens is None or doc is None or doc.deleted:
             return False
-        return self._shown(set(self.tokens(account_id, user)))[0](doc)
+        return self._shown(tokens)[0](doc)
 
     def sees_a_revision(self, account_id: Any, doc: Any) -> bool:
         """May this account see ``doc`` (as ``sees``) at some revision, as ``get`` gives it to them: the winner,
         or the one a place of theirs holds (``_shown``)? ``HubRules``' comment checks: a group's reader may
         comment on the shift the group holds, though it refused the author's later revision."""
+        tokens = self._tokens_of(account_id)
+        return tokens is not None and self._show(tokens)(doc) is not None
+
+    def _tokens_of(self, account_id: Any) -> set[str] | None:
+        """The visibility tokens of a registered account (``tokens``), or None for an account not registered."""
         user = self._accounts.name_of(account_id)
-        if user is None:
-            return False
-        return self._show(set(self.tokens(account_id, user)))(doc) is not None
+        return None if user is None else set(self.tokens(account_id, user))
 
     def held_any(self, doc_id: Any) -> Any:
         """The winning revision ``shared`` holds under ``doc_id``, live or deleted, or None: a deleted comment is

@@ -88,9 +88,9 @@ class Charge(dict):
         super().__init__()
         self.day = day
 
-    def add(self, author: str, size: int) -> None:
+    def add(self, author: str, size: int, docs: int = 1) -> None:
         counts = self.setdefault(author, [0, 0])
-        counts[0] += 1
+        counts[0] += docs
         counts[1] += size
 
 
@@ -233,9 +233,7 @@ class DailyQuota:
         for db in dbs:
             _, refused, charge = self.admit(db, [doc], peer_id)
             for author, (docs, nbytes) in charge.items():
-                counts = total.setdefault(author, [0, 0])
-                counts[0] += docs
-                counts[1] += nbytes
+                total.add(author, nbytes, docs)
             if refused:
                 self.refund(total)
                 raise FlowError(str(refused[0][1]), QUOTA)
