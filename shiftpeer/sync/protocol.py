@@ -29,6 +29,7 @@ from shiftpeer.sync.manager import ReplicationManager
 from shiftpeer.sync.replication import (BATCH_CHANGES, DOCS_FRAME_BYTES, MAX_FEEDERS, WINDOW, RateLimit,
                                         Replication)
 from shiftpeer.sync.refusallog import RefusalLog
+from shiftpeer.sync.sendnow import send_now
 from shiftpeer.sync.uploadcap import UploadCap
 
 #: Seconds from the TCP connection to the peer's hello (the TLS handshake included).
@@ -423,6 +424,13 @@ class SyncProtocol(Protocol):
         """Write an encoded frame; ``lane``: the rid of the replication this side serves that it belongs to
         (under the upload cap, its frames keep their order and take turns with the other replications')."""
         self._write(frame, lane)
+
+    def send_now(self) -> None:
+        """Hand what this connection has written to the kernel now, not on the reactor's next turn (a live
+        change: ``sendnow``). Not while received frames are handled (their replies go out together after)
+        nor under the upload cap (it paces the frames)."""
+        if self._out is None and self._paced is None and not self._closing:
+            send_now(self.transport)
 
     def drop_lane(self, lane: Any) -> None:
         """The replication we served as ``lane`` ended: under the upload cap, its frames still waiting are

@@ -259,6 +259,8 @@ class RecordingConnection:
         self.paused = False
         self.reading_paused = False
         self.sent: list[dict] = []
+        #: times a live feeder asked for its frames to go to the kernel at once (SyncProtocol.send_now)
+        self.sends_now = 0
 
     def send(self, t: str, **fields: Any) -> None:
         self.sent.append({"t": t, **fields})
@@ -271,6 +273,9 @@ class RecordingConnection:
 
     def drop_lane(self, lane: Any) -> None:
         pass
+
+    def send_now(self) -> None:
+        self.sends_now += 1
 
     def pause_reading(self) -> None:
         self.reading_paused = True

@@ -1,0 +1,73 @@
+"""A live change goes to the kernel inside the commit that made it, not on the reactor's next turn
+(shiftpeer.sync.sendnow); a gossip feed's announcements keep the reactor's pace."""
+
+from __future__ import annotations
+
+import collections
+import select
+
+import pytest_twisted
+
+from shiftpeer.sync import AllowAll
+from shiftpeer.sync.manager import ReplicationManager
+from shiftpeer.sync.sendnow import send_now, socket_transport
+from shiftpeer.sync.testing import MemoryStore, RecordingConnection, accept_all
+from tests.test_sync_network import Nodes, until
+
+
+def _live_feed(lazy: bool):
+    store = MemoryStore()
+    db = store.create_database("master")
+    db.put("d0", {"i": 0})
+    conn = RecordingConnection()
+    mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter())
+    if lazy:
+        mgr.lazy_feeds["master"] = lambda conn, name, ch: ch
+    mgr.handle({"t": "pull", "rid": 1, "db": "master", "since": 0, "epoch": None, "live": True})
+    acks = [m for m in conn.sent if m["t"] == "changes"]
+    for m in acks:
+        mgr.handle({"t": "ack", "rid": 1, "seq": m["seq"]})
+    return db, conn
+
+
+def test_a_live_feeders_change_is_sent_at_once():
+    db, conn = _live_feed(lazy=False)
+    assert conn.sends_now == 0          # catching up keeps the reactor's pace
+    db.put("d1", {"i": 1})
+    assert [m["ch"] for m in conn.sent if m["t"] == "changes"][-1] == [["d1", [db.get("d1").rev]]]
+    assert conn.sends_now == 1
+
+
+def test_a_gossip_feeds_announcement_waits_for_the_reactor():
+    db, conn = _live_feed(lazy=True)
+    db.put("d1", {"i": 1})
+    assert [m["ch"] for m in conn.sent if m["t"] == "changes"][-1] == [["d1", [db.get("d1").rev]]]
+    assert conn.sends_now == 0
+
+
+def test_send_now_leaves_anything_but_a_socket_alone():
+    assert send_now(object()) is False
+    assert socket_transport(None) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_live_change_reaches_the_peers_socket_before_the_reactor_turns(tmp_path):
+    """Over real TLS on 127.0.0.1: right after the source's put returns, with no reactor turn between, the
+    puller's socket is readable and the change arrives."""
+    async with Nodes(tmp_path) as nodes:
+        a, b = nodes("a"), nodes("b")
+        await b.listen()
+        src = b.fill("master", 5, "m")
+        reps = {}
+        svc = a.connect(b, on_connected=lambda conn: reps.setdefault("pull", conn.pull("master", "feed")))
+        conn = await svc.when_authenticated()
+        await until(lambda: "pull" in reps, what="the pull")
+        await reps["pull"].caught_up
+        sock = socket_transport(conn.transport).getHandle()
+        feed = a.store.database("feed")
+        # let the acks and anything else in flight be read first
+        await until(lambda: not select.select([sock], [], [], 0)[0], what="a quiet socket")
+        src.put("fresh", {"author": b.id, "n": -1}, sign=b.sign())
+        readable = select.select([sock], [], [], 2.0)[0]   # bounded; the reactor does not run meanwhile
+        assert readable == [sock]
+        await until(lambda: feed.get("fresh") is not None, what="the live change")
