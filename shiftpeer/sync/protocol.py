@@ -179,6 +179,12 @@ class SyncProtocol(Protocol):
 
     @_machine.output()
     def _dispatch(self, msg: dict) -> None:
+        self._dispatch_ready(msg)
+
+    def _dispatch_ready(self, msg: dict) -> None:
+        """A message in state ``ready``. `_handle_frame` calls it directly once the peer is authenticated
+        and the connection is not closing (which is state ``ready``: every way out of it closes): an
+        automat input costs ~8 us warm, several times that on a cold path such as a live change."""
         t = msg["t"]
         if t in _REPLICATION_TYPES:
             self.replications.handle(msg)
@@ -340,6 +346,8 @@ class SyncProtocol(Protocol):
         try:
             if msg["t"] == "hello":
                 self.hello(msg)
+            elif self.peer_id is not None and not self._closing:
+                self._dispatch_ready(msg)
             else:
                 self._message(msg)
         except Exception:
