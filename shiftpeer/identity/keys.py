@@ -153,6 +153,7 @@ class NodeKey:
         if len(seed) != 32:
             raise ValueError("an Ed25519 seed is 32 bytes")
         self._signing = nacl.signing.SigningKey(seed)
+        self._secret: bytes = nacl.bindings.crypto_sign_seed_keypair(seed)[1]   # libsodium's 64-byte form
         self._private = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
         self.public_key: bytes = bytes(self._signing.verify_key)
         self.account_id: str = account_id_of_raw(self.public_key)
@@ -201,8 +202,10 @@ class NodeKey:
         )
 
     def sign(self, msg: bytes) -> bytes:
-        """The 64-byte Ed25519 signature of msg."""
-        return self._signing.sign(msg).signature
+        """The 64-byte Ed25519 signature of msg: libsodium's through PyNaCl's binding, without the
+        SignedMessage that `SigningKey.sign` builds around it (three more copies of the message, ~5 us of
+        a ~45 us signature; every local put signs, on the live path too)."""
+        return nacl.bindings.crypto_sign(msg, self._secret)[:64]
 
     def certificate(self):
         """This key's self-signed TLS certificate (made on first use; saved by `save`)."""
