@@ -38,6 +38,21 @@ def test_a_live_feeders_change_is_sent_at_once():
     assert conn.sends_now == 1
 
 
+def test_a_feeder_still_catching_up_keeps_the_reactors_pace():
+    store = MemoryStore()
+    db = store.create_database("master")
+    for i in range(30):
+        db.put(f"d{i}", {"i": i})
+    conn = RecordingConnection()
+    mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), window=1, batch_changes=5)
+    mgr.handle({"t": "pull", "rid": 1, "db": "master", "since": 0, "epoch": None, "live": True})
+    first = [m for m in conn.sent if m["t"] == "changes"]
+    mgr.handle({"t": "ack", "rid": 1, "seq": first[-1]["seq"]})      # the next batch goes out, not caught up
+    db.put("d30", {"i": 30})
+    assert not any(m["t"] == "caught_up" for m in conn.sent)
+    assert conn.sends_now == 0
+
+
 def test_a_gossip_feeds_announcement_waits_for_the_reactor():
     db, conn = _live_feed(lazy=True)
     db.put("d1", {"i": 1})

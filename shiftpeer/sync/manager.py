@@ -132,14 +132,15 @@ class ReplicationManager:
             self._unsubscribe = self.store.subscribe(self._on_commit)
 
     def _on_commit(self, dbname: str, seq: int) -> None:
-        pumped = False
+        caught_up = False
         for f in list(self.feeders.values()):
             if f.name == dbname and f.live and seq > f.sent:
+                caught_up = caught_up or f.caught_up_seq is not None
                 f.pump()
-                pumped = True
-        # a live change goes to the kernel at once (sendnow); a gossip feed's announcements keep the
-        # reactor's pace, which measured fewer bytes and duplicate bodies across a mesh
-        if pumped and dbname not in self.lazy_feeds:
+        # A caught-up feeder's change goes to the kernel at once (sendnow): one send, and with TCP_NODELAY
+        # one segment, per commit. Not while catching up (its batches follow each other anyway), nor a
+        # gossip feed's announcements: at the reactor's pace a mesh sent fewer bytes and duplicate bodies.
+        if caught_up and dbname not in self.lazy_feeds:
             self.conn.send_now()
 
     # -- incoming messages

@@ -2,8 +2,9 @@
 
 Twisted's TCP transport keeps a write in its buffer until the reactor next finds the socket writable: the
 rest of the callbacks that wrote it run first, then a poll. On a live change that is ~0.1 ms of the path
-from a commit to the peer (docs/benchmarks.md). Only a live feeder's frames are sent this way: sending
-every frame at once (acks, needs, gossip) made a gossip mesh send more bytes and converge later.
+from a commit to the peer (docs/benchmarks.md). Only a caught-up live feeder's commit asks for it (the
+send carries whatever the transport holds by then): sending every write at once (acks, needs, gossip
+announcements) made a gossip mesh send more bytes and converge later.
 """
 
 from __future__ import annotations
