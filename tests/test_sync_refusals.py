@@ -281,3 +281,18 @@ def test_a_replication_id_used_twice_drops_the_peer():
     raw(pair, frame(pull))
     assert closed_with(pair, "duplicate") and "replication id 7 is already in use" in pair.client.peer_error["msg"]
     assert srv.still_serves()
+
+
+@pytest.mark.allow_logged_errors
+def test_frames_behind_a_violation_in_the_same_read_are_not_handled():
+    """A valid pull right behind a malformed frame, in one read: the connection closes on the first, and
+    the second is never handled (messages after the handshake skip the state machine only in ready)."""
+    srv = Served()
+    pair = srv.client()
+    assert pair.server._in_ready
+    before = pair.server.frames_in
+    raw(pair, frame({"t": "gimme"}) + frame({"t": "pull", "rid": 1, "db": "master", "since": 0, "epoch": None,
+                                             "live": False}))
+    assert closed_with(pair, "unknown_type")
+    assert pair.server.frames_in == before + 1 and not pair.server._in_ready
+

@@ -85,6 +85,9 @@ class SyncProtocol(Protocol):
         # The input for every frame after hello, bound once: automat builds a new bound input (a copied
         # function) on each attribute access, a third of the ~12 us an input costs.
         self._message = self.message
+        #: the machine is in state ready: set by _authenticate, cleared first by every output that leaves it
+        #: (so a leaving output that raised before closing still stops the direct dispatch, _handle_frame)
+        self._in_ready = False
         self._closing = False
         self._calls: dict[int, Deferred] = {}
         self._next_call = 1
@@ -162,6 +165,7 @@ class SyncProtocol(Protocol):
                 return
             self._peer_slot = peer_id
         self.peer_id = peer_id
+        self._in_ready = True
         if self.factory.docs_per_second:   # one documents-per-second budget per peer, not per connection
             self.replications.rate = self.factory.rate_for(peer_id)
         self.peer_roles, self.peer_features = messages.split_roles(msg["roles"])
@@ -182,9 +186,9 @@ class SyncProtocol(Protocol):
         self._dispatch_ready(msg)
 
     def _dispatch_ready(self, msg: dict) -> None:
-        """A message in state ``ready``. `_handle_frame` calls it directly once the peer is authenticated
-        and the connection is not closing (which is state ``ready``: every way out of it closes): an
-        automat input costs ~8 us warm, several times that on a cold path such as a live change."""
+        """A message in state ``ready``. `_handle_frame` calls it directly while ``_in_ready`` says that is
+        the state and the connection is not closing: an automat input costs ~8 us warm, several times that
+        on a cold path such as a live change."""
         t = msg["t"]
         if t in _REPLICATION_TYPES:
             self.replications.handle(msg)
@@ -204,14 +208,17 @@ class SyncProtocol(Protocol):
 
     @_machine.output()
     def _second_hello(self, msg: dict) -> None:
+        self._in_ready = False
         self._refuse_and_close("unexpected", "a second hello", None)
 
     @_machine.output()
     def _violate(self, code: str, text: str, db: Optional[str]) -> None:
+        self._in_ready = False
         self._refuse_and_close(code, text, db)
 
     @_machine.output()
     def _refuse_over_limit(self, text: str) -> None:
+        self._in_ready = False
         # not a protocol violation: counted and logged by the limits, the peer told why
         self.close_reason = {"code": TOO_MANY_CONNECTIONS, "msg": text, "db": None}
         self._write(messages.encode("error", code=TOO_MANY_CONNECTIONS, msg=text, db=None))
@@ -230,6 +237,7 @@ class SyncProtocol(Protocol):
 
     @_machine.output()
     def _cleanup(self) -> None:
+        self._in_ready = False
         if self._lost:
             return
         self._lost = True
@@ -346,7 +354,7 @@ class SyncProtocol(Protocol):
         try:
             if msg["t"] == "hello":
                 self.hello(msg)
-            elif self.peer_id is not None and not self._closing:
+            elif self._in_ready and not self._closing:
                 self._dispatch_ready(msg)
             else:
                 self._message(msg)
