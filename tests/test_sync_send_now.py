@@ -86,3 +86,50 @@ async def test_a_live_change_reaches_the_peers_socket_before_the_reactor_turns(t
         readable = select.select([sock], [], [], 2.0)[0]   # bounded; the reactor does not run meanwhile
         assert readable == [sock]
         await until(lambda: feed.get("fresh") is not None, what="the live change")
+
+
+def test_an_eager_pulls_batches_each_leave_as_soon_as_written():
+    """Catching up a puller that asked for documents with the changes: each batch asks for its frame (and
+    whatever the received frames being handled wrote before it) to go to the kernel at once, instead of
+    waiting for the whole window to be encoded; a pull by need has nothing to hurry."""
+    for eager, hurried in ((True, True), (False, False)):
+        store = MemoryStore()
+        db = store.create_database("master")
+        for i in range(40):
+            db.put(f"d{i}", {"i": i})
+        conn = RecordingConnection()
+        mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), window=4,
+                                 batch_changes=10)
+        mgr.handle({"t": "pull", "rid": 1, "db": "master", "since": 0, "epoch": None, "live": False,
+                    "eager": eager})
+        batches = [m for m in conn.sent if m["t"] == "changes"]
+        assert len(batches) == 4 and all(("docs" in m) is eager for m in batches)
+        assert conn.sends_now_queued == (len(batches) if hurried else 0)
+
+
+def test_send_now_with_queued_writes_what_the_handled_frames_wrote_so_far(tmp_path):
+    """SyncProtocol.send_now(queued=True) inside a handling slice: the frames queued so far go to the
+    transport in order, and later ones queue again for the slice's end."""
+    from shiftpeer.sync.protocol import SyncFactory, SyncProtocol
+    from shiftpeer.identity import NodeKey
+
+    written = []
+
+    class Transport:
+        def write(self, data):
+            written.append(data)
+
+        def writeSequence(self, seq):
+            written.append(b"".join(seq))
+
+    p = SyncProtocol(SyncFactory(MemoryStore(), NodeKey.generate(), AllowAll(), reactor=None))
+    p.transport = Transport()
+    p._out = []
+    p._write(b"one")
+    p._write(b"two")
+    p.send_now()                     # not queued: the slice's replies still wait
+    assert written == []
+    p.send_now(queued=True)
+    assert written == [b"onetwo"] and p._out == []
+    p._write(b"three")
+    assert written == [b"onetwo"] and p._out == [b"three"]

@@ -441,12 +441,23 @@ class SyncProtocol(Protocol):
         (under the upload cap, its frames keep their order and take turns with the other replications')."""
         self._write(frame, lane)
 
-    def send_now(self) -> None:
+    def send_now(self, queued: bool = False) -> None:
         """Hand what this connection has written to the kernel now, not on the reactor's next turn (a live
-        change: ``sendnow``). Not while received frames are handled (their replies go out together after)
-        nor under the upload cap (it paces the frames)."""
-        if self._out is None and self._paced is None and not self._closing:
-            send_now(self.transport)
+        change, an eager batch: ``sendnow``). While received frames are handled their replies wait to go out
+        together, unless `queued`: then what they wrote so far goes now, the rest still together after (an
+        eager pull's first batch no longer waits for the whole window to be encoded). Never under the upload
+        cap (it paces the frames)."""
+        if self._paced is not None or self._closing:
+            return
+        if self._out is not None:
+            if not queued:
+                return
+            out, self._out = self._out, []
+            if len(out) == 1:
+                self.transport.write(out[0])
+            elif out:
+                self.transport.writeSequence(out)
+        send_now(self.transport)
 
     def drop_lane(self, lane: Any) -> None:
         """The replication we served as ``lane`` ended: under the upload cap, its frames still waiting are

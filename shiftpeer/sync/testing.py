@@ -261,6 +261,7 @@ class RecordingConnection:
         self.sent: list[dict] = []
         #: times a live feeder asked for its frames to go to the kernel at once (SyncProtocol.send_now)
         self.sends_now = 0
+        self.sends_now_queued = 0   # of them, asked to send what the frames being handled wrote too
 
     def send(self, t: str, **fields: Any) -> None:
         self.sent.append({"t": t, **fields})
@@ -274,8 +275,9 @@ class RecordingConnection:
     def drop_lane(self, lane: Any) -> None:
         pass
 
-    def send_now(self) -> None:
+    def send_now(self, queued: bool = False) -> None:
         self.sends_now += 1
+        self.sends_now_queued += int(queued)
 
     def pause_reading(self) -> None:
         self.reading_paused = True
