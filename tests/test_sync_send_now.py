@@ -88,14 +88,15 @@ async def test_a_live_change_reaches_the_peers_socket_before_the_reactor_turns(t
         await until(lambda: feed.get("fresh") is not None, what="the live change")
 
 
-def test_an_eager_pulls_batches_each_leave_as_soon_as_written():
-    """Catching up a puller that asked for documents with the changes: each batch asks for its frame (and
-    whatever the received frames being handled wrote before it) to go to the kernel at once, instead of
-    waiting for the whole window to be encoded; a pull by need has nothing to hurry."""
+def test_an_eager_pulls_first_batch_leaves_as_soon_as_written():
+    """Catching up a puller that asked for documents with the changes: the batch sent while the puller holds
+    none of ours asks for its frame (and whatever the received frames being handled wrote before it) to go
+    to the kernel at once, instead of waiting for the whole window to be encoded; the batches behind it go
+    together, and so does one sent after an ack while others are in flight. A pull by need hurries nothing."""
     for eager, hurried in ((True, True), (False, False)):
         store = MemoryStore()
         db = store.create_database("master")
-        for i in range(40):
+        for i in range(80):
             db.put(f"d{i}", {"i": i})
         conn = RecordingConnection()
         mgr = ReplicationManager(conn, store, AllowAll(), accept_all, collections.Counter(), window=4,
@@ -104,7 +105,10 @@ def test_an_eager_pulls_batches_each_leave_as_soon_as_written():
                     "eager": eager})
         batches = [m for m in conn.sent if m["t"] == "changes"]
         assert len(batches) == 4 and all(("docs" in m) is eager for m in batches)
-        assert conn.sends_now_queued == (len(batches) if hurried else 0)
+        assert conn.sends_now_queued == (1 if hurried else 0)
+        mgr.handle({"t": "ack", "rid": 1, "seq": batches[0]["seq"]})      # three still in flight
+        assert len([m for m in conn.sent if m["t"] == "changes"]) == 5
+        assert conn.sends_now_queued == (1 if hurried else 0)
 
 
 def test_send_now_with_queued_writes_what_the_handled_frames_wrote_so_far(tmp_path):
