@@ -192,15 +192,10 @@ def encode_body(body: dict) -> bytes:
     local put pays this, on the live path's cold caches several times over). A float needs cbor2: canonical
     CBOR writes it in the fewest bits that hold it, DAG-CBOR always in 64. What libipld refuses (an int
     past 64 bits) goes to cbor2 too. tests/test_store_encode.py compares the two on random bodies."""
-    if check_json(body) or _dag_dumps is None:
-        return _dumps(body, canonical=True)
-    try:
-        return _dag_dumps(body)
-    except Exception:
-        pass
-    except BaseException as e:
-        if not _rust_panic(e):
-            raise
+    if not check_json(body):
+        data = _dag_encode(body)
+        if data is not None:
+            return data
     return _dumps(body, canonical=True)
 
 
@@ -340,15 +335,23 @@ def dumps_sorted(obj: Any) -> bytes:
     retry, from the decoded body, decides, and the store keeps the canonical bytes (`with_payload`);
     verify_repl_doc's memory keys a document by the payload that verified, never by one two bodies share.
     Checking every payload for a zero instead cost ~0.75 us a document."""
-    if _dag_dumps is not None:
-        try:
-            return _dag_dumps(obj)
-        except Exception:
-            pass
-        except BaseException as e:
-            if not _rust_panic(e):
-                raise
-    return _dumps(obj)
+    data = _dag_encode(obj)
+    return data if data is not None else _dumps(obj)
+
+
+def _dag_encode(obj: Any) -> bytes | None:
+    """libipld's DAG-CBOR encoding of `obj`, or None where libipld is not installed or refuses it (a panic
+    included: `_rust_panic`); the caller then encodes with cbor2."""
+    if _dag_dumps is None:
+        return None
+    try:
+        return _dag_dumps(obj)
+    except Exception:
+        return None
+    except BaseException as e:
+        if not _rust_panic(e):
+            raise
+        return None
 
 
 def encode_record(record: list) -> bytes:

@@ -453,10 +453,7 @@ class SyncProtocol(Protocol):
             if not queued:
                 return
             out, self._out = self._out, []
-            if len(out) == 1:
-                self.transport.write(out[0])
-            elif out:
-                self.transport.writeSequence(out)
+            self._write_frames(out)
         send_now(self.transport)
 
     def drop_lane(self, lane: Any) -> None:
@@ -512,10 +509,14 @@ class SyncProtocol(Protocol):
         if self._paced is not None:
             self._paced.offer()
         elif out and self.transport is not None:
-            if len(out) == 1:
-                self.transport.write(out[0])
-            else:
-                self.transport.writeSequence(out)
+            self._write_frames(out)
+
+    def _write_frames(self, out: list[bytes]) -> None:
+        """Hand queued frames to TLS in one write (one record run, one send)."""
+        if len(out) == 1:
+            self.transport.write(out[0])
+        elif out:
+            self.transport.writeSequence(out)
 
     def _cancel_timer(self, name: str) -> None:
         timer = getattr(self, name)
